@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up orchestrate on a fresh Debian machine, then run it or test it.
+#   ./bootstrap.sh run [CONFIG]     install, then run CONFIG (default configs/quick.yml) on ./inventory.yml
+#   ./bootstrap.sh test [PYTEST…]   install what the tests need too, then run every test
+set -euo pipefail
+cd "$(dirname "$0")"
+
+action=${1:-}
+shift || true
+case "$action" in
+  run|test) ;;
+  *) echo "usage: ./bootstrap.sh run [CONFIG] | test [PYTEST ARGS]" >&2; exit 2 ;;
+esac
+
+# What a run needs on this machine (it is also a host in the default inventory), and what the
+# tests need beyond that: sshd for the SSH and lab tests, iperf3 for the reference figures,
+# clang to prove the agents build with both compilers.
+packages=(gcc libc6-dev linux-perf iproute2 ethtool procps tar python3 python3-venv python3-pip)
+if [ "$action" = test ]; then
+  packages+=(openssh-server openssh-client iperf3 clang iputils-ping)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+if [ "$action" = run ]; then
+  exec .venv/bin/orchestrate run "${1:-configs/quick.yml}" "${@:2}"
+fi
+exec .venv/bin/python -m pytest "$@"

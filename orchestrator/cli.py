@@ -1,0 +1,246 @@
+"""The `orchestrate` command: argument parsing and terminal output only; the work is in the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from . import run as runs
+from .cells import CellOutcome
+from .config import load_experiment
+from .errors import ConfigError, OrchestrateError, PreflightError, RunFailed
+from .inventory import load_inventory
+from .plan import Cell
+from .preflight import Preflight
+
+console = Console(stderr=True)
+out = Console()
+
+
+class TerminalProgress(runs.Progress):
+    def __init__(self) -> None:
+        self.bar: RichProgress | None = None
+        self.task = None
+
+    def stage(self, message: str) -> None:
+        console.print(f"[bold]·[/] {message}")
+
+    def start(self, total: int, done: int) -> None:
+        self.bar = RichProgress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("cells", total=total, completed=done)
+
+    def cell_started(self, cell: Cell) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=cell.cell_id)
+
+    def cell_finished(self, outcome: CellOutcome) -> None:
+        if self.bar is not None:
+            if outcome.error:
+                self.bar.console.print(f"[red]✗[/] {outcome.cell.cell_id}: {escape(outcome.error)}", highlight=False)
+            self.bar.advance(self.task)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def show_preflight(report: Preflight) -> None:
+    grid = Table(title="preflight")
+    for column in ("host", "check", "", "detail"):
+        grid.add_column(column)
+    for f in report.findings:
+        grid.add_row(escape(f.host), f.check, "[green]ok[/]" if f.ok else "[red]FAIL[/]", escape(f.detail))
+    console.print(grid)
+
+
+def show_summary(run_dir: Path) -> None:
+    from .table import read_results
+
+    frame = read_results(run_dir / "results.csv")
+    if frame.empty:
+        return
+    grid = Table(title=f"results: {run_dir}")
+    columns = ["workload", "mode", "message_size", "threads", "repetition", "status", "throughput_gbps",
+               "zerocopy_copied_fraction", "latency_p99_us", "server_cpu_s", "client_cpu_s"]
+    present = [c for c in columns if c in frame.columns and (c in columns[:6] or frame[c].notna().any())]
+    for column in present:
+        grid.add_column(column, justify="right" if column not in ("workload", "mode", "status") else "left")
+    for _, row in frame.sort_values(["workload", "mode", "message_size", "threads", "repetition"]).iterrows():
+        cells = []
+        for column in present:
+            value = row[column]
+            if value is None or (isinstance(value, float) and value != value):
+                cells.append("—")
+            elif isinstance(value, float):
+                cells.append(f"{value:.3g}" if column != "throughput_gbps" else f"{value:.2f}")
+            elif column == "status" and value != "ok":
+                cells.append(f"[red]{value}[/]")
+            else:
+                cells.append(str(value))
+        grid.add_row(*cells)
+    out.print(grid)
+
+
+def _load_inputs(args: argparse.Namespace):
+    experiment = load_experiment(Path(args.config))
+    inventory = load_inventory(Path(args.inventory))
+    return experiment, inventory
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.resume:
+        state = runs.load_run(Path(args.resume))
+        console.print(f"resuming {state.run_dir}")
+    else:
+        if not args.config:
+            raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
+        experiment, inventory = _load_inputs(args)
+        state = runs.create_run(experiment, inventory, Path(args.results))
+        console.print(f"run {state.run_id}: {len(state.plan.cells)} cells, seed {state.plan.seed}, folder {state.run_dir}")
+    try:
+        outcome = runs.execute(state, TerminalProgress(), on_preflight=show_preflight if args.verbose else _problems_only)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: agents stopped on both hosts; finished cells are kept.\n"
+                      f"resume with: orchestrate run --resume {state.run_dir}")
+        return 130
+    show_summary(state.run_dir)
+    if not args.no_report:
+        from .report import write_report
+
+        console.print(f"report: {write_report(state.run_dir)}")
+    if outcome.failed:
+        listing = "\n".join(f"  {o.cell.cell_id}: {o.error}" for o in outcome.failed)
+        raise RunFailed(f"{len(outcome.failed)} of {len(outcome.finished)} cells failed (raw logs in {state.run_dir}/cells):\n{listing}")
+    console.print(f"[green]done[/]: {len(outcome.finished)} cells run, {outcome.skipped} already done, results in {state.run_dir}/results.csv")
+    return 0
+
+
+def _problems_only(report: Preflight) -> None:
+    if report.problems:
+        show_preflight(report)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    experiment, inventory = _load_inputs(args)
+    hosts = runs.connect_hosts(inventory, experiment.timeouts.connect)
+    try:
+        report = runs.check(hosts, experiment, inventory)
+    finally:
+        for host in hosts.values():
+            host.close()
+    show_preflight(report)
+    if report.problems:
+        raise PreflightError(f"{len(report.problems)} problem(s) found")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out.print(f"report: {write_report(Path(args.run_dir))}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs
+
+    comparison = compare_runs(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None)
+    comparison.render(out)
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from . import lab
+
+    options = lab.LabOptions(
+        prefix=args.prefix, mtu=args.mtu, delay_ms=args.delay_ms, rate_mbit=args.rate_mbit,
+        inventory_path=Path(args.inventory_out),
+    )
+    if args.action == "up":
+        status = lab.up(options)
+        console.print(f"lab is up; run with: orchestrate run configs/smoke.yml --inventory {options.inventory_path}")
+    elif args.action == "down":
+        for item in lab.down(options):
+            console.print(f"removed {item}")
+        return 0
+    else:
+        status = lab.status(options)
+    grid = Table(title="lab")
+    for column in ("name", "kind", "state", "detail"):
+        grid.add_column(column)
+    for row in status.rows:
+        grid.add_row(row.name, row.kind, row.state, row.detail)
+    out.print(grid)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_inventory(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--inventory", default="inventory.yml", help="hosts file (default: ./inventory.yml)")
+
+    p = commands.add_parser("run", help="run an experiment and collect its results")
+    p.add_argument("config", nargs="?", help="experiment file, such as configs/full.yml")
+    with_inventory(p)
+    p.add_argument("--results", default="results", help="where run folders go (default: ./results)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run without redoing its finished cells")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the full preflight table")
+    p.set_defaults(handler=cmd_run)
+
+    p = commands.add_parser("check", help="preflight only: reach the hosts and check what a run needs")
+    p.add_argument("config")
+    with_inventory(p)
+    p.set_defaults(handler=cmd_check)
+
+    p = commands.add_parser("report", help="write report.md, report.html, summary.csv and plots for a run")
+    p.add_argument("run_dir")
+    p.set_defaults(handler=cmd_report)
+
+    p = commands.add_parser("compare", help="compare two runs cell by cell")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--out", help="folder for the comparison's table and plot")
+    p.set_defaults(handler=cmd_compare)
+
+    p = commands.add_parser("lab", help="a two-host lab of network namespaces on this machine (root)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--prefix", default="orch", help="name prefix of the namespaces (default: orch)")
+    p.add_argument("--inventory-out", default="lab-inventory.yml", help="where lab up writes the lab's inventory")
+    p.add_argument("--mtu", type=int, default=None, help="MTU of the data link")
+    p.add_argument("--delay-ms", type=float, default=None, help="netem delay on the data link, each way")
+    p.add_argument("--rate-mbit", type=float, default=None, help="netem rate limit on the data link")
+    p.set_defaults(handler=cmd_lab)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except OrchestrateError as exc:
+        console.print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""The hosts a run talks to: this machine, or a machine over one long-lived SSH connection.
+
+Both kinds offer the same few verbs: run a command with a timeout, start a long-running
+command and read its output lines, and move a folder in or out as one tar stream. A folder
+moves in one round trip, which keeps the per-cell overhead of a run low.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import selectors
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import fabric
+import invoke
+import paramiko
+
+from .errors import HostError
+from .inventory import HostSpec
+
+log = logging.getLogger("orchestrator.remote")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Process(Protocol):
+    def read_line(self, startswith: str, timeout: float) -> str | None: ...
+    def wait(self, timeout: float) -> int | None: ...
+    def close(self) -> None: ...
+
+
+class Host(Protocol):
+    role: str
+    spec: HostSpec
+
+    @property
+    def name(self) -> str: ...
+    def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult: ...
+    def start(self, command: str) -> Process: ...
+    def push_dir(self, local: Path, remote: str, timeout: float) -> None: ...
+    def fetch_dir(self, remote: str, local: Path, timeout: float) -> None: ...
+    def close(self) -> None: ...
+
+
+def q(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def _log(host: str, command: str, exit_code: object, started: float) -> None:
+    log.info("%s rc=%s %.3fs $ %s", host, exit_code, time.monotonic() - started, command)
+
+
+def _extract(tar_bytes: bytes, local: Path) -> None:
+    local.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as archive:
+        archive.extractall(local, filter="data")
+
+
+def _tar_of(local: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(local, arcname=".")
+    return buffer.getvalue()
+
+
+class _LineReader:
+    """Lines from a byte stream fed in chunks, for waiting on a ready line."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.lines: list[str] = []
+
+    def feed(self, data: bytes) -> None:
+        self.pending += data
+        *complete, self.pending = self.pending.split(b"\n")
+        self.lines.extend(line.decode(errors="replace") for line in complete)
+
+    def take(self, startswith: str) -> str | None:
+        for line in self.lines:
+            if line.startswith(startswith):
+                return line
+        return None
+
+
+# ---------------------------------------------------------------------------- this machine
+
+
+class LocalProcess:
+    def __init__(self, command: str, host: str) -> None:
+        self.command, self.host, self.started = command, host, time.monotonic()
+        self.popen = subprocess.Popen(
+            ["sh", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.reader = _LineReader()
+
+    def read_line(self, startswith: str, timeout: float) -> str | None:
+        assert self.popen.stdout is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.popen.stdout, selectors.EVENT_READ)
+            while (line := self.reader.take(startswith)) is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    return None
+                data = os.read(self.popen.stdout.fileno(), 65536)
+                if not data:
+                    return None
+                self.reader.feed(data)
+        return line
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        _log(self.host, self.command, code, self.started)
+        return code
+
+    def close(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait()
+        if self.popen.stdout:
+            self.popen.stdout.close()
+
+
+class LocalHost:
+    def __init__(self, role: str, spec: HostSpec) -> None:
+        self.role, self.spec = role, spec
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} (local)"
+
+    def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                ["sh", "-c", command],
+                input=stdin if stdin is not None else b"",
+                capture_output=True,
+                timeout=timeout,
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired:
+            _log(self.name, command, "timeout", started)
+            raise HostError(self.name, f"command timed out after {timeout:g}s: {command}") from None
+        _log(self.name, command, done.returncode, started)
+        return CommandResult(
+            command, done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+        )
+
+    def start(self, command: str) -> LocalProcess:
+        return LocalProcess(command, self.name)
+
+    def push_dir(self, local: Path, remote: str, timeout: float) -> None:
+        shutil.copytree(local, remote, dirs_exist_ok=True)
+
+    def fetch_dir(self, remote: str, local: Path, timeout: float) -> None:
+        if Path(remote).resolve() != local.resolve():
+            shutil.copytree(remote, local, dirs_exist_ok=True)
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------- over SSH
+
+
+class SshProcess:
+    """A command on an SSH channel of the host's one connection."""
+
+    def __init__(self, channel: paramiko.Channel, command: str, host: str) -> None:
+        self.channel, self.command, self.host, self.started = channel, command, host, time.monotonic()
+        self.reader = _LineReader()
+        channel.exec_command(command)
+        channel.shutdown_write()
+
+    def read_line(self, startswith: str, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while (line := self.reader.take(startswith)) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.channel.settimeout(min(remaining, 1.0))
+            try:
+                data = self.channel.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                return None
+            self.reader.feed(data)
+        return line
+
+    def wait(self, timeout: float) -> int | None:
+        if not self.channel.status_event.wait(timeout):
+            return None
+        code = self.channel.recv_exit_status()
+        _log(self.host, self.command, code, self.started)
+        return code
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class SshHost:
+    def __init__(self, role: str, spec: HostSpec, connect_timeout: float) -> None:
+        self.role, self.spec = role, spec
+        self.connect_timeout = connect_timeout
+        self._connection: fabric.Connection | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} ({self.spec.label})"
+
+    def _connect(self) -> fabric.Connection:
+        if self._connection is not None and self._connection.is_connected:
+            return self._connection
+        spec = self.spec
+        connect_kwargs: dict[str, object] = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout}
+        if spec.key:
+            connect_kwargs["key_filename"] = [spec.key]
+            connect_kwargs["look_for_keys"] = False
+            connect_kwargs["allow_agent"] = False
+        connection = fabric.Connection(
+            spec.host, user=spec.user, port=spec.port, connect_timeout=self.connect_timeout,
+            connect_kwargs=connect_kwargs,
+        )
+        # Fabric accepts unknown host keys by default; a benchmark host must be the one we think.
+        connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            if spec.known_hosts:
+                connection.client.load_host_keys(spec.known_hosts)
+            else:
+                connection.client.load_system_host_keys()
+            connection.open()
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                where = spec.known_hosts or "~/.ssh/known_hosts"
+                raise HostError(self.name, f"unknown host key (not in {where}); verify the host and add its key, e.g. ssh-keyscan") from None
+            if isinstance(exc, paramiko.AuthenticationException):
+                raise HostError(self.name, f"SSH authentication failed: {exc}") from None
+            raise HostError(self.name, f"SSH failed: {exc}") from None
+        except (OSError, EOFError) as exc:
+            raise HostError(self.name, f"cannot connect: {exc}") from None
+        transport = connection.client.get_transport()
+        assert transport is not None
+        # Keepalives turn a dead host into an error instead of a hang.
+        transport.set_keepalive(5)
+        self._connection = connection
+        return connection
+
+    def _channel(self) -> paramiko.Channel:
+        transport = self._connect().client.get_transport()
+        try:
+            assert transport is not None
+            return transport.open_session(timeout=self.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise HostError(self.name, f"connection lost: {exc}") from None
+
+    def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        if stdin is not None:
+            return self._run_binary(command, timeout, stdin)[0]
+        connection = self._connect()
+        started = time.monotonic()
+        try:
+            result = connection.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
+        except invoke.CommandTimedOut:
+            _log(self.name, command, "timeout", started)
+            raise HostError(self.name, f"command timed out after {timeout:g}s: {command}") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            _log(self.name, command, "lost", started)
+            self.close()
+            raise HostError(self.name, f"connection lost: {exc}") from None
+        _log(self.name, command, result.exited, started)
+        return CommandResult(command, result.exited, result.stdout, result.stderr)
+
+    def _run_binary(self, command: str, timeout: float, stdin: bytes | None) -> tuple[CommandResult, bytes]:
+        """A command whose input or output is bytes (tar streams), on a raw channel."""
+        started = time.monotonic()
+        channel = self._channel()
+        deadline = started + timeout
+        out, err = bytearray(), bytearray()
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            while not (channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready()):
+                if time.monotonic() > deadline:
+                    raise socket.timeout()
+                channel.settimeout(max(0.05, min(1.0, deadline - time.monotonic())))
+                try:
+                    chunk = channel.recv(1 << 16)
+                    out += chunk
+                    while channel.recv_stderr_ready():
+                        err += channel.recv_stderr(1 << 16)
+                    if not chunk and channel.closed:
+                        break
+                except socket.timeout:
+                    continue
+            code = channel.recv_exit_status()
+        except socket.timeout:
+            _log(self.name, command, "timeout", started)
+            raise HostError(self.name, f"command timed out after {timeout:g}s: {command}") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            _log(self.name, command, "lost", started)
+            raise HostError(self.name, f"connection lost: {exc}") from None
+        finally:
+            channel.close()
+        _log(self.name, command, code, started)
+        return CommandResult(command, code, "", err.decode(errors="replace")), bytes(out)
+
+    def start(self, command: str) -> SshProcess:
+        return SshProcess(self._channel(), command, self.name)
+
+    def push_dir(self, local: Path, remote: str, timeout: float) -> None:
+        result, _ = self._run_binary(f"mkdir -p {q(remote)} && tar -C {q(remote)} -xf -", timeout, _tar_of(local))
+        if not result.ok:
+            raise HostError(self.name, f"could not unpack into {remote}: {result.stderr.strip()}")
+
+    def fetch_dir(self, remote: str, local: Path, timeout: float) -> None:
+        result, data = self._run_binary(f"tar -C {q(remote)} -cf - .", timeout, None)
+        if not result.ok:
+            raise HostError(self.name, f"could not fetch {remote}: {result.stderr.strip()}")
+        _extract(data, local)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def connect(role: str, spec: HostSpec, connect_timeout: float) -> Host:
+    if spec.is_local:
+        return LocalHost(role, spec)
+    host = SshHost(role, spec, connect_timeout)
+    host._connect()
+    return host

@@ -1,0 +1,99 @@
+"""The inventory: which machine plays the server and which the client, and how to reach them."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
+
+from .yamlfile import load_yaml, validate
+
+LOCAL = "local"
+
+# Everything here ends up on a remote command line (quoted) or in an SSH config, so it is
+# held to a conservative alphabet first.
+HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:%-]{0,252}$")]
+UserName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")]
+Workdir = Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]{0,254}$")]
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("expected an IPv4 or IPv6 address on the data link, such as 198.18.0.1") from None
+
+
+def _no_dot_dot(value: str) -> str:
+    if ".." in value.split("/"):
+        raise ValueError("a workdir may not contain '..'")
+    return value
+
+
+class HostSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: HostName
+    user: UserName | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    key: str | None = None
+    known_hosts: str | None = None
+    data_address: Annotated[str, AfterValidator(_ip_address)] = "127.0.0.1"
+    workdir: Annotated[Workdir, AfterValidator(_no_dot_dot)] = "/tmp/orchestrate"
+
+    @property
+    def is_local(self) -> bool:
+        return self.host == LOCAL
+
+    @property
+    def label(self) -> str:
+        if self.is_local:
+            return LOCAL
+        target = f"{self.user}@{self.host}" if self.user else self.host
+        return f"{target}:{self.port}" if self.port else target
+
+    def public(self) -> dict[str, Any]:
+        """What is saved with a run: where the key is, never what is in it."""
+        return self.model_dump(exclude_none=True)
+
+
+class Inventory(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server: HostSpec
+    client: HostSpec
+
+    @model_validator(mode="after")
+    def _roles_do_not_collide(self) -> "Inventory":
+        s, c = self.server, self.client
+        if s.host == c.host and s.port == c.port and s.workdir == c.workdir and not s.is_local:
+            raise ValueError(
+                f"server and client are the same host ({s.label}) with the same workdir; "
+                "give each role its own workdir"
+            )
+        return self
+
+    def role(self, name: Literal["server", "client"]) -> HostSpec:
+        return self.server if name == "server" else self.client
+
+
+def load_inventory(path: Path) -> Inventory:
+    path = Path(path)
+    inventory = validate(Inventory, load_yaml(path), path)
+    assert isinstance(inventory, Inventory)
+    return Inventory(server=_anchor_paths(inventory.server, path), client=_anchor_paths(inventory.client, path))
+
+
+def _anchor_paths(spec: HostSpec, inventory_path: Path) -> HostSpec:
+    """Key files named relative to the inventory are found beside it, wherever we run from."""
+    update = {}
+    for name in ("key", "known_hosts"):
+        value = getattr(spec, name)
+        if value:
+            resolved = Path(value).expanduser()
+            if not resolved.is_absolute():
+                resolved = inventory_path.parent.resolve() / resolved
+            update[name] = str(resolved)
+    return spec.model_copy(update=update)

@@ -1,0 +1,85 @@
+"""From an experiment to the ordered list of cells that a run executes."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .config import CELL_KEYS, Experiment
+
+
+@dataclass(frozen=True)
+class Cell:
+    workload: str
+    mode: str
+    message_size: int
+    threads: int
+    fields: int
+    sender: str
+    nodelay: bool
+    sndbuf: int
+    rcvbuf: int
+    repetition: int
+    # Which keys were matrix dimensions; they, and only they, name the cell beyond the basics.
+    varied: tuple[str, ...] = ()
+
+    @property
+    def cell_id(self) -> str:
+        name = f"{self.workload}-{self.mode}-{self.message_size}B-{self.threads}t"
+        for key in self.varied:
+            if key not in ("workload", "mode", "message_size", "threads"):
+                name += f"-{key}={str(getattr(self, key)).lower()}"
+        return f"{name}-r{self.repetition}"
+
+    def params(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("varied")
+        return data
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cell_id": self.cell_id, **self.params(), "varied": list(self.varied)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Cell":
+        fields = {k: v for k, v in data.items() if k != "cell_id"}
+        fields["varied"] = tuple(fields.get("varied", ()))
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class Plan:
+    seed: int
+    cells: tuple[Cell, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed": self.seed, "cells": [c.to_json() for c in self.cells]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Plan":
+        return cls(seed=int(data["seed"]), cells=tuple(Cell.from_json(c) for c in data["cells"]))
+
+
+def new_seed() -> int:
+    return secrets.randbits(63)
+
+
+def expand(experiment: Experiment, seed: int) -> Plan:
+    """Every combination of the dimensions, times the repetitions.
+
+    Shuffling interleaves repetitions and modes, so slow drift on a host (thermal, a noisy
+    neighbour) spreads over all cells instead of biasing whichever ran last. The seed makes
+    the order replayable.
+    """
+    varied = tuple(k for k in CELL_KEYS if getattr(experiment.matrix, k) is not None)
+    values = [experiment.dimension(k) for k in CELL_KEYS]
+    cells = [
+        Cell(**dict(zip(CELL_KEYS, combo)), repetition=rep, varied=varied)
+        for rep in range(1, experiment.repetitions + 1)
+        for combo in itertools.product(*values)
+    ]
+    if experiment.order == "shuffled":
+        random.Random(seed).shuffle(cells)
+    return Plan(seed=seed, cells=tuple(cells))

@@ -1,0 +1,249 @@
+"""A whole run: the run folder, the hosts, preflight, deploy, host facts, then every cell of
+the plan, appending each cell's row as soon as it is known."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from . import agentjson, cells, deploy, facts, perfstat, table
+from .config import Experiment, experiment_from_resolved
+from .errors import ConfigError, HostError, OrchestrateError, PreflightError
+from .hosts import Host, connect
+from .inventory import Inventory
+from .plan import Cell, Plan, expand, new_seed
+from .preflight import Preflight, run_preflight
+
+log = logging.getLogger("orchestrator.run")
+
+
+@dataclass
+class RunState:
+    run_dir: Path
+    experiment: Experiment
+    inventory: Inventory
+    plan: Plan
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    finished: list[cells.CellOutcome] = field(default_factory=list)
+    skipped: int = 0
+
+    @property
+    def failed(self) -> list[cells.CellOutcome]:
+        return [o for o in self.finished if o.error]
+
+
+class Progress:
+    """What a run tells its user as it goes; the CLI gives a rich implementation."""
+
+    def stage(self, message: str) -> None: ...
+    def start(self, total: int, done: int) -> None: ...
+    def cell_started(self, cell: Cell) -> None: ...
+    def cell_finished(self, outcome: cells.CellOutcome) -> None: ...
+    def stop(self) -> None: ...
+
+
+def new_run_id(name: str, now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%SZ}-{name}-{secrets.token_hex(2)}"
+
+
+def create_run(experiment: Experiment, inventory: Inventory, results_root: Path) -> RunState:
+    seed = experiment.seed if experiment.seed is not None else new_seed()
+    plan = expand(experiment, seed)
+    results_root.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_dir = results_root / new_run_id(experiment.name)
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:
+            continue
+    (run_dir / "config.yml").write_text(yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
+    (run_dir / "inventory.yml").write_text(
+        yaml.safe_dump({"server": inventory.server.public(), "client": inventory.client.public()}, sort_keys=False)
+    )
+    (run_dir / "plan.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")
+    return RunState(run_dir, experiment.model_copy(update={"seed": seed}), inventory, plan)
+
+
+def load_run(run_dir: Path) -> RunState:
+    """A run folder to resume: its own saved config, inventory and plan, not the files today."""
+    try:
+        experiment = experiment_from_resolved(yaml.safe_load((run_dir / "config.yml").read_text()), run_dir / "config.yml")
+        inventory = Inventory.model_validate(yaml.safe_load((run_dir / "inventory.yml").read_text()))
+        plan = Plan.from_json(json.loads((run_dir / "plan.json").read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{run_dir}: not a resumable run folder: {exc}") from None
+    return RunState(run_dir, experiment, inventory, plan)
+
+
+def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
+    """Both hosts at once; every host that can't be reached is named in one error."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {role: pool.submit(connect, role, inventory.role(role), timeout) for role in ("server", "client")}
+    hosts, problems = {}, []
+    for role, future in futures.items():
+        try:
+            hosts[role] = future.result()
+        except HostError as exc:
+            problems.append(str(exc))
+    if problems:
+        for host in hosts.values():
+            host.close()
+        raise PreflightError("cannot reach:\n" + "\n".join(problems))
+    return hosts
+
+
+def check(hosts: dict[str, Host], experiment: Experiment, inventory: Inventory) -> Preflight:
+    report = run_preflight(hosts, experiment, inventory)
+    return report
+
+
+def _attach_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    root = logging.getLogger("orchestrator")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def execute(
+    state: RunState,
+    progress: Progress,
+    on_preflight: Callable[[Preflight], None] = lambda p: None,
+) -> RunOutcome:
+    handler = _attach_log(state.run_dir)
+    experiment, inventory = state.experiment, state.inventory
+    hosts: dict[str, Host] = {}
+    try:
+        progress.stage("connecting to hosts")
+        hosts = connect_hosts(inventory, experiment.timeouts.connect)
+        progress.stage("preflight")
+        report = check(hosts, experiment, inventory)
+        on_preflight(report)
+        if report.problems:
+            raise PreflightError(
+                "preflight found problems:\n" + "\n".join(f"  {p.host}: {p.check}: {p.detail}" for p in report.problems)
+            )
+        progress.stage("deploying agents")
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {role: pool.submit(deploy.deploy, host, experiment.timeouts.command) for role, host in hosts.items()}
+            agents = {role: f.result() for role, f in futures.items()}
+        progress.stage("gathering host facts")
+        _save_facts(state, hosts, agents, report)
+        ctx = cells.CellContext(
+            run_id=state.run_id,
+            experiment=experiment,
+            hosts=hosts,
+            agents=agents,
+            perf_events={role: [e for e, ok in report.perf_events(role).items() if ok] for role in hosts},
+        )
+        return _run_cells(state, ctx, progress)
+    finally:
+        progress.stop()
+        for host in hosts.values():
+            host.close()
+        logging.getLogger("orchestrator").removeHandler(handler)
+        handler.close()
+
+
+def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deploy.Agent], report: Preflight) -> None:
+    folder = state.run_dir / "hosts"
+    folder.mkdir(exist_ok=True)
+    server_address = state.inventory.server.data_address
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        gathered = {role: pool.submit(facts.gather, host, server_address, state.experiment.timeouts.command) for role, host in hosts.items()}
+    for role, future in gathered.items():
+        data = future.result()
+        data["agent_hash"] = agents[role].source_hash
+        data["perf_events_supported"] = report.perf_events(role)
+        path = folder / f"{role}.json"
+        if path.exists():  # a resumed run keeps the first facts and adds the new ones beside them
+            path = folder / f"{role}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> RunOutcome:
+    results = table.ResultsTable(state.run_dir / "results.csv")
+    done = results.cell_ids()
+    todo = [c for c in state.plan.cells if c.cell_id not in done]
+    outcome = RunOutcome(state.run_dir, skipped=len(state.plan.cells) - len(todo))
+    progress.start(len(state.plan.cells), outcome.skipped)
+    for cell in todo:
+        local_dir = _fresh_cell_dir(state.run_dir / "cells", cell.cell_id)
+        progress.cell_started(cell)
+        result = cells.run_cell(ctx, cell, local_dir)
+        results.append(_row(state, cell, result))
+        outcome.finished.append(result)
+        progress.cell_finished(result)
+        if result.error and _host_lost(ctx):
+            raise HostError("run", f"stopped after {cell.cell_id}: {result.error}")
+    return outcome
+
+
+def _host_lost(ctx: cells.CellContext) -> bool:
+    """After a failed cell, a host that no longer answers ends the run instead of failing every
+    remaining cell the same way."""
+    for host in ctx.hosts.values():
+        try:
+            host.run("true", ctx.experiment.timeouts.connect)
+        except HostError:
+            return True
+    return False
+
+
+def _fresh_cell_dir(parent: Path, cell_id: str) -> Path:
+    """A cell folder that holds only this attempt; an interrupted earlier attempt is kept aside."""
+    path = parent / cell_id
+    if path.exists():
+        n = 1
+        while (parent / f"{cell_id}.interrupted-{n}").exists():
+            n += 1
+        path.rename(parent / f"{cell_id}.interrupted-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
+    experiment = state.experiment
+    identity = {
+        "run_id": state.run_id,
+        "cell_id": cell.cell_id,
+        **cell.params(),
+        "perf_scope": experiment.perf.scope if experiment.perf.enabled else "off",
+        "warmup_s": experiment.warmup,
+    }
+    reports, perf, problems = {}, {}, []
+    for role in ("server", "client"):
+        path = result.local_dir / f"{role}.json"
+        try:
+            reports[role] = agentjson.load_agent_report(path)
+        except OrchestrateError as exc:
+            reports[role] = None
+            if not result.error:
+                problems.append(str(exc))
+        perf_path = result.local_dir / f"{role}.perf.csv"
+        try:
+            perf[role] = perfstat.load_perf_file(perf_path) if perf_path.exists() else None
+        except OrchestrateError as exc:
+            perf[role] = None
+            problems.append(str(exc))
+    error = result.error or ("; ".join(problems) or None)
+    return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error)
