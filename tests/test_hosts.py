@@ -1,0 +1,105 @@
+"""Hosts: this machine, and a real sshd on loopback."""
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import HostError
+from orchestrator.hosts import LocalHost, SshHost, connect
+from orchestrator.inventory import HostSpec
+
+from .sshd import start_sshd
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+def ssh_host(sshd, tmp_path, **changes) -> SshHost:
+    entry = sshd.inventory_entry(str(tmp_path / "work"))
+    entry.update(changes)
+    return connect("server", HostSpec(**entry), connect_timeout=5)  # type: ignore[return-value]
+
+
+@pytest.fixture(params=["local", "ssh"])
+def host(request, tmp_path):
+    if request.param == "local":
+        yield LocalHost("server", HostSpec(host="local", workdir=str(tmp_path / "work")))
+    else:
+        h = ssh_host(request.getfixturevalue("sshd"), tmp_path)
+        yield h
+        h.close()
+
+
+def test_run_returns_output_and_status(host):
+    result = host.run("echo out; echo err >&2; exit 3", timeout=10)
+    assert (result.exit_code, result.stdout.strip(), result.stderr.strip()) == (3, "out", "err")
+
+
+def test_run_times_out_with_a_clear_error(host):
+    with pytest.raises(HostError, match=r"timed out after 0\.5s"):
+        host.run("sleep 5", timeout=0.5)
+
+
+def test_started_process_gives_its_ready_line(host):
+    process = host.start("echo starting; sleep 0.2; echo 'READY 127.0.0.1 1234'; sleep 0.2; exit 4")
+    assert process.read_line("READY", 5) == "READY 127.0.0.1 1234"
+    assert process.wait(5) == 4
+    process.close()
+
+
+def test_read_line_gives_up_at_the_timeout(host):
+    process = host.start("sleep 3")
+    assert process.read_line("READY", 0.3) is None
+    process.close()
+
+
+def test_folders_move_both_ways_in_one_piece(host, tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.c").write_text("int main(void) { return 0; }\n")
+    (source / "sub").mkdir()
+    (source / "sub" / "b.txt").write_bytes(bytes(range(256)))
+    remote = f"{host.spec.workdir}/copy"
+    host.push_dir(source, remote, timeout=10)
+    assert host.run(f"cat {remote}/a.c", 10).stdout.startswith("int main")
+    back = tmp_path / "back"
+    host.fetch_dir(remote, back, timeout=10)
+    assert (back / "sub" / "b.txt").read_bytes() == bytes(range(256))
+
+
+def test_ssh_uses_one_connection_for_many_commands(sshd, tmp_path):
+    host = ssh_host(sshd, tmp_path)
+    transport = host._connect().client.get_transport()
+    for _ in range(20):
+        assert host.run("true", 5).ok
+    assert host._connect().client.get_transport() is transport
+    host.close()
+
+
+def test_unknown_host_key_is_refused(sshd, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(HostError, match="unknown host key"):
+        ssh_host(sshd, tmp_path, known_hosts=str(empty))
+
+
+def test_wrong_key_is_refused(sshd, tmp_path):
+    import subprocess
+
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    with pytest.raises(HostError, match="authentication failed"):
+        ssh_host(sshd, tmp_path, key=str(other))
+
+
+def test_unreachable_host_names_the_host(tmp_path):
+    # Nothing listens on loopback port 1: the connection is refused at once.
+    spec = HostSpec(host="127.0.0.1", port=1, user="root", workdir=str(tmp_path))
+    with pytest.raises(HostError, match=r"server \(root@127\.0\.0\.1:1\): cannot connect"):
+        connect("server", spec, connect_timeout=2)
