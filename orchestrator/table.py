@@ -1,0 +1,352 @@
+"""Rows of `results.csv` (docs/results-schema.md): built from a cell's raw files, appended durably.
+
+Column order is fixed: the schema's columns in `SCHEMA_COLUMNS` order, then perf columns
+sorted by role, event and then the event's `_run_pct`, then any other column, sorted.
+
+Empty means "not measured or not supported", in the file and in memory (None when building,
+NaN/<NA> when read back), never 0. Integers are written as integers and floats always in
+positional notation, so no count ever appears as `2.1e+09`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.agentjson import AgentReport
+from orchestrator.errors import OrchestrateError
+from orchestrator.perfstat import Counter, column_name
+
+IDENTITY_COLUMNS = (
+    "run_id", "cell_id", "workload", "mode", "message_size", "threads", "repetition",
+    "fields", "sender", "nodelay", "sndbuf", "rcvbuf", "perf_scope",
+)  # fmt: skip
+MEASURED_COLUMNS = (
+    "status", "error", "warmup_s", "duration_s", "bytes_sent", "bytes_received",
+    "window_bytes", "throughput_gbps", "messages_per_s", "send_calls",
+    "server_cpu_s", "client_cpu_s", "server_user_s", "server_sys_s", "client_user_s",
+    "client_sys_s", "server_voluntary_cs", "server_involuntary_cs", "client_voluntary_cs",
+    "client_involuntary_cs",
+    "zerocopy_sends", "zerocopy_notifications", "zerocopy_completed_sends",
+    "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding",
+    "zerocopy_copied_fraction",
+    "transactions", "transactions_per_s", "latency_mean_us", "latency_p50_us",
+    "latency_p90_us", "latency_p99_us", "latency_max_us",
+)  # fmt: skip
+SCHEMA_COLUMNS = IDENTITY_COLUMNS + MEASURED_COLUMNS
+
+# How read_results types the schema's columns; perf columns are inferred from their text.
+_INT_COLUMNS = frozenset({
+    "message_size", "threads", "repetition", "fields", "sndbuf", "rcvbuf", "bytes_sent",
+    "bytes_received", "window_bytes", "send_calls", "server_voluntary_cs",
+    "server_involuntary_cs", "client_voluntary_cs", "client_involuntary_cs",
+    "zerocopy_sends", "zerocopy_notifications", "zerocopy_completed_sends",
+    "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding", "transactions",
+})  # fmt: skip
+_BOOL_COLUMNS = frozenset({"nodelay"})
+_TEXT_COLUMNS = frozenset(
+    {"run_id", "cell_id", "workload", "mode", "sender", "perf_scope", "status", "error"}
+)
+_PERF_COLUMN = re.compile(r"^(server|client)_(.+?)(_run_pct)?$")
+_INTEGER_TEXT = re.compile(r"^-?\d+$")
+
+Row = dict[str, object]
+
+
+class ResultsError(OrchestrateError):
+    """A results.csv that cannot be read or extended."""
+
+
+def _perf_columns(role: str, counters: Mapping[str, Counter]) -> Row:
+    row: Row = {}
+    for counter in counters.values():
+        name = f"{role}_{column_name(counter.name)}"
+        if name in row:
+            raise ResultsError(f"two {role} perf events share the column {name!r}")
+        row[name] = counter.value
+        row[f"{name}_run_pct"] = counter.run_pct
+    return row
+
+
+def _rusage_columns(role: str, report: AgentReport | None) -> Row:
+    usage = report.rusage if report is not None else None
+    if usage is None:
+        return {}
+    return {
+        f"{role}_cpu_s": round(usage.user_s + usage.sys_s, 6),
+        f"{role}_user_s": usage.user_s,
+        f"{role}_sys_s": usage.sys_s,
+        f"{role}_voluntary_cs": usage.voluntary_ctxt_switches,
+        f"{role}_involuntary_cs": usage.involuntary_ctxt_switches,
+    }
+
+
+def _agent_problems(role: str, report: AgentReport | None, cell: Mapping[str, object]) -> list[str]:
+    if report is None:
+        return [f"no {role} agent output"]
+    if report.status == "error":
+        return [f"{role} agent: {report.error}"]
+    problems = []
+    for key in ("workload", "mode", "message_size", "threads", "fields", "sender"):
+        if key in cell and getattr(report, key) != cell[key]:
+            problems.append(
+                f"{role} agent ran {key}={getattr(report, key)!r}, the cell has {cell[key]!r}"
+            )
+    return problems
+
+
+def _usable(report: AgentReport | None) -> AgentReport | None:
+    """The report if its measured sections are there (ok documents always have them)."""
+    if report is None or report.window is None or report.total is None:
+        return None
+    return report
+
+
+def _stream_columns(sender: AgentReport | None, receiver: AgentReport | None) -> Row:
+    row: Row = {}
+    if sender is not None:
+        assert sender.total is not None and sender.window is not None
+        row["bytes_sent"] = sender.total.bytes_sent
+        row["send_calls"] = sender.window.send_calls
+    if receiver is not None:
+        assert receiver.total is not None and receiver.window is not None
+        seconds = receiver.window.seconds
+        row["duration_s"] = seconds
+        row["bytes_received"] = receiver.total.bytes_received
+        row["window_bytes"] = receiver.window.bytes_received
+        if seconds > 0:
+            row["throughput_gbps"] = receiver.window.bytes_received * 8 / seconds / 1e9
+            row["messages_per_s"] = receiver.window.messages_received / seconds
+    return row
+
+
+def _rr_columns(server: AgentReport | None, client: AgentReport | None) -> Row:
+    row: Row = {}
+    if client is not None:
+        assert client.total is not None and client.window is not None
+        seconds = client.window.seconds
+        row["duration_s"] = seconds
+        row["bytes_sent"] = client.total.bytes_sent
+        row["window_bytes"] = client.window.bytes_received
+        row["send_calls"] = client.window.send_calls
+        if seconds > 0:
+            row["throughput_gbps"] = client.window.bytes_received * 8 / seconds / 1e9
+            row["messages_per_s"] = client.window.messages_received / seconds
+        if client.rr is not None:
+            row["transactions"] = client.rr.transactions
+            row["transactions_per_s"] = client.rr.transactions_per_s
+            latency = client.rr.latency_us
+            if latency is not None:
+                row["latency_mean_us"] = latency.mean
+                row["latency_p50_us"] = latency.p50
+                row["latency_p90_us"] = latency.p90
+                row["latency_p99_us"] = latency.p99
+                row["latency_max_us"] = latency.max
+    if server is not None:
+        assert server.total is not None
+        row["bytes_received"] = server.total.bytes_received
+    return row
+
+
+def _zerocopy_columns(report: AgentReport | None) -> Row:
+    zc = report.zerocopy if report is not None else None
+    if zc is None:
+        return {}
+    return {
+        "zerocopy_sends": zc.sends,
+        "zerocopy_notifications": zc.notifications,
+        "zerocopy_completed_sends": zc.completed_sends,
+        "zerocopy_copied_sends": zc.copied_sends,
+        "zerocopy_enobufs": zc.enobufs,
+        "zerocopy_outstanding": zc.outstanding_at_end,
+        "zerocopy_copied_fraction": (
+            zc.copied_sends / zc.completed_sends if zc.completed_sends else None
+        ),
+    }
+
+
+def _byte_count_problems(
+    first: AgentReport | None, second: AgentReport | None, first_role: str, second_role: str
+) -> list[str]:
+    """first's total bytes_sent must equal second's total bytes_received, to the byte."""
+    if first is None or second is None:
+        return []
+    assert first.total is not None and second.total is not None
+    sent, received = first.total.bytes_sent, second.total.bytes_received
+    if sent == received:
+        return []
+    return [f"{first_role} sent {sent} bytes but {second_role} received {received}"]
+
+
+def cell_row(
+    cell: Mapping[str, object],
+    server: AgentReport | None,
+    client: AgentReport | None,
+    server_perf: Mapping[str, Counter] | None,
+    client_perf: Mapping[str, Counter] | None,
+    error: str | None,
+) -> Row:
+    """One results row: `cell`'s identity and option columns plus what the raw files show.
+
+    Any problem (the `error` passed in, a missing or failed agent, a mismatch between the
+    agents and the cell, bytes lost between sender and receiver) makes the row `failed`
+    with every problem in `error`; whatever was measured is still filled in.
+    """
+    problems = [error] if error else []
+    problems += _agent_problems("server", server, cell)
+    problems += _agent_problems("client", client, cell)
+    server_ok, client_ok = _usable(server), _usable(client)
+
+    row: Row = {key: cell.get(key) for key in IDENTITY_COLUMNS}
+    row["warmup_s"] = cell.get("warmup_s")
+    if cell.get("workload") == "rr":
+        row.update(_rr_columns(server_ok, client_ok))
+        problems += _byte_count_problems(client_ok, server_ok, "client", "server")
+        problems += _byte_count_problems(server_ok, client_ok, "server", "client")
+        zerocopy_side = client_ok  # the requests: the same side bytes_sent is taken from
+    else:
+        by_role = {"server": server_ok, "client": client_ok}
+        sender_role = "client" if cell.get("sender") == "client" else "server"
+        receiver_role = "server" if sender_role == "client" else "client"
+        sender, receiver = by_role[sender_role], by_role[receiver_role]
+        row.update(_stream_columns(sender, receiver))
+        problems += _byte_count_problems(sender, receiver, sender_role, receiver_role)
+        zerocopy_side = sender
+    if cell.get("mode") == "zero_copy":
+        row.update(_zerocopy_columns(zerocopy_side))
+    row.update(_rusage_columns("server", server))
+    row.update(_rusage_columns("client", client))
+    if server_perf is not None:
+        row.update(_perf_columns("server", server_perf))
+    if client_perf is not None:
+        row.update(_perf_columns("client", client_perf))
+    row["status"] = "failed" if problems else "ok"
+    row["error"] = "; ".join(problems) if problems else None
+    return {key: row.get(key) for key in order_columns(row)}
+
+
+def _column_key(name: str) -> tuple[int, object]:
+    if name in SCHEMA_COLUMNS:
+        return (0, SCHEMA_COLUMNS.index(name))
+    match = _PERF_COLUMN.match(name)
+    if match:
+        role, event, run_pct = match.groups()
+        return (1, (role != "server", event, run_pct is not None))
+    return (2, name)
+
+
+def order_columns(columns: Iterable[str]) -> list[str]:
+    """Schema columns first in schema order, then perf columns, then anything else; all of
+    SCHEMA_COLUMNS is always included."""
+    return sorted(set(columns) | set(SCHEMA_COLUMNS), key=_column_key)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return ""
+        # Positional and shortest round-trip; trim="0" keeps a ".0" so a float reads back
+        # as a float and an int column never gets a ".0".
+        return np.format_float_positional(value, trim="0")
+    return str(value)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ResultsTable:
+    """results.csv, one row appended per finished cell and on disk before `append` returns.
+
+    A row that brings columns the file lacks (a new perf event) makes the file be rewritten
+    with the union of columns, through a temporary file and an atomic rename.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.columns: list[str] = []
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open(newline="", encoding="utf-8") as fh:
+                self.columns = next(csv.reader(fh), [])
+
+    def append(self, row: Mapping[str, object]) -> None:
+        columns = order_columns([*self.columns, *row])
+        if self.columns and columns != self.columns:
+            self._rewrite(columns)
+        new_file = not self.columns
+        self.columns = columns
+        with self.path.open("a", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            if new_file:
+                writer.writeheader()
+            writer.writerow({key: _text(row.get(key)) for key in columns})
+            fh.flush()
+            os.fsync(fh.fileno())
+        if new_file:
+            _fsync_dir(self.path.parent)
+
+    def _rewrite(self, columns: list[str]) -> None:
+        with self.path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".results-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.path.parent)
+
+
+def _typed(name: str, text: pd.Series) -> pd.Series:
+    if name in _TEXT_COLUMNS:
+        return text.astype("string")
+    if name in _BOOL_COLUMNS:
+        return text.str.lower().map({"true": True, "false": False}).astype("boolean")
+    present = text.dropna()
+    is_int_column = name in _INT_COLUMNS or (
+        name not in SCHEMA_COLUMNS
+        and not name.endswith("_run_pct")
+        and present.str.fullmatch(_INTEGER_TEXT.pattern).all()
+    )
+    try:
+        if is_int_column:
+            return text.astype("Int64")
+        return pd.to_numeric(text).astype("float64")
+    except (ValueError, TypeError):
+        if name in SCHEMA_COLUMNS:
+            raise ResultsError(f"column {name!r} holds a value that is not a number") from None
+        return text.astype("string")
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """results.csv as a DataFrame: empty cells are missing (NaN/<NA>), never 0; counts are
+    nullable Int64, so they print as 2100000000 and not 2.1e+09."""
+    path = Path(path)
+    try:
+        # Everything as text first, and only an empty field as missing: "NA" or "null" in an
+        # error message stays text, and each column is then typed on purpose.
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultsError(f"{path}: cannot read results: {exc}") from exc
+    return pd.DataFrame({name: _typed(name, raw[name]) for name in raw.columns})
