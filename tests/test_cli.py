@@ -1,0 +1,64 @@
+"""The command line: bad input is refused with exit status 2 before anything starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import build_parser
+
+from .conftest import ROOT
+from .test_config import expected_message
+
+BAD = sorted((ROOT / "tests" / "fixtures" / "bad").glob("*.yml"))
+
+
+def orchestrate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}, timeout=60)
+
+
+@pytest.mark.parametrize("bad", BAD, ids=[p.name for p in BAD])
+def test_bad_file_exits_2_and_touches_nothing(bad, tmp_path):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    workdir = tmp_path / "hostwork"
+    shutil.copy(bad, work / bad.name)
+    good_inventory = work / "good-inventory.yml"
+    good_inventory.write_text(f"server: {{host: local, workdir: {workdir}}}\nclient: {{host: local, workdir: {workdir}}}\n")
+    if bad.name.startswith("inv-"):
+        shutil.copy(ROOT / "configs" / "smoke.yml", work / "smoke.yml")
+        args = ["run", "smoke.yml", "--inventory", bad.name]
+    else:
+        args = ["run", bad.name, "--inventory", good_inventory.name]
+    before = sorted(p.name for p in work.iterdir())
+    done = orchestrate(*args, cwd=work)
+    assert done.returncode == 2, done.stderr
+    assert bad.name in done.stderr
+    assert expected_message(bad) in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in work.iterdir()) == before  # not even results/
+    assert not workdir.exists()
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    done = orchestrate("run", "--resume", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "not a resumable run folder" in done.stderr
+
+
+def test_run_needs_a_config_or_resume(tmp_path):
+    done = orchestrate("run", cwd=tmp_path)
+    assert done.returncode == 2 and "give an experiment file" in done.stderr
+
+
+def test_every_command_is_wired():
+    parser = build_parser()
+    for argv in (["run", "c.yml"], ["check", "c.yml"], ["report", "r"], ["compare", "a", "b"], ["lab", "status"]):
+        assert callable(parser.parse_args(argv).handler)
