@@ -164,13 +164,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_lab(args: argparse.Namespace) -> int:
     from . import lab
 
+    given = {"mtu": args.mtu, "delay_ms": args.delay_ms, "rate_mbit": args.rate_mbit}
     options = lab.LabOptions(
-        prefix=args.prefix, mtu=args.mtu, delay_ms=args.delay_ms, rate_mbit=args.rate_mbit,
-        inventory_path=Path(args.inventory_out),
+        prefix=args.prefix, inventory_path=Path(args.inventory_out), **{k: v for k, v in given.items() if v is not None}
     )
     if args.action == "up":
         status = lab.up(options)
-        console.print(f"lab is up; run with: orchestrate run configs/smoke.yml --inventory {options.inventory_path}")
+        console.print(f"lab is up; run with: orchestrate run configs/smoke.yml --inventory {options.resolved_inventory_path}")
     elif args.action == "down":
         for item in lab.down(options):
             console.print(f"removed {item}")

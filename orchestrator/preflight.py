@@ -95,8 +95,11 @@ def _probe_perf(host: Host, experiment: Experiment, timeout: float) -> dict[str,
         counters = perfstat.parse_perf_csv(result.stdout + result.stderr)
     except perfstat.ParseError:
         counters = {}
-    return {event: (perfstat.column_name(event) in counters and counters[perfstat.column_name(event)].value is not None)
-            for event in experiment.perf.events}
+    def counted(event: str) -> bool:
+        counter = counters.get(perfstat.canonical_event(event))
+        return counter is not None and counter.value is not None
+
+    return {event: counted(event) for event in experiment.perf.events}
 
 
 def _check_server_network(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> None:

@@ -182,7 +182,7 @@ def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deplo
 
 def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> RunOutcome:
     results = table.ResultsTable(state.run_dir / "results.csv")
-    done = results.cell_ids()
+    done = _finished_cell_ids(state.run_dir / "results.csv")
     todo = [c for c in state.plan.cells if c.cell_id not in done]
     outcome = RunOutcome(state.run_dir, skipped=len(state.plan.cells) - len(todo))
     progress.start(len(state.plan.cells), outcome.skipped)
@@ -196,6 +196,12 @@ def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> R
         if result.error and _host_lost(ctx):
             raise HostError("run", f"stopped after {cell.cell_id}: {result.error}")
     return outcome
+
+
+def _finished_cell_ids(path: Path) -> set[str]:
+    if not path.exists() or path.stat().st_size == 0:
+        return set()
+    return set(table.read_results(path)["cell_id"])
 
 
 def _host_lost(ctx: cells.CellContext) -> bool:
@@ -234,7 +240,7 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
     for role in ("server", "client"):
         path = result.local_dir / f"{role}.json"
         try:
-            reports[role] = agentjson.load_agent_report(path)
+            reports[role] = agentjson.load_agent_json(path)
         except OrchestrateError as exc:
             reports[role] = None
             if not result.error:
