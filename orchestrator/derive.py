@@ -1,0 +1,195 @@
+"""Reading results.csv and deriving, for every row, the metrics the study compares.
+
+The per-row figures here are what `stats` summarises over repetitions and what the plots
+and the report show; each one is computed from columns of results.csv only, so every
+number traces back to the agents' JSON and perf files of its cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import OrchestrateError
+
+
+class ResultsError(OrchestrateError):
+    """A run folder or results.csv that analysis cannot read."""
+
+    exit_code = 2
+
+
+# Text columns; every other column of results.csv is a number (or empty: not measured).
+TEXT_COLUMNS = frozenset({"run_id", "cell_id", "workload", "mode", "sender", "nodelay", "status", "error", "perf_scope"})
+REQUIRED_COLUMNS = ("cell_id", "workload", "mode", "message_size", "threads", "repetition", "status")
+INT_COLUMNS = ("message_size", "threads", "repetition")
+
+# perf events and rusage figures that exist once per role and are mapped to sender/receiver.
+SIDE_COLUMNS = ("cpu_s", "cycles", "l1_dcache_load_misses", "llc_load_misses", "context_switches")
+
+BYTES_PER_GB = 1e9
+BYTES_PER_KIB = 1024
+
+# A zero_copy cell whose kernel copied at least this fraction of its sends is labelled as a
+# copy outright; below it, the label still carries the copied percentage.
+COPIED_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    unit: str
+    # True: higher is better (throughput); False: lower is better (CPU, misses, latency).
+    higher_is_better: bool
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("throughput_gbps", "Throughput", "Gbit/s", True),
+        Metric("messages_per_s", "Messages", "msg/s", True),
+        Metric("transactions_per_s", "Transactions", "trans/s", True),
+        Metric("latency_mean_us", "Latency mean", "µs", False),
+        Metric("latency_p50_us", "Latency p50", "µs", False),
+        Metric("latency_p99_us", "Latency p99", "µs", False),
+        Metric("cpu_s_per_gb", "CPU per GB (both sides)", "CPU-s/GB", False),
+        Metric("sender_cpu_s_per_gb", "Sender CPU per GB", "CPU-s/GB", False),
+        Metric("receiver_cpu_s_per_gb", "Receiver CPU per GB", "CPU-s/GB", False),
+        Metric("cpu_ns_per_byte", "CPU time per byte (both sides)", "ns/B", False),
+        Metric("cycles_per_byte", "Cycles per byte (both sides)", "cycles/B", False),
+        Metric("sender_cycles_per_byte", "Sender cycles per byte", "cycles/B", False),
+        Metric("receiver_cycles_per_byte", "Receiver cycles per byte", "cycles/B", False),
+        Metric("l1_misses_per_kib", "L1-dcache load misses per KiB (both sides)", "misses/KiB", False),
+        Metric("sender_l1_misses_per_kib", "Sender L1-dcache misses per KiB", "misses/KiB", False),
+        Metric("receiver_l1_misses_per_kib", "Receiver L1-dcache misses per KiB", "misses/KiB", False),
+        Metric("llc_misses_per_kib", "LLC load misses per KiB (both sides)", "misses/KiB", False),
+        Metric("sender_llc_misses_per_kib", "Sender LLC misses per KiB", "misses/KiB", False),
+        Metric("receiver_llc_misses_per_kib", "Receiver LLC misses per KiB", "misses/KiB", False),
+        Metric("context_switches_per_s", "Context switches (perf, both sides)", "switches/s", False),
+        Metric("rusage_context_switches_per_s", "Context switches (rusage, both sides)", "switches/s", False),
+        Metric("zerocopy_copied_fraction", "Zero-copy sends copied", "fraction", False),
+    )
+}
+
+# The metrics whose spread decides whether a cell is flagged as unstable.
+PRIMARY_METRICS = ("throughput_gbps", "transactions_per_s", "latency_p50_us")
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    """results.csv as a frame: numbers as floats (empty -> NaN, never 0), text as strings."""
+    path = Path(path)
+    try:
+        # Only an empty field is missing: "NA" or "null" in an error message stays text.
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no results.csv; is this a run folder?") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not a readable CSV: {exc}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
+    frame = raw.copy()
+    for column in raw.columns:
+        if column in TEXT_COLUMNS:
+            continue
+        try:
+            frame[column] = pd.to_numeric(raw[column], errors="raise").astype(float)
+        except (ValueError, TypeError):
+            bad = raw[column][pd.to_numeric(raw[column], errors="coerce").isna() & raw[column].notna()]
+            raise ResultsError(
+                f"{path}: column {column!r} holds {bad.iloc[0]!r} (row {bad.index[0] + 2}); expected a number or empty"
+            ) from None
+    for column in INT_COLUMNS:
+        if frame[column].isna().any():
+            row = int(frame[column].isna().idxmax()) + 2
+            raise ResultsError(f"{path}: column {column!r} is empty on row {row}; every row names its cell")
+        frame[column] = frame[column].astype(int)
+    return frame
+
+
+def column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A column, or all-NaN when results.csv does not have it (an event perf did not count)."""
+    if name in frame.columns:
+        return pd.to_numeric(frame[name], errors="coerce").astype(float)
+    return pd.Series(np.nan, index=frame.index, dtype=float)
+
+
+def _per(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    # A zero or missing denominator gives NaN, never inf and never 0.
+    return numerator / denominator.where(denominator > 0)
+
+
+def derive_metrics(results: pd.DataFrame) -> pd.DataFrame:
+    """results.csv rows with the derived metrics added (see METRICS); failed rows get NaN.
+
+    Per-byte figures divide by the bytes the receiver took in over the agent's whole life
+    (`bytes_received`), not the window's bytes: perf and rusage count the whole run,
+    warm-up included, so both sides of the ratio must cover the same span. They are given
+    for stream cells only; in rr both sides send and receive and no byte total covers both.
+    """
+    out = results.copy()
+    ok = out["status"].astype(str).eq("ok")
+    stream = ok & out["workload"].astype(str).eq("stream")
+
+    window_bytes = column(out, "window_bytes")
+    duration = column(out, "duration_s")
+    # The receiver's window bytes over its measured window, recomputed rather than trusted.
+    throughput = _per(window_bytes * 8, duration) / 1e9
+    out["throughput_gbps"] = throughput.fillna(column(out, "throughput_gbps")).where(ok)
+    for name in ("messages_per_s", "transactions_per_s", "latency_mean_us", "latency_p50_us", "latency_p99_us"):
+        out[name] = column(out, name).where(ok)
+
+    sender_is_server = out.get("sender", pd.Series("server", index=out.index)).fillna("server").eq("server")
+    for name in SIDE_COLUMNS:
+        server, client = column(out, f"server_{name}"), column(out, f"client_{name}")
+        out[f"sender_{name}"] = server.where(sender_is_server, client).where(stream)
+        out[f"receiver_{name}"] = client.where(sender_is_server, server).where(stream)
+
+    moved = column(out, "bytes_received").where(stream)
+    gigabytes, kibibytes = moved / BYTES_PER_GB, moved / BYTES_PER_KIB
+    for side in ("sender", "receiver"):
+        out[f"{side}_cpu_s_per_gb"] = _per(out[f"{side}_cpu_s"], gigabytes)
+        out[f"{side}_cycles_per_byte"] = _per(out[f"{side}_cycles"], moved)
+        out[f"{side}_l1_misses_per_kib"] = _per(out[f"{side}_l1_dcache_load_misses"], kibibytes)
+        out[f"{side}_llc_misses_per_kib"] = _per(out[f"{side}_llc_load_misses"], kibibytes)
+    # Sums stay NaN when either side is missing: half a measurement is not a total.
+    out["cpu_s_per_gb"] = out["sender_cpu_s_per_gb"] + out["receiver_cpu_s_per_gb"]
+    out["cpu_ns_per_byte"] = out["cpu_s_per_gb"]  # 1 CPU-s per GB is 1 ns per byte
+    out["cycles_per_byte"] = out["sender_cycles_per_byte"] + out["receiver_cycles_per_byte"]
+    out["l1_misses_per_kib"] = out["sender_l1_misses_per_kib"] + out["receiver_l1_misses_per_kib"]
+    out["llc_misses_per_kib"] = out["sender_llc_misses_per_kib"] + out["receiver_llc_misses_per_kib"]
+
+    # perf and rusage see the agent from start to exit: warm-up plus window, near enough.
+    span = (column(out, "warmup_s").fillna(0) + duration).where(ok)
+    perf_switches = column(out, "server_context_switches") + column(out, "client_context_switches")
+    out["context_switches_per_s"] = _per(perf_switches, span)
+    rusage_switches = sum(
+        column(out, f"{role}_{kind}_cs") for role in ("server", "client") for kind in ("voluntary", "involuntary")
+    )
+    out["rusage_context_switches_per_s"] = _per(rusage_switches, span)
+
+    zero_copy = ok & out["mode"].astype(str).eq("zero_copy")
+    recomputed = _per(column(out, "zerocopy_copied_sends"), column(out, "zerocopy_completed_sends"))
+    out["zerocopy_copied_fraction"] = recomputed.fillna(column(out, "zerocopy_copied_fraction")).where(zero_copy)
+    return out
+
+
+def zero_copy_label(mode: str, copied_fraction: float) -> str:
+    """The name a cell is shown under: a zero_copy cell the kernel copied is never shown as zero-copy."""
+    if mode != "zero_copy":
+        return mode
+    if pd.isna(copied_fraction):
+        return "zero_copy (unverified: no completions counted)"
+    if copied_fraction >= COPIED_THRESHOLD:
+        return "zero_copy: copied (not zero-copy)"
+    if copied_fraction > 0:
+        return f"zero_copy ({copied_fraction:.0%} of sends copied)"
+    return "zero_copy"
+
+
+def is_copied(mode: str, copied_fraction: float) -> bool:
+    return mode == "zero_copy" and not pd.isna(copied_fraction) and copied_fraction >= COPIED_THRESHOLD
