@@ -1,0 +1,270 @@
+"""End to end over the namespace lab: two network stacks, a veth data link, an sshd in each,
+real agents and real perf; then the faults a real lab meets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import lab
+from orchestrator.cli import main
+from orchestrator.table import read_results
+
+from .conftest import ROOT, require_root, require_tool
+
+pytestmark = [pytest.mark.integration, pytest.mark.lab]
+
+PREFIX = "orcht"
+NAMESPACES = (f"{PREFIX}-server", f"{PREFIX}-client")
+
+
+@pytest.fixture(scope="module")
+def lab_inventory(tmp_path_factory) -> Path:
+    require_root()
+    for tool in ("ip", "ssh-keygen", "cc", "perf"):
+        require_tool(tool)
+    inventory = tmp_path_factory.mktemp("lab") / "lab-inventory.yml"
+    options = lab.LabOptions(prefix=PREFIX, inventory_path=inventory)
+    lab.down(options)  # a lab left by an earlier, killed session
+    try:
+        lab.up(options)
+        yield inventory
+    finally:
+        lab.down(options)
+
+
+def agents_alive() -> list[str]:
+    """Command lines of agent processes in the lab's namespaces."""
+    found = []
+    for namespace in NAMESPACES:
+        pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "/bin/agent " in cmdline:
+                found.append(f"{namespace}: {cmdline}")
+    return found
+
+
+def experiment(tmp_path: Path, **overrides) -> Path:
+    data = {"name": "lab-fault", "matrix": {"threads": [1, 2, 3]}, "mode": "one_copy", "message_size": "16KiB",
+            "duration": "2s", "warmup": "0.2s", "order": "listed",
+            "perf": {"events": ["cycles", "context-switches", "task-clock"]}}
+    data.update(overrides)
+    path = tmp_path / "experiment.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def only_run(results: Path) -> Path:
+    (run_dir,) = results.iterdir()
+    return run_dir
+
+
+def test_smoke_runs_over_the_lab_data_link(lab_inventory, tmp_path):
+    results = tmp_path / "results"
+    code = main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(lab_inventory), "--results", str(results)])
+    run_dir = only_run(results)
+    frame = read_results(run_dir / "results.csv")
+    assert code == 0, frame[["cell_id", "error"]]
+    assert len(frame) == 8 and (frame["status"] == "ok").all()
+
+    for cell_id in frame["cell_id"]:
+        server = json.loads((run_dir / "cells" / cell_id / "server.json").read_text())
+        client = json.loads((run_dir / "cells" / cell_id / "client.json").read_text())
+        for thread in server["threads_detail"]:
+            assert thread["local"].startswith("198.18.0.1:") and thread["peer"].startswith("198.18.0.2:")
+        for thread in client["threads_detail"]:
+            assert thread["local"].startswith("198.18.0.2:") and thread["peer"].startswith("198.18.0.1:")
+
+    server_facts = json.loads((run_dir / "hosts" / "server.json").read_text())
+    client_facts = json.loads((run_dir / "hosts" / "client.json").read_text())
+    # Each namespace reported its own end of the veth data link, not loopback.
+    assert server_facts["nic"]["kind"] == client_facts["nic"]["kind"] == "veth"
+    assert server_facts["nic"]["interface"] != client_facts["nic"]["interface"]
+    assert server_facts["ssh_target"] != client_facts["ssh_target"]
+
+    # Software counters parsed; hardware counters recorded as not supported on this VM.
+    assert (frame["server_task_clock"] > 0).all() and (frame["client_task_clock"] > 0).all()
+    assert (frame["server_context_switches"] >= 0).all()
+    if not server_facts["perf_events_supported"]["cycles"]:
+        assert "server_cycles" not in frame or frame["server_cycles"].isna().all()
+    zero = frame[frame["mode"] == "zero_copy"]
+    assert (zero["zerocopy_copied_fraction"] == 1.0).all()  # veth between namespaces copies too
+    assert not agents_alive()
+
+
+def kill_when_running(pattern: str, timeout: float = 20) -> threading.Thread:
+    def killer() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in agents_alive():
+                if pattern in line:
+                    pid = None
+                    namespace = line.split(":")[0]
+                    for p in subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split():
+                        try:
+                            if pattern in Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                                pid = int(p)
+                        except OSError:
+                            pass
+                    if pid:
+                        time.sleep(0.8)  # mid-cell, after the warm-up
+                        os.kill(pid, signal.SIGKILL)
+                        return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_killed_server_agent_fails_its_cell_and_the_run_goes_on(lab_inventory, tmp_path):
+    results = tmp_path / "results"
+    killer = kill_when_running("agent server")
+    code = main(["run", str(experiment(tmp_path)), "--inventory", str(lab_inventory), "--results", str(results), "--no-report"])
+    killer.join()
+    frame = read_results(only_run(results) / "results.csv")
+    assert code == 1
+    assert len(frame) == 3
+    failed = frame[frame["status"] == "failed"]
+    assert list(failed["cell_id"]) == ["stream-one_copy-16384B-1t-r1"]
+    assert "server agent" in failed.iloc[0]["error"]
+    assert (frame[frame["status"] == "ok"]["threads"].tolist()) == [2, 3]
+    assert not agents_alive()
+
+
+def test_client_sshd_stopping_mid_run_names_the_host(lab_inventory, tmp_path):
+    results = tmp_path / "results"
+    client_ns = NAMESPACES[1]
+
+    def stop_sshd() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("agent client" in line for line in agents_alive()):
+            time.sleep(0.05)
+        # Every sshd in the client namespace: the listener and the session serving us.
+        for pid in subprocess.run(["ip", "netns", "pids", client_ns], capture_output=True, text=True).stdout.split():
+            try:
+                if b"sshd" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+    stopper = threading.Thread(target=stop_sshd, daemon=True)
+    stopper.start()
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "run", str(experiment(tmp_path)), "--inventory", str(lab_inventory),
+         "--results", str(results), "--no-report"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"},
+    )
+    stopper.join()
+    elapsed = time.monotonic() - started
+    try:
+        assert done.returncode == 3, done.stderr
+        assert "client (root@198.19." in done.stderr
+        assert "Traceback" not in done.stderr
+        assert elapsed < 60
+        run_dir = only_run(results)
+        frame = read_results(run_dir / "results.csv")
+        assert len(frame) == 1 and frame.iloc[0]["status"] == "failed"
+        deadline = time.monotonic() + 15  # the agent's lifetime limit ends it if nothing else does
+        while agents_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not agents_alive()
+    finally:
+        lab.up(lab.LabOptions(prefix=PREFIX, inventory_path=lab_inventory))  # restores the sshd
+
+
+def test_sigint_kills_agents_and_resume_completes_the_run(lab_inventory, tmp_path):
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "orchestrator.cli", "run", str(experiment(tmp_path)), "--inventory", str(lab_inventory),
+               "--results", str(results), "--no-report"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("--threads 2" in line for line in agents_alive()):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr
+    assert not agents_alive()
+    run_dir = only_run(results)
+    assert len(read_results(run_dir / "results.csv")) == 1
+
+    resumed = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "--resume", str(run_dir), "--no-report"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    frame = read_results(run_dir / "results.csv")
+    assert sorted(frame["cell_id"]) == sorted(f"stream-one_copy-16384B-{t}t-r1" for t in (1, 2, 3))
+    assert (frame["status"] == "ok").all()
+    assert (run_dir / "cells" / "stream-one_copy-16384B-2t-r1.interrupted-1").is_dir()
+    assert not agents_alive()
+
+
+def test_port_taken_on_the_server_is_found_by_preflight(lab_inventory, tmp_path):
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", NAMESPACES[0], sys.executable, "-c",
+         "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+         "s.bind(('198.18.0.1', 5301)); s.listen(); print('up', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert listener.stdout.readline().strip() == "up"
+        done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "check", str(experiment(tmp_path)),
+                               "--inventory", str(lab_inventory)], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"})
+    finally:
+        listener.kill()
+        listener.wait()
+    assert done.returncode == 3
+    assert "port 5301 is already in use" in " ".join(done.stderr.split())
+
+
+@pytest.mark.parametrize("fault", ["unreachable", "wrong key", "unknown host key"])
+def test_ssh_faults_give_a_clear_error(lab_inventory, tmp_path, fault):
+    inventory = yaml.safe_load(lab_inventory.read_text())
+    cleanup = []
+    if fault == "unreachable":
+        # An "unreachable" route makes the kernel refuse at once: no packet leaves this machine.
+        subprocess.run(["ip", "route", "replace", "unreachable", "198.19.250.2/32"], check=True)
+        cleanup.append(["ip", "route", "del", "unreachable", "198.19.250.2/32"])
+        inventory["client"]["host"] = "198.19.250.2"
+        expected = "client (root@198.19.250.2"
+    elif fault == "wrong key":
+        other = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        inventory["server"]["key"] = str(other)
+        expected = "authentication failed"
+    else:
+        empty = tmp_path / "known_hosts"
+        empty.write_text("")
+        inventory["server"]["known_hosts"] = str(empty)
+        expected = "unknown host key"
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(experiment(tmp_path)), "--inventory",
+                               str(path), "--results", str(tmp_path / "results")], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"})
+    finally:
+        for command in cleanup:
+            subprocess.run(command, check=False)
+    assert done.returncode == 3, done.stderr
+    assert expected in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 30
