@@ -10,21 +10,18 @@ are required then, and every measured section may be None.
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
-from pydantic.dataclasses import dataclass as _pydantic_dataclass
+from pydantic.dataclasses import dataclass
 
 from orchestrator.errors import OrchestrateError
 
-# Strict validation is done from the JSON text (validate_json), where strict mode still takes
-# objects for dataclasses but refuses 1.0, "12" and true for an int.
-dataclass = functools.partial(
-    _pydantic_dataclass, frozen=True, config=ConfigDict(strict=True, extra="ignore")
-)
+# Validation runs on the JSON text (validate_json), where strict mode still takes objects for
+# the dataclasses but refuses 1.0, "12" and true where the contract says integer.
+_CONTRACT = ConfigDict(strict=True, extra="ignore")
 
 Role = Literal["server", "client"]
 Mode = Literal["two_copy", "one_copy", "zero_copy", "sendfile"]
@@ -35,7 +32,7 @@ class AgentOutputError(OrchestrateError):
     """An agent JSON document that is missing, not JSON, or breaks the contract."""
 
 
-@dataclass
+@dataclass(frozen=True, config=_CONTRACT)
 class Counts:
     seconds: float
     bytes_sent: int
@@ -46,7 +43,7 @@ class Counts:
     recv_calls: int
 
 
-@dataclass
+@dataclass(frozen=True, config=_CONTRACT)
 class Rusage:
     user_s: float
     sys_s: float
@@ -58,7 +55,7 @@ class Rusage:
         return self.user_s + self.sys_s
 
 
-@dataclass
+@dataclass(frozen=True, config=_CONTRACT)
 class ZeroCopy:
     sends: int
     notifications: int
@@ -69,7 +66,7 @@ class ZeroCopy:
     outstanding_at_end: int
 
 
-@dataclass
+@dataclass(frozen=True, config=_CONTRACT)
 class Latency:
     count: int
     mean: float
@@ -79,7 +76,7 @@ class Latency:
     max: float
 
 
-@dataclass
+@dataclass(frozen=True, config=_CONTRACT)
 class RequestResponse:
     # The server reports transactions only; the client adds the rate and latencies.
     transactions: int
@@ -88,7 +85,7 @@ class RequestResponse:
     latency_us: Latency | None = None
 
 
-@dataclass
+@dataclass(frozen=True, config=_CONTRACT)
 class Options:
     nodelay: bool
     sndbuf: int
@@ -100,7 +97,7 @@ class Options:
     lifetime_s: float
 
 
-@dataclass
+@dataclass(frozen=True, config=_CONTRACT)
 class Times:
     start_monotonic: float
     end_monotonic: float
@@ -108,13 +105,13 @@ class Times:
     end_realtime: float
 
 
-@dataclass
+@dataclass(frozen=True, config=_CONTRACT)
 class Interval:
     t: float
     bytes: int
 
 
-@dataclass
+@dataclass(frozen=True, config=_CONTRACT)
 class ThreadDetail:
     index: int
     cpu: int | None
@@ -127,7 +124,7 @@ class ThreadDetail:
     rr: RequestResponse | None = None
 
 
-@dataclass
+@dataclass(frozen=True, config=_CONTRACT)
 class AgentReport:
     agent: Literal["orchestrate-agent"]
     schema: Literal[1]

@@ -140,14 +140,15 @@ def _is_metric_line(fields: list[str]) -> bool:
 
 def _combined_pct(parts: list[_Record]) -> float | None:
     """Running percentage of the summed counter: total time running over total enabled."""
-    pcts = [p.pct for p in parts]
-    if any(pct is None for pct in pcts):
+    pcts = [p.pct for p in parts if p.pct is not None]
+    if len(pcts) < len(parts):
         return None
-    runs = [p.run_ns for p in parts]
-    if all(run is not None and run > 0 for run in runs) and all(pct > 0 for pct in pcts):
-        enabled = sum(run * 100.0 / pct for run, pct in zip(runs, pcts))  # type: ignore[operator]
-        return round(100.0 * sum(runs) / enabled, 2)  # type: ignore[arg-type]
-    return min(pcts)  # type: ignore[type-var]
+    runs = [p.run_ns for p in parts if p.run_ns is not None and p.run_ns > 0]
+    if len(runs) == len(parts) and all(pct > 0 for pct in pcts):
+        # perf prints pct = 100 * running / enabled, so enabled = running * 100 / pct
+        enabled = sum(run * 100.0 / pct for run, pct in zip(runs, pcts))
+        return round(100.0 * sum(runs) / enabled, 2)
+    return min(pcts)
 
 
 def _merge(name: str, parts: list[_Record]) -> Counter:

@@ -1,3 +1,6 @@
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -191,3 +194,26 @@ def test_only_comments_is_no_counters(tmp_path):
 def test_missing_file_is_an_orchestrate_error(tmp_path):
     with pytest.raises(OrchestrateError, match="cannot read perf output"):
         load_perf_file(tmp_path / "absent.csv")
+
+
+@pytest.mark.integration
+def test_real_perf_stat_output_parses(tmp_path):
+    perf = shutil.which("perf")
+    if perf is None:
+        message = "perf is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    out = tmp_path / "perf.csv"
+    events = "cycles,stalled-cycles-frontend,cache-misses,context-switches,task-clock"
+    result = subprocess.run(
+        [perf, "stat", "-x,", "-o", str(out), "-e", events, "--", "sleep", "0.05"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    counters = load_perf_file(out)
+    assert set(counters) == set(events.split(","))
+    assert counters["task-clock"].status == "counted" and counters["task-clock"].value > 0
+    for counter in counters.values():
+        # counted, or missing with a reason: never a 0 standing in for "not supported"
+        assert (counter.value is None) == (counter.status != "counted")
