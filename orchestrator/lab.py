@@ -569,9 +569,13 @@ def _is_our_inventory(path: Path, prefix: str) -> bool:
         return False
 
 
-def _write_inventory(path: Path, text: str, prefix: str, recorded: str | None) -> None:
-    if path.exists() and str(path) != recorded and not _is_our_inventory(path, prefix):
+def _check_inventory_path(path: Path, prefix: str) -> None:
+    if path.exists() and not _is_our_inventory(path, prefix):
         raise LabError(f"{path} exists and was not written by this lab; remove it or give another inventory path")
+
+
+def _write_inventory(path: Path, text: str, prefix: str) -> None:
+    _check_inventory_path(path, prefix)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
@@ -582,6 +586,7 @@ def _build(opts: LabOptions, state: dict[str, Any] | None) -> None:
     state_dir = opts.resolved_state_dir
     inventory = opts.resolved_inventory_path
     recorded_inventory = state.get("inventory_path") if state else None
+    _check_inventory_path(inventory, opts.prefix)  # before anything is built
 
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Record first, so that down can find everything even if the build stops half-way.
@@ -627,7 +632,7 @@ def _build(opts: LabOptions, state: dict[str, Any] | None) -> None:
         _ensure_sshd(host, authorized_keys)
         host.workdir.mkdir(parents=True, exist_ok=True)
 
-    _write_inventory(inventory, _inventory_text(opts, hosts, user_key, known_hosts), opts.prefix, recorded_inventory)
+    _write_inventory(inventory, _inventory_text(opts, hosts, user_key, known_hosts), opts.prefix)
     state = _read_state(opts) or {}
     state.update(previous_inventory_path=None, mtu=opts.mtu, delay_ms=opts.delay_ms, rate_mbit=opts.rate_mbit)
     _write_state(opts, state)
@@ -644,12 +649,14 @@ def up(opts: LabOptions) -> LabStatus:
         try:
             _build(opts, state)
         except (LabError, OSError) as e:
+            message = str(e) if isinstance(e, LabError) else f"lab up failed: {e}"
             if state is None:
                 # A fresh lab that failed half-way is worth nothing; leave the machine clean.
-                _teardown(opts)
-            if isinstance(e, LabError):
-                raise
-            raise LabError(f"lab up failed: {e}") from e
+                try:
+                    _teardown(opts)
+                except (LabError, OSError) as cleanup:
+                    message += f"; removing the half-built lab failed too ({cleanup}); run `orchestrate lab down`"
+            raise LabError(message) from e
     result = status(opts)
     if not result.ok:
         bad = "; ".join(f"{r.name}: {r.state} {r.detail}".strip() for r in result.rows if r.state != "ok")
@@ -661,7 +668,10 @@ def down(opts: LabOptions) -> list[str]:
     """Remove everything ``up`` made for this prefix; returns what was removed."""
     _preflight()
     with _locked(opts):
-        return _teardown(opts)
+        try:
+            return _teardown(opts)
+        except OSError as e:
+            raise LabError(f"lab down failed: {e}") from e
 
 
 def _teardown(opts: LabOptions) -> list[str]:
