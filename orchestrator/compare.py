@@ -1,0 +1,183 @@
+"""`orchestrate compare RUN_A RUN_B`: the same cells of two runs side by side.
+
+Meant for reproducing a lab run on new hardware: per cell and metric, both means with
+their intervals, the ratio B/A with its 95% interval, and Welch's test of whether the two
+differ; plus where the two runs' configs and hosts differ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
+
+from . import derive, plots, stats
+from .report import RunData, _flatten, load_run
+
+COMPARED_METRICS = (
+    "throughput_gbps",
+    "cpu_s_per_gb",
+    "cycles_per_byte",
+    "transactions_per_s",
+    "latency_p50_us",
+    "latency_p99_us",
+)
+
+
+@dataclass
+class Comparison:
+    run_a: str
+    run_b: str
+    # One row per cell and metric that both runs measured.
+    table: pd.DataFrame
+    config_differences: list[str]
+    host_differences: list[str] = field(default_factory=list)
+    only_in_a: list[str] = field(default_factory=list)
+    only_in_b: list[str] = field(default_factory=list)
+    plot_paths: list[Path] = field(default_factory=list)
+
+    def render(self, console: Console) -> None:
+        table = Table(title=f"B = {self.run_b}  vs  A = {self.run_a}")
+        for name, justify in (("cell", "left"), ("metric", "left"), ("A", "right"), ("B", "right"),
+                              ("B/A [95% CI]", "right"), ("verdict", "left")):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for _, row in self.table.iterrows():
+            table.add_row(row["cell"], row["metric"], _mean_ci(row, "a"), _mean_ci(row, "b"), _ratio_text(row),
+                          row["verdict"])
+        console.print(table)
+        for title, lines in (("Config differences", self.config_differences),
+                             ("Host differences", self.host_differences),
+                             ("Cells only in A", self.only_in_a), ("Cells only in B", self.only_in_b)):
+            if lines:
+                console.print(f"[bold]{title}[/bold]")
+                for line in lines:
+                    console.print(f"  {line}", markup=False, highlight=False)
+        if not self.config_differences:
+            console.print("The two runs' configs are the same.")
+        for path in self.plot_paths:
+            console.print(f"plot: {path}", markup=False, highlight=False)
+
+
+def _fmt(value: float) -> str:
+    return "—" if pd.isna(value) else f"{value:.3g}"
+
+
+def _mean_ci(row: pd.Series, side: str) -> str:
+    mean, low, high = row[f"{side}_mean"], row[f"{side}_ci_low"], row[f"{side}_ci_high"]
+    if pd.isna(low):
+        return f"{_fmt(mean)} (n={int(row[f'{side}_n'])})"
+    return f"{_fmt(mean)} ± {_fmt((high - low) / 2)}"
+
+
+def _ratio_text(row: pd.Series) -> str:
+    if pd.isna(row["ratio_ci_low"]):
+        return f"{_fmt(row['ratio'])}"
+    return f"{_fmt(row['ratio'])} [{_fmt(row['ratio_ci_low'])}, {_fmt(row['ratio_ci_high'])}]"
+
+
+def _verdict(metric: str, result: stats.Ratio, a_n: int, b_n: int) -> str:
+    if a_n < 2 or b_n < 2:
+        return "too few repetitions to tell"
+    if not result.differs():
+        return "no clear difference"
+    better = (result.ratio > 1) == derive.METRICS[metric].higher_is_better
+    return "B better" if better else "B worse"
+
+
+def _differences(a: dict, b: dict, what: str) -> list[str]:
+    flat_a, flat_b = _flatten(a), _flatten(b)
+    lines = []
+    for key in dict.fromkeys([*flat_a, *flat_b]):
+        va, vb = flat_a.get(key), flat_b.get(key)
+        if va == vb:
+            continue
+        if va is None:
+            lines.append(f"{what}{key}: only in B ({vb})")
+        elif vb is None:
+            lines.append(f"{what}{key}: only in A ({va})")
+        else:
+            lines.append(f"{what}{key}: A {va}, B {vb}")
+    return lines
+
+
+def _compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    a_cells, b_cells = a.groupby("cell", sort=False), dict(tuple(b.groupby("cell", sort=False)))
+    for cell, group_a in a_cells:
+        group_b = b_cells.get(cell)
+        if group_b is None:
+            continue
+        for metric in COMPARED_METRICS:
+            values_a = group_a[metric].dropna().tolist()
+            values_b = group_b[metric].dropna().tolist()
+            if not values_a or not values_b:
+                continue
+            est_a, est_b = stats.estimate(values_a), stats.estimate(values_b)
+            result = stats.ratio(values_a, values_b)
+            rows.append({
+                "cell": cell, "metric": metric,
+                "a_n": est_a.n, "a_mean": est_a.mean, "a_ci_low": est_a.ci_low, "a_ci_high": est_a.ci_high,
+                "b_n": est_b.n, "b_mean": est_b.mean, "b_ci_low": est_b.ci_low, "b_ci_high": est_b.ci_high,
+                "ratio": result.ratio, "ratio_ci_low": result.ci_low, "ratio_ci_high": result.ci_high,
+                "p_value": result.p_value, "verdict": _verdict(metric, result, est_a.n, est_b.n),
+            })
+    return pd.DataFrame(rows, columns=[
+        "cell", "metric", "a_n", "a_mean", "a_ci_low", "a_ci_high", "b_n", "b_mean", "b_ci_low", "b_ci_high",
+        "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "verdict"])
+
+
+def _ok_rows(run: RunData) -> pd.DataFrame:
+    derived = derive.derive_metrics(run.results)
+    derived = derived[derived["status"].astype(str) == "ok"]
+    return derived.assign(cell=derived["cell_id"].astype(str).map(stats.cell_key))
+
+
+def _ratio_plot(table: pd.DataFrame, run_a: str, run_b: str) -> Figure:
+    data = table[table["metric"] == "throughput_gbps"]
+    height = max(3.0, 0.28 * len(data) + 1.6)
+    with matplotlib.rc_context(plots.STYLE):
+        fig = Figure(figsize=(8.5, height), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        fig.suptitle(f"Throughput ratio B/A per cell (95% CI)\nA = {run_a}\nB = {run_b}", fontsize=11)
+        if data.empty:
+            plots._note(ax, "no cell with throughput in both runs")
+            return fig
+        y = np.arange(len(data))
+        ratio = data["ratio"].to_numpy(float)
+        low = np.nan_to_num(ratio - data["ratio_ci_low"].to_numpy(float), nan=0.0).clip(min=0)
+        high = np.nan_to_num(data["ratio_ci_high"].to_numpy(float) - ratio, nan=0.0).clip(min=0)
+        ax.errorbar(ratio, y, xerr=[low, high], fmt="o", color="black", capsize=3)
+        ax.axvline(1.0, color="#777777", linestyle="--", linewidth=1)
+        ax.set_yticks(y, data["cell"].tolist(), fontsize=8.5)
+        ax.invert_yaxis()
+        ax.set_xlabel("B / A throughput (1 = same)")
+    return fig
+
+
+def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Comparison:
+    """Compare two run folders; the plot goes to out_dir, by default `RUN_B/compare/<RUN_A name>/`."""
+    a, b = load_run(Path(run_a)), load_run(Path(run_b))
+    rows_a, rows_b = _ok_rows(a), _ok_rows(b)
+    table = _compare_cells(rows_a, rows_b)
+    cells_a, cells_b = set(a.results["cell_id"].map(stats.cell_key)), set(b.results["cell_id"].map(stats.cell_key))
+    host_differences = []
+    for role in ("server", "client"):
+        host_differences += _differences(a.hosts.get(role, {}), b.hosts.get(role, {}), f"{role}.")
+    comparison = Comparison(
+        run_a=a.run_id, run_b=b.run_id, table=table,
+        config_differences=_differences(a.config, b.config, ""),
+        host_differences=host_differences,
+        only_in_a=sorted(cells_a - cells_b), only_in_b=sorted(cells_b - cells_a),
+    )
+    out = Path(out_dir) if out_dir is not None else b.path / "compare" / a.path.name
+    comparison.plot_paths = plots.save(_ratio_plot(table, a.run_id, b.run_id), out, "compare_throughput")
+    return comparison

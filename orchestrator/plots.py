@@ -1,0 +1,293 @@
+"""The study's plots, drawn from summary rows (one per cell) as PNG and SVG.
+
+Figures are built with matplotlib's object API on the Agg canvas, so nothing depends on a
+display or on pyplot's global state. Modes differ by marker and line style as well as by
+colour, so the plots read in grayscale print. A metric the hosts did not count is drawn as
+a note saying so, never as a line at zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullLocator
+
+from .units import format_size
+
+NOT_SUPPORTED = "not supported on these hosts"
+
+# Okabe-Ito colours, plus a distinct marker and dash per mode for grayscale.
+MODE_STYLES: dict[str, dict[str, str]] = {
+    "two_copy": {"color": "#000000", "marker": "o", "linestyle": "-"},
+    "one_copy": {"color": "#0072B2", "marker": "s", "linestyle": "--"},
+    "zero_copy": {"color": "#D55E00", "marker": "^", "linestyle": ":"},
+    "sendfile": {"color": "#009E73", "marker": "D", "linestyle": "-."},
+}
+_FALLBACK_STYLE = {"color": "#666666", "marker": "x", "linestyle": "-"}
+MODE_ORDER = ("two_copy", "one_copy", "zero_copy", "sendfile")
+
+STYLE = {
+    "font.size": 11,
+    "axes.titlesize": 11,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 9.5,
+    "ytick.labelsize": 9.5,
+    "legend.fontsize": 10,
+    "lines.linewidth": 1.8,
+    "lines.markersize": 6.5,
+    "axes.grid": True,
+    "grid.alpha": 0.35,
+    "svg.fonttype": "none",
+}
+
+
+def _mode_sort_key(mode: str) -> int:
+    return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
+
+
+def _has(data: pd.DataFrame, metric: str) -> bool:
+    column = f"{metric}_mean"
+    return column in data.columns and data[column].notna().any()
+
+
+def _line_label(group: pd.DataFrame, mode: str) -> str:
+    labels = set(group["mode_label"]) if "mode_label" in group.columns else {mode}
+    if len(labels) == 1:
+        return labels.pop()
+    # Copied at some points only: those points are drawn hollow, and the legend says so.
+    return f"{mode} (hollow: kernel copied)"
+
+
+def _draw_lines(ax, data: pd.DataFrame, x: str, metric: str) -> bool:
+    """One line per mode with 95% CI error bars; returns whether anything was drawn."""
+    drawn = False
+    for mode in sorted(data["mode"].unique(), key=_mode_sort_key):
+        group = data[data["mode"] == mode].sort_values(x)
+        group = group[group[f"{metric}_mean"].notna()]
+        if group.empty:
+            continue
+        style = MODE_STYLES.get(mode, _FALLBACK_STYLE)
+        mean = group[f"{metric}_mean"].to_numpy(float)
+        # n = 1 has no interval: no bar rather than a bar of zero width that looks certain.
+        low = np.nan_to_num(mean - group[f"{metric}_ci_low"].to_numpy(float), nan=0.0).clip(min=0)
+        high = np.nan_to_num(group[f"{metric}_ci_high"].to_numpy(float) - mean, nan=0.0).clip(min=0)
+        copied = group["copied"].to_numpy(bool) if "copied" in group.columns else np.zeros(len(group), bool)
+        ax.errorbar(
+            group[x].to_numpy(float), mean, yerr=[low, high], capsize=3, label=_line_label(group, mode),
+            markerfacecolor="white" if copied.all() else style["color"], **style,
+        )
+        if copied.any() and not copied.all():
+            ax.plot(group[x].to_numpy(float)[copied], mean[copied], linestyle="none", marker=style["marker"],
+                    color=style["color"], markerfacecolor="white")
+        drawn = True
+    return drawn
+
+
+def _note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", wrap=True,
+            fontsize=11, style="italic", color="#333333")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def _log2_axis(ax, values: Sequence[float], formatter: Callable[[float], str]) -> None:
+    ax.set_xscale("log", base=2)
+    ticks = sorted(set(values))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([formatter(t) for t in ticks])
+
+
+def _size_label(value: float) -> str:
+    return format_size(int(value))
+
+
+def _threads_label(value: float) -> str:
+    return str(int(value))
+
+
+X_AXES = {
+    "message_size": ("Message size", _size_label),
+    "threads": ("Threads (connections)", _threads_label),
+}
+
+
+def _grid_figure(
+    data: pd.DataFrame,
+    *,
+    title: str,
+    x: str,
+    panel: str,
+    rows: Sequence[tuple[str, str]],
+    empty_note: str,
+    sharey_rows: bool = True,
+) -> Figure:
+    """Rows of panels: one row per (metric, y label), one panel per value of `panel`."""
+    panel_values = sorted(data[panel].unique()) if not data.empty else []
+    ncols = max(1, len(panel_values))
+    nrows = len(rows)
+    fig = Figure(figsize=(min(3.4 * ncols, 14) + 0.6, 3.1 * nrows + 1.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharex=True))
+    fig.suptitle(title, fontsize=13)
+    xlabel, formatter = X_AXES[x]
+    handles: dict[str, object] = {}
+    for r, (metric, ylabel) in enumerate(rows):
+        supported = not data.empty and _has(data, metric)
+        for c in range(ncols):
+            ax = axes[r][c]
+            if data.empty:
+                _note(ax, empty_note)
+                continue
+            value = panel_values[c]
+            if r == 0:
+                ax.set_title(_panel_title(panel, value))
+            if not supported:
+                _note(ax, f"{ylabel.split(' (')[0]}:\n{NOT_SUPPORTED}" if metric != "" else empty_note)
+                continue
+            if not _draw_lines(ax, data[data[panel] == value], x, metric):
+                _note(ax, "no data for this panel")
+                continue
+            _log2_axis(ax, data[x].to_numpy(float), formatter)
+            ax.set_ylim(bottom=0)
+            if c == 0:
+                ax.set_ylabel(ylabel)
+            if r == nrows - 1:
+                ax.set_xlabel(xlabel)
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, handle)
+        if supported and sharey_rows:
+            top = max(axes[r][c].get_ylim()[1] for c in range(ncols))
+            for c in range(ncols):
+                if axes[r][c].has_data():
+                    axes[r][c].set_ylim(0, top)
+    if handles:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+                   ncols=min(4, len(handles)), frameon=False)
+    return fig
+
+
+def _panel_title(panel: str, value: object) -> str:
+    if panel == "message_size":
+        return f"{format_size(int(value))} messages"
+    if panel == "threads":
+        return f"{int(value)} thread{'s' if int(value) != 1 else ''}"
+    return f"{panel} = {value}"
+
+
+def _workload(summary: pd.DataFrame, workload: str) -> pd.DataFrame:
+    if summary.empty or "workload" not in summary.columns:
+        return summary.iloc[0:0]
+    return summary[summary["workload"] == workload]
+
+
+def throughput_vs_size(summary: pd.DataFrame) -> Figure:
+    return _grid_figure(
+        _workload(summary, "stream"), title="Throughput vs message size (stream, receiver's window, 95% CI)",
+        x="message_size", panel="threads", rows=[("throughput_gbps", "Throughput (Gbit/s)")],
+        empty_note="no stream cells in this run",
+    )
+
+
+def throughput_vs_threads(summary: pd.DataFrame) -> Figure:
+    return _grid_figure(
+        _workload(summary, "stream"), title="Throughput vs threads (stream, 95% CI)",
+        x="threads", panel="message_size", rows=[("throughput_gbps", "Throughput (Gbit/s)")],
+        empty_note="no stream cells in this run",
+    )
+
+
+LATENCY_ROWS = [("latency_p50_us", "p50 latency (µs)"), ("latency_p99_us", "p99 latency (µs)")]
+
+
+def latency_vs_threads(summary: pd.DataFrame) -> Figure:
+    return _grid_figure(
+        _workload(summary, "rr"), title="Request/response latency vs threads (rr, 95% CI)",
+        x="threads", panel="message_size", rows=LATENCY_ROWS, empty_note="no rr cells in this run",
+        sharey_rows=False,
+    )
+
+
+def latency_vs_size(summary: pd.DataFrame) -> Figure:
+    return _grid_figure(
+        _workload(summary, "rr"), title="Request/response latency vs message size (rr, 95% CI)",
+        x="message_size", panel="threads", rows=LATENCY_ROWS, empty_note="no rr cells in this run",
+        sharey_rows=False,
+    )
+
+
+def cpu_per_byte_vs_size(summary: pd.DataFrame) -> Figure:
+    stream = _workload(summary, "stream")
+    if _has(stream, "cycles_per_byte"):
+        return _grid_figure(
+            stream, title="CPU cycles per byte vs message size (sender + receiver)",
+            x="message_size", panel="threads", rows=[("cycles_per_byte", "Cycles per byte")],
+            empty_note="no stream cells in this run",
+        )
+    return _grid_figure(
+        stream, title=f"CPU time per byte vs message size (sender + receiver)\ncycles {NOT_SUPPORTED}: CPU time from rusage instead",
+        x="message_size", panel="threads", rows=[("cpu_ns_per_byte", "CPU time per byte (ns/B)")],
+        empty_note="no stream cells in this run",
+    )
+
+
+def cache_misses_vs_size(summary: pd.DataFrame) -> Figure:
+    return _grid_figure(
+        _workload(summary, "stream"), title="Cache misses per KiB moved vs message size (sender + receiver)",
+        x="message_size", panel="threads",
+        rows=[("l1_misses_per_kib", "L1-dcache load misses per KiB"), ("llc_misses_per_kib", "LLC load misses per KiB")],
+        empty_note="no stream cells in this run", sharey_rows=False,
+    )
+
+
+def context_switches_vs_threads(summary: pd.DataFrame) -> Figure:
+    stream = _workload(summary, "stream")
+    if _has(stream, "context_switches_per_s") or not _has(stream, "rusage_context_switches_per_s"):
+        metric, source = "context_switches_per_s", "perf"
+    else:
+        metric, source = "rusage_context_switches_per_s", f"rusage; perf's context-switches {NOT_SUPPORTED}"
+    return _grid_figure(
+        stream, title=f"Context switches per second vs threads (stream, both sides, {source})",
+        x="threads", panel="message_size", rows=[(metric, "Context switches per second")],
+        empty_note="no stream cells in this run",
+    )
+
+
+PLOTS: dict[str, Callable[[pd.DataFrame], Figure]] = {
+    "throughput_vs_size": throughput_vs_size,
+    "throughput_vs_threads": throughput_vs_threads,
+    "latency_vs_threads": latency_vs_threads,
+    "latency_vs_size": latency_vs_size,
+    "cpu_per_byte_vs_size": cpu_per_byte_vs_size,
+    "cache_misses_vs_size": cache_misses_vs_size,
+    "context_switches_vs_threads": context_switches_vs_threads,
+}
+
+
+def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    """Write `name.png` and `name.svg`; returns both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with matplotlib.rc_context(STYLE):
+        for suffix, options in ((".png", {"dpi": 150}), (".svg", {})):
+            path = out_dir / f"{name}{suffix}"
+            fig.savefig(path, **options)
+            paths.append(path)
+    return paths
+
+
+def write_plots(summary: pd.DataFrame, out_dir: Path) -> dict[str, list[Path]]:
+    """Every plot of the study, from summary rows, as `out_dir/<name>.png` and `.svg`."""
+    written: dict[str, list[Path]] = {}
+    for name, make in PLOTS.items():
+        with matplotlib.rc_context(STYLE):
+            fig = make(summary)
+        written[name] = save(fig, Path(out_dir), name)
+    return written

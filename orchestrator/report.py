@@ -1,0 +1,584 @@
+"""`orchestrate report`: summary.csv, the plots, and report.md/report.html beside a run.
+
+The report answers the lab study's questions from this run's numbers only. Where the run
+holds no data for a question (no rr cells, no hardware counters, one thread count), it
+says the question is not answerable rather than guessing.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import markdown
+import pandas as pd
+import yaml
+
+from . import derive, plots, stats
+from .derive import ResultsError
+from .errors import OrchestrateError
+from .units import format_size
+from .yamlfile import load_yaml
+
+NOT_COUNTED = "not counted"
+NOT_ANSWERABLE = "Not answerable from this run"
+
+
+@dataclass
+class RunData:
+    path: Path
+    run_id: str
+    results: pd.DataFrame
+    config: dict[str, Any]
+    inventory: dict[str, Any]
+    hosts: dict[str, dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_json(path: Path, notes: list[str]) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        notes.append(f"{path.parent.name}/{path.name} is missing")
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: expected a JSON object of host facts")
+    return data
+
+
+def _read_yaml(path: Path, notes: list[str]) -> dict[str, Any]:
+    if not path.exists():
+        notes.append(f"{path.name} is missing")
+        return {}
+    try:
+        return load_yaml(path)
+    except OrchestrateError as exc:
+        raise ResultsError(str(exc)) from None
+
+
+def load_run(run_dir: Path) -> RunData:
+    """A run folder's results, config, inventory and host facts; missing facts are noted, not fatal."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ResultsError(f"{run_dir}: no such run folder")
+    results = derive.read_results(run_dir / "results.csv")
+    notes: list[str] = []
+    config = _read_yaml(run_dir / "config.yml", notes)
+    inventory = _read_yaml(run_dir / "inventory.yml", notes)
+    hosts = {role: _read_json(run_dir / "hosts" / f"{role}.json", notes) for role in ("server", "client")}
+    run_ids = results["run_id"].dropna().unique() if "run_id" in results.columns else []
+    run_id = str(run_ids[0]) if len(run_ids) else run_dir.name
+    return RunData(run_dir, run_id, results, config, inventory, hosts, notes)
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _num(value: float, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.{digits}g}"
+    return f"{value:,.{max(0, digits - 1 - int(math.floor(math.log10(abs(value)))) if value else 0)}f}"
+
+
+def _with_ci(row: pd.Series, metric: str, digits: int = 3) -> str:
+    mean = row.get(f"{metric}_mean", math.nan)
+    if pd.isna(mean):
+        return "—"
+    low, high = row.get(f"{metric}_ci_low", math.nan), row.get(f"{metric}_ci_high", math.nan)
+    if pd.isna(low):
+        return f"{_num(mean, digits)} (n=1)" if row.get(f"{metric}_n", 0) == 1 else _num(mean, digits)
+    return f"{_num(mean, digits)} ± {_num((high - low) / 2, 2)}"
+
+
+def _counted(summary: pd.DataFrame, metric: str) -> bool:
+    column = f"{metric}_mean"
+    return column in summary.columns and summary[column].notna().any()
+
+
+def _cell_value(summary: pd.DataFrame, row: pd.Series, metric: str, digits: int = 3) -> str:
+    return _with_ci(row, metric, digits) if _counted(summary, metric) else NOT_COUNTED
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    def clean(text: object) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(clean(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _size(value: float) -> str:
+    return format_size(int(value))
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(data, dict):
+        out: dict[str, str] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(data, list):
+        return {prefix: ", ".join(str(v) for v in data)}
+    return {prefix: "—" if data is None else str(data)}
+
+
+# ---------------------------------------------------------------- setup
+
+
+def _is_loopback(run: RunData) -> bool:
+    for role in ("server", "client"):
+        address = (run.inventory.get(role) or {}).get("data_address")
+        nic = run.hosts.get(role, {}).get("nic") or {}
+        if nic.get("name") == "lo":
+            return True
+        try:
+            if address and ipaddress.ip_address(address).is_loopback:
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+def _link_speed_gbps(run: RunData) -> float:
+    speeds = [
+        (run.hosts.get(role, {}).get("nic") or {}).get("speed_mbps") for role in ("server", "client")
+    ]
+    speeds = [s for s in speeds if isinstance(s, (int, float)) and s > 0]
+    return min(speeds) / 1000 if speeds else math.nan
+
+
+def _setup_section(run: RunData) -> str:
+    parts = ["## Setup", ""]
+    server, client = _flatten(run.hosts.get("server", {})), _flatten(run.hosts.get("client", {}))
+    keys = list(dict.fromkeys([*server, *client]))
+    if keys:
+        parts += ["### Hosts", "", _table(["fact", "server", "client"],
+                                          [[k, server.get(k, "—"), client.get(k, "—")] for k in keys]), ""]
+    else:
+        parts += ["No host facts were recorded.", ""]
+    parts += ["### Link", ""]
+    addresses = [f"{role}: {(run.inventory.get(role) or {}).get('data_address', '—')}" for role in ("server", "client")]
+    parts.append(f"- Data addresses: {', '.join(addresses)}")
+    speed = _link_speed_gbps(run)
+    parts.append(f"- Link speed (slower NIC): {_num(speed)} Gbit/s" if not math.isnan(speed) else "- Link speed: not reported")
+    if _is_loopback(run):
+        parts.append("- **Loopback or local sockets**: no NIC is involved, and the kernel copies every MSG_ZEROCOPY send.")
+    parts.append("")
+    parts += ["### Config", "", "```yaml", yaml.safe_dump(run.config, sort_keys=False).rstrip() or "# config.yml missing", "```", ""]
+    if run.notes:
+        parts += ["### Missing files", ""] + [f"- {note}" for note in run.notes] + [""]
+    return "\n".join(parts)
+
+
+METHOD = """## How the numbers are made
+
+- **Throughput** is the receiver's bytes inside its measured window (after warm-up) × 8 / the
+  window's measured length. Messages per second likewise.
+- **CPU per GB, cycles per byte, misses per KiB** divide the agents' whole-run counts (rusage and
+  perf count from start to exit, warm-up included) by the bytes the receiver took in over the
+  same whole run (`bytes_received`), so both sides of the ratio cover the same span. Sender and
+  receiver are mapped from the `server_*`/`client_*` columns with the `sender` column. These
+  figures are given for stream cells only.
+- **Context switches per second** are perf's counts of both agents over warm-up + window.
+- Each cell is summarised over its successful repetitions: mean ± the half-width of a 95%
+  Student-t confidence interval. With one repetition there is no interval ("n=1").
+  A cell whose primary metric has a coefficient of variation over 10% is flagged *unstable*.
+- A **zero_copy** cell is labelled by what the kernel did: if it reported at least half of the
+  completed sends as copied (`SO_EE_CODE_ZEROCOPY_COPIED`) the cell is shown as
+  "copied (not zero-copy)"; a smaller copied share is shown as a percentage.
+- "not counted" means the hosts did not support the counter; it is never read as zero.
+"""
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _stream_tables(summary: pd.DataFrame) -> str:
+    stream = summary[summary["workload"] == "stream"] if not summary.empty else summary
+    if stream.empty:
+        return "No stream cells in this run.\n"
+    rows = []
+    for _, r in stream.iterrows():
+        flags = []
+        if r["unstable"]:
+            flags.append(f"unstable (CV {_num(r['throughput_gbps_cv'] * 100, 2)}%)")
+        if r["failed"]:
+            flags.append(f"{int(r['failed'])} failed")
+        rows.append([
+            r["mode_label"], _size(r["message_size"]), int(r["threads"]), f"{int(r['ok'])}/{int(r['repetitions'])}",
+            _with_ci(r, "throughput_gbps"), _with_ci(r, "messages_per_s"),
+            _with_ci(r, "sender_cpu_s_per_gb"), _with_ci(r, "receiver_cpu_s_per_gb"),
+            _num(r["zerocopy_copied_fraction_max"]) if r["mode"] == "zero_copy" else "",
+            ", ".join(flags),
+        ])
+    main = _table(["mode", "size", "threads", "ok/reps", "Gbit/s", "msg/s", "sender CPU-s/GB", "receiver CPU-s/GB",
+                   "copied fraction", "flags"], rows)
+    rows = []
+    for _, r in stream.iterrows():
+        rows.append([
+            r["mode_label"], _size(r["message_size"]), int(r["threads"]),
+            _cell_value(stream, r, "sender_cycles_per_byte"), _cell_value(stream, r, "receiver_cycles_per_byte"),
+            _cell_value(stream, r, "l1_misses_per_kib"), _cell_value(stream, r, "llc_misses_per_kib"),
+            _cell_value(stream, r, "context_switches_per_s"),
+        ])
+    counters = _table(["mode", "size", "threads", "sender cycles/B", "receiver cycles/B", "L1 misses/KiB",
+                       "LLC misses/KiB", "context switches/s"], rows)
+    return f"### Stream: throughput and CPU\n\n{main}\n\n### Stream: hardware and software counters\n\n{counters}\n"
+
+
+def _rr_table(summary: pd.DataFrame) -> str:
+    rr = summary[summary["workload"] == "rr"] if not summary.empty else summary
+    if rr.empty:
+        return "### Request/response\n\nNo rr cells in this run: latency was not measured.\n"
+    rows = [[r["mode_label"], _size(r["message_size"]), int(r["threads"]), f"{int(r['ok'])}/{int(r['repetitions'])}",
+             _with_ci(r, "transactions_per_s"), _with_ci(r, "latency_p50_us"), _with_ci(r, "latency_p99_us"),
+             "unstable" if r["unstable"] else ""] for _, r in rr.iterrows()]
+    return "### Request/response\n\n" + _table(
+        ["mode", "size", "threads", "ok/reps", "transactions/s", "p50 µs", "p99 µs", "flags"], rows) + "\n"
+
+
+# ---------------------------------------------------------------- questions
+
+
+def _wins(a: float, b: float, higher_is_better: bool) -> bool:
+    return a > b if higher_is_better else a < b
+
+
+def _clear(row_a: pd.Series, row_b: pd.Series, metric: str) -> bool:
+    """The two 95% intervals do not overlap: the difference is not noise."""
+    la, ha = row_a[f"{metric}_ci_low"], row_a[f"{metric}_ci_high"]
+    lb, hb = row_b[f"{metric}_ci_low"], row_b[f"{metric}_ci_high"]
+    return ha < lb or hb < la
+
+
+def _outcome(row_a: pd.Series, row_b: pd.Series, metric: str, higher: bool) -> str:
+    """`win`, `loss` or `tie` (95% intervals overlap) of A against B."""
+    a, b = row_a[f"{metric}_mean"], row_b[f"{metric}_mean"]
+    has_ci = not any(pd.isna(r[f"{metric}_ci_low"]) for r in (row_a, row_b))
+    if a == b or (has_ci and not _clear(row_a, row_b, metric)):
+        return "tie"
+    # Without intervals (one repetition) the means decide; the answer says so.
+    return "win" if (a > b) == higher else "loss"
+
+
+def _sizes(sizes: list[int]) -> str:
+    return ", ".join(_size(s) for s in sizes)
+
+
+def crossover(summary: pd.DataFrame, better: str, worse: str, metric: str) -> dict[int, str]:
+    """Per thread count, in words: the smallest message size from which `better` beats
+    `worse` beyond the 95% intervals, with no clear loss at any larger size measured.
+
+    Sizes where the intervals overlap count as ties: two modes that both fill the link are
+    equal, and noise must not move the answer.
+    """
+    higher = derive.METRICS[metric].higher_is_better
+    stream = summary[summary["workload"] == "stream"]
+    answers: dict[int, str] = {}
+    for threads in sorted(stream["threads"].unique()):
+        here = stream[stream["threads"] == threads]
+        a = here[here["mode"] == better].set_index("message_size")
+        b = here[here["mode"] == worse].set_index("message_size")
+        sizes = sorted(s for s in set(a.index) & set(b.index)
+                       if not pd.isna(a.at[s, f"{metric}_mean"]) and not pd.isna(b.at[s, f"{metric}_mean"]))
+        if not sizes:
+            continue
+        outcome = {s: _outcome(a.loc[s], b.loc[s], metric, higher) for s in sizes}
+        wins = [s for s in sizes if outcome[s] == "win"]
+        losses = [s for s in sizes if outcome[s] == "loss"]
+        start = next((w for w in wins if not any(l > w for l in losses)), None)
+        if not wins:
+            text = f"never, up to {_size(sizes[-1])}"
+            ties = [s for s in sizes if outcome[s] == "tie"]
+            if ties:
+                text += f" (within noise at {_sizes(ties)})"
+        elif start is None:
+            text = f"not consistently: wins at {_sizes(wins)}, loses at {_sizes(losses)}"
+        else:
+            text = "at every size measured" if start == sizes[0] else f"from {_size(start)}"
+            ties = [s for s in sizes if s > start and outcome[s] == "tie"]
+            if ties:
+                text += f", except within noise at {_sizes(ties)}"
+        if any(pd.isna(r[f"{metric}_ci_low"]) for frame in (a, b) for _, r in frame.loc[sizes].iterrows()):
+            text += " (some cells have one repetition: compared by mean alone)"
+        answers[int(threads)] = text
+    return answers
+
+
+def _crossover_lines(summary: pd.DataFrame, better: str, worse: str, metric: str) -> list[str]:
+    answers = crossover(summary, better, worse, metric)
+    if not answers:
+        return [f"- {derive.METRICS[metric].label}: {NOT_ANSWERABLE} (no stream cells with both modes measured)."]
+    per = "; ".join(f"{t} thread{'s' if t != 1 else ''}: {text}" for t, text in answers.items())
+    return [f"- {derive.METRICS[metric].label}: {per}."]
+
+
+def _cpu_metric(summary: pd.DataFrame) -> str:
+    return "cycles_per_byte" if _counted(summary, "cycles_per_byte") else "cpu_ns_per_byte"
+
+
+def _copied_caveat(summary: pd.DataFrame, mode: str = "zero_copy") -> list[str]:
+    cells = summary[summary["mode"] == mode]
+    if mode == "zero_copy" and len(cells) and cells["copied"].any():
+        return [f"- Caveat: {int(cells['copied'].sum())} of {len(cells)} zero_copy cells were copied by the kernel; "
+                "there, \"zero_copy\" compares MSG_ZEROCOPY's bookkeeping plus a copy, not zero-copy."]
+    return []
+
+
+def _modes(summary: pd.DataFrame) -> set[str]:
+    return set(summary.loc[summary["workload"] == "stream", "mode"]) if not summary.empty else set()
+
+
+def _q_zero_vs_one(summary: pd.DataFrame) -> list[str]:
+    lines = ["### From which message size does zero_copy beat one_copy?", ""]
+    if not {"zero_copy", "one_copy"} <= _modes(summary):
+        return lines + [f"{NOT_ANSWERABLE}: it needs stream cells of both zero_copy and one_copy.", ""]
+    metric = _cpu_metric(summary)
+    lines += _crossover_lines(summary, "zero_copy", "one_copy", metric)
+    if metric == "cpu_ns_per_byte":
+        lines.append(f"  (cycles {NOT_COUNTED} on these hosts, so CPU time per byte stands in.)")
+    lines += _crossover_lines(summary, "zero_copy", "one_copy", "throughput_gbps")
+    return lines + _copied_caveat(summary) + [""]
+
+
+def _q_thread_scaling(summary: pd.DataFrame, run: RunData) -> list[str]:
+    lines = ["### How does throughput scale with threads?", ""]
+    stream = summary[summary["workload"] == "stream"]
+    threads = sorted(stream["threads"].unique())
+    if len(threads) < 2:
+        return lines + [f"{NOT_ANSWERABLE}: it has {len(threads)} thread count(s).", ""]
+    low, high = threads[0], threads[-1]
+    rows, efficiencies = [], []
+    for (mode, size), group in stream.groupby(["mode", "message_size"]):
+        g = group.set_index("threads")
+        if low not in g.index or high not in g.index:
+            continue
+        base, top = g.at[low, "throughput_gbps_mean"], g.at[high, "throughput_gbps_mean"]
+        if pd.isna(base) or pd.isna(top) or base <= 0:
+            continue
+        speedup = top / base
+        efficiency = speedup / (high / low)
+        efficiencies.append(efficiency)
+        rows.append([g["mode_label"].iloc[0], _size(size), _num(base), _num(top), f"×{_num(speedup)}", f"{efficiency:.0%}"])
+    if not rows:
+        return lines + [f"{NOT_ANSWERABLE}: no cell has throughput at both {low} and {high} threads.", ""]
+    lines.append(_table(["mode", "size", f"Gbit/s at {low}t", f"Gbit/s at {high}t", "speed-up", "of linear"], rows))
+    median = float(pd.Series(efficiencies).median())
+    lines += ["", f"- From {low} to {high} threads, the median cell reaches {median:.0%} of linear scaling."]
+    speed = _link_speed_gbps(run)
+    peak = stream["throughput_gbps_mean"].max()
+    if not math.isnan(speed) and peak >= 0.9 * speed:
+        lines.append(f"- The best cells reach {_num(peak)} Gbit/s of a {_num(speed)} Gbit/s link: "
+                     "past that point more threads cannot help, and scaling flattens at the link.")
+    return lines + [""]
+
+
+def _q_zero_copy_real(summary: pd.DataFrame, run: RunData) -> list[str]:
+    lines = ["### Was the zero-copy real, or copied?", ""]
+    cells = summary[summary["mode"] == "zero_copy"] if not summary.empty else summary
+    if cells.empty:
+        return lines + [f"{NOT_ANSWERABLE}: it has no zero_copy cells.", ""]
+    fractions = cells["zerocopy_copied_fraction_max"]
+    if fractions.isna().all():
+        return lines + [f"{NOT_ANSWERABLE}: no zero_copy completions were counted, so whether the kernel copied "
+                        "is unknown; these cells are labelled unverified.", ""]
+    copied, partial = int(cells["copied"].sum()), int(((fractions > 0) & ~cells["copied"]).sum())
+    real = int((fractions == 0).sum())
+    lines.append(f"- Of {len(cells)} zero_copy cells: {real} real zero-copy (no send copied), {partial} partly copied, "
+                 f"{copied} copied (at least half of the sends), {int(fractions.isna().sum())} unverified.")
+    lines.append(f"- Copied fraction across cells: {_num(fractions.min())} to {_num(fractions.max())}.")
+    if copied:
+        why = ("The data stays on this machine (loopback or veth), and the kernel always copies "
+               "MSG_ZEROCOPY data delivered to a local socket." if _is_loopback(run)
+               else "The kernel reported SO_EE_CODE_ZEROCOPY_COPIED: the NIC or route could not send from pinned pages.")
+        lines.append(f"- **The copied cells are not zero-copy results**, and the tables and plots label them so. {why}")
+    return lines + [""]
+
+
+def _q_vs_two_copy(summary: pd.DataFrame) -> list[str]:
+    lines = ["### From which size does one_copy beat two_copy, and zero_copy beat two_copy?", ""]
+    modes = _modes(summary)
+    metric = _cpu_metric(summary)
+    for better in ("one_copy", "zero_copy"):
+        if not {better, "two_copy"} <= modes:
+            lines.append(f"- {better} vs two_copy: {NOT_ANSWERABLE} (needs stream cells of both).")
+            continue
+        lines.append(f"- **{better} vs two_copy**")
+        lines += ["  " + line for line in _crossover_lines(summary, better, "two_copy", "throughput_gbps")]
+        lines += ["  " + line for line in _crossover_lines(summary, better, "two_copy", metric)]
+    return lines + _copied_caveat(summary) + [""]
+
+
+def _relative_reduction(stream: pd.DataFrame, metric: str, mode: str, base: str = "two_copy") -> float:
+    """Median over matching (size, threads) cells of (base - mode) / base."""
+    keyed = stream.set_index(["message_size", "threads"])
+    a, b = keyed[keyed["mode"] == base][f"{metric}_mean"], keyed[keyed["mode"] == mode][f"{metric}_mean"]
+    joined = pd.concat([a.rename("base"), b.rename("other")], axis=1).dropna()
+    joined = joined[joined["base"] > 0]
+    if joined.empty:
+        return math.nan
+    return float(((joined["base"] - joined["other"]) / joined["base"]).median())
+
+
+def _q_cache_level(summary: pd.DataFrame) -> list[str]:
+    lines = ["### Which cache level's misses fall most, per byte?", ""]
+    stream = summary[summary["workload"] == "stream"]
+    counted = [m for m in ("l1_misses_per_kib", "llc_misses_per_kib") if _counted(stream, m)]
+    if len(counted) < 2:
+        return lines + [f"{NOT_ANSWERABLE}: L1 and LLC misses were {NOT_COUNTED} on these hosts.", ""]
+    if "two_copy" not in _modes(summary) or len(_modes(summary)) < 2:
+        return lines + [f"{NOT_ANSWERABLE}: it needs two_copy and another mode to compare.", ""]
+    rows, best = [], None
+    for mode in sorted(_modes(summary) - {"two_copy"}, key=plots._mode_sort_key):
+        for side in ("", "sender_", "receiver_"):
+            cells = []
+            for level in ("l1", "llc"):
+                value = _relative_reduction(stream, f"{side}{level}_misses_per_kib", mode)
+                cells.append(value)
+                if side == "" and not math.isnan(value) and (best is None or value > best[0]):
+                    best = (value, level.upper(), mode)
+            rows.append([mode, side.rstrip("_") or "both", *(f"{v:+.0%}" if not math.isnan(v) else "—" for v in cells)])
+    lines.append("Median fall in misses per KiB moved, relative to two_copy (positive = fewer misses):")
+    lines += ["", _table(["mode", "side", "L1-dcache", "LLC"], rows), ""]
+    if best is not None and best[0] > 0:
+        lines.append(f"- The largest fall is in **{best[1]}** misses with {best[2]} ({best[0]:+.0%} per KiB).")
+    else:
+        lines.append("- Neither level's misses per byte fall below two_copy's in this run.")
+    return lines + _copied_caveat(summary) + [""]
+
+
+def _q_threads_and_contention(summary: pd.DataFrame) -> list[str]:
+    lines = ["### How does thread count interact with cache misses and context switches?", ""]
+    stream = summary[summary["workload"] == "stream"]
+    threads = sorted(stream["threads"].unique())
+    if len(threads) < 2:
+        return lines + [f"{NOT_ANSWERABLE}: it has {len(threads)} thread count(s).", ""]
+    low, high = threads[0], threads[-1]
+    metrics = [("l1_misses_per_kib", "L1 misses per KiB"), ("llc_misses_per_kib", "LLC misses per KiB"),
+               ("context_switches_per_s", "context switches per second")]
+    if not _counted(stream, "context_switches_per_s"):
+        metrics[2] = ("rusage_context_switches_per_s", "context switches per second (rusage)")
+    rows = []
+    for mode in sorted(_modes(summary), key=plots._mode_sort_key):
+        here = stream[stream["mode"] == mode]
+        row = [here["mode_label"].iloc[0] if here["mode_label"].nunique() == 1 else mode]
+        for metric, _ in metrics:
+            if not _counted(stream, metric):
+                row.append(NOT_COUNTED)
+                continue
+            by = here.pivot_table(index="message_size", columns="threads", values=f"{metric}_mean")
+            if low in by and high in by:
+                ratio = (by[high] / by[low]).dropna()
+                row.append(f"×{_num(float(ratio.median()))}" if len(ratio) else "—")
+            else:
+                row.append("—")
+        rows.append(row)
+    lines.append(f"Median change from {low} to {high} threads, over message sizes:")
+    lines += ["", _table(["mode", *(label for _, label in metrics)], rows), ""]
+    if all(_counted(stream, m) for m, _ in metrics[:2]):
+        lines.append("- Reading: misses per KiB that rise with threads point at contention for a shared cache "
+                     "(LLC); per-byte counts that stay flat mean each connection keeps to its own working set.")
+    else:
+        lines.append(f"- Cache misses were {NOT_COUNTED} on these hosts, so only the context-switch part is answered.")
+    return lines + [""]
+
+
+def _questions_section(summary: pd.DataFrame, run: RunData) -> str:
+    if summary.empty:
+        return f"## The study's questions\n\n{NOT_ANSWERABLE}: no cell succeeded.\n"
+    lines = ["## The study's questions", ""]
+    lines += _q_zero_vs_one(summary)
+    lines += _q_thread_scaling(summary, run)
+    lines += _q_zero_copy_real(summary, run)
+    lines += _q_vs_two_copy(summary)
+    lines += _q_cache_level(summary)
+    lines += _q_threads_and_contention(summary)
+    return "\n".join(lines)
+
+
+def _problems_section(summary: pd.DataFrame) -> str:
+    lines = ["## Failed and unstable cells", ""]
+    failed = summary[summary["failed"] > 0] if not summary.empty else summary
+    unstable = summary[summary["unstable"]] if not summary.empty else summary
+    if failed.empty and unstable.empty:
+        return "\n".join(lines + ["Every repetition succeeded, and no cell varied by more than 10%.", ""])
+    for _, r in failed.iterrows():
+        lines.append(f"- `{r['cell']}`: {int(r['failed'])} of {int(r['repetitions'])} repetitions failed ({r['errors']}).")
+    for _, r in unstable.iterrows():
+        cvs = ", ".join(f"{m} CV {r[f'{m}_cv']:.0%}" for m in r["unstable_metrics"].split())
+        lines.append(f"- `{r['cell']}`: unstable, repetitions disagree ({cvs}).")
+    return "\n".join(lines + [""])
+
+
+PLOT_TITLES = {
+    "throughput_vs_size": "Throughput vs message size",
+    "throughput_vs_threads": "Throughput vs threads",
+    "latency_vs_threads": "Latency vs threads",
+    "latency_vs_size": "Latency vs message size",
+    "cpu_per_byte_vs_size": "CPU per byte vs message size",
+    "cache_misses_vs_size": "Cache misses vs message size",
+    "context_switches_vs_threads": "Context switches vs threads",
+}
+
+
+def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: list[str]) -> str:
+    cells, rows = len(summary), len(run.results)
+    parts = [
+        f"# Run {run.run_id}",
+        "",
+        f"{cells} cells, {rows} cell repetitions, from `{run.path.name}/results.csv`; one row per cell in `summary.csv`.",
+        "",
+        _setup_section(run),
+        METHOD,
+        "## Tables",
+        "",
+        _stream_tables(summary) if not summary.empty else "No cells.\n",
+        _rr_table(summary) if not summary.empty else "",
+        _problems_section(summary),
+        "## Plots",
+        "",
+    ]
+    for name in plot_names:
+        parts += [f"### {PLOT_TITLES.get(name, name)}", "", f"![{PLOT_TITLES.get(name, name)}](plots/{name}.png)",
+                  "", f"[SVG](plots/{name}.svg)", ""]
+    parts.append(_questions_section(summary, run))
+    return "\n".join(parts)
+
+
+HTML_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45; }}
+table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
+th, td {{ border: 1px solid #bbb; padding: 0.25rem 0.5rem; text-align: left; }}
+th {{ background: #eee; }}
+img {{ max-width: 100%; }}
+pre {{ background: #f5f5f5; padding: 0.75rem; overflow-x: auto; }}
+</style></head><body>
+{body}
+</body></html>
+"""
+
+
+def write_report(run_dir: Path) -> Path:
+    """summary.csv, plots/*.png and *.svg, report.md and report.html in the run folder; returns report.md."""
+    run = load_run(run_dir)
+    summary = stats.summarize(run.results)
+    summary.to_csv(run.path / "summary.csv", index=False)
+    written = plots.write_plots(summary, run.path / "plots")
+    text = render_markdown(run, summary, list(written))
+    report = run.path / "report.md"
+    report.write_text(text)
+    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+    (run.path / "report.html").write_text(HTML_PAGE.format(title=html.escape(f"Run {run.run_id}"), body=body))
+    return report

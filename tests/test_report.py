@@ -1,0 +1,81 @@
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from orchestrator import report
+from orchestrator.errors import OrchestrateError
+
+RUNS = Path(__file__).parent / "fixtures" / "runs"
+SECTIONS = [
+    "## Setup", "### Hosts", "### Link", "### Config", "## How the numbers are made", "## Tables",
+    "## Failed and unstable cells", "## Plots", "## The study's questions",
+    "### From which message size does zero_copy beat one_copy?",
+    "### How does throughput scale with threads?",
+    "### Was the zero-copy real, or copied?",
+    "### From which size does one_copy beat two_copy, and zero_copy beat two_copy?",
+    "### Which cache level's misses fall most, per byte?",
+    "### How does thread count interact with cache misses and context switches?",
+]
+
+
+def run_copy(tmp_path: Path, name: str) -> Path:
+    return Path(shutil.copytree(RUNS / name, tmp_path / name))
+
+
+def test_hardware_run_report(tmp_path):
+    run = run_copy(tmp_path, "20261120T101500Z-lab-hw-a1b2")
+    md = report.write_report(run)
+    assert md == run / "report.md"
+    text = md.read_text()
+    for section in SECTIONS:
+        assert section in text, section
+    assert (run / "report.html").read_text().count("<table>") >= 5
+    summary = pd.read_csv(run / "summary.csv")
+    assert len(summary) == 54 and summary["cell"].is_unique
+    for name in report.PLOT_TITLES:
+        assert f"plots/{name}.png" in text
+        assert (run / "plots" / f"{name}.png").stat().st_size > 0
+        assert (run / "plots" / f"{name}.svg").stat().st_size > 0
+    assert "Xeon" in text and "mlx5_core" in text
+    assert "The largest fall is in **L1** misses with zero_copy" in text
+    assert "18 real zero-copy" in text
+    assert "stream-one_copy-4096B-2t`: 1 of 3 repetitions failed" in text
+    assert "`stream-two_copy-4096B-2t`: unstable" in text
+    assert report.NOT_ANSWERABLE not in text
+
+
+def test_vm_run_report_is_honest_about_missing_data(tmp_path):
+    run = run_copy(tmp_path, "20261125T090000Z-vm-e5f6")
+    text = report.write_report(run).read_text()
+    for section in SECTIONS:
+        assert section in text, section
+    assert "No rr cells in this run" in text
+    assert "L1 and LLC misses were not counted" in text
+    assert "not counted" in text
+    assert "**The copied cells are not zero-copy results**" in text
+    assert "Loopback" in text
+    # a copied zero_copy cell never appears under the bare name in a table row
+    assert "| zero_copy |" not in text
+
+
+def test_crossover_on_fixture():
+    run = report.load_run(RUNS / "20261120T101500Z-lab-hw-a1b2")
+    from orchestrator import stats
+
+    summary = stats.summarize(run.results)
+    answers = report.crossover(summary, "zero_copy", "one_copy", "cycles_per_byte")
+    assert answers == {1: "from 16KiB", 2: "from 16KiB", 4: "from 16KiB"}
+
+
+def test_missing_run_folder_is_a_user_error(tmp_path):
+    with pytest.raises(OrchestrateError, match="no such run folder"):
+        report.write_report(tmp_path / "nope")
+
+
+def test_missing_host_facts_are_noted(tmp_path):
+    run = run_copy(tmp_path, "20261125T090000Z-vm-e5f6")
+    (run / "hosts" / "client.json").unlink()
+    text = report.write_report(run).read_text()
+    assert "hosts/client.json is missing" in text
