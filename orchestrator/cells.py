@@ -26,7 +26,7 @@ class CellContext:
     experiment: Experiment
     hosts: dict[str, Host]
     agents: dict[str, Agent]
-    perf_events: dict[str, list[str]]  # role -> events that host can count
+    perf_events: dict[str, list[str]]  # role -> events to count there (empty: no perf)
 
     def remote_dir(self, role: str, cell: Cell) -> str:
         return f"{self.hosts[role].spec.workdir}/runs/{self.run_id}/{cell.cell_id}"

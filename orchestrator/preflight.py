@@ -73,13 +73,20 @@ def _check_host(host: Host, experiment: Experiment, inventory: Inventory) -> Hos
         if not perf_present:
             report.add("perf", False, "no `perf`: install linux-perf, or set perf.enabled: false")
         else:
-            report.perf_events = _probe_perf(host, experiment, timeout)
+            report.perf_events, complaint = _probe_perf(host, experiment, timeout)
+            if complaint:
+                report.add("perf", False, f"perf stat refused the events: {complaint}")
+                return _network_checks(host, experiment, inventory, report)
             counted = [e for e, ok in report.perf_events.items() if ok]
             missing = [e for e, ok in report.perf_events.items() if not ok]
             detail = f"counts {', '.join(counted) or 'nothing'}"
             if missing:
                 detail += f"; not supported here (recorded as missing): {', '.join(missing)}"
             report.add("perf", bool(counted), detail)
+    return _network_checks(host, experiment, inventory, report)
+
+
+def _network_checks(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> HostReport:
     if host.role == "server":
         _check_server_network(host, experiment, inventory, report)
     else:
@@ -87,19 +94,23 @@ def _check_host(host: Host, experiment: Experiment, inventory: Inventory) -> Hos
     return report
 
 
-def _probe_perf(host: Host, experiment: Experiment, timeout: float) -> dict[str, bool]:
+def _probe_perf(host: Host, experiment: Experiment, timeout: float) -> tuple[dict[str, bool], str]:
+    """Which requested events perf counts on this host, or perf's own complaint."""
     events = ",".join(experiment.perf.events)
     system = "-a " if experiment.perf.scope == "system" else ""
     result = host.run(f"perf stat {system}-x, -e {q(events)} -- sleep 0.01 2>&1 >/dev/null", timeout)
+    if not result.ok:
+        return {}, " ".join((result.stdout + result.stderr).split())[:300] or f"exit status {result.exit_code}"
     try:
-        counters = perfstat.parse_perf_csv(result.stdout + result.stderr)
-    except perfstat.ParseError:
-        counters = {}
+        counters = perfstat.parse_perf_csv(result.stdout)
+    except perfstat.ParseError as exc:
+        return {}, str(exc)
+
     def counted(event: str) -> bool:
         counter = counters.get(perfstat.canonical_event(event))
         return counter is not None and counter.value is not None
 
-    return {event: counted(event) for event in experiment.perf.events}
+    return {event: counted(event) for event in experiment.perf.events}, ""
 
 
 def _check_server_network(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> None:

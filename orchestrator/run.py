@@ -153,7 +153,9 @@ def execute(
             experiment=experiment,
             hosts=hosts,
             agents=agents,
-            perf_events={role: [e for e, ok in report.perf_events(role).items() if ok] for role in hosts},
+            # Every requested event, supported or not: perf then writes `<not supported>` into the
+            # raw file, and the column exists, empty, instead of silently vanishing.
+            perf_events={role: list(report.perf_events(role)) for role in hosts},
         )
         return _run_cells(state, ctx, progress)
     finally:
