@@ -1,0 +1,11 @@
+/* The result document of docs/agent-protocol.md, written with stdio. */
+#ifndef JSON_H
+#define JSON_H
+
+#include "agent.h"
+
+#include <stdio.h>
+
+void json_write(FILE *f);
+
+#endif

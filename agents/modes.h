@@ -1,0 +1,16 @@
+/* The four ways of sending one message. Each handles partial sends, EINTR and EAGAIN, and
+ * counts every call that moved bytes. */
+#ifndef MODES_H
+#define MODES_H
+
+#include "agent.h"
+
+/* Sends the whole message `m` (ignored for sendfile) on ts->fd in the run's mode.
+ * 0 on success, -1 when the run failed (the error is already recorded). */
+int send_message(struct thread_state *ts, struct msgbuf *m);
+/* A temporary, already unlinked file holding one message, for sendfile. -1 on failure. */
+int sendfile_file(uint32_t size);
+/* The error text for a failed socket call, naming a vanished peer plainly. */
+void fail_io(struct thread_state *ts, const char *what, int err);
+
+#endif

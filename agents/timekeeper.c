@@ -1,0 +1,138 @@
+/* Timekeeper: sleeps until each boundary and publishes the phase index with one atomic store,
+ * so send loops learn the time with a plain load instead of a clock call per send. */
+#include "timekeeper.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+static pthread_mutex_t tk_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tk_cond;
+static int tk_stop;
+static pthread_t tk_thread;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static int gate_open;
+
+void timekeeper_gate_wait(void)
+{
+    pthread_mutex_lock(&tk_lock);
+    while (!gate_open)
+        pthread_cond_wait(&gate_cond, &tk_lock);
+    pthread_mutex_unlock(&tk_lock);
+}
+
+void timekeeper_open_gate(void)
+{
+    pthread_mutex_lock(&tk_lock);
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_cond);
+    pthread_mutex_unlock(&tk_lock);
+}
+
+void agent_wake_timekeeper(void)
+{
+    pthread_mutex_lock(&tk_lock);
+    pthread_cond_broadcast(&tk_cond);
+    pthread_mutex_unlock(&tk_lock);
+}
+
+/* Returns 0 at `when`, -1 if stopped or aborted first. */
+static int wait_until(double when)
+{
+    struct timespec ts = {0, 0};
+    int forever = isinf(when);
+    if (!forever)
+        ts.tv_sec = (time_t)floor(when);
+    ts.tv_nsec = (long)((when - floor(when)) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&tk_lock);
+    for (;;) {
+        if (tk_stop || agent_aborted()) {
+            rc = -1;
+            break;
+        }
+        if (forever) {
+            pthread_cond_wait(&tk_cond, &tk_lock);
+            continue;
+        }
+        int e = pthread_cond_timedwait(&tk_cond, &tk_lock, &ts);
+        if (e == ETIMEDOUT) {
+            /* cond waits may return a little early on some clocks; re-check. */
+            if (mono_now() >= when)
+                break;
+        }
+    }
+    pthread_mutex_unlock(&tk_lock);
+    return rc;
+}
+
+static void publish(int phase)
+{
+    atomic_store_explicit(&g_run.phase, phase, memory_order_release);
+}
+
+static void *timekeeper_main(void *arg)
+{
+    (void)arg;
+    const struct config *cfg = &g_run.cfg;
+    uint32_t n = cfg->n_intervals;
+
+    g_run.t0_mono = mono_now();
+    g_run.t0_real = real_now();
+    g_run.expected_end_mono = g_run.t0_mono + cfg->warmup + cfg->duration;
+    if (cfg->warmup == 0)
+        g_run.win_start_mono = g_run.t0_mono;
+    timekeeper_open_gate();
+
+    if (cfg->warmup > 0) {
+        if (wait_until(g_run.t0_mono + cfg->warmup) != 0)
+            return NULL;
+        g_run.win_start_mono = mono_now();
+        publish(0);
+    }
+    double w = g_run.win_start_mono;
+    for (uint32_t k = 1; k < n; k++) {
+        if (wait_until(w + k * cfg->interval) != 0)
+            return NULL;
+        g_run.interval_end[k - 1] = mono_now() - w;
+        publish((int)k);
+    }
+    if (wait_until(w + cfg->duration) != 0)
+        return NULL;
+    g_run.win_end_mono = mono_now();
+    g_run.interval_end[n - 1] = g_run.win_end_mono - w;
+    if (g_run.phase_done_published)
+        publish((int)n);
+    (void)wait_until(INFINITY);
+    return NULL;
+}
+
+int timekeeper_init(void)
+{
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) ||
+        pthread_cond_init(&tk_cond, &ca))
+        return -1;
+    pthread_condattr_destroy(&ca);
+    return 0;
+}
+
+int timekeeper_start(void)
+{
+    atomic_store(&g_run.phase, g_run.cfg.warmup > 0 ? -1 : 0);
+    return pthread_create(&tk_thread, NULL, timekeeper_main, NULL) == 0 ? 0 : -1;
+}
+
+void timekeeper_stop(void)
+{
+    pthread_mutex_lock(&tk_lock);
+    tk_stop = 1;
+    pthread_cond_broadcast(&tk_cond);
+    pthread_mutex_unlock(&tk_lock);
+    pthread_join(tk_thread, NULL);
+}
