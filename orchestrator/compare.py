@@ -7,7 +7,6 @@ differ; plus where the two runs' configs and hosts differ.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import derive, plots, stats
-from .report import RunData, _flatten, load_run
+from .report import RunData, flatten, load_run
 
 COMPARED_METRICS = (
     "throughput_gbps",
@@ -93,7 +92,7 @@ def _verdict(metric: str, result: stats.Ratio, a_n: int, b_n: int) -> str:
 
 
 def _differences(a: dict, b: dict, what: str) -> list[str]:
-    flat_a, flat_b = _flatten(a), _flatten(b)
+    flat_a, flat_b = flatten(a), flatten(b)
     lines = []
     for key in dict.fromkeys([*flat_a, *flat_b]):
         va, vb = flat_a.get(key), flat_b.get(key)
@@ -149,7 +148,7 @@ def _ratio_plot(table: pd.DataFrame, run_a: str, run_b: str) -> Figure:
         ax = fig.subplots()
         fig.suptitle(f"Throughput ratio B/A per cell (95% CI)\nA = {run_a}\nB = {run_b}", fontsize=11)
         if data.empty:
-            plots._note(ax, "no cell with throughput in both runs")
+            plots.note(ax, "no cell with throughput in both runs")
             return fig
         y = np.arange(len(data))
         ratio = data["ratio"].to_numpy(float)

@@ -33,6 +33,9 @@ SIDE_COLUMNS = ("cpu_s", "cycles", "l1_dcache_load_misses", "llc_load_misses", "
 BYTES_PER_GB = 1e9
 BYTES_PER_KIB = 1024
 
+# Tables and legends list modes from the most copies to the fewest.
+MODE_ORDER = ("two_copy", "one_copy", "zero_copy", "sendfile")
+
 # A zero_copy cell whose kernel copied at least this fraction of its sends is labelled as a
 # copy outright; below it, the label still carries the copied percentage.
 COPIED_THRESHOLD = 0.5
@@ -176,6 +179,10 @@ def derive_metrics(results: pd.DataFrame) -> pd.DataFrame:
     recomputed = _per(column(out, "zerocopy_copied_sends"), column(out, "zerocopy_completed_sends"))
     out["zerocopy_copied_fraction"] = recomputed.fillna(column(out, "zerocopy_copied_fraction")).where(zero_copy)
     return out
+
+
+def mode_rank(mode: str) -> int:
+    return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
 
 
 def zero_copy_label(mode: str, copied_fraction: float) -> str:

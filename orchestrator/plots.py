@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from . import derive
 from .units import format_size
 
 NOT_SUPPORTED = "not supported on these hosts"
@@ -30,7 +31,6 @@ MODE_STYLES: dict[str, dict[str, str]] = {
     "sendfile": {"color": "#009E73", "marker": "D", "linestyle": "-."},
 }
 _FALLBACK_STYLE = {"color": "#666666", "marker": "x", "linestyle": "-"}
-MODE_ORDER = ("two_copy", "one_copy", "zero_copy", "sendfile")
 
 STYLE = {
     "font.size": 11,
@@ -45,10 +45,6 @@ STYLE = {
     "grid.alpha": 0.35,
     "svg.fonttype": "none",
 }
-
-
-def _mode_sort_key(mode: str) -> int:
-    return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
 
 
 def _has(data: pd.DataFrame, metric: str) -> bool:
@@ -67,7 +63,7 @@ def _line_label(group: pd.DataFrame, mode: str) -> str:
 def _draw_lines(ax, data: pd.DataFrame, x: str, metric: str) -> bool:
     """One line per mode with 95% CI error bars; returns whether anything was drawn."""
     drawn = False
-    for mode in sorted(data["mode"].unique(), key=_mode_sort_key):
+    for mode in sorted(data["mode"].unique(), key=derive.mode_rank):
         group = data[data["mode"] == mode].sort_values(x)
         group = group[group[f"{metric}_mean"].notna()]
         if group.empty:
@@ -89,7 +85,7 @@ def _draw_lines(ax, data: pd.DataFrame, x: str, metric: str) -> bool:
     return drawn
 
 
-def _note(ax, text: str) -> None:
+def note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", wrap=True,
             fontsize=11, style="italic", color="#333333")
     ax.set_xticks([])
@@ -130,30 +126,34 @@ def _grid_figure(
     sharey_rows: bool = True,
 ) -> Figure:
     """Rows of panels: one row per (metric, y label), one panel per value of `panel`."""
-    panel_values = sorted(data[panel].unique()) if not data.empty else []
-    ncols = max(1, len(panel_values))
+    if data.empty:
+        fig = Figure(figsize=(8, 2.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        fig.suptitle(title, fontsize=13)
+        note(fig.subplots(), empty_note)
+        return fig
+    panel_values = sorted(data[panel].unique())
+    ncols = len(panel_values)
     nrows = len(rows)
-    fig = Figure(figsize=(min(3.4 * ncols, 14) + 0.6, 3.1 * nrows + 1.2), layout="constrained")
+    # Wide enough for the title even with one panel; at most 14 in, to fit a page in landscape.
+    fig = Figure(figsize=(max(7.0, min(3.4 * ncols, 14) + 0.6), 3.1 * nrows + 1.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharex=True))
     fig.suptitle(title, fontsize=13)
     xlabel, formatter = X_AXES[x]
     handles: dict[str, object] = {}
     for r, (metric, ylabel) in enumerate(rows):
-        supported = not data.empty and _has(data, metric)
+        supported = _has(data, metric)
         for c in range(ncols):
             ax = axes[r][c]
-            if data.empty:
-                _note(ax, empty_note)
-                continue
             value = panel_values[c]
             if r == 0:
                 ax.set_title(_panel_title(panel, value))
             if not supported:
-                _note(ax, f"{ylabel.split(' (')[0]}:\n{NOT_SUPPORTED}" if metric != "" else empty_note)
+                note(ax, f"{ylabel.split(' (')[0]}:\n{NOT_SUPPORTED}")
                 continue
             if not _draw_lines(ax, data[data[panel] == value], x, metric):
-                _note(ax, "no data for this panel")
+                note(ax, "no data for this panel")
                 continue
             _log2_axis(ax, data[x].to_numpy(float), formatter)
             ax.set_ylim(bottom=0)

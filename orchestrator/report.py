@@ -82,11 +82,15 @@ def load_run(run_dir: Path) -> RunData:
 
 
 def _num(value: float, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """`digits` significant figures, with thousands separators rather than exponents."""
+    if value is None or pd.isna(value):
         return "—"
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+    if value == 0:
+        return "0"
+    if abs(value) >= 1e12 or abs(value) < 1e-3:
         return f"{value:.{digits}g}"
-    return f"{value:,.{max(0, digits - 1 - int(math.floor(math.log10(abs(value)))) if value else 0)}f}"
+    places = digits - 1 - int(math.floor(math.log10(abs(value))))
+    return f"{round(value, places):,.{max(0, places)}f}"
 
 
 def _with_ci(row: pd.Series, metric: str, digits: int = 3) -> str:
@@ -121,11 +125,11 @@ def _size(value: float) -> str:
     return format_size(int(value))
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, str]:
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     if isinstance(data, dict):
         out: dict[str, str] = {}
         for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
         return out
     if isinstance(data, list):
         return {prefix: ", ".join(str(v) for v in data)}
@@ -159,7 +163,7 @@ def _link_speed_gbps(run: RunData) -> float:
 
 def _setup_section(run: RunData) -> str:
     parts = ["## Setup", ""]
-    server, client = _flatten(run.hosts.get("server", {})), _flatten(run.hosts.get("client", {}))
+    server, client = flatten(run.hosts.get("server", {})), flatten(run.hosts.get("client", {}))
     keys = list(dict.fromkeys([*server, *client]))
     if keys:
         parts += ["### Hosts", "", _table(["fact", "server", "client"],
@@ -201,6 +205,27 @@ METHOD = """## How the numbers are made
 
 
 # ---------------------------------------------------------------- tables
+
+
+def _caveats_section(run: RunData, summary: pd.DataFrame) -> str:
+    """What about this particular run qualifies its numbers."""
+    lines = []
+    ok = run.results[run.results["status"].astype(str) == "ok"]
+    for column in sorted(c for c in ok.columns if c.endswith("_run_pct")):
+        lowest = pd.to_numeric(ok[column], errors="coerce").min()
+        if not pd.isna(lowest) and lowest < 100:
+            event = column.removesuffix("_run_pct")
+            lines.append(f"- perf multiplexed `{event}` (ran {lowest:.0f}% of the time at worst); its counts are scaled estimates.")
+    if "perf_scope" in ok.columns and ok["perf_scope"].astype(str).eq("system").any():
+        lines.append("- perf counted system-wide (`perf_scope: system`): counts include every process and "
+                     "softirq work on the hosts, not the agents alone.")
+    if not summary.empty and (summary["ok"] == 1).any():
+        lines.append(f"- {int((summary['ok'] == 1).sum())} cells have a single successful repetition: no interval or spread for them.")
+    if _is_loopback(run):
+        lines.append("- Server and client share one kernel over loopback: no NIC, and both sides compete for the same CPUs and caches.")
+    if not lines:
+        return ""
+    return "### Caveats for this run\n\n" + "\n".join(lines) + "\n"
 
 
 def _stream_tables(summary: pd.DataFrame) -> str:
@@ -439,7 +464,7 @@ def _q_cache_level(summary: pd.DataFrame) -> list[str]:
     if "two_copy" not in _modes(summary) or len(_modes(summary)) < 2:
         return lines + [f"{NOT_ANSWERABLE}: it needs two_copy and another mode to compare.", ""]
     rows, best = [], None
-    for mode in sorted(_modes(summary) - {"two_copy"}, key=plots._mode_sort_key):
+    for mode in sorted(_modes(summary) - {"two_copy"}, key=derive.mode_rank):
         for side in ("", "sender_", "receiver_"):
             cells = []
             for level in ("l1", "llc"):
@@ -469,7 +494,7 @@ def _q_threads_and_contention(summary: pd.DataFrame) -> list[str]:
     if not _counted(stream, "context_switches_per_s"):
         metrics[2] = ("rusage_context_switches_per_s", "context switches per second (rusage)")
     rows = []
-    for mode in sorted(_modes(summary), key=plots._mode_sort_key):
+    for mode in sorted(_modes(summary), key=derive.mode_rank):
         here = stream[stream["mode"] == mode]
         row = [here["mode_label"].iloc[0] if here["mode_label"].nunique() == 1 else mode]
         for metric, _ in metrics:
@@ -540,6 +565,7 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: list[str]) 
         "",
         _setup_section(run),
         METHOD,
+        _caveats_section(run, summary),
         "## Tables",
         "",
         _stream_tables(summary) if not summary.empty else "No cells.\n",

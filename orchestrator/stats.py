@@ -154,4 +154,6 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     if summary.empty:
         return summary
     order = [c for c in ("workload", "mode", "message_size", "threads") if c in summary.columns]
-    return summary.sort_values(order, kind="stable").reset_index(drop=True)
+    return summary.sort_values(
+        order, kind="stable", key=lambda col: col.map(derive.mode_rank) if col.name == "mode" else col
+    ).reset_index(drop=True)

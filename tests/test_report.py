@@ -79,3 +79,27 @@ def test_missing_host_facts_are_noted(tmp_path):
     (run / "hosts" / "client.json").unlink()
     text = report.write_report(run).read_text()
     assert "hosts/client.json is missing" in text
+
+
+def test_single_repetition_and_multiplexed_counters_are_said(tmp_path):
+    run = run_copy(tmp_path, "20261120T101500Z-lab-hw-a1b2")
+    results = pd.read_csv(run / "results.csv", dtype=str, keep_default_na=False)
+    results = results[results["repetition"] == "1"].copy()
+    results["server_llc_load_misses_run_pct"] = "62.5"
+    results.to_csv(run / "results.csv", index=False)
+    text = report.write_report(run).read_text()
+    assert "perf multiplexed `server_llc_load_misses` (ran 62% of the time at worst)" in text
+    assert "54 cells have a single successful repetition" in text
+    assert "(n=1)" in text
+    assert "compared by mean alone" in text
+    summary = pd.read_csv(run / "summary.csv")
+    assert summary["throughput_gbps_ci_low"].isna().all()
+    assert not summary["unstable"].any()
+
+
+def test_number_formatting():
+    assert report._num(float("nan")) == "—"
+    assert report._num(171234.0) == "171,000"
+    assert report._num(0.41234) == "0.412"
+    assert report._num(23.449) == "23.4"
+    assert report._num(0.0) == "0"
