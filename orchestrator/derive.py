@@ -13,19 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import OrchestrateError
+from . import table
+from .table import ResultsError
 
-
-class ResultsError(OrchestrateError):
-    """A run folder or results.csv that analysis cannot read."""
-
-    exit_code = 2
-
-
-# Text columns; every other column of results.csv is a number (or empty: not measured).
-TEXT_COLUMNS = frozenset({"run_id", "cell_id", "workload", "mode", "sender", "nodelay", "status", "error", "perf_scope"})
 REQUIRED_COLUMNS = ("cell_id", "workload", "mode", "message_size", "threads", "repetition", "status")
-INT_COLUMNS = ("message_size", "threads", "repetition")
+
 
 # perf events and rusage figures that exist once per role and are mapped to sender/receiver.
 SIDE_COLUMNS = ("cpu_s", "cycles", "l1_dcache_load_misses", "llc_load_misses", "context_switches")
@@ -83,34 +75,19 @@ PRIMARY_METRICS = ("throughput_gbps", "transactions_per_s", "latency_p50_us")
 
 
 def read_results(path: Path) -> pd.DataFrame:
-    """results.csv as a frame: numbers as floats (empty -> NaN, never 0), text as strings."""
+    """results.csv as typed by `table.read_results` (empty -> missing, never 0), checked for
+    the columns every analysis step needs."""
     path = Path(path)
-    try:
-        # Only an empty field is missing: "NA" or "null" in an error message stays text.
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: no results.csv; is this a run folder?") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: not a readable CSV: {exc}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if not path.is_file():
+        raise ResultsError(f"{path}: no results.csv; is this a run folder?")
+    frame = table.read_results(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
-    frame = raw.copy()
-    for column in raw.columns:
-        if column in TEXT_COLUMNS:
-            continue
-        try:
-            frame[column] = pd.to_numeric(raw[column], errors="raise").astype(float)
-        except (ValueError, TypeError):
-            bad = raw[column][pd.to_numeric(raw[column], errors="coerce").isna() & raw[column].notna()]
-            raise ResultsError(
-                f"{path}: column {column!r} holds {bad.iloc[0]!r} (row {bad.index[0] + 2}); expected a number or empty"
-            ) from None
-    for column in INT_COLUMNS:
-        if frame[column].isna().any():
-            row = int(frame[column].isna().idxmax()) + 2
-            raise ResultsError(f"{path}: column {column!r} is empty on row {row}; every row names its cell")
-        frame[column] = frame[column].astype(int)
+    for name in ("message_size", "threads", "repetition"):
+        empty = frame[name].isna()
+        if empty.any():
+            raise ResultsError(f"{path}: column {name!r} is empty on row {int(empty.idxmax()) + 2}; every row names its cell")
     return frame
 
 

@@ -11,6 +11,7 @@ import html
 import ipaddress
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ import pandas as pd
 import yaml
 
 from . import derive, plots, stats
-from .derive import ResultsError
 from .errors import OrchestrateError
+from .table import ResultsError
 from .units import format_size
 from .yamlfile import load_yaml
 
@@ -133,18 +134,28 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
         return out
     if isinstance(data, list):
         return {prefix: ", ".join(str(v) for v in data)}
-    return {prefix: "—" if data is None else str(data)}
+    # Tabs (as in sysctl tcp_rmem) would break a table cell's alignment.
+    return {prefix: "—" if data is None else str(data).replace("\t", " ")}
 
 
 # ---------------------------------------------------------------- setup
 
 
-def _is_loopback(run: RunData) -> bool:
+_ETHTOOL_SPEED = re.compile(r"^(\d+)\s*Mb/s$")
+
+
+def _nic(run: RunData, role: str) -> dict[str, Any]:
+    nic = run.hosts.get(role, {}).get("nic")
+    return nic if isinstance(nic, dict) else {}
+
+
+def _is_local_link(run: RunData) -> bool:
+    """Loopback or veth: the data never leaves the kernel, so MSG_ZEROCOPY is always copied."""
     for role in ("server", "client"):
-        address = (run.inventory.get(role) or {}).get("data_address")
-        nic = run.hosts.get(role, {}).get("nic") or {}
-        if nic.get("name") == "lo":
+        nic = _nic(run, role)
+        if nic.get("interface") == "lo" or nic.get("name") == "lo" or nic.get("kind") == "veth":
             return True
+        address = (run.inventory.get(role) or {}).get("data_address") or run.hosts.get(role, {}).get("data_address")
         try:
             if address and ipaddress.ip_address(address).is_loopback:
                 return True
@@ -153,21 +164,34 @@ def _is_loopback(run: RunData) -> bool:
     return False
 
 
+def _speed_gbps(nic: dict[str, Any]) -> float:
+    # facts.py records ethtool's "25000Mb/s"; "Unknown!" and absent mean not reported.
+    if isinstance(nic.get("speed_mbps"), (int, float)):
+        return nic["speed_mbps"] / 1000
+    match = _ETHTOOL_SPEED.match(str(nic.get("speed") or ""))
+    return int(match.group(1)) / 1000 if match else math.nan
+
+
 def _link_speed_gbps(run: RunData) -> float:
-    speeds = [
-        (run.hosts.get(role, {}).get("nic") or {}).get("speed_mbps") for role in ("server", "client")
-    ]
-    speeds = [s for s in speeds if isinstance(s, (int, float)) and s > 0]
-    return min(speeds) / 1000 if speeds else math.nan
+    speeds = [_speed_gbps(_nic(run, role)) for role in ("server", "client")]
+    speeds = [s for s in speeds if not math.isnan(s) and s > 0]
+    return min(speeds) if speeds else math.nan
 
 
 def _setup_section(run: RunData) -> str:
     parts = ["## Setup", ""]
     server, client = flatten(run.hosts.get("server", {})), flatten(run.hosts.get("client", {}))
-    keys = list(dict.fromkeys([*server, *client]))
+    # NIC offloads run to dozens of lines; they get one line per host below the table.
+    keys = [k for k in dict.fromkeys([*server, *client]) if not k.startswith("nic.offloads.")]
     if keys:
         parts += ["### Hosts", "", _table(["fact", "server", "client"],
                                           [[k, server.get(k, "—"), client.get(k, "—")] for k in keys]), ""]
+        for role in ("server", "client"):
+            offloads = _nic(run, role).get("offloads")
+            if isinstance(offloads, dict) and offloads:
+                on = sorted(k for k, v in offloads.items() if str(v).startswith("on"))
+                parts.append(f"- {role} NIC offloads on: {', '.join(on) or 'none'}")
+        parts.append("")
     else:
         parts += ["No host facts were recorded.", ""]
     parts += ["### Link", ""]
@@ -175,8 +199,8 @@ def _setup_section(run: RunData) -> str:
     parts.append(f"- Data addresses: {', '.join(addresses)}")
     speed = _link_speed_gbps(run)
     parts.append(f"- Link speed (slower NIC): {_num(speed)} Gbit/s" if not math.isnan(speed) else "- Link speed: not reported")
-    if _is_loopback(run):
-        parts.append("- **Loopback or local sockets**: no NIC is involved, and the kernel copies every MSG_ZEROCOPY send.")
+    if _is_local_link(run):
+        parts.append("- **Local link (loopback or veth)**: no NIC is involved, and the kernel copies every MSG_ZEROCOPY send.")
     parts.append("")
     parts += ["### Config", "", "```yaml", yaml.safe_dump(run.config, sort_keys=False).rstrip() or "# config.yml missing", "```", ""]
     if run.notes:
@@ -221,8 +245,8 @@ def _caveats_section(run: RunData, summary: pd.DataFrame) -> str:
                      "softirq work on the hosts, not the agents alone.")
     if not summary.empty and (summary["ok"] == 1).any():
         lines.append(f"- {int((summary['ok'] == 1).sum())} cells have a single successful repetition: no interval or spread for them.")
-    if _is_loopback(run):
-        lines.append("- Server and client share one kernel over loopback: no NIC, and both sides compete for the same CPUs and caches.")
+    if _is_local_link(run):
+        lines.append("- Server and client share one kernel (loopback or veth): no NIC, and both sides compete for the same CPUs and caches.")
     if not lines:
         return ""
     return "### Caveats for this run\n\n" + "\n".join(lines) + "\n"
@@ -424,7 +448,7 @@ def _q_zero_copy_real(summary: pd.DataFrame, run: RunData) -> list[str]:
     lines.append(f"- Copied fraction across cells: {_num(fractions.min())} to {_num(fractions.max())}.")
     if copied:
         why = ("The data stays on this machine (loopback or veth), and the kernel always copies "
-               "MSG_ZEROCOPY data delivered to a local socket." if _is_loopback(run)
+               "MSG_ZEROCOPY data delivered to a local socket." if _is_local_link(run)
                else "The kernel reported SO_EE_CODE_ZEROCOPY_COPIED: the NIC or route could not send from pinned pages.")
         lines.append(f"- **The copied cells are not zero-copy results**, and the tables and plots label them so. {why}")
     return lines + [""]

@@ -24,7 +24,7 @@ def test_compare_two_hardware_runs(tmp_path):
     assert rr["verdict"] == "no clear difference"
     assert "duration: A 8.0, B 6.0" in result.config_differences
     assert "seed: A 1729, B 4242" in result.config_differences
-    assert "server.nic.speed_mbps: A 25000, B 100000" in result.host_differences
+    assert "server.nic.speed: A 25000Mb/s, B 100000Mb/s" in result.host_differences
     assert not result.only_in_a and not result.only_in_b
     assert [p.suffix for p in result.plot_paths] == [".png", ".svg"]
     assert all(p.stat().st_size > 0 for p in result.plot_paths)

@@ -38,7 +38,7 @@ def test_hardware_run_report(tmp_path):
         assert f"plots/{name}.png" in text
         assert (run / "plots" / f"{name}.png").stat().st_size > 0
         assert (run / "plots" / f"{name}.svg").stat().st_size > 0
-    assert "Xeon" in text and "mlx5_core" in text
+    assert "Xeon" in text and "mlx5_core" in text and "of a 25.0 Gbit/s link" in text
     assert "The largest fall is in **L1** misses with zero_copy" in text
     assert "18 real zero-copy" in text
     assert "stream-one_copy-4096B-2t`: 1 of 3 repetitions failed" in text
@@ -55,7 +55,8 @@ def test_vm_run_report_is_honest_about_missing_data(tmp_path):
     assert "L1 and LLC misses were not counted" in text
     assert "not counted" in text
     assert "**The copied cells are not zero-copy results**" in text
-    assert "Loopback" in text
+    assert "Local link (loopback or veth)" in text
+    assert "server NIC offloads on: generic-receive-offload" in text
     # a copied zero_copy cell never appears under the bare name in a table row
     assert "| zero_copy |" not in text
 
