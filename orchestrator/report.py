@@ -183,8 +183,9 @@ def _setup_section(run: RunData) -> str:
     server, client = flatten(run.hosts.get("server", {})), flatten(run.hosts.get("client", {}))
     # NIC offloads run to dozens of lines; they get one line per host below the table.
     keys = [k for k in dict.fromkeys([*server, *client]) if not k.startswith("nic.offloads.")]
+    parts += ["### Hosts", ""]
     if keys:
-        parts += ["### Hosts", "", _table(["fact", "server", "client"],
+        parts += [_table(["fact", "server", "client"],
                                           [[k, server.get(k, "—"), client.get(k, "—")] for k in keys]), ""]
         for role in ("server", "client"):
             offloads = _nic(run, role).get("offloads")

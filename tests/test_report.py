@@ -104,3 +104,46 @@ def test_number_formatting():
     assert report._num(0.41234) == "0.412"
     assert report._num(23.449) == "23.4"
     assert report._num(0.0) == "0"
+
+
+CELLS = Path(__file__).parent / "fixtures" / "cells"
+
+
+def recorded_cells_run(tmp_path: Path) -> Path:
+    """A run folder whose results.csv the real row writer built from the recorded cell files."""
+    import json
+
+    from orchestrator.agentjson import load_agent_json
+    from orchestrator.perfstat import load_perf_file
+    from orchestrator.table import ResultsTable, cell_row
+
+    run = tmp_path / "20251125T220000Z-fixture-a1b2"
+    run.mkdir()
+    results = ResultsTable(run / "results.csv")
+    for folder in sorted(p for p in CELLS.iterdir() if p.is_dir()):
+        def load(name, loader, folder=folder):
+            return loader(folder / name) if (folder / name).exists() else None
+
+        identity = json.loads((folder / "identity.json").read_text())
+        results.append(cell_row(identity, load("server.json", load_agent_json), load("client.json", load_agent_json),
+                                load("server.perf.csv", load_perf_file), load("client.perf.csv", load_perf_file), None))
+    return run
+
+
+def test_report_on_rows_from_the_real_row_writer(tmp_path):
+    from orchestrator import derive, stats
+
+    run = recorded_cells_run(tmp_path)
+    text = report.write_report(run).read_text()
+    for section in SECTIONS:
+        assert section in text, section
+    assert "config.yml is missing" in text and "hosts/server.json is missing" in text
+    rows = derive.derive_metrics(derive.read_results(run / "results.csv")).set_index("cell_id")
+    # the client sends in this cell: the sender's figures are the client_* columns
+    zero = rows.loc["stream-zero_copy-65536B-1t-r1-sender=client"]
+    assert zero["sender_cpu_s"] == zero["client_cpu_s"]
+    assert zero["sender_cycles_per_byte"] == pytest.approx(zero["client_cycles"] / zero["bytes_received"])
+    summary = stats.summarize(derive.read_results(run / "results.csv")).set_index("cell")
+    assert summary.loc["stream-zero_copy-65536B-1t-sender=client", "mode_label"] == "zero_copy: copied (not zero-copy)"
+    assert summary.loc["stream-two_copy-4096B-1t", "failed"] == 1
+    assert "client_llc_load_misses` (ran 38% of the time at worst)" in text  # multiplexed client perf
