@@ -131,7 +131,7 @@ static void data_end(struct thread_state *ts)
 static int check_not_early(struct thread_state *ts)
 {
     const struct config *c = &g_run.cfg;
-    double slack = 0.1 + 0.02 * (c->warmup + c->duration);
+    double slack = 0.25 + 0.05 * (c->warmup + c->duration);
     double early = g_run.expected_end_mono - ts->data_end_mono;
     if (early > slack) {
         agent_fail("connection %d: the peer closed the connection %.3f s before the end of "
