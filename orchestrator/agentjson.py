@@ -186,6 +186,16 @@ def _check_ok_document(doc: dict[str, Any], report: AgentReport, source: str) ->
             f"{source}: key 'threads_detail' has {len(report.threads_detail)} entries "
             f"for threads={report.threads}"
         )
+    for thread in report.threads_detail:
+        # Intervals count the bytes this side moved in its direction (rr: received).
+        key = "bytes_sent" if report.direction == "send" else "bytes_received"
+        moved = getattr(thread.window, key)
+        sampled = sum(interval.bytes for interval in thread.intervals)
+        if sampled != moved:
+            raise AgentOutputError(
+                f"{source}: key 'threads_detail[{thread.index}].intervals' sums to {sampled} "
+                f"bytes but its window.{key} is {moved}"
+            )
     for section in ("window", "total"):
         whole = getattr(report, section)
         for key in _SUMMED:

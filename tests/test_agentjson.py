@@ -34,45 +34,69 @@ def test_stream_receiver_document():
     )  # fmt: skip
     assert report.direction == "receive"
     assert report.message_size == 65536 and report.threads == 2 and report.fields == 8
-    assert report.window.bytes_received == 6749814784
-    assert report.total.bytes_received == 8106803200
-    assert report.rusage.voluntary_ctxt_switches == 30512
-    assert report.rusage.cpu_s == pytest.approx(11.54)
+    assert report.window.seconds == 2.001218
+    assert report.window.bytes_received == 11020372927
+    assert report.total.bytes_received == 13738180608
+    assert report.rusage.involuntary_ctxt_switches == 9145
+    assert report.rusage.cpu_s == pytest.approx(0.063416 + 3.880127)
     assert [t.index for t in report.threads_detail] == [0, 1]
     thread = report.threads_detail[1]
-    assert thread.peer == "127.0.0.1:5201"
+    assert thread.peer == "127.0.0.1:33151" and thread.cpu is None
+    assert len(thread.intervals) == 4
     assert sum(i.bytes for i in thread.intervals) == thread.window.bytes_received
-    assert report.zerocopy is None and report.rr is None
+    assert report.zerocopy is None and report.rr is None and thread.zerocopy is None
     assert report.options.nodelay is True and report.options.cpus == []
+    assert report.warmup_s == 0.5 and report.duration_s == 2.0
+
+
+def test_stream_sender_document():
+    report = load_agent_json(AGENT / "stream_one_copy_server_send.json")
+    assert report.direction == "send"
+    assert report.total.bytes_sent == 13738180608  # what the receiver got, to the byte
+    assert report.window.send_calls == 167961
 
 
 def test_zero_copy_sender_document():
     report = load_agent_json(AGENT / "stream_zero_copy_client_send.json")
     zc = report.zerocopy
-    assert zc.sends == 84000 and zc.completed_sends == 84000 and zc.copied_sends == 84000
-    assert zc.enobufs == 3 and zc.outstanding_at_end == 0
+    assert zc.sends == 89360 and zc.completed_sends == 89360 and zc.copied_sends == 89360
+    assert zc.notifications == 83031 and zc.copied_notifications == 83031
+    assert zc.enobufs == 0 and zc.outstanding_at_end == 0
     assert report.threads_detail[0].zerocopy == zc
 
 
 def test_rr_documents():
     client = load_agent_json(AGENT / "rr_two_copy_client.json")
-    assert client.rr.transactions == 412000
-    assert client.rr.latency_us.p99 == 48.0
+    assert client.rr.transactions == 19967 and client.rr.transactions_total == 24956
+    assert client.rr.latency_us.p99 == 136.192
+    assert client.rr.latency_us.count == client.rr.transactions
     server = load_agent_json(AGENT / "rr_two_copy_server.json")
-    assert server.rr.transactions == 412001
-    assert server.rr.latency_us is None and server.rr.transactions_per_s is None
+    assert server.rr.transactions == 19967
+    assert server.rr.latency_us is None
+
+
+def test_real_error_document():
+    report = load_agent_json(AGENT / "error_client_receive.json")
+    assert report.status == "error"
+    assert report.error.startswith("connection 0: the stream ended part-way")
+    assert report.total.bytes_received == 201549312
 
 
 def test_error_document_needs_only_identity_and_error():
-    report = load_agent_json(AGENT / "error_client_receive.json")
+    report = load_agent_json(AGENT / "error_partial_handwritten.json")
     assert report.status == "error"
     assert "Connection reset by peer" in report.error
     assert report.window is None and report.threads_detail is None
     assert report.rusage.sys_s == 0.31
 
 
+def test_empty_file_left_by_a_killed_agent():
+    with pytest.raises(AgentOutputError, match="killed_server_empty.json: not JSON"):
+        load_agent_json(AGENT / "killed_server_empty.json")
+
+
 def test_error_document_without_message_is_refused(tmp_path):
-    doc = _doc("error_client_receive.json")
+    doc = _doc("error_partial_handwritten.json")
     doc["error"] = None
     with pytest.raises(AgentOutputError, match="'error' must give a message"):
         load_agent_json(_write(tmp_path, doc))
@@ -143,6 +167,13 @@ def test_totals_must_be_the_sum_of_threads(tmp_path):
         load_agent_json(_write(tmp_path, doc))
 
 
+def test_intervals_must_add_up_to_the_window(tmp_path):
+    doc = _doc("stream_one_copy_server_send.json")
+    doc["threads_detail"][0]["intervals"].pop()
+    with pytest.raises(AgentOutputError, match=r"threads_detail\[0\]\.intervals' sums to"):
+        load_agent_json(_write(tmp_path, doc))
+
+
 def test_ok_document_with_error_message_is_refused(tmp_path):
     doc = _doc("stream_one_copy_client_receive.json")
     doc["error"] = "something"
@@ -153,7 +184,7 @@ def test_ok_document_with_error_message_is_refused(tmp_path):
 def test_unknown_keys_are_ignored(tmp_path):
     doc = _doc("rr_two_copy_client.json")
     doc["future_field"] = {"x": 1}
-    assert load_agent_json(_write(tmp_path, doc)).rr.transactions == 412000
+    assert load_agent_json(_write(tmp_path, doc)).rr.transactions == 19967
 
 
 @pytest.mark.parametrize("text", ["", "{", "[1, 2]", "null", "READY 127.0.0.1 5201\n"])

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.agentjson import AgentReport, load_agent_json
+from orchestrator.agentjson import AgentOutputError, AgentReport, load_agent_json
 from orchestrator.perfstat import load_perf_file
 from orchestrator.table import (
     SCHEMA_COLUMNS,
@@ -27,20 +27,35 @@ FAILED = "stream-two_copy-4096B-1t-r1"
 
 
 def _row(cell_id: str, error: str | None = None, **overrides) -> dict:
+    """The row the orchestrator builds from a cell folder: unreadable agent output becomes
+    a missing report plus an error, as in orchestrator/run.py."""
     folder = CELLS / cell_id
     cell = json.loads((folder / "identity.json").read_text())
+    problems = [error] if error else []
 
-    def load(name, loader):
-        return loader(folder / name) if (folder / name).exists() else None
+    def agent(role):
+        try:
+            return load_agent_json(folder / f"{role}.json")
+        except AgentOutputError as exc:
+            problems.append(str(exc))
+            return None
+
+    def perf(role):
+        path = folder / f"{role}.perf.csv"
+        return load_perf_file(path) if path.exists() else None
 
     pieces = {
-        "server": load("server.json", load_agent_json),
-        "client": load("client.json", load_agent_json),
-        "server_perf": load("server.perf.csv", load_perf_file),
-        "client_perf": load("client.perf.csv", load_perf_file),
+        "server": agent("server"),
+        "client": agent("client"),
+        "server_perf": perf("server"),
+        "client_perf": perf("client"),
     }
     pieces.update(overrides)
-    return cell_row(cell, error=error, **pieces)
+    return cell_row(cell, error="; ".join(problems) or None, **pieces)
+
+
+def _report(cell_id: str, role: str) -> AgentReport:
+    return load_agent_json(CELLS / cell_id / f"{role}.json")
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -51,35 +66,50 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 def test_stream_row_uses_receiver_window_and_sender_calls():
     row = _row(ONE_COPY)
     assert row["status"] == "ok" and row["error"] is None
-    client = load_agent_json(CELLS / ONE_COPY / "client.json")
-    server = load_agent_json(CELLS / ONE_COPY / "server.json")
-    assert row["duration_s"] == client.window.seconds == 10.0105
-    assert row["window_bytes"] == client.window.bytes_received == 6749814784
-    assert row["bytes_sent"] == server.total.bytes_sent == 8106803200
-    assert row["bytes_received"] == client.total.bytes_received == 8106803200
-    assert row["send_calls"] == server.window.send_calls
-    assert row["throughput_gbps"] == pytest.approx(6749814784 * 8 / 10.0105 / 1e9)
-    assert row["messages_per_s"] == pytest.approx(client.window.messages_received / 10.0105)
-    assert row["server_cpu_s"] == pytest.approx(0.41 + 9.87)
-    assert row["client_voluntary_cs"] == 30512
+    client, server = _report(ONE_COPY, "client"), _report(ONE_COPY, "server")
+    assert row["duration_s"] == client.window.seconds == 2.001218
+    assert row["window_bytes"] == client.window.bytes_received == 11020372927
+    assert row["bytes_sent"] == server.total.bytes_sent == 13738180608
+    assert row["bytes_received"] == client.total.bytes_received == 13738180608
+    assert row["send_calls"] == server.window.send_calls == 167961
+    assert row["throughput_gbps"] == pytest.approx(11020372927 * 8 / 2.001218 / 1e9)
+    assert row["messages_per_s"] == pytest.approx(168159 / 2.001218)
+    assert row["server_cpu_s"] == pytest.approx(0.027705 + 0.973617)
+    assert row["client_involuntary_cs"] == 9145
+    assert row["warmup_s"] == 0.5 and row["perf_scope"] == "process"
     assert row["zerocopy_sends"] is None and row["zerocopy_copied_fraction"] is None
     assert row["transactions"] is None and row["latency_p99_us"] is None
 
 
-def test_row_columns_are_ordered_identity_schema_then_perf():
+def test_vm_perf_columns_missing_hardware_counters_are_none():
     row = _row(ONE_COPY)
+    assert row["server_cycles"] is None and row["server_cycles_run_pct"] is None
+    assert row["client_llc_load_misses"] is None
+    assert row["server_context_switches"] == 8573
+    assert row["server_task_clock"] == 990.61
+    assert row["server_task_clock_run_pct"] == 100.0
+
+
+def test_row_columns_are_ordered_identity_schema_then_perf():
+    row = _row(ONE_COPY, server_perf=load_perf_file(PERF / "hw_all_counted.csv"))
     columns = list(row)
+    assert columns[:3] == ["run_id", "cell_id", "workload"]
     assert columns[: len(SCHEMA_COLUMNS)] == list(SCHEMA_COLUMNS)
     perf = columns[len(SCHEMA_COLUMNS) :]
     assert perf[:4] == [
         "server_cache_misses", "server_cache_misses_run_pct",
         "server_context_switches", "server_context_switches_run_pct",
     ]  # fmt: skip
-    assert perf.index("client_cache_misses") > perf.index("server_task_clock_run_pct")
+    assert all(c.startswith("server_") for c in perf[: perf.index("client_context_switches")])
+    assert perf == order_columns(perf)[len(SCHEMA_COLUMNS) :]
 
 
 def test_perf_columns_by_role_and_exact_names():
-    row = _row(ONE_COPY)
+    row = _row(
+        ONE_COPY,
+        server_perf=load_perf_file(PERF / "hw_all_counted.csv"),
+        client_perf=load_perf_file(PERF / "multiplexed.csv"),
+    )
     assert row["server_cycles"] == 2100000000
     assert row["server_stalled_cycles_frontend"] == 521000000
     assert row["server_ref_cycles"] == 2250000000
@@ -91,78 +121,95 @@ def test_perf_columns_by_role_and_exact_names():
 
 
 def test_hybrid_perf_summed_into_one_column():
-    row = _row(ZERO_COPY)
+    row = _row(ZERO_COPY, client_perf=load_perf_file(PERF / "hybrid_alderlake.csv"))
     assert row["client_cycles"] == 5234567890
     assert row["client_cycles_u"] == 2400000000
+    assert row["client_stalled_cycles_frontend"] is None
     assert not any("cpu_core" in c or "cpu_atom" in c for c in row)
     assert "server_cycles" not in row  # perf did not run on the server for this cell
 
 
 def test_zero_copy_sender_is_the_client_and_copied_fraction():
     row = _row(ZERO_COPY)
-    assert row["status"] == "ok"
-    assert row["zerocopy_sends"] == 84000
-    assert row["zerocopy_completed_sends"] == 84000
-    assert row["zerocopy_copied_sends"] == 84000
-    assert row["zerocopy_copied_fraction"] == 1.0
-    assert row["zerocopy_enobufs"] == 3 and row["zerocopy_outstanding"] == 0
-    assert row["window_bytes"] == 4587454464  # the server received
-    assert row["send_calls"] == 70000  # the client sent
+    assert row["status"] == "ok", row["error"]
+    assert row["zerocopy_sends"] == 89360
+    assert row["zerocopy_notifications"] == 83031
+    assert row["zerocopy_completed_sends"] == 89360
+    assert row["zerocopy_copied_sends"] == 89360
+    assert row["zerocopy_copied_fraction"] == 1.0  # loopback: the kernel copied every send
+    assert row["zerocopy_enobufs"] == 0 and row["zerocopy_outstanding"] == 0
+    assert row["window_bytes"] == 5123866624  # the server received
+    assert row["send_calls"] == 78196  # the client sent
 
 
-def test_copied_fraction_is_empty_without_completions():
-    client = load_agent_json(CELLS / ZERO_COPY / "client.json")
-    zc = dataclasses.replace(client.zerocopy, completed_sends=0, copied_sends=0)
-    row = _row(ZERO_COPY, client=dataclasses.replace(client, zerocopy=zc))
+def test_copied_fraction_partial_and_empty_without_completions():
+    client = _report(ZERO_COPY, "client")
+    half = dataclasses.replace(client.zerocopy, copied_sends=client.zerocopy.completed_sends // 2)
+    row = _row(ZERO_COPY, client=dataclasses.replace(client, zerocopy=half))
+    assert row["zerocopy_copied_fraction"] == 0.5
+    none = dataclasses.replace(client.zerocopy, completed_sends=0, copied_sends=0)
+    row = _row(ZERO_COPY, client=dataclasses.replace(client, zerocopy=none))
     assert row["zerocopy_copied_fraction"] is None
-    assert row["zerocopy_sends"] == 84000
+    assert row["zerocopy_sends"] == 89360
 
 
 def test_rr_row():
     row = _row(RR)
     assert row["status"] == "ok", row["error"]
-    assert row["transactions"] == 412000
-    assert row["transactions_per_s"] == 41199.2
+    assert row["transactions"] == 19967
+    assert row["transactions_per_s"] == 9981.372
     assert (row["latency_mean_us"], row["latency_p50_us"], row["latency_p90_us"]) == (
-        24.27, 22.0, 29.5,
+        100.095, 99.84, 116.224,
     )  # fmt: skip
-    assert (row["latency_p99_us"], row["latency_max_us"]) == (48.0, 1210.0)
-    assert row["duration_s"] == 10.0002
-    assert row["window_bytes"] == 412000 * 1024
-    assert row["server_cycles"] is None  # the VM: not supported, empty, not 0
-    assert row["server_context_switches"] == 2
+    assert (row["latency_p99_us"], row["latency_max_us"]) == (136.192, 3073.382)
+    assert row["duration_s"] == 2.000426
+    assert row["window_bytes"] == 20446208
+    assert row["bytes_sent"] == row["bytes_received"] == 25554944
+    assert row["zerocopy_sends"] is None
 
 
-def test_failed_agent_row_keeps_what_is_known():
+def test_failed_cell_row_keeps_what_is_known():
     row = _row(FAILED)
     assert row["status"] == "failed"
-    assert "client agent: recv on connection 0: Connection reset by peer" in row["error"]
-    assert row["bytes_sent"] == 720000 * 1024  # the server's side is still there
-    assert row["duration_s"] is None and row["throughput_gbps"] is None
-    assert row["client_sys_s"] == 0.31
-    assert row["server_task_clock"] == 0.86
+    assert "server.json: not JSON" in row["error"]
+    assert "no server agent output" in row["error"]
+    assert "client agent: connection 0: the stream ended part-way" in row["error"]
+    assert row["bytes_sent"] is None  # the sender never reported
+    assert row["bytes_received"] == 201549312  # the receiver's own figures are still there
+    assert row["duration_s"] == 0.54443
+    assert row["client_sys_s"] == 0.438872
+    assert row["client_context_switches"] == 37314
+    assert row["server_cpu_s"] is None
 
 
 def test_missing_agent_and_orchestrator_error():
     row = _row(ONE_COPY, error="client timed out after 42 s", client=None, client_perf=None)
     assert row["status"] == "failed"
-    assert row["error"].startswith("client timed out after 42 s; no client agent output")
-    assert row["bytes_sent"] == 8106803200
-    assert row["window_bytes"] is None
-    assert row["server_cycles"] == 2100000000
+    assert row["error"] == "client timed out after 42 s; no client agent output"
+    assert row["bytes_sent"] == 13738180608
+    assert row["window_bytes"] is None and row["throughput_gbps"] is None
+    assert row["server_context_switches"] == 8573
 
 
 def test_byte_count_mismatch_fails_the_row():
-    client = load_agent_json(CELLS / ONE_COPY / "client.json")
+    client = _report(ONE_COPY, "client")
     total = dataclasses.replace(client.total, bytes_received=client.total.bytes_received - 1)
     row = _row(ONE_COPY, client=dataclasses.replace(client, total=total))
     assert row["status"] == "failed"
-    assert row["error"] == "server sent 8106803200 bytes but client received 8106803199"
+    assert row["error"] == "server sent 13738180608 bytes but client received 13738180607"
     assert row["throughput_gbps"] is not None
 
 
+def test_rr_byte_count_mismatch_fails_the_row():
+    server = _report(RR, "server")
+    total = dataclasses.replace(server.total, bytes_sent=server.total.bytes_sent + 1024)
+    row = _row(RR, server=dataclasses.replace(server, total=total))
+    assert row["status"] == "failed"
+    assert row["error"] == "server sent 25555968 bytes but client received 25554944"
+
+
 def test_agent_that_ran_another_cell_fails_the_row():
-    server: AgentReport = load_agent_json(CELLS / ONE_COPY / "server.json")
+    server = _report(ONE_COPY, "server")
     row = _row(ONE_COPY, server=dataclasses.replace(server, message_size=1024))
     assert row["status"] == "failed"
     assert "server agent ran message_size=1024, the cell has 65536" in row["error"]
@@ -170,13 +217,13 @@ def test_agent_that_ran_another_cell_fails_the_row():
 
 def test_big_counts_written_as_integers(tmp_path):
     table = ResultsTable(tmp_path / "results.csv")
-    table.append(_row(ONE_COPY))
+    table.append(_row(ONE_COPY, server_perf=load_perf_file(PERF / "hw_all_counted.csv")))
     text = (tmp_path / "results.csv").read_text()
     assert ",2100000000," in text and "e+" not in text
     written = _csv_rows(tmp_path / "results.csv")[0]
     assert written["server_cycles"] == "2100000000"
-    assert written["bytes_sent"] == "8106803200"
-    assert written["warmup_s"] == "2.0"
+    assert written["bytes_sent"] == "13738180608"
+    assert written["warmup_s"] == "0.5"
     assert written["nodelay"] == "true"
     df = read_results(tmp_path / "results.csv")
     assert df["server_cycles"].dtype == "Int64"
@@ -194,14 +241,16 @@ def test_not_supported_is_empty_in_csv_and_nan_when_read(tmp_path):
     df = read_results(tmp_path / "results.csv")
     assert pd.isna(df.loc[0, "server_cycles"])
     assert pd.isna(df.loc[0, "zerocopy_copied_fraction"])
-    assert df.loc[0, "server_context_switches"] == 2
+    assert df.loc[0, "server_context_switches"] == 46742
     assert df["server_cycles"].sum() == 0 and df["server_cycles"].count() == 0
 
 
 def test_appending_rows_with_different_perf_columns_rewrites_with_union(tmp_path):
     path = tmp_path / "results.csv"
     table = ResultsTable(path)
-    first, second, third = _row(RR), _row(ONE_COPY), _row(ZERO_COPY)
+    first = _row(RR)
+    second = _row(ONE_COPY, server_perf=load_perf_file(PERF / "hw_all_counted.csv"))
+    third = _row(ZERO_COPY, client_perf=load_perf_file(PERF / "hybrid_alderlake.csv"))
     table.append(first)
     header_before = path.read_text().splitlines()[0].split(",")
     assert "server_ref_cycles" not in header_before
@@ -210,7 +259,7 @@ def test_appending_rows_with_different_perf_columns_rewrites_with_union(tmp_path
     rows = _csv_rows(path)
     assert [r["cell_id"] for r in rows] == [RR, ONE_COPY, ZERO_COPY]
     assert rows[0]["server_ref_cycles"] == ""  # new column, empty for the earlier row
-    assert rows[0]["server_page_faults"] == "77"  # earlier values kept
+    assert rows[0]["server_cpu_migrations"] == "3"  # earlier values kept
     assert rows[1]["server_ref_cycles"] == "2250000000"
     assert rows[2]["client_cycles_u"] == "2400000000"
     header = path.read_text().splitlines()[0].split(",")
@@ -240,8 +289,10 @@ def test_read_results_types(tmp_path):
     assert df["client_llc_load_misses_run_pct"].dtype == "float64"
     assert df["nodelay"].dtype == "boolean" and bool(df.loc[0, "nodelay"])
     assert list(df["status"]) == ["ok", "ok", "ok", "failed"]
-    assert pd.isna(df.loc[0, "error"]) and "reset by peer" in df.loc[3, "error"]
-    assert pd.isna(df.loc[3, "throughput_gbps"])
+    assert pd.isna(df.loc[0, "error"]) and "ended part-way" in df.loc[3, "error"]
+    # a failed row still shows what its receiver measured; status says not to trust it
+    assert df.loc[3, "throughput_gbps"] == pytest.approx(66725888 * 8 / 0.54443 / 1e9)
+    assert pd.isna(df.loc[3, "bytes_sent"])
 
 
 def test_error_text_that_looks_like_na_stays_text(tmp_path):
@@ -260,3 +311,16 @@ def test_read_results_refuses_non_numbers_in_numeric_columns(tmp_path):
 def test_read_results_missing_file(tmp_path):
     with pytest.raises(ResultsError):
         read_results(tmp_path / "results.csv")
+
+
+def test_floats_never_in_exponent_notation(tmp_path):
+    path = tmp_path / "results.csv"
+    row = _row(ONE_COPY)
+    row.update(messages_per_s=2.1e9, zerocopy_copied_fraction=1e-7, server_context_switches=2.1e9)
+    ResultsTable(path).append(row)
+    written = _csv_rows(path)[0]
+    assert written["messages_per_s"] == "2100000000.0"
+    assert written["zerocopy_copied_fraction"] == "0.0000001"
+    assert written["server_context_switches"] == "2100000000.0"
+    assert "e+" not in path.read_text() and "e-0" not in path.read_text()
+    assert read_results(path).loc[0, "messages_per_s"] == 2.1e9
