@@ -1,0 +1,151 @@
+"""Our agent against iperf3 on loopback: same message size, streams, duration and warm-up.
+
+Not a test: it prints receiver throughput for both tools and the ratio ours/iperf3 per case,
+alternating the two tools run by run so that drift in the machine hits both alike.
+
+    .venv/bin/python benchmarks/agents_vs_iperf3.py [--duration 3] [--repeats 3]
+        [--modes one_copy two_copy zero_copy sendfile] [--agent PATH]
+
+Both tools measure at the receiver: iperf3's `end.sum_received`, our receiver's
+`window.bytes_received / window.seconds`. Our client sends (`--sender client`), as iperf3's does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+CASES = [(1024, 1), (1024, 4), (65536, 1), (65536, 4)]
+
+
+@dataclass(frozen=True)
+class Case:
+    size: int
+    streams: int
+    mode: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode:9} {self.size // 1024:>3} KiB x{self.streams}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_line(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """The first stdout line containing `marker`. A thread reads, since a buffered reader may
+    already hold the line that select() would wait for on the descriptor."""
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    found: queue.Queue[str] = queue.Queue()
+
+    def reader() -> None:
+        for line in stdout:
+            if marker in line:
+                found.put(line)
+                return
+        found.put("")
+
+    threading.Thread(target=reader, daemon=True).start()
+    try:
+        line = found.get(timeout=timeout)
+    except queue.Empty:
+        line = ""
+    if not line:
+        proc.kill()
+        raise RuntimeError(f"no {marker!r} line from {proc.args[0]} within {timeout} s")
+    return line
+
+
+def run_iperf3(case: Case, duration: float, warmup: float) -> float:
+    """iperf3's receiver throughput in bit/s."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["iperf3", "-s", "-1", "-B", LOOPBACK, "-p", str(port), "--forceflush"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_line(server, "Server listening", 10)
+        client = subprocess.run(
+            ["iperf3", "-c", LOOPBACK, "-p", str(port), "-l", str(case.size),
+             "-P", str(case.streams), "-t", str(duration), "-O", str(warmup), "-J"],
+            capture_output=True, text=True, timeout=duration + warmup + 30, check=True,
+        )  # fmt: skip
+    finally:
+        server.wait(timeout=10)
+    return float(json.loads(client.stdout)["end"]["sum_received"]["bits_per_second"])
+
+
+def run_agent(agent: Path, case: Case, duration: float, warmup: float) -> float:
+    """Our receiver's throughput in bit/s."""
+    args = ["--mode", case.mode, "--size", str(case.size), "--threads", str(case.streams),
+            "--duration", str(duration), "--warmup", str(warmup), "--sender", "client"]  # fmt: skip
+    server = subprocess.Popen(
+        [str(agent), "server", "--bind", LOOPBACK, "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    port = wait_for_line(server, "READY", 10).split()[2]
+    client = subprocess.run(
+        [str(agent), "client", "--connect", LOOPBACK, "--port", port, *args],
+        capture_output=True, text=True, timeout=duration + warmup + 30,
+    )  # fmt: skip
+    out, err = server.communicate(timeout=30)
+    if server.returncode != 0 or client.returncode != 0:
+        raise RuntimeError(f"agent failed: {err} {client.stderr} {out} {client.stdout}")
+    receiver = json.loads(out)
+    window = receiver["window"]
+    return float(window["bytes_received"]) * 8 / float(window["seconds"])
+
+
+def build_agent(out: Path) -> Path:
+    subprocess.run(["sh", str(ROOT / "agents" / "build.sh"), str(out)], check=True)
+    return out / "agent"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--duration", type=float, default=3.0)
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--modes", nargs="+", default=["one_copy"],
+                   choices=["two_copy", "one_copy", "zero_copy", "sendfile"])  # fmt: skip
+    p.add_argument("--agent", type=Path, help="a built agent (default: build one)")
+    a = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = a.agent or build_agent(Path(tmp))
+        print(f"{'case':22} {'ours Gbit/s':>12} {'iperf3 Gbit/s':>14} {'ratio':>6}  (medians of {a.repeats})")
+        for mode in a.modes:
+            for size, streams in CASES:
+                case = Case(size, streams, mode)
+                ours: list[float] = []
+                theirs: list[float] = []
+                for r in range(a.repeats):
+                    # Alternate which tool goes first, so neither always gets the warmer machine.
+                    if r % 2 == 0:
+                        ours.append(run_agent(agent, case, a.duration, a.warmup))
+                        theirs.append(run_iperf3(case, a.duration, a.warmup))
+                    else:
+                        theirs.append(run_iperf3(case, a.duration, a.warmup))
+                        ours.append(run_agent(agent, case, a.duration, a.warmup))
+                o, t = statistics.median(ours), statistics.median(theirs)
+                print(f"{case.label:22} {o / 1e9:12.2f} {t / 1e9:14.2f} {o / t:6.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
