@@ -143,9 +143,7 @@ def execute(
                 "preflight found problems:\n" + "\n".join(f"  {p.host}: {p.check}: {p.detail}" for p in report.problems)
             )
         progress.stage("deploying agents")
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {role: pool.submit(deploy.deploy, host, experiment.timeouts.command) for role, host in hosts.items()}
-            agents = {role: f.result() for role, f in futures.items()}
+        agents = _deploy(hosts, experiment.timeouts.command)
         progress.stage("gathering host facts")
         _save_facts(state, hosts, agents, report)
         ctx = cells.CellContext(
@@ -164,6 +162,16 @@ def execute(
             host.close()
         logging.getLogger("orchestrator").removeHandler(handler)
         handler.close()
+
+
+def _deploy(hosts: dict[str, Host], timeout: float) -> dict[str, deploy.Agent]:
+    """Build on each distinct host and workdir once; two roles on one host share the build."""
+    places: dict[tuple[str, str], Host] = {}
+    for host in hosts.values():
+        places.setdefault((host.spec.label, host.spec.workdir), host)
+    with ThreadPoolExecutor(max_workers=len(places)) as pool:
+        built = {place: pool.submit(deploy.deploy, host, timeout) for place, host in places.items()}
+        return {role: built[(h.spec.label, h.spec.workdir)].result() for role, h in hosts.items()}
 
 
 def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deploy.Agent], report: Preflight) -> None:
