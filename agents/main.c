@@ -141,8 +141,6 @@ int main(int argc, char **argv)
     }
     parse_args(argc, argv, c);
     out = stdout;
-    if (c->output && !(out = fopen(c->output, "w")))
-        usage_error("cannot write --output %s: %s", c->output, strerror(errno));
     if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
         usage_error("cannot ignore SIGPIPE: %s", strerror(errno));
     sigset_t set;
@@ -175,6 +173,13 @@ int main(int argc, char **argv)
     if (c->role == ROLE_SERVER) {
         lfd = net_listen(c, addr, sizeof addr, &port);
         agent_register_fd(lfd);
+    }
+    /* Opened only once the arguments have passed every check, bind included. */
+    if (c->output) {
+        FILE *f = fopen(c->output, "w");
+        if (!f)
+            usage_error("cannot write --output %s: %s", c->output, strerror(errno));
+        out = f;
     }
 
     int ok = 1;

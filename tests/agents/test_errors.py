@@ -145,3 +145,20 @@ def test_connection_refused_is_runtime_error(built_agent: Path) -> None:
     assert r.returncode == 1
     doc = json.loads(r.stdout)
     assert doc["status"] == "error" and "refused" in doc["error"]
+
+
+def test_output_file_written_and_not_created_on_bad_bind(built_agent: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    r = subprocess.run([str(built_agent), "server", "--bind", "198.18.99.99", "--port", "0",
+                        "--output", str(bad)], capture_output=True, text=True, timeout=10)  # fmt: skip
+    assert r.returncode == 2 and not bad.exists()
+    good = tmp_path / "server.json"
+    server, _ = start_server(built_agent, ["--duration", "5", "--output", str(good)])
+    try:
+        server.send_signal(signal.SIGINT)
+        side = finish(server, timeout=5)
+    finally:
+        kill_quietly(server)
+    assert side.rc == 1 and side.doc is None  # stdout had only the READY line
+    doc = json.loads(good.read_text())
+    assert doc["error"] == "terminated by SIGINT"
