@@ -153,7 +153,7 @@ def test_report_on_rows_from_the_real_row_writer(tmp_path):
     # cycles per byte is the two sides' sum where both were counted, and missing (never 0) otherwise
     both = rows["server_cycles"].notna() & rows["client_cycles"].notna() & (rows["workload"] == "stream")
     expected = (rows["server_cycles"] + rows["client_cycles"]) / rows["bytes_received"]
-    pd.testing.assert_series_equal(rows.loc[both, "cycles_per_byte"], expected[both], check_names=False)
+    pd.testing.assert_series_equal(rows.loc[both, "cycles_per_byte"], expected[both].astype(float), check_names=False)
     assert rows.loc[~both, "cycles_per_byte"].isna().all()
     summary = stats.summarize(derive.read_results(run / "results.csv")).set_index("cell")
     assert summary.loc["stream-zero_copy-65536B-1t-sender=client", "mode_label"] == "zero_copy: copied (not zero-copy)"
