@@ -34,7 +34,7 @@ def _script(data_iface_command: str) -> str:
             f"echo '{_MARK}sysctl'; for k in {sysctls}; do printf '%s=%s\\n' \"$k\" \"$(sysctl -n \"$k\" 2>/dev/null)\"; done",
             f"iface=$({data_iface_command})",
             f"echo '{_MARK}iface'; echo \"$iface\"",
-            f"echo '{_MARK}link'; ip -d -j link show dev \"$iface\" 2>/dev/null",
+            f"echo '{_MARK}link'; ip -d -j addr show dev \"$iface\" 2>/dev/null",
             f"echo '{_MARK}ethtool_i'; ethtool -i \"$iface\" 2>/dev/null",
             f"echo '{_MARK}ethtool'; ethtool \"$iface\" 2>/dev/null",
             f"echo '{_MARK}ethtool_k'; ethtool -k \"$iface\" 2>/dev/null",
@@ -109,6 +109,7 @@ def parse_facts(text: str) -> dict[str, Any]:
         "sysctls": sysctls,
         "nic": {
             "interface": s.get("iface") or None,
+            "addresses": [a.get("local") for a in link.get("addr_info", []) if a.get("local")],
             "mtu": link.get("mtu"),
             "kind": (link.get("linkinfo") or {}).get("info_kind"),
             "driver": driver.get("driver"),

@@ -98,7 +98,12 @@ def _probe_perf(host: Host, experiment: Experiment, timeout: float) -> tuple[dic
     """Which requested events perf counts on this host, or perf's own complaint."""
     events = ",".join(experiment.perf.events)
     system = "-a " if experiment.perf.scope == "system" else ""
-    result = host.run(f"perf stat {system}-x, -e {q(events)} -- sleep 0.01 2>&1 >/dev/null", timeout)
+    # Counters through -o, so a warning perf prints on stderr can't be mistaken for a record.
+    result = host.run(
+        f"f=$(mktemp) && perf stat {system}-x, -o \"$f\" -e {q(events)} -- sleep 0.01 >/dev/null;"
+        " rc=$?; cat \"$f\"; rm -f \"$f\"; exit $rc",
+        timeout,
+    )
     if not result.ok:
         return {}, " ".join((result.stdout + result.stderr).split())[:300] or f"exit status {result.exit_code}"
     try:

@@ -14,6 +14,7 @@ def test_loopback_vm_facts():
     assert facts["memory_bytes"] > 1 << 30
     assert facts["nic"]["interface"] == "lo"
     assert facts["nic"]["mtu"] == 65536
+    assert "127.0.0.1" in facts["nic"]["addresses"]
     assert facts["nic"]["driver"] is None  # loopback has no driver to report
     assert facts["nic"]["offloads"]["scatter-gather"] == "on"
     assert set(facts["sysctls"]) >= {"net.ipv4.tcp_rmem", "net.core.optmem_max", "kernel.perf_event_paranoid"}

@@ -92,7 +92,8 @@ def test_smoke_runs_over_the_lab_data_link(lab_inventory, tmp_path):
     client_facts = json.loads((run_dir / "hosts" / "client.json").read_text())
     # Each namespace reported its own end of the veth data link, not loopback.
     assert server_facts["nic"]["kind"] == client_facts["nic"]["kind"] == "veth"
-    assert server_facts["nic"]["interface"] != client_facts["nic"]["interface"]
+    assert "198.18.0.1" in server_facts["nic"]["addresses"] and "198.18.0.2" not in server_facts["nic"]["addresses"]
+    assert "198.18.0.2" in client_facts["nic"]["addresses"] and "198.18.0.1" not in client_facts["nic"]["addresses"]
     assert server_facts["ssh_target"] != client_facts["ssh_target"]
 
     # Software counters parsed; hardware counters recorded as not supported on this VM.
