@@ -174,6 +174,9 @@ class Experiment(_Strict):
         """Everything, defaults included, as it is saved with a run."""
         data = self.model_dump(mode="json")
         data["seed"] = seed
+        data["matrix"] = {k: v for k, v in data["matrix"].items() if v is not None}
+        for key in data["matrix"]:
+            del data[key]  # a dimension lives under matrix only, as the file must have it
         return data
 
 

@@ -225,6 +225,8 @@ class SshProcess:
             return None
         code = self.channel.recv_exit_status()
         _log(self.host, self.command, code, self.started)
+        if code == -1:  # the channel closed with no exit status: the connection went away
+            raise HostError(self.host, "connection lost while a command ran")
         return code
 
     def close(self) -> None:

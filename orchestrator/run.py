@@ -203,8 +203,10 @@ def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> R
         results.append(_row(state, cell, result))
         outcome.finished.append(result)
         progress.cell_finished(result)
-        if result.error and _host_lost(ctx):
-            raise HostError("run", f"stopped after {cell.cell_id}: {result.error}")
+        lost = _lost_host(ctx) if result.error else None
+        if lost:
+            raise HostError(lost, f"no longer reachable; the run stopped after {cell.cell_id} ({result.error}). "
+                                  f"Once the host is back: orchestrate run --resume {state.run_dir}")
     return outcome
 
 
@@ -214,15 +216,15 @@ def _finished_cell_ids(path: Path) -> set[str]:
     return set(table.read_results(path)["cell_id"])
 
 
-def _host_lost(ctx: cells.CellContext) -> bool:
+def _lost_host(ctx: cells.CellContext) -> str | None:
     """After a failed cell, a host that no longer answers ends the run instead of failing every
     remaining cell the same way."""
     for host in ctx.hosts.values():
         try:
             host.run("true", ctx.experiment.timeouts.connect)
         except HostError:
-            return True
-    return False
+            return host.name
+    return None
 
 
 def _fresh_cell_dir(parent: Path, cell_id: str) -> Path:

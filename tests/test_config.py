@@ -40,7 +40,7 @@ def test_resolved_config_records_every_default_and_the_seed():
     resolved = experiment.resolved(seed=1234)
     assert resolved["seed"] == 1234
     for key in CELL_KEYS:
-        assert key in resolved
+        assert (key in resolved) != (key in resolved["matrix"])
     assert resolved["nodelay"] is True
     assert resolved["timeouts"]["connect"] == 10.0
 
@@ -84,3 +84,12 @@ def test_shipped_inventory_is_local_loopback():
     inventory = load_inventory(ROOT / "inventory.yml")
     assert inventory.server.is_local and inventory.client.is_local
     assert inventory.server.data_address == "127.0.0.1"
+
+
+def test_resolved_config_loads_back_as_the_same_experiment():
+    from orchestrator.config import experiment_from_resolved
+
+    experiment = load_experiment(ROOT / "configs" / "full.yml")
+    again = experiment_from_resolved(experiment.resolved(seed=5), ROOT / "x")
+    assert again.model_copy(update={"seed": None}) == experiment
+    assert again.seed == 5
