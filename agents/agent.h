@@ -133,6 +133,17 @@ void agent_wake_timekeeper(void);
 double mono_now(void);
 double real_now(void);
 
+/* Whether this side sends data: both rr sides do, and the configured sender in stream. */
+static inline int side_sends(void)
+{
+    return g_run.cfg.workload == WL_RR || g_run.cfg.sender == g_run.cfg.role;
+}
+
+static inline int side_receives(void)
+{
+    return g_run.cfg.workload == WL_RR || g_run.cfg.sender != g_run.cfg.role;
+}
+
 static inline int phase_now(void)
 {
     return atomic_load_explicit(&g_run.phase, memory_order_relaxed);

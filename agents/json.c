@@ -24,12 +24,7 @@ static void str(FILE *f, const char *s)
 
 static int is_stream_receiver(void)
 {
-    return g_run.cfg.workload == WL_STREAM && g_run.cfg.sender != g_run.cfg.role;
-}
-
-static int side_sends(void)
-{
-    return g_run.cfg.workload == WL_RR || g_run.cfg.sender == g_run.cfg.role;
+    return !side_sends();
 }
 
 static double thread_end(const struct thread_state *ts)

@@ -86,11 +86,6 @@ static void effective_buffers(void)
         g_run.rcvbuf_eff = v;
 }
 
-static int side_sends(const struct config *c)
-{
-    return c->workload == WL_RR || c->sender == c->role;
-}
-
 static void run(int lfd)
 {
     struct config *c = &g_run.cfg;
@@ -151,7 +146,7 @@ int main(int argc, char **argv)
         usage_error("cannot set up signals and timers");
 
     atomic_store(&g_run.phase, -1);
-    g_run.phase_done_published = !(c->workload == WL_STREAM && c->sender != c->role);
+    g_run.phase_done_published = side_sends(); /* a stream receiver runs on to EOF */
     g_run.sendfile_fd = -1;
     g_run.interval_end = calloc(c->n_intervals, sizeof *g_run.interval_end);
     if (!g_run.interval_end)
@@ -187,7 +182,7 @@ int main(int argc, char **argv)
         ok = worker_prepare(&g_run.th[i]) == 0;
     if (ok && c->verify)
         ok = (g_run.pattern = pattern_message(c->size)) != NULL;
-    if (ok && c->mode == MODE_SENDFILE && side_sends(c))
+    if (ok && c->mode == MODE_SENDFILE && side_sends())
         ok = (g_run.sendfile_fd = sendfile_file(c->size)) >= 0;
     if (!ok && !agent_aborted())
         agent_fail("out of memory");

@@ -17,18 +17,6 @@
 /* Completions still missing this long after the last send are reported as outstanding. */
 #define ZC_FINAL_WAIT_S 2.0
 
-static int side_sends(void)
-{
-    const struct config *c = &g_run.cfg;
-    return c->workload == WL_RR || c->sender == c->role;
-}
-
-static int side_receives(void)
-{
-    const struct config *c = &g_run.cfg;
-    return c->workload == WL_RR || c->sender != c->role;
-}
-
 int worker_prepare(struct thread_state *ts)
 {
     const struct config *c = &g_run.cfg;
@@ -52,8 +40,6 @@ int worker_prepare(struct thread_state *ts)
         for (uint32_t i = 0; i < slots; i++)
             if (msgbuf_init(&ts->ring[i], c->size, c->fields) != 0)
                 goto oom;
-    } else if (side_sends() && c->mode == MODE_ZERO_COPY) {
-        goto oom; /* unreachable: zero_copy always has a ring */
     }
     if (side_receives()) {
         ts->rbuf = malloc(c->size);
