@@ -116,6 +116,9 @@ def run_cell(ctx: CellContext, cell: Cell, local_dir: Path) -> CellOutcome:
                 record["exit_codes"][role] = code
                 if code is None:
                     error = error or f"{role} agent did not finish within {limit:g}s"
+                elif code < 0:
+                    how = f"signal {-code}" if code != -1 else "a signal"
+                    error = error or f"{role} agent was killed by {how}"
                 elif code != 0:
                     error = error or f"{role} agent exited with status {code}"
     except HostError as exc:

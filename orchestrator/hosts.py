@@ -225,9 +225,19 @@ class SshProcess:
             return None
         code = self.channel.recv_exit_status()
         _log(self.host, self.command, code, self.started)
-        if code == -1:  # the channel closed with no exit status: the connection went away
+        if code == -1 and self._connection_lost():
             raise HostError(self.host, "connection lost while a command ran")
+        # -1 on a live connection: sshd sent exit-signal (paramiko keeps no number for it).
         return code
+
+    def _connection_lost(self) -> bool:
+        """A channel closes without an exit status both when its process dies of a signal and
+        when the connection dies; in the second case the transport stops soon after."""
+        transport = self.channel.get_transport()
+        deadline = time.monotonic() + 1.0
+        while transport is not None and transport.is_active() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return transport is None or not transport.is_active()
 
     def close(self) -> None:
         self.channel.close()

@@ -42,19 +42,33 @@ def lab_inventory(tmp_path_factory) -> Path:
         lab.down(options)
 
 
-def agents_alive() -> list[str]:
-    """Command lines of agent processes in the lab's namespaces."""
+def lab_processes() -> list[tuple[str, int, list[str]]]:
+    """(namespace, pid, argv) of every process in the lab's namespaces."""
     found = []
     for namespace in NAMESPACES:
         pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
         for pid in pids:
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
             except OSError:
                 continue
-            if "/bin/agent " in cmdline:
-                found.append(f"{namespace}: {cmdline}")
+            if argv and argv[0]:  # a zombie has an empty command line
+                found.append((namespace, int(pid), argv))
     return found
+
+
+def agents_alive() -> list[str]:
+    """Agents, and perf processes wrapping one, still alive in the lab."""
+    return [f"{ns} {pid}: {' '.join(argv)}" for ns, pid, argv in lab_processes()
+            if any(arg.endswith("/bin/agent") for arg in argv)]
+
+
+def agent_pid(role: str, threads: int | None = None) -> int | None:
+    for _, pid, argv in lab_processes():
+        if argv[0].endswith("/bin/agent") and argv[1] == role:
+            if threads is None or argv[argv.index("--threads") + 1] == str(threads):
+                return pid
+    return None
 
 
 def experiment(tmp_path: Path, **overrides) -> Path:
@@ -106,24 +120,15 @@ def test_smoke_runs_over_the_lab_data_link(lab_inventory, tmp_path):
     assert not agents_alive()
 
 
-def kill_when_running(pattern: str, timeout: float = 20) -> threading.Thread:
+def kill_when_running(role: str, timeout: float = 20) -> threading.Thread:
     def killer() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in agents_alive():
-                if pattern in line:
-                    pid = None
-                    namespace = line.split(":")[0]
-                    for p in subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split():
-                        try:
-                            if pattern in Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode():
-                                pid = int(p)
-                        except OSError:
-                            pass
-                    if pid:
-                        time.sleep(0.8)  # mid-cell, after the warm-up
-                        os.kill(pid, signal.SIGKILL)
-                        return
+            pid = agent_pid(role)
+            if pid:
+                time.sleep(0.8)  # mid-cell, after the warm-up
+                os.kill(pid, signal.SIGKILL)
+                return
             time.sleep(0.05)
 
     thread = threading.Thread(target=killer, daemon=True)
@@ -133,7 +138,7 @@ def kill_when_running(pattern: str, timeout: float = 20) -> threading.Thread:
 
 def test_killed_server_agent_fails_its_cell_and_the_run_goes_on(lab_inventory, tmp_path):
     results = tmp_path / "results"
-    killer = kill_when_running("agent server")
+    killer = kill_when_running("server")
     code = main(["run", str(experiment(tmp_path)), "--inventory", str(lab_inventory), "--results", str(results), "--no-report"])
     killer.join()
     frame = read_results(only_run(results) / "results.csv")
@@ -152,7 +157,7 @@ def test_client_sshd_stopping_mid_run_names_the_host(lab_inventory, tmp_path):
 
     def stop_sshd() -> None:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not any("agent client" in line for line in agents_alive()):
+        while time.monotonic() < deadline and not agent_pid("client"):
             time.sleep(0.05)
         # Every sshd in the client namespace: the listener and the session serving us.
         for pid in subprocess.run(["ip", "netns", "pids", client_ns], capture_output=True, text=True).stdout.split():
@@ -195,7 +200,7 @@ def test_sigint_kills_agents_and_resume_completes_the_run(lab_inventory, tmp_pat
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any("--threads 2" in line for line in agents_alive()):
+    while time.monotonic() < deadline and not agent_pid("server", threads=2):
         time.sleep(0.05)
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
