@@ -148,7 +148,10 @@ static uint64_t get_u64(const uint8_t *p)
     return v;
 }
 
-/* The sender's end: no more data (SHUT_WR), then the receiver's report of what it got. */
+/* The sender's end: no more data (SHUT_WR), then the receiver's report of what it got. The
+ * zero-copy completions are awaited only after that report: by then the receiver has read
+ * everything, so a completion still missing after the bound really never came, rather than
+ * waiting behind a slow reader. */
 static void end_as_sender(struct thread_state *ts, uint8_t *report, size_t len)
 {
     if (shutdown(ts->fd, SHUT_WR) != 0) {
@@ -173,11 +176,9 @@ static void stream_send(struct thread_state *ts)
         seq++;
     }
     data_end(ts);
-    if (finish_zerocopy(ts) != 0)
-        return;
     uint8_t b[8];
     end_as_sender(ts, b, sizeof b);
-    if (agent_aborted())
+    if (agent_aborted() || finish_zerocopy(ts) != 0)
         return;
     uint64_t got = get_u64(b);
     if (got != ts->total.bytes_sent)
@@ -282,11 +283,9 @@ static void rr_client(struct thread_state *ts)
         seq++;
     }
     data_end(ts);
-    if (finish_zerocopy(ts) != 0)
-        return;
     uint8_t b[16];
     end_as_sender(ts, b, sizeof b);
-    if (agent_aborted())
+    if (agent_aborted() || finish_zerocopy(ts) != 0)
         return;
     uint64_t got = get_u64(b), tx = get_u64(b + 8);
     if (got != ts->total.bytes_sent || tx != ts->tx_total)
@@ -315,13 +314,16 @@ static void rr_server(struct thread_state *ts)
         seq++;
     }
     data_end(ts);
-    if (agent_aborted() || check_not_early(ts) != 0 || finish_zerocopy(ts) != 0)
+    if (agent_aborted() || check_not_early(ts) != 0)
         return;
     uint8_t b[16];
     put_u64(b, ts->total.bytes_received);
     put_u64(b + 8, ts->tx_total);
-    if (send_all(ts->fd, b, sizeof b) != 1)
+    if (send_all(ts->fd, b, sizeof b) != 1) {
         fail_io(ts, "sending the counts", errno);
+        return;
+    }
+    finish_zerocopy(ts);
 }
 
 void *worker_main(void *arg)
