@@ -86,7 +86,7 @@ static void effective_buffers(void)
         g_run.rcvbuf_eff = v;
 }
 
-static void run(int lfd)
+static void run(int lfd, struct addrinfo *peer)
 {
     struct config *c = &g_run.cfg;
     if (c->role == ROLE_SERVER) {
@@ -95,7 +95,7 @@ static void run(int lfd)
         close(lfd);
         if (rc != 0)
             return;
-    } else if (net_connect_all() != 0) {
+    } else if (net_connect_all(peer) != 0) {
         return;
     }
     for (uint32_t i = 0; i < c->threads; i++) {
@@ -165,9 +165,12 @@ int main(int argc, char **argv)
     int lfd = -1;
     char addr[256];
     int port = 0;
+    struct addrinfo *peer = NULL;
     if (c->role == ROLE_SERVER) {
         lfd = net_listen(c, addr, sizeof addr, &port);
         agent_register_fd(lfd);
+    } else {
+        peer = net_resolve(c, 0);
     }
     /* Opened only once the arguments have passed every check, bind included. */
     if (c->output) {
@@ -191,10 +194,14 @@ int main(int argc, char **argv)
         printf("READY %s %d\n", addr, port);
         fflush(stdout);
     }
-    if (!agent_aborted())
-        run(lfd);
-    else if (lfd >= 0)
-        close(lfd);
+    if (!agent_aborted()) {
+        run(lfd, peer);
+    } else {
+        if (lfd >= 0)
+            close(lfd);
+        if (peer)
+            freeaddrinfo(peer);
+    }
 
     pthread_mutex_lock(&output_lock);
     g_run.end_mono = mono_now();

@@ -212,7 +212,7 @@ void net_names(int fd, char *local, char *peer, size_t len)
         snprintf(peer, len, "?");
 }
 
-static struct addrinfo *resolve(const struct config *cfg, int passive)
+struct addrinfo *net_resolve(const struct config *cfg, int passive)
 {
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
@@ -227,7 +227,7 @@ static struct addrinfo *resolve(const struct config *cfg, int passive)
 
 int net_listen(const struct config *cfg, char *addr, size_t addrlen, int *port)
 {
-    struct addrinfo *res = resolve(cfg, 1);
+    struct addrinfo *res = net_resolve(cfg, 1);
     int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
     if (fd < 0)
         usage_error("socket: %s", strerror(errno));
@@ -380,10 +380,9 @@ static int connect_one(const struct addrinfo *ai)
     return fd;
 }
 
-int net_connect_all(void)
+int net_connect_all(struct addrinfo *res)
 {
     const struct config *cfg = &g_run.cfg;
-    struct addrinfo *res = resolve(cfg, 0);
     for (uint32_t i = 0; i < cfg->threads; i++) {
         int fd = connect_one(res);
         if (fd < 0) {

@@ -4,14 +4,19 @@
 
 #include "agent.h"
 
+#include <netdb.h>
+
 /* Binds and listens; exits with status 2 when the address or port cannot be used.
  * Writes the bound numeric address and port for the READY line. */
 int net_listen(const struct config *cfg, char *addr, size_t addrlen, int *port);
 /* Accepts cfg->threads connections, checks each hello, acknowledges them all.
  * Fills g_run.th[i].fd by the client's thread index. 0, or -1 with the run failed. */
 int net_accept_all(int lfd);
-/* Connects cfg->threads times, sends the hellos and waits for the server's answers. */
-int net_connect_all(void);
+/* The address to listen on or connect to; exits with status 2 when it does not resolve. */
+struct addrinfo *net_resolve(const struct config *cfg, int passive);
+/* Connects cfg->threads times to `res` (freed here), sends the hellos and waits for the
+ * server's answers. */
+int net_connect_all(struct addrinfo *res);
 /* "addr:port" of both ends of a connected socket. */
 void net_names(int fd, char *local, char *peer, size_t len);
 /* Blocking full-length transfers for control data: 1 done, 0 EOF before the first byte,
