@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, NullLocator
+from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
 from . import derive
 from .units import format_size
@@ -30,6 +30,8 @@ MODE_STYLES: dict[str, dict[str, str]] = {
     "zero_copy": {"color": "#D55E00", "marker": "^", "linestyle": ":"},
     "sendfile": {"color": "#009E73", "marker": "D", "linestyle": "-."},
 }
+# Sideways offset between modes, in octaves of the x axis.
+DODGE = 0.05
 _FALLBACK_STYLE = {"color": "#666666", "marker": "x", "linestyle": "-"}
 
 STYLE = {
@@ -63,7 +65,8 @@ def _line_label(group: pd.DataFrame, mode: str) -> str:
 def _draw_lines(ax, data: pd.DataFrame, x: str, metric: str) -> bool:
     """One line per mode with 95% CI error bars; returns whether anything was drawn."""
     drawn = False
-    for mode in sorted(data["mode"].unique(), key=derive.mode_rank):
+    modes = sorted(data["mode"].unique(), key=derive.mode_rank)
+    for index, mode in enumerate(modes):
         group = data[data["mode"] == mode].sort_values(x)
         group = group[group[f"{metric}_mean"].notna()]
         if group.empty:
@@ -74,12 +77,14 @@ def _draw_lines(ax, data: pd.DataFrame, x: str, metric: str) -> bool:
         low = np.nan_to_num(mean - group[f"{metric}_ci_low"].to_numpy(float), nan=0.0).clip(min=0)
         high = np.nan_to_num(group[f"{metric}_ci_high"].to_numpy(float) - mean, nan=0.0).clip(min=0)
         copied = group["copied"].to_numpy(bool) if "copied" in group.columns else np.zeros(len(group), bool)
+        # Nudge each mode sideways on the log2 axis so overlapping error bars stay apart.
+        xs = group[x].to_numpy(float) * 2 ** ((index - (len(modes) - 1) / 2) * DODGE)
         ax.errorbar(
-            group[x].to_numpy(float), mean, yerr=[low, high], capsize=3, label=_line_label(group, mode),
+            xs, mean, yerr=[low, high], capsize=3, label=_line_label(group, mode),
             markerfacecolor="white" if copied.all() else style["color"], **style,
         )
         if copied.any() and not copied.all():
-            ax.plot(group[x].to_numpy(float)[copied], mean[copied], linestyle="none", marker=style["marker"],
+            ax.plot(xs[copied], mean[copied], linestyle="none", marker=style["marker"],
                     color=style["color"], markerfacecolor="white")
         drawn = True
     return drawn
@@ -156,7 +161,11 @@ def _grid_figure(
                 note(ax, "no data for this panel")
                 continue
             _log2_axis(ax, data[x].to_numpy(float), formatter)
+            # Room at both ends so the nudged outermost points are not cut by the frame.
+            ax.margins(x=0.1)
             ax.set_ylim(bottom=0)
+            if ax.get_ylim()[1] >= 10_000:
+                ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
             if c == 0:
                 ax.set_ylabel(ylabel)
             if r == nrows - 1:

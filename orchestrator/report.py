@@ -244,6 +244,9 @@ def _caveats_section(run: RunData, summary: pd.DataFrame) -> str:
     if "perf_scope" in ok.columns and ok["perf_scope"].astype(str).eq("system").any():
         lines.append("- perf counted system-wide (`perf_scope: system`): counts include every process and "
                      "softirq work on the hosts, not the agents alone.")
+    if not summary.empty and (summary["ok"] == 2).any():
+        lines.append(f"- {int((summary['ok'] == 2).sum())} cells have two successful repetitions: their 95% intervals "
+                     "use t = 12.7 and are wide; more repetitions narrow them quickly (t = 4.3 at three).")
     if not summary.empty and (summary["ok"] == 1).any():
         lines.append(f"- {int((summary['ok'] == 1).sum())} cells have a single successful repetition: no interval or spread for them.")
     if _is_local_link(run):
@@ -409,7 +412,8 @@ def _q_thread_scaling(summary: pd.DataFrame, run: RunData) -> list[str]:
         return lines + [f"{NOT_ANSWERABLE}: it has {len(threads)} thread count(s).", ""]
     low, high = threads[0], threads[-1]
     rows, efficiencies = [], []
-    for (mode, size), group in stream.groupby(["mode", "message_size"]):
+    pairs = stream.groupby(["mode", "message_size"])
+    for (mode, size), group in sorted(pairs, key=lambda item: (derive.mode_rank(item[0][0]), item[0][1])):
         g = group.set_index("threads")
         if low not in g.index or high not in g.index:
             continue
@@ -556,6 +560,10 @@ def _questions_section(summary: pd.DataFrame, run: RunData) -> str:
     return "\n".join(lines)
 
 
+REPORTED_SPREAD = ("throughput_gbps", "transactions_per_s", "latency_p50_us", "latency_p99_us", "cpu_s_per_gb",
+                   "cycles_per_byte", "context_switches_per_s")
+
+
 def _problems_section(summary: pd.DataFrame) -> str:
     lines = ["## Failed and unstable cells", ""]
     failed = summary[summary["failed"] > 0] if not summary.empty else summary
@@ -565,7 +573,9 @@ def _problems_section(summary: pd.DataFrame) -> str:
     for _, r in failed.iterrows():
         lines.append(f"- `{r['cell']}`: {int(r['failed'])} of {int(r['repetitions'])} repetitions failed ({r['errors']}).")
     for _, r in unstable.iterrows():
-        cvs = ", ".join(f"{m} CV {r[f'{m}_cv']:.0%}" for m in r["unstable_metrics"].split())
+        # summary.csv lists every metric over 10%; here, only the ones the study reads.
+        shown = [m for m in r["unstable_metrics"].split() if m in REPORTED_SPREAD]
+        cvs = ", ".join(f"{derive.METRICS[m].label} CV {r[f'{m}_cv']:.0%}" for m in shown)
         lines.append(f"- `{r['cell']}`: unstable, repetitions disagree ({cvs}).")
     return "\n".join(lines + [""])
 

@@ -13,7 +13,9 @@ def summary_of(name: str):
     return stats.summarize(derive.read_results(RUNS / name / "results.csv"))
 
 
-@pytest.mark.parametrize("run", ["20261120T101500Z-lab-hw-a1b2", "20261125T090000Z-vm-e5f6"])
+@pytest.mark.parametrize(
+    "run", ["20261120T101500Z-lab-hw-a1b2", "20261125T090000Z-vm-e5f6", "20261125T222925Z-vmcheck-598f"]
+)
 def test_every_plot_written_as_png_and_svg(tmp_path, run):
     written = plots.write_plots(summary_of(run), tmp_path)
     assert set(written) == set(plots.PLOTS)

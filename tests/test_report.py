@@ -159,3 +159,19 @@ def test_report_on_rows_from_the_real_row_writer(tmp_path):
     assert summary.loc["stream-zero_copy-65536B-1t-sender=client", "mode_label"] == "zero_copy: copied (not zero-copy)"
     assert summary.loc["stream-two_copy-4096B-1t", "failed"] == 1
     assert "1 of 1 repetitions failed" in text
+
+
+def test_report_on_the_real_recorded_vm_run(tmp_path):
+    run = run_copy(tmp_path, "20261125T222925Z-vmcheck-598f")
+    text = report.write_report(run).read_text()
+    for section in SECTIONS:
+        assert section in text, section
+    summary = pd.read_csv(run / "summary.csv")
+    assert len(summary) == 32 and (summary["repetitions"] == 2).all()
+    assert set(summary["mode"]) == {"two_copy", "one_copy", "zero_copy", "sendfile"}
+    zero = summary[summary["mode"] == "zero_copy"]
+    assert (zero["mode_label"] == "zero_copy: copied (not zero-copy)").all()
+    assert "**The copied cells are not zero-copy results**" in text
+    assert "L1 and LLC misses were not counted" in text
+    assert "their 95% intervals use t = 12.7" in text
+    assert summary["latency_p50_us_mean"].notna().sum() == 16  # the rr cells
