@@ -4,6 +4,7 @@ then their raw files brought home."""
 from __future__ import annotations
 
 import json
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,13 @@ from typing import Any
 from .config import Experiment
 from .deploy import Agent
 from .errors import HostError
-from .hosts import Host, Process, q
+from .hosts import Host, Process, extract_tar, q
 from .plan import Cell
 
 READY_TIMEOUT = 15.0
+ROLES = ("server", "client")
+FILES_MARKER = "@@orchestrate-files@@"
+GO = "go"
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def cell_time_limit(experiment: Experiment) -> float:
     return experiment.warmup + experiment.duration + experiment.timeouts.cell_grace
 
 
-def agent_command(ctx: CellContext, cell: Cell, role: str) -> str:
+def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -> str:
     experiment = ctx.experiment
     server_address = ctx.hosts["server"].spec.data_address
     agent = [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)]
@@ -83,7 +87,15 @@ def agent_command(ctx: CellContext, cell: Cell, role: str) -> str:
             perf.append("-a")
         perf.append("--")
     directory = ctx.remote_dir(role, cell)
-    return f"mkdir -p {q(directory)} && cd {q(directory)} && exec {' '.join(q(a) for a in perf + agent)} 2>{q(role + '.stderr')}"
+    # After the agent, the same command sends this role's raw files back as a tar stream behind
+    # a marker line: no extra SSH round trip per cell to fetch them.
+    # A gated command is started early and waits for a `go` line on its stdin, so the SSH
+    # session's own start-up is not on the critical path after the server is ready.
+    gate = f"IFS= read -r go && [ \"$go\" = {GO} ] && " if gated else ""
+    return (
+        f"{gate}mkdir -p {q(directory)} && cd {q(directory)} && {{ {' '.join(q(a) for a in perf + agent)} 2>{q(role + '.stderr')}; "
+        f"rc=$?; printf '\\n%s\\n' {q(FILES_MARKER)}; tar -cf - {q(role)}.*; exit $rc; }}"
+    )
 
 
 def kill_agents(hosts: dict[str, Host], agents: dict[str, Agent]) -> None:
@@ -95,65 +107,139 @@ def kill_agents(hosts: dict[str, Host], agents: dict[str, Agent]) -> None:
             pass
 
 
-def run_cell(ctx: CellContext, cell: Cell, local_dir: Path) -> CellOutcome:
-    started = time.monotonic()
-    experiment = ctx.experiment
-    record: dict[str, Any] = {"cell": cell.to_json(), "commands": {}, "exit_codes": {}}
-    error: str | None = None
-    processes: dict[str, Process] = {}
-    try:
-        for role in ("server", "client"):
-            record["commands"][role] = agent_command(ctx, cell, role)
-        processes["server"] = ctx.hosts["server"].start(record["commands"]["server"])
-        if processes["server"].read_line("READY", READY_TIMEOUT) is None:
-            error = "server agent did not become ready"
-        else:
-            processes["client"] = ctx.hosts["client"].start(record["commands"]["client"])
-            limit = cell_time_limit(experiment)
+class CellRunner:
+    """Runs cells one after another. While a cell warms up, the next cell's commands are
+    already started on both hosts, gated on stdin, so each cell begins without waiting for
+    sshd to start a session: the orchestrator's own time per cell stays small."""
+
+    def __init__(self, ctx: CellContext) -> None:
+        self.ctx = ctx
+        self.armed: tuple[Cell, dict[str, Process]] | None = None
+
+    def _start_gated(self, cell: Cell) -> dict[str, Process]:
+        processes: dict[str, Process] = {}
+        try:
+            for role in ROLES:
+                processes[role] = self.ctx.hosts[role].start(agent_command(self.ctx, cell, role, gated=True))
+        except HostError:
+            _release(processes)
+            raise
+        return processes
+
+    def _processes_for(self, cell: Cell) -> dict[str, Process]:
+        if self.armed is not None and self.armed[0] == cell:
+            processes, self.armed = self.armed[1], None
+            return processes
+        self.disarm()
+        return self._start_gated(cell)
+
+    def _arm(self, cell: Cell | None) -> None:
+        # Only inside a warm-up: starting sessions must never disturb a measured window.
+        if cell is None or self.ctx.experiment.warmup <= 0:
+            return
+        try:
+            self.armed = (cell, self._start_gated(cell))
+        except HostError:
+            self.armed = None  # the next cell starts its own, and meets the problem itself
+
+    def disarm(self) -> None:
+        if self.armed is not None:
+            _release(self.armed[1])
+            self.armed = None
+
+    def run(self, cell: Cell, local_dir: Path, next_cell: Cell | None = None) -> CellOutcome:
+        ctx = self.ctx
+        started = time.monotonic()
+        local_dir.mkdir(parents=True, exist_ok=True)
+        record: dict[str, Any] = {
+            "cell": cell.to_json(),
+            "commands": {role: agent_command(ctx, cell, role, gated=True) for role in ROLES},
+            "exit_codes": {},
+        }
+        error: str | None = None
+        processes: dict[str, Process] = {}
+        returned: set[str] = set()
+        try:
+            processes = self._processes_for(cell)
+            processes["server"].send_line(GO)
+            if processes["server"].read_line("READY", READY_TIMEOUT) is None:
+                error = "server agent did not become ready"
+                processes["client"].send_line("stop")
+            else:
+                processes["client"].send_line(GO)
+                self._arm(next_cell)
+            limit = cell_time_limit(ctx.experiment)
             deadline = time.monotonic() + limit
             for role in ("client", "server"):
-                code = processes[role].wait(max(1.0, deadline - time.monotonic()))
+                code, output = processes[role].finish(max(1.0, deadline - time.monotonic()))
                 record["exit_codes"][role] = code
+                if _unpack(output, local_dir):
+                    returned.add(role)
                 if code is None:
                     error = error or f"{role} agent did not finish within {limit:g}s"
-                elif code < 0:
-                    how = f"signal {-code}" if code != -1 else "a signal"
-                    error = error or f"{role} agent was killed by {how}"
+                    kill_agents(ctx.hosts, ctx.agents)
                 elif code != 0:
-                    error = error or f"{role} agent exited with status {code}"
-    except HostError as exc:
-        error = str(exc)
-    except BaseException:
-        # Ctrl-C or a bug: no agent of ours may outlive the orchestrator's interest in it.
-        kill_agents(ctx.hosts, ctx.agents)
-        raise
-    finally:
-        for process in processes.values():
-            process.close()
-    if error:
-        kill_agents(ctx.hosts, ctx.agents)
-    record["seconds"] = time.monotonic() - started
-    fetch_error = _fetch(ctx, cell, local_dir)
-    error = error or fetch_error
-    if error:
-        error = _explain(error, local_dir)
-    record["error"] = error
-    (local_dir / "cell.json").write_text(json.dumps(record, indent=2) + "\n")
-    return CellOutcome(cell, local_dir, error, time.monotonic() - started)
+                    error = error or f"{role} agent {_exit_meaning(code)}"
+        except HostError as exc:
+            error = str(exc)
+        except BaseException:
+            # Ctrl-C or a bug: no agent of ours may outlive the orchestrator's interest in it.
+            self.disarm()
+            kill_agents(ctx.hosts, ctx.agents)
+            raise
+        finally:
+            for process in processes.values():
+                process.close()
+        if error:
+            self.disarm()
+            kill_agents(ctx.hosts, ctx.agents)
+        record["seconds"] = time.monotonic() - started
+        fetch_error = _fetch_missing(ctx, cell, local_dir, set(ROLES) - returned)
+        error = error or fetch_error
+        if error:
+            error = _explain(error, local_dir)
+        record["error"] = error
+        (local_dir / "cell.json").write_text(json.dumps(record, indent=2) + "\n")
+        return CellOutcome(cell, local_dir, error, time.monotonic() - started)
 
 
-def _fetch(ctx: CellContext, cell: Cell, local_dir: Path) -> str | None:
-    local_dir.mkdir(parents=True, exist_ok=True)
-    fetched: set[tuple[str, str]] = set()
-    problems = []
-    for role in ("server", "client"):
-        host = ctx.hosts[role]
-        key = (host.spec.label, ctx.remote_dir(role, cell))
-        if key in fetched:
-            continue
-        fetched.add(key)
+def _release(processes: dict[str, Process]) -> None:
+    """Gated commands that will not run: tell them so, and let their sessions go."""
+    for process in processes.values():
         try:
-            host.fetch_dir(key[1], local_dir, ctx.experiment.timeouts.command)
+            process.send_line("stop")
+        except HostError:
+            pass
+        process.close()
+
+
+def _exit_meaning(code: int) -> str:
+    if code == -1:
+        return "was killed by a signal"
+    if code < 0 or code > 128:
+        return f"was killed by signal {abs(code) % 128 if code > 128 else -code}"
+    return f"exited with status {code}"
+
+
+def _unpack(output: bytes, local_dir: Path) -> bool:
+    marker = f"\n{FILES_MARKER}\n".encode()
+    position = output.find(marker)
+    if position == -1:
+        return False
+    try:
+        extract_tar(output[position + len(marker):], local_dir)
+    except (tarfile.TarError, OSError):
+        return False
+    return True
+
+
+def _fetch_missing(ctx: CellContext, cell: Cell, local_dir: Path, roles: set[str]) -> str | None:
+    """Raw files that did not come back with their command (a killed or lost one) are fetched."""
+    problems = []
+    for role in sorted(roles):
+        host = ctx.hosts[role]
+        try:
+            host.fetch_dir(ctx.remote_dir(role, cell), local_dir, ctx.experiment.timeouts.command)
         except HostError as exc:
             problems.append(str(exc))
     return "; ".join(problems) or None

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Protocol
 
 import fabric
-import invoke
 import paramiko
 
 from .errors import HostError
@@ -45,8 +44,9 @@ class CommandResult:
 
 
 class Process(Protocol):
+    def send_line(self, line: str) -> None: ...
     def read_line(self, startswith: str, timeout: float) -> str | None: ...
-    def wait(self, timeout: float) -> int | None: ...
+    def finish(self, timeout: float) -> tuple[int | None, bytes]: ...
     def close(self) -> None: ...
 
 
@@ -71,7 +71,7 @@ def _log(host: str, command: str, exit_code: object, started: float) -> None:
     log.info("%s rc=%s %.3fs $ %s", host, exit_code, time.monotonic() - started, command)
 
 
-def _extract(tar_bytes: bytes, local: Path) -> None:
+def extract_tar(tar_bytes: bytes, local: Path) -> None:
     local.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as archive:
         archive.extractall(local, filter="data")
@@ -84,62 +84,104 @@ def _tar_of(local: Path) -> bytes:
     return buffer.getvalue()
 
 
-class _LineReader:
-    """Lines from a byte stream fed in chunks, for waiting on a ready line."""
+class _Output:
+    """A command's stdout as it arrives: lines can be looked for at the start, and whatever
+    follows the line found is kept as bytes (it may be a tar stream)."""
 
     def __init__(self) -> None:
-        self.pending = b""
-        self.lines: list[str] = []
+        self.data = bytearray()
+        self.consumed = 0
 
-    def feed(self, data: bytes) -> None:
-        self.pending += data
-        *complete, self.pending = self.pending.split(b"\n")
-        self.lines.extend(line.decode(errors="replace") for line in complete)
+    def feed(self, chunk: bytes) -> None:
+        self.data += chunk
 
     def take(self, startswith: str) -> str | None:
-        for line in self.lines:
-            if line.startswith(startswith):
-                return line
+        prefix = startswith.encode()
+        position = self.consumed
+        while (end := self.data.find(b"\n", position)) != -1:
+            line = bytes(self.data[position:end])
+            position = end + 1
+            if line.startswith(prefix):
+                self.consumed = position
+                return line.decode(errors="replace")
         return None
+
+    def rest(self) -> bytes:
+        return bytes(self.data[self.consumed:])
 
 
 # ---------------------------------------------------------------------------- this machine
 
 
-class LocalProcess:
+class _StreamingProcess:
+    """What both kinds of process share: reading stdout up to a line, or to its end."""
+
+    output: _Output
+    eof: bool
+
+    def _receive(self, deadline: float) -> bool:
+        """Take one chunk of stdout; False at the deadline or at the end of output."""
+        raise NotImplementedError
+
+    def read_line(self, startswith: str, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while (line := self.output.take(startswith)) is None:
+            if not self._receive(deadline):
+                return self.output.take(startswith)
+        return line
+
+    def _drain(self, deadline: float) -> None:
+        while self._receive(deadline):
+            pass
+
+
+class LocalProcess(_StreamingProcess):
     def __init__(self, command: str, host: str) -> None:
         self.command, self.host, self.started = command, host, time.monotonic()
         self.popen = subprocess.Popen(
             ["sh", "-c", command],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.reader = _LineReader()
-
-    def read_line(self, startswith: str, timeout: float) -> str | None:
+        self.output = _Output()
+        self.eof = False
+        self.selector = selectors.DefaultSelector()
         assert self.popen.stdout is not None
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.popen.stdout, selectors.EVENT_READ)
-            while (line := self.reader.take(startswith)) is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    return None
-                data = os.read(self.popen.stdout.fileno(), 65536)
-                if not data:
-                    return None
-                self.reader.feed(data)
-        return line
+        self.selector.register(self.popen.stdout, selectors.EVENT_READ)
 
-    def wait(self, timeout: float) -> int | None:
+    def _receive(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or self.eof:
+            return False
+        if not self.selector.select(remaining):
+            return False
+        assert self.popen.stdout is not None
+        chunk = os.read(self.popen.stdout.fileno(), 1 << 16)
+        if not chunk:
+            self.eof = True
+            return False
+        self.output.feed(chunk)
+        return True
+
+    def send_line(self, line: str) -> None:
+        assert self.popen.stdin is not None
         try:
-            code = self.popen.wait(timeout)
+            self.popen.stdin.write(line.encode() + b"\n")
+            self.popen.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def finish(self, timeout: float) -> tuple[int | None, bytes]:
+        deadline = time.monotonic() + timeout
+        self._drain(deadline)
+        try:
+            code = self.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            return None
+            return None, self.output.rest()
         _log(self.host, self.command, code, self.started)
-        return code
+        return code, self.output.rest()
 
     def close(self) -> None:
         if self.popen.poll() is None:
@@ -148,6 +190,12 @@ class LocalProcess:
             except ProcessLookupError:
                 pass
             self.popen.wait()
+        self.selector.close()
+        if self.popen.stdin and not self.popen.stdin.closed:
+            try:
+                self.popen.stdin.close()
+            except BrokenPipeError:
+                pass
         if self.popen.stdout:
             self.popen.stdout.close()
 
@@ -195,40 +243,49 @@ class LocalHost:
 # ---------------------------------------------------------------------------- over SSH
 
 
-class SshProcess:
+class SshProcess(_StreamingProcess):
     """A command on an SSH channel of the host's one connection."""
 
     def __init__(self, channel: paramiko.Channel, command: str, host: str) -> None:
         self.channel, self.command, self.host, self.started = channel, command, host, time.monotonic()
-        self.reader = _LineReader()
+        self.output = _Output()
+        self.eof = False
         channel.exec_command(command)
-        channel.shutdown_write()
 
-    def read_line(self, startswith: str, timeout: float) -> str | None:
+    def send_line(self, line: str) -> None:
+        try:
+            self.channel.sendall(line.encode() + b"\n")
+            self.channel.shutdown_write()
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostError(self.host, f"connection lost: {exc}") from None
+
+    def _receive(self, deadline: float) -> bool:
+        """One chunk of stdout, or False at the deadline or the end of output."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or self.eof:
+            return False
+        self.channel.settimeout(min(remaining, 1.0))
+        try:
+            chunk = self.channel.recv(1 << 16)
+        except socket.timeout:
+            return True
+        if not chunk:
+            self.eof = True
+            return False
+        self.output.feed(chunk)
+        return True
+
+    def finish(self, timeout: float) -> tuple[int | None, bytes]:
         deadline = time.monotonic() + timeout
-        while (line := self.reader.take(startswith)) is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            self.channel.settimeout(min(remaining, 1.0))
-            try:
-                data = self.channel.recv(65536)
-            except socket.timeout:
-                continue
-            if not data:
-                return None
-            self.reader.feed(data)
-        return line
-
-    def wait(self, timeout: float) -> int | None:
-        if not self.channel.status_event.wait(timeout):
-            return None
+        self._drain(deadline)
+        if not self.channel.status_event.wait(max(0.0, deadline - time.monotonic())):
+            return None, self.output.rest()
         code = self.channel.recv_exit_status()
         _log(self.host, self.command, code, self.started)
         if code == -1 and self._connection_lost():
             raise HostError(self.host, "connection lost while a command ran")
         # -1 on a live connection: sshd sent exit-signal (paramiko keeps no number for it).
-        return code
+        return code, self.output.rest()
 
     def _connection_lost(self) -> bool:
         """A channel closes without an exit status both when its process dies of a signal and
@@ -287,6 +344,8 @@ class SshHost:
         assert transport is not None
         # Keepalives turn a dead host into an error instead of a hang.
         transport.set_keepalive(5)
+        # Each channel open is a small request and reply; Nagle would add a delayed ACK's 40 ms.
+        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._connection = connection
         return connection
 
@@ -300,24 +359,12 @@ class SshHost:
             raise HostError(self.name, f"connection lost: {exc}") from None
 
     def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
-        if stdin is not None:
-            return self._run_binary(command, timeout, stdin)[0]
-        connection = self._connect()
-        started = time.monotonic()
-        try:
-            result = connection.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
-        except invoke.CommandTimedOut:
-            _log(self.name, command, "timeout", started)
-            raise HostError(self.name, f"command timed out after {timeout:g}s: {command}") from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            _log(self.name, command, "lost", started)
-            self.close()
-            raise HostError(self.name, f"connection lost: {exc}") from None
-        _log(self.name, command, result.exited, started)
-        return CommandResult(command, result.exited, result.stdout, result.stderr)
+        result, stdout = self._run_binary(command, timeout, stdin)
+        return CommandResult(command, result.exit_code, stdout.decode(errors="replace"), result.stderr)
 
     def _run_binary(self, command: str, timeout: float, stdin: bytes | None) -> tuple[CommandResult, bytes]:
-        """A command whose input or output is bytes (tar streams), on a raw channel."""
+        """A command on its own channel, with a deadline of our own: invoke's timeout, under
+        load, sometimes lets a command outlive it."""
         started = time.monotonic()
         channel = self._channel()
         deadline = started + timeout
@@ -328,20 +375,29 @@ class SshHost:
             if stdin:
                 channel.sendall(stdin)
             channel.shutdown_write()
-            while not (channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready()):
-                if time.monotonic() > deadline:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     raise socket.timeout()
-                channel.settimeout(max(0.05, min(1.0, deadline - time.monotonic())))
+                channel.settimeout(min(1.0, remaining))
                 try:
                     chunk = channel.recv(1 << 16)
+                except socket.timeout:
+                    chunk = None
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(1 << 16)
+                if chunk:
                     out += chunk
+                elif chunk == b"":  # end of stdout: what is left is the exit status
+                    if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
+                        raise socket.timeout()
                     while channel.recv_stderr_ready():
                         err += channel.recv_stderr(1 << 16)
-                    if not chunk and channel.closed:
-                        break
-                except socket.timeout:
-                    continue
+                    break
             code = channel.recv_exit_status()
+            transport = channel.get_transport()
+            if code == -1 and (transport is None or not transport.is_active()):
+                raise EOFError("the connection closed before the command's exit status came")
         except socket.timeout:
             _log(self.name, command, "timeout", started)
             raise HostError(self.name, f"command timed out after {timeout:g}s: {command}") from None
@@ -365,7 +421,7 @@ class SshHost:
         result, data = self._run_binary(f"tar -C {q(remote)} -cf - .", timeout, None)
         if not result.ok:
             raise HostError(self.name, f"could not fetch {remote}: {result.stderr.strip()}")
-        _extract(data, local)
+        extract_tar(data, local)
 
     def close(self) -> None:
         if self._connection is not None:

@@ -196,18 +196,27 @@ def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> R
     todo = [c for c in state.plan.cells if c.cell_id not in done]
     outcome = RunOutcome(state.run_dir, skipped=len(state.plan.cells) - len(todo))
     progress.start(len(state.plan.cells), outcome.skipped)
-    for cell in todo:
-        local_dir = _fresh_cell_dir(state.run_dir / "cells", cell.cell_id)
-        progress.cell_started(cell)
-        result = cells.run_cell(ctx, cell, local_dir)
-        results.append(_row(state, cell, result))
-        outcome.finished.append(result)
-        progress.cell_finished(result)
-        lost = _lost_host(ctx) if result.error else None
-        if lost:
-            raise HostError(lost, f"no longer reachable; the run stopped after {cell.cell_id} ({result.error}). "
-                                  f"Once the host is back: orchestrate run --resume {state.run_dir}")
+    runner = cells.CellRunner(ctx)
+    try:
+        for index, cell in enumerate(todo):
+            _run_one(state, ctx, runner, cell, todo[index + 1] if index + 1 < len(todo) else None, results, outcome, progress)
+    finally:
+        runner.disarm()
     return outcome
+
+
+def _run_one(state: RunState, ctx: cells.CellContext, runner: cells.CellRunner, cell: Cell, next_cell: Cell | None,
+             results: table.ResultsTable, outcome: RunOutcome, progress: Progress) -> None:
+    local_dir = _fresh_cell_dir(state.run_dir / "cells", cell.cell_id)
+    progress.cell_started(cell)
+    result = runner.run(cell, local_dir, next_cell)
+    results.append(_row(state, cell, result))
+    outcome.finished.append(result)
+    progress.cell_finished(result)
+    lost = _lost_host(ctx) if result.error else None
+    if lost:
+        raise HostError(lost, f"no longer reachable; the run stopped after {cell.cell_id} ({result.error}). "
+                              f"Once the host is back: orchestrate run --resume {state.run_dir}")
 
 
 def _finished_cell_ids(path: Path) -> set[str]:

@@ -46,10 +46,29 @@ def test_run_times_out_with_a_clear_error(host):
         host.run("sleep 5", timeout=0.5)
 
 
-def test_started_process_gives_its_ready_line(host):
-    process = host.start("echo starting; sleep 0.2; echo 'READY 127.0.0.1 1234'; sleep 0.2; exit 4")
+def test_started_process_gives_its_ready_line_then_the_rest_as_bytes(host):
+    process = host.start("echo starting; sleep 0.2; echo 'READY 127.0.0.1 1234'; sleep 0.2; printf 'a\\0b'; exit 4")
     assert process.read_line("READY", 5) == "READY 127.0.0.1 1234"
-    assert process.wait(5) == 4
+    assert process.finish(5) == (4, b"a\0b")
+    process.close()
+
+
+def test_a_gated_process_waits_for_its_line(host):
+    process = host.start("IFS= read -r go && [ \"$go\" = go ] && echo ran")
+    assert process.read_line("ran", 0.3) is None
+    process.send_line("go")
+    assert process.read_line("ran", 5) == "ran"
+    assert process.finish(5)[0] == 0
+    process.close()
+    refused = host.start("IFS= read -r go && [ \"$go\" = go ] && echo ran")
+    refused.send_line("stop")
+    assert refused.finish(5) == (1, b"")
+    refused.close()
+
+
+def test_finish_gives_up_at_the_timeout(host):
+    process = host.start("sleep 3")
+    assert process.finish(0.3) == (None, b"")
     process.close()
 
 
