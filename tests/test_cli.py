@@ -18,9 +18,13 @@ from .test_config import expected_message
 BAD = sorted((ROOT / "tests" / "fixtures" / "bad").glob("*.yml"))
 
 
-def orchestrate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}, timeout=60)
+ORCHESTRATE = [sys.executable, "-m", "orchestrator.cli"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
+
+
+def orchestrate(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The real command in its own process, as a user runs it."""
+    return subprocess.run([*ORCHESTRATE, *args], cwd=cwd, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
 @pytest.mark.parametrize("bad", BAD, ids=[p.name for p in BAD])

@@ -20,6 +20,7 @@ from orchestrator.cli import main
 from orchestrator.table import read_results
 
 from .conftest import ROOT, require_root, require_tool
+from .test_cli import ENV, ORCHESTRATE, orchestrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
@@ -170,11 +171,8 @@ def test_client_sshd_stopping_mid_run_names_the_host(lab_inventory, tmp_path):
     stopper = threading.Thread(target=stop_sshd, daemon=True)
     stopper.start()
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(experiment(tmp_path)), "--inventory", str(lab_inventory),
-         "--results", str(results), "--no-report"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"},
-    )
+    done = orchestrate("run", str(experiment(tmp_path)), "--inventory", str(lab_inventory), "--results", str(results),
+                       "--no-report", timeout=120)
     stopper.join()
     elapsed = time.monotonic() - started
     try:
@@ -195,10 +193,9 @@ def test_client_sshd_stopping_mid_run_names_the_host(lab_inventory, tmp_path):
 
 def test_sigint_kills_agents_and_resume_completes_the_run(lab_inventory, tmp_path):
     results = tmp_path / "results"
-    command = [sys.executable, "-m", "orchestrator.cli", "run", str(experiment(tmp_path)), "--inventory", str(lab_inventory),
+    command = [*ORCHESTRATE, "run", str(experiment(tmp_path)), "--inventory", str(lab_inventory),
                "--results", str(results), "--no-report"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not agent_pid("server", threads=2):
         time.sleep(0.05)
@@ -211,8 +208,7 @@ def test_sigint_kills_agents_and_resume_completes_the_run(lab_inventory, tmp_pat
     run_dir = only_run(results)
     assert len(read_results(run_dir / "results.csv")) == 1
 
-    resumed = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "--resume", str(run_dir), "--no-report"],
-                             capture_output=True, text=True, env=env, timeout=120)
+    resumed = orchestrate("run", "--resume", str(run_dir), "--no-report", timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     frame = read_results(run_dir / "results.csv")
     assert sorted(frame["cell_id"]) == sorted(f"stream-one_copy-16384B-{t}t-r1" for t in (1, 2, 3))
@@ -230,9 +226,7 @@ def test_port_taken_on_the_server_is_found_by_preflight(lab_inventory, tmp_path)
     )
     try:
         assert listener.stdout.readline().strip() == "up"
-        done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "check", str(experiment(tmp_path)),
-                               "--inventory", str(lab_inventory)], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"})
+        done = orchestrate("check", str(experiment(tmp_path)), "--inventory", str(lab_inventory))
     finally:
         listener.kill()
         listener.wait()
@@ -264,9 +258,7 @@ def test_ssh_faults_give_a_clear_error(lab_inventory, tmp_path, fault):
     path.write_text(yaml.safe_dump(inventory))
     started = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(experiment(tmp_path)), "--inventory",
-                               str(path), "--results", str(tmp_path / "results")], capture_output=True, text=True,
-                              timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"})
+        done = orchestrate("run", str(experiment(tmp_path)), "--inventory", str(path), "--results", str(tmp_path / "results"))
     finally:
         for command in cleanup:
             subprocess.run(command, check=False)
