@@ -15,6 +15,7 @@ from . import __version__
 from . import run as runs
 from .cells import CellOutcome
 from .config import load_experiment
+from .derive import zero_copy_label
 from .errors import ConfigError, OrchestrateError, PreflightError, RunFailed
 from .inventory import load_inventory
 from .plan import Cell
@@ -81,6 +82,8 @@ def show_summary(run_dir: Path) -> None:
         cells = []
         for column in present:
             value = row[column]
+            if column == "mode":
+                value = zero_copy_label(value, row.get("zerocopy_copied_fraction", float("nan")))
             if value is None or (isinstance(value, float) and value != value):
                 cells.append("—")
             elif isinstance(value, float):

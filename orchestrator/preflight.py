@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -132,7 +133,12 @@ def _check_server_network(host: Host, experiment: Experiment, inventory: Invento
 def _check_client_network(host: Host, inventory: Inventory, report: HostReport) -> None:
     address = inventory.server.data_address
     result = host.run(f"ip -o route get {q(address)}", 30)
-    report.add("route to server", result.ok, result.stdout.strip() or result.stderr.strip() or f"no route to {address}")
+    route = " ".join(result.stdout.split())
+    report.add("route to server", result.ok, route or result.stderr.strip() or f"no route to {address}")
+    source = re.search(r"\bsrc (\S+)", route)
+    if result.ok and source and source.group(1) != inventory.client.data_address:
+        report.add("data address", False, f"traffic to {address} would leave from {source.group(1)}, "
+                                          f"not the inventory's client data_address {inventory.client.data_address}")
 
 
 def run_preflight(hosts: dict[str, Host], experiment: Experiment, inventory: Inventory) -> Preflight:

@@ -15,7 +15,7 @@ from typing import Callable
 import yaml
 
 from . import agentjson, cells, deploy, facts, perfstat, table
-from .config import Experiment, experiment_from_resolved
+from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, HostError, OrchestrateError, PreflightError
 from .hosts import Host, connect
 from .inventory import Inventory
@@ -144,6 +144,8 @@ def execute(
             )
         progress.stage("deploying agents")
         agents = _deploy(hosts, experiment.timeouts.command)
+        progress.stage("checking the data path")
+        _probe_data_path(state, hosts, agents)
         progress.stage("gathering host facts")
         _save_facts(state, hosts, agents, report)
         ctx = cells.CellContext(
@@ -162,6 +164,24 @@ def execute(
             host.close()
         logging.getLogger("orchestrator").removeHandler(handler)
         handler.close()
+
+
+def _probe_data_path(state: RunState, hosts: dict[str, Host], agents: dict[str, deploy.Agent]) -> None:
+    """One tiny verified transfer between the built agents, over the data addresses, before any
+    cell: a firewall, a wrong address or an agent that won't start shows up here, once."""
+    experiment = state.experiment.model_copy(
+        update={"duration": 0.2, "warmup": 0.0, "interval": 0.1, "verify": True, "perf": Perf(enabled=False)}
+    )
+    ctx = cells.CellContext(f"{state.run_id}-preflight", experiment, hosts, agents, {})
+    probe = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1,
+                 sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, repetition=1)
+    outcome = cells.CellRunner(ctx).run(probe, state.run_dir / "preflight" / probe.cell_id)
+    if outcome.error:
+        server, client = state.inventory.server, state.inventory.client
+        raise PreflightError(
+            f"the agents could not move data from {client.label} to {server.data_address} port {experiment.port}: "
+            f"{outcome.error} (raw files in {outcome.local_dir})"
+        )
 
 
 def _deploy(hosts: dict[str, Host], timeout: float) -> dict[str, deploy.Agent]:
