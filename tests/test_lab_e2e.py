@@ -65,8 +65,10 @@ def agents_alive() -> list[str]:
 
 
 def agent_pid(role: str, threads: int | None = None) -> int | None:
+    """An agent of one of the experiment's cells (16 KiB messages; the preflight's data-path
+    probe uses 1 KiB and is left alone)."""
     for _, pid, argv in lab_processes():
-        if argv[0].endswith("/bin/agent") and argv[1] == role:
+        if argv[0].endswith("/bin/agent") and argv[1] == role and argv[argv.index("--size") + 1] == "16384":
             if threads is None or argv[argv.index("--threads") + 1] == str(threads):
                 return pid
     return None
