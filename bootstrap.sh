@@ -36,7 +36,11 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' > .venv/pip.log 2>&1; then
+  cat .venv/pip.log >&2
+  echo "pip install failed (log: .venv/pip.log)" >&2
+  exit 1
+fi
 
 if [ "$action" = run ]; then
   exec .venv/bin/orchestrate run "${1:-configs/quick.yml}" "${@:2}"

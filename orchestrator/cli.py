@@ -15,7 +15,7 @@ from . import __version__
 from . import run as runs
 from .cells import CellOutcome
 from .config import load_experiment
-from .derive import zero_copy_label
+from .derive import is_copied
 from .errors import ConfigError, OrchestrateError, PreflightError, RunFailed
 from .inventory import load_inventory
 from .plan import Cell
@@ -67,33 +67,47 @@ def show_preflight(report: Preflight) -> None:
 
 
 def show_summary(run_dir: Path) -> None:
+    """One line per cell, over its repetitions: the figures a user looks at first."""
     from .table import read_results
+    from .units import format_size
 
     frame = read_results(run_dir / "results.csv")
     if frame.empty:
         return
-    grid = Table(title=f"results: {run_dir}")
-    columns = ["workload", "mode", "message_size", "threads", "repetition", "status", "throughput_gbps",
-               "zerocopy_copied_fraction", "latency_p99_us", "server_cpu_s", "client_cpu_s"]
-    present = [c for c in columns if c in frame.columns and (c in columns[:6] or frame[c].notna().any())]
-    for column in present:
-        grid.add_column(column, justify="right" if column not in ("workload", "mode", "status") else "left")
-    for _, row in frame.sort_values(["workload", "mode", "message_size", "threads", "repetition"]).iterrows():
-        cells = []
-        for column in present:
-            value = row[column]
-            if column == "mode":
-                value = zero_copy_label(value, row.get("zerocopy_copied_fraction", float("nan")))
-            if value is None or (isinstance(value, float) and value != value):
-                cells.append("—")
-            elif isinstance(value, float):
-                cells.append(f"{value:.3g}" if column != "throughput_gbps" else f"{value:.2f}")
-            elif column == "status" and value != "ok":
-                cells.append(f"[red]{value}[/]")
-            else:
-                cells.append(str(value))
-        grid.add_row(*cells)
+    keys = ["workload", "mode", "message_size", "threads"]
+    with_workload = frame["workload"].nunique() > 1
+    with_latency = "latency_p99_us" in frame and frame["latency_p99_us"].notna().any()
+    columns = (["workload"] if with_workload else []) + ["mode", "size", "thr", "ok", "Gbit/s", "sd"] + \
+        (["p99 µs"] if with_latency else []) + ["CPU srv", "CPU cli"]
+    grid = Table(title=f"{run_dir.name} (means over ok repetitions)")
+    for column in columns:
+        if column in ("workload", "mode"):
+            grid.add_column(column, no_wrap=True, min_width=len("zero_copy*") if column == "mode" else 6)
+        else:
+            grid.add_column(column, justify="right")
+    copied_any = False
+    for key, reps in frame.groupby(keys, sort=True):
+        good = reps[reps["status"] == "ok"]
+        mode = key[1]
+        if is_copied(mode, good["zerocopy_copied_fraction"].max() if "zerocopy_copied_fraction" in good else float("nan")):
+            mode, copied_any = f"{mode}*", True
+
+        def mean(column: str, spec: str) -> str:
+            if column not in good or good[column].isna().all():
+                return "—"
+            return format(good[column].mean(), spec)
+
+        spread = good["throughput_gbps"].std() if len(good) > 1 else float("nan")
+        row = ([key[0]] if with_workload else []) + [
+            mode, format_size(int(key[2])), str(key[3]), f"{len(good)}/{len(reps)}",
+            mean("throughput_gbps", ".2f"), "—" if spread != spread else f"{spread:.2f}",
+        ] + ([mean("latency_p99_us", ".0f")] if with_latency else []) + [
+            mean("server_cpu_s", ".2f"), mean("client_cpu_s", ".2f"),
+        ]
+        grid.add_row(*row)
     out.print(grid)
+    if copied_any:
+        out.print("* zero_copy the kernel copied (SO_EE_CODE_ZEROCOPY_COPIED): not zero-copy, as on loopback and veth")
 
 
 def _load_inputs(args: argparse.Namespace):
