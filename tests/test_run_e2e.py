@@ -99,3 +99,29 @@ def test_smoke_over_real_ssh(tmp_path):
         assert list((tmp_path / "client-work" / "agents").iterdir())
     finally:
         sshd.stop()
+
+
+def test_system_wide_perf_scope_counts_the_whole_host(tmp_path):
+    """perf.scope: system runs `perf stat -a` around each agent, so softirq receive work that
+    no process is charged for is counted too: its task-clock spans every CPU."""
+    require_tool("perf")
+    config = tmp_path / "system.yml"
+    config.write_text(yaml.safe_dump({
+        "name": "system-scope", "matrix": {"mode": ["one_copy"]}, "message_size": "64KiB",
+        "duration": "0.5s", "warmup": "0.1s", "perf": {"scope": "system", "events": ["task-clock", "context-switches"]},
+    }))
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({
+        "server": {"host": "local", "workdir": str(tmp_path / "work")},
+        "client": {"host": "local", "workdir": str(tmp_path / "work")},
+    }))
+    results = tmp_path / "results"
+    assert main(["run", str(config), "--inventory", str(inventory), "--results", str(results), "--no-report"]) == 0
+    (run_dir,) = results.iterdir()
+    frame = read_results(run_dir / "results.csv")
+    row = frame.iloc[0]
+    assert row["perf_scope"] == "system"
+    command = json.loads((run_dir / "cells" / row["cell_id"] / "cell.json").read_text())["commands"]["server"]
+    assert " -a -- " in command
+    # System-wide task-clock is summed over all CPUs: more CPU time than the agent alone used.
+    assert row["server_task_clock"] / 1000 > row["server_cpu_s"]
