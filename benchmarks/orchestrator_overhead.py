@@ -4,8 +4,9 @@ warm-up plus duration, divided by the number of cells. A figure, not a test.
 
     .venv/bin/python benchmarks/orchestrator_overhead.py [--inventory lab-inventory.yml] [--cells 12]
 
-It runs short one_copy cells (0.2 s warm-up + 0.3 s) so the overhead dominates, and prints the
-figure for the whole run (connect, preflight, deploy, facts included) and for the cell loop alone.
+It runs short one_copy cells (0.3 s, after a 0.5 s warm-up: the least that lets the next cell be
+armed during it) so the overhead dominates, and prints the figure for the whole run (connect,
+preflight, deploy, facts included) and for the cell loop alone.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main() -> None:
         config = Path(scratch) / "overhead.yml"
         config.write_text(yaml.safe_dump({
             "name": "overhead", "matrix": {"threads": list(range(1, args.cells + 1))},
-            "mode": "one_copy", "message_size": "64KiB", "duration": 0.3, "warmup": 0.2, "order": "listed",
+            "mode": "one_copy", "message_size": "64KiB", "duration": 0.3, "warmup": 0.5, "order": "listed",
         }))
         experiment = load_experiment(config)
         state = runs.create_run(experiment, load_inventory(Path(args.inventory)), Path(scratch) / "results")
@@ -57,10 +58,8 @@ def main() -> None:
     print(f"inventory: {args.inventory}; cells: {cells} ({failed} failed); each {experiment.warmup:g}s warm-up + {experiment.duration:g}s")
     print(f"whole run: {ended - started:.2f}s wall, overhead {(ended - started - measured) / cells:.3f} s/cell")
     print(f"cell loop: {ended - clock.loop_started:.2f}s wall, overhead {(ended - clock.loop_started - measured) / cells:.3f} s/cell")
-    previous = started
     for message, at in clock.stages:
         print(f"  {message:<22} started at +{at - started:.2f}s")
-        previous = at
 
 
 if __name__ == "__main__":

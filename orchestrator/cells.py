@@ -17,6 +17,7 @@ from .hosts import Host, Process, extract_tar, q
 from .plan import Cell
 
 READY_TIMEOUT = 15.0
+ARM_MIN_WARMUP = 0.5
 ROLES = ("server", "client")
 FILES_MARKER = "@@orchestrate-files@@"
 GO = "go"
@@ -134,8 +135,9 @@ class CellRunner:
         return self._start_gated(cell)
 
     def _arm(self, cell: Cell | None) -> None:
-        # Only inside a warm-up: starting sessions must never disturb a measured window.
-        if cell is None or self.ctx.experiment.warmup <= 0:
+        # Only inside a warm-up long enough to hold sshd's session start-up (about 0.1 s here):
+        # starting sessions must never disturb a measured window.
+        if cell is None or self.ctx.experiment.warmup < ARM_MIN_WARMUP:
             return
         try:
             self.armed = (cell, self._start_gated(cell))
@@ -165,6 +167,7 @@ class CellRunner:
             if processes["server"].read_line("READY", READY_TIMEOUT) is None:
                 error = "server agent did not become ready"
                 processes["client"].send_line("stop")
+                kill_agents(ctx.hosts, ctx.agents)  # a hung server would hold the cell to its time limit
             else:
                 processes["client"].send_line(GO)
                 self._arm(next_cell)
@@ -177,7 +180,7 @@ class CellRunner:
                     returned.add(role)
                 if code is None:
                     error = error or f"{role} agent did not finish within {limit:g}s"
-                    kill_agents(ctx.hosts, ctx.agents)
+                    kill_agents(ctx.hosts, ctx.agents)  # now, so the other role's finish is quick
                 elif code != 0:
                     error = error or f"{role} agent {_exit_meaning(code)}"
         except HostError as exc:

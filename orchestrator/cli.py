@@ -15,11 +15,11 @@ from . import __version__
 from . import run as runs
 from .cells import CellOutcome
 from .config import load_experiment
-from .derive import is_copied
+from .report import VARIANT_COLUMNS
 from .errors import ConfigError, OrchestrateError, PreflightError, RunFailed
 from .inventory import load_inventory
 from .plan import Cell
-from .preflight import Preflight
+from .preflight import Preflight, run_preflight
 
 console = Console(stderr=True)
 out = Console()
@@ -74,10 +74,11 @@ def show_summary(run_dir: Path) -> None:
     frame = read_results(run_dir / "results.csv")
     if frame.empty:
         return
-    keys = ["workload", "mode", "message_size", "threads"]
+    extra = [k for k in VARIANT_COLUMNS if k in frame and frame[k].nunique(dropna=False) > 1]
+    keys = ["workload", "mode", "message_size", "threads", *extra]
     with_workload = frame["workload"].nunique() > 1
     with_latency = "latency_p99_us" in frame and frame["latency_p99_us"].notna().any()
-    columns = (["workload"] if with_workload else []) + ["mode", "size", "thr", "ok", "Gbit/s", "sd"] + \
+    columns = (["workload"] if with_workload else []) + ["mode", "size", "thr", *extra, "ok", "Gbit/s", "sd"] + \
         (["p99 µs"] if with_latency else []) + ["CPU srv", "CPU cli"]
     grid = Table(title=f"{run_dir.name} (means over ok repetitions)")
     for column in columns:
@@ -85,12 +86,17 @@ def show_summary(run_dir: Path) -> None:
             grid.add_column(column, no_wrap=True, min_width=len("zero_copy*") if column == "mode" else 6)
         else:
             grid.add_column(column, justify="right")
-    copied_any = False
-    for key, reps in frame.groupby(keys, sort=True):
+    copied_any = unverified_any = False
+    for key, reps in frame.groupby(keys, sort=True, dropna=False):
         good = reps[reps["status"] == "ok"]
         mode = key[1]
-        if is_copied(mode, good["zerocopy_copied_fraction"].max() if "zerocopy_copied_fraction" in good else float("nan")):
-            mode, copied_any = f"{mode}*", True
+        if mode == "zero_copy":
+            fraction = good["zerocopy_copied_fraction"].max() if "zerocopy_copied_fraction" in good else float("nan")
+            if fraction != fraction:
+                mode = f"{mode}?"  # no completion was counted: nothing shows the kernel did not copy
+                unverified_any = True
+            elif fraction > 0:
+                mode, copied_any = f"{mode}*", True
 
         def mean(column: str, spec: str) -> str:
             if column not in good or good[column].isna().all():
@@ -99,15 +105,18 @@ def show_summary(run_dir: Path) -> None:
 
         spread = good["throughput_gbps"].std() if len(good) > 1 else float("nan")
         row = ([key[0]] if with_workload else []) + [
-            mode, format_size(int(key[2])), str(key[3]), f"{len(good)}/{len(reps)}",
-            mean("throughput_gbps", ".2f"), "—" if spread != spread else f"{spread:.2f}",
+            mode, format_size(int(key[2])), str(key[3]), *(str(v) for v in key[4:]), f"{len(good)}/{len(reps)}",
+            mean("throughput_gbps", ".3g"), "—" if spread != spread else f"{spread:.2g}",
         ] + ([mean("latency_p99_us", ".0f")] if with_latency else []) + [
             mean("server_cpu_s", ".2f"), mean("client_cpu_s", ".2f"),
         ]
         grid.add_row(*row)
     out.print(grid)
     if copied_any:
-        out.print("* zero_copy the kernel copied (SO_EE_CODE_ZEROCOPY_COPIED): not zero-copy, as on loopback and veth")
+        out.print("* the kernel copied some or all of these zero_copy sends (SO_EE_CODE_ZEROCOPY_COPIED): "
+                  "not zero-copy, as on loopback and veth; the fraction is in results.csv")
+    if unverified_any:
+        out.print("? no zero-copy completion was counted for these cells: unverified")
 
 
 def _load_inputs(args: argparse.Namespace):
@@ -153,7 +162,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     experiment, inventory = _load_inputs(args)
     hosts = runs.connect_hosts(inventory, experiment.timeouts.connect)
     try:
-        report = runs.check(hosts, experiment, inventory)
+        report = run_preflight(hosts, experiment, inventory)
     finally:
         for host in hosts.values():
             host.close()

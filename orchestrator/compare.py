@@ -114,6 +114,9 @@ def _compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         group_b = b_cells.get(cell)
         if group_b is None:
             continue
+        # A zero_copy cell that one run's kernel copied is not the same technique as one it did not.
+        label_a, label_b = _mode_label(group_a), _mode_label(group_b)
+        shown = cell if label_a == label_b == group_a["mode"].iloc[0] else f"{cell} (A: {label_a}; B: {label_b})"
         for metric in COMPARED_METRICS:
             values_a = group_a[metric].dropna().tolist()
             values_b = group_b[metric].dropna().tolist()
@@ -122,7 +125,7 @@ def _compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
             est_a, est_b = stats.estimate(values_a), stats.estimate(values_b)
             result = stats.ratio(values_a, values_b)
             rows.append({
-                "cell": cell, "metric": metric,
+                "cell": shown, "metric": metric,
                 "a_n": est_a.n, "a_mean": est_a.mean, "a_ci_low": est_a.ci_low, "a_ci_high": est_a.ci_high,
                 "b_n": est_b.n, "b_mean": est_b.mean, "b_ci_low": est_b.ci_low, "b_ci_high": est_b.ci_high,
                 "ratio": result.ratio, "ratio_ci_low": result.ci_low, "ratio_ci_high": result.ci_high,
@@ -131,6 +134,11 @@ def _compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[
         "cell", "metric", "a_n", "a_mean", "a_ci_low", "a_ci_high", "b_n", "b_mean", "b_ci_low", "b_ci_high",
         "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "verdict"])
+
+
+def _mode_label(rows: pd.DataFrame) -> str:
+    fraction = rows["zerocopy_copied_fraction"].max() if "zerocopy_copied_fraction" in rows else float("nan")
+    return derive.zero_copy_label(str(rows["mode"].iloc[0]), fraction)
 
 
 def _ok_rows(run: RunData) -> pd.DataFrame:

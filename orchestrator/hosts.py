@@ -210,31 +210,39 @@ class LocalHost:
 
     def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
         started = time.monotonic()
-        try:
-            done = subprocess.run(
-                ["sh", "-c", command],
-                input=stdin if stdin is not None else b"",
-                capture_output=True,
-                timeout=timeout,
-                start_new_session=True,
-            )
-        except subprocess.TimeoutExpired:
-            _log(self.name, command, "timeout", started)
-            raise HostError(self.name, f"command timed out after {timeout:g}s: {command}") from None
-        _log(self.name, command, done.returncode, started)
-        return CommandResult(
-            command, done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
-        )
+        with subprocess.Popen(
+            ["sh", "-c", command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        ) as process:
+            try:
+                stdout, stderr = process.communicate(stdin or b"", timeout=timeout)
+            except subprocess.TimeoutExpired:
+                # The whole process group: a hung compiler or perf under the shell goes too.
+                os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
+                _log(self.name, command, "timeout", started)
+                raise HostError(self.name, f"command timed out after {timeout:g}s: {command}") from None
+        _log(self.name, command, process.returncode, started)
+        return CommandResult(command, process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     def start(self, command: str) -> LocalProcess:
         return LocalProcess(command, self.name)
 
     def push_dir(self, local: Path, remote: str, timeout: float) -> None:
-        shutil.copytree(local, remote, dirs_exist_ok=True)
+        try:
+            shutil.copytree(local, remote, dirs_exist_ok=True)
+        except OSError as exc:
+            raise HostError(self.name, f"could not copy into {remote}: {exc}") from None
 
     def fetch_dir(self, remote: str, local: Path, timeout: float) -> None:
-        if Path(remote).resolve() != local.resolve():
-            shutil.copytree(remote, local, dirs_exist_ok=True)
+        try:
+            if Path(remote).resolve() != local.resolve():
+                shutil.copytree(remote, local, dirs_exist_ok=True)
+        except OSError as exc:
+            raise HostError(self.name, f"could not fetch {remote}: {exc}") from None
 
     def close(self) -> None:
         pass
@@ -410,7 +418,12 @@ class SshHost:
         return CommandResult(command, code, "", err.decode(errors="replace")), bytes(out)
 
     def start(self, command: str) -> SshProcess:
-        return SshProcess(self._channel(), command, self.name)
+        channel = self._channel()
+        try:
+            return SshProcess(channel, command, self.name)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            channel.close()
+            raise HostError(self.name, f"connection lost: {exc}") from None
 
     def push_dir(self, local: Path, remote: str, timeout: float) -> None:
         result, _ = self._run_binary(f"mkdir -p {q(remote)} && tar -C {q(remote)} -xf -", timeout, _tar_of(local))

@@ -23,6 +23,7 @@ class Finding:
 
 @dataclass
 class HostReport:
+    role: str
     host: str
     findings: list[Finding] = field(default_factory=list)
     kernel: str = ""
@@ -45,23 +46,27 @@ class Preflight:
         return [f for f in self.findings if not f.ok]
 
     def perf_events(self, role: str) -> dict[str, bool]:
-        return next((r.perf_events for r in self.reports if r.host.startswith(role)), {})
+        return next((r.perf_events for r in self.reports if r.role == role), {})
 
 
 def _check_host(host: Host, experiment: Experiment, inventory: Inventory) -> HostReport:
-    report = HostReport(host.name)
+    report = HostReport(host.role, host.name)
+    try:
+        _run_checks(host, experiment, inventory, report)
+    except HostError as exc:  # a host that stops answering is one finding, not the end of preflight
+        report.add("reachable", False, str(exc))
+    return report
+
+
+def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> HostReport:
     timeout = experiment.timeouts.command
     workdir = host.spec.workdir
-    try:
-        basics = host.run(
-            f"uname -r; mkdir -p {q(workdir)} && test -w {q(workdir)} && echo workdir-ok; "
-            "command -v cc || echo no-cc; command -v perf >/dev/null && perf --version 2>&1 | head -n1 || echo no-perf; "
-            "command -v tar >/dev/null || echo no-tar",
-            timeout,
-        )
-    except HostError as exc:
-        report.add("reachable", False, str(exc))
-        return report
+    basics = host.run(
+        f"uname -r; mkdir -p {q(workdir)} && test -w {q(workdir)} && echo workdir-ok; "
+        "command -v cc || echo no-cc; command -v perf >/dev/null && perf --version 2>&1 | head -n1 || echo no-perf; "
+        "command -v tar >/dev/null || echo no-tar",
+        timeout,
+    )
     lines = basics.stdout.splitlines()
     report.kernel = lines[0] if lines else ""
     report.add("reachable", True, f"kernel {report.kernel}")
@@ -91,7 +96,7 @@ def _network_checks(host: Host, experiment: Experiment, inventory: Inventory, re
     if host.role == "server":
         _check_server_network(host, experiment, inventory, report)
     else:
-        _check_client_network(host, inventory, report)
+        _check_client_network(host, experiment, inventory, report)
     return report
 
 
@@ -130,9 +135,9 @@ def _check_server_network(host: Host, experiment: Experiment, inventory: Invento
     report.add("port", not listeners.strip(), f"{port} free" if not listeners.strip() else f"port {port} is already in use: {listeners.strip()}")
 
 
-def _check_client_network(host: Host, inventory: Inventory, report: HostReport) -> None:
+def _check_client_network(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> None:
     address = inventory.server.data_address
-    result = host.run(f"ip -o route get {q(address)}", 30)
+    result = host.run(f"ip -o route get {q(address)}", experiment.timeouts.command)
     route = " ".join(result.stdout.split())
     report.add("route to server", result.ok, route or result.stderr.strip() or f"no route to {address}")
     source = re.search(r"\bsrc (\S+)", route)

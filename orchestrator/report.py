@@ -591,7 +591,25 @@ PLOT_TITLES = {
 }
 
 
-def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: list[str]) -> str:
+# Cell parameters beyond mode, size and threads. When a run varies one of them, tables, plots
+# and answers are given once per combination: comparing modes across them would mix cells.
+VARIANT_COLUMNS = ("fields", "sender", "nodelay", "sndbuf", "rcvbuf", "perf_scope")
+
+
+def variants(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) per combination of the varied extra parameters; one unlabelled group if none vary."""
+    varied = [c for c in VARIANT_COLUMNS if c in summary and summary[c].nunique(dropna=False) > 1]
+    if not varied:
+        return [("", summary)]
+    return [(", ".join(f"{k}={v}" for k, v in zip(varied, key)), group.reset_index(drop=True))
+            for key, group in summary.groupby(varied, sort=True, dropna=False)]
+
+
+def _variant_folder(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)
+
+
+def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, list[str]]) -> str:
     cells, rows = len(summary), len(run.results)
     parts = [
         f"# Run {run.run_id}",
@@ -601,18 +619,17 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: list[str]) 
         _setup_section(run),
         METHOD,
         _caveats_section(run, summary),
-        "## Tables",
-        "",
-        _stream_tables(summary) if not summary.empty else "No cells.\n",
-        _rr_table(summary) if not summary.empty else "",
         _problems_section(summary),
-        "## Plots",
-        "",
     ]
-    for name in plot_names:
-        parts += [f"### {PLOT_TITLES.get(name, name)}", "", f"![{PLOT_TITLES.get(name, name)}](plots/{name}.png)",
-                  "", f"[SVG](plots/{name}.svg)", ""]
-    parts.append(_questions_section(summary, run))
+    for label, group in variants(summary):
+        heading = f"# With {label}\n" if label else ""
+        folder = f"plots/{_variant_folder(label)}/" if label else "plots/"
+        parts += [heading, "## Tables", "", _stream_tables(group) if not group.empty else "No cells.\n",
+                  _rr_table(group) if not group.empty else "", "## Plots", ""]
+        for name in plot_names.get(label, []):
+            parts += [f"### {PLOT_TITLES.get(name, name)}", "", f"![{PLOT_TITLES.get(name, name)}]({folder}{name}.png)",
+                      "", f"[SVG]({folder}{name}.svg)", ""]
+        parts.append(_questions_section(group, run))
     return "\n".join(parts)
 
 
@@ -636,8 +653,11 @@ def write_report(run_dir: Path) -> Path:
     run = load_run(run_dir)
     summary = stats.summarize(run.results)
     summary.to_csv(run.path / "summary.csv", index=False)
-    written = plots.write_plots(summary, run.path / "plots")
-    text = render_markdown(run, summary, list(written))
+    written = {
+        label: list(plots.write_plots(group, run.path / "plots" / _variant_folder(label) if label else run.path / "plots"))
+        for label, group in variants(summary)
+    }
+    text = render_markdown(run, summary, written)
     report = run.path / "report.md"
     report.write_text(text)
     body = markdown.markdown(text, extensions=["tables", "fenced_code"])

@@ -66,19 +66,22 @@ def new_run_id(name: str, now: dt.datetime | None = None) -> str:
 def create_run(experiment: Experiment, inventory: Inventory, results_root: Path) -> RunState:
     seed = experiment.seed if experiment.seed is not None else new_seed()
     plan = expand(experiment, seed)
-    results_root.mkdir(parents=True, exist_ok=True)
-    while True:
-        run_dir = results_root / new_run_id(experiment.name)
-        try:
-            run_dir.mkdir()
-            break
-        except FileExistsError:
-            continue
-    (run_dir / "config.yml").write_text(yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
-    (run_dir / "inventory.yml").write_text(
-        yaml.safe_dump({"server": inventory.server.public(), "client": inventory.client.public()}, sort_keys=False)
-    )
-    (run_dir / "plan.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")
+    try:
+        results_root.mkdir(parents=True, exist_ok=True)
+        while True:
+            run_dir = results_root / new_run_id(experiment.name)
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                continue
+        (run_dir / "config.yml").write_text(yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
+        (run_dir / "inventory.yml").write_text(
+            yaml.safe_dump({"server": inventory.server.public(), "client": inventory.client.public()}, sort_keys=False)
+        )
+        (run_dir / "plan.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"{results_root}: cannot create the run folder: {exc.strerror or exc}") from None
     return RunState(run_dir, experiment.model_copy(update={"seed": seed}), inventory, plan)
 
 
@@ -88,7 +91,7 @@ def load_run(run_dir: Path) -> RunState:
         experiment = experiment_from_resolved(yaml.safe_load((run_dir / "config.yml").read_text()), run_dir / "config.yml")
         inventory = Inventory.model_validate(yaml.safe_load((run_dir / "inventory.yml").read_text()))
         plan = Plan.from_json(json.loads((run_dir / "plan.json").read_text()))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{run_dir}: not a resumable run folder: {exc}") from None
     return RunState(run_dir, experiment, inventory, plan)
 
@@ -108,11 +111,6 @@ def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
             host.close()
         raise PreflightError("cannot reach:\n" + "\n".join(problems))
     return hosts
-
-
-def check(hosts: dict[str, Host], experiment: Experiment, inventory: Inventory) -> Preflight:
-    report = run_preflight(hosts, experiment, inventory)
-    return report
 
 
 def _attach_log(run_dir: Path) -> logging.Handler:
@@ -136,7 +134,7 @@ def execute(
         progress.stage("connecting to hosts")
         hosts = connect_hosts(inventory, experiment.timeouts.connect)
         progress.stage("preflight")
-        report = check(hosts, experiment, inventory)
+        report = run_preflight(hosts, experiment, inventory)
         on_preflight(report)
         if report.problems:
             raise PreflightError(
@@ -230,13 +228,17 @@ def _run_one(state: RunState, ctx: cells.CellContext, runner: cells.CellRunner, 
     local_dir = _fresh_cell_dir(state.run_dir / "cells", cell.cell_id)
     progress.cell_started(cell)
     result = runner.run(cell, local_dir, next_cell)
-    results.append(_row(state, cell, result))
-    outcome.finished.append(result)
-    progress.cell_finished(result)
     lost = _lost_host(ctx) if result.error else None
     if lost:
-        raise HostError(lost, f"no longer reachable; the run stopped after {cell.cell_id} ({result.error}). "
+        # No row: the cell was not measured, and --resume runs it again once the host is back.
+        raise HostError(lost, f"no longer reachable; the run stopped during {cell.cell_id} ({result.error}). "
                               f"Once the host is back: orchestrate run --resume {state.run_dir}")
+    row = _row(state, cell, result)
+    results.append(row)
+    if row["status"] != "ok":
+        result.error = str(row["error"])  # what the raw files showed counts as much as what the run saw
+    outcome.finished.append(result)
+    progress.cell_finished(result)
 
 
 def _finished_cell_ids(path: Path) -> set[str]:
@@ -284,7 +286,7 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
             reports[role] = agentjson.load_agent_json(path)
         except OrchestrateError as exc:
             reports[role] = None
-            if not result.error:
+            if path.exists() and not result.error:  # a missing file is reported by the row itself
                 problems.append(str(exc))
         perf_path = result.local_dir / f"{role}.perf.csv"
         try:

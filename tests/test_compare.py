@@ -58,3 +58,14 @@ def test_default_output_folder_is_inside_run_b(tmp_path):
     b = Path(shutil.copytree(B, tmp_path / B.name))
     result = compare.compare_runs(a, b)
     assert result.plot_paths[0].parent == b / "compare" / a.name
+
+
+def test_copied_zero_copy_is_named_apart_from_real_zero_copy(tmp_path):
+    vm = RUNS / "20261125T090000Z-vm-e5f6"
+    lab = RUNS / "20261120T101500Z-lab-hw-a1b2"
+    comparison = compare.compare_runs(vm, lab, tmp_path)
+    zero = comparison.table[comparison.table["cell"].str.startswith("stream-zero_copy")]
+    assert not zero.empty
+    assert zero["cell"].str.contains(r"\(A: zero_copy: copied \(not zero-copy\); B: zero_copy\)").all()
+    plain = comparison.table[comparison.table["cell"].str.startswith("stream-one_copy")]
+    assert not plain["cell"].str.contains("copied").any()

@@ -175,3 +175,16 @@ def test_report_on_the_real_recorded_vm_run(tmp_path):
     assert "L1 and LLC misses were not counted" in text
     assert "their 95% intervals use t = 12.7" in text
     assert summary["latency_p50_us_mean"].notna().sum() == 16  # the rr cells
+
+
+def test_a_run_varying_sender_and_nodelay_reports_each_combination_apart(tmp_path):
+    run_dir = run_copy(tmp_path, "20261125T231027Z-variants-85df")
+    text = report.write_report(run_dir).read_text()
+    for sender in ("server", "client"):
+        for nodelay in ("False", "True"):
+            label = f"sender={sender}, nodelay={nodelay}"
+            assert f"# With {label}" in text
+            folder = run_dir / "plots" / f"sender={sender}_nodelay={nodelay}"
+            assert (folder / "throughput_vs_size.png").stat().st_size > 0
+    assert text.count("## The study's questions") == 4
+    assert "zero_copy: copied (not zero-copy)" in text

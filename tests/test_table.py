@@ -324,3 +324,14 @@ def test_floats_never_in_exponent_notation(tmp_path):
     assert written["server_context_switches"] == "2100000000.0"
     assert "e+" not in path.read_text() and "e-0" not in path.read_text()
     assert read_results(path).loc[0, "messages_per_s"] == 2.1e9
+
+
+def test_fields_clamped_to_the_message_size_is_not_a_mismatch():
+    # A 4-byte message in 8 fields is sent as 4 one-byte fields; the agents say fields=4.
+    folder = CELLS / ONE_COPY
+    cell = {**json.loads((folder / "identity.json").read_text()), "message_size": 4, "fields": 8}
+    server, client = (dataclasses.replace(_report(ONE_COPY, role), message_size=4, fields=4) for role in ("server", "client"))
+    row = cell_row(cell, server, client, None, None, None)
+    assert row["status"] == "ok", row["error"]
+    wrong = cell_row(cell, dataclasses.replace(server, fields=2), client, None, None, None)
+    assert "server agent ran fields=2, the cell has 4" in wrong["error"]
