@@ -17,15 +17,13 @@ from typing import Any, Literal
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
+from orchestrator.config import Mode, Role, Workload
 from orchestrator.errors import OrchestrateError
 
 # Validation runs on the JSON text (validate_json), where strict mode still takes objects for
 # the dataclasses but refuses 1.0, "12" and true where the contract says integer.
 _CONTRACT = ConfigDict(strict=True, extra="ignore")
 
-Role = Literal["server", "client"]
-Mode = Literal["two_copy", "one_copy", "zero_copy", "sendfile"]
-Workload = Literal["stream", "rr"]
 
 
 class AgentOutputError(OrchestrateError):

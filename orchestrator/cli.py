@@ -127,7 +127,7 @@ def _load_inputs(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
-        state = runs.load_run(Path(args.resume))
+        state = runs.reopen_run(Path(args.resume))
         console.print(f"resuming {state.run_dir}")
     else:
         if not args.config:

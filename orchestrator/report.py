@@ -244,6 +244,10 @@ def _caveats_section(run: RunData, summary: pd.DataFrame) -> str:
     if "perf_scope" in ok.columns and ok["perf_scope"].astype(str).eq("system").any():
         lines.append("- perf counted system-wide (`perf_scope: system`): counts include every process and "
                      "softirq work on the hosts, not the agents alone.")
+        if _is_local_link(run):
+            lines.append("- With system-wide counting and both roles on one machine, the server's and the client's "
+                         "counts each cover every CPU: their sums (cycles per byte, misses per KiB, context "
+                         "switches per second) count the machine twice. Read one side's figure instead.")
     if not summary.empty and (summary["ok"] == 2).any():
         lines.append(f"- {int((summary['ok'] == 2).sum())} cells have two successful repetitions: their 95% intervals "
                      "use t = 12.7 and are wide; more repetitions narrow them quickly (t = 4.3 at three).")

@@ -85,7 +85,7 @@ def create_run(experiment: Experiment, inventory: Inventory, results_root: Path)
     return RunState(run_dir, experiment.model_copy(update={"seed": seed}), inventory, plan)
 
 
-def load_run(run_dir: Path) -> RunState:
+def reopen_run(run_dir: Path) -> RunState:
     """A run folder to resume: its own saved config, inventory and plan, not the files today."""
     try:
         experiment = experiment_from_resolved(yaml.safe_load((run_dir / "config.yml").read_text()), run_dir / "config.yml")

@@ -14,7 +14,9 @@ VM = RUNS / "20261125T090000Z-vm-e5f6"
 HEADER = (
     "run_id,cell_id,workload,mode,message_size,threads,repetition,sender,status,error,warmup_s,duration_s,"
     "bytes_received,window_bytes,server_cpu_s,client_cpu_s,server_cycles,client_cycles,"
-    "server_context_switches,client_context_switches,zerocopy_completed_sends,zerocopy_copied_sends\n"
+    "server_context_switches,client_context_switches,zerocopy_completed_sends,zerocopy_copied_sends,"
+    # As orchestrator/table.py writes them: window bytes * 8 / duration, copied / completed.
+    "throughput_gbps,zerocopy_copied_fraction\n"
 )
 
 
@@ -25,7 +27,7 @@ def write(tmp_path: Path, *rows: str) -> Path:
 
 
 def test_empty_fields_are_nan_never_zero(tmp_path):
-    path = write(tmp_path, "r,stream-one_copy-1024B-1t-r1,stream,one_copy,1024,1,1,server,ok,NA,2,10,1000000000,800000000,3,1,,,,,,")
+    path = write(tmp_path, "r,stream-one_copy-1024B-1t-r1,stream,one_copy,1024,1,1,server,ok,NA,2,10,1000000000,800000000,3,1,,,,,,,0.64,")
     frame = derive.read_results(path)
     assert pd.isna(frame.loc[0, "server_cycles"])
     # "NA" in a text column is text, not missing
@@ -38,7 +40,7 @@ def test_derived_values_from_known_inputs(tmp_path):
     path = write(
         tmp_path,
         "r,stream-zero_copy-4096B-2t-r1,stream,zero_copy,4096,2,1,client,ok,,2,10,2000000000,1000000000,"
-        "1.0,4.0,3000000000,8000000000,100,140,50,5",
+        "1.0,4.0,3000000000,8000000000,100,140,50,5,0.8,0.1",
     )
     row = derive.derive_metrics(derive.read_results(path)).iloc[0]
     assert row["throughput_gbps"] == pytest.approx(0.8)  # 1e9 B * 8 / 10 s
@@ -56,8 +58,8 @@ def test_derived_values_from_known_inputs(tmp_path):
 def test_failed_rows_and_rr_rows_get_no_per_byte_figures(tmp_path):
     path = write(
         tmp_path,
-        "r,stream-one_copy-1024B-1t-r1,stream,one_copy,1024,1,1,server,failed,peer gone,2,,,,,,,,,,,",
-        "r,rr-one_copy-1024B-1t-r1,rr,one_copy,1024,1,1,,ok,,2,10,1000000,500000,1,1,1000,1000,10,10,,",
+        "r,stream-one_copy-1024B-1t-r1,stream,one_copy,1024,1,1,server,failed,peer gone,2,,,,,,,,,,,,,",
+        "r,rr-one_copy-1024B-1t-r1,rr,one_copy,1024,1,1,,ok,,2,10,1000000,500000,1,1,1000,1000,10,10,,,0.0004,",
     )
     derived = derive.derive_metrics(derive.read_results(path))
     assert derived["throughput_gbps"].isna().iloc[0]
@@ -66,7 +68,7 @@ def test_failed_rows_and_rr_rows_get_no_per_byte_figures(tmp_path):
 
 
 def test_garbage_number_is_a_user_error(tmp_path):
-    path = write(tmp_path, "r,c-r1,stream,one_copy,1024,1,1,server,ok,,2,10,<not supported>,1,1,1,,,,,,")
+    path = write(tmp_path, "r,c-r1,stream,one_copy,1024,1,1,server,ok,,2,10,<not supported>,1,1,1,,,,,,,,")
     with pytest.raises(OrchestrateError, match="bytes_received"):
         derive.read_results(path)
 

@@ -116,7 +116,7 @@ def test_system_wide_perf_scope_counts_the_whole_host(tmp_path):
         "client": {"host": "local", "workdir": str(tmp_path / "work")},
     }))
     results = tmp_path / "results"
-    assert main(["run", str(config), "--inventory", str(inventory), "--results", str(results), "--no-report"]) == 0
+    assert main(["run", str(config), "--inventory", str(inventory), "--results", str(results)]) == 0
     (run_dir,) = results.iterdir()
     frame = read_results(run_dir / "results.csv")
     row = frame.iloc[0]
@@ -125,3 +125,5 @@ def test_system_wide_perf_scope_counts_the_whole_host(tmp_path):
     assert " -a -- " in command
     # System-wide task-clock is summed over all CPUs: more CPU time than the agent alone used.
     assert row["server_task_clock"] / 1000 > row["server_cpu_s"]
+    # Both roles on one machine: the report warns that summing the sides counts it twice.
+    assert "count the machine twice" in " ".join((run_dir / "report.md").read_text().split())
