@@ -67,55 +67,49 @@ def show_preflight(report: Preflight) -> None:
 
 
 def show_summary(run_dir: Path) -> None:
-    """One line per cell, over its repetitions: the figures a user looks at first."""
+    """One line per cell, from the same summary the report uses: the figures a user looks at first."""
+    from .stats import summarize
     from .table import read_results
     from .units import format_size
 
-    frame = read_results(run_dir / "results.csv")
-    if frame.empty:
+    summary = summarize(read_results(run_dir / "results.csv"))
+    if summary.empty:
         return
-    extra = [k for k in VARIANT_COLUMNS if k in frame and frame[k].nunique(dropna=False) > 1]
-    keys = ["workload", "mode", "message_size", "threads", *extra]
-    with_workload = frame["workload"].nunique() > 1
-    with_latency = "latency_p99_us" in frame and frame["latency_p99_us"].notna().any()
+    extra = [k for k in VARIANT_COLUMNS if k in summary and summary[k].nunique(dropna=False) > 1]
+    with_workload = summary["workload"].nunique() > 1
+    with_latency = summary["latency_p99_us_mean"].notna().any()
     columns = (["workload"] if with_workload else []) + ["mode", "size", "thr", *extra, "ok", "Gbit/s", "sd"] + \
-        (["p99 µs"] if with_latency else []) + ["CPU srv", "CPU cli"]
+        (["p99 µs"] if with_latency else []) + ["CPU s/GB"]
     grid = Table(title=f"{run_dir.name} (means over ok repetitions)")
     for column in columns:
         if column in ("workload", "mode"):
             grid.add_column(column, no_wrap=True, min_width=len("zero_copy*") if column == "mode" else 6)
         else:
             grid.add_column(column, justify="right")
-    copied_any = unverified_any = False
-    for key, reps in frame.groupby(keys, sort=True, dropna=False):
-        good = reps[reps["status"] == "ok"]
-        mode = key[1]
+    marks: set[str] = set()
+    for _, cell in summary.iterrows():
+        mode = str(cell["mode"])
         if mode == "zero_copy":
-            fraction = good["zerocopy_copied_fraction"].max() if "zerocopy_copied_fraction" in good else float("nan")
-            if fraction != fraction:
-                mode = f"{mode}?"  # no completion was counted: nothing shows the kernel did not copy
-                unverified_any = True
-            elif fraction > 0:
-                mode, copied_any = f"{mode}*", True
+            fraction = cell["zerocopy_copied_fraction_max"]
+            mark = "?" if fraction != fraction else "*" if fraction > 0 else ""
+            mode += mark
+            marks.add(mark)
 
-        def mean(column: str, spec: str) -> str:
-            if column not in good or good[column].isna().all():
-                return "—"
-            return format(good[column].mean(), spec)
+        def figure(metric: str, spec: str) -> str:
+            value = cell[metric]
+            return "—" if value != value else format(value, spec)
 
-        spread = good["throughput_gbps"].std() if len(good) > 1 else float("nan")
-        row = ([key[0]] if with_workload else []) + [
-            mode, format_size(int(key[2])), str(key[3]), *(str(v) for v in key[4:]), f"{len(good)}/{len(reps)}",
-            mean("throughput_gbps", ".3g"), "—" if spread != spread else f"{spread:.2g}",
-        ] + ([mean("latency_p99_us", ".0f")] if with_latency else []) + [
-            mean("server_cpu_s", ".2f"), mean("client_cpu_s", ".2f"),
-        ]
-        grid.add_row(*row)
+        grid.add_row(
+            *([str(cell["workload"])] if with_workload else []), mode, format_size(int(cell["message_size"])),
+            str(cell["threads"]), *(str(cell[k]) for k in extra), f"{cell['ok']}/{cell['repetitions']}",
+            figure("throughput_gbps_mean", ".3g"), figure("throughput_gbps_std", ".2g"),
+            *([figure("latency_p99_us_mean", ".0f")] if with_latency else []), figure("cpu_s_per_gb_mean", ".3g"),
+        )
     out.print(grid)
-    if copied_any:
+    if "*" in marks:
         out.print("* the kernel copied some or all of these zero_copy sends (SO_EE_CODE_ZEROCOPY_COPIED): "
                   "not zero-copy, as on loopback and veth; the fraction is in results.csv")
-    if unverified_any:
+    if "?" in marks:
         out.print("? no zero-copy completion was counted for these cells: unverified")
 
 

@@ -66,3 +66,14 @@ def test_every_command_is_wired():
     parser = build_parser()
     for argv in (["run", "c.yml"], ["check", "c.yml"], ["report", "r"], ["compare", "a", "b"], ["lab", "status"]):
         assert callable(parser.parse_args(argv).handler)
+
+
+def test_summary_marks_copied_zero_copy_and_splits_varied_parameters():
+    from orchestrator import cli
+
+    with cli.out.capture() as captured:
+        cli.show_summary(ROOT / "tests" / "fixtures" / "runs" / "20261125T231027Z-variants-85df")
+    text = captured.get()
+    assert "zero_copy*" in text and "not zero-copy" in text
+    assert "sender" in text and "nodelay" in text
+    assert len([line for line in text.splitlines() if "one_copy" in line]) == 4
