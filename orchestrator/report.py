@@ -408,13 +408,21 @@ def _q_zero_vs_one(summary: pd.DataFrame) -> list[str]:
     return lines + _copied_caveat(summary) + [""]
 
 
+def _thread_span(stream: pd.DataFrame) -> tuple[int, int] | str:
+    """The fewest and most threads measured, or why thread questions can't be answered."""
+    threads = sorted(stream["threads"].unique())
+    if len(threads) < 2:
+        return f"{NOT_ANSWERABLE}: it has {len(threads)} thread count(s)."
+    return threads[0], threads[-1]
+
+
 def _q_thread_scaling(summary: pd.DataFrame, run: RunData) -> list[str]:
     lines = ["### How does throughput scale with threads?", ""]
     stream = summary[summary["workload"] == "stream"]
-    threads = sorted(stream["threads"].unique())
-    if len(threads) < 2:
-        return lines + [f"{NOT_ANSWERABLE}: it has {len(threads)} thread count(s).", ""]
-    low, high = threads[0], threads[-1]
+    span = _thread_span(stream)
+    if isinstance(span, str):
+        return lines + [span, ""]
+    low, high = span
     rows, efficiencies = [], []
     pairs = stream.groupby(["mode", "message_size"])
     for (mode, size), group in sorted(pairs, key=lambda item: (derive.mode_rank(item[0][0]), item[0][1])):
@@ -518,10 +526,10 @@ def _q_cache_level(summary: pd.DataFrame) -> list[str]:
 def _q_threads_and_contention(summary: pd.DataFrame) -> list[str]:
     lines = ["### How does thread count interact with cache misses and context switches?", ""]
     stream = summary[summary["workload"] == "stream"]
-    threads = sorted(stream["threads"].unique())
-    if len(threads) < 2:
-        return lines + [f"{NOT_ANSWERABLE}: it has {len(threads)} thread count(s).", ""]
-    low, high = threads[0], threads[-1]
+    span = _thread_span(stream)
+    if isinstance(span, str):
+        return lines + [span, ""]
+    low, high = span
     metrics = [("l1_misses_per_kib", "L1 misses per KiB"), ("llc_misses_per_kib", "LLC misses per KiB"),
                ("context_switches_per_s", "context switches per second")]
     if not _counted(stream, "context_switches_per_s"):

@@ -120,14 +120,21 @@ def _stream_columns(sender: AgentReport | None, receiver: AgentReport | None) ->
         row["bytes_sent"] = sender.total.bytes_sent
         row["send_calls"] = sender.window.send_calls
     if receiver is not None:
-        assert receiver.total is not None and receiver.window is not None
-        seconds = receiver.window.seconds
-        row["duration_s"] = seconds
+        assert receiver.total is not None
         row["bytes_received"] = receiver.total.bytes_received
-        row["window_bytes"] = receiver.window.bytes_received
-        if seconds > 0:
-            row["throughput_gbps"] = receiver.window.bytes_received * 8 / seconds / 1e9
-            row["messages_per_s"] = receiver.window.messages_received / seconds
+        row.update(_window_columns(receiver))
+    return row
+
+
+def _window_columns(measurer: AgentReport) -> Row:
+    """The measured window of the side that receives the data that counts: its length, its
+    bytes, and the rates over its own measured seconds (never the nominal duration)."""
+    assert measurer.window is not None
+    seconds = measurer.window.seconds
+    row: Row = {"duration_s": seconds, "window_bytes": measurer.window.bytes_received}
+    if seconds > 0:
+        row["throughput_gbps"] = measurer.window.bytes_received * 8 / seconds / 1e9
+        row["messages_per_s"] = measurer.window.messages_received / seconds
     return row
 
 
@@ -135,14 +142,9 @@ def _rr_columns(server: AgentReport | None, client: AgentReport | None) -> Row:
     row: Row = {}
     if client is not None:
         assert client.total is not None and client.window is not None
-        seconds = client.window.seconds
-        row["duration_s"] = seconds
         row["bytes_sent"] = client.total.bytes_sent
-        row["window_bytes"] = client.window.bytes_received
         row["send_calls"] = client.window.send_calls
-        if seconds > 0:
-            row["throughput_gbps"] = client.window.bytes_received * 8 / seconds / 1e9
-            row["messages_per_s"] = client.window.messages_received / seconds
+        row.update(_window_columns(client))
         if client.rr is not None:
             row["transactions"] = client.rr.transactions
             row["transactions_per_s"] = client.rr.transactions_per_s

@@ -72,17 +72,23 @@ def test_hello_mismatch_refused(built_agent: Path) -> None:
         parse_agent_json(json.dumps(side.doc))
 
 
-def test_killed_client_gives_prompt_error(built_agent: Path) -> None:
-    args = ["--duration", "20", "--threads", "2"]
-    server, port = start_server(built_agent, args)
+def kill_client_mid_run(built_agent: Path, port: int, args: list[str]) -> subprocess.Popen:
+    """A client that runs for half a second and is then SIGKILLed, as a crashed peer would be."""
     client = subprocess.Popen(
         [str(built_agent), "client", "--connect", LOOPBACK, "--port", str(port), *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    time.sleep(0.5)
+    client.send_signal(signal.SIGKILL)
+    client.wait()
+    return client
+
+
+def test_killed_client_gives_prompt_error(built_agent: Path) -> None:
+    args = ["--duration", "20", "--threads", "2"]
+    server, port = start_server(built_agent, args)
+    client = kill_client_mid_run(built_agent, port, args)
     try:
-        time.sleep(0.5)
-        client.send_signal(signal.SIGKILL)
-        client.wait()
         killed = time.monotonic()
         side = finish(server, timeout=5)
         assert time.monotonic() - killed < 3
@@ -97,14 +103,8 @@ def test_killed_client_gives_prompt_error(built_agent: Path) -> None:
 def test_killed_sending_client_detected_by_receiving_server(built_agent: Path) -> None:
     args = ["--duration", "20", "--sender", "client", "--size", "1024"]
     server, port = start_server(built_agent, args)
-    client = subprocess.Popen(
-        [str(built_agent), "client", "--connect", LOOPBACK, "--port", str(port), *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    client = kill_client_mid_run(built_agent, port, args)
     try:
-        time.sleep(0.5)
-        client.send_signal(signal.SIGKILL)
-        client.wait()
         side = finish(server, timeout=5)
     finally:
         kill_quietly(client)
