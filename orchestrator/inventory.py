@@ -16,7 +16,11 @@ LOCAL = "local"
 # held to a conservative alphabet first.
 HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:%-]{0,252}$")]
 UserName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")]
-Workdir = Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]{0,254}$")]
+# A workdir is absolute, or starts with `~/` for the SSH user's home on that host (resolved there).
+Workdir = Annotated[str, Field(pattern=r"^(/|~/)[A-Za-z0-9_./-]{0,254}$")]  # pydantic: Rust regex, $ is the very end
+# The default is private to the SSH user: never a fixed shared path another account could create first.
+DEFAULT_WORKDIR = "~/.cache/orchestrate"
+PerfAccess = Literal["direct", "sudo", "user-only"]
 
 
 def _ip_address(value: str) -> str:
@@ -29,7 +33,27 @@ def _ip_address(value: str) -> str:
 def _no_dot_dot(value: str) -> str:
     if ".." in value.split("/"):
         raise ValueError("a workdir may not contain '..'")
+    if value.rstrip("/") in ("", "~"):
+        raise ValueError("a workdir must be a folder of its own, not / or the home folder itself")
     return value
+
+
+class JumpSpec(BaseModel):
+    """A bastion (SSH jump host) in front of a host: reached first, its host key checked like any other."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: HostName
+    user: UserName | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    key: str | None = None
+    # None: the same known_hosts file as the host behind it.
+    known_hosts: str | None = None
+
+    @property
+    def label(self) -> str:
+        target = f"{self.user}@{self.host}" if self.user else self.host
+        return f"{target}:{self.port}" if self.port else target
 
 
 class HostSpec(BaseModel):
@@ -40,8 +64,13 @@ class HostSpec(BaseModel):
     port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
     key: str | None = None
     known_hosts: str | None = None
+    jump: JumpSpec | None = None
     data_address: Annotated[str, AfterValidator(_ip_address)] = "127.0.0.1"
-    workdir: Annotated[Workdir, AfterValidator(_no_dot_dot)] = "/tmp/orchestrate"
+    workdir: Annotated[Workdir, AfterValidator(_no_dot_dot)] = DEFAULT_WORKDIR
+    # How perf gets its counters here: `direct` needs perf_event_paranoid low enough for kernel
+    # counts; `sudo` runs perf, and only perf, through `sudo -n`; `user-only` accepts user-space
+    # counts (`:u`), labelled as such in the results.
+    perf_access: PerfAccess = "direct"
 
     @property
     def is_local(self) -> bool:
@@ -62,6 +91,8 @@ class HostSpec(BaseModel):
 class Inventory(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # An ssh_config file to read instead of ~/.ssh/config (Host aliases, ProxyJump, ProxyCommand).
+    ssh_config: str | None = None
     server: HostSpec
     client: HostSpec
 
@@ -83,17 +114,26 @@ def load_inventory(path: Path) -> Inventory:
     path = Path(path)
     inventory = validate(Inventory, load_yaml(path), path)
     assert isinstance(inventory, Inventory)
-    return Inventory(server=_anchor_paths(inventory.server, path), client=_anchor_paths(inventory.client, path))
+    return inventory.model_copy(update={
+        "ssh_config": _anchor(inventory.ssh_config, path),
+        "server": _anchor_paths(inventory.server, path),
+        "client": _anchor_paths(inventory.client, path),
+    })
 
 
-def _anchor_paths(spec: HostSpec, inventory_path: Path) -> HostSpec:
-    """Key files named relative to the inventory are found beside it, wherever we run from."""
-    update = {}
-    for name in ("key", "known_hosts"):
-        value = getattr(spec, name)
-        if value:
-            resolved = Path(value).expanduser()
-            if not resolved.is_absolute():
-                resolved = inventory_path.parent.resolve() / resolved
-            update[name] = str(resolved)
+def _anchor(value: str | None, inventory_path: Path) -> str | None:
+    """A file named relative to the inventory is found beside it, wherever we run from."""
+    if not value:
+        return value
+    resolved = Path(value).expanduser()
+    if not resolved.is_absolute():
+        resolved = inventory_path.parent.resolve() / resolved
+    return str(resolved)
+
+
+def _anchor_paths(spec: BaseModel, inventory_path: Path):
+    update: dict[str, Any] = {name: _anchor(getattr(spec, name), inventory_path) for name in ("key", "known_hosts")}
+    jump = getattr(spec, "jump", None)
+    if jump is not None:
+        update["jump"] = _anchor_paths(jump, inventory_path)
     return spec.model_copy(update=update)

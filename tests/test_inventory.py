@@ -15,7 +15,7 @@ def test_ssh_inventory(tmp_path):
     assert inventory.server.label == "bench@lab-a.example.org:2222"
     assert inventory.client.label == "lab-b.example.org"
     assert inventory.server.data_address == "198.18.0.1"
-    assert inventory.client.workdir == "/tmp/orchestrate"
+    assert inventory.client.workdir == "~/.cache/orchestrate"  # private to the SSH user, resolved on the host
     # A key named relative to the inventory is found beside it.
     assert inventory.server.key == str(FIXTURES / "good" / "keys" / "id_ed25519")
 

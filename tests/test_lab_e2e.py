@@ -24,7 +24,8 @@ from .test_cli import ENV, ORCHESTRATE, orchestrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
-PREFIX = "orcht"
+# Its own prefix per checkout, so that two test sessions on one machine do not share a lab.
+PREFIX = os.environ.get("ORCH_TEST_LAB_PREFIX", "orcht")
 NAMESPACES = (f"{PREFIX}-server", f"{PREFIX}-client")
 
 
