@@ -27,7 +27,10 @@ from orchestrator import lab
 from orchestrator.errors import LabError
 from orchestrator.inventory import load_inventory
 
-TAG = f"t{os.getpid() % 100000}"
+# Every lab prefix is derived from ORCH_TEST_LAB_PREFIX when it is set (each helper or CI job
+# has its own), else from the pid: a test never touches a user's lab or another session's.
+_BASE = os.environ.get("ORCH_TEST_LAB_PREFIX") or f"t{os.getpid() % 100000}"
+TAG = _BASE[:10]
 
 
 def _require_lab() -> None:
@@ -106,7 +109,7 @@ def test_up_builds_every_part_and_status_reports_it(lab_opts):
     st = lab.status(lab_opts)
     assert st.ok, st.rows
     kinds = sorted(r.kind for r in st.rows)
-    assert kinds == sorted(["state", "inventory"] + ["namespace", "data link", "mgmt link", "sshd"] * 2)
+    assert kinds == sorted(["state", "inventory", "ssh_config"] + ["namespace", "data link", "mgmt link", "sshd"] * 2)
     assert {f"{lab_opts.prefix}-server", f"{lab_opts.prefix}-client"} <= _netns()
     assert "198.18.0.1/24" in st.row(f"{lab_opts.prefix}-server/data0").detail
     assert "198.18.0.2/24" in st.row(f"{lab_opts.prefix}-client/data0").detail
