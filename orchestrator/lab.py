@@ -1151,7 +1151,8 @@ def _reshape(opts: LabOptions, state: dict[str, Any], index: int) -> None:
         _ip("link", "del", f"{opts.prefix}-mb", check=False)
         for role in ROLES:
             _ip("link", "del", JUMP_IF, netns=f"{opts.prefix}-{role}", check=False)
-        _remove_route(int(state.get("route_metric") or _route_metric(index)))
+        if state.get("route_metric") is not None:
+            _remove_route(int(state["route_metric"]))
         shutil.rmtree(opts.resolved_state_dir / BASTION, ignore_errors=True)
     if new.bastion and not old.bastion:
         for role in ROLES:  # the hosts lose their way in from the root namespace
@@ -1210,8 +1211,7 @@ def _build(opts: LabOptions, state: dict[str, Any] | None) -> None:
         # The inventory moved; the old one would describe a lab that no longer matches it.
         if _is_our_inventory(Path(recorded_inventory), opts.prefix):
             Path(recorded_inventory).unlink()
-    if opts.bastion:
-        state.update(bastion=True, route_metric=_route_metric(index))
+    state.update(bastion=opts.bastion, route_metric=_route_metric(index) if opts.bastion else None)
     state["no_compiler"] = list(opts.no_compiler)
     _write_state(opts, state)
 
@@ -1302,7 +1302,6 @@ def _teardown(opts: LabOptions) -> list[str]:
         state = _read_state(opts)
     except LabError:
         state = None  # an unreadable state must not stop the cleanup
-    index = int(state["mgmt_index"]) if state else 0
     state_dir = opts.resolved_state_dir
     # Whatever shape the lab had (or half had): every namespace and root link the prefix names.
     names = (BASTION, *ROLES)
@@ -1330,8 +1329,9 @@ def _teardown(opts: LabOptions) -> list[str]:
             _ip("link", "del", root_if, check=False)
         if root_link_existed:
             removed.append(f"link {root_if}")
-    metric = int(state.get("route_metric") or _route_metric(index)) if state else _route_metric(index)
-    if _remove_route(metric):
+    # Only a metric the state records: without it, the route with that metric may be another lab's.
+    metric = (state or {}).get("route_metric")
+    if metric is not None and _remove_route(int(metric)):
         removed.append(f"route unreachable {LAB_RANGE} metric {metric}")
 
     _remove_sudoers(opts.prefix, removed)
