@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -541,6 +542,10 @@ def test_a_no_compiler_host_has_no_compiler_and_the_rest_of_usr_bin(site):
         assert _run_on(host, probe)[1] == ""
         assert _run_on(host, "gcc --version")[0] != 0
         assert _run_on(host, "ls /usr/lib/llvm-*/bin/clang /usr/lib/gcc/*/*/cc1 2>/dev/null")[1] == ""
+        # Every versioned and cross name too, wherever a session would look for one.
+        listing = _run_on(host, "ls /usr/bin /usr/local/bin")[1].split()
+        assert "tar" in listing and "perf" in listing
+        assert [n for n in listing if re.search(r"(^|-)(gcc|g\+\+|clang)($|-)|^(cc|c\+\+|c89|c99|tcc)$", n)] == []
         for tool in ("perf --version", "tar --version", "sh -c true", "ip -V", "sudo -V"):
             assert _run_on(host, tool)[0] == 0, tool
     with _through_bastion(doc["client"]) as host:
@@ -571,6 +576,15 @@ def test_site_lab_up_again_changes_nothing_and_repairs(site):
     repaired = lab.up(site)
     assert repaired.ok, repaired.rows
     assert repaired.row(f"compilers {site.prefix}-server").state == "ok"
+
+    # The bastion's namespace deleted under it: rebuilt, with its links, and the way in works again.
+    old_bastion_sshd = _sshd_pids(lab.status(site))[f"sshd {site.prefix}-bastion"]
+    subprocess.run(["ip", "netns", "del", f"{site.prefix}-bastion"], check=True)
+    assert lab.status(site).row(f"{site.prefix}-bastion").state == "missing"
+    assert lab.up(site).ok
+    assert not lab._alive(old_bastion_sshd)  # orphaned in the deleted namespace, then stopped
+    with _through_bastion(_inventory(site)["server"]) as host:
+        assert _run_on(host, "id -un")[1].strip() == site.user
 
 
 def _leftovers(opts: lab.LabOptions, user: str) -> list[str]:
