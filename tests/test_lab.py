@@ -39,7 +39,8 @@ TAG = _BASE[:10]
 
 def _require_lab() -> None:
     require_root()
-    for tool, package in (("ip", "iproute2"), ("tc", "iproute2"), ("sshd", "openssh-server"), ("ssh-keygen", "openssh-client")):
+    for tool, package in (("ip", "iproute2"), ("tc", "iproute2"), ("sshd", "openssh-server"), ("ssh-keygen", "openssh-client"),
+                          ("ssh", "openssh-client")):
         require(lab.shutil.which(tool, path=lab._TOOL_PATH) is not None, f"`{tool}` missing; install {package}")
 
 
@@ -144,6 +145,20 @@ def test_ssh_reaches_each_namespace_with_strict_host_keys(lab_opts, tmp_path):
         assert f"inet {mine}/24" in out, out
         assert other not in out, out
         assert f"inet {spec['host']}/30" in out
+
+    # The lab's ssh_config names every namespace; OpenSSH and the inventory loader both take it.
+    config = lab.status(lab_opts).ssh_config_path
+    assert config == lab_opts.resolved_state_dir / "ssh_config" and "ProxyJump" not in config.read_text()
+    proc = subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", f"{lab_opts.prefix}-client", "ip -o -4 addr"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "inet 198.18.0.2/24" in proc.stdout, proc.stderr
+    aliases = tmp_path / "aliases.yml"
+    aliases.write_text(yaml.safe_dump({
+        "ssh_config": str(config),
+        "server": {"host": f"{lab_opts.prefix}-server", "data_address": "198.18.0.1", "workdir": "/tmp/a"},
+        "client": {"host": f"{lab_opts.prefix}-client", "data_address": "198.18.0.2", "workdir": "/tmp/b"},
+    }))
+    assert load_inventory(aliases).ssh_config == str(config)
 
     # The check is real: with a known_hosts that lacks the host, the connection is refused.
     empty = tmp_path / "known_hosts"
@@ -400,7 +415,7 @@ def _site_user(prefix: str) -> str:
 def _require_site() -> None:
     _require_lab()
     for tool, package in (("useradd", "passwd"), ("visudo", "sudo"), ("sudo", "sudo"), ("perf", "linux-perf"),
-                          ("unshare", "util-linux"), ("ssh", "openssh-client")):
+                          ("unshare", "util-linux")):
         require(lab.shutil.which(tool, path=lab._TOOL_PATH) is not None, f"`{tool}` missing; install {package}")
 
 
