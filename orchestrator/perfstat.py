@@ -161,6 +161,13 @@ class Resolved:
     reach: Reach
     restricted: bool
 
+    @property
+    def narrowed(self) -> bool:
+        """perf's fallback cost this event its kernel part: a supported counter now counting
+        user space only, or nothing. (A clock stays whole; an unsupported event lost nothing.)"""
+        supported = self.counter is not None and self.counter.status != "not_supported"
+        return self.restricted and supported and self.reach != USER_AND_KERNEL
+
 
 def resolve(counters: Mapping[str, Counter], requested: Iterable[str]) -> dict[str, Resolved]:
     """Each requested event (canonical name) with its counter, found under its own name or
@@ -194,9 +201,9 @@ def counted_as_requested(
     counters: Mapping[str, Counter], requested: Iterable[str]
 ) -> tuple[dict[str, Counter], Reach | None]:
     """Counters in perf's order, each fallback record renamed to the event asked for, and
-    what this perf run counted: `user` when perf narrowed any requested event to user
-    space, `user+kernel` when it counted something and narrowed nothing, None when it
-    counted nothing."""
+    what this perf run counted: `user` when perf's fallback to user space cost any requested
+    event its kernel part, `user+kernel` when it counted something and cost nothing, None
+    when it counted nothing."""
     resolved = resolve(counters, requested)
     fallbacks = {c.name: r for c in counters.values() for r in resolved.values()
                  if r.restricted and is_user_only_fallback(r.event, c.name)}
@@ -208,7 +215,7 @@ def counted_as_requested(
                 out[r.event] = r.counter
         else:
             out[name] = resolved[name].counter or counter if name in resolved else counter
-    if any(r.restricted for r in resolved.values()):
+    if any(r.narrowed for r in resolved.values()):
         return out, USER_ONLY
     if any(c.value is not None for c in out.values()):
         return out, USER_AND_KERNEL

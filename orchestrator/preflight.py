@@ -256,8 +256,7 @@ def classify_probe(stdout: str, stderr: str, access: str, events: list[str]) -> 
     for event in events:
         found = resolved[perfstat.canonical_event(event)]
         check.counts[event] = found.reach
-        supported = found.counter is not None and found.counter.status != "not_supported"
-        if found.restricted and supported and found.reach != perfstat.USER_AND_KERNEL:
+        if found.narrowed:
             check.narrowed.append(event)
     return check
 

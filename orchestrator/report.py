@@ -287,7 +287,7 @@ def _caveats_section(run: RunData, summary: pd.DataFrame) -> str:
                          "switches per second) count the machine twice. Read one side's figure instead.")
     user = user_space_only(run.results)
     if user:
-        lines.append(f"- {user.caveat[0].upper()}{user.caveat[1:]}. Per-byte CPU cost is read from CPU time "
+        lines.append(f"- {user.caveat}. Per-byte CPU cost is read from CPU time "
                      "(rusage, user + system) instead, and context switches from rusage.")
     if not summary.empty and (summary["ok"] == 2).any():
         lines.append(f"- {int((summary['ok'] == 2).sum())} cells have two successful repetitions: their 95% intervals "

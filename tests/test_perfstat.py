@@ -286,6 +286,14 @@ def test_whole_counts_are_labelled_user_and_kernel_and_explicit_u_stays_apart():
     assert hybrid["cycles"].value == 5234567890 and hybrid["cycles:u"].value == 2400000000
 
 
+def test_a_fallback_that_cost_nothing_is_still_whole():
+    # Only a clock (whole under :u) and an unsupported counter (nothing to lose) fell back.
+    counters, counts = counted_as_requested(load_perf_file(PERF / "unpriv_probe.csv"), ["cycles", "task-clock"])
+    assert counts == "user+kernel" and counters["task-clock"].value == 0.71
+    _, counts = counted_as_requested(load_perf_file(PERF / "unpriv_probe.csv"), ["cycles", "context-switches"])
+    assert counts == "user"
+
+
 def test_nothing_counted_has_no_label():
     hardware_only = {k: v for k, v in load_perf_file(PERF / "vm_process.csv").items() if v.value is None}
     assert len(hardware_only) == 4
