@@ -654,6 +654,9 @@ def _problems_section(summary: pd.DataFrame) -> str:
     return "\n".join(lines + [""])
 
 
+# Plots that can show perf's cycle and cache-miss counts.
+COUNTER_PLOTS = ("cpu_per_byte_vs_size", "cache_misses_vs_size")
+
 PLOT_TITLES = {
     "throughput_vs_size": "Throughput vs message size",
     "throughput_vs_threads": "Throughput vs threads",
@@ -700,9 +703,12 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, l
         folder = f"plots/{_variant_folder(label)}/" if label else "plots/"
         parts += [heading, "## Tables", "", _stream_tables(group, user_space_only(run.results)) if not group.empty else "No cells.\n",
                   _rr_table(group) if not group.empty else "", "## Plots", ""]
+        user = user_space_only(run.results)
         for name in plot_names.get(label, []):
             parts += [f"### {PLOT_TITLES.get(name, name)}", "", f"![{PLOT_TITLES.get(name, name)}]({folder}{name}.png)",
                       "", f"[SVG]({folder}{name}.svg)", ""]
+            if user and name in COUNTER_PLOTS:
+                parts += [f"*User space only:* {user.caveat}.", ""]
         parts.append(_questions_section(group, run))
     return "\n".join(parts)
 

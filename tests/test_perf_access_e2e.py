@@ -114,6 +114,7 @@ def test_user_only_runs_and_labels_user_space_counts(user_lab, tmp_path):
     report = " ".join((run_dir / "report.md").read_text().split())
     assert "**User space only:** perf counted user space only on the server and client" in report
     assert "kernel time, where the copies happen, is not in the cycle and cache-miss counts" in report
+    assert "<strong>User space only:</strong> perf counted user space only" in (run_dir / "report.html").read_text()
 
 
 def test_sudo_counts_user_and_kernel_with_agents_as_the_user(user_lab, tmp_path):

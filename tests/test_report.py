@@ -191,11 +191,11 @@ def test_a_run_varying_sender_and_nodelay_reports_each_combination_apart(tmp_pat
 
 
 def _markdown(run_dir: Path) -> str:
-    """report.md's text without drawing the plots."""
+    """report.md's text without drawing the plots (named as if they were drawn)."""
     from orchestrator import stats
 
     run = report.load_run(run_dir)
-    return report.render_markdown(run, stats.summarize(run.results), {})
+    return report.render_markdown(run, stats.summarize(run.results), {"": list(report.PLOT_TITLES)})
 
 
 def test_user_space_only_counts_are_never_passed_off_as_whole(tmp_path):
@@ -224,3 +224,8 @@ def test_user_space_only_counts_are_never_passed_off_as_whole(tmp_path):
     threads = text.split("### How does thread count interact with cache misses and context switches?")[1]
     assert "the miss ratios cover user space only" in threads
     assert "Caveats for this run" in text and "Per-byte CPU cost is read from CPU time" in text
+    # and under the plots that can show those counts
+    for name in report.COUNTER_PLOTS:
+        after = text.split(f"/{name}.svg)")[1].split("###")[0]
+        assert "*User space only:* perf counted user space only on the server" in after
+    assert "*User space only:*" not in text.split("/throughput_vs_size.svg)")[1].split("###")[0]
