@@ -101,7 +101,8 @@ def _network_checks(host: Host, experiment: Experiment, inventory: Inventory, re
 # The highest kernel.perf_event_paranoid at which an account without CAP_PERFMON may still
 # count the kernel for its own processes (perf_allow_kernel refuses above 1), and count whole
 # CPUs as `perf stat -a` does (perf_allow_cpu refuses above 0): Documentation/admin-guide/
-# sysctl/kernel.rst and perf-security.rst. Debian's 3 refuses unprivileged perf altogether.
+# sysctl/kernel.rst and perf-security.rst. Some distribution kernels take 3 or 4: no unprivileged
+# perf at all, not even user space.
 PARANOID_FOR_KERNEL = 1
 PARANOID_FOR_SYSTEM = 0
 _MARK = "@@orchestrate-perf "
@@ -140,12 +141,12 @@ class PerfCheck:
         paranoid = "unreadable" if self.paranoid is None else str(self.paranoid)
         return f"kernel.perf_event_paranoid={paranoid}, uid {'?' if self.uid is None else self.uid}"
 
-    def fixes(self, scope: str) -> str:
+    def fixes(self, scope: str, user_only_helps: bool = True) -> str:
         level = PARANOID_FOR_SYSTEM if scope == "system" else PARANOID_FOR_KERNEL
         fixes = [f"`sysctl -w kernel.perf_event_paranoid={level}` on this host"
                  + (" (perf.scope: system counts whole CPUs: 0 or -1)" if scope == "system" else " (or lower)"),
                  "`perf_access: sudo` for this host in the inventory, with a NOPASSWD sudoers rule for perf"]
-        if scope != "system":
+        if scope != "system" and user_only_helps:
             fixes.append("`perf_access: user-only` to accept user-space counts, labelled so in the results")
         return "; or ".join(fixes)
 
@@ -164,7 +165,8 @@ class PerfCheck:
         if self.complaint:
             detail = f"perf stat refused the events ({self.setting()}, perf_access: {self.access}): {self.complaint}"
             if self._too_paranoid(scope):
-                detail = f"{detail.rstrip('. ')}. Fix: {self.fixes(scope)}"
+                # perf refused even user-space counting: accepting user-only counts cannot help.
+                detail = f"{detail.rstrip('. ')}. Fix: {self.fixes(scope, user_only_helps=False)}"
             return [(False, detail)]
         by_reach: dict[str, list[str]] = {}
         for event, reach in self.counts.items():

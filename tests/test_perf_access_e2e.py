@@ -34,7 +34,7 @@ EVENTS = ["cycles", "instructions", "context-switches", "task-clock", "page-faul
 
 @pytest.fixture(scope="module")
 def paranoid_2():
-    """kernel.perf_event_paranoid at 2, Debian's default, for the module; put back after."""
+    """kernel.perf_event_paranoid at 2, the kernel's default, for the module; put back after."""
     require_root()
     before = PARANOID.read_text().strip()
     try:

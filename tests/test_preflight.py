@@ -131,3 +131,12 @@ def test_every_requested_event_is_classified(recording):
     assert list(result.counts) == EVENTS
     assert set(result.counts.values()) <= {"user+kernel", "user", "nothing"}
     assert result.to_json()["counts"] == result.counts
+
+
+def test_a_kernel_refusing_all_unprivileged_perf_is_not_offered_user_only():
+    # Some distribution kernels take 3 or 4: perf refuses even user-space counting.
+    _, findings, _ = check("paranoid4_direct_process", access="user-only")
+    (problem,) = problems(findings)
+    assert "kernel.perf_event_paranoid=4, uid 1000" in problem
+    assert "`sysctl -w kernel.perf_event_paranoid=1`" in problem and "perf_access: sudo" in problem
+    assert "perf_access: user-only`" not in problem
