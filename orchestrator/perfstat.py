@@ -54,7 +54,7 @@ _DECIMAL = re.compile(r"^-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
 # Core PMUs whose per-type records add up to one counter: x86 (`cpu`), Intel hybrid
 # (`cpu_core`, `cpu_atom`, `cpu_lowpower`) and Arm big.LITTLE (`armv8_cortex_a53`, ...).
 _CORE_PMU = re.compile(r"^(?:cpu|cpu_core|cpu_atom|cpu_lowpower|armv\d+_[a-z0-9_]+)$")
-# perf before 6.x appended a fallback's modifier to a PMU event as `cpu_core/cycles/:u`.
+# Older perf appended a fallback's modifier to a PMU event as `cpu_core/cycles/:u`.
 _PMU_EVENT = re.compile(r"^(?P<pmu>[A-Za-z0-9_.-]+)/(?P<event>[^/]+)/:?(?P<mods>[A-Za-z]*)$")
 _MODIFIED_EVENT = re.compile(r"^(?P<base>[^:]+):(?P<mods>[A-Za-z]+)$")
 
@@ -214,7 +214,8 @@ def counted_as_requested(
             if r.counter is not None:
                 out[r.event] = r.counter
         else:
-            out[name] = resolved[name].counter or counter if name in resolved else counter
+            # a requested event under its own name: as resolved (a 0 that means nothing, emptied)
+            out[name] = (resolved[name].counter or counter) if name in resolved else counter
     if any(r.narrowed for r in resolved.values()):
         return out, USER_ONLY
     if any(c.value is not None for c in out.values()):
