@@ -15,6 +15,7 @@ from .deploy import Agent
 from .errors import HostError
 from .hosts import Host, Process, extract_tar, q
 from .plan import Cell
+from .preflight import DROP_TO_USER, perf_prefix
 
 READY_TIMEOUT = 15.0
 ARM_MIN_WARMUP = 0.5
@@ -79,14 +80,22 @@ def cell_time_limit(experiment: Experiment) -> float:
 def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -> str:
     experiment = ctx.experiment
     server_address = ctx.hosts["server"].spec.data_address
-    agent = [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)]
+    agent = " ".join(q(a) for a in [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)])
     events = ctx.perf_events.get(role) or []
-    perf: list[str] = []
+    perf_file = q(f"{role}.perf.csv")
+    command = agent
     if experiment.perf.enabled and events:
-        perf = ["perf", "stat", "-x,", "-o", f"{role}.perf.csv", "-e", ",".join(events)]
+        access = ctx.hosts[role].spec.perf_access
+        perf = [*perf_prefix(access), "stat", "-x,", "-o", f"{role}.perf.csv", "-e", ",".join(events)]
         if experiment.perf.scope == "system":
             perf.append("-a")
         perf.append("--")
+        command = f"{' '.join(q(a) for a in perf)} {agent}"
+        if access == "sudo":
+            # perf runs as root and the agent as the SSH user again (setpriv). The user makes the
+            # counters' file first, so root perf writes into a file the user owns and can tar
+            # back; sudo gets no stdin, so it can never sit waiting for a password.
+            command = (f": >{perf_file} && {' '.join(q(a) for a in perf)} {' '.join(DROP_TO_USER)} {agent} </dev/null")
     directory = ctx.remote_dir(role, cell)
     # After the agent, the same command sends this role's raw files back as a tar stream behind
     # a marker line: no extra SSH round trip per cell to fetch them.
@@ -94,7 +103,7 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     # session's own start-up is not on the critical path after the server is ready.
     gate = f"IFS= read -r go && [ \"$go\" = {GO} ] && " if gated else ""
     return (
-        f"{gate}mkdir -p {q(directory)} && cd {q(directory)} && {{ {' '.join(q(a) for a in perf + agent)} 2>{q(role + '.stderr')}; "
+        f"{gate}mkdir -p {q(directory)} && cd {q(directory)} && {{ {command} 2>{q(role + '.stderr')}; "
         f"rc=$?; printf '\\n%s\\n' {q(FILES_MARKER)}; tar -cf - {q(role)}.*; exit $rc; }}"
     )
 

@@ -202,6 +202,11 @@ def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deplo
         data = future.result()
         data["agent_hash"] = agents[role].source_hash
         data["perf_events_supported"] = report.perf_events(role)
+        # How perf was allowed to count here, and what it counted per event (preflight's check).
+        data["perf_access"] = hosts[role].spec.perf_access
+        check = report.perf_check(role)
+        if check is not None:
+            data["perf_check"] = check.to_json()
         path = folder / f"{role}.json"
         if path.exists():  # a resumed run keeps the first facts and adds the new ones beside them
             path = folder / f"{role}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
@@ -279,7 +284,7 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
         "perf_scope": experiment.perf.scope if experiment.perf.enabled else "off",
         "warmup_s": experiment.warmup,
     }
-    reports, perf, problems = {}, {}, []
+    reports, perf, counts, problems = {}, {}, {}, []
     for role in ("server", "client"):
         path = result.local_dir / f"{role}.json"
         try:
@@ -289,10 +294,15 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
             if path.exists() and not result.error:  # a missing file is reported by the row itself
                 problems.append(str(exc))
         perf_path = result.local_dir / f"{role}.perf.csv"
+        perf[role], counts[role] = None, None
         try:
-            perf[role] = perfstat.load_perf_file(perf_path) if perf_path.exists() else None
+            if perf_path.exists():
+                # Records perf narrowed to user space (`cycles:u`) land in the columns of the
+                # events asked for; the row says what they cover (`<role>_perf_counts`).
+                perf[role], counts[role] = perfstat.counted_as_requested(
+                    perfstat.load_perf_file(perf_path), experiment.perf.events)
         except OrchestrateError as exc:
-            perf[role] = None
             problems.append(str(exc))
     error = result.error or ("; ".join(problems) or None)
-    return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error)
+    return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error,
+                          perf_counts=counts)
