@@ -1,7 +1,9 @@
 """Hosts: this machine, and a real sshd on loopback."""
 
+import logging
 import os
 import secrets
+import signal
 import socket
 import time
 from pathlib import Path
@@ -218,3 +220,75 @@ def test_unreachable_host_names_the_host(tmp_path):
     spec = HostSpec(host="127.0.0.1", port=1, user="root", workdir=str(tmp_path))
     with pytest.raises(HostError, match=r"server \(root@127\.0\.0\.1:1\): cannot connect"):
         connect("server", spec, connect_timeout=2)
+
+
+def test_an_interrupted_command_leaves_nothing_of_its_group(host, tmp_path):
+    token = _token()
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(KeyboardInterrupt):
+            host.run(f"echo $$ > {tmp_path}/pgid; sleep 30{token}", timeout=20)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    pgid = int((tmp_path / "pgid").read_text())
+    assert _gone(pgid, token), f"process group {pgid} still has {_members(pgid)}"
+
+
+def _started(host, token: str):
+    process = host.start(f"sleep 30{token}")
+    deadline = time.monotonic() + 5
+    while not _by_token(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sleepers = _by_token(token)
+    assert sleepers, "the command did not start"
+    return process, _pgid(sleepers[0])
+
+
+def _cut(host: SshHost) -> None:
+    """The TCP connection dies under us (sshd's session stays: no pty, so no SIGHUP for the command)."""
+    transport = host._connect().client.get_transport()
+    assert transport is not None
+    transport.sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_lost_connection_kills_the_command_over_a_new_one(sshd, tmp_path):
+    host = ssh_host(sshd, tmp_path)
+    token = _token()
+    process, pgid = _started(host, token)
+    _cut(host)
+    with pytest.raises(HostError, match="connection lost while a command ran$"):
+        process.finish(10)
+    process.close()
+    assert _gone(pgid, token), f"process group {pgid} still has {_members(pgid)}"
+    assert host.run("true", 5).ok  # the host reconnected to kill it, and stays usable
+    host.close()
+
+
+def test_a_host_gone_for_good_is_named_with_what_may_still_run(tmp_path, caplog):
+    server = start_sshd(tmp_path / "sshd")
+    token, pgid = _token(), None
+    try:
+        host = ssh_host(server, tmp_path)
+        process, pgid = _started(host, token)
+        server.stop()  # no new connection is possible; the established one lives on...
+        _cut(host)  # ...until now
+        with caplog.at_level(logging.WARNING, logger="orchestrator.remote"):
+            with pytest.raises(HostError, match=rf"^server \(root@127\.0\.0\.1:{server.port}\): connection lost.*"
+                                                rf"may still run our process group {pgid} \(sleep 30{token}\)"):
+                process.finish(10)
+        assert any(f"process group {pgid}" in r.getMessage() for r in caplog.records if r.name == "orchestrator.remote")
+        process.close()
+        host.close()
+    finally:
+        if pgid:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        server.stop()
