@@ -164,7 +164,8 @@ class _Process:
         raise NotImplementedError
 
     def _kill_group(self) -> str | None:
-        """End the process group; a note for the user when that was impossible."""
+        """End the process group: None once done, "" when its shell had already ended, else a
+        note for the user naming what may still run."""
         raise NotImplementedError
 
     def _write(self, data: bytes, timeout: float = 60.0) -> None:
@@ -211,9 +212,9 @@ class _Process:
             note = f"{self.host} may still run our process group {self.pgid} ({self.command}): {exc}"
         if note:
             log.warning("%s", note)
-        else:
+        elif note is None:
             log.info("%s killed process group %s $ %s", self.host, self.pgid, self.command)
-        return note
+        return note or None
 
     def close(self) -> None:
         try:
@@ -282,7 +283,9 @@ class LocalProcess(_Process):
             code = self.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             return None
-        while self._read_ready(deadline):  # the rest of stderr (a background child may hold it open)
+        # The rest of stderr; briefly, as a background child may hold it open.
+        stderr_deadline = min(deadline, time.monotonic() + 1.0)
+        while self._read_ready(stderr_deadline):
             pass
         return code
 
@@ -297,7 +300,7 @@ class LocalProcess(_Process):
 
     def _kill_group(self) -> str | None:
         if self.popen.poll() is not None:
-            return None  # its shell has ended (and is reaped now: the group id may be reused)
+            return ""  # its shell has ended (and is reaped now: the group id may be reused)
         subprocess.run(["sh", "-c", kill_group_script(self.popen.pid)], timeout=KILL_GRACE + 10, check=False)
         self.popen.wait(5)
         return None
@@ -451,7 +454,7 @@ class SshProcess(_Process):
     def _kill_group(self) -> str | None:
         transport = self.channel.get_transport()
         if self.channel.exit_status_ready() and transport is not None and transport.is_active():
-            return None  # its shell has ended; its group id may be reused by now
+            return ""  # its shell has ended; its group id may be reused by now
         self._await_pgid(self.ssh_host.connect_timeout)
         if self.pgid is None:
             return f"{self.host} may still run our command (its process group is unknown): {self.command}"

@@ -101,15 +101,19 @@ def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
     """Both hosts at once; every host that can't be reached is named in one error."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {role: pool.submit(connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ("server", "client")}
-    hosts, problems = {}, []
+    hosts, problems, config_error = {}, [], None
     for role, future in futures.items():
         try:
             hosts[role] = future.result()
         except HostError as exc:
             problems.append(str(exc))
-    if problems:
+        except ConfigError as exc:  # a bad ssh_config: the same for both roles
+            config_error = exc
+    if problems or config_error:
         for host in hosts.values():
             host.close()
+        if config_error:
+            raise config_error
         raise PreflightError("cannot reach:\n" + "\n".join(problems))
     return hosts
 

@@ -66,15 +66,13 @@ class Route:
 
 def fabric_config(ssh_config: str | None) -> fabric.Config:
     """The inventory's ssh_config file instead of ~/.ssh/config, as `ssh -F` does; else ssh's own files."""
-    if not ssh_config:
-        return fabric.Config()
-    path = Path(ssh_config).expanduser()
-    if not path.is_file():
+    path = Path(ssh_config).expanduser() if ssh_config else None
+    if path is not None and not path.is_file():
         raise ConfigError(f"ssh_config {path}: no such file")
     try:
-        return fabric.Config(runtime_ssh_path=str(path))
+        return fabric.Config(runtime_ssh_path=str(path)) if path else fabric.Config()
     except (OSError, ValueError) as exc:  # paramiko's parser raises ValueError on a malformed line
-        raise ConfigError(f"ssh_config {path}: {exc}") from None
+        raise ConfigError(f"ssh_config {path or '~/.ssh/config'}: {exc}") from None
 
 
 def _known_hosts_files(value: str | None) -> list[str]:
@@ -82,17 +80,19 @@ def _known_hosts_files(value: str | None) -> list[str]:
     return [os.path.expanduser(p) for p in (value or "").split()]
 
 
-def _timeouts(connection: _Connection, timeout: float) -> None:
-    # Set after construction: Fabric's constructor int()s connect_timeout.
+def _connection(host: str, user: str | None, port: int | None, key: str | None, config: fabric.Config,
+                timeout: float) -> _Connection:
+    """One hop, not yet open, with no gateway of its own yet (Fabric's would come from its lookup)."""
+    kwargs: dict[str, object] = {"banner_timeout": timeout, "auth_timeout": timeout, "channel_timeout": timeout}
+    if key:  # the only key offered, as `ssh -i key -o IdentitiesOnly=yes`
+        kwargs.update(key_filename=[key], look_for_keys=False, allow_agent=False)
+    try:
+        connection = _Connection(host, user=user, port=port, config=config, gateway=False, connect_kwargs=kwargs)
+    except ValueError as exc:  # e.g. a Port that is not a number in the ssh_config
+        raise ConfigError(f"ssh_config entry for {host}: {exc}") from None
+    # Set after construction: Fabric's constructor int()s it, and 0.5 s would become no timeout.
     connection.connect_timeout = timeout
-    connection.connect_kwargs.setdefault("banner_timeout", timeout)
-    connection.connect_kwargs.setdefault("auth_timeout", timeout)
-    connection.connect_kwargs.setdefault("channel_timeout", timeout)
-
-
-def _key_kwargs(key: str | None) -> dict[str, object]:
-    # A key named in the inventory is the only one offered, as `ssh -i key -o IdentitiesOnly=yes`.
-    return {"key_filename": [key], "look_for_keys": False, "allow_agent": False} if key else {}
+    return connection
 
 
 def _with_port(host: str, port: int) -> str:
@@ -102,8 +102,7 @@ def _with_port(host: str, port: int) -> str:
 def build_route(spec: HostSpec, ssh_config: str | None, timeout: float) -> Route:
     """The hops to `spec`, unopened: its `jump:`, else its ssh_config ProxyJump / ProxyCommand."""
     config = fabric_config(ssh_config)
-    target = _Connection(spec.host, user=spec.user, port=spec.port, config=config, gateway=False,
-                         connect_kwargs=_key_kwargs(spec.key))
+    target = _connection(spec.host, spec.user, spec.port, spec.key, config, timeout)
     host_known = [spec.known_hosts] if spec.known_hosts else _known_hosts_files(target.ssh_config.get("userknownhostsfile"))
     route = Route()
     via: str | None = None
@@ -117,15 +116,12 @@ def build_route(spec: HostSpec, ssh_config: str | None, timeout: float) -> Route
     if route.hops:
         target.gateway = route.hops[-1].connection
         via = f"bastion {route.hops[-1].label}"
-    _timeouts(target, timeout)
     route.hops.append(Hop(spec.label, target, host_known or [USER_KNOWN_HOSTS], via))
     return route
 
 
 def _jump_hop(jump: JumpSpec, config: fabric.Config, host_known: list[str], timeout: float) -> Hop:
-    connection = _Connection(jump.host, user=jump.user, port=jump.port, config=config, gateway=False,
-                             connect_kwargs=_key_kwargs(jump.key))
-    _timeouts(connection, timeout)
+    connection = _connection(jump.host, jump.user, jump.port, jump.key, config, timeout)
     known = [jump.known_hosts] if jump.known_hosts else host_known
     return Hop(jump.label, connection, known or [USER_KNOWN_HOSTS])
 
@@ -137,9 +133,8 @@ def _proxy_jump_hops(jumps: str, config: fabric.Config, host_known: list[str], t
         match = _JUMP_ENTRY.match(entry)
         if not match:
             raise ConfigError(f"ssh_config: cannot read ProxyJump entry {entry!r}")
-        connection = _Connection(match["host"].strip("[]"), user=match["user"],
-                                 port=int(match["port"]) if match["port"] else None, config=config, gateway=False)
-        _timeouts(connection, timeout)
+        port = int(match["port"]) if match["port"] else None
+        connection = _connection(match["host"].strip("[]"), match["user"], port, None, config, timeout)
         label = f"{entry} ({connection.user}@{_with_port(connection.host, connection.port)})"
         via = None
         if hops:

@@ -292,3 +292,26 @@ def test_a_host_gone_for_good_is_named_with_what_may_still_run(tmp_path, caplog)
             except ProcessLookupError:
                 pass
         server.stop()
+
+
+def test_kill_agents_ends_exactly_the_given_commands(host):
+    """Not every command that looks the same: another run's agents built from the same sources
+    run the same binary with the same path."""
+    from orchestrator.cells import kill_agents
+
+    token = _token()
+    ours, pgid = _started(host, token)
+    theirs = host.start(f"sleep 30{token}")
+    deadline = time.monotonic() + 5
+    while len(_by_token(token)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    other = [pid for pid in _by_token(token) if _pgid(pid) != pgid]
+    assert len(other) == 1
+    try:
+        kill_agents([ours])
+        assert _gone(pgid, "never-matches"), f"process group {pgid} still has {_members(pgid)}"
+        assert _stat(other[0]) is not None and _stat(other[0])[0] != "Z"  # type: ignore[index]
+    finally:
+        theirs.close()
+        ours.close()
+    assert not _by_token(token)
