@@ -153,6 +153,7 @@ class _Process:
         self.keep_stderr = keep_stderr
         self.eof = False
         self.ended = False  # exit status seen, or the group killed: nothing left to kill
+        self.killed = False  # by us, just now: a signal exit is then no sign of a lost connection
 
     # What each kind of process provides.
     def _receive(self, deadline: float) -> bool:
@@ -213,6 +214,7 @@ class _Process:
         if note:
             log.warning("%s", note)
         elif note is None:
+            self.killed = True
             log.info("%s killed process group %s $ %s", self.host, self.pgid, self.command)
         return note or None
 
@@ -410,7 +412,7 @@ class SshProcess(_Process):
             return None
         self._take_stderr()
         code = self.channel.recv_exit_status()
-        if code == -1 and self._connection_lost():
+        if code == -1 and not self.killed and self._connection_lost():
             note = self.kill()
             _log(self.host, self.command, "lost", self.started)
             raise HostError(self.host, "connection lost while a command ran" + (f" ({note})" if note else ""))
@@ -455,7 +457,7 @@ class SshProcess(_Process):
         transport = self.channel.get_transport()
         if self.channel.exit_status_ready() and transport is not None and transport.is_active():
             return ""  # its shell has ended; its group id may be reused by now
-        self._await_pgid(self.ssh_host.connect_timeout)
+        self._await_pgid(max(2.0, self.ssh_host.connect_timeout))
         if self.pgid is None:
             return f"{self.host} may still run our command (its process group is unknown): {self.command}"
         return self.ssh_host.kill_group(self.pgid, self.command)
