@@ -122,7 +122,9 @@ def build_route(spec: HostSpec, ssh_config: str | None, timeout: float) -> Route
 
 def _jump_hop(jump: JumpSpec, config: fabric.Config, host_known: list[str], timeout: float) -> Hop:
     connection = _connection(jump.host, jump.user, jump.port, jump.key, config, timeout)
-    known = [jump.known_hosts] if jump.known_hosts else host_known
+    # Its own file, else its alias's UserKnownHostsFile, else the host's.
+    own = [jump.known_hosts] if jump.known_hosts else _known_hosts_files(connection.ssh_config.get("userknownhostsfile"))
+    known = own or host_known
     return Hop(jump.label, connection, known or [USER_KNOWN_HOSTS])
 
 

@@ -244,3 +244,32 @@ def test_a_connect_timeout_under_a_second_holds_behind_the_bastion(sshds, silent
     with pytest.raises(HostError, match=rf"^server \(root@127\.0\.0\.1:{silent_port}\): SSH failed through bastion"):
         connect("server", spec, connect_timeout=0.3)
     assert time.monotonic() - started < 3
+
+
+def test_a_resumed_run_keeps_the_inventorys_ssh_config(tmp_path):
+    from orchestrator.config import load_experiment
+    from orchestrator.run import create_run, reopen_run
+
+    from .conftest import ROOT
+
+    config = tmp_path / "ssh_config"
+    config.write_text("Host behind\n  HostName 127.0.0.1\n")
+    inventory = Inventory.model_validate({
+        "ssh_config": str(config),
+        "server": {"host": "behind", "workdir": "/tmp/s"},
+        "client": {"host": "behind", "workdir": "/tmp/c"},
+    })
+    state = create_run(load_experiment(ROOT / "configs" / "smoke.yml"), inventory, tmp_path / "results")
+    assert reopen_run(state.run_dir).inventory.ssh_config == str(config)
+
+
+def test_a_jump_to_an_ssh_config_alias_uses_its_settings(sshds, tmp_path):
+    target, near, _ = sshds
+    config = tmp_path / "ssh_config"
+    config.write_text(_alias("bastion", near))
+    spec = _spec(target, tmp_path, jump={"host": "bastion"})
+    host = connect("server", spec, 5, str(config))
+    try:
+        _works(host)  # type: ignore[arg-type]
+    finally:
+        host.close()
