@@ -111,6 +111,8 @@ def build_route(spec: HostSpec, ssh_config: str | None, timeout: float) -> Route
     elif (jumps := target.ssh_config.get("proxyjump")) and jumps.lower() != "none":
         route.hops.extend(_proxy_jump_hops(jumps, config, host_known, timeout, depth=1))
     elif command := target.ssh_config.get("proxycommand"):
+        # paramiko expanded its %h %p %r from the ssh_config entry: an inventory `port:` or `user:`
+        # does not reach them (set Port and User in the ssh_config instead).
         target.gateway = command
         via = f"ProxyCommand `{command}`"
     if route.hops:
@@ -142,7 +144,7 @@ def _proxy_jump_hops(jumps: str, config: fabric.Config, host_known: list[str], t
         if hops:
             connection.gateway = hops[-1].connection
             via = f"bastion {hops[-1].label}"
-        elif (own := connection.ssh_config.get("proxyjump")) and own.lower() != "none":
+        elif (own := _own_jump(connection, match["host"])):
             # The first hop is reached the way ssh would reach it on its own.
             if depth >= MAX_HOPS:
                 raise ConfigError(f"ssh_config: ProxyJump chain through {entry} is longer than {MAX_HOPS} hops (a loop?)")
@@ -155,6 +157,15 @@ def _proxy_jump_hops(jumps: str, config: fabric.Config, host_known: list[str], t
         known = _known_hosts_files(connection.ssh_config.get("userknownhostsfile")) or host_known
         hops.append(Hop(label, connection, known or [USER_KNOWN_HOSTS], via))
     return hops
+
+
+def _own_jump(connection: _Connection, alias: str) -> str | None:
+    """A first hop's own ProxyJump, unless it names that hop itself (a `Host *` block's, say)."""
+    own = connection.ssh_config.get("proxyjump")
+    if not own or own.lower() == "none":
+        return None
+    first = _JUMP_ENTRY.match(own.split(",")[0].strip())
+    return None if first and first["host"].strip("[]") in (alias, connection.host) else own
 
 
 def open_route(route: Route, name: str) -> Route:

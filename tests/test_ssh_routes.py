@@ -273,3 +273,15 @@ def test_a_jump_to_an_ssh_config_alias_uses_its_settings(sshds, tmp_path):
         _works(host)  # type: ignore[arg-type]
     finally:
         host.close()
+
+
+def test_a_proxy_jump_for_every_host_does_not_loop_through_the_bastion(sshds, tmp_path):
+    target, near, _ = sshds
+    config = tmp_path / "ssh_config"
+    config.write_text(_alias("bastion", near) + _alias("behind", target) + "Host *\n  ProxyJump bastion\n")
+    host = connect("server", HostSpec(host="behind", workdir=str(tmp_path / "w")), 5, str(config))
+    try:
+        assert len(host._route.hops) == 2  # type: ignore[union-attr]
+        _works(host)  # type: ignore[arg-type]
+    finally:
+        host.close()
