@@ -285,3 +285,23 @@ def test_a_proxy_jump_for_every_host_does_not_loop_through_the_bastion(sshds, tm
         _works(host)  # type: ignore[arg-type]
     finally:
         host.close()
+
+
+def test_orchestrate_check_names_a_bastion_with_an_unknown_key(sshds, tmp_path):
+    """As a user meets it: exit status 3, the bastion named, no traceback."""
+    import yaml
+
+    from .conftest import ROOT
+    from .test_cli import orchestrate
+
+    target, near, _ = sshds
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    entry = {**target.inventory_entry(str(tmp_path / "work")), "jump": _jump(near, known_hosts=str(empty))}
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"server": entry, "client": entry | {"workdir": str(tmp_path / "work2")}}))
+    done = orchestrate("check", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(inventory))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert f"bastion root@127.0.0.1:{near.port} (in front of server" in done.stderr + done.stdout
+    assert "unknown host key" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
