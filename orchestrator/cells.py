@@ -8,7 +8,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .config import Experiment
 from .deploy import Agent
@@ -108,13 +108,12 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     )
 
 
-def kill_agents(hosts: dict[str, Host], agents: dict[str, Agent]) -> None:
-    """Leave no agent (or the perf wrapping it) alive on any host; best effort on each."""
-    for role, host in hosts.items():
-        try:
-            host.run(f"pkill -KILL -f {q(agents[role].kill_pattern)}; true", 15)
-        except HostError:
-            pass
+def kill_agents(processes: Iterable[Process]) -> None:
+    """End exactly these commands' process groups (agent, the perf around it, the shell that
+    sends their files): never another run's agents, even ones built from the same sources.
+    Best effort on each; what could not be killed is named in the run log."""
+    for process in processes:
+        process.kill()
 
 
 class CellRunner:
@@ -176,7 +175,7 @@ class CellRunner:
             if processes["server"].read_line("READY", READY_TIMEOUT) is None:
                 error = "server agent did not become ready"
                 processes["client"].send_line("stop")
-                kill_agents(ctx.hosts, ctx.agents)  # a hung server would hold the cell to its time limit
+                kill_agents(processes.values())  # a hung server would hold the cell to its time limit
             else:
                 processes["client"].send_line(GO)
                 self._arm(next_cell)
@@ -189,7 +188,7 @@ class CellRunner:
                     returned.add(role)
                 if code is None:
                     error = error or f"{role} agent did not finish within {limit:g}s"
-                    kill_agents(ctx.hosts, ctx.agents)  # now, so the other role's finish is quick
+                    kill_agents(processes.values())  # now, so the other role's finish is quick
                 elif code != 0:
                     error = error or f"{role} agent {_exit_meaning(code)}"
         except HostError as exc:
@@ -197,14 +196,13 @@ class CellRunner:
         except BaseException:
             # Ctrl-C or a bug: no agent of ours may outlive the orchestrator's interest in it.
             self.disarm()
-            kill_agents(ctx.hosts, ctx.agents)
+            kill_agents(processes.values())
             raise
         finally:
             for process in processes.values():
                 process.close()
         if error:
-            self.disarm()
-            kill_agents(ctx.hosts, ctx.agents)
+            self.disarm()  # the armed next cell's commands are killed as they are released
         record["seconds"] = time.monotonic() - started
         fetch_error = _fetch_missing(ctx, cell, local_dir, set(ROLES) - returned)
         error = error or fetch_error
@@ -220,6 +218,7 @@ def _release(processes: dict[str, Process]) -> None:
     for process in processes.values():
         try:
             process.send_line("stop")
+            process.finish(2.0)  # it ends on its own; close() kills it if it did not
         except HostError:
             pass
         process.close()

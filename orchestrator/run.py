@@ -77,7 +77,8 @@ def create_run(experiment: Experiment, inventory: Inventory, results_root: Path)
                 continue
         (run_dir / "config.yml").write_text(yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
         (run_dir / "inventory.yml").write_text(
-            yaml.safe_dump({"server": inventory.server.public(), "client": inventory.client.public()}, sort_keys=False)
+            yaml.safe_dump({**({"ssh_config": inventory.ssh_config} if inventory.ssh_config else {}),
+                            "server": inventory.server.public(), "client": inventory.client.public()}, sort_keys=False)
         )
         (run_dir / "plan.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")
     except OSError as exc:
@@ -99,16 +100,20 @@ def reopen_run(run_dir: Path) -> RunState:
 def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
     """Both hosts at once; every host that can't be reached is named in one error."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {role: pool.submit(connect, role, inventory.role(role), timeout) for role in ("server", "client")}
-    hosts, problems = {}, []
+        futures = {role: pool.submit(connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ("server", "client")}
+    hosts, problems, config_error = {}, [], None
     for role, future in futures.items():
         try:
             hosts[role] = future.result()
         except HostError as exc:
             problems.append(str(exc))
-    if problems:
+        except ConfigError as exc:  # a bad ssh_config: the same for both roles
+            config_error = exc
+    if problems or config_error:
         for host in hosts.values():
             host.close()
+        if config_error:
+            raise config_error
         raise PreflightError("cannot reach:\n" + "\n".join(problems))
     return hosts
 
