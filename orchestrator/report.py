@@ -22,7 +22,8 @@ import yaml
 
 from . import derive, plots, stats
 from .errors import OrchestrateError
-from .table import ResultsError
+from .files import disk_error, write_atomic
+from .table import ResultsError, repair_torn_tail
 from .units import format_size
 from .yamlfile import load_yaml
 
@@ -661,17 +662,27 @@ pre {{ background: #f5f5f5; padding: 0.75rem; overflow-x: auto; }}
 
 
 def write_report(run_dir: Path) -> Path:
-    """summary.csv, plots/*.png and *.svg, report.md and report.html in the run folder; returns report.md."""
+    """summary.csv, plots/*.png and *.svg, report.md and report.html in the run folder; returns report.md.
+
+    A torn last row of results.csv (a crash or a full disk mid-write) is set aside first, as
+    `--resume` does. Every file is written whole or not at all: a full disk is a DiskError."""
+    run_dir = Path(run_dir)
+    if (run_dir / "results.csv").is_file():
+        repair_torn_tail(run_dir / "results.csv")
     run = load_run(run_dir)
+    redo = f"orchestrate report {run.path}"
     summary = stats.summarize(run.results)
-    summary.to_csv(run.path / "summary.csv", index=False)
-    written = {
-        label: list(plots.write_plots(group, run.path / "plots" / _variant_folder(label) if label else run.path / "plots"))
-        for label, group in variants(summary)
-    }
+    write_atomic(run.path / "summary.csv", summary.to_csv(index=False), redo=redo)
+    try:
+        written = {
+            label: list(plots.write_plots(group, run.path / "plots" / _variant_folder(label) if label else run.path / "plots"))
+            for label, group in variants(summary)
+        }
+    except OSError as exc:
+        raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
     text = render_markdown(run, summary, written)
     report = run.path / "report.md"
-    report.write_text(text)
+    write_atomic(report, text, redo=redo)
     body = markdown.markdown(text, extensions=["tables", "fenced_code"])
-    (run.path / "report.html").write_text(HTML_PAGE.format(title=html.escape(f"Run {run.run_id}"), body=body))
+    write_atomic(run.path / "report.html", HTML_PAGE.format(title=html.escape(f"Run {run.run_id}"), body=body), redo=redo)
     return report

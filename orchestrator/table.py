@@ -11,9 +11,9 @@ positional notation, so no count ever appears as `2.1e+09`.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import pandas as pd
 
 from orchestrator.agentjson import AgentReport
 from orchestrator.errors import OrchestrateError
+from orchestrator.files import disk_error, write_atomic
 from orchestrator.perfstat import Counter, column_name
 
 IDENTITY_COLUMNS = (
@@ -276,16 +277,61 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _record_end(data: bytes) -> int:
+    """Where the last whole CSV record of `data` ends: after its last line break that is not
+    inside a quoted field (an error message may hold a line break)."""
+    in_quotes, end = False, 0
+    for position, byte in enumerate(data):
+        if byte == 0x22:  # '"': a doubled "" inside a field toggles twice, so it cancels out
+            in_quotes = not in_quotes
+        elif byte == 0x0A and not in_quotes:
+            end = position + 1
+    return end
+
+
+def repair_torn_tail(path: str | Path) -> Path | None:
+    """A results.csv whose last row was cut short (a full disk, a crash mid-write) loses that
+    row, and only that row: it is kept beside the file as `results.csv.torn-<n>` and dropped,
+    so the cell counts as not measured and is run again. Returns the kept copy, if any."""
+    path = Path(path)
+    try:
+        data = path.read_bytes() if path.exists() else b""
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read results: {exc.strerror or exc}") from None
+    end = _record_end(data)
+    if end == len(data):
+        return None
+    n = 1
+    while path.with_name(f"{path.name}.torn-{n}").exists():
+        n += 1
+    kept = path.with_name(f"{path.name}.torn-{n}")
+    try:
+        write_atomic(kept, data[end:])
+        with path.open("r+b") as fh:
+            fh.truncate(end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise disk_error(path, exc) from None
+    return kept
+
+
 class ResultsTable:
     """results.csv, one row appended per finished cell and on disk before `append` returns.
+
+    Each row goes to the file in one write() of the whole line, then fsync; a write that fails
+    part-way (ENOSPC) is cut back off, so the file never ends in half a row. A torn last row
+    left by a crash is repaired when the table is opened (repair_torn_tail).
 
     A row that brings columns the file lacks (a new perf event) makes the file be rewritten
     with the union of columns, through a temporary file and an atomic rename.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, resume: Path | None = None):
         self.path = Path(path)
+        self.resume = resume
         self.columns: list[str] = []
+        self.torn = repair_torn_tail(self.path)
         if self.path.exists() and self.path.stat().st_size > 0:
             with self.path.open(newline="", encoding="utf-8") as fh:
                 self.columns = next(csv.reader(fh), [])
@@ -295,33 +341,54 @@ class ResultsTable:
         if self.columns and columns != self.columns:
             self._rewrite(columns)
         new_file = not self.columns
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns)
+        if new_file:
+            writer.writeheader()
+        writer.writerow({key: _text(row.get(key)) for key in columns})
+        self._append_whole(text.getvalue().encode("utf-8"))
         self.columns = columns
-        with self.path.open("a", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            if new_file:
-                writer.writeheader()
-            writer.writerow({key: _text(row.get(key)) for key in columns})
-            fh.flush()
-            os.fsync(fh.fileno())
         if new_file:
             _fsync_dir(self.path.parent)
 
-    def _rewrite(self, columns: list[str]) -> None:
-        with self.path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".results-", suffix=".csv")
+    def _append_whole(self, payload: bytes) -> None:
         try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-                writer.writeheader()
-                writer.writerows(rows)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.path.parent)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise disk_error(self.path, exc, self.resume) from None
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(payload):
+                    written += os.write(fd, payload[written:])
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, size)  # never leave half a row behind
+                    os.fsync(fd)
+                except OSError:
+                    pass  # repair_torn_tail drops it on the next start
+                raise disk_error(self.path, exc, self.resume) from None
+        finally:
+            os.close(fd)
+
+    def remove(self, cell_ids: Iterable[str]) -> None:
+        """Drop the rows of these cells (to measure them again), through an atomic rewrite."""
+        self._rewrite(self.columns, drop=set(cell_ids))
+
+    def _rewrite(self, columns: list[str], drop: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        with self.path.open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("cell_id") not in drop]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.path, text.getvalue().encode("utf-8"), self.resume)
+        try:
+            _fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise disk_error(self.path, exc, self.resume) from None
 
 
 def _typed(name: str, text: pd.Series) -> pd.Series:
