@@ -11,21 +11,27 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from typing import TYPE_CHECKING
+
 from . import __version__
-from . import run as runs
-from .cells import CellOutcome
 from .config import load_experiment
-from .report import VARIANT_COLUMNS
 from .errors import ConfigError, OrchestrateError, PreflightError, RunFailed
 from .inventory import load_inventory
-from .plan import Cell
-from .preflight import Preflight, run_preflight
+
+# The run, report and analysis modules (pandas, scipy, matplotlib, paramiko) are imported where
+# they are used: a bad file is then refused in well under a second, before any of them loads.
+if TYPE_CHECKING:
+    from .cells import CellOutcome
+    from .plan import Cell
+    from .preflight import Preflight
 
 console = Console(stderr=True)
 out = Console()
 
 
-class TerminalProgress(runs.Progress):
+class TerminalProgress:
+    """The terminal's run.Progress: stages, then a bar over the cells."""
+
     def __init__(self) -> None:
         self.bar: RichProgress | None = None
         self.task = None
@@ -68,6 +74,7 @@ def show_preflight(report: Preflight) -> None:
 
 def show_summary(run_dir: Path) -> None:
     """One line per cell, from the same summary the report uses: the figures a user looks at first."""
+    from .report import VARIANT_COLUMNS
     from .stats import summarize
     from .table import read_results
     from .units import format_size
@@ -120,6 +127,8 @@ def _load_inputs(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import run as runs
+
     if args.resume:
         state = runs.reopen_run(Path(args.resume))
         console.print(f"resuming {state.run_dir}")
@@ -153,6 +162,9 @@ def _problems_only(report: Preflight) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from . import run as runs
+    from .preflight import run_preflight
+
     experiment, inventory = _load_inputs(args)
     hosts = runs.connect_hosts(inventory, experiment.timeouts.connect)
     try:

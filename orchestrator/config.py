@@ -42,7 +42,9 @@ def _duration(value: object) -> float:
     return units.parse_duration(value)
 
 
-_CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+# Matched with fullmatch: `$` would also match before a trailing newline ("0\n").
+_CPU_LIST = re.compile(r"\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*")
+MAX_CPU = 4095  # the agent's --cpus takes CPU numbers below its CPU set size
 
 
 def _cpu_list(value: object) -> str:
@@ -50,8 +52,12 @@ def _cpu_list(value: object) -> str:
         value = ",".join(str(v) for v in value)
     elif isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not _CPU_LIST.match(value):
+    if not isinstance(value, str) or len(value) > 1000 or not _CPU_LIST.fullmatch(value):
         raise ValueError("expected CPUs as a list [0, 2] or a string such as '0,2-3'")
+    for part in value.split(","):
+        low, _, high = part.partition("-")
+        if int(low) > MAX_CPU or (high and not int(low) <= int(high) <= MAX_CPU):
+            raise ValueError(f"CPU numbers go from 0 to {MAX_CPU}, and a range from low to high")
     return value
 
 

@@ -142,7 +142,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
 # ---------------------------------------------------------------- setup
 
 
-_ETHTOOL_SPEED = re.compile(r"^(\d+)\s*Mb/s$")
+_ETHTOOL_SPEED = re.compile(r"^(\d+)\s*Mb/s\Z")
 
 
 def _nic(run: RunData, role: str) -> dict[str, Any]:

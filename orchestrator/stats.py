@@ -20,7 +20,7 @@ CV_THRESHOLD = 0.10
 # The columns that name a cell apart from its repetition, in the order tables list them.
 CELL_COLUMNS = ("workload", "mode", "message_size", "threads", "fields", "sender", "nodelay", "sndbuf", "rcvbuf", "perf_scope")
 
-_REPETITION = re.compile(r"-r\d+(?=-|$)")
+_REPETITION = re.compile(r"-r\d+(?=-|\Z)")
 
 
 @dataclass(frozen=True)

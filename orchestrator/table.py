@@ -55,8 +55,8 @@ _BOOL_COLUMNS = frozenset({"nodelay"})
 _TEXT_COLUMNS = frozenset(
     {"run_id", "cell_id", "workload", "mode", "sender", "perf_scope", "status", "error"}
 )
-_PERF_COLUMN = re.compile(r"^(server|client)_(.+?)(_run_pct)?$")
-_INTEGER_TEXT = re.compile(r"^-?\d+$")
+_PERF_COLUMN = re.compile(r"^(server|client)_(.+?)(_run_pct)?\Z")
+_INTEGER_TEXT = re.compile(r"^-?\d+\Z")
 
 Row = dict[str, object]
 
