@@ -132,6 +132,15 @@ class Timeouts(_Strict):
     cell_grace: Seconds = 30.0
 
 
+class Checks(_Strict):
+    """When a measured cell is `degraded` rather than `ok` (docs/results-schema.md)."""
+
+    # The measuring side's window may differ from `duration` by this fraction of it.
+    window_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.05
+    # An interval whose rate is below this fraction of the cell's median interval is a stall.
+    min_interval_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
 class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     matrix: Matrix
@@ -155,6 +164,7 @@ class Experiment(_Strict):
     affinity: Affinity = Affinity()
     perf: Perf = Perf()
     timeouts: Timeouts = Timeouts()
+    checks: Checks = Checks()
 
     @model_validator(mode="before")
     @classmethod

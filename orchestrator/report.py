@@ -272,6 +272,8 @@ def _stream_tables(summary: pd.DataFrame) -> str:
             flags.append(f"unstable (CV {_num(r['throughput_gbps_cv'] * 100, 2)}%)")
         if r["failed"]:
             flags.append(f"{int(r['failed'])} failed")
+        if r.get("degraded", 0):
+            flags.append(f"{int(r['degraded'])} degraded, left out")
         rows.append([
             r["mode_label"], _size(r["message_size"]), int(r["threads"]), f"{int(r['ok'])}/{int(r['repetitions'])}",
             _with_ci(r, "throughput_gbps"), _with_ci(r, "messages_per_s"),
@@ -578,13 +580,20 @@ REPORTED_SPREAD = ("throughput_gbps", "transactions_per_s", "latency_p50_us", "l
 
 
 def _problems_section(summary: pd.DataFrame) -> str:
-    lines = ["## Failed and unstable cells", ""]
-    failed = summary[summary["failed"] > 0] if not summary.empty else summary
+    lines = ["## Failed, degraded and unstable cells", ""]
+    degraded_count = summary["degraded"] if "degraded" in summary else 0
+    failed = summary[(summary["failed"] > 0) | (degraded_count > 0)] if not summary.empty else summary
     unstable = summary[summary["unstable"]] if not summary.empty else summary
     if failed.empty and unstable.empty:
         return "\n".join(lines + ["Every repetition succeeded, and no cell varied by more than 10%.", ""])
     for _, r in failed.iterrows():
-        lines.append(f"- `{r['cell']}`: {int(r['failed'])} of {int(r['repetitions'])} repetitions failed ({r['errors']}).")
+        parts = []
+        if r["failed"]:
+            parts.append(f"{int(r['failed'])} of {int(r['repetitions'])} repetitions failed")
+        if r.get("degraded", 0):
+            parts.append(f"{int(r['degraded'])} of {int(r['repetitions'])} were degraded (measured, but the checks "
+                         "doubt the measurement; left out of the figures)")
+        lines.append(f"- `{r['cell']}`: {', '.join(parts)} ({r['errors']}).")
     for _, r in unstable.iterrows():
         # summary.csv lists every metric over 10%; here, only the ones the study reads.
         shown = [m for m in r["unstable_metrics"].split() if m in REPORTED_SPREAD]

@@ -267,6 +267,41 @@ def _run_one(state: RunState, ctx: cells.CellContext, runner: cells.CellRunner, 
     progress.cell_finished(result)
 
 
+def row_counts(run_dir: Path) -> dict[str, int]:
+    """How many rows of the run's results.csv have each status (ok, failed, degraded)."""
+    path = run_dir / "results.csv"
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
+    return {str(k): int(v) for k, v in table.read_results(path)["status"].astype(str).value_counts().items()}
+
+
+def set_aside_unfinished(state: RunState) -> list[str]:
+    """For --retry-failed: the cells whose rows are not `ok` (failed or degraded) are measured
+    again. Their raw files move to cells/<cell_id>.failed-<n>/ and their rows leave
+    results.csv (rewritten whole, atomically), so each cell ends with one row, its new one."""
+    path = state.run_dir / "results.csv"
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    results = table.ResultsTable(path, resume=state.run_dir)
+    frame = table.read_results(path)
+    redo = sorted(set(frame.loc[frame["status"].astype(str) != "ok", "cell_id"].astype(str)))
+    cells_dir = state.run_dir / "cells"
+    for cell_id in redo:
+        folder = cells_dir / cell_id
+        if not folder.exists():
+            continue
+        n = 1
+        while (cells_dir / f"{cell_id}.failed-{n}").exists():
+            n += 1
+        try:
+            folder.rename(cells_dir / f"{cell_id}.failed-{n}")
+        except OSError as exc:
+            raise disk_error(folder, exc, state.run_dir) from None
+    if redo:
+        results.remove(redo)
+    return redo
+
+
 def _finished_cell_ids(path: Path) -> set[str]:
     if not path.exists() or path.stat().st_size == 0:
         return set()
@@ -321,4 +356,6 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
             perf[role] = None
             problems.append(str(exc))
     error = result.error or ("; ".join(problems) or None)
-    return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error)
+    checks = table.MeasurementChecks(experiment.duration, experiment.checks.window_tolerance,
+                                     experiment.checks.min_interval_fraction)
+    return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error, checks)

@@ -11,6 +11,7 @@ positional notation, so no count ever appears as `2.1e+09`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import re
@@ -192,6 +193,52 @@ def _byte_count_problems(
     return [f"{first_role} sent {sent} bytes but {second_role} received {received}"]
 
 
+@dataclasses.dataclass(frozen=True)
+class MeasurementChecks:
+    """What a measurement must show to be `ok` (config `checks:`, docs/results-schema.md)."""
+
+    duration: float  # the configured window, seconds
+    window_tolerance: float = 0.05
+    min_interval_fraction: float = 0.1
+
+
+def measurement_doubts(measurer: AgentReport | None, checks: MeasurementChecks) -> list[str]:
+    """Why a measurement that completed cannot be trusted as it is: a window that is not the
+    configured duration (a stall that delayed the last byte, an early end), or an interval
+    whose rate fell far below the cell's median (a link outage, a stall). `measurer` is the side
+    whose window gives the row's figures: the stream receiver, the rr client."""
+    if measurer is None or measurer.window is None or not measurer.threads_detail:
+        return []
+    doubts = []
+    seconds = measurer.window.seconds
+    if abs(seconds - checks.duration) > checks.window_tolerance * checks.duration:
+        doubts.append(f"measured window {seconds:.3f}s, expected {checks.duration:g}s "
+                      f"± {checks.window_tolerance:.0%}")
+    # Per interval, summed over the connections: one slow connection beside fast ones is
+    # sharing, not a stall; all of them slow at once is.
+    count = max(len(t.intervals) for t in measurer.threads_detail)
+    ends = [max((t.intervals[i].t for t in measurer.threads_detail if i < len(t.intervals))) for i in range(count)]
+    moved = [sum(t.intervals[i].bytes for t in measurer.threads_detail if i < len(t.intervals)) for i in range(count)]
+    nominal = measurer.interval_s or 0.0
+    rates: list[tuple[int, float, float, float]] = []
+    for i in range(count):
+        start = ends[i - 1] if i else 0.0
+        length = ends[i] - start
+        # A short last interval (the window is not a multiple of the interval) is too noisy to judge.
+        if length <= 0 or (nominal and length < 0.5 * nominal):
+            continue
+        rates.append((i, start, ends[i], moved[i] / length))
+    if len(rates) < 2:
+        return doubts
+    median = float(np.median([rate for *_, rate in rates]))
+    low = [(i, start, end, rate) for i, start, end, rate in rates if rate < checks.min_interval_fraction * median]
+    if median > 0 and low:
+        worst = min(low, key=lambda item: item[3])
+        doubts.append(f"{len(low)} of {len(rates)} intervals below {checks.min_interval_fraction:.0%} of the "
+                      f"median rate (lowest {worst[3] / median:.0%}, {worst[1]:.2f}-{worst[2]:.2f}s)")
+    return doubts
+
+
 def cell_row(
     cell: Mapping[str, object],
     server: AgentReport | None,
@@ -199,12 +246,14 @@ def cell_row(
     server_perf: Mapping[str, Counter] | None,
     client_perf: Mapping[str, Counter] | None,
     error: str | None,
+    checks: MeasurementChecks | None = None,
 ) -> Row:
     """One results row: `cell`'s identity and option columns plus what the raw files show.
 
     Any problem (the `error` passed in, a missing or failed agent, a mismatch between the
     agents and the cell, bytes lost between sender and receiver) makes the row `failed`
-    with every problem in `error`; whatever was measured is still filled in.
+    with every problem in `error`; whatever was measured is still filled in. A row with no
+    problem whose measurement fails `checks` is `degraded`, with the reasons in `error`.
     """
     problems = [error] if error else []
     problems += _agent_problems("server", server, cell)
@@ -215,6 +264,7 @@ def cell_row(
     row["warmup_s"] = cell.get("warmup_s")
     if cell.get("workload") == "rr":
         row.update(_rr_columns(server_ok, client_ok))
+        measurer = client_ok
         problems += _byte_count_problems(client_ok, server_ok, "client", "server")
         problems += _byte_count_problems(server_ok, client_ok, "server", "client")
         zerocopy_side = client_ok  # the requests: the same side bytes_sent is taken from
@@ -224,6 +274,7 @@ def cell_row(
         receiver_role = "server" if sender_role == "client" else "client"
         sender, receiver = by_role[sender_role], by_role[receiver_role]
         row.update(_stream_columns(sender, receiver))
+        measurer = receiver
         problems += _byte_count_problems(sender, receiver, sender_role, receiver_role)
         zerocopy_side = sender
     if cell.get("mode") == "zero_copy":
@@ -234,8 +285,9 @@ def cell_row(
         row.update(_perf_columns("server", server_perf))
     if client_perf is not None:
         row.update(_perf_columns("client", client_perf))
-    row["status"] = "failed" if problems else "ok"
-    row["error"] = "; ".join(problems) if problems else None
+    doubts = measurement_doubts(measurer, checks) if checks is not None and not problems else []
+    row["status"] = "failed" if problems else "degraded" if doubts else "ok"
+    row["error"] = "; ".join(problems or doubts) or None
     return {key: row.get(key) for key in order_columns(row)}
 
 
