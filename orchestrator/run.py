@@ -127,6 +127,18 @@ class _RunLog(logging.FileHandler):
     def handleError(self, record: logging.LogRecord) -> None:
         pass
 
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            pass
+
 
 def _attach_log(run_dir: Path) -> logging.Handler:
     try:
