@@ -294,6 +294,10 @@ def _fetch_missing(ctx: CellContext, cell: Cell, local_dir: Path, roles: set[str
             host.fetch_dir(ctx.remote_dir(role, cell), local_dir, ctx.experiment.timeouts.command)
         except HostError as exc:
             problems.append(str(exc))
+        except tarfile.TarError as exc:
+            problems.append(f"{host.name}: the raw files of {role} came back unreadable: {exc}")
+        except OSError as exc:  # unpacking here: this machine's disk
+            raise disk_error(local_dir / "raw files", exc, local_dir.parent.parent) from None
     return "; ".join(problems) or None
 
 

@@ -207,4 +207,4 @@ def experiment_from_resolved(data: dict[str, Any], origin: Path) -> Experiment:
     try:
         return Experiment.model_validate(data)
     except Exception as exc:  # a saved run's config that no longer validates
-        raise ConfigError(f"{origin}: saved config does not validate: {exc}") from None
+        raise ConfigError(f"{origin}: saved config does not validate: {str(exc)[:1000]}") from None
