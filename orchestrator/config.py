@@ -135,8 +135,11 @@ class Timeouts(_Strict):
 class Checks(_Strict):
     """When a measured cell is `degraded` rather than `ok` (docs/results-schema.md)."""
 
-    # The measuring side's window may differ from `duration` by this fraction of it.
+    # The measuring side's window may differ from `duration` by this fraction of it, or by
+    # window_slack, whichever is more: draining many connections' socket buffers after the
+    # sender's deadline takes a few tens of milliseconds, whatever the duration.
     window_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.05
+    window_slack: Annotated[float, BeforeValidator(_duration), Field(ge=0, le=60)] = 0.1
     # An interval whose rate is below this fraction of the cell's median interval is a stall.
     min_interval_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
 

@@ -369,5 +369,5 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
             problems.append(str(exc))
     error = result.error or ("; ".join(problems) or None)
     checks = table.MeasurementChecks(experiment.duration, experiment.checks.window_tolerance,
-                                     experiment.checks.min_interval_fraction)
+                                     experiment.checks.min_interval_fraction, experiment.checks.window_slack)
     return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error, checks)

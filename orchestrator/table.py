@@ -200,6 +200,7 @@ class MeasurementChecks:
     duration: float  # the configured window, seconds
     window_tolerance: float = 0.05
     min_interval_fraction: float = 0.1
+    window_slack: float = 0.1  # seconds; the allowed difference is the larger of this and the tolerance
 
 
 def measurement_doubts(measurer: AgentReport | None, checks: MeasurementChecks) -> list[str]:
@@ -211,9 +212,9 @@ def measurement_doubts(measurer: AgentReport | None, checks: MeasurementChecks) 
         return []
     doubts = []
     seconds = measurer.window.seconds
-    if abs(seconds - checks.duration) > checks.window_tolerance * checks.duration:
-        doubts.append(f"measured window {seconds:.3f}s, expected {checks.duration:g}s "
-                      f"± {checks.window_tolerance:.0%}")
+    allowed = max(checks.window_tolerance * checks.duration, checks.window_slack)
+    if abs(seconds - checks.duration) > allowed:
+        doubts.append(f"measured window {seconds:.3f}s, expected {checks.duration:g}s ± {allowed:.3g}s")
     # Per interval, summed over the connections: one slow connection beside fast ones is
     # sharing, not a stall; all of them slow at once is.
     count = max(len(t.intervals) for t in measurer.threads_detail)

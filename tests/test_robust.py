@@ -78,7 +78,18 @@ def test_a_window_longer_than_the_duration_makes_the_cell_degraded():
     doc["window"]["seconds"] = 2.4
     row = _row(STREAM, client=doc)
     assert row["status"] == "degraded"
-    assert "measured window 2.400s, expected 2s ± 5%" in row["error"]
+    assert "measured window 2.400s, expected 2s ± 0.1s" in row["error"]
+    doc["window"]["seconds"] = 2.09  # within 5% of 2 s
+    assert _row(STREAM, client=doc)["status"] == "ok"
+
+
+def test_a_short_window_gets_the_absolute_slack():
+    doc = _doc(STREAM, "client")
+    doc["window"]["seconds"] = 2.09
+    short = MeasurementChecks(duration=2.0, window_tolerance=0.01, window_slack=0.1)
+    assert _row(STREAM, short, client=doc)["status"] == "ok"
+    strict = MeasurementChecks(duration=2.0, window_tolerance=0.01, window_slack=0.0)
+    assert "expected 2s ± 0.02s" in _row(STREAM, strict, client=doc)["error"]
 
 
 def test_thresholds_are_the_configured_ones():
@@ -101,6 +112,7 @@ def test_checks_are_configurable_in_the_experiment_with_documented_defaults():
     assert (experiment.checks.window_tolerance, experiment.checks.min_interval_fraction) == (0.1, 0.2)
     default = Experiment.model_validate({"name": "x", "matrix": {"mode": ["one_copy"]}})
     assert (default.checks.window_tolerance, default.checks.min_interval_fraction) == (0.05, 0.1)
+    assert default.checks.window_slack == 0.1
 
 
 def test_degraded_rows_are_left_out_of_the_means_and_counted(tmp_path):
