@@ -208,7 +208,6 @@ class CellRunner:
         write_atomic(local_dir / "cell.json", json.dumps(record, indent=2) + "\n", local_dir.parent.parent)
         return CellOutcome(cell, local_dir, error, time.monotonic() - started)
 
-
     def _finish_both(self, processes: dict[str, Process], limit: float) -> dict[str, tuple[int | None, bytes]]:
         """Both commands' exit codes and output, waiting on both at once: as soon as one side
         has failed (a client that cannot connect exits at once), the other is killed instead of

@@ -61,7 +61,7 @@ def test_a_torn_last_row_is_measured_again_by_resume(tmp_path):
     done = orchestrate("run", str(config), "--inventory", str(inventory), "--results", str(results), "--no-report",
                        timeout=120)
     assert done.returncode == 0, done.stderr
-    assert ": 3 cells, about 3 s, seed" in done.stderr  # the start line states the plan's time
+    assert ": 3 cells, about 4 s, seed" in done.stderr  # 3 × (0.2 + 0.5 + 0.5 s per cell)  # the start line states the plan's time
     run_dir = only_run(results)
     csv = run_dir / "results.csv"
     whole = csv.read_bytes()
