@@ -4,7 +4,10 @@ then their raw files brought home."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +16,14 @@ from typing import Any, Iterable
 from .config import Experiment
 from .deploy import Agent
 from .errors import HostError
+from .files import disk_error, write_atomic
 from .hosts import Host, Process, extract_tar, q
 from .plan import Cell
 from .preflight import DROP_TO_USER, perf_prefix
 
 READY_TIMEOUT = 15.0
+FINISH_SLICE = 0.05  # how often each side is looked at while both run
+KILLED_FINISH = 15.0  # for a killed side's command to send its raw files and end
 ARM_MIN_WARMUP = 0.5
 ROLES = ("server", "client")
 FILES_MARKER = "@@orchestrate-files@@"
@@ -180,15 +186,12 @@ class CellRunner:
                 processes["client"].send_line(GO)
                 self._arm(next_cell)
             limit = cell_time_limit(ctx.experiment)
-            deadline = time.monotonic() + limit
-            for role in ("client", "server"):
-                code, output = processes[role].finish(max(1.0, deadline - time.monotonic()))
+            for role, (code, output) in self._finish_both(processes, limit).items():
                 record["exit_codes"][role] = code
                 if _unpack(output, local_dir):
                     returned.add(role)
                 if code is None:
                     error = error or f"{role} agent did not finish within {limit:g}s"
-                    kill_agents(processes.values())  # now, so the other role's finish is quick
                 elif code != 0:
                     error = error or f"{role} agent {_exit_meaning(code)}"
         except HostError as exc:
@@ -209,8 +212,39 @@ class CellRunner:
         if error:
             error = _explain(error, local_dir)
         record["error"] = error
-        (local_dir / "cell.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_atomic(local_dir / "cell.json", json.dumps(record, indent=2) + "\n", local_dir.parent.parent)
         return CellOutcome(cell, local_dir, error, time.monotonic() - started)
+
+    def _finish_both(self, processes: dict[str, Process], limit: float) -> dict[str, tuple[int | None, bytes]]:
+        """Both commands' exit codes and output, waiting on both at once: as soon as one side
+        has failed (a client that cannot connect exits at once), the other is killed instead of
+        being waited out to its lifetime. At the time limit, both are killed."""
+        deadline = time.monotonic() + limit
+        done: dict[str, tuple[int | None, bytes]] = {}
+        killed = False
+        while len(done) < len(ROLES) and time.monotonic() < deadline:
+            for role in ("client", "server"):
+                if role in done:
+                    continue
+                others_ok = bool(done) and all(code == 0 for code, _ in done.values())
+                # Once the other side ended well, this side has all the time left in one wait;
+                # while both run, short slices so that a failure on either is seen at once.
+                wait = deadline - time.monotonic() if others_ok else min(FINISH_SLICE, deadline - time.monotonic())
+                code, output = processes[role].finish(max(0.0, wait))
+                if code is None:
+                    continue
+                done[role] = (code, output)
+                if code != 0 and not killed and len(done) < len(ROLES):
+                    kill_agents(processes.values())  # the other side ends now, and sends its files
+                    killed = True
+        for role in ROLES:
+            if role not in done:
+                if not killed:
+                    kill_agents(processes.values())
+                    killed = True
+                _, output = processes[role].finish(KILLED_FINISH)
+                done[role] = (None, output)  # None: it did not finish in time by itself
+        return done
 
 
 def _release(processes: dict[str, Process]) -> None:
@@ -233,14 +267,27 @@ def _exit_meaning(code: int) -> str:
 
 
 def _unpack(output: bytes, local_dir: Path) -> bool:
+    """A command's raw files into the cell folder. They land in a scratch folder first and are
+    moved in only once all of them are written: a full disk leaves no empty or cut file there,
+    and is a DiskError (the run stops; --resume measures the cell again)."""
     marker = f"\n{FILES_MARKER}\n".encode()
     position = output.find(marker)
     if position == -1:
         return False
+    scratch: Path | None = None
     try:
-        extract_tar(output[position + len(marker):], local_dir)
-    except (tarfile.TarError, OSError):
-        return False
+        scratch = Path(tempfile.mkdtemp(dir=local_dir, prefix=".incoming-"))
+        try:
+            extract_tar(output[position + len(marker):], scratch)
+        except tarfile.TarError:
+            return False
+        for item in scratch.iterdir():
+            os.replace(item, local_dir / item.name)
+    except OSError as exc:
+        raise disk_error(local_dir / "raw files", exc, local_dir.parent.parent) from None
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return True
 
 
@@ -253,6 +300,10 @@ def _fetch_missing(ctx: CellContext, cell: Cell, local_dir: Path, roles: set[str
             host.fetch_dir(ctx.remote_dir(role, cell), local_dir, ctx.experiment.timeouts.command)
         except HostError as exc:
             problems.append(str(exc))
+        except tarfile.TarError as exc:
+            problems.append(f"{host.name}: the raw files of {role} came back unreadable: {exc}")
+        except OSError as exc:  # unpacking here: this machine's disk
+            raise disk_error(local_dir / "raw files", exc, local_dir.parent.parent) from None
     return "; ".join(problems) or None
 
 

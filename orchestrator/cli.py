@@ -11,21 +11,27 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from typing import TYPE_CHECKING
+
 from . import __version__
-from . import run as runs
-from .cells import CellOutcome
 from .config import load_experiment
-from .report import VARIANT_COLUMNS
 from .errors import ConfigError, OrchestrateError, PreflightError, RunFailed
 from .inventory import load_inventory
-from .plan import Cell
-from .preflight import Preflight, run_preflight
+
+# The run, report and analysis modules (pandas, scipy, matplotlib, paramiko) are imported where
+# they are used: a bad file is then refused in well under a second, before any of them loads.
+if TYPE_CHECKING:
+    from .cells import CellOutcome
+    from .plan import Cell
+    from .preflight import Preflight
 
 console = Console(stderr=True)
 out = Console()
 
 
-class TerminalProgress(runs.Progress):
+class TerminalProgress:
+    """The terminal's run.Progress: stages, then a bar over the cells."""
+
     def __init__(self) -> None:
         self.bar: RichProgress | None = None
         self.task = None
@@ -68,6 +74,7 @@ def show_preflight(report: Preflight) -> None:
 
 def show_summary(run_dir: Path) -> None:
     """One line per cell, from the same summary the report uses: the figures a user looks at first."""
+    from .report import VARIANT_COLUMNS
     from .stats import summarize
     from .table import read_results
     from .units import format_size
@@ -120,15 +127,24 @@ def _load_inputs(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import run as runs
+
+    if args.retry_failed and not args.resume:
+        raise ConfigError("orchestrate run: --retry-failed goes with --resume RUN_DIR")
     if args.resume:
         state = runs.reopen_run(Path(args.resume))
         console.print(f"resuming {state.run_dir}")
+        if args.retry_failed:
+            redo = runs.set_aside_unfinished(state)
+            console.print(f"measuring {len(redo)} failed or degraded cells again; their raw files are kept in "
+                          f"{state.run_dir}/cells/<cell_id>.failed-<n>/")
     else:
         if not args.config:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
+        size = _checked_size(experiment, args.yes)
         state = runs.create_run(experiment, inventory, Path(args.results))
-        console.print(f"run {state.run_id}: {len(state.plan.cells)} cells, seed {state.plan.seed}, folder {state.run_dir}")
+        console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     try:
         outcome = runs.execute(state, TerminalProgress(), on_preflight=show_preflight if args.verbose else _problems_only)
     except KeyboardInterrupt:
@@ -140,11 +156,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .report import write_report
 
         console.print(f"report: {write_report(state.run_dir)}")
-    if outcome.failed:
-        listing = "\n".join(f"  {o.cell.cell_id}: {o.error}" for o in outcome.failed)
-        raise RunFailed(f"{len(outcome.failed)} of {len(outcome.finished)} cells failed (raw logs in {state.run_dir}/cells):\n{listing}")
+    counts = runs.row_counts(state.run_dir)
+    failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
+    if failed or degraded:
+        # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
+        listing = "".join(f"\n  {o.cell.cell_id}: {o.error}" for o in outcome.failed)
+        raise RunFailed(
+            f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in {state.run_dir}/cells)"
+            f"{listing}\nmeasure them again with: orchestrate run --resume {state.run_dir} --retry-failed")
     console.print(f"[green]done[/]: {len(outcome.finished)} cells run, {outcome.skipped} already done, results in {state.run_dir}/results.csv")
     return 0
+
+
+def _checked_size(experiment, yes: bool):
+    """The plan's size, said before anything runs; a plan over the limit needs --yes."""
+    from .plan import MAX_PLAN_CELLS, MAX_PLAN_SECONDS, format_seconds, plan_size
+
+    size = plan_size(experiment)
+    if size.too_big and not yes:
+        raise ConfigError(
+            f"{experiment.name}: this plan is {size.describe()}: over the limit of {MAX_PLAN_CELLS:,} cells or "
+            f"{format_seconds(MAX_PLAN_SECONDS)}; check the matrix, or run it anyway with --yes")
+    return size
 
 
 def _problems_only(report: Preflight) -> None:
@@ -153,6 +186,9 @@ def _problems_only(report: Preflight) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from . import run as runs
+    from .preflight import run_preflight
+
     experiment, inventory = _load_inputs(args)
     hosts = runs.connect_hosts(inventory, experiment.timeouts.connect)
     try:
@@ -161,6 +197,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         for host in hosts.values():
             host.close()
     show_preflight(report)
+    from .plan import plan_size
+
+    console.print(f"plan: {plan_size(experiment).describe()}")
     if report.problems:
         raise PreflightError(f"{len(report.problems)} problem(s) found")
     return 0
@@ -222,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_inventory(p)
     p.add_argument("--results", default="results", help="where run folders go (default: ./results)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run without redoing its finished cells")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: measure failed and degraded cells again (their raw files are kept aside)")
+    p.add_argument("--yes", action="store_true", help="run a plan over the size limit (24 h or 100,000 cells)")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("-v", "--verbose", action="store_true", help="show the full preflight table")
     p.set_defaults(handler=cmd_run)

@@ -42,7 +42,9 @@ def _duration(value: object) -> float:
     return units.parse_duration(value)
 
 
-_CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+# Matched with fullmatch: `$` would also match before a trailing newline ("0\n").
+_CPU_LIST = re.compile(r"\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*")
+MAX_CPU = 4095  # the agent's --cpus takes CPU numbers below its CPU set size
 
 
 def _cpu_list(value: object) -> str:
@@ -50,8 +52,12 @@ def _cpu_list(value: object) -> str:
         value = ",".join(str(v) for v in value)
     elif isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not _CPU_LIST.match(value):
+    if not isinstance(value, str) or len(value) > 1000 or not _CPU_LIST.fullmatch(value):
         raise ValueError("expected CPUs as a list [0, 2] or a string such as '0,2-3'")
+    for part in value.split(","):
+        low, _, high = part.partition("-")
+        if int(low) > MAX_CPU or (high and not int(low) <= int(high) <= MAX_CPU):
+            raise ValueError(f"CPU numbers go from 0 to {MAX_CPU}, and a range from low to high")
     return value
 
 
@@ -126,6 +132,18 @@ class Timeouts(_Strict):
     cell_grace: Seconds = 30.0
 
 
+class Checks(_Strict):
+    """When a measured cell is `degraded` rather than `ok` (docs/results-schema.md)."""
+
+    # The measuring side's window may differ from `duration` by this fraction of it, or by
+    # window_slack, whichever is more: draining many connections' socket buffers after the
+    # sender's deadline takes a few tens of milliseconds, whatever the duration.
+    window_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.05
+    window_slack: Annotated[float, BeforeValidator(_duration), Field(ge=0, le=60)] = 0.1
+    # An interval whose rate is below this fraction of the cell's median interval is a stall.
+    min_interval_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+
+
 class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     matrix: Matrix
@@ -149,6 +167,7 @@ class Experiment(_Strict):
     affinity: Affinity = Affinity()
     perf: Perf = Perf()
     timeouts: Timeouts = Timeouts()
+    checks: Checks = Checks()
 
     @model_validator(mode="before")
     @classmethod
@@ -191,4 +210,4 @@ def experiment_from_resolved(data: dict[str, Any], origin: Path) -> Experiment:
     try:
         return Experiment.model_validate(data)
     except Exception as exc:  # a saved run's config that no longer validates
-        raise ConfigError(f"{origin}: saved config does not validate: {exc}") from None
+        raise ConfigError(f"{origin}: saved config does not validate: {str(exc)[:1000]}") from None

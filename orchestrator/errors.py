@@ -43,3 +43,10 @@ class LabError(OrchestrateError):
     """The namespace lab could not be built, inspected or removed."""
 
     exit_code = 4
+
+
+class DiskError(OrchestrateError):
+    """A run file could not be written or read back on this machine: a full disk, a quota, an
+    I/O error. Nothing half-written is left behind; the run can be finished once there is room."""
+
+    exit_code = 5

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from .yamlfile import load_yaml, validate
+from .errors import ConfigError
+from .yamlfile import MAX_FILE_BYTES, load_yaml, read_small_file, validate
 
 LOCAL = "local"
 
@@ -114,11 +115,36 @@ def load_inventory(path: Path) -> Inventory:
     path = Path(path)
     inventory = validate(Inventory, load_yaml(path), path)
     assert isinstance(inventory, Inventory)
-    return inventory.model_copy(update={
+    inventory = inventory.model_copy(update={
         "ssh_config": _anchor(inventory.ssh_config, path),
         "server": _anchor_paths(inventory.server, path),
         "client": _anchor_paths(inventory.client, path),
     })
+    _check_files(inventory, path)
+    return inventory
+
+
+# A known_hosts file grows with every host its user has met; a key or an ssh_config does not.
+FILE_LIMITS = {"key": MAX_FILE_BYTES, "known_hosts": 16 * MAX_FILE_BYTES, "ssh_config": MAX_FILE_BYTES}
+
+
+def _check_files(inventory: Inventory, path: Path) -> None:
+    """Every file the inventory names is a readable regular file of a sane size, now: a missing
+    key or `key: /dev/zero` is a bad inventory (exit 2), not a failure halfway into connecting."""
+    named: list[tuple[str, str | None]] = [("ssh_config", inventory.ssh_config)]
+    for role in ("server", "client"):
+        spec = inventory.role(role)  # type: ignore[arg-type]
+        named += [(f"{role}.key", spec.key), (f"{role}.known_hosts", spec.known_hosts)]
+        if spec.jump is not None:
+            named += [(f"{role}.jump.key", spec.jump.key), (f"{role}.jump.known_hosts", spec.jump.known_hosts)]
+    for where, value in named:
+        if not value:
+            continue
+        kind = where.rsplit(".", 1)[-1]
+        try:
+            read_small_file(Path(value), kind.replace("_", " ") + " file", FILE_LIMITS[kind])
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {where}: {exc}") from None
 
 
 def _anchor(value: str | None, inventory_path: Path) -> str | None:

@@ -49,14 +49,14 @@ Status = Literal["counted", "not_supported", "not_counted"]
 NOT_SUPPORTED = "<not supported>"
 NOT_COUNTED = "<not counted>"
 
-_INTEGER = re.compile(r"^-?\d+$")
-_DECIMAL = re.compile(r"^-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
+_INTEGER = re.compile(r"^-?\d+\Z")
+_DECIMAL = re.compile(r"^-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?\Z")
 # Core PMUs whose per-type records add up to one counter: x86 (`cpu`), Intel hybrid
 # (`cpu_core`, `cpu_atom`, `cpu_lowpower`) and Arm big.LITTLE (`armv8_cortex_a53`, ...).
-_CORE_PMU = re.compile(r"^(?:cpu|cpu_core|cpu_atom|cpu_lowpower|armv\d+_[a-z0-9_]+)$")
+_CORE_PMU = re.compile(r"^(?:cpu|cpu_core|cpu_atom|cpu_lowpower|armv\d+_[a-z0-9_]+)\Z")
 # Older perf appended a fallback's modifier to a PMU event as `cpu_core/cycles/:u`.
-_PMU_EVENT = re.compile(r"^(?P<pmu>[A-Za-z0-9_.-]+)/(?P<event>[^/]+)/:?(?P<mods>[A-Za-z]*)$")
-_MODIFIED_EVENT = re.compile(r"^(?P<base>[^:]+):(?P<mods>[A-Za-z]+)$")
+_PMU_EVENT = re.compile(r"^(?P<pmu>[A-Za-z0-9_.-]+)/(?P<event>[^/]+)/:?(?P<mods>[A-Za-z]*)\Z")
+_MODIFIED_EVENT = re.compile(r"^(?P<base>[^:]+):(?P<mods>[A-Za-z]+)\Z")
 
 # What a count covers: the kernel and user space, user space only, the kernel only, or nothing.
 Reach = Literal["user+kernel", "user", "kernel", "nothing"]

@@ -62,6 +62,43 @@ class Plan:
         return cls(seed=int(data["seed"]), cells=tuple(Cell.from_json(c) for c in data["cells"]))
 
 
+# What the orchestrator adds to each cell beyond warm-up and duration, as an estimate (README
+# "Figures measured here": 0.06 to 0.32 s per cell; more with perf and a remote host).
+CELL_OVERHEAD_S = 0.5
+# Over either, a plan needs --yes: it is more likely a typo in the matrix than a plan.
+MAX_PLAN_CELLS = 100_000
+MAX_PLAN_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class PlanSize:
+    cells: int
+    seconds: float
+
+    @property
+    def too_big(self) -> bool:
+        return self.cells > MAX_PLAN_CELLS or self.seconds > MAX_PLAN_SECONDS
+
+    def describe(self) -> str:
+        return f"{self.cells:,} cells, about {format_seconds(self.seconds)}"
+
+
+def plan_size(experiment: Experiment) -> PlanSize:
+    """The plan's cells and time, from the matrix alone: nothing is expanded, so a plan of
+    millions of cells is sized at once."""
+    cells = experiment.repetitions
+    for key in CELL_KEYS:
+        cells *= len(experiment.dimension(key))
+    return PlanSize(cells, cells * (experiment.warmup + experiment.duration + CELL_OVERHEAD_S))
+
+
+def format_seconds(seconds: float) -> str:
+    for unit, size in (("years", 365 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size or (unit in ("h", "min") and seconds >= size):
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def new_seed() -> int:
     return secrets.randbits(63)
 

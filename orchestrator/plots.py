@@ -8,6 +8,8 @@ a note saying so, never as a line at zero.
 
 from __future__ import annotations
 
+import io
+
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
 from . import derive
+from .files import write_atomic
 from .units import format_size
 
 NOT_SUPPORTED = "not supported on these hosts"
@@ -287,7 +290,9 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     with matplotlib.rc_context(STYLE):
         for suffix, options in ((".png", {"dpi": 150}), (".svg", {})):
             path = out_dir / f"{name}{suffix}"
-            fig.savefig(path, **options)
+            buffer = io.BytesIO()  # rendered in memory, then written whole: no half a plot on a full disk
+            fig.savefig(buffer, format=suffix[1:], **options)
+            write_atomic(path, buffer.getvalue())
             paths.append(path)
     return paths
 

@@ -22,7 +22,8 @@ import yaml
 
 from . import derive, plots, stats
 from .errors import OrchestrateError
-from .table import ResultsError
+from .files import disk_error, write_atomic
+from .table import ResultsError, repair_torn_tail
 from .units import format_size
 from .yamlfile import load_yaml
 
@@ -176,7 +177,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
 # ---------------------------------------------------------------- setup
 
 
-_ETHTOOL_SPEED = re.compile(r"^(\d+)\s*Mb/s$")
+_ETHTOOL_SPEED = re.compile(r"^(\d+)\s*Mb/s\Z")
 
 
 def _nic(run: RunData, role: str) -> dict[str, Any]:
@@ -312,6 +313,8 @@ def _stream_tables(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly())
             flags.append(f"unstable (CV {_num(r['throughput_gbps_cv'] * 100, 2)}%)")
         if r["failed"]:
             flags.append(f"{int(r['failed'])} failed")
+        if r.get("degraded", 0):
+            flags.append(f"{int(r['degraded'])} degraded, left out")
         rows.append([
             r["mode_label"], _size(r["message_size"]), int(r["threads"]), f"{int(r['ok'])}/{int(r['repetitions'])}",
             _with_ci(r, "throughput_gbps"), _with_ci(r, "messages_per_s"),
@@ -639,13 +642,20 @@ REPORTED_SPREAD = ("throughput_gbps", "transactions_per_s", "latency_p50_us", "l
 
 
 def _problems_section(summary: pd.DataFrame) -> str:
-    lines = ["## Failed and unstable cells", ""]
-    failed = summary[summary["failed"] > 0] if not summary.empty else summary
+    lines = ["## Failed, degraded and unstable cells", ""]
+    degraded_count = summary["degraded"] if "degraded" in summary else 0
+    failed = summary[(summary["failed"] > 0) | (degraded_count > 0)] if not summary.empty else summary
     unstable = summary[summary["unstable"]] if not summary.empty else summary
     if failed.empty and unstable.empty:
         return "\n".join(lines + ["Every repetition succeeded, and no cell varied by more than 10%.", ""])
     for _, r in failed.iterrows():
-        lines.append(f"- `{r['cell']}`: {int(r['failed'])} of {int(r['repetitions'])} repetitions failed ({r['errors']}).")
+        parts = []
+        if r["failed"]:
+            parts.append(f"{int(r['failed'])} of {int(r['repetitions'])} repetitions failed")
+        if r.get("degraded", 0):
+            parts.append(f"{int(r['degraded'])} of {int(r['repetitions'])} were degraded (measured, but the checks "
+                         "doubt the measurement; left out of the figures)")
+        lines.append(f"- `{r['cell']}`: {', '.join(parts)} ({r['errors']}).")
     for _, r in unstable.iterrows():
         # summary.csv lists every metric over 10%; here, only the ones the study reads.
         shown = [m for m in r["unstable_metrics"].split() if m in REPORTED_SPREAD]
@@ -729,17 +739,27 @@ pre {{ background: #f5f5f5; padding: 0.75rem; overflow-x: auto; }}
 
 
 def write_report(run_dir: Path) -> Path:
-    """summary.csv, plots/*.png and *.svg, report.md and report.html in the run folder; returns report.md."""
+    """summary.csv, plots/*.png and *.svg, report.md and report.html in the run folder; returns report.md.
+
+    A torn last row of results.csv (a crash or a full disk mid-write) is set aside first, as
+    `--resume` does. Every file is written whole or not at all: a full disk is a DiskError."""
+    run_dir = Path(run_dir)
+    if (run_dir / "results.csv").is_file():
+        repair_torn_tail(run_dir / "results.csv")
     run = load_run(run_dir)
+    redo = f"orchestrate report {run.path}"
     summary = stats.summarize(run.results)
-    summary.to_csv(run.path / "summary.csv", index=False)
-    written = {
-        label: list(plots.write_plots(group, run.path / "plots" / _variant_folder(label) if label else run.path / "plots"))
-        for label, group in variants(summary)
-    }
+    write_atomic(run.path / "summary.csv", summary.to_csv(index=False), redo=redo)
+    try:
+        written = {
+            label: list(plots.write_plots(group, run.path / "plots" / _variant_folder(label) if label else run.path / "plots"))
+            for label, group in variants(summary)
+        }
+    except OSError as exc:
+        raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
     text = render_markdown(run, summary, written)
     report = run.path / "report.md"
-    report.write_text(text)
+    write_atomic(report, text, redo=redo)
     body = markdown.markdown(text, extensions=["tables", "fenced_code"])
-    (run.path / "report.html").write_text(HTML_PAGE.format(title=html.escape(f"Run {run.run_id}"), body=body))
+    write_atomic(run.path / "report.html", HTML_PAGE.format(title=html.escape(f"Run {run.run_id}"), body=body), redo=redo)
     return report

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ import yaml
 
 from . import agentjson, cells, deploy, facts, perfstat, table
 from .config import Experiment, Perf, experiment_from_resolved
-from .errors import ConfigError, HostError, OrchestrateError, PreflightError
+from .errors import ConfigError, DiskError, HostError, OrchestrateError, PreflightError
+from .files import DISK_ERRNOS, disk_error, write_atomic
 from .hosts import Host, connect
 from .inventory import Inventory
 from .plan import Cell, Plan, expand, new_seed
@@ -75,14 +77,19 @@ def create_run(experiment: Experiment, inventory: Inventory, results_root: Path)
                 break
             except FileExistsError:
                 continue
-        (run_dir / "config.yml").write_text(yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
-        (run_dir / "inventory.yml").write_text(
-            yaml.safe_dump({**({"ssh_config": inventory.ssh_config} if inventory.ssh_config else {}),
-                            "server": inventory.server.public(), "client": inventory.client.public()}, sort_keys=False)
-        )
-        (run_dir / "plan.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")
     except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise disk_error(results_root, exc) from None
         raise ConfigError(f"{results_root}: cannot create the run folder: {exc.strerror or exc}") from None
+    try:
+        write_atomic(run_dir / "config.yml", yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
+        write_atomic(run_dir / "inventory.yml", yaml.safe_dump(
+            {**({"ssh_config": inventory.ssh_config} if inventory.ssh_config else {}),
+             "server": inventory.server.public(), "client": inventory.client.public()}, sort_keys=False))
+        write_atomic(run_dir / "plan.json", json.dumps(plan.to_json(), indent=1) + "\n")
+    except DiskError:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: no half run folder to resume
+        raise
     return RunState(run_dir, experiment.model_copy(update={"seed": seed}), inventory, plan)
 
 
@@ -118,8 +125,31 @@ def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
     return hosts
 
 
+class _RunLog(logging.FileHandler):
+    """run.log; a full disk must not print logging's own traceback on the user's terminal (the
+    next results or raw file that cannot be written stops the run with a DiskError)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            pass
+
+
 def _attach_log(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "run.log")
+    try:
+        handler: logging.Handler = _RunLog(run_dir / "run.log")
+    except OSError as exc:
+        raise disk_error(run_dir / "run.log", exc, run_dir) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
     root = logging.getLogger("orchestrator")
     root.addHandler(handler)
@@ -161,6 +191,12 @@ def execute(
             perf_events={role: list(report.perf_events(role)) for role in hosts},
         )
         return _run_cells(state, ctx, progress)
+    except OSError as exc:
+        # A local file this run could not write (a cell folder on a full disk): typed, never a
+        # traceback. Other OSErrors (no filename) are not the disk's doing and go up as they are.
+        if exc.filename is None:
+            raise
+        raise disk_error(Path(exc.filename), exc, state.run_dir) from None
     finally:
         progress.stop()
         for host in hosts.values():
@@ -215,11 +251,13 @@ def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deplo
         path = folder / f"{role}.json"
         if path.exists():  # a resumed run keeps the first facts and adds the new ones beside them
             path = folder / f"{role}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        write_atomic(path, json.dumps(data, indent=2) + "\n", state.run_dir)
 
 
 def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> RunOutcome:
-    results = table.ResultsTable(state.run_dir / "results.csv")
+    results = table.ResultsTable(state.run_dir / "results.csv", resume=state.run_dir)
+    if results.torn is not None:
+        progress.stage(f"results.csv ended in a torn row (kept in {results.torn.name}): that cell runs again")
     done = _finished_cell_ids(state.run_dir / "results.csv")
     todo = [c for c in state.plan.cells if c.cell_id not in done]
     outcome = RunOutcome(state.run_dir, skipped=len(state.plan.cells) - len(todo))
@@ -249,6 +287,41 @@ def _run_one(state: RunState, ctx: cells.CellContext, runner: cells.CellRunner, 
         result.error = str(row["error"])  # what the raw files showed counts as much as what the run saw
     outcome.finished.append(result)
     progress.cell_finished(result)
+
+
+def row_counts(run_dir: Path) -> dict[str, int]:
+    """How many rows of the run's results.csv have each status (ok, failed, degraded)."""
+    path = run_dir / "results.csv"
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
+    return {str(k): int(v) for k, v in table.read_results(path)["status"].astype(str).value_counts().items()}
+
+
+def set_aside_unfinished(state: RunState) -> list[str]:
+    """For --retry-failed: the cells whose rows are not `ok` (failed or degraded) are measured
+    again. Their raw files move to cells/<cell_id>.failed-<n>/ and their rows leave
+    results.csv (rewritten whole, atomically), so each cell ends with one row, its new one."""
+    path = state.run_dir / "results.csv"
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    results = table.ResultsTable(path, resume=state.run_dir)
+    frame = table.read_results(path)
+    redo = sorted(set(frame.loc[frame["status"].astype(str) != "ok", "cell_id"].astype(str)))
+    cells_dir = state.run_dir / "cells"
+    for cell_id in redo:
+        folder = cells_dir / cell_id
+        if not folder.exists():
+            continue
+        n = 1
+        while (cells_dir / f"{cell_id}.failed-{n}").exists():
+            n += 1
+        try:
+            folder.rename(cells_dir / f"{cell_id}.failed-{n}")
+        except OSError as exc:
+            raise disk_error(folder, exc, state.run_dir) from None
+    if redo:
+        results.remove(redo)
+    return redo
 
 
 def _finished_cell_ids(path: Path) -> set[str]:
@@ -309,5 +382,7 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
         except OrchestrateError as exc:
             problems.append(str(exc))
     error = result.error or ("; ".join(problems) or None)
-    return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error,
+    checks = table.MeasurementChecks(experiment.duration, experiment.checks.window_tolerance,
+                                     experiment.checks.min_interval_fraction, experiment.checks.window_slack)
+    return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error, checks,
                           perf_counts=counts)

@@ -20,7 +20,7 @@ CV_THRESHOLD = 0.10
 # The columns that name a cell apart from its repetition, in the order tables list them.
 CELL_COLUMNS = ("workload", "mode", "message_size", "threads", "fields", "sender", "nodelay", "sndbuf", "rcvbuf", "perf_scope")
 
-_REPETITION = re.compile(r"-r\d+(?=-|$)")
+_REPETITION = re.compile(r"-r\d+(?=-|\Z)")
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per cell over its repetitions (results.csv rows, derived or not).
 
     Per metric: `<metric>_mean`, `_std`, `_ci_low`, `_ci_high`, `_cv` and `_n` (repetitions
-    that measured it). Failed repetitions are left out of every statistic and counted in
-    `failed`. `unstable` marks a cell whose primary metric varies by more than 10%.
+    that measured it). Failed and degraded repetitions are left out of every statistic and
+    counted in `failed` and `degraded`. `unstable` marks a cell whose primary metric varies by more than 10%.
     """
     derived = derive.derive_metrics(results)
     derived = derived.assign(cell=derived["cell_id"].astype(str).map(cell_key))
@@ -129,7 +129,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
                 row[name] = first[name]
         row["repetitions"] = len(group)
         row["ok"] = len(ok)
-        row["failed"] = len(group) - len(ok)
+        # degraded: measured, but the checks doubt it (docs/results-schema.md); left out like failed.
+        row["degraded"] = int((group["status"].astype(str) == "degraded").sum())
+        row["failed"] = len(group) - len(ok) - row["degraded"]
         row["errors"] = "; ".join(sorted({str(e) for e in group.loc[group["status"] != "ok", "error"].dropna()})) if "error" in group else ""
         unstable: list[str] = []
         for metric in derive.METRICS:

@@ -11,9 +11,10 @@ positional notation, so no count ever appears as `2.1e+09`.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pandas as pd
 
 from orchestrator.agentjson import AgentReport
 from orchestrator.errors import OrchestrateError
+from orchestrator.files import disk_error, write_atomic
 from orchestrator.perfstat import Counter, column_name
 
 IDENTITY_COLUMNS = (
@@ -59,8 +61,8 @@ _TEXT_COLUMNS = frozenset({
 # What a role's perf counts cover (perfstat.Reach): `user+kernel`, or `user` when perf could
 # count user space only. Empty when perf did not run or counted nothing.
 PERF_COUNTS = ("user+kernel", "user")
-_PERF_COLUMN = re.compile(r"^(server|client)_(.+?)(_run_pct)?$")
-_INTEGER_TEXT = re.compile(r"^-?\d+$")
+_PERF_COLUMN = re.compile(r"^(server|client)_(.+?)(_run_pct)?\Z")
+_INTEGER_TEXT = re.compile(r"^-?\d+\Z")
 
 Row = dict[str, object]
 
@@ -196,6 +198,53 @@ def _byte_count_problems(
     return [f"{first_role} sent {sent} bytes but {second_role} received {received}"]
 
 
+@dataclasses.dataclass(frozen=True)
+class MeasurementChecks:
+    """What a measurement must show to be `ok` (config `checks:`, docs/results-schema.md)."""
+
+    duration: float  # the configured window, seconds
+    window_tolerance: float = 0.05
+    min_interval_fraction: float = 0.1
+    window_slack: float = 0.1  # seconds; the allowed difference is the larger of this and the tolerance
+
+
+def measurement_doubts(measurer: AgentReport | None, checks: MeasurementChecks) -> list[str]:
+    """Why a measurement that completed cannot be trusted as it is: a window that is not the
+    configured duration (a stall that delayed the last byte, an early end), or an interval
+    whose rate fell far below the cell's median (a link outage, a stall). `measurer` is the side
+    whose window gives the row's figures: the stream receiver, the rr client."""
+    if measurer is None or measurer.window is None or not measurer.threads_detail:
+        return []
+    doubts = []
+    seconds = measurer.window.seconds
+    allowed = max(checks.window_tolerance * checks.duration, checks.window_slack)
+    if abs(seconds - checks.duration) > allowed:
+        doubts.append(f"measured window {seconds:.3f}s, expected {checks.duration:g}s ± {allowed:.3g}s")
+    # Per interval, summed over the connections: one slow connection beside fast ones is
+    # sharing, not a stall; all of them slow at once is.
+    count = max(len(t.intervals) for t in measurer.threads_detail)
+    ends = [max((t.intervals[i].t for t in measurer.threads_detail if i < len(t.intervals))) for i in range(count)]
+    moved = [sum(t.intervals[i].bytes for t in measurer.threads_detail if i < len(t.intervals)) for i in range(count)]
+    nominal = measurer.interval_s or 0.0
+    rates: list[tuple[int, float, float, float]] = []
+    for i in range(count):
+        start = ends[i - 1] if i else 0.0
+        length = ends[i] - start
+        # A short last interval (the window is not a multiple of the interval) is too noisy to judge.
+        if length <= 0 or (nominal and length < 0.5 * nominal):
+            continue
+        rates.append((i, start, ends[i], moved[i] / length))
+    if len(rates) < 2:
+        return doubts
+    median = float(np.median([rate for *_, rate in rates]))
+    low = [(i, start, end, rate) for i, start, end, rate in rates if rate < checks.min_interval_fraction * median]
+    if median > 0 and low:
+        worst = min(low, key=lambda item: item[3])
+        doubts.append(f"{len(low)} of {len(rates)} intervals below {checks.min_interval_fraction:.0%} of the "
+                      f"median rate (lowest {worst[3] / median:.0%}, {worst[1]:.2f}-{worst[2]:.2f}s)")
+    return doubts
+
+
 def cell_row(
     cell: Mapping[str, object],
     server: AgentReport | None,
@@ -203,13 +252,15 @@ def cell_row(
     server_perf: Mapping[str, Counter] | None,
     client_perf: Mapping[str, Counter] | None,
     error: str | None,
+    checks: MeasurementChecks | None = None,
     perf_counts: Mapping[str, str | None] | None = None,
 ) -> Row:
     """One results row: `cell`'s identity and option columns plus what the raw files show.
 
     Any problem (the `error` passed in, a missing or failed agent, a mismatch between the
     agents and the cell, bytes lost between sender and receiver) makes the row `failed`
-    with every problem in `error`; whatever was measured is still filled in.
+    with every problem in `error`; whatever was measured is still filled in. A row with no
+    problem whose measurement fails `checks` is `degraded`, with the reasons in `error`.
     `perf_counts` says per role what its perf counts cover (`PERF_COUNTS`), None if nothing.
     """
     problems = [error] if error else []
@@ -221,6 +272,7 @@ def cell_row(
     row["warmup_s"] = cell.get("warmup_s")
     if cell.get("workload") == "rr":
         row.update(_rr_columns(server_ok, client_ok))
+        measurer = client_ok
         problems += _byte_count_problems(client_ok, server_ok, "client", "server")
         problems += _byte_count_problems(server_ok, client_ok, "server", "client")
         zerocopy_side = client_ok  # the requests: the same side bytes_sent is taken from
@@ -230,6 +282,7 @@ def cell_row(
         receiver_role = "server" if sender_role == "client" else "client"
         sender, receiver = by_role[sender_role], by_role[receiver_role]
         row.update(_stream_columns(sender, receiver))
+        measurer = receiver
         problems += _byte_count_problems(sender, receiver, sender_role, receiver_role)
         zerocopy_side = sender
     if cell.get("mode") == "zero_copy":
@@ -245,8 +298,9 @@ def cell_row(
         if reach is not None and reach not in PERF_COUNTS:
             raise ResultsError(f"{role} perf counts {reach!r}: expected one of {', '.join(PERF_COUNTS)}")
         row[f"{role}_perf_counts"] = reach
-    row["status"] = "failed" if problems else "ok"
-    row["error"] = "; ".join(problems) if problems else None
+    doubts = measurement_doubts(measurer, checks) if checks is not None and not problems else []
+    row["status"] = "failed" if problems else "degraded" if doubts else "ok"
+    row["error"] = "; ".join(problems or doubts) or None
     return {key: row.get(key) for key in order_columns(row)}
 
 
@@ -288,16 +342,61 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _record_end(data: bytes) -> int:
+    """Where the last whole CSV record of `data` ends: after its last line break that is not
+    inside a quoted field (an error message may hold a line break)."""
+    in_quotes, end = False, 0
+    for position, byte in enumerate(data):
+        if byte == 0x22:  # '"': a doubled "" inside a field toggles twice, so it cancels out
+            in_quotes = not in_quotes
+        elif byte == 0x0A and not in_quotes:
+            end = position + 1
+    return end
+
+
+def repair_torn_tail(path: str | Path) -> Path | None:
+    """A results.csv whose last row was cut short (a full disk, a crash mid-write) loses that
+    row, and only that row: it is kept beside the file as `results.csv.torn-<n>` and dropped,
+    so the cell counts as not measured and is run again. Returns the kept copy, if any."""
+    path = Path(path)
+    try:
+        data = path.read_bytes() if path.exists() else b""
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read results: {exc.strerror or exc}") from None
+    end = _record_end(data)
+    if end == len(data):
+        return None
+    n = 1
+    while path.with_name(f"{path.name}.torn-{n}").exists():
+        n += 1
+    kept = path.with_name(f"{path.name}.torn-{n}")
+    try:
+        write_atomic(kept, data[end:])
+        with path.open("r+b") as fh:
+            fh.truncate(end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise disk_error(path, exc) from None
+    return kept
+
+
 class ResultsTable:
     """results.csv, one row appended per finished cell and on disk before `append` returns.
+
+    Each row goes to the file in one write() of the whole line, then fsync; a write that fails
+    part-way (ENOSPC) is cut back off, so the file never ends in half a row. A torn last row
+    left by a crash is repaired when the table is opened (repair_torn_tail).
 
     A row that brings columns the file lacks (a new perf event) makes the file be rewritten
     with the union of columns, through a temporary file and an atomic rename.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, resume: Path | None = None):
         self.path = Path(path)
+        self.resume = resume
         self.columns: list[str] = []
+        self.torn = repair_torn_tail(self.path)
         if self.path.exists() and self.path.stat().st_size > 0:
             with self.path.open(newline="", encoding="utf-8") as fh:
                 self.columns = next(csv.reader(fh), [])
@@ -307,33 +406,54 @@ class ResultsTable:
         if self.columns and columns != self.columns:
             self._rewrite(columns)
         new_file = not self.columns
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns)
+        if new_file:
+            writer.writeheader()
+        writer.writerow({key: _text(row.get(key)) for key in columns})
+        self._append_whole(text.getvalue().encode("utf-8"))
         self.columns = columns
-        with self.path.open("a", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            if new_file:
-                writer.writeheader()
-            writer.writerow({key: _text(row.get(key)) for key in columns})
-            fh.flush()
-            os.fsync(fh.fileno())
         if new_file:
             _fsync_dir(self.path.parent)
 
-    def _rewrite(self, columns: list[str]) -> None:
-        with self.path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".results-", suffix=".csv")
+    def _append_whole(self, payload: bytes) -> None:
         try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-                writer.writeheader()
-                writer.writerows(rows)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.path.parent)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise disk_error(self.path, exc, self.resume) from None
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(payload):
+                    written += os.write(fd, payload[written:])
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, size)  # never leave half a row behind
+                    os.fsync(fd)
+                except OSError:
+                    pass  # repair_torn_tail drops it on the next start
+                raise disk_error(self.path, exc, self.resume) from None
+        finally:
+            os.close(fd)
+
+    def remove(self, cell_ids: Iterable[str]) -> None:
+        """Drop the rows of these cells (to measure them again), through an atomic rewrite."""
+        self._rewrite(self.columns, drop=set(cell_ids))
+
+    def _rewrite(self, columns: list[str], drop: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        with self.path.open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("cell_id") not in drop]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.path, text.getvalue().encode("utf-8"), self.resume)
+        try:
+            _fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise disk_error(self.path, exc, self.resume) from None
 
 
 def _typed(name: str, text: pd.Series) -> pd.Series:

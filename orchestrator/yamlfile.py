@@ -3,6 +3,8 @@ file, the key path, the bad value and what is allowed."""
 
 from __future__ import annotations
 
+import os
+import stat
 import typing
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,11 @@ import yaml
 
 from .errors import ConfigError
 
+# Hostile or broken files are refused before they can cost time or memory.
+MAX_FILE_BYTES = 1 << 20  # an experiment or inventory file, and a key or known_hosts file
+MAX_EXPANDED_NODES = 100_000  # values in a document with its aliases written out
+MAX_ERROR_LINES = 20
+
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML keeps the last of two equal keys; a duplicated `server:` must be an error instead."""
@@ -20,23 +27,89 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: set[object] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: PyYAML's own check below says so
+                break
+            if duplicate:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                    None, None, f"duplicate key {excerpt(key)}", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"aliases expand to more than {MAX_EXPANDED_NODES} values", node.start_mark
+            )
+        return self.construct_document(node)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values the document would hold with every alias written out, counted without
+    writing them out: a shared node is counted once per use, from a memo of its size."""
+    # Iterative, so a deeply nested document cannot exhaust Python's stack either.
+    stack: list[tuple[yaml.Node, bool]] = [(node, False)]
+    while stack:
+        current, children_done = stack.pop()
+        if id(current) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(current, yaml.SequenceNode):
+            children = list(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            children = [part for pair in current.value for part in pair]
+        if children_done:
+            sizes[id(current)] = min(1 + sum(sizes[id(c)] for c in children), MAX_EXPANDED_NODES + 1)
+            continue
+        stack.append((current, True))
+        for child in children:
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(node)]
+
+
+def excerpt(value: object, limit: int = 80) -> str:
+    """A bad value as an error message shows it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def read_small_file(path: Path, what: str = "file", limit: int = MAX_FILE_BYTES) -> bytes:
+    """A regular file of at most `limit` bytes, read without ever reading more: /dev/zero, a
+    FIFO, a folder or a huge file is refused at once, with the file named."""
     try:
-        text = Path(path).read_text()
+        if Path(path).is_dir():  # open() of a folder fails with a less telling message
+            raise ConfigError(f"{path}: not a regular file; the {what} must be a file")
+        with open(path, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"{path}: not a regular file; the {what} must be a file")
+            data = fh.read(limit + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{path}: the {what} is larger than {limit // 1024} KiB; refused")
+    return data
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    raw = read_small_file(Path(path), "YAML file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+        raise ConfigError(f"{path}: malformed YAML: {_bounded(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top, got {type(data).__name__}")
     return data
@@ -79,7 +152,7 @@ def describe_validation_error(
     for error in exc.errors(include_url=False):
         # Pydantic adds the validator's name to the location of union and function validators.
         location = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-        where = key_path(location)
+        where = _bounded(key_path(location), 200)
         if error["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(model, location[:-1]))
             lines.append(f"{path}: {where}: unknown key; allowed here: {allowed}")
@@ -87,5 +160,12 @@ def describe_validation_error(
             lines.append(f"{path}: {where}: required key is missing")
         else:
             message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"{path}: {where}: {error.get('input')!r} is not allowed: {message}")
-    return "\n".join(dict.fromkeys(lines))
+            lines.append(f"{path}: {where}: {excerpt(error.get('input'))} is not allowed: {_bounded(message)}")
+    lines = list(dict.fromkeys(lines))
+    if len(lines) > MAX_ERROR_LINES:
+        lines = lines[:MAX_ERROR_LINES] + [f"{path}: … and {len(lines) - MAX_ERROR_LINES} more problems"]
+    return "\n".join(lines)
+
+
+def _bounded(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -77,3 +78,53 @@ def test_summary_marks_copied_zero_copy_and_splits_varied_parameters():
     assert "zero_copy*" in text and "not zero-copy" in text
     assert "sender" in text and "nodelay" in text
     assert len([line for line in text.splitlines() if "one_copy" in line]) == 4
+
+
+HOSTILE = ["exp-billion-laughs.yml", "exp-not-utf8.yml", "exp-affinity-newline.yml", "exp-affinity-huge.yml",
+           "inv-key-dev-zero.yml", "inv-known-hosts-dev-zero.yml", "inv-missing-key.yml", "inv-key-is-a-folder.yml",
+           "inv-root-workdir.yml"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_fixture_is_refused_within_5s(name, tmp_path):
+    bad = ROOT / "tests" / "fixtures" / "bad" / name
+    if name.startswith("inv-"):
+        args = ["check", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(bad)]
+    else:
+        args = ["check", str(bad), "--inventory", str(ROOT / "inventory.yml")]
+    started = time.monotonic()
+    done = orchestrate(*args, cwd=tmp_path, timeout=5)  # TimeoutExpired fails the test
+    assert done.returncode == 2, done.stderr
+    assert str(bad) in " ".join(done.stderr.split()).replace(" ", "") or name in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr) < 2000  # a bounded message, not the expanded document
+    assert time.monotonic() - started < 5
+
+
+def _hostile_config(kind: str, tmp_path: Path) -> Path:
+    if kind == "dev-zero":
+        return Path("/dev/zero")
+    if kind == "folder":
+        return tmp_path
+    path = tmp_path / f"{kind}.yml"
+    if kind == "over-1MiB":
+        path.write_text("name: x\nmatrix: {mode: [one_copy]}\n# " + "x" * (1 << 20) + "\n")
+    elif kind == "huge-value":  # under the size limit, but a value that must not be printed whole
+        path.write_text("name: x\nmatrix: {mode: [one_copy]}\nperf: {events: ['" + "y" * 900_000 + "']}\n")
+    elif kind == "huge-key":
+        path.write_text("name: x\nmatrix: {mode: [one_copy]}\n" + "k" * 900_000 + ": 1\n")
+    elif kind == "deep-nesting":
+        path.write_text("name: x\nmatrix: {mode: [one_copy]}\nz: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "folder", "over-1MiB", "huge-value", "huge-key", "deep-nesting"])
+def test_hostile_config_is_refused_within_5s_with_the_file_named(kind, tmp_path):
+    config = _hostile_config(kind, tmp_path)
+    started = time.monotonic()
+    done = orchestrate("check", str(config), "--inventory", str(ROOT / "inventory.yml"), cwd=tmp_path, timeout=5)
+    assert done.returncode == 2, done.stderr[:2000]
+    assert str(config) in " ".join(done.stderr.split()).replace(" ", "") or str(config) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr) < 3000
+    assert time.monotonic() - started < 5

@@ -274,3 +274,75 @@ def test_ssh_faults_give_a_clear_error(lab_inventory, tmp_path, fault):
     assert expected in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
     assert time.monotonic() - started < 30
+
+
+def test_data_link_down_inside_the_window_is_not_a_plain_ok(lab_inventory, tmp_path):
+    """The data link goes down for 1.5 s inside a 4 s window: the row must not say `ok`."""
+    results = tmp_path / "results"
+    client_ns = NAMESPACES[1]
+    config = experiment(tmp_path, matrix={"threads": [1]}, duration="4s", warmup="0.5s", interval="0.5s")
+
+    def outage() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not agent_pid("client"):
+            time.sleep(0.02)
+        time.sleep(0.5 + 1.0)  # past the warm-up, one second into the window
+        subprocess.run(["ip", "-n", client_ns, "link", "set", lab.DATA_IF, "down"], check=True)
+        try:
+            time.sleep(1.5)
+        finally:
+            subprocess.run(["ip", "-n", client_ns, "link", "set", lab.DATA_IF, "up"], check=True)
+
+    cutter = threading.Thread(target=outage, daemon=True)
+    cutter.start()
+    try:
+        done = orchestrate("run", str(config), "--inventory", str(lab_inventory), "--results", str(results),
+                           "--no-report", timeout=120)
+    finally:
+        cutter.join()
+        subprocess.run(["ip", "-n", client_ns, "link", "set", lab.DATA_IF, "up"], check=False)
+    frame = read_results(only_run(results) / "results.csv")
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row["status"] == "degraded", (row["status"], row["error"], done.stderr)
+    assert "intervals below" in row["error"] or "measured window" in row["error"]
+    assert done.returncode == 1
+    assert "1 degraded" in " ".join(done.stderr.split())
+    assert not agents_alive()
+
+
+def test_a_client_that_cannot_connect_ends_its_cell_at_once(lab_inventory, tmp_path):
+    """After preflight, the client loses its route to the server: its agent fails at once
+    ("No route to host"), and the cell ends then, not after the server's whole lifetime."""
+    results = tmp_path / "results"
+    client_ns = NAMESPACES[1]
+    route = ["route", "add", "unreachable", "198.18.0.1/32"]
+    config = experiment(tmp_path, matrix={"threads": [1]})
+
+    def cut_route_before_the_first_cell() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            # hosts/client.json is written once preflight and its data-path check are over.
+            if results.exists() and any((p / "hosts" / "client.json").exists() for p in results.iterdir()):
+                subprocess.run(["ip", "-n", client_ns, *route], check=True)
+                return
+            time.sleep(0.005)
+
+    cutter = threading.Thread(target=cut_route_before_the_first_cell, daemon=True)
+    cutter.start()
+    try:
+        done = orchestrate("run", str(config), "--inventory", str(lab_inventory), "--results", str(results),
+                           "--no-report", timeout=120)
+    finally:
+        cutter.join()
+        subprocess.run(["ip", "-n", client_ns, "route", "del", "unreachable", "198.18.0.1/32"], check=False)
+    run_dir = only_run(results)
+    frame = read_results(run_dir / "results.csv")
+    assert done.returncode == 1, done.stderr
+    row = frame.iloc[0]
+    assert row["status"] == "failed"
+    assert "client agent" in row["error"] and "cannot connect to 198.18.0.1" in row["error"], row["error"]
+    cell = json.loads((run_dir / "cells" / row["cell_id"] / "cell.json").read_text())
+    # The server's lifetime is 0.2 + 2 + 30 s: the cell ends long before that.
+    assert cell["seconds"] < 8, cell
+    assert not agents_alive()

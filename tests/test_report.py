@@ -10,7 +10,7 @@ from orchestrator.errors import OrchestrateError
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 SECTIONS = [
     "## Setup", "### Hosts", "### Link", "### Config", "## How the numbers are made", "## Tables",
-    "## Failed and unstable cells", "## Plots", "## The study's questions",
+    "## Failed, degraded and unstable cells", "## Plots", "## The study's questions",
     "### From which message size does zero_copy beat one_copy?",
     "### How does throughput scale with threads?",
     "### Was the zero-copy real, or copied?",
