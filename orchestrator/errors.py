@@ -43,3 +43,7 @@ class LabError(OrchestrateError):
     """The namespace lab could not be built, inspected or removed."""
 
     exit_code = 4
+
+
+class UnsafeWorkdir(PreflightError):
+    """A workdir (or a path we use in it) that another account could have planted or can change."""
