@@ -186,11 +186,14 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
     given = {"mtu": args.mtu, "delay_ms": args.delay_ms, "rate_mbit": args.rate_mbit}
     options = lab.LabOptions(
-        prefix=args.prefix, inventory_path=Path(args.inventory_out), **{k: v for k, v in given.items() if v is not None}
+        prefix=args.prefix, inventory_path=Path(args.inventory_out), bastion=args.bastion, user=args.user,
+        sudo_perf=args.sudo_perf, no_compiler=tuple(args.no_compiler),
+        **{k: v for k, v in given.items() if v is not None},
     )
     if args.action == "up":
         status = lab.up(options)
         console.print(f"lab is up; run with: orchestrate run configs/smoke.yml --inventory {options.resolved_inventory_path}")
+        console.print(f"ssh_config (Host aliases {options.prefix}-server, {options.prefix}-client): {status.ssh_config_path}")
     elif args.action == "down":
         for item in lab.down(options):
             console.print(f"removed {item}")
@@ -259,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mtu", type=int, default=None, help="MTU of the data link")
     p.add_argument("--delay-ms", type=float, default=None, help="netem delay on the data link, each way")
     p.add_argument("--rate-mbit", type=float, default=None, help="netem rate limit on the data link")
+    p.add_argument("--bastion", action="store_true", help="a bastion namespace; the hosts' sshds are reachable only through it")
+    p.add_argument("--user", metavar="NAME", default=None, help="create an unprivileged account NAME and log in as it")
+    p.add_argument("--sudo-perf", action="store_true", help="with --user: a sudoers rule that lets NAME run perf, and only perf")
+    p.add_argument("--no-compiler", metavar="ROLE", action="append", default=[], choices=["server", "client"],
+                   help="hide the C compilers from that host's sshd and its sessions (repeatable)")
     p.set_defaults(handler=cmd_lab)
     return parser
 

@@ -1,24 +1,31 @@
-"""A two-host lab on one machine: two network namespaces, a data link, and an sshd in each.
+"""A two-host lab on one machine: network namespaces, a data link, and an sshd in each.
 
 The orchestrator reaches the namespaces over SSH exactly as it reaches real hosts, so a run in
-the lab exercises the same code path as a run across two machines. Everything the lab makes
-is named after its prefix and recorded in one state directory, so ``down`` can remove it all,
-even after a half-finished ``up``.
+the lab exercises the same code path as a run across two machines. Options make it look more
+like a real site: a bastion in front of the hosts, an unprivileged login account, a sudo rule
+for perf alone, and hosts without a C compiler. Everything the lab makes is named after its
+prefix and recorded in one state directory, so ``down`` can remove it all, even after a
+half-finished ``up``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
+import glob
 import ipaddress
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +41,7 @@ STATE_ROOT = Path("/run/orchestrate-lab")
 WORKDIR_ROOT = Path("/tmp/orchestrate-lab")
 DEFAULT_INVENTORY = "lab-inventory.yml"
 ROLES = ("server", "client")
+BASTION = "bastion"
 
 # The data link lives entirely inside the two namespaces, so every lab can use the same
 # addresses; the inventory format promises these.
@@ -41,22 +49,66 @@ DATA_ADDRESSES = {
     "server": ipaddress.IPv4Interface("198.18.0.1/24"),
     "client": ipaddress.IPv4Interface("198.18.0.2/24"),
 }
+# Behind a bastion, each host's sshd listens only on a veth to the bastion. Like the data link,
+# these /30s exist only inside the lab's namespaces, so every lab uses the same ones.
+JUMP_NETWORKS = {
+    "server": ipaddress.IPv4Network("198.18.1.0/30"),
+    "client": ipaddress.IPv4Network("198.18.2.0/30"),
+}
+LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
+# A bastion lab puts an `unreachable` route for LAB_RANGE in the root namespace, so that a
+# packet to a host behind the bastion fails at once instead of leaving by the default route.
+# Each lab's route has its own metric (base + management index), so labs never share one.
+ROUTE_METRIC_BASE = 3000
 # Management links end in the root namespace, where two labs would collide, so each lab
 # takes a pair of /30s from this range by index (index 0: 198.19.1.0/30 and 198.19.2.0/30).
+# A bastion lab uses only the first of its pair, for the bastion.
 MGMT_RANGE = ipaddress.IPv4Network("198.19.0.0/16")
 MAX_MGMT_INDEX = 126
 DATA_IF = "data0"
 MGMT_IF = "mgmt0"
+JUMP_IF = "jump0"
 SSH_PORT = 22
 IFNAMSIZ = 15  # the kernel's limit on interface names, without the NUL
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+# Stricter than the inventory's UserName: it goes into useradd, sshd_config and sudoers.
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
 _INVENTORY_MARK = "# orchestrate lab inventory, prefix={prefix}; `orchestrate lab down` removes this file\n"
+_ACCOUNT_MARK = "orchestrate lab {prefix}"  # the GECOS field of an account the lab created
+_SUDOERS_MARK = "# orchestrate lab {prefix}:"
+SUDOERS_DIR = Path("/etc/sudoers.d")
+# Debian's default secure_path: where `sudo perf` finds perf, so where the rule must point.
+SUDO_SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Paths that go into mount options, sshd_config and ssh_config are held to this alphabet.
+_SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9_./+-]*$")
+
+# Compiler drivers hidden on a --no-compiler host: cc, c++, gcc*, g++*, clang*, c89*, c99*,
+# tcc and friends, and every cross or versioned name (x86_64-linux-gnu-gcc-12, c89-gcc).
+_COMPILER_RE = re.compile(
+    r"^(cc|c\+\+|c89|c99|tcc|pcc|icc|icx|icpx|nvcc|gcc|g\+\+|clang|clang\+\+)(-.*)?$"
+    r"|^.+-(gcc|g\+\+|clang|clang\+\+)(-.*)?$"
+)
+# Where drivers live: the PATH directories and LLVM's own bin directories.
+_COMPILER_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+_COMPILER_DIR_GLOBS = ("/usr/lib/llvm-*/bin",)
+# The back ends (cc1, collect2, crt*.o): hidden too, so that no copy of a driver can compile.
+_COMPILER_BACKENDS = ("/usr/lib/gcc", "/usr/libexec/gcc", "/usr/lib/gcc-cross")
 
 _TOOLS = {
     "ip": "iproute2",
     "tc": "iproute2",
     "sshd": "openssh-server",
     "ssh-keygen": "openssh-client",
+}
+# Needed only by some options; checked when the option is asked for.
+_OPTION_TOOLS = {
+    "useradd": "passwd",
+    "userdel": "passwd",
+    "visudo": "sudo",
+    "sudo": "sudo",
+    "perf": "linux-perf",
+    "unshare": "util-linux",
+    "mount": "mount",
 }
 # sshd is often outside a non-root PATH; it must be run by absolute path anyway (it re-execs).
 _TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
@@ -75,9 +127,17 @@ class LabOptions:
     # None keeps the index an existing lab has, or takes the first free one.
     mgmt_index: int | None = None
     workdir_root: Path = WORKDIR_ROOT
+    # A third namespace, <prefix>-bastion; the hosts' sshds are reachable only through it.
+    bastion: bool = False
+    # An unprivileged account the lab creates and logs in as (instead of root).
+    user: str | None = None
+    # A sudoers drop-in that lets `user` run perf, and only perf, without a password.
+    sudo_perf: bool = False
+    # Roles whose sshd (and so every session) sees no C compiler.
+    no_compiler: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        # Root-side management veths are named "<prefix>-ms" / "<prefix>-mc".
+        # Root-side management veths are named "<prefix>-ms" / "<prefix>-mc" / "<prefix>-mb".
         longest = IFNAMSIZ - len("-ms")
         if not _PREFIX_RE.match(self.prefix) or len(self.prefix) > longest:
             raise LabError(
@@ -92,6 +152,19 @@ class LabOptions:
             raise LabError(f"rate {self.rate_mbit} Mbit/s is out of range; use 0.01..100000")
         if self.mgmt_index is not None and not 0 <= self.mgmt_index <= MAX_MGMT_INDEX:
             raise LabError(f"management index {self.mgmt_index} is out of range; use 0..{MAX_MGMT_INDEX}")
+        if self.user is not None and (not _USER_RE.match(self.user) or self.user == "root"):
+            raise LabError(
+                f"lab user {self.user!r} must be 1..31 characters of a-z, 0-9, '_' and '-', starting "
+                "with a letter or '_', and not root"
+            )
+        if self.sudo_perf and self.user is None:
+            raise LabError("--sudo-perf needs --user: root runs perf without sudo")
+        roles = tuple(self.no_compiler)
+        unknown = sorted(set(roles) - set(ROLES))
+        if unknown:
+            raise LabError(f"--no-compiler takes {' or '.join(ROLES)}, not {', '.join(unknown)}")
+        # One spelling for one meaning, so that two equal option sets compare equal.
+        object.__setattr__(self, "no_compiler", tuple(r for r in ROLES if r in roles))
 
     @property
     def resolved_state_dir(self) -> Path:
@@ -101,6 +174,10 @@ class LabOptions:
     def resolved_inventory_path(self) -> Path:
         path = Path(self.inventory_path) if self.inventory_path is not None else Path(DEFAULT_INVENTORY)
         return path.absolute()
+
+    @property
+    def ssh_config_path(self) -> Path:
+        return self.resolved_state_dir / "ssh_config"
 
 
 @dataclass(frozen=True)
@@ -119,6 +196,8 @@ class LabStatus:
     state_dir: Path
     inventory_path: Path | None
     rows: list[LabRow] = field(default_factory=list)
+    # The lab's ssh_config: Host aliases <prefix>-server, <prefix>-client (and <prefix>-bastion).
+    ssh_config_path: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -139,16 +218,21 @@ class LabStatus:
 
 @dataclass(frozen=True)
 class _Host:
-    """Names and addresses of one role's namespace."""
+    """Names and addresses of one namespace: a role's host, or the bastion."""
 
     role: str
     netns: str
-    root_if: str
-    mgmt_root: ipaddress.IPv4Interface
-    mgmt_ns: ipaddress.IPv4Interface
-    data: ipaddress.IPv4Interface
     dir: Path
-    workdir: Path
+    ssh: ipaddress.IPv4Interface  # where its sshd listens
+    workdir: str = ""
+    data: ipaddress.IPv4Interface | None = None
+    # Reached from the root namespace over a management veth ...
+    root_if: str | None = None
+    mgmt_root: ipaddress.IPv4Interface | None = None
+    # ... or from the bastion's namespace over a jump veth (bastion end: peer_if, peer).
+    via: str | None = None
+    peer_if: str | None = None
+    peer: ipaddress.IPv4Interface | None = None
 
     @property
     def sshd_config(self) -> Path:
@@ -163,6 +247,16 @@ class _Host:
         return self.dir / "ssh_host_ed25519_key"
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """The recorded shape of a lab: what status checks against, and what up builds."""
+
+    bastion: bool
+    user: str | None
+    sudo_perf: bool
+    no_compiler: tuple[str, ...]
+
+
 def _mgmt_networks(index: int) -> dict[str, ipaddress.IPv4Network]:
     base = int(MGMT_RANGE.network_address)
     return {
@@ -171,22 +265,57 @@ def _mgmt_networks(index: int) -> dict[str, ipaddress.IPv4Network]:
     }
 
 
-def _hosts(opts: LabOptions, index: int) -> dict[str, _Host]:
+def _root_ifs(prefix: str) -> list[str]:
+    return [f"{prefix}-m{name[0]}" for name in (BASTION, *ROLES)]
+
+
+def _workdir(opts: LabOptions, role: str, user: str | None) -> str:
+    # The namespaces share one filesystem (and /home), so each role needs a workdir of its own.
+    if user is not None:
+        return f"~/.cache/orchestrate-{opts.prefix}-{role}"
+    return str(Path(opts.workdir_root) / opts.prefix / role)
+
+
+def _hosts(opts: LabOptions, index: int, shape: _Shape) -> dict[str, _Host]:
+    """The namespaces of a lab of this shape: the bastion first if there is one, then the roles."""
     nets = _mgmt_networks(index)
     state_dir = opts.resolved_state_dir
-    hosts = {}
+    hosts: dict[str, _Host] = {}
+    if shape.bastion:
+        first, second = list(nets[ROLES[0]].hosts())
+        hosts[BASTION] = _Host(
+            role=BASTION,
+            netns=f"{opts.prefix}-{BASTION}",
+            dir=state_dir / BASTION,
+            ssh=ipaddress.IPv4Interface(f"{second}/30"),
+            root_if=f"{opts.prefix}-mb",
+            mgmt_root=ipaddress.IPv4Interface(f"{first}/30"),
+        )
     for role in ROLES:
-        first, second = list(nets[role].hosts())
-        hosts[role] = _Host(
+        common = dict(
             role=role,
             netns=f"{opts.prefix}-{role}",
-            root_if=f"{opts.prefix}-m{role[0]}",
-            mgmt_root=ipaddress.IPv4Interface(f"{first}/30"),
-            mgmt_ns=ipaddress.IPv4Interface(f"{second}/30"),
-            data=DATA_ADDRESSES[role],
             dir=state_dir / role,
-            workdir=Path(opts.workdir_root) / opts.prefix / role,
+            workdir=_workdir(opts, role, shape.user),
+            data=DATA_ADDRESSES[role],
         )
+        if shape.bastion:
+            near, far = list(JUMP_NETWORKS[role].hosts())
+            hosts[role] = _Host(
+                **common,
+                ssh=ipaddress.IPv4Interface(f"{far}/30"),
+                via=hosts[BASTION].netns,
+                peer_if=f"to-{role}",
+                peer=ipaddress.IPv4Interface(f"{near}/30"),
+            )
+        else:
+            first, second = list(nets[role].hosts())
+            hosts[role] = _Host(
+                **common,
+                ssh=ipaddress.IPv4Interface(f"{second}/30"),
+                root_if=f"{opts.prefix}-m{role[0]}",
+                mgmt_root=ipaddress.IPv4Interface(f"{first}/30"),
+            )
     return hosts
 
 
@@ -196,7 +325,8 @@ def _hosts(opts: LabOptions, index: int) -> dict[str, _Host]:
 def _tool(name: str) -> str:
     path = shutil.which(name, path=_TOOL_PATH)
     if path is None:
-        raise LabError(f"`{name}` was not found; install the Debian package {_TOOLS[name]}")
+        package = _TOOLS.get(name) or _OPTION_TOOLS[name]
+        raise LabError(f"`{name}` was not found; install the Debian package {package}")
     return path
 
 
@@ -284,6 +414,20 @@ def _write_state(opts: LabOptions, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _recorded_shape(state: dict[str, Any]) -> _Shape:
+    user = state.get("user") or {}
+    return _Shape(
+        bastion=bool(state.get("bastion", False)),
+        user=user.get("name"),
+        sudo_perf=bool(state.get("sudoers")),
+        no_compiler=tuple(state.get("no_compiler", [])),
+    )
+
+
+def _wanted_shape(opts: LabOptions) -> _Shape:
+    return _Shape(bastion=opts.bastion, user=opts.user, sudo_perf=opts.sudo_perf, no_compiler=opts.no_compiler)
+
+
 @contextlib.contextmanager
 def _locked(opts: LabOptions) -> Iterator[None]:
     """Serialise up/down. The lock is on the state dir's parent, so it leaves no file behind."""
@@ -303,7 +447,7 @@ def _locked(opts: LabOptions) -> Iterator[None]:
         os.close(fd)
 
 
-# ---------------------------------------------------------------- building
+# ---------------------------------------------------------------- namespaces and links
 
 
 def _used_root_addresses(exclude: set[str]) -> set[ipaddress.IPv4Interface]:
@@ -315,8 +459,7 @@ def _used_root_addresses(exclude: set[str]) -> set[ipaddress.IPv4Interface]:
 
 
 def _choose_index(opts: LabOptions, state: dict[str, Any] | None) -> int:
-    own = {h.root_if for h in _hosts(opts, 0).values()}
-    used = _used_root_addresses(own)
+    used = _used_root_addresses(set(_root_ifs(opts.prefix)))
 
     def free(index: int) -> bool:
         nets = _mgmt_networks(index).values()
@@ -352,33 +495,67 @@ def _ensure_addr(ifname: str, want: ipaddress.IPv4Interface, netns: str | None) 
     _ip("addr", "add", str(want), "dev", ifname, netns=netns)
 
 
+def _ensure_veth(a: tuple[str, str | None], b: tuple[str, str | None]) -> None:
+    """A veth pair between (ifname, netns) a and b, where netns None is the root namespace."""
+    ends = [_link(name, ns) for name, ns in (a, b)]
+    if None not in ends:
+        return
+    # A lone end means a half-built pair; rebuild the pair rather than guess.
+    for (name, ns), end in zip((a, b), ends):
+        if end is not None:
+            _ip("link", "del", name, netns=ns)
+    (a_name, a_ns), (b_name, b_ns) = a, b
+    _ip("link", "add", a_name, *(["netns", a_ns] if a_ns else []),
+        "type", "veth", "peer", "name", b_name, *(["netns", b_ns] if b_ns else []))
+
+
 def _ensure_data_link(hosts: dict[str, _Host], mtu: int) -> None:
     s, c = hosts["server"], hosts["client"]
-    ends = [_link(DATA_IF, s.netns), _link(DATA_IF, c.netns)]
-    if None in ends:
-        # A lone end means a half-built pair; rebuild the pair rather than guess.
-        for host, end in zip((s, c), ends):
-            if end is not None:
-                _ip("link", "del", DATA_IF, netns=host.netns)
-        _ip("link", "add", DATA_IF, "netns", s.netns, "type", "veth", "peer", "name", DATA_IF, "netns", c.netns)
+    _ensure_veth((DATA_IF, s.netns), (DATA_IF, c.netns))
     for host in (s, c):
+        assert host.data is not None
         _ip("link", "set", DATA_IF, "mtu", str(mtu), netns=host.netns)
         _ensure_addr(DATA_IF, host.data, host.netns)
         _ip("link", "set", DATA_IF, "up", netns=host.netns)
 
 
 def _ensure_mgmt_link(host: _Host) -> None:
-    root_end, ns_end = _link(host.root_if), _link(MGMT_IF, host.netns)
-    if root_end is None or ns_end is None:
-        if root_end is not None:
-            _ip("link", "del", host.root_if)
-        if ns_end is not None:
-            _ip("link", "del", MGMT_IF, netns=host.netns)
-        _ip("link", "add", host.root_if, "type", "veth", "peer", "name", MGMT_IF, "netns", host.netns)
+    assert host.root_if is not None and host.mgmt_root is not None
+    _ensure_veth((host.root_if, None), (MGMT_IF, host.netns))
     _ensure_addr(host.root_if, host.mgmt_root, None)
-    _ensure_addr(MGMT_IF, host.mgmt_ns, host.netns)
+    _ensure_addr(MGMT_IF, host.ssh, host.netns)
     _ip("link", "set", host.root_if, "up")
     _ip("link", "set", MGMT_IF, "up", netns=host.netns)
+
+
+def _ensure_jump_link(host: _Host) -> None:
+    assert host.via is not None and host.peer_if is not None and host.peer is not None
+    _ensure_veth((host.peer_if, host.via), (JUMP_IF, host.netns))
+    _ensure_addr(host.peer_if, host.peer, host.via)
+    _ensure_addr(JUMP_IF, host.ssh, host.netns)
+    _ip("link", "set", host.peer_if, "up", netns=host.via)
+    _ip("link", "set", JUMP_IF, "up", netns=host.netns)
+
+
+def _route_metric(index: int) -> int:
+    return ROUTE_METRIC_BASE + index
+
+
+def _has_route(metric: int) -> bool:
+    routes = _ip_json("-4", "route", "show", "type", "unreachable", str(LAB_RANGE))
+    return any(r.get("metric") == metric for r in routes)
+
+
+def _ensure_route(metric: int) -> None:
+    if not _has_route(metric):
+        _ip("route", "replace", "unreachable", str(LAB_RANGE), "metric", str(metric))
+
+
+def _remove_route(metric: int) -> bool:
+    if not _has_route(metric):
+        return False
+    _ip("route", "del", "unreachable", str(LAB_RANGE), "metric", str(metric), check=False)
+    return True
 
 
 def _shaping_args(opts: LabOptions) -> list[str] | None:
@@ -404,7 +581,8 @@ def _expected_qdisc(opts: LabOptions) -> str | None:
 
 def _ensure_shaping(hosts: dict[str, _Host], opts: LabOptions) -> None:
     args = _shaping_args(opts)
-    for host in hosts.values():
+    for role in ROLES:
+        host = hosts[role]
         current = _root_qdisc(DATA_IF, host.netns)
         if args is None:
             if current is not None and current.get("kind") in ("netem", "tbf"):
@@ -420,82 +598,7 @@ def _ensure_shaping(hosts: dict[str, _Host], opts: LabOptions) -> None:
             raise LabError(f"tc could not shape {DATA_IF} in {host.netns}: {proc.stderr.strip()}")
 
 
-def _keygen(path: Path, comment: str) -> None:
-    if path.exists() and path.with_name(path.name + ".pub").exists():
-        return
-    for stale in (path, path.with_name(path.name + ".pub")):
-        stale.unlink(missing_ok=True)
-    _run([_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
-
-
-def _public_key(path: Path) -> str:
-    """``type base64`` of an OpenSSH public key file, without its comment."""
-    key_type, blob, *_ = path.with_name(path.name + ".pub").read_text().split()
-    return f"{key_type} {blob}"
-
-
-def _sshd_text(host: _Host, authorized_keys: Path) -> str:
-    return "\n".join(
-        [
-            f"# sshd for the orchestrate lab namespace {host.netns}; written by `orchestrate lab up`",
-            f"ListenAddress {host.mgmt_ns.ip}:{SSH_PORT}",
-            f"HostKey {host.host_key}",
-            f"PidFile {host.pidfile}",
-            f"AuthorizedKeysFile {authorized_keys}",
-            "PermitRootLogin prohibit-password",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            # No PAM: the lab must not depend on, or touch, the system's login configuration.
-            "UsePAM no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "UseDNS no",
-            # The orchestrator opens a connection per role and per agent; allow plenty.
-            "MaxStartups 64:30:128",
-            "MaxSessions 64",
-            "Subsystem sftp internal-sftp",
-            "",
-        ]
-    )
-
-
-def _netns_inode(netns: str) -> int | None:
-    try:
-        return os.stat(f"/run/netns/{netns}").st_ino
-    except OSError:
-        return None
-
-
-def _our_sshd(host: _Host) -> int | None:
-    """The pid in the pid file if that process is alive and is the sshd running our config."""
-    try:
-        pid = int(host.pidfile.read_text().split()[0])
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if comm == "sshd" and str(host.sshd_config).encode() in cmdline and _alive(pid) else None
-
-
-def _sshd_pid(host: _Host) -> int | None:
-    """Our sshd, if it runs in the namespace (a namespace deleted under it leaves it orphaned)."""
-    pid = _our_sshd(host)
-    try:
-        inside = pid is not None and os.stat(f"/proc/{pid}/ns/net").st_ino == _netns_inode(host.netns)
-    except OSError:
-        inside = False
-    return pid if inside else None
-
-
-def _ssh_banner(address: str, timeout: float = 2.0) -> str | None:
-    try:
-        with socket.create_connection((address, SSH_PORT), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            line = sock.recv(256).split(b"\r\n", 1)[0]
-    except OSError:
-        return None
-    return line.decode("ascii", "replace") if line.startswith(b"SSH-") else None
+# ---------------------------------------------------------------- processes
 
 
 def _alive(pid: int) -> bool:
@@ -520,13 +623,251 @@ def _stop_pid(pid: int, timeout: float = 3.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _ensure_sshd(host: _Host, authorized_keys: Path) -> None:
-    text = _sshd_text(host, authorized_keys)
+def _stop_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        _stop_pid(pid)
+
+
+def _netns_pids(netns: str) -> list[int]:
+    return [int(p) for p in _ip("netns", "pids", netns, check=False).stdout.split()]
+
+
+def _uid_pids(uid: int) -> list[int]:
+    """Every live process whose real uid is ``uid``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        uid_line = next((line for line in status.splitlines() if line.startswith("Uid:")), "")
+        if uid_line.split()[1:2] == [str(uid)] and _alive(int(entry)):
+            pids.append(int(entry))
+    return pids
+
+
+def _stop_namespace(netns: str, removed: list[str]) -> None:
+    """Everything still running in the namespace: sshd, its sessions, agents left behind."""
+    pids = _netns_pids(netns)
+    _stop_all(pids)
+    removed.extend(f"process {pid} in {netns}" for pid in pids)
+
+
+# ---------------------------------------------------------------- keys and sshd
+
+
+def _keygen(path: Path, comment: str) -> None:
+    if path.exists() and path.with_name(path.name + ".pub").exists():
+        return
+    for stale in (path, path.with_name(path.name + ".pub")):
+        stale.unlink(missing_ok=True)
+    _run([_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+
+
+def _public_key(path: Path) -> str:
+    """``type base64`` of an OpenSSH public key file, without its comment."""
+    key_type, blob, *_ = path.with_name(path.name + ".pub").read_text().split()
+    return f"{key_type} {blob}"
+
+
+def _key_sources(shape: _Shape) -> str:
+    """Where a login may come from: the root namespace's management range, or the bastion."""
+    sources = [str(MGMT_RANGE)]
+    if shape.bastion:
+        sources += [str(net) for net in JUMP_NETWORKS.values()]
+    return ",".join(sources)
+
+
+def _sshd_text(host: _Host, authorized_keys: Path, shape: _Shape, user_keys: Path | None) -> str:
+    lines = [
+        f"# sshd for the orchestrate lab namespace {host.netns}; written by `orchestrate lab up`",
+        f"ListenAddress {host.ssh.ip}:{SSH_PORT}",
+        f"HostKey {host.host_key}",
+        f"PidFile {host.pidfile}",
+        f"AuthorizedKeysFile {authorized_keys}",
+        "PermitRootLogin prohibit-password",
+        f"AllowUsers root{f' {shape.user}' if shape.user else ''}",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        # No PAM: the lab must not depend on, or touch, the system's login configuration.
+        "UsePAM no",
+        "PrintMotd no",
+        "PrintLastLog no",
+        "UseDNS no",
+        # The orchestrator opens a connection per role and per agent; allow plenty.
+        "MaxStartups 64:30:128",
+        "MaxSessions 64",
+        "Subsystem sftp internal-sftp",
+    ]
+    if host.role == BASTION:
+        # ProxyJump opens direct-tcpip channels through the bastion to the hosts' sshds.
+        lines.append("AllowTcpForwarding yes")
+    if host.role in shape.no_compiler:
+        # Part of the config so that turning it on or off restarts sshd in the right mount namespace.
+        lines.append("# compilers hidden: sshd runs in a private mount namespace (orchestrate lab --no-compiler)")
+    if shape.user and user_keys is not None:
+        # sshd reads a user's AuthorizedKeysFile as that user, and the lab's own file is in a
+        # root-only directory; the user's key file is the user's own, in their home.
+        lines += [f"Match User {shape.user}", f"    AuthorizedKeysFile {user_keys}"]
+    return "\n".join(lines) + "\n"
+
+
+def _netns_inode(netns: str) -> int | None:
+    try:
+        return os.stat(f"/run/netns/{netns}").st_ino
+    except OSError:
+        return None
+
+
+def _our_sshd(host_dir: Path) -> int | None:
+    """The pid in the pid file if that process is alive and is the sshd running our config."""
+    try:
+        pid = int((host_dir / "sshd.pid").read_text().split()[0])
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if comm == "sshd" and str(host_dir / "sshd_config").encode() in cmdline and _alive(pid) else None
+
+
+def _sshd_pid(host: _Host) -> int | None:
+    """Our sshd, if it runs in the namespace (a namespace deleted under it leaves it orphaned)."""
+    pid = _our_sshd(host.dir)
+    try:
+        inside = pid is not None and os.stat(f"/proc/{pid}/ns/net").st_ino == _netns_inode(host.netns)
+    except OSError:
+        inside = False
+    return pid if inside else None
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _connect(address: str, timeout: float, netns: str | None) -> socket.socket:
+    """A TCP connection to address:22, made from inside ``netns`` (None: this namespace)."""
+    if netns is None:
+        return socket.create_connection((address, SSH_PORT), timeout=timeout)
+    # Python 3.11 has no os.setns. A network namespace is per thread, so a short-lived thread
+    # enters the namespace, makes the socket (which stays in that namespace) and ends.
+    result: dict[str, Any] = {}
+
+    def inside() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/run/netns/{netns}", "rb") as ns:
+                if libc.setns(ns.fileno(), _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {netns}: {os.strerror(err)}")
+            result["sock"] = socket.create_connection((address, SSH_PORT), timeout=timeout)
+        except OSError as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=inside, name=f"lab-netns-{netns}")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["sock"]
+
+
+def _ssh_banner(host: _Host, timeout: float = 2.0) -> str | None:
+    try:
+        with _connect(str(host.ssh.ip), timeout, host.via) as sock:
+            sock.settimeout(timeout)
+            line = sock.recv(256).split(b"\r\n", 1)[0]
+    except OSError:
+        return None
+    return line.decode("ascii", "replace") if line.startswith(b"SSH-") else None
+
+
+# ---------------------------------------------------------------- hiding compilers
+
+
+def _compiler_dirs() -> list[str]:
+    """Directories that hold compiler drivers on this machine, each once (/bin may be /usr/bin)."""
+    seen: set[Path] = set()
+    dirs = []
+    for d in [*_COMPILER_DIRS, *sorted(p for g in _COMPILER_DIR_GLOBS for p in glob.glob(g))]:
+        path = Path(d)
+        if path.is_symlink() or not path.is_dir() or path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        dirs.append(d)
+    return dirs
+
+
+def _compilers_in(directory: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(directory) if _COMPILER_RE.match(n))
+    except OSError:
+        return []
+
+
+def _visible_compilers(pid: int) -> list[str]:
+    """Compilers a process would find, looked at through its own root (so its mount namespace)."""
+    root = f"/proc/{pid}/root"
+    found = [f"{d}/{n}" for d in _compiler_dirs() for n in _compilers_in(root + d)]
+    for backend in _COMPILER_BACKENDS:
+        with contextlib.suppress(OSError):
+            if os.listdir(root + backend):
+                found.append(backend)
+    return found
+
+
+def _hide_script(host: _Host) -> str:
+    """A shell script that hides the compilers in a fresh mount namespace, then execs "$0" "$@".
+
+    Each directory with compiler drivers gets a read-only overlay whose upper lower layer holds
+    whiteouts (character devices 0/0) for the drivers' names; the back-end directories get an
+    empty read-only tmpfs. Everything else in those directories stays as it is.
+    """
+    layers = host.dir / "hidden"
+    shutil.rmtree(layers, ignore_errors=True)
+    layers.mkdir(mode=0o700)
+    steps = ["set -e"]
+    for i, directory in enumerate(_compiler_dirs()):
+        names = _compilers_in(directory)
+        if not names:
+            continue
+        whiteouts = layers / str(i)
+        whiteouts.mkdir(mode=0o755)
+        for name in names:
+            os.mknod(whiteouts / name, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+        steps.append(shlex.join(["mount", "-t", "overlay", "-o", f"ro,lowerdir={whiteouts}:{directory}",
+                                 "orchestrate-lab-nocc", directory]))
+    for backend in _COMPILER_BACKENDS:
+        if Path(backend).is_dir():
+            steps.append(shlex.join(["mount", "-t", "tmpfs", "-o", "ro,mode=0755,size=4k",
+                                     "orchestrate-lab-nocc", backend]))
+    steps.append('exec "$0" "$@"')
+    return "\n".join(steps)
+
+
+def _check_overlay() -> None:
+    try:
+        filesystems = Path("/proc/filesystems").read_text().split()
+    except OSError:
+        filesystems = []
+    if "overlay" not in filesystems:
+        _run(["modprobe", "overlay"], check=False)
+        if "overlay" not in Path("/proc/filesystems").read_text().split():
+            raise LabError("--no-compiler needs overlayfs, which this kernel lacks (CONFIG_OVERLAY_FS, module overlay)")
+
+
+def _ensure_sshd(host: _Host, text: str, hide: bool) -> None:
     changed = not host.sshd_config.exists() or host.sshd_config.read_text() != text
     host.sshd_config.write_text(text)
-    if _sshd_pid(host) is not None and not changed and _ssh_banner(str(host.mgmt_ns.ip)) is not None:
+    running = _sshd_pid(host)
+    if (running is not None and not changed and _ssh_banner(host) is not None
+            and not (hide and _visible_compilers(running))):
         return
-    pid = _our_sshd(host)
+    pid = _our_sshd(host.dir)
     sshd = _tool("sshd")
     # Privilege separation needs this directory; systemd normally makes it for the system sshd.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -535,30 +876,229 @@ def _ensure_sshd(host: _Host, authorized_keys: Path) -> None:
         _stop_pid(pid)
     host.pidfile.unlink(missing_ok=True)
     log = host.dir / "sshd.log"
-    _ip("netns", "exec", host.netns, sshd, "-f", str(host.sshd_config), "-E", str(log))
+    argv = [sshd, "-f", str(host.sshd_config), "-E", str(log)]
+    if hide:
+        # sshd, and so every session it starts, lives in a mount namespace of its own that
+        # dies with the last of those processes.
+        argv = [_tool("unshare"), "--mount", "--propagation", "private", "sh", "-c", _hide_script(host), *argv]
+    _ip("netns", "exec", host.netns, *argv)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if _sshd_pid(host) is not None and _ssh_banner(str(host.mgmt_ns.ip), timeout=0.5) is not None:
+        if _sshd_pid(host) is not None and _ssh_banner(host, timeout=0.5) is not None:
             return
         time.sleep(0.05)
     tail = log.read_text()[-500:] if log.exists() else ""
-    raise LabError(f"sshd in {host.netns} did not answer on {host.mgmt_ns.ip}:{SSH_PORT} within 10 s; log: {tail}")
+    raise LabError(f"sshd in {host.netns} did not answer on {host.ssh.ip}:{SSH_PORT} within 10 s; log: {tail}")
+
+
+# ---------------------------------------------------------------- the login account
+
+
+def _account(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def _is_our_account(name: str, prefix: str, state: dict[str, Any] | None) -> bool:
+    """Ours: recorded in this lab's state, and marked by the lab in its comment field."""
+    account = _account(name)
+    record = (state or {}).get("user") or {}
+    return (
+        account is not None
+        and record.get("name") == name
+        and account.pw_gecos == _ACCOUNT_MARK.format(prefix=prefix)
+        and record.get("uid") in (None, account.pw_uid)
+    )
+
+
+def _home(name: str) -> Path:
+    return Path("/home") / name
+
+
+def _check_user(opts: LabOptions, state: dict[str, Any] | None) -> None:
+    """Refuse, before anything is built, an account (or home) the lab did not create."""
+    if opts.user is None or _is_our_account(opts.user, opts.prefix, state):
+        return
+    if _account(opts.user) is not None:
+        raise LabError(f"an account named {opts.user!r} exists and was not created by this lab; choose another --user")
+    if _home(opts.user).exists() or os.path.lexists(_home(opts.user)):
+        raise LabError(f"{_home(opts.user)} exists and was not created by this lab; choose another --user")
+    _tool("useradd")
+    _tool("userdel")
+
+
+def _create_user(opts: LabOptions, state: dict[str, Any]) -> pwd.struct_passwd:
+    assert opts.user is not None
+    account = _account(opts.user)
+    if account is None:
+        # Recorded before it exists, so that a crash between the two still lets down find it.
+        state["user"] = {"name": opts.user, "uid": None}
+        _write_state(opts, state)
+        _run([_tool("useradd"), "--create-home", "--home-dir", str(_home(opts.user)), "--user-group",
+              "--shell", "/bin/sh", "--comment", _ACCOUNT_MARK.format(prefix=opts.prefix),
+              # `*`: no password can log in, yet the account is not locked (`!`), which sshd
+              # without PAM would refuse.
+              "--password", "*", opts.user])
+        account = pwd.getpwnam(opts.user)
+    state["user"] = {"name": opts.user, "uid": account.pw_uid, "home": account.pw_dir}
+    _write_state(opts, state)
+    return account
+
+
+def _install_user_key(account: pwd.struct_passwd, line: str) -> Path:
+    """Write ~/.ssh/authorized_keys as the user's own file, never following a link the user made."""
+    uid, gid = account.pw_uid, account.pw_gid
+    home = os.open(account.pw_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if os.fstat(home).st_uid != uid:
+            raise LabError(f"{account.pw_dir} is not owned by {account.pw_name}; run `orchestrate lab down`")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(".ssh", 0o700, dir_fd=home)
+        ssh_dir = os.open(".ssh", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=home)
+        try:
+            os.fchown(ssh_dir, uid, gid)
+            os.fchmod(ssh_dir, 0o700)
+            fd = os.open("authorized_keys", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600,
+                         dir_fd=ssh_dir)
+            with os.fdopen(fd, "w") as f:
+                os.fchown(f.fileno(), uid, gid)
+                os.fchmod(f.fileno(), 0o600)
+                f.write(line)
+        finally:
+            os.close(ssh_dir)
+    finally:
+        os.close(home)
+    return Path(account.pw_dir) / ".ssh" / "authorized_keys"
+
+
+def _remove_user(prefix: str, state: dict[str, Any] | None, removed: list[str]) -> None:
+    record = (state or {}).get("user") or {}
+    name = record.get("name")
+    if not name or not _is_our_account(name, prefix, state):
+        return
+    account = _account(name)
+    assert account is not None
+    # userdel refuses an account with processes; they are the lab's (sessions, agents).
+    _stop_all(_uid_pids(account.pw_uid))
+    proc = _run([_tool("userdel"), "--remove", name], check=False)
+    if _account(name) is not None:
+        raise LabError(f"userdel could not remove the lab's account {name}: {proc.stderr.strip()}")
+    removed.append(f"account {name} and its home {account.pw_dir}")
+
+
+# ---------------------------------------------------------------- sudo for perf
+
+
+def _sudoers_path(prefix: str) -> Path:
+    # No '.' in the name: sudo skips files in sudoers.d whose names contain one.
+    return SUDOERS_DIR / f"orchestrate-lab-{prefix}"
+
+
+def _perf_path() -> str:
+    # The rule names the path sudo finds for `perf` on its secure_path; sudo matches the
+    # command by that path's inode, so a wrapper script there (Debian's) or a symlink works.
+    path = shutil.which("perf", path=SUDO_SECURE_PATH)
+    if path is None:
+        raise LabError("--sudo-perf needs perf; install the Debian package linux-perf")
+    return path
+
+
+def _sudoers_text(prefix: str, user: str, perf: str) -> str:
+    return (
+        f"{_SUDOERS_MARK.format(prefix=prefix)} {user} may run perf, and only perf, as root without a password.\n"
+        "# Written by `orchestrate lab up`; `orchestrate lab down` removes it.\n"
+        f"{user} ALL=(root) NOPASSWD: {perf}\n"
+    )
+
+
+def _is_our_sudoers(path: Path, prefix: str) -> bool:
+    try:
+        with path.open() as f:
+            return f.readline().startswith(_SUDOERS_MARK.format(prefix=prefix) + " ")
+    except OSError:
+        return False
+
+
+def _ensure_sudoers(prefix: str, text: str) -> None:
+    path = _sudoers_path(prefix)
+    if path.exists() and not _is_our_sudoers(path, prefix):
+        raise LabError(f"{path} exists and was not written by this lab; remove it or use another prefix")
+    with contextlib.suppress(OSError):
+        if path.read_text() == text and stat.S_IMODE(path.stat().st_mode) == 0o440:
+            return
+    visudo = _tool("visudo")
+    _tool("sudo")
+    SUDOERS_DIR.mkdir(mode=0o750, exist_ok=True)
+    # A name with a '.' is skipped by sudo, so a half-written file is never read.
+    tmp = SUDOERS_DIR / f".orchestrate-lab-{prefix}.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o440)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o440)
+        f.write(text)
+    proc = _run([visudo, "-cf", str(tmp)], check=False)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise LabError(f"visudo rejected the lab's sudoers rule: {(proc.stdout + proc.stderr).strip()}")
+    tmp.replace(path)
+
+
+def _remove_sudoers(prefix: str, removed: list[str]) -> None:
+    (SUDOERS_DIR / f".orchestrate-lab-{prefix}.tmp").unlink(missing_ok=True)
+    path = _sudoers_path(prefix)
+    if path.exists() and _is_our_sudoers(path, prefix):
+        path.unlink()
+        removed.append(f"file {path}")
+
+
+# ---------------------------------------------------------------- inventory and ssh_config
+
+
+def _endpoint(host: _Host, login: str, key: Path, known_hosts: Path) -> dict[str, Any]:
+    return {"host": str(host.ssh.ip), "user": login, "port": SSH_PORT, "key": str(key), "known_hosts": str(known_hosts)}
 
 
 def _inventory_text(opts: LabOptions, hosts: dict[str, _Host], key: Path, known_hosts: Path) -> str:
-    doc = {
-        role: {
-            "host": str(h.mgmt_ns.ip),
-            "user": "root",
-            "port": SSH_PORT,
-            "key": str(key),
-            "known_hosts": str(known_hosts),
-            "data_address": str(h.data.ip),
-            "workdir": str(h.workdir),
-        }
-        for role, h in hosts.items()
-    }
-    return _INVENTORY_MARK.format(prefix=opts.prefix) + yaml.safe_dump(doc, sort_keys=False)
+    login = opts.user or "root"
+    doc: dict[str, Any] = {}
+    for role in ROLES:
+        host = hosts[role]
+        entry = _endpoint(host, login, key, known_hosts)
+        if host.via is not None:
+            entry["jump"] = _endpoint(hosts[BASTION], login, key, known_hosts)
+        assert host.data is not None
+        entry["data_address"] = str(host.data.ip)
+        entry["workdir"] = host.workdir
+        if opts.sudo_perf:
+            entry["perf_access"] = "sudo"
+        doc[role] = entry
+    aliases = ", ".join(h.netns for h in hosts.values())
+    header = (_INVENTORY_MARK.format(prefix=opts.prefix)
+              + f"# ssh_config with the Host aliases {aliases}: {opts.ssh_config_path}\n")
+    return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+def _ssh_config_text(opts: LabOptions, hosts: dict[str, _Host], key: Path, known_hosts: Path) -> str:
+    login = opts.user or "root"
+    lines = [f"# ssh_config of the orchestrate lab {opts.prefix}; written by `orchestrate lab up`, "
+             "removed by `orchestrate lab down`", ""]
+    for host in hosts.values():
+        lines += [
+            f"Host {host.netns}",
+            f"    HostName {host.ssh.ip}",
+            f"    User {login}",
+            f"    Port {SSH_PORT}",
+            f"    IdentityFile {key}",
+            "    IdentitiesOnly yes",
+            f"    UserKnownHostsFile {known_hosts}",
+            "    StrictHostKeyChecking yes",
+        ]
+        if host.via is not None:
+            lines.append(f"    ProxyJump {host.via}")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _is_our_inventory(path: Path, prefix: str) -> bool:
@@ -580,60 +1120,142 @@ def _write_inventory(path: Path, text: str, prefix: str) -> None:
     path.write_text(text)
 
 
+# ---------------------------------------------------------------- building
+
+
+def _check_paths(opts: LabOptions) -> None:
+    # The state dir ends up in mount options, sshd_config and ssh_config; keep it plain.
+    if not _SAFE_PATH_RE.match(str(opts.resolved_state_dir.absolute())):
+        raise LabError(f"lab state dir {opts.resolved_state_dir} must be a plain path (letters, digits, _ . / + -)")
+
+
+def _reshape(opts: LabOptions, state: dict[str, Any], index: int) -> None:
+    """Take away the parts of a recorded lab that the new options no longer want."""
+    old, new = _recorded_shape(state), _wanted_shape(opts)
+    removed: list[str] = []
+    if old.sudo_perf and (not new.sudo_perf or new.user != old.user):
+        _remove_sudoers(opts.prefix, removed)
+        state["sudoers"] = None
+    if old.user and old.user != new.user:
+        for name in (BASTION, *ROLES):
+            pid = _our_sshd(opts.resolved_state_dir / name)
+            if pid is not None:  # its config names the old account; it restarts below
+                _stop_pid(pid)
+        _remove_user(opts.prefix, state, removed)
+        state["user"] = None
+    if old.bastion and not new.bastion:
+        netns = f"{opts.prefix}-{BASTION}"
+        if netns in _netns_names():
+            _stop_namespace(netns, removed)
+            _ip("netns", "del", netns)
+        _ip("link", "del", f"{opts.prefix}-mb", check=False)
+        for role in ROLES:
+            _ip("link", "del", JUMP_IF, netns=f"{opts.prefix}-{role}", check=False)
+        if state.get("route_metric") is not None:
+            _remove_route(int(state["route_metric"]))
+        shutil.rmtree(opts.resolved_state_dir / BASTION, ignore_errors=True)
+    if new.bastion and not old.bastion:
+        for role in ROLES:  # the hosts lose their way in from the root namespace
+            _ip("link", "del", f"{opts.prefix}-m{role[0]}", check=False)
+            _ip("link", "del", MGMT_IF, netns=f"{opts.prefix}-{role}", check=False)
+    _write_state(opts, state)
+
+
 def _build(opts: LabOptions, state: dict[str, Any] | None) -> None:
     index = _choose_index(opts, state)
-    hosts = _hosts(opts, index)
+    shape = _wanted_shape(opts)
+    hosts = _hosts(opts, index, shape)
     state_dir = opts.resolved_state_dir
     inventory = opts.resolved_inventory_path
     recorded_inventory = state.get("inventory_path") if state else None
-    _check_inventory_path(inventory, opts.prefix)  # before anything is built
+    # Everything that can refuse does so before anything is built.
+    _check_paths(opts)
+    _check_inventory_path(inventory, opts.prefix)
+    _check_user(opts, state)
+    if opts.sudo_perf:
+        _tool("visudo"), _tool("sudo")
+        perf = _perf_path()
+        sudoers = _sudoers_path(opts.prefix)
+        if sudoers.exists() and not _is_our_sudoers(sudoers, opts.prefix):
+            raise LabError(f"{sudoers} exists and was not written by this lab; remove it or use another prefix")
+    if opts.no_compiler:
+        _tool("unshare"), _tool("mount")
+        _check_overlay()
 
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # Record first, so that down can find everything even if the build stops half-way.
-    _write_state(
-        opts,
-        {
-            "version": 1,
-            "prefix": opts.prefix,
-            "mgmt_index": index,
-            # The link options are recorded as they were until the new ones have taken effect,
-            # so a failed change shows up in status as a difference, not as success.
-            "mtu": state["mtu"] if state else 1500,
-            "delay_ms": state["delay_ms"] if state else None,
-            "rate_mbit": state["rate_mbit"] if state else None,
-            "inventory_path": str(inventory),
-            "workdirs": [str(h.workdir) for h in hosts.values()],
-            "previous_inventory_path": recorded_inventory if recorded_inventory != str(inventory) else None,
-        },
-    )
+    # Record first, so that down can find everything even if the build stops half-way. What
+    # the new options take away is recorded until it is gone; what they add, before it is made.
+    old_workdirs = state.get("workdirs", []) if state else []
+    new_workdirs = [h.workdir for r, h in hosts.items() if r in ROLES and opts.user is None]
+    state = {
+        "version": 2,
+        "prefix": opts.prefix,
+        "mgmt_index": index,
+        # The link options are recorded as they were until the new ones have taken effect,
+        # so a failed change shows up in status as a difference, not as success.
+        "mtu": state["mtu"] if state else 1500,
+        "delay_ms": state["delay_ms"] if state else None,
+        "rate_mbit": state["rate_mbit"] if state else None,
+        "inventory_path": str(inventory),
+        "workdirs": sorted(set(old_workdirs) | set(new_workdirs)),
+        "previous_inventory_path": recorded_inventory if recorded_inventory != str(inventory) else None,
+        "bastion": bool(state.get("bastion")) if state else False,
+        "route_metric": state.get("route_metric") if state else None,
+        "user": state.get("user") if state else None,
+        "sudoers": state.get("sudoers") if state else None,
+        "no_compiler": state.get("no_compiler", []) if state else [],
+    }
+    _write_state(opts, state)
+    _reshape(opts, state, index)
     if recorded_inventory and recorded_inventory != str(inventory):
         # The inventory moved; the old one would describe a lab that no longer matches it.
         if _is_our_inventory(Path(recorded_inventory), opts.prefix):
             Path(recorded_inventory).unlink()
+    state.update(bastion=opts.bastion, route_metric=_route_metric(index) if opts.bastion else None)
+    state["no_compiler"] = list(opts.no_compiler)
+    _write_state(opts, state)
 
     for host in hosts.values():
         host.dir.mkdir(mode=0o700, exist_ok=True)
         _ensure_netns(host)
-        _ensure_mgmt_link(host)
+    for host in hosts.values():
+        if host.root_if is not None:
+            _ensure_mgmt_link(host)
+        else:
+            _ensure_jump_link(host)
     _ensure_data_link(hosts, opts.mtu)
     _ensure_shaping(hosts, opts)
+    if opts.bastion:
+        _ensure_route(_route_metric(index))
 
     user_key = state_dir / "id_ed25519"
     _keygen(user_key, f"orchestrate-lab-{opts.prefix}")
+    key_line = f'from="{_key_sources(shape)}" {_public_key(user_key)}\n'
     authorized_keys = state_dir / "authorized_keys"
-    authorized_keys.write_text(f'from="{MGMT_RANGE}" {_public_key(user_key)}\n')
+    authorized_keys.write_text(key_line)
+    user_keys = None
+    if opts.user is not None:
+        user_keys = _install_user_key(_create_user(opts, state), key_line)
     known_hosts = state_dir / "known_hosts"
     lines = []
     for host in hosts.values():
         _keygen(host.host_key, f"orchestrate-lab-{host.netns}")
-        lines.append(f"{host.mgmt_ns.ip} {_public_key(host.host_key)}\n")
+        lines.append(f"{host.ssh.ip},{host.netns} {_public_key(host.host_key)}\n")
     known_hosts.write_text("".join(lines))
     for host in hosts.values():
-        _ensure_sshd(host, authorized_keys)
-        host.workdir.mkdir(parents=True, exist_ok=True)
+        _ensure_sshd(host, _sshd_text(host, authorized_keys, shape, user_keys), host.role in opts.no_compiler)
+        if host.role in ROLES and opts.user is None:
+            Path(host.workdir).mkdir(parents=True, exist_ok=True)
 
+    if opts.sudo_perf:
+        assert opts.user is not None
+        state["sudoers"] = str(_sudoers_path(opts.prefix))
+        _write_state(opts, state)
+        _ensure_sudoers(opts.prefix, _sudoers_text(opts.prefix, opts.user, perf))
+        state["perf"] = perf
+
+    opts.ssh_config_path.write_text(_ssh_config_text(opts, hosts, user_key, known_hosts))
     _write_inventory(inventory, _inventory_text(opts, hosts, user_key, known_hosts), opts.prefix)
-    state = _read_state(opts) or {}
     state.update(previous_inventory_path=None, mtu=opts.mtu, delay_ms=opts.delay_ms, rate_mbit=opts.rate_mbit)
     _write_state(opts, state)
 
@@ -680,39 +1302,40 @@ def _teardown(opts: LabOptions) -> list[str]:
         state = _read_state(opts)
     except LabError:
         state = None  # an unreadable state must not stop the cleanup
-    hosts = _hosts(opts, int(state["mgmt_index"]) if state else 0)
+    state_dir = opts.resolved_state_dir
+    # Whatever shape the lab had (or half had): every namespace and root link the prefix names.
+    names = (BASTION, *ROLES)
     namespaces = _netns_names()
+    all_netns = [f"{opts.prefix}-{name}" for name in names]
 
-    for host in hosts.values():
-        if host.netns not in namespaces:
-            continue
-        # Everything still running in the namespace: sshd, its sessions, agents left behind.
-        pids = [int(p) for p in _ip("netns", "pids", host.netns, check=False).stdout.split()]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in pids:
-            _stop_pid(pid)
-            removed.append(f"process {pid} in {host.netns}")
-
-    for host in hosts.values():
+    for netns in all_netns:
+        if netns in namespaces:
+            _stop_namespace(netns, removed)
+    for name in names:
         # An sshd whose namespace was deleted under it is in no named namespace any more.
-        orphan = _our_sshd(host)
+        orphan = _our_sshd(state_dir / name)
         if orphan is not None:
             _stop_pid(orphan)
-            removed.append(f"process {orphan} (sshd of {host.netns})")
+            removed.append(f"process {orphan} (sshd of {opts.prefix}-{name})")
 
-    for host in hosts.values():
-        root_link_existed = _link(host.root_if) is not None
-        if host.netns in namespaces:
-            _ip("netns", "del", host.netns)
-            removed.append(f"namespace {host.netns}")
+    for netns, root_if in zip(all_netns, _root_ifs(opts.prefix)):
+        root_link_existed = _link(root_if) is not None
+        if netns in namespaces:
+            _ip("netns", "del", netns)
+            removed.append(f"namespace {netns}")
         # Deleting the namespace destroys the veth ends in it and so their peers, but only once
         # the kernel has let go of the namespace; delete the root end explicitly to be sure.
-        if _link(host.root_if) is not None:
-            _ip("link", "del", host.root_if, check=False)
+        if _link(root_if) is not None:
+            _ip("link", "del", root_if, check=False)
         if root_link_existed:
-            removed.append(f"link {host.root_if}")
+            removed.append(f"link {root_if}")
+    # Only a metric the state records: without it, the route with that metric may be another lab's.
+    metric = (state or {}).get("route_metric")
+    if metric is not None and _remove_route(int(metric)):
+        removed.append(f"route unreachable {LAB_RANGE} metric {metric}")
+
+    _remove_sudoers(opts.prefix, removed)
+    _remove_user(opts.prefix, state, removed)
 
     inventories = {opts.resolved_inventory_path}
     if state:
@@ -722,14 +1345,13 @@ def _teardown(opts: LabOptions) -> list[str]:
             path.unlink()
             removed.append(f"file {path}")
 
-    workdirs = {h.workdir for h in hosts.values()}
+    workdirs = {Path(_workdir(opts, role, None)) for role in ROLES}
     if state:
-        workdirs |= {Path(p) for p in state.get("workdirs", [])}
+        workdirs |= {Path(p) for p in state.get("workdirs", []) if p.startswith("/")}
     for path in sorted(workdirs):
         if path.exists():
             shutil.rmtree(path)
             removed.append(f"directory {path}")
-    state_dir = opts.resolved_state_dir
     if state_dir.exists():
         shutil.rmtree(state_dir)
         removed.append(f"directory {state_dir}")
@@ -754,22 +1376,40 @@ def status(opts: LabOptions) -> LabStatus:
         if state
         else _expected_qdisc(opts)
     )
-    hosts = _hosts(opts, int(state["mgmt_index"]) if state else 0)
+    shape = _recorded_shape(state) if state else _wanted_shape(opts)
+    index = int(state["mgmt_index"]) if state else 0
+    hosts = _hosts(opts, index, shape)
     namespaces = _netns_names()
 
     for host in hosts.values():
         present = host.netns in namespaces
         rows.append(LabRow(host.netns, "namespace", "ok" if present else "missing"))
-        rows.append(_data_row(host, present, expect_mtu, expect_qdisc))
-        rows.append(_mgmt_row(host, present))
+        if host.data is not None:
+            rows.append(_data_row(host, present, expect_mtu, expect_qdisc))
+        rows.append(_mgmt_row(host, present) if host.root_if else _jump_row(host, present, namespaces))
         rows.append(_sshd_row(host))
+        if host.role in shape.no_compiler:
+            rows.append(_compiler_row(host))
+    if shape.bastion:
+        metric = int(state.get("route_metric") or _route_metric(index)) if state else _route_metric(index)
+        name = f"unreachable {LAB_RANGE} metric {metric}"
+        rows.append(LabRow(name, "route", "ok" if _has_route(metric) else "missing",
+                           "the root namespace cannot reach the hosts behind the bastion"))
+    if shape.user:
+        rows.append(_user_row(opts.prefix, shape.user, state))
+    if shape.sudo_perf:
+        rows.append(_sudoers_row(opts.prefix, shape.user, (state or {}).get("perf")))
 
+    ssh_config = opts.ssh_config_path
+    rows.append(LabRow(str(ssh_config), "ssh_config", "ok" if ssh_config.exists() else "missing",
+                       f"Host {' '.join(h.netns for h in hosts.values())}" if ssh_config.exists() else ""))
     if inventory.exists():
         rows.append(LabRow(str(inventory), "inventory", "ok" if _is_our_inventory(inventory, opts.prefix) else "wrong",
                            "" if _is_our_inventory(inventory, opts.prefix) else "not written by this lab"))
     else:
         rows.append(LabRow(str(inventory), "inventory", "missing"))
-    return LabStatus(prefix=opts.prefix, state_dir=state_dir, inventory_path=inventory, rows=rows)
+    return LabStatus(prefix=opts.prefix, state_dir=state_dir, inventory_path=inventory, rows=rows,
+                     ssh_config_path=ssh_config)
 
 
 def _data_row(host: _Host, present: bool, mtu: int, qdisc: str | None) -> LabRow:
@@ -795,23 +1435,35 @@ def _data_row(host: _Host, present: bool, mtu: int, qdisc: str | None) -> LabRow
     return LabRow(name, "data link", "wrong" if problems else "ok", "; ".join(problems) or detail)
 
 
-def _mgmt_row(host: _Host, present: bool) -> LabRow:
-    name = f"{host.root_if}<->{host.netns}/{MGMT_IF}"
-    root_end = _link(host.root_if)
-    ns_end = _link(MGMT_IF, host.netns) if present else None
-    if root_end is None and ns_end is None:
-        return LabRow(name, "mgmt link", "missing")
+def _pair_row(name: str, kind: str, near: tuple[dict | None, ipaddress.IPv4Interface],
+              far: tuple[dict | None, ipaddress.IPv4Interface]) -> LabRow:
+    (near_end, near_want), (far_end, far_want) = near, far
+    if near_end is None and far_end is None:
+        return LabRow(name, kind, "missing")
     problems = []
-    if root_end is None or _inet(root_end) != {host.mgmt_root}:
-        problems.append(f"root end should be {host.mgmt_root}")
-    if ns_end is None or _inet(ns_end) != {host.mgmt_ns}:
-        problems.append(f"namespace end should be {host.mgmt_ns}")
-    if root_end is not None and ns_end is not None and not (
-        "UP" in root_end.get("flags", []) and "UP" in ns_end.get("flags", [])
+    if near_end is None or _inet(near_end) != {near_want}:
+        problems.append(f"near end should be {near_want}")
+    if far_end is None or _inet(far_end) != {far_want}:
+        problems.append(f"namespace end should be {far_want}")
+    if near_end is not None and far_end is not None and not (
+        "UP" in near_end.get("flags", []) and "UP" in far_end.get("flags", [])
     ):
         problems.append("down")
-    return LabRow(name, "mgmt link", "wrong" if problems else "ok",
-                  "; ".join(problems) or f"{host.mgmt_root} <-> {host.mgmt_ns}")
+    return LabRow(name, kind, "wrong" if problems else "ok", "; ".join(problems) or f"{near_want} <-> {far_want}")
+
+
+def _mgmt_row(host: _Host, present: bool) -> LabRow:
+    assert host.root_if is not None and host.mgmt_root is not None
+    return _pair_row(f"{host.root_if}<->{host.netns}/{MGMT_IF}", "mgmt link",
+                     (_link(host.root_if), host.mgmt_root),
+                     (_link(MGMT_IF, host.netns) if present else None, host.ssh))
+
+
+def _jump_row(host: _Host, present: bool, namespaces: set[str]) -> LabRow:
+    assert host.via is not None and host.peer_if is not None and host.peer is not None
+    return _pair_row(f"{host.via}/{host.peer_if}<->{host.netns}/{JUMP_IF}", "jump link",
+                     (_link(host.peer_if, host.via) if host.via in namespaces else None, host.peer),
+                     (_link(JUMP_IF, host.netns) if present else None, host.ssh))
 
 
 def _sshd_row(host: _Host) -> LabRow:
@@ -819,10 +1471,45 @@ def _sshd_row(host: _Host) -> LabRow:
     pid = _sshd_pid(host)
     if pid is None:
         return LabRow(name, "sshd", "missing")
-    banner = _ssh_banner(str(host.mgmt_ns.ip))
+    banner = _ssh_banner(host)
+    where = f"{host.ssh.ip}:{SSH_PORT}" + (f" (from {host.via})" if host.via else "")
     if banner is None:
-        return LabRow(name, "sshd", "wrong", f"pid {pid} does not answer on {host.mgmt_ns.ip}:{SSH_PORT}")
-    return LabRow(name, "sshd", "ok", f"pid {pid}, {host.mgmt_ns.ip}:{SSH_PORT} answers {banner}")
+        return LabRow(name, "sshd", "wrong", f"pid {pid} does not answer on {where}")
+    return LabRow(name, "sshd", "ok", f"pid {pid}, {where} answers {banner}")
+
+
+def _compiler_row(host: _Host) -> LabRow:
+    name = f"compilers {host.netns}"
+    pid = _sshd_pid(host)
+    if pid is None:
+        return LabRow(name, "no compiler", "missing", "no sshd")
+    visible = _visible_compilers(pid)
+    if visible:
+        return LabRow(name, "no compiler", "wrong", f"sshd pid {pid} sees {', '.join(visible[:5])}")
+    hidden = sum(len(_compilers_in(d)) for d in _compiler_dirs())
+    return LabRow(name, "no compiler", "ok", f"{hidden} compiler names hidden from sshd pid {pid} and its sessions")
+
+
+def _user_row(prefix: str, name: str, state: dict[str, Any] | None) -> LabRow:
+    account = _account(name)
+    if account is None:
+        return LabRow(f"user {name}", "user", "missing")
+    if not _is_our_account(name, prefix, state):
+        return LabRow(f"user {name}", "user", "wrong", "exists but was not created by this lab")
+    return LabRow(f"user {name}", "user", "ok", f"uid {account.pw_uid}, home {account.pw_dir}, shell {account.pw_shell}")
+
+
+def _sudoers_row(prefix: str, user: str | None, perf: str | None) -> LabRow:
+    path = _sudoers_path(prefix)
+    if not path.exists():
+        return LabRow(str(path), "sudoers", "missing")
+    expected = _sudoers_text(prefix, user, perf) if user and perf else None
+    try:
+        good = path.read_text() == expected and stat.S_IMODE(path.stat().st_mode) == 0o440
+    except OSError:
+        good = False
+    return LabRow(str(path), "sudoers", "ok" if good else "wrong",
+                  f"{user} may run {perf} as root (NOPASSWD)" if good else "not the lab's rule, or not mode 0440")
 
 
 __all__ = ["LabOptions", "LabRow", "LabStatus", "down", "status", "up"]

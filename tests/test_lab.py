@@ -6,13 +6,16 @@ user's lab nor clashes with another test run on the same machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +30,10 @@ from orchestrator import lab
 from orchestrator.errors import LabError
 from orchestrator.inventory import load_inventory
 
-TAG = f"t{os.getpid() % 100000}"
+# Every lab prefix is derived from ORCH_TEST_LAB_PREFIX when it is set (each helper or CI job
+# has its own), else from the pid: a test never touches a user's lab or another session's.
+_BASE = os.environ.get("ORCH_TEST_LAB_PREFIX") or f"t{os.getpid() % 100000}"
+TAG = _BASE[:10]
 
 
 def _require_lab() -> None:
@@ -106,7 +112,7 @@ def test_up_builds_every_part_and_status_reports_it(lab_opts):
     st = lab.status(lab_opts)
     assert st.ok, st.rows
     kinds = sorted(r.kind for r in st.rows)
-    assert kinds == sorted(["state", "inventory"] + ["namespace", "data link", "mgmt link", "sshd"] * 2)
+    assert kinds == sorted(["state", "inventory", "ssh_config"] + ["namespace", "data link", "mgmt link", "sshd"] * 2)
     assert {f"{lab_opts.prefix}-server", f"{lab_opts.prefix}-client"} <= _netns()
     assert "198.18.0.1/24" in st.row(f"{lab_opts.prefix}-server/data0").detail
     assert "198.18.0.2/24" in st.row(f"{lab_opts.prefix}-client/data0").detail
@@ -351,3 +357,315 @@ def test_non_root_is_told_it_needs_root():
         message = f.read()
     os.waitpid(pid, 0)
     assert message.startswith("LabError: the lab needs root"), message
+
+
+# ---------------------------------------------------------------- a lab that looks like a real site
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sudo_perf": True}, "needs --user"),
+        ({"user": "root"}, "not root"),
+        ({"user": "Bad User"}, "lab user"),
+        ({"user": "-x"}, "lab user"),
+        ({"no_compiler": ("bastion",)}, "--no-compiler takes server or client"),
+    ],
+)
+def test_site_options_are_checked_before_anything_is_built(kwargs, message):
+    with pytest.raises(LabError, match=message):
+        lab.LabOptions(**kwargs)
+
+
+def test_no_compiler_roles_have_one_spelling():
+    assert lab.LabOptions(no_compiler=("client", "server", "client")).no_compiler == ("server", "client")
+
+
+def test_cli_flags_reach_the_lab_options(monkeypatch, tmp_path):
+    from orchestrator import cli
+
+    seen = []
+    monkeypatch.setattr(lab, "status", lambda opts: (seen.append(opts), lab.LabStatus(opts.prefix, tmp_path, None))[1])
+    args = cli.build_parser().parse_args(["lab", "status", "--prefix", "x", "--bastion", "--user", "bob",
+                                          "--sudo-perf", "--no-compiler", "server", "--no-compiler", "client"])
+    assert cli.cmd_lab(args) == 0
+    assert (seen[0].bastion, seen[0].user, seen[0].sudo_perf, seen[0].no_compiler) == (True, "bob", True, ("server", "client"))
+
+
+def _site_user(prefix: str) -> str:
+    return f"{prefix.replace('-', '')}u"
+
+
+def _require_site() -> None:
+    _require_lab()
+    for tool, package in (("useradd", "passwd"), ("visudo", "sudo"), ("sudo", "sudo"), ("perf", "linux-perf"),
+                          ("unshare", "util-linux"), ("ssh", "openssh-client")):
+        require(lab.shutil.which(tool, path=lab._TOOL_PATH) is not None, f"`{tool}` missing; install {package}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[lab.LabOptions]:
+    """One lab with every site option: bastion, an unprivileged user with sudo for perf, and a
+    server without compilers (the client keeps them)."""
+    _require_site()
+    prefix = f"s{TAG}"
+    opts = lab.LabOptions(prefix=prefix, inventory_path=tmp_path_factory.mktemp("site") / "lab-inventory.yml",
+                          bastion=True, user=_site_user(prefix), sudo_perf=True, no_compiler=("server",))
+    try:
+        lab.up(opts)
+        yield opts
+    finally:
+        lab.down(opts)
+
+
+def _strict_client(known_hosts: str) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.load_host_keys(known_hosts)
+    return client
+
+
+def _connect(client: paramiko.SSHClient, spec: dict, sock=None) -> None:
+    client.connect(spec["host"], port=spec["port"], username=spec["user"], key_filename=spec["key"],
+                   look_for_keys=False, allow_agent=False, timeout=10, banner_timeout=10, auth_timeout=10, sock=sock)
+
+
+@contextlib.contextmanager
+def _through_bastion(spec: dict) -> Iterator[paramiko.SSHClient]:
+    """The host behind the bastion, by hand: SSH to the bastion, a direct-tcpip channel from
+    there to the host's sshd, and SSH over that channel; host keys checked strictly at both."""
+    jump = spec["jump"]
+    bastion = _strict_client(jump["known_hosts"])
+    host = _strict_client(spec["known_hosts"])
+    try:
+        _connect(bastion, jump)
+        channel = bastion.get_transport().open_channel(
+            "direct-tcpip", (spec["host"], spec["port"]), ("127.0.0.1", 0), timeout=10)
+        _connect(host, spec, sock=channel)
+        yield host
+    finally:
+        host.close()
+        bastion.close()
+
+
+def _run_on(client: paramiko.SSHClient, command: str) -> tuple[int, str, str]:
+    stdin, stdout, stderr = client.exec_command(command, timeout=30)
+    stdin.close()
+    out, err = stdout.read().decode(), stderr.read().decode()
+    return stdout.channel.recv_exit_status(), out, err
+
+
+@pytest.mark.integration
+@pytest.mark.lab
+def test_bastion_is_the_only_way_to_the_hosts(site):
+    doc = _inventory(site)
+    inventory = load_inventory(site.resolved_inventory_path)  # the project's own loader accepts it
+    assert inventory.server.jump is not None and inventory.server.jump == inventory.client.jump
+    bastion = doc["server"]["jump"]["host"]
+    assert bastion.startswith("198.19.")
+
+    for role, mine in (("server", "198.18.0.1"), ("client", "198.18.0.2")):
+        spec = doc[role]
+        # From the root namespace the host's sshd is not there, and the attempt fails at once.
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            socket.create_connection((spec["host"], 22), timeout=5).close()
+        assert time.monotonic() - started < 2
+        # Through the bastion it is.
+        with _through_bastion(spec) as host:
+            status, out, _ = _run_on(host, "ip -o -4 addr")
+        assert status == 0 and f"inet {mine}/24" in out, out
+        assert "198.19." not in out, out  # no management link into the host
+
+    # The bastion itself is reachable directly, and only it.
+    with _strict_client(doc["server"]["known_hosts"]) as client:
+        _connect(client, doc["server"]["jump"])
+        status, out, _ = _run_on(client, "ip -o -4 addr")
+    assert f"inet {bastion}/30" in out and "198.18.0." not in out
+
+    # The ssh_config the inventory names works with OpenSSH itself (ProxyJump, strict host keys).
+    ssh_config = site.ssh_config_path
+    header = site.resolved_inventory_path.read_text().splitlines()[1]
+    assert str(ssh_config) in header and lab.status(site).ssh_config_path == ssh_config
+    text = ssh_config.read_text()
+    for name in ("bastion", "server", "client"):
+        assert f"Host {site.prefix}-{name}\n" in text
+    assert text.count(f"ProxyJump {site.prefix}-bastion") == 2
+    proc = subprocess.run(["ssh", "-F", str(ssh_config), "-o", "BatchMode=yes", f"{site.prefix}-server", "ip -o -4 addr"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "inet 198.18.0.1/24" in proc.stdout, proc.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.lab
+def test_the_lab_user_logs_in_unprivileged_with_a_private_workdir_per_role(site):
+    doc = _inventory(site)
+    assert doc["server"]["user"] == doc["client"]["user"] == site.user
+    workdirs = {doc[r]["workdir"] for r in ("server", "client")}
+    assert len(workdirs) == 2 and all(w.startswith("~/") for w in workdirs)
+    account = pwd.getpwnam(site.user)
+    assert account.pw_uid != 0 and Path(account.pw_dir).is_dir()
+    # The lab leaves creating the workdir to whoever runs there.
+    assert not any((Path(account.pw_dir) / w[2:]).exists() for w in workdirs)
+    with _through_bastion(doc["client"]) as host:
+        status, out, _ = _run_on(host, "id -u; id -un; echo $HOME")
+    assert status == 0
+    uid, name, home = out.split()
+    assert int(uid) == account.pw_uid != 0 and name == site.user and home == account.pw_dir
+    row = lab.status(site).row(f"user {site.user}")
+    assert row.state == "ok" and f"uid {account.pw_uid}" in row.detail
+
+
+@pytest.mark.integration
+@pytest.mark.lab
+def test_sudo_runs_perf_and_nothing_else(site):
+    doc = _inventory(site)
+    assert doc["server"]["perf_access"] == doc["client"]["perf_access"] == "sudo"
+    sudoers = Path(f"/etc/sudoers.d/orchestrate-lab-{site.prefix}")
+    assert oct(sudoers.stat().st_mode & 0o777) == "0o440"
+    with _through_bastion(doc["server"]) as host:
+        status, _, err = _run_on(host, "sudo -n perf stat -e task-clock -- true")
+        assert status == 0 and "task-clock" in err, err
+        status, out, err = _run_on(host, "sudo -n id")
+        assert status != 0 and "uid=0" not in out and "password is required" in err, (out, err)
+        status, out, err = _run_on(host, "sudo -n true")
+        assert status != 0, (out, err)
+
+
+@pytest.mark.integration
+@pytest.mark.lab
+def test_a_no_compiler_host_has_no_compiler_and_the_rest_of_usr_bin(site):
+    doc = _inventory(site)
+    probe = "for c in cc gcc clang c89 c99 tcc c++ g++ gcc-12 clang-14 x86_64-linux-gnu-gcc; do command -v $c; done"
+    with _through_bastion(doc["server"]) as host:
+        assert _run_on(host, probe)[1] == ""
+        assert _run_on(host, "gcc --version")[0] != 0
+        assert _run_on(host, "ls /usr/lib/llvm-*/bin/clang /usr/lib/gcc/*/*/cc1 2>/dev/null")[1] == ""
+        for tool in ("perf --version", "tar --version", "sh -c true", "ip -V", "sudo -V"):
+            assert _run_on(host, tool)[0] == 0, tool
+    with _through_bastion(doc["client"]) as host:
+        assert _run_on(host, "command -v cc")[1].strip()
+        status, _, err = _run_on(host, "printf 'int main(void){return 0;}\\n' | cc -x c -o /dev/null -")
+        assert status == 0, err
+    st = lab.status(site)
+    assert st.row(f"compilers {site.prefix}-server").state == "ok"
+    assert not [r for r in st.rows if r.name == f"compilers {site.prefix}-client"]
+    # The hiding is sshd's own: the machine outside still has its compilers.
+    assert lab.shutil.which("cc") is not None
+
+
+@pytest.mark.integration
+@pytest.mark.lab
+def test_site_lab_up_again_changes_nothing_and_repairs(site):
+    before = lab.status(site)
+    assert before.ok, before.rows
+    again = lab.up(site)
+    assert [r for r in again.rows if r.kind == "sshd"] == [r for r in before.rows if r.kind == "sshd"]
+
+    server_sshd = _sshd_pids(before)[f"sshd {site.prefix}-server"]
+    os.kill(server_sshd, signal.SIGKILL)
+    Path(f"/etc/sudoers.d/orchestrate-lab-{site.prefix}").unlink()
+    damaged = lab.status(site)
+    assert damaged.row(f"sshd {site.prefix}-server").state == "missing"
+    assert damaged.row(f"/etc/sudoers.d/orchestrate-lab-{site.prefix}").state == "missing"
+    repaired = lab.up(site)
+    assert repaired.ok, repaired.rows
+    assert repaired.row(f"compilers {site.prefix}-server").state == "ok"
+
+
+def _leftovers(opts: lab.LabOptions, user: str) -> list[str]:
+    left = []
+    names = {f"{opts.prefix}-{n}" for n in ("bastion", "server", "client")}
+    left += sorted(names & _netns())
+    left += [i for i in (f"{opts.prefix}-mb", f"{opts.prefix}-ms", f"{opts.prefix}-mc") if _link_json(i)]
+    with contextlib.suppress(KeyError):
+        left.append(f"account {pwd.getpwnam(user).pw_name}")
+    left += [str(p) for p in (Path("/home") / user, Path(f"/etc/sudoers.d/orchestrate-lab-{opts.prefix}"),
+                              opts.resolved_state_dir, opts.resolved_inventory_path) if p.exists()]
+    return left
+
+
+@pytest.mark.integration
+@pytest.mark.lab
+def test_site_down_and_reshape_leave_nothing_behind(tmp_path):
+    _require_site()
+    prefix = f"r{TAG}"
+    user = _site_user(prefix)
+    full = lab.LabOptions(prefix=prefix, inventory_path=tmp_path / "inv.yml", bastion=True, user=user,
+                          sudo_perf=True, no_compiler=("server", "client"))
+    try:
+        st = lab.up(full)
+        assert st.ok
+        metric_route = next(r.name for r in st.rows if r.kind == "route")
+        uid = pwd.getpwnam(user).pw_uid
+        sshd_pids = list(_sshd_pids(st).values())
+        # A session the user left running: down must end it before it can remove the account.
+        stray = subprocess.Popen(["ip", "netns", "exec", f"{prefix}-server", "setpriv", f"--reuid={uid}",
+                                  f"--regid={uid}", "--clear-groups", "sleep", "300"])
+
+        # The same lab, plain again: the site parts go, the plain parts stay.
+        plain = lab.up(lab.LabOptions(prefix=prefix, inventory_path=tmp_path / "inv.yml"))
+        assert plain.ok, plain.rows
+        assert stray.wait(timeout=10) != 0
+        assert f"{prefix}-bastion" not in _netns() and not _link_json(f"{prefix}-mb")
+        with pytest.raises(KeyError):
+            pwd.getpwnam(user)
+        assert not Path(f"/etc/sudoers.d/orchestrate-lab-{prefix}").exists()
+        assert metric_route.split()[-1] not in subprocess.run(
+            ["ip", "route", "show", "type", "unreachable"], capture_output=True, text=True).stdout
+        assert _inventory(full)["server"]["user"] == "root" and "jump" not in _inventory(full)["server"]
+
+        # And back to the full site, then down.
+        assert lab.up(full).ok
+    finally:
+        removed = lab.down(full)
+    assert any(r.startswith("account ") for r in removed) and any(r.startswith("route ") for r in removed)
+    for pid in sshd_pids:
+        assert not lab._alive(pid)
+    assert _leftovers(full, user) == []
+    assert metric_route not in subprocess.run(["ip", "route", "show", "type", "unreachable"],
+                                              capture_output=True, text=True).stdout
+    assert lab.down(full) == []
+
+
+@pytest.mark.integration
+@pytest.mark.lab
+def test_an_account_the_lab_did_not_create_is_refused_and_left_alone(tmp_path):
+    _require_site()
+    prefix = f"u{TAG}"
+    user = _site_user(prefix)
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", user], check=True)
+    try:
+        before = pwd.getpwnam(user)
+        (Path(before.pw_dir) / "mine").write_text("keep")
+        opts = lab.LabOptions(prefix=prefix, inventory_path=tmp_path / "inv.yml", user=user)
+        with pytest.raises(LabError, match="not created by this lab"):
+            lab.up(opts)
+        assert not {f"{prefix}-server", f"{prefix}-client"} & _netns()
+        lab.down(opts)
+        assert pwd.getpwnam(user) == before
+        assert (Path(before.pw_dir) / "mine").read_text() == "keep"
+    finally:
+        subprocess.run(["userdel", "--remove", user], capture_output=True)
+
+
+@pytest.mark.integration
+@pytest.mark.lab
+def test_a_fresh_up_that_fails_half_way_removes_the_account_it_made(tmp_path, monkeypatch):
+    _require_site()
+    prefix = f"h{TAG}"
+    user = _site_user(prefix)
+    opts = lab.LabOptions(prefix=prefix, inventory_path=tmp_path / "inv.yml", bastion=True, user=user, sudo_perf=True)
+
+    def broken(*args, **kwargs):
+        assert pwd.getpwnam(user)  # the account exists by now: the failure comes after it
+        raise LabError("sudoers broke")
+
+    monkeypatch.setattr(lab, "_ensure_sudoers", broken)
+    try:
+        with pytest.raises(LabError, match="sudoers broke"):
+            lab.up(opts)
+        assert _leftovers(opts, user) == []
+    finally:
+        monkeypatch.undo()
+        lab.down(opts)
