@@ -313,6 +313,7 @@ def _build_on_controller(src: Path, out: Path, digest: str, builder: Builder, ro
                               timeout=max(timeout, BUILD_TIMEOUT_FLOOR))
     except subprocess.TimeoutExpired:
         raise OrchestrateError("the static build on the controller timed out") from None
+    log.info("controller rc=%s: CC=%s STATIC=1 sh build.sh %s %s", done.returncode, builder.compiler, out, digest)
     if done.returncode != 0:
         raise OrchestrateError(f"static build failed: {' '.join((done.stderr or done.stdout).split())[-600:]}")
 

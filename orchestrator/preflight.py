@@ -187,11 +187,11 @@ def _check_compilers(reports: list[HostReport], controller: Callable[[str], Tool
 
 
 def run_preflight(hosts: dict[str, Host], experiment: Experiment, inventory: Inventory, run_ids: Iterable[str] = (),
-                  controller: Callable[[str], Toolchain | None] = deploy.controller_toolchain) -> Preflight:
+                  controller: Callable[[str], Toolchain | None] | None = None) -> Preflight:
     """Every check on every host; `run_ids` name the folders under runs/ this run will use
     (created and checked with the workdir). Hosts leave with their workdir resolved."""
     run_dirs = [f"runs/{run_id}" for run_id in run_ids]
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
         futures = [pool.submit(_check_host, host, experiment, inventory, run_dirs) for host in hosts.values()]
         reports = [f.result() for f in futures]
-    return Preflight(reports, _check_compilers(reports, controller))
+    return Preflight(reports, _check_compilers(reports, controller or deploy.controller_toolchain))
