@@ -7,10 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
+import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator import deploy, lab
 from orchestrator.cli import main
@@ -100,3 +103,47 @@ def _is_static_elf(binary: Path) -> bool:
     """No PT_INTERP program header: the kernel runs it without a dynamic loader."""
     out = subprocess.run(["readelf", "-l", str(binary)], capture_output=True, text=True).stdout
     return "INTERP" not in out
+
+
+@pytest.fixture(scope="module")
+def user_lab_inventory(tmp_path_factory) -> Path:
+    """A lab that logs in as an unprivileged account, whose workdirs are `~/...` paths."""
+    require_root()
+    for tool in ("ip", "ssh-keygen", "cc", "unshare", "useradd"):
+        require_tool(tool)
+    prefix = PREFIX + "u"
+    inventory = tmp_path_factory.mktemp("lab-user") / "lab-inventory.yml"
+    options = lab.LabOptions(prefix=prefix, inventory_path=inventory, user=f"{prefix}user", no_compiler=("server",))
+    lab.down(options)
+    try:
+        lab.up(options)
+        yield inventory
+    finally:
+        lab.down(options)
+
+
+def test_an_unprivileged_user_gets_a_private_workdir_in_its_home_and_a_pushed_agent(user_lab_inventory, tmp_path):
+    config = tmp_path / "smoke.yml"
+    smoke = yaml.safe_load((ROOT / "configs" / "smoke.yml").read_text())
+    # perf as an unprivileged user is perf_access's business, not this test's.
+    config.write_text(yaml.safe_dump({**smoke, "perf": {"enabled": False}}))
+    results = tmp_path / "results"
+    code = main(["run", str(config), "--inventory", str(user_lab_inventory), "--results", str(results), "--no-report"])
+    (run_dir,) = results.iterdir()
+    frame = read_results(run_dir / "results.csv")
+    assert code == 0, frame[["cell_id", "error"]]
+    assert (frame["status"] == "ok").all()
+    written = load_inventory(user_lab_inventory)
+    user = written.server.user
+    home = Path(pwd.getpwnam(user).pw_dir)
+    facts = json.loads((run_dir / "hosts" / "server.json").read_text())
+    # `~/` was resolved on the host, to the login user's home; the saved inventory keeps `~/`.
+    expected = home / written.server.workdir.removeprefix("~/")
+    assert facts["agent_path"].startswith(f"{expected}/agents/")
+    assert facts["agent_build"]["where"] == "controller" and facts["agent_build"]["static"] is True
+    assert yaml.safe_load((run_dir / "inventory.yml").read_text())["server"]["workdir"] == written.server.workdir
+    for path in (expected, expected / "agents", expected / "runs", expected / "runs" / run_dir.name):
+        info = path.stat()
+        assert info.st_uid == pwd.getpwnam(user).pw_uid and stat.S_IMODE(info.st_mode) == 0o700, path
+    agent = Path(facts["agent_path"])
+    assert agent.stat().st_uid == pwd.getpwnam(user).pw_uid
