@@ -11,12 +11,14 @@ happens inside a workdir that workdir.py has checked is ours alone.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import platform
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -201,9 +203,10 @@ SHA_OF_B = _sha256_sh('"$b/agent"')
 SHA_OF_A = _sha256_sh('"$a"')
 
 
-def _manifest(sha: str, digest: str, where: str, compiler: str, static: bool, arch: str) -> dict[str, str]:
-    return {"sha256": sha, "source": digest, "where": where, "compiler": _one_line(compiler),
-            "static": "1" if static else "0", "arch": arch}
+def _manifest_tail(digest: str, where: str, compiler: str, static: bool, arch: str) -> str:
+    """The manifest's lines after `sha256 <hex>`, which the target fills in itself."""
+    fields = {"source": digest, "where": where, "compiler": _one_line(compiler), "static": "1" if static else "0", "arch": arch}
+    return "".join(f"{k} {v}\n" for k, v in fields.items())
 
 
 def _values(lines: Iterable[str], prefix: str) -> dict[str, str]:
@@ -273,19 +276,32 @@ def deploy(host: Host, timeout: float, builders: Sequence[Builder] | None = None
                          + "\n  ".join(failures) + f"\n{no_builder_advice(arch)}")
 
 
+def _sources_tar(root) -> bytes:
+    """The sources as a tar stream, owned by nobody in particular: the host's tar, told
+    --no-same-owner, makes them the login user's (push_dir would keep this machine's uid)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path in source_files(root):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(path.name)
+            info.size, info.mode = len(data), 0o600
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _unpack_sources_sh(folder: str) -> str:
+    return f"rm -rf {q(folder)} && mkdir {q(folder)} && tar --no-same-owner -C {q(folder)} -xf - && "
+
+
 def _build_on_target(host: Host, wd: str, base: str, digest: str, builder: Builder, arch: str,
                      timeout: float, root) -> BuildRecord:
-    with tempfile.TemporaryDirectory() as staging:
-        _stage_sources(Path(staging), root)
-        host.push_dir(Path(staging), f"{wd}/{base}/src", timeout)
-    build = host.run(
-        f"umask 077 && cd {q(wd + '/' + base)} && rm -rf bin.tmp && CC={q(builder.compiler)} sh src/build.sh bin.tmp {q(digest)}"
-        " > build.log 2>&1 || { tail -n 30 build.log; exit 1; }",
-        max(timeout, BUILD_TIMEOUT_FLOOR),
+    """Sources in on stdin, built, installed and checked: one round trip."""
+    build = (
+        f"( cd {q(base)} && rm -rf bin.tmp && " + _unpack_sources_sh("src")
+        + f"CC={q(builder.compiler)} sh src/build.sh bin.tmp {q(digest)} > build.log 2>&1 )"
+        f" || {{ echo '@error the build failed:'; tail -n 30 {q(base)}/build.log | sed 's/^/@log /'; exit 0; }}\n"
     )
-    if not build.ok:
-        raise HostError(host.name, f"agent build failed:\n{build.stdout.strip()}{build.stderr.strip()}")
-    return _install(host, base, digest, builder, arch, timeout, expected_sha="")
+    return _install(host, base, digest, builder, arch, max(timeout, BUILD_TIMEOUT_FLOOR), "", build, _sources_tar(root))
 
 
 def _build_elsewhere_and_push(host: Host, wd: str, base: str, digest: str, builder: Builder, arch: str,
@@ -299,10 +315,11 @@ def _build_elsewhere_and_push(host: Host, wd: str, base: str, digest: str, build
         binary = out / "agent"
         if not binary.is_file():
             raise OrchestrateError(f"the {builder.where} build left no agent binary")
-        expected = hashlib.sha256(binary.read_bytes()).hexdigest()
-        binary.chmod(0o700)
-        host.push_dir(out, f"{wd}/{base}/bin.tmp", timeout)
-    return _install(host, base, digest, builder, arch, timeout, expected_sha=expected)
+        data = binary.read_bytes()
+    expected = hashlib.sha256(data).hexdigest()
+    # The binary goes in on stdin, written by the login user, and is checked in the same round trip.
+    receive = f"rm -rf {q(base)}/bin.tmp && mkdir {q(base)}/bin.tmp && cat > {q(base)}/bin.tmp/agent || {{ echo '@error could not write the agent'; exit 0; }}\n"
+    return _install(host, base, digest, builder, arch, timeout, expected, receive, data)
 
 
 def _build_on_controller(src: Path, out: Path, digest: str, builder: Builder, root, timeout: float) -> None:
@@ -321,41 +338,43 @@ def _build_on_controller(src: Path, out: Path, digest: str, builder: Builder, ro
 def _build_static_on(builder_host: Host, out: Path, base: str, digest: str, builder: Builder, root, timeout: float) -> None:
     """A static build in the other host's own (checked) workdir, fetched back here."""
     folder = f"{base}/static"
-    found, _ = workdir.check(builder_host, timeout, dirs=["agents", base, folder], then=f"rm -rf {q(folder)}/src {q(folder)}/bin")
-    found.raise_unless_ok(builder_host.name)
-    where = f"{found.workdir}/{folder}"
-    with tempfile.TemporaryDirectory() as staging:
-        _stage_sources(Path(staging), root)
-        builder_host.push_dir(Path(staging), f"{where}/src", timeout)
-    build = builder_host.run(
-        f"umask 077 && cd {q(where)} && CC={q(builder.compiler)} STATIC=1 sh src/build.sh bin {q(digest)}"
-        " > build.log 2>&1 || { tail -n 30 build.log; exit 1; }",
-        max(timeout, BUILD_TIMEOUT_FLOOR),
+    found, _ = workdir.check(
+        builder_host, max(timeout, BUILD_TIMEOUT_FLOOR), dirs=["agents", base, folder],
+        then=(f"cd {q(folder)} && rm -rf bin && " + _unpack_sources_sh("src")
+              + f"CC={q(builder.compiler)} STATIC=1 sh src/build.sh bin {q(digest)} > build.log 2>&1"
+              " && echo @built || tail -n 30 build.log"),
+        stdin=_sources_tar(root),
     )
-    if not build.ok:
-        raise HostError(builder_host.name, f"static build failed: {' '.join((build.stdout + build.stderr).split())[-600:]}")
-    builder_host.fetch_dir(f"{where}/bin", out, timeout)
+    found.raise_unless_ok(builder_host.name)
+    if "@built" not in found.output.splitlines():
+        raise HostError(builder_host.name, f"static build failed: {' '.join(found.output.split())[-600:]}")
+    builder_host.fetch_dir(f"{found.workdir}/{folder}/bin", out, timeout)
 
 
-def _install(host: Host, base: str, digest: str, builder: Builder, arch: str, timeout: float, expected_sha: str) -> BuildRecord:
-    """On the target: check bin.tmp/agent's sha256 (against `expected_sha` when we pushed it),
-    write the manifest beside it, swap it in as bin/, and run its --version."""
+def _install(host: Host, base: str, digest: str, builder: Builder, arch: str, timeout: float, expected_sha: str,
+             first: str, stdin: bytes) -> BuildRecord:
+    """On the target, in one round trip inside the checked workdir: `first` (which makes
+    bin.tmp/agent from stdin), then its sha256 checked (against `expected_sha` when we pushed
+    it), the manifest written beside it, bin.tmp swapped in as bin/, and its --version run."""
     staged = f"{base}/bin.tmp"
-    fields = _manifest("@SHA@", digest, builder.where, builder.version or builder.compiler, builder.static, arch)
-    lines = "".join(f"{k} {v}\n" for k, v in fields.items() if k != "sha256")
+    lines = _manifest_tail(digest, builder.where, builder.version or builder.compiler, builder.static, arch)
     then = (
-        f"a={q(staged)}/agent; [ -f \"$a\" ] && [ ! -L \"$a\" ] || {{ echo '@error no agent binary'; exit 0; }}; "
+        first
+        + f"a={q(staged)}/agent; [ -f \"$a\" ] && [ ! -L \"$a\" ] || {{ echo '@error no agent binary'; exit 0; }}; "
         f"chmod 700 \"$a\" && have=$({SHA_OF_A}); echo \"@sha256 $have\"; "
         + (f"[ \"$have\" = {q(expected_sha)} ] || {{ echo '@error sha256 differs from what was pushed'; exit 0; }}; " if expected_sha else "")
         + f"{{ printf 'sha256 %s\\n' \"$have\"; printf %s {q(lines)}; }} > {q(staged)}/manifest && chmod 600 {q(staged)}/manifest"
         f" && rm -rf {q(base)}/bin && mv {q(staged)} {q(base)}/bin"
         f" && echo \"@version $({q(base)}/bin/agent --version 2>&1 | head -n 1)\""
     )
-    found, _ = workdir.check(host, timeout, dirs=["agents", base], existing_dirs=[staged], then=then)
+    found, _ = workdir.check(host, timeout, dirs=["agents", base], then=then, stdin=stdin)
     found.raise_unless_ok(host.name)
-    seen = _values(found.output.splitlines(), "@")
+    out = found.output.splitlines()
+    seen = _values(out, "@")
     if seen.get("error"):
-        raise HostError(host.name, f"agent from the {builder.where}: {seen['error']} (sha256 {seen.get('sha256', '?')})")
+        detail = "\n".join(line[len("@log "):] for line in out if line.startswith("@log "))
+        raise HostError(host.name, f"agent from the {builder.where}: {seen['error']}"
+                                   + (f"\n{detail}" if detail else f" (sha256 {seen.get('sha256', '?')})"))
     if not _version_ok(seen.get("version", ""), digest):
         raise HostError(host.name, f"the agent from the {builder.where} does not start as expected: "
                                    f"{seen.get('version') or 'no output'} (want {VERSION_PREFIX} … source {digest})")

@@ -163,12 +163,12 @@ def parse(requested: str, stdout: str) -> WorkdirCheck:
 
 
 def check(host: Host, timeout: float, dirs: Iterable[str] = (), files: Iterable[str] = (), then: str = "",
-          existing_dirs: Iterable[str] = (), before: str = "") -> tuple[WorkdirCheck, str]:
+          existing_dirs: Iterable[str] = (), before: str = "", stdin: bytes | None = None) -> tuple[WorkdirCheck, str]:
     """Create and check the workdir of `host` (and the paths under it); run `then` in it only if
-    all is safe. `before` runs first whatever the outcome (read-only probes); its output is
-    returned beside the check."""
+    all is safe, with `stdin` for it (nothing before it reads stdin). `before` runs first
+    whatever the outcome (read-only probes); its output is returned beside the check."""
     requested = host.spec.workdir
-    result = host.run(before + "\n" + script(requested, dirs, files, then, existing_dirs), timeout)
+    result = host.run(before + "\n" + script(requested, dirs, files, then, existing_dirs), timeout, stdin)
     return parse(requested, result.stdout), result.stdout
     return parse(requested, result.stdout)
 

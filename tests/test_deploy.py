@@ -4,6 +4,8 @@ commands deploy sends with what a real host printed, and records what it was ask
 from __future__ import annotations
 
 import hashlib
+import io
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -46,7 +48,7 @@ class FakeHost:
     responders: list[Callable[[str], str | None]]
     spec: HostSpec = field(default_factory=lambda: HostSpec(host="lab-a.example.org", user="bench"))
     commands: list[str] = field(default_factory=list)
-    pushed: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    stdin: list[bytes] = field(default_factory=list)  # what each command was given to read
 
     @property
     def name(self) -> str:
@@ -54,6 +56,8 @@ class FakeHost:
 
     def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
         self.commands.append(command)
+        if stdin:
+            self.stdin.append(stdin)
         for responder in self.responders:
             out = responder(command)
             if out is not None:
@@ -64,7 +68,7 @@ class FakeHost:
         raise AssertionError("deploy starts no long-running command")
 
     def push_dir(self, local: Path, remote: str, timeout: float) -> None:
-        self.pushed[remote] = {p.name: p.read_bytes() for p in local.iterdir()}
+        raise AssertionError("deploy sends files on a command's stdin, written by the login user")
 
     def fetch_dir(self, remote: str, local: Path, timeout: float) -> None:
         raise AssertionError("nothing is fetched from the target")
@@ -86,27 +90,27 @@ def test_cache_hit_reuses_the_agent_after_one_round_trip():
     agent = deploy.deploy(host, 10)
     assert agent.path == f"{BASE}/bin/agent"
     assert agent.build == deploy.BuildRecord("cached", "gcc 12.2.0", False, SHA, "x86_64", origin="server")
-    assert len(host.commands) == 1 and not host.pushed
+    assert len(host.commands) == 1 and not host.stdin
     # The probe runs --version only when the binary's sha256 equals the manifest's.
     assert 'if [ -n "$want" ] && [ "$have" = "$want" ]; then echo "@version' in host.commands[0]
 
 
 def rebuild_responders(built_sha: str = "cd" * 32) -> list[Callable[[str], str | None]]:
-    return [
-        lambda c: "" if "sh src/build.sh bin.tmp" in c else None,
-        lambda c: checked(["agents", f"agents/{DIGEST}", f"agents/{DIGEST}/bin.tmp"],
-                          [f"@sha256 {built_sha}", f"@version {VERSION}"]) if is_install(c) else None,
-    ]
+    return [lambda c: checked(["agents", f"agents/{DIGEST}"], [f"@sha256 {built_sha}", f"@version {VERSION}"])
+            if is_install(c) else None]
 
 
 def test_cache_miss_builds_on_the_host_with_its_own_cc():
     host = FakeHost("server", [lambda c: probe_output() if is_probe(c) else None, *rebuild_responders()])
     agent = deploy.deploy(host, 10, [Builder("server", "/usr/bin/cc", "gcc 12.2.0", False)])
     assert agent.build == deploy.BuildRecord("server", "gcc 12.2.0", False, "cd" * 32, "x86_64")
-    (sources,) = host.pushed.values()
-    assert "main.c" in sources and "build.sh" in sources
-    build = next(c for c in host.commands if "build.sh" in c)
-    assert f"CC=/usr/bin/cc sh src/build.sh bin.tmp {DIGEST}" in build
+    # Probe, then one round trip: sources in on stdin, built, installed, checked.
+    assert len(host.commands) == 2
+    (sources,) = host.stdin
+    with tarfile.open(fileobj=io.BytesIO(sources)) as archive:
+        assert {"main.c", "build.sh"} <= set(archive.getnames())
+    assert f"CC=/usr/bin/cc sh src/build.sh bin.tmp {DIGEST}" in host.commands[1]
+    assert "tar --no-same-owner" in host.commands[1]
 
 
 def test_a_hash_mismatch_is_rebuilt_and_never_run():
@@ -131,7 +135,7 @@ def test_an_unsafe_workdir_stops_before_anything_runs():
     host = FakeHost("server", [lambda c: refused if is_probe(c) else None])
     with pytest.raises(UnsafeWorkdir, match="owned by uid 65534"):
         deploy.deploy(host, 10)
-    assert len(host.commands) == 1 and not host.pushed
+    assert len(host.commands) == 1 and not host.stdin
 
 
 def fake_controller_build(binary: bytes):
@@ -148,8 +152,9 @@ def test_no_cc_on_the_host_pushes_a_static_agent_built_on_the_controller(monkeyp
     host = FakeHost("server", [lambda c: probe_output() if is_probe(c) else None, *rebuild_responders(sha)])
     agent = deploy.deploy(host, 10, [Builder("controller", "/usr/bin/gcc", "gcc 12", True)])
     assert agent.build == deploy.BuildRecord("controller", "gcc 12", True, sha, "x86_64")
-    assert host.pushed == {f"{BASE}/bin.tmp": {"agent": binary}}
+    assert host.stdin == [binary]
     install = next(c for c in host.commands if is_install(c))
+    assert f"cat > agents/{DIGEST}/bin.tmp/agent" in install
     assert f'[ "$have" = {sha} ]' in install  # the target checks what it received
 
 
@@ -167,7 +172,7 @@ def test_no_compiler_anywhere_stops_with_the_options_named():
     host = FakeHost("server", [lambda c: probe_output() if is_probe(c) else None])
     with pytest.raises(PreflightError, match=r"install gcc \(or clang\) on this host, or gcc and libc6-dev"):
         deploy.deploy(host, 10, [])
-    assert not host.pushed and not any("build.sh" in c for c in host.commands)
+    assert not host.stdin and not any("build.sh" in c for c in host.commands)
 
 
 def test_plan_prefers_the_hosts_own_cc_then_the_controller_then_the_other_host():
@@ -215,16 +220,10 @@ def test_workdir_output_parsing():
     assert not unfinished.ok
 
 
-def test_a_host_error_during_the_native_build_is_reported_as_such():
-    host = FakeHost("server", [lambda c: probe_output() if is_probe(c) else None])
-    host.run = _failing_build(host.run)  # type: ignore[method-assign]
-    with pytest.raises(HostError, match="agent build failed"):
+def test_a_failed_build_on_the_host_shows_the_compilers_words():
+    host = FakeHost("server", [
+        lambda c: probe_output() if is_probe(c) else None,
+        lambda c: checked([], ["@error the build failed:", "@log main.c:1: error: boom"]) if is_install(c) else None,
+    ])
+    with pytest.raises(HostError, match="the build failed:\nmain.c:1: error: boom"):
         deploy.deploy(host, 10, [Builder("server", "cc", "gcc", False)])
-
-
-def _failing_build(run):
-    def wrapped(command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
-        if "build.sh" in command:
-            return CommandResult(command, 1, "main.c:1: error: boom", "")
-        return run(command, timeout, stdin)
-    return wrapped
