@@ -8,13 +8,14 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .config import Experiment
 from .deploy import Agent
 from .errors import HostError
 from .hosts import Host, Process, extract_tar, q
 from .plan import Cell
+from .preflight import DROP_TO_USER, perf_prefix
 
 READY_TIMEOUT = 15.0
 ARM_MIN_WARMUP = 0.5
@@ -79,14 +80,22 @@ def cell_time_limit(experiment: Experiment) -> float:
 def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -> str:
     experiment = ctx.experiment
     server_address = ctx.hosts["server"].spec.data_address
-    agent = [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)]
+    agent = " ".join(q(a) for a in [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)])
     events = ctx.perf_events.get(role) or []
-    perf: list[str] = []
+    perf_file = q(f"{role}.perf.csv")
+    command = agent
     if experiment.perf.enabled and events:
-        perf = ["perf", "stat", "-x,", "-o", f"{role}.perf.csv", "-e", ",".join(events)]
+        access = ctx.hosts[role].spec.perf_access
+        perf = [*perf_prefix(access), "stat", "-x,", "-o", f"{role}.perf.csv", "-e", ",".join(events)]
         if experiment.perf.scope == "system":
             perf.append("-a")
         perf.append("--")
+        command = f"{' '.join(q(a) for a in perf)} {agent}"
+        if access == "sudo":
+            # perf runs as root and the agent as the SSH user again (setpriv). The user makes the
+            # counters' file first, so root perf writes into a file the user owns and can tar
+            # back; sudo gets no stdin, so it can never sit waiting for a password.
+            command = (f": >{perf_file} && {' '.join(q(a) for a in perf)} {' '.join(DROP_TO_USER)} {agent} </dev/null")
     directory = ctx.remote_dir(role, cell)
     # After the agent, the same command sends this role's raw files back as a tar stream behind
     # a marker line: no extra SSH round trip per cell to fetch them.
@@ -94,18 +103,17 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     # session's own start-up is not on the critical path after the server is ready.
     gate = f"IFS= read -r go && [ \"$go\" = {GO} ] && " if gated else ""
     return (
-        f"{gate}mkdir -p {q(directory)} && cd {q(directory)} && {{ {' '.join(q(a) for a in perf + agent)} 2>{q(role + '.stderr')}; "
+        f"{gate}mkdir -p {q(directory)} && cd {q(directory)} && {{ {command} 2>{q(role + '.stderr')}; "
         f"rc=$?; printf '\\n%s\\n' {q(FILES_MARKER)}; tar -cf - {q(role)}.*; exit $rc; }}"
     )
 
 
-def kill_agents(hosts: dict[str, Host], agents: dict[str, Agent]) -> None:
-    """Leave no agent (or the perf wrapping it) alive on any host; best effort on each."""
-    for role, host in hosts.items():
-        try:
-            host.run(f"pkill -KILL -f {q(agents[role].kill_pattern)}; true", 15)
-        except HostError:
-            pass
+def kill_agents(processes: Iterable[Process]) -> None:
+    """End exactly these commands' process groups (agent, the perf around it, the shell that
+    sends their files): never another run's agents, even ones built from the same sources.
+    Best effort on each; what could not be killed is named in the run log."""
+    for process in processes:
+        process.kill()
 
 
 class CellRunner:
@@ -167,7 +175,7 @@ class CellRunner:
             if processes["server"].read_line("READY", READY_TIMEOUT) is None:
                 error = "server agent did not become ready"
                 processes["client"].send_line("stop")
-                kill_agents(ctx.hosts, ctx.agents)  # a hung server would hold the cell to its time limit
+                kill_agents(processes.values())  # a hung server would hold the cell to its time limit
             else:
                 processes["client"].send_line(GO)
                 self._arm(next_cell)
@@ -180,7 +188,7 @@ class CellRunner:
                     returned.add(role)
                 if code is None:
                     error = error or f"{role} agent did not finish within {limit:g}s"
-                    kill_agents(ctx.hosts, ctx.agents)  # now, so the other role's finish is quick
+                    kill_agents(processes.values())  # now, so the other role's finish is quick
                 elif code != 0:
                     error = error or f"{role} agent {_exit_meaning(code)}"
         except HostError as exc:
@@ -188,14 +196,13 @@ class CellRunner:
         except BaseException:
             # Ctrl-C or a bug: no agent of ours may outlive the orchestrator's interest in it.
             self.disarm()
-            kill_agents(ctx.hosts, ctx.agents)
+            kill_agents(processes.values())
             raise
         finally:
             for process in processes.values():
                 process.close()
         if error:
-            self.disarm()
-            kill_agents(ctx.hosts, ctx.agents)
+            self.disarm()  # the armed next cell's commands are killed as they are released
         record["seconds"] = time.monotonic() - started
         fetch_error = _fetch_missing(ctx, cell, local_dir, set(ROLES) - returned)
         error = error or fetch_error
@@ -211,6 +218,7 @@ def _release(processes: dict[str, Process]) -> None:
     for process in processes.values():
         try:
             process.send_line("stop")
+            process.finish(2.0)  # it ends on its own; close() kills it if it did not
         except HostError:
             pass
         process.close()

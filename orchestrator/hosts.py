@@ -13,10 +13,10 @@ import os
 import selectors
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Protocol
 import fabric
 import paramiko
 
+from . import sshconnect
 from .errors import HostError
 from .inventory import HostSpec
 
@@ -47,6 +48,7 @@ class Process(Protocol):
     def send_line(self, line: str) -> None: ...
     def read_line(self, startswith: str, timeout: float) -> str | None: ...
     def finish(self, timeout: float) -> tuple[int | None, bytes]: ...
+    def kill(self) -> str | None: ...
     def close(self) -> None: ...
 
 
@@ -110,18 +112,73 @@ class _Output:
         return bytes(self.data[self.consumed:])
 
 
-# ---------------------------------------------------------------------------- this machine
+# ---------------------------------------------------------------------------- processes
+
+# Between SIGTERM and SIGKILL to a process group: perf under `sudo -n` only hears of TERM (sudo
+# relays it, but nothing can relay KILL), and perf needs a moment to write its counts.
+KILL_GRACE = 1.0
+# The first thing an SSH command says on stderr: its shell's pid, which is its process group's id
+# too (sshd setsid()s the shell it starts for a session). Stderr, so stdout stays byte for byte
+# what the command wrote (cells read a tar stream from it).
+PGID_MARKER = "@@orchestrate-pgid"
 
 
-class _StreamingProcess:
-    """What both kinds of process share: reading stdout up to a line, or to its end."""
+def kill_group_script(pgid: int) -> str:
+    """A POSIX sh script that ends process group `pgid`: TERM, up to KILL_GRACE for it to go, then
+    KILL. Zombies do not count as alive (a PID 1 that does not reap them is common in containers);
+    without ps, `kill -0` has to do. dash's kill knows no `--`, hence `-TERM -PGID`."""
+    p, steps = int(pgid), max(1, int(KILL_GRACE / 0.05))
+    return (
+        f"kill -TERM -{p} 2>/dev/null || exit 0; "
+        f"alive() {{ if command -v ps >/dev/null 2>&1; then ps -e -o pgid= -o stat= | "
+        f"awk '$1 == {p} && $2 !~ /^Z/ {{ found = 1 }} END {{ exit !found }}'; else kill -0 -{p} 2>/dev/null; fi; }}; "
+        f"i=0; while alive; do if [ $i -ge {steps} ]; then kill -KILL -{p} 2>/dev/null; break; fi; sleep 0.05; i=$((i+1)); done; true"
+    )
 
-    output: _Output
-    eof: bool
 
+class _Process:
+    """A command started on a host, alone in its process group, with the verbs both kinds of
+    host share: read stdout up to a line or to its end, then the exit status; and, if it has not
+    ended by the time we stop caring (timeout, interrupt, close, lost connection), kill its whole
+    group so that nothing of ours outlives the run."""
+
+    host: str
+    command: str
+    pgid: int | None
+
+    def __init__(self, host: str, command: str, keep_stderr: bool) -> None:
+        self.host, self.command, self.started = host, command, time.monotonic()
+        self.output = _Output()
+        self.errors = bytearray()
+        self.keep_stderr = keep_stderr
+        self.eof = False
+        self.ended = False  # exit status seen, or the group killed: nothing left to kill
+        self.killed = False  # by us, just now: a signal exit is then no sign of a lost connection
+
+    # What each kind of process provides.
     def _receive(self, deadline: float) -> bool:
-        """Take one chunk of stdout; False at the deadline or at the end of output."""
+        """Take one chunk of stdout (and any stderr); False at the deadline or the end of stdout."""
         raise NotImplementedError
+
+    def _exit_status(self, deadline: float) -> int | None:
+        """The exit status once stdout has ended, or None at the deadline."""
+        raise NotImplementedError
+
+    def _kill_group(self) -> str | None:
+        """End the process group: None once done, "" when its shell had already ended, else a
+        note for the user naming what may still run."""
+        raise NotImplementedError
+
+    def _write(self, data: bytes, timeout: float = 60.0) -> None:
+        """Give the command `data` as its whole stdin."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    # Shared.
+    def send_line(self, line: str) -> None:
+        self._write(line.encode() + b"\n")
 
     def read_line(self, startswith: str, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
@@ -130,74 +187,134 @@ class _StreamingProcess:
                 return self.output.take(startswith)
         return line
 
-    def _drain(self, deadline: float) -> None:
+    def finish(self, timeout: float) -> tuple[int | None, bytes]:
+        deadline = time.monotonic() + timeout
         while self._receive(deadline):
             pass
+        code = self._exit_status(deadline)
+        if code is None:
+            return None, self.output.rest()
+        self.ended = True
+        _log(self.host, self.command, code, self.started)
+        return code, self.output.rest()
+
+    def stderr(self) -> str:
+        return self.errors.decode(errors="replace")
+
+    def kill(self) -> str | None:
+        """End the command's process group unless it has ended; never raises. Returns a note
+        naming what may still run when the host could not be reached."""
+        if self.ended:
+            return None
+        self.ended = True
+        try:
+            note = self._kill_group()
+        except Exception as exc:  # noqa: BLE001 - killing is best effort and must not mask the cause
+            note = f"{self.host} may still run our process group {self.pgid} ({self.command}): {exc}"
+        if note:
+            log.warning("%s", note)
+        elif note is None:
+            self.killed = True
+            log.info("%s killed process group %s $ %s", self.host, self.pgid, self.command)
+        return note or None
+
+    def close(self) -> None:
+        try:
+            self.kill()
+        finally:
+            self._release()
 
 
-class LocalProcess(_StreamingProcess):
-    def __init__(self, command: str, host: str) -> None:
-        self.command, self.host, self.started = command, host, time.monotonic()
+def _run_to_end(process: _Process, timeout: float, stdin: bytes | None) -> tuple[int, bytes]:
+    """One command from start to exit status; on a timeout or an interrupt its group is killed."""
+    try:
+        process._write(stdin or b"", timeout)
+        code, stdout = process.finish(max(0.0, process.started + timeout - time.monotonic()))
+        if code is None:
+            note = process.kill()
+            _log(process.host, process.command, "timeout", process.started)
+            raise HostError(process.host, f"command timed out after {timeout:g}s: {process.command}" + (f" ({note})" if note else ""))
+        return code, stdout
+    finally:
+        process.close()
+
+
+# ---------------------------------------------------------------------------- this machine
+
+
+class LocalProcess(_Process):
+    def __init__(self, command: str, host: str, keep_stderr: bool = False) -> None:
+        super().__init__(host, command, keep_stderr)
         self.popen = subprocess.Popen(
             ["sh", "-c", command],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, as sshd gives an SSH command
         )
-        self.output = _Output()
-        self.eof = False
+        self.pgid = self.popen.pid
         self.selector = selectors.DefaultSelector()
         assert self.popen.stdout is not None
-        self.selector.register(self.popen.stdout, selectors.EVENT_READ)
+        self.selector.register(self.popen.stdout, selectors.EVENT_READ, "out")
+        if self.popen.stderr is not None:
+            self.selector.register(self.popen.stderr, selectors.EVENT_READ, "err")
+
+    def _read_ready(self, deadline: float) -> bool:
+        """Read whatever is ready before the deadline; False at the deadline or with nothing open."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not self.selector.get_map():
+            return False
+        events = self.selector.select(remaining)
+        for key, _ in events:
+            chunk = os.read(key.fileobj.fileno(), 1 << 16)  # type: ignore[union-attr]
+            if not chunk:
+                self.selector.unregister(key.fileobj)
+                if key.data == "out":
+                    self.eof = True
+            elif key.data == "out":
+                self.output.feed(chunk)
+            else:
+                self.errors += chunk
+        return bool(events)
 
     def _receive(self, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or self.eof:
-            return False
-        if not self.selector.select(remaining):
-            return False
-        assert self.popen.stdout is not None
-        chunk = os.read(self.popen.stdout.fileno(), 1 << 16)
-        if not chunk:
-            self.eof = True
-            return False
-        self.output.feed(chunk)
-        return True
+        return not self.eof and self._read_ready(deadline) and not self.eof
 
-    def send_line(self, line: str) -> None:
-        assert self.popen.stdin is not None
-        try:
-            self.popen.stdin.write(line.encode() + b"\n")
-            self.popen.stdin.close()
-        except BrokenPipeError:
-            pass
-
-    def finish(self, timeout: float) -> tuple[int | None, bytes]:
-        deadline = time.monotonic() + timeout
-        self._drain(deadline)
+    def _exit_status(self, deadline: float) -> int | None:
         try:
             code = self.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            return None, self.output.rest()
-        _log(self.host, self.command, code, self.started)
-        return code, self.output.rest()
+            return None
+        # The rest of stderr; briefly, as a background child may hold it open.
+        stderr_deadline = min(deadline, time.monotonic() + 1.0)
+        while self._read_ready(stderr_deadline):
+            pass
+        return code
 
-    def close(self) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.popen.wait()
+    def _write(self, data: bytes, timeout: float = 60.0) -> None:
+        # All at once: only a command of ours that reads all its stdin first is given any.
+        assert self.popen.stdin is not None
+        try:
+            self.popen.stdin.write(data)
+            self.popen.stdin.close()
+        except (BrokenPipeError, ValueError):  # it ended, or its stdin is already closed
+            pass
+
+    def _kill_group(self) -> str | None:
+        if self.popen.poll() is not None:
+            return ""  # its shell has ended (and is reaped now: the group id may be reused)
+        subprocess.run(["sh", "-c", kill_group_script(self.popen.pid)], timeout=KILL_GRACE + 10, check=False)
+        self.popen.wait(5)
+        return None
+
+    def _release(self) -> None:
         self.selector.close()
-        if self.popen.stdin and not self.popen.stdin.closed:
-            try:
-                self.popen.stdin.close()
-            except BrokenPipeError:
-                pass
-        if self.popen.stdout:
-            self.popen.stdout.close()
+        for pipe in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            if pipe is not None and not pipe.closed:
+                try:
+                    pipe.close()
+                except BrokenPipeError:
+                    pass
 
 
 class LocalHost:
@@ -209,24 +326,9 @@ class LocalHost:
         return f"{self.role} (local)"
 
     def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
-        started = time.monotonic()
-        with subprocess.Popen(
-            ["sh", "-c", command],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        ) as process:
-            try:
-                stdout, stderr = process.communicate(stdin or b"", timeout=timeout)
-            except subprocess.TimeoutExpired:
-                # The whole process group: a hung compiler or perf under the shell goes too.
-                os.killpg(process.pid, signal.SIGKILL)
-                process.communicate()
-                _log(self.name, command, "timeout", started)
-                raise HostError(self.name, f"command timed out after {timeout:g}s: {command}") from None
-        _log(self.name, command, process.returncode, started)
-        return CommandResult(command, process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+        process = LocalProcess(command, self.name, keep_stderr=True)
+        code, stdout = _run_to_end(process, timeout, stdin)
+        return CommandResult(command, code, stdout.decode(errors="replace"), process.stderr())
 
     def start(self, command: str) -> LocalProcess:
         return LocalProcess(command, self.name)
@@ -251,49 +353,71 @@ class LocalHost:
 # ---------------------------------------------------------------------------- over SSH
 
 
-class SshProcess(_StreamingProcess):
-    """A command on an SSH channel of the host's one connection."""
+class SshProcess(_Process):
+    """A command on an SSH channel of the host's one connection. `own_group=False` is for our
+    own short helpers (the kill script): they report no process group and are never killed."""
 
-    def __init__(self, channel: paramiko.Channel, command: str, host: str) -> None:
-        self.channel, self.command, self.host, self.started = channel, command, host, time.monotonic()
-        self.output = _Output()
-        self.eof = False
-        channel.exec_command(command)
-
-    def send_line(self, line: str) -> None:
+    def __init__(self, host: "SshHost", command: str, keep_stderr: bool = False, own_group: bool = True) -> None:
+        super().__init__(host.name, command, keep_stderr)
+        self.ssh_host, self.own_group = host, own_group
+        self.pgid = None
+        self.channel = host._channel()
         try:
-            self.channel.sendall(line.encode() + b"\n")
-            self.channel.shutdown_write()
-        except (OSError, paramiko.SSHException) as exc:
+            self.channel.exec_command(f"echo {PGID_MARKER} $$ >&2; {command}" if own_group else command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.channel.close()
             raise HostError(self.host, f"connection lost: {exc}") from None
+        if not own_group:
+            self.ended = True
+
+    def _take_stderr(self) -> None:
+        while self.channel.recv_stderr_ready():
+            self._feed_stderr(self.channel.recv_stderr(1 << 16))
+
+    def _feed_stderr(self, chunk: bytes) -> None:
+        if self.pgid is None and self.own_group:
+            self.errors += chunk
+            marker = PGID_MARKER.encode() + b" "
+            start = self.errors.find(marker)
+            end = self.errors.find(b"\n", start) if start != -1 else -1
+            if end != -1:
+                self.pgid = int(self.errors[start + len(marker):end])
+                del self.errors[start:end + 1]  # the marker line is ours, not the command's
+        elif self.keep_stderr:
+            self.errors += chunk
+        if not self.keep_stderr and self.pgid is not None:
+            self.errors.clear()
 
     def _receive(self, deadline: float) -> bool:
-        """One chunk of stdout, or False at the deadline or the end of output."""
         remaining = deadline - time.monotonic()
         if remaining <= 0 or self.eof:
             return False
-        self.channel.settimeout(min(remaining, 1.0))
+        self.channel.settimeout(min(remaining, 0.5))
         try:
             chunk = self.channel.recv(1 << 16)
         except socket.timeout:
-            return True
-        if not chunk:
+            chunk = None
+        except (paramiko.SSHException, OSError, EOFError):
+            chunk = b""  # a dead connection: the exit status tells us so
+        self._take_stderr()
+        if chunk == b"":
             self.eof = True
             return False
-        self.output.feed(chunk)
+        if chunk:
+            self.output.feed(chunk)
         return True
 
-    def finish(self, timeout: float) -> tuple[int | None, bytes]:
-        deadline = time.monotonic() + timeout
-        self._drain(deadline)
+    def _exit_status(self, deadline: float) -> int | None:
         if not self.channel.status_event.wait(max(0.0, deadline - time.monotonic())):
-            return None, self.output.rest()
+            return None
+        self._take_stderr()
         code = self.channel.recv_exit_status()
-        _log(self.host, self.command, code, self.started)
-        if code == -1 and self._connection_lost():
-            raise HostError(self.host, "connection lost while a command ran")
+        if code == -1 and not self.killed and self._connection_lost():
+            note = self.kill()
+            _log(self.host, self.command, "lost", self.started)
+            raise HostError(self.host, "connection lost while a command ran" + (f" ({note})" if note else ""))
         # -1 on a live connection: sshd sent exit-signal (paramiko keeps no number for it).
-        return code, self.output.rest()
+        return code
 
     def _connection_lost(self) -> bool:
         """A channel closes without an exit status both when its process dies of a signal and
@@ -304,58 +428,63 @@ class SshProcess(_StreamingProcess):
             time.sleep(0.05)
         return transport is None or not transport.is_active()
 
-    def close(self) -> None:
+    def _write(self, data: bytes, timeout: float = 60.0) -> None:
+        try:
+            self.channel.settimeout(timeout)
+            if data:
+                self.channel.sendall(data)
+            self.channel.shutdown_write()
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostError(self.host, f"connection lost: {exc}") from None
+
+    def _await_pgid(self, timeout: float) -> None:
+        """The process group id comes first on stderr; it may still be on its way."""
+        deadline = time.monotonic() + timeout
+        while self.pgid is None and not self.channel.closed and time.monotonic() < deadline:
+            self.channel.settimeout(min(0.2, max(0.01, deadline - time.monotonic())))
+            try:
+                chunk = self.channel.recv_stderr(1 << 16)
+            except socket.timeout:
+                continue
+            except (paramiko.SSHException, OSError, EOFError):
+                break
+            if not chunk:
+                break
+            self._feed_stderr(chunk)
+        self._take_stderr()
+
+    def _kill_group(self) -> str | None:
+        transport = self.channel.get_transport()
+        if self.channel.exit_status_ready() and transport is not None and transport.is_active():
+            return ""  # its shell has ended; its group id may be reused by now
+        self._await_pgid(max(2.0, self.ssh_host.connect_timeout))
+        if self.pgid is None:
+            return f"{self.host} may still run our command (its process group is unknown): {self.command}"
+        return self.ssh_host.kill_group(self.pgid, self.command)
+
+    def _release(self) -> None:
         self.channel.close()
 
 
 class SshHost:
-    def __init__(self, role: str, spec: HostSpec, connect_timeout: float) -> None:
+    def __init__(self, role: str, spec: HostSpec, connect_timeout: float, ssh_config: str | None = None) -> None:
         self.role, self.spec = role, spec
         self.connect_timeout = connect_timeout
-        self._connection: fabric.Connection | None = None
+        self.ssh_config = ssh_config
+        self._route: sshconnect.Route | None = None
+        self._lock = threading.Lock()  # a kill may reconnect while another thread uses the host
 
     @property
     def name(self) -> str:
         return f"{self.role} ({self.spec.label})"
 
     def _connect(self) -> fabric.Connection:
-        if self._connection is not None and self._connection.is_connected:
-            return self._connection
-        spec = self.spec
-        connect_kwargs: dict[str, object] = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout}
-        if spec.key:
-            connect_kwargs["key_filename"] = [spec.key]
-            connect_kwargs["look_for_keys"] = False
-            connect_kwargs["allow_agent"] = False
-        connection = fabric.Connection(
-            spec.host, user=spec.user, port=spec.port, connect_timeout=self.connect_timeout,
-            connect_kwargs=connect_kwargs,
-        )
-        # Fabric accepts unknown host keys by default; a benchmark host must be the one we think.
-        connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        try:
-            if spec.known_hosts:
-                connection.client.load_host_keys(spec.known_hosts)
-            else:
-                connection.client.load_system_host_keys()
-            connection.open()
-        except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                where = spec.known_hosts or "~/.ssh/known_hosts"
-                raise HostError(self.name, f"unknown host key (not in {where}); verify the host and add its key, e.g. ssh-keyscan") from None
-            if isinstance(exc, paramiko.AuthenticationException):
-                raise HostError(self.name, f"SSH authentication failed: {exc}") from None
-            raise HostError(self.name, f"SSH failed: {exc}") from None
-        except (OSError, EOFError) as exc:
-            raise HostError(self.name, f"cannot connect: {exc}") from None
-        transport = connection.client.get_transport()
-        assert transport is not None
-        # Keepalives turn a dead host into an error instead of a hang.
-        transport.set_keepalive(5)
-        # Each channel open is a small request and reply; Nagle would add a delayed ACK's 40 ms.
-        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._connection = connection
-        return connection
+        with self._lock:
+            if self._route is not None and self._route.target.is_connected:
+                return self._route.target
+            self._drop()
+            self._route = sshconnect.connect(self.spec, self.ssh_config, self.connect_timeout, self.name)
+            return self._route.target
 
     def _channel(self) -> paramiko.Channel:
         transport = self._connect().client.get_transport()
@@ -371,59 +500,32 @@ class SshHost:
         return CommandResult(command, result.exit_code, stdout.decode(errors="replace"), result.stderr)
 
     def _run_binary(self, command: str, timeout: float, stdin: bytes | None) -> tuple[CommandResult, bytes]:
-        """A command on its own channel, with a deadline of our own: invoke's timeout, under
-        load, sometimes lets a command outlive it."""
-        started = time.monotonic()
-        channel = self._channel()
-        deadline = started + timeout
-        out, err = bytearray(), bytearray()
-        try:
-            channel.settimeout(timeout)
-            channel.exec_command(command)
-            if stdin:
-                channel.sendall(stdin)
-            channel.shutdown_write()
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise socket.timeout()
-                channel.settimeout(min(1.0, remaining))
-                try:
-                    chunk = channel.recv(1 << 16)
-                except socket.timeout:
-                    chunk = None
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(1 << 16)
-                if chunk:
-                    out += chunk
-                elif chunk == b"":  # end of stdout: what is left is the exit status
-                    if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
-                        raise socket.timeout()
-                    while channel.recv_stderr_ready():
-                        err += channel.recv_stderr(1 << 16)
-                    break
-            code = channel.recv_exit_status()
-            transport = channel.get_transport()
-            if code == -1 and (transport is None or not transport.is_active()):
-                raise EOFError("the connection closed before the command's exit status came")
-        except socket.timeout:
-            _log(self.name, command, "timeout", started)
-            raise HostError(self.name, f"command timed out after {timeout:g}s: {command}") from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            _log(self.name, command, "lost", started)
-            raise HostError(self.name, f"connection lost: {exc}") from None
-        finally:
-            channel.close()
-        _log(self.name, command, code, started)
-        return CommandResult(command, code, "", err.decode(errors="replace")), bytes(out)
+        process = SshProcess(self, command, keep_stderr=True)
+        code, stdout = _run_to_end(process, timeout, stdin)
+        return CommandResult(command, code, "", process.stderr()), stdout
 
     def start(self, command: str) -> SshProcess:
-        channel = self._channel()
-        try:
-            return SshProcess(channel, command, self.name)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            channel.close()
-            raise HostError(self.name, f"connection lost: {exc}") from None
+        return SshProcess(self, command)
+
+    def kill_group(self, pgid: int, command: str) -> str | None:
+        """TERM then KILL to one of our process groups, over a fresh channel; reconnects once if the
+        connection died. A note naming the host and group when that cannot be done."""
+        problem = "no answer"
+        for _ in range(2):
+            try:
+                killer = SshProcess(self, kill_group_script(pgid), own_group=False)
+                try:
+                    killer._write(b"")
+                    code, _ = killer.finish(KILL_GRACE + self.connect_timeout + 5)
+                finally:
+                    killer.close()
+                if code == 0:
+                    return None
+                problem = f"the kill command ended with {code}"
+            except HostError as exc:
+                problem = str(exc)
+                self.close()  # a dead connection: the second attempt reconnects
+        return f"{self.name} may still run our process group {pgid} ({command}): could not kill it: {problem}"
 
     def push_dir(self, local: Path, remote: str, timeout: float) -> None:
         result, _ = self._run_binary(f"mkdir -p {q(remote)} && tar -C {q(remote)} -xf -", timeout, _tar_of(local))
@@ -436,15 +538,20 @@ class SshHost:
             raise HostError(self.name, f"could not fetch {remote}: {result.stderr.strip()}")
         extract_tar(data, local)
 
+    def _drop(self) -> None:
+        if self._route is not None:
+            self._route.close()
+            self._route = None
+
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        with self._lock:
+            self._drop()
 
 
-def connect(role: str, spec: HostSpec, connect_timeout: float) -> Host:
+def connect(role: str, spec: HostSpec, connect_timeout: float, ssh_config: str | None = None) -> Host:
+    """A host ready for commands; `ssh_config` replaces ~/.ssh/config (the inventory's `ssh_config:`)."""
     if spec.is_local:
         return LocalHost(role, spec)
-    host = SshHost(role, spec, connect_timeout)
+    host = SshHost(role, spec, connect_timeout, ssh_config)
     host._connect()
     return host

@@ -1172,14 +1172,16 @@ def _build(opts: LabOptions, state: dict[str, Any] | None) -> None:
     _check_paths(opts)
     _check_inventory_path(inventory, opts.prefix)
     _check_user(opts, state)
+    perf = _perf_path() if opts.sudo_perf else None
     if opts.sudo_perf:
-        _tool("visudo"), _tool("sudo")
-        perf = _perf_path()
+        _tool("visudo")
+        _tool("sudo")
         sudoers = _sudoers_path(opts.prefix)
         if sudoers.exists() and not _is_our_sudoers(sudoers, opts.prefix):
             raise LabError(f"{sudoers} exists and was not written by this lab; remove it or use another prefix")
     if opts.no_compiler:
-        _tool("unshare"), _tool("mount")
+        _tool("unshare")
+        _tool("mount")
         _check_overlay()
 
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -1203,6 +1205,7 @@ def _build(opts: LabOptions, state: dict[str, Any] | None) -> None:
         "route_metric": state.get("route_metric") if state else None,
         "user": state.get("user") if state else None,
         "sudoers": state.get("sudoers") if state else None,
+        "perf": state.get("perf") if state else None,
         "no_compiler": state.get("no_compiler", []) if state else [],
     }
     _write_state(opts, state)
@@ -1248,11 +1251,10 @@ def _build(opts: LabOptions, state: dict[str, Any] | None) -> None:
             Path(host.workdir).mkdir(parents=True, exist_ok=True)
 
     if opts.sudo_perf:
-        assert opts.user is not None
-        state["sudoers"] = str(_sudoers_path(opts.prefix))
+        assert opts.user is not None and perf is not None
+        state.update(sudoers=str(_sudoers_path(opts.prefix)), perf=perf)
         _write_state(opts, state)
         _ensure_sudoers(opts.prefix, _sudoers_text(opts.prefix, opts.user, perf))
-        state["perf"] = perf
 
     opts.ssh_config_path.write_text(_ssh_config_text(opts, hosts, user_key, known_hosts))
     _write_inventory(inventory, _inventory_text(opts, hosts, user_key, known_hosts), opts.prefix)

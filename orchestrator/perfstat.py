@@ -21,12 +21,22 @@ other PMUs keep their full name (`msr/tsc/`). `column_name` turns a name into th
 column suffix: `cycles:u` -> `cycles_u`, `L1-dcache-load-misses` -> `l1_dcache_load_misses`.
 Names are matched exactly, never by substring: `cycles` is not `stalled-cycles-frontend` or
 `ref-cycles`, and the generic `cache-misses` stays `cache-misses`, never LLC.
+
+User-space-only counts. When an account may not count the kernel (kernel.perf_event_paranoid
+2, not root), perf falls back by itself (tools/perf/util/evsel.c, evsel__fallback): it sets
+exclude_kernel and renames the event `cycles:u` (`cpu_core/cycles/u` on hybrids, where older
+perf wrote `cpu_core/cycles/:u`). `resolve` maps such records back to the events that were
+asked for and says what each count covers (`Reach`): `user` for counters restricted to user
+space, whole counts for the clocks (`task-clock:u` is still all of the task's time: `:u`
+restricts a clock's samples, not its count), and nothing for scheduler events, which fire in
+the kernel and so always count 0 in user space.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -44,7 +54,20 @@ _DECIMAL = re.compile(r"^-?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?$")
 # Core PMUs whose per-type records add up to one counter: x86 (`cpu`), Intel hybrid
 # (`cpu_core`, `cpu_atom`, `cpu_lowpower`) and Arm big.LITTLE (`armv8_cortex_a53`, ...).
 _CORE_PMU = re.compile(r"^(?:cpu|cpu_core|cpu_atom|cpu_lowpower|armv\d+_[a-z0-9_]+)$")
-_PMU_EVENT = re.compile(r"^(?P<pmu>[A-Za-z0-9_.-]+)/(?P<event>[^/]+)/(?P<mods>[A-Za-z]*)$")
+# Older perf appended a fallback's modifier to a PMU event as `cpu_core/cycles/:u`.
+_PMU_EVENT = re.compile(r"^(?P<pmu>[A-Za-z0-9_.-]+)/(?P<event>[^/]+)/:?(?P<mods>[A-Za-z]*)$")
+_MODIFIED_EVENT = re.compile(r"^(?P<base>[^:]+):(?P<mods>[A-Za-z]+)$")
+
+# What a count covers: the kernel and user space, user space only, the kernel only, or nothing.
+Reach = Literal["user+kernel", "user", "kernel", "nothing"]
+USER_AND_KERNEL: Reach = "user+kernel"
+USER_ONLY: Reach = "user"
+KERNEL_ONLY: Reach = "kernel"
+NOTHING: Reach = "nothing"
+# Clocks: `:u` changes which samples they take, never their count (kernel/events/core.c).
+CLOCK_EVENTS = frozenset({"task-clock", "cpu-clock"})
+# Counted where the scheduler runs, in the kernel: restricted to user space they count 0.
+KERNEL_CONTEXT_EVENTS = frozenset({"context-switches", "cs", "cpu-migrations", "migrations"})
 
 
 class ParseError(OrchestrateError):
@@ -92,6 +115,112 @@ def canonical_event(event: str) -> str:
         return event
     name, mods = match["event"], match["mods"]
     return f"{name}:{mods}" if mods else name
+
+
+def split_modifiers(event: str) -> tuple[str, str]:
+    """An event's name and its modifier letters: `cycles:u` -> (`cycles`, `u`),
+    `cpu_core/cycles/u` -> (`cycles`, `u`), `msr/tsc/u` -> (`msr/tsc/`, `u`)."""
+    name = canonical_event(event)
+    pmu = _PMU_EVENT.match(name)
+    if pmu:
+        return f"{pmu['pmu']}/{pmu['event']}/", pmu["mods"]
+    modified = _MODIFIED_EVENT.match(name)
+    if modified:
+        return modified["base"], modified["mods"]
+    return name, ""
+
+
+def is_user_only_fallback(requested: str, recorded: str) -> bool:
+    """True when `recorded` is perf's user-space-only fallback for the event `requested`."""
+    base, mods = split_modifiers(requested)
+    recorded_base, recorded_mods = split_modifiers(recorded)
+    return (recorded_base == base and "u" in recorded_mods and "u" not in mods
+            and set(recorded_mods) - {"u"} == set(mods))
+
+
+def reach_of(event: str) -> Reach:
+    """What a count of `event`, as perf names it in its output, covers."""
+    base, mods = split_modifiers(event)
+    privilege = set(mods) & {"u", "k"}
+    if privilege == {"u"}:
+        if base in CLOCK_EVENTS:
+            return USER_AND_KERNEL
+        return NOTHING if base in KERNEL_CONTEXT_EVENTS else USER_ONLY
+    if privilege == {"k"}:
+        return KERNEL_ONLY
+    return USER_AND_KERNEL
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A requested event as perf counted it: the counter (named as requested), what the
+    count covers, and whether perf narrowed it to user space on its own (a fallback)."""
+
+    event: str
+    counter: Counter | None
+    reach: Reach
+    restricted: bool
+
+    @property
+    def narrowed(self) -> bool:
+        """perf's fallback cost this event its kernel part: a supported counter now counting
+        user space only, or nothing. (A clock stays whole; an unsupported event lost nothing.)"""
+        supported = self.counter is not None and self.counter.status != "not_supported"
+        return self.restricted and supported and self.reach != USER_AND_KERNEL
+
+
+def resolve(counters: Mapping[str, Counter], requested: Iterable[str]) -> dict[str, Resolved]:
+    """Each requested event (canonical name) with its counter, found under its own name or
+    under perf's user-only fallback name. A count that covers nothing (a scheduler event in
+    user space, always 0) is kept as a missing counter, never as 0."""
+    resolved: dict[str, Resolved] = {}
+    for event in requested:
+        name = canonical_event(event)
+        recorded = counters.get(name)
+        restricted = False
+        if recorded is None:
+            recorded = next((c for c in counters.values() if is_user_only_fallback(name, c.name)), None)
+            restricted = recorded is not None
+        if recorded is None or recorded.value is None:
+            resolved[name] = Resolved(name, recorded and _renamed(recorded, name), NOTHING, restricted)
+            continue
+        # A kernel-only event (`:k`) with the kernel taken away counts nothing at all.
+        reach = NOTHING if restricted and "k" in split_modifiers(name)[1] else reach_of(recorded.name)
+        counter = _renamed(recorded, name)
+        if reach == NOTHING:
+            counter = Counter(name, None, recorded.unit, None, "not_counted")
+        resolved[name] = Resolved(name, counter, reach, restricted)
+    return resolved
+
+
+def _renamed(counter: Counter, name: str) -> Counter:
+    return Counter(name, counter.value, counter.unit, counter.run_pct, counter.status)
+
+
+def counted_as_requested(
+    counters: Mapping[str, Counter], requested: Iterable[str]
+) -> tuple[dict[str, Counter], Reach | None]:
+    """Counters in perf's order, each fallback record renamed to the event asked for, and
+    what this perf run counted: `user` when perf's fallback to user space cost any requested
+    event its kernel part, `user+kernel` when it counted something and cost nothing, None
+    when it counted nothing."""
+    resolved = resolve(counters, requested)
+    fallbacks = {c.name: r for c in counters.values() for r in resolved.values()
+                 if r.restricted and is_user_only_fallback(r.event, c.name)}
+    out: dict[str, Counter] = {}
+    for name, counter in counters.items():
+        if name in fallbacks:
+            r = fallbacks[name]
+            if r.counter is not None:
+                out[r.event] = r.counter
+        else:
+            # a requested event under its own name: as resolved (a 0 that means nothing, emptied)
+            out[name] = (resolved[name].counter or counter) if name in resolved else counter
+    if any(r.narrowed for r in resolved.values()):
+        return out, USER_ONLY
+    if any(c.value is not None for c in out.values()):
+        return out, USER_AND_KERNEL
+    return out, None
 
 
 def _is_number(field: str) -> bool:

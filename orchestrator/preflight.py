@@ -31,6 +31,7 @@ class HostReport:
     findings: list[Finding] = field(default_factory=list)
     kernel: str = ""
     perf_events: dict[str, bool] = field(default_factory=dict)
+    perf: PerfCheck | None = None
     toolchain: Toolchain | None = None
     cached_agent: bool = False  # an agent manifest for these sources is in the workdir
 
@@ -54,6 +55,9 @@ class Preflight:
 
     def perf_events(self, role: str) -> dict[str, bool]:
         return next((r.perf_events for r in self.reports if r.role == role), {})
+
+    def perf_check(self, role: str) -> PerfCheck | None:
+        return next((r.perf for r in self.reports if r.role == role), None)
 
 
 def _check_host(host: Host, experiment: Experiment, inventory: Inventory, run_dirs: list[str]) -> HostReport:
@@ -95,16 +99,10 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, report
         if not perf_present:
             report.add("perf", False, "no `perf`: install linux-perf, or set perf.enabled: false")
         else:
-            report.perf_events, complaint = _probe_perf(host, experiment, timeout)
-            if complaint:
-                report.add("perf", False, f"perf stat refused the events: {complaint}")
-                return _network_checks(host, experiment, inventory, report)
-            counted = [e for e, ok in report.perf_events.items() if ok]
-            missing = [e for e, ok in report.perf_events.items() if not ok]
-            detail = f"counts {', '.join(counted) or 'nothing'}"
-            if missing:
-                detail += f"; not supported here (recorded as missing): {', '.join(missing)}"
-            report.add("perf", bool(counted), detail)
+            report.perf = check = probe_perf(host, experiment, timeout)
+            report.perf_events = {event: reach != perfstat.NOTHING for event, reach in check.counts.items()}
+            for ok, detail in check.findings(experiment.perf.scope):
+                report.add("perf", ok, detail)
     return _network_checks(host, experiment, inventory, report)
 
 
@@ -116,28 +114,169 @@ def _network_checks(host: Host, experiment: Experiment, inventory: Inventory, re
     return report
 
 
-def _probe_perf(host: Host, experiment: Experiment, timeout: float) -> tuple[dict[str, bool], str]:
-    """Which requested events perf counts on this host, or perf's own complaint."""
-    events = ",".join(experiment.perf.events)
+# The highest kernel.perf_event_paranoid at which an account without CAP_PERFMON may still
+# count the kernel for its own processes (perf_allow_kernel refuses above 1), and count whole
+# CPUs as `perf stat -a` does (perf_allow_cpu refuses above 0): Documentation/admin-guide/
+# sysctl/kernel.rst and perf-security.rst. Some distribution kernels take 3 or 4: no unprivileged
+# perf at all, not even user space.
+PARANOID_FOR_KERNEL = 1
+PARANOID_FOR_SYSTEM = 0
+_MARK = "@@orchestrate-perf "
+
+# The agent under `sudo perf` runs as the SSH user again: setpriv (util-linux) takes back its
+# uid, gid and groups and a clean environment, then execs the agent. The remote shell fills in
+# the ids, so nothing about the account has to be known in advance.
+DROP_TO_USER = ["setpriv", '--reuid="$(id -u)"', '--regid="$(id -g)"', "--init-groups", "--reset-env", "--"]
+
+
+def perf_prefix(access: str) -> list[str]:
+    """How perf is started on a host: as the SSH user, or as root through a sudo that never
+    asks for a password (-n: it fails at once instead, as Ansible's become does)."""
+    return ["sudo", "-n", "perf"] if access == "sudo" else ["perf"]
+
+
+@dataclass
+class PerfCheck:
+    """What perf counts on one host, per requested event, run the way the cells will run it."""
+
+    access: str                 # the inventory's perf_access
+    paranoid: int | None        # kernel.perf_event_paranoid; None if unreadable
+    uid: int | None             # the SSH user's uid (root is not bound by the paranoid level)
+    counts: dict[str, str] = field(default_factory=dict)     # event as requested -> perfstat.Reach
+    narrowed: list[str] = field(default_factory=list)        # events perf could count in user space only
+    complaint: str = ""         # why perf, setpriv or sudo counted nothing at all
+    sudo_refused: bool = False
+    user: str = "USER"          # for the sudoers line a fix names
+    perf_path: str = "/usr/bin/perf"
+
+    def to_json(self) -> dict[str, object]:
+        return {"perf_access": self.access, "perf_event_paranoid": self.paranoid, "uid": self.uid,
+                "counts": self.counts, "narrowed_to_user_space": self.narrowed, "problem": self.complaint or None}
+
+    def setting(self) -> str:
+        paranoid = "unreadable" if self.paranoid is None else str(self.paranoid)
+        return f"kernel.perf_event_paranoid={paranoid}, uid {'?' if self.uid is None else self.uid}"
+
+    def fixes(self, scope: str, user_only_helps: bool = True) -> str:
+        level = PARANOID_FOR_SYSTEM if scope == "system" else PARANOID_FOR_KERNEL
+        fixes = [f"`sysctl -w kernel.perf_event_paranoid={level}` on this host"
+                 + (" (perf.scope: system counts whole CPUs: 0 or -1)" if scope == "system" else " (or lower)"),
+                 "`perf_access: sudo` for this host in the inventory, with a NOPASSWD sudoers rule for perf"]
+        if scope != "system" and user_only_helps:
+            fixes.append("`perf_access: user-only` to accept user-space counts, labelled so in the results")
+        return "; or ".join(fixes)
+
+    def _too_paranoid(self, scope: str) -> bool:
+        if self.access == "sudo" or self.uid == 0 or self.paranoid is None:
+            return False
+        return self.paranoid > (PARANOID_FOR_SYSTEM if scope == "system" else PARANOID_FOR_KERNEL)
+
+    def findings(self, scope: str) -> list[tuple[bool, str]]:
+        """(ok, detail) lines for the preflight table: what each event counts here, and any
+        problem with its fix named."""
+        if self.sudo_refused:
+            return [(False, f"perf_access: sudo, but {self.complaint}. Let {self.user} run perf without a password "
+                            f"(`{self.user} ALL=(root) NOPASSWD: {self.perf_path}` in a file under /etc/sudoers.d/, "
+                            "written with visudo -f), or use perf_access: user-only")]
+        if self.complaint:
+            detail = f"perf stat refused the events ({self.setting()}, perf_access: {self.access}): {self.complaint}"
+            if self._too_paranoid(scope):
+                # perf refused even user-space counting: accepting user-only counts cannot help.
+                detail = f"{detail.rstrip('. ')}. Fix: {self.fixes(scope, user_only_helps=False)}"
+            return [(False, detail)]
+        by_reach: dict[str, list[str]] = {}
+        for event, reach in self.counts.items():
+            by_reach.setdefault(reach, []).append(event)
+        parts = [f"{label}: {', '.join(by_reach[reach])}" for reach, label in (
+            (perfstat.USER_AND_KERNEL, "kernel and user"), (perfstat.USER_ONLY, "user space only"),
+            (perfstat.KERNEL_ONLY, "kernel only"), (perfstat.NOTHING, "nothing")) if reach in by_reach]
+        findings = [(bool(set(by_reach) - {perfstat.NOTHING}),
+                     f"counts {'; '.join(parts)} ({self.setting()}, perf_access: {self.access})")]
+        if self.narrowed and self.access == "direct":
+            user = [e for e in self.narrowed if self.counts[e] == perfstat.USER_ONLY]
+            lost = [e for e in self.narrowed if self.counts[e] == perfstat.NOTHING]
+            what = []
+            if user:
+                what.append(f"{', '.join(user)} would leave out the kernel, where the copies happen")
+            if lost:
+                what.append(f"{', '.join(lost)} (counted in the kernel) would count nothing")
+            findings.append((False, f"perf may count user space only here: {'; '.join(what)}. "
+                                    f"Fix: {self.fixes(scope)}"))
+        return findings
+
+
+def probe_perf(host: Host, experiment: Experiment, timeout: float) -> PerfCheck:
+    """Run perf on the host the way a cell will (same access, scope and events) around a short
+    sleep, reading kernel.perf_event_paranoid and the uid in the same round trip."""
+    access = host.spec.perf_access
     system = "-a " if experiment.perf.scope == "system" else ""
-    # Counters through -o, so a warning perf prints on stderr can't be mistaken for a record.
+    workload = " ".join(DROP_TO_USER) + " sleep 0.01" if access == "sudo" else "sleep 0.01"
+    setpriv = f"command -v setpriv >/dev/null || echo {_MARK}no-setpriv; " if access == "sudo" else ""
+    # Counters through -o, so a warning on stderr can't be mistaken for a record, into a file
+    # the user made first, so a root perf writes into a file the user owns. No stdin for sudo.
     result = host.run(
-        f"f=$(mktemp) && perf stat {system}-x, -o \"$f\" -e {q(events)} -- sleep 0.01 >/dev/null;"
-        " rc=$?; cat \"$f\"; rm -f \"$f\"; exit $rc",
+        f"echo {_MARK}paranoid $(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null); echo {_MARK}uid $(id -u); "
+        f"echo {_MARK}user $(id -un); echo {_MARK}perf $(command -v perf); "
+        f"{setpriv}f=$(mktemp) && {' '.join(perf_prefix(access))} stat {system}-x, -o \"$f\" "
+        f"-e {q(','.join(experiment.perf.events))} -- {workload} </dev/null >/dev/null; "
+        f"rc=$?; echo {_MARK}rc $rc; cat \"$f\"; rm -f \"$f\"",
         timeout,
     )
-    if not result.ok:
-        return {}, " ".join((result.stdout + result.stderr).split())[:300] or f"exit status {result.exit_code}"
+    return classify_probe(result.stdout, result.stderr, access, experiment.perf.events)
+
+
+def _int(text: str | None) -> int | None:
     try:
-        counters = perfstat.parse_perf_csv(result.stdout)
+        return int(text or "")
+    except ValueError:
+        return None
+
+
+_SUDO_PASSWORD = re.compile(r"^sudo: (a password is required|a terminal is required)", re.MULTILINE)
+_SUDO_MISSING = re.compile(r"sudo: (not found|command not found)")
+_SUDO_SAYS = re.compile(r"^(sudo: .*|Sorry, user .*)$", re.MULTILINE)
+
+
+def classify_probe(stdout: str, stderr: str, access: str, events: list[str]) -> PerfCheck:
+    """What the probe's output says perf counts, per requested event."""
+    marks: dict[str, str] = {}
+    perf_lines = []
+    for line in stdout.splitlines():
+        if line.startswith(_MARK):
+            key, _, value = line[len(_MARK):].partition(" ")
+            marks[key] = value.strip()
+        else:
+            perf_lines.append(line)
+    check = PerfCheck(access, _int(marks.get("paranoid")), _int(marks.get("uid")),
+                      user=marks.get("user") or "USER", perf_path=marks.get("perf") or "/usr/bin/perf")
+    if "no-setpriv" in marks:
+        check.complaint = "no `setpriv` (util-linux), which runs the agent as the SSH user under `sudo perf`"
+        return check
+    if marks.get("rc") != "0":
+        if access == "sudo" and (_SUDO_MISSING.search(stderr) or _SUDO_SAYS.search(stderr)):
+            check.sudo_refused = True
+            if _SUDO_MISSING.search(stderr):
+                check.complaint = "`sudo` is not installed"
+            elif _SUDO_PASSWORD.search(stderr):
+                check.complaint = "`sudo -n perf` would ask for a password"
+            else:
+                check.complaint = f"sudo refused: {' '.join(_SUDO_SAYS.findall(stderr))[:200]}"
+            return check
+        said = " ".join(stderr.split())
+        check.complaint = (said[:240] + "…" if len(said) > 240 else said) or f"exit status {marks.get('rc') or 'unknown'}"
+        return check
+    try:
+        counters = perfstat.parse_perf_csv("\n".join(perf_lines))
     except perfstat.ParseError as exc:
-        return {}, str(exc)
-
-    def counted(event: str) -> bool:
-        counter = counters.get(perfstat.canonical_event(event))
-        return counter is not None and counter.value is not None
-
-    return {event: counted(event) for event in experiment.perf.events}, ""
+        check.complaint = str(exc)
+        return check
+    resolved = perfstat.resolve(counters, events)
+    for event in events:
+        found = resolved[perfstat.canonical_event(event)]
+        check.counts[event] = found.reach
+        if found.narrowed:
+            check.narrowed.append(event)
+    return check
 
 
 def _check_server_network(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> None:

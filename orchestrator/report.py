@@ -109,6 +109,41 @@ def _counted(summary: pd.DataFrame, metric: str) -> bool:
     return column in summary.columns and summary[column].notna().any()
 
 
+@dataclass(frozen=True)
+class UserSpaceOnly:
+    """Where perf counted user space only (results.csv `<role>_perf_counts` = `user`): by role,
+    and by the stream side (sender, receiver) those roles played."""
+
+    roles: tuple[str, ...] = ()
+    sides: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.roles)
+
+    @property
+    def where(self) -> str:
+        return " and ".join(self.roles)
+
+    @property
+    def caveat(self) -> str:
+        return (f"perf counted user space only on the {self.where} (perf_access: user-only): kernel time, "
+                "where the copies happen, is not in the cycle and cache-miss counts")
+
+
+def user_space_only(results: pd.DataFrame) -> UserSpaceOnly:
+    ok = results[results["status"].astype(str) == "ok"] if "status" in results else results
+    roles = tuple(r for r in ("server", "client")
+                  if f"{r}_perf_counts" in ok and ok[f"{r}_perf_counts"].astype(str).eq("user").any())
+    sides = set()
+    stream = ok[ok["workload"].astype(str) == "stream"] if "workload" in ok else ok.iloc[0:0]
+    for _, row in stream.iterrows():
+        sender = "client" if str(row.get("sender", "server")) == "client" else "server"
+        for role in roles:
+            if str(row.get(f"{role}_perf_counts")) == "user":
+                sides.add("sender" if role == sender else "receiver")
+    return UserSpaceOnly(roles, frozenset(sides))
+
+
 def _cell_value(summary: pd.DataFrame, row: pd.Series, metric: str, digits: int = 3) -> str:
     return _with_ci(row, metric, digits) if _counted(summary, metric) else NOT_COUNTED
 
@@ -226,6 +261,8 @@ METHOD = """## How the numbers are made
   completed sends as copied (`SO_EE_CODE_ZEROCOPY_COPIED`) the cell is shown as
   "copied (not zero-copy)"; a smaller copied share is shown as a percentage.
 - "not counted" means the hosts did not support the counter; it is never read as zero.
+- Counts marked *user space only* come from a host where perf could not count the kernel
+  (`perf_access: user-only`): they leave out the system calls and the copies inside them.
 """
 
 
@@ -248,6 +285,10 @@ def _caveats_section(run: RunData, summary: pd.DataFrame) -> str:
             lines.append("- With system-wide counting and both roles on one machine, the server's and the client's "
                          "counts each cover every CPU: their sums (cycles per byte, misses per KiB, context "
                          "switches per second) count the machine twice. Read one side's figure instead.")
+    user = user_space_only(run.results)
+    if user:
+        lines.append(f"- {user.caveat}. Per-byte CPU cost is read from CPU time "
+                     "(rusage, user + system) instead, and context switches from rusage.")
     if not summary.empty and (summary["ok"] == 2).any():
         lines.append(f"- {int((summary['ok'] == 2).sum())} cells have two successful repetitions: their 95% intervals "
                      "use t = 12.7 and are wide; more repetitions narrow them quickly (t = 4.3 at three).")
@@ -260,7 +301,7 @@ def _caveats_section(run: RunData, summary: pd.DataFrame) -> str:
     return "### Caveats for this run\n\n" + "\n".join(lines) + "\n"
 
 
-def _stream_tables(summary: pd.DataFrame) -> str:
+def _stream_tables(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly()) -> str:
     stream = summary[summary["workload"] == "stream"] if not summary.empty else summary
     if stream.empty:
         return "No stream cells in this run.\n"
@@ -288,9 +329,14 @@ def _stream_tables(summary: pd.DataFrame) -> str:
             _cell_value(stream, r, "l1_misses_per_kib"), _cell_value(stream, r, "llc_misses_per_kib"),
             _cell_value(stream, r, "context_switches_per_s"),
         ])
-    counters = _table(["mode", "size", "threads", "sender cycles/B", "receiver cycles/B", "L1 misses/KiB",
-                       "LLC misses/KiB", "context switches/s"], rows)
-    return f"### Stream: throughput and CPU\n\n{main}\n\n### Stream: hardware and software counters\n\n{counters}\n"
+    mark = " (user space only)"
+    both = mark if user.sides else ""
+    counters = _table(["mode", "size", "threads", f"sender cycles/B{mark if 'sender' in user.sides else ''}",
+                       f"receiver cycles/B{mark if 'receiver' in user.sides else ''}", f"L1 misses/KiB{both}",
+                       f"LLC misses/KiB{both}", "context switches/s"], rows)
+    note = f"\n\n**User space only:** {user.caveat}; they are not whole counts.\n" if user else ""
+    return (f"### Stream: throughput and CPU\n\n{main}\n\n### Stream: hardware and software counters\n\n"
+            f"{counters}\n{note}")
 
 
 def _rr_table(summary: pd.DataFrame) -> str:
@@ -380,8 +426,18 @@ def _crossover_lines(summary: pd.DataFrame, better: str, worse: str, metric: str
     return [f"- {derive.METRICS[metric].label}: {per}."]
 
 
-def _cpu_metric(summary: pd.DataFrame) -> str:
-    return "cycles_per_byte" if _counted(summary, "cycles_per_byte") else "cpu_ns_per_byte"
+def _cpu_metric(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly()) -> str:
+    # User-space cycles miss the copies' kernel time: CPU time (user + system) stands in then.
+    return "cycles_per_byte" if _counted(summary, "cycles_per_byte") and not user.sides else "cpu_ns_per_byte"
+
+
+def _cpu_metric_note(summary: pd.DataFrame, metric: str, user: UserSpaceOnly) -> list[str]:
+    if metric != "cpu_ns_per_byte":
+        return []
+    if _counted(summary, "cycles_per_byte") and user.sides:
+        return [f"  (cycles were counted in user space only: {user.caveat}, so CPU time per byte, "
+                "user + system from rusage, stands in.)"]
+    return [f"  (cycles {NOT_COUNTED} on these hosts, so CPU time per byte stands in.)"]
 
 
 def _copied_caveat(summary: pd.DataFrame, mode: str = "zero_copy") -> list[str]:
@@ -396,14 +452,13 @@ def _modes(summary: pd.DataFrame) -> set[str]:
     return set(summary.loc[summary["workload"] == "stream", "mode"]) if not summary.empty else set()
 
 
-def _q_zero_vs_one(summary: pd.DataFrame) -> list[str]:
+def _q_zero_vs_one(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly()) -> list[str]:
     lines = ["### From which message size does zero_copy beat one_copy?", ""]
     if not {"zero_copy", "one_copy"} <= _modes(summary):
         return lines + [f"{NOT_ANSWERABLE}: it needs stream cells of both zero_copy and one_copy.", ""]
-    metric = _cpu_metric(summary)
+    metric = _cpu_metric(summary, user)
     lines += _crossover_lines(summary, "zero_copy", "one_copy", metric)
-    if metric == "cpu_ns_per_byte":
-        lines.append(f"  (cycles {NOT_COUNTED} on these hosts, so CPU time per byte stands in.)")
+    lines += _cpu_metric_note(summary, metric, user)
     lines += _crossover_lines(summary, "zero_copy", "one_copy", "throughput_gbps")
     return lines + _copied_caveat(summary) + [""]
 
@@ -471,10 +526,10 @@ def _q_zero_copy_real(summary: pd.DataFrame, run: RunData) -> list[str]:
     return lines + [""]
 
 
-def _q_vs_two_copy(summary: pd.DataFrame) -> list[str]:
+def _q_vs_two_copy(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly()) -> list[str]:
     lines = ["### From which size does one_copy beat two_copy, and zero_copy beat two_copy?", ""]
     modes = _modes(summary)
-    metric = _cpu_metric(summary)
+    metric = _cpu_metric(summary, user)
     for better in ("one_copy", "zero_copy"):
         if not {better, "two_copy"} <= modes:
             lines.append(f"- {better} vs two_copy: {NOT_ANSWERABLE} (needs stream cells of both).")
@@ -482,6 +537,8 @@ def _q_vs_two_copy(summary: pd.DataFrame) -> list[str]:
         lines.append(f"- **{better} vs two_copy**")
         lines += ["  " + line for line in _crossover_lines(summary, better, "two_copy", "throughput_gbps")]
         lines += ["  " + line for line in _crossover_lines(summary, better, "two_copy", metric)]
+    if any(m in modes for m in ("one_copy", "zero_copy")) and "two_copy" in modes:
+        lines += _cpu_metric_note(summary, metric, user)
     return lines + _copied_caveat(summary) + [""]
 
 
@@ -496,7 +553,7 @@ def _relative_reduction(stream: pd.DataFrame, metric: str, mode: str, base: str 
     return float(((joined["base"] - joined["other"]) / joined["base"]).median())
 
 
-def _q_cache_level(summary: pd.DataFrame) -> list[str]:
+def _q_cache_level(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly()) -> list[str]:
     lines = ["### Which cache level's misses fall most, per byte?", ""]
     stream = summary[summary["workload"] == "stream"]
     counted = [m for m in ("l1_misses_per_kib", "llc_misses_per_kib") if _counted(stream, m)]
@@ -520,10 +577,12 @@ def _q_cache_level(summary: pd.DataFrame) -> list[str]:
         lines.append(f"- The largest fall is in **{best[1]}** misses with {best[2]} ({best[0]:+.0%} per KiB).")
     else:
         lines.append("- Neither level's misses per byte fall below two_copy's in this run.")
+    if user:
+        lines.append(f"- Caveat: {user.caveat}: these are the agents' own user-space misses, not the copies'.")
     return lines + _copied_caveat(summary) + [""]
 
 
-def _q_threads_and_contention(summary: pd.DataFrame) -> list[str]:
+def _q_threads_and_contention(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly()) -> list[str]:
     lines = ["### How does thread count interact with cache misses and context switches?", ""]
     stream = summary[summary["workload"] == "stream"]
     span = _thread_span(stream)
@@ -556,6 +615,8 @@ def _q_threads_and_contention(summary: pd.DataFrame) -> list[str]:
                      "(LLC); per-byte counts that stay flat mean each connection keeps to its own working set.")
     else:
         lines.append(f"- Cache misses were {NOT_COUNTED} on these hosts, so only the context-switch part is answered.")
+    if user and any(_counted(stream, m) for m, _ in metrics[:2]):
+        lines.append(f"- Caveat: {user.caveat}: the miss ratios cover user space only.")
     return lines + [""]
 
 
@@ -563,12 +624,13 @@ def _questions_section(summary: pd.DataFrame, run: RunData) -> str:
     if summary.empty:
         return f"## The study's questions\n\n{NOT_ANSWERABLE}: no cell succeeded.\n"
     lines = ["## The study's questions", ""]
-    lines += _q_zero_vs_one(summary)
+    user = user_space_only(run.results)
+    lines += _q_zero_vs_one(summary, user)
     lines += _q_thread_scaling(summary, run)
     lines += _q_zero_copy_real(summary, run)
-    lines += _q_vs_two_copy(summary)
-    lines += _q_cache_level(summary)
-    lines += _q_threads_and_contention(summary)
+    lines += _q_vs_two_copy(summary, user)
+    lines += _q_cache_level(summary, user)
+    lines += _q_threads_and_contention(summary, user)
     return "\n".join(lines)
 
 
@@ -591,6 +653,9 @@ def _problems_section(summary: pd.DataFrame) -> str:
         lines.append(f"- `{r['cell']}`: unstable, repetitions disagree ({cvs}).")
     return "\n".join(lines + [""])
 
+
+# Plots that can show perf's cycle and cache-miss counts.
+COUNTER_PLOTS = ("cpu_per_byte_vs_size", "cache_misses_vs_size")
 
 PLOT_TITLES = {
     "throughput_vs_size": "Throughput vs message size",
@@ -636,11 +701,14 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, l
     for label, group in variants(summary):
         heading = f"# With {label}\n" if label else ""
         folder = f"plots/{_variant_folder(label)}/" if label else "plots/"
-        parts += [heading, "## Tables", "", _stream_tables(group) if not group.empty else "No cells.\n",
+        parts += [heading, "## Tables", "", _stream_tables(group, user_space_only(run.results)) if not group.empty else "No cells.\n",
                   _rr_table(group) if not group.empty else "", "## Plots", ""]
+        user = user_space_only(run.results)
         for name in plot_names.get(label, []):
             parts += [f"### {PLOT_TITLES.get(name, name)}", "", f"![{PLOT_TITLES.get(name, name)}]({folder}{name}.png)",
                       "", f"[SVG]({folder}{name}.svg)", ""]
+            if user and name in COUNTER_PLOTS:
+                parts += [f"*User space only:* {user.caveat}.", ""]
         parts.append(_questions_section(group, run))
     return "\n".join(parts)
 

@@ -77,7 +77,8 @@ def create_run(experiment: Experiment, inventory: Inventory, results_root: Path)
                 continue
         (run_dir / "config.yml").write_text(yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
         (run_dir / "inventory.yml").write_text(
-            yaml.safe_dump({"server": inventory.server.public(), "client": inventory.client.public()}, sort_keys=False)
+            yaml.safe_dump({**({"ssh_config": inventory.ssh_config} if inventory.ssh_config else {}),
+                            "server": inventory.server.public(), "client": inventory.client.public()}, sort_keys=False)
         )
         (run_dir / "plan.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")
     except OSError as exc:
@@ -99,16 +100,20 @@ def reopen_run(run_dir: Path) -> RunState:
 def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
     """Both hosts at once; every host that can't be reached is named in one error."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {role: pool.submit(connect, role, inventory.role(role), timeout) for role in ("server", "client")}
-    hosts, problems = {}, []
+        futures = {role: pool.submit(connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ("server", "client")}
+    hosts, problems, config_error = {}, [], None
     for role, future in futures.items():
         try:
             hosts[role] = future.result()
         except HostError as exc:
             problems.append(str(exc))
-    if problems:
+        except ConfigError as exc:  # a bad ssh_config: the same for both roles
+            config_error = exc
+    if problems or config_error:
         for host in hosts.values():
             host.close()
+        if config_error:
+            raise config_error
         raise PreflightError("cannot reach:\n" + "\n".join(problems))
     return hosts
 
@@ -212,6 +217,11 @@ def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deplo
         if agents[role].build is not None:
             data["agent_build"] = agents[role].build.to_json()
         data["perf_events_supported"] = report.perf_events(role)
+        # How perf was allowed to count here, and what it counted per event (preflight's check).
+        data["perf_access"] = hosts[role].spec.perf_access
+        check = report.perf_check(role)
+        if check is not None:
+            data["perf_check"] = check.to_json()
         path = folder / f"{role}.json"
         if path.exists():  # a resumed run keeps the first facts and adds the new ones beside them
             path = folder / f"{role}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
@@ -289,7 +299,7 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
         "perf_scope": experiment.perf.scope if experiment.perf.enabled else "off",
         "warmup_s": experiment.warmup,
     }
-    reports, perf, problems = {}, {}, []
+    reports, perf, counts, problems = {}, {}, {}, []
     for role in ("server", "client"):
         path = result.local_dir / f"{role}.json"
         try:
@@ -299,10 +309,15 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
             if path.exists() and not result.error:  # a missing file is reported by the row itself
                 problems.append(str(exc))
         perf_path = result.local_dir / f"{role}.perf.csv"
+        perf[role], counts[role] = None, None
         try:
-            perf[role] = perfstat.load_perf_file(perf_path) if perf_path.exists() else None
+            if perf_path.exists():
+                # Records perf narrowed to user space (`cycles:u`) land in the columns of the
+                # events asked for; the row says what they cover (`<role>_perf_counts`).
+                perf[role], counts[role] = perfstat.counted_as_requested(
+                    perfstat.load_perf_file(perf_path), experiment.perf.events)
         except OrchestrateError as exc:
-            perf[role] = None
             problems.append(str(exc))
     error = result.error or ("; ".join(problems) or None)
-    return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error)
+    return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error,
+                          perf_counts=counts)

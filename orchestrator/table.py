@@ -39,6 +39,7 @@ MEASURED_COLUMNS = (
     "zerocopy_copied_fraction",
     "transactions", "transactions_per_s", "latency_mean_us", "latency_p50_us",
     "latency_p90_us", "latency_p99_us", "latency_max_us",
+    "server_perf_counts", "client_perf_counts",
 )  # fmt: skip
 SCHEMA_COLUMNS = IDENTITY_COLUMNS + MEASURED_COLUMNS
 
@@ -51,9 +52,13 @@ _INT_COLUMNS = frozenset({
     "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding", "transactions",
 })  # fmt: skip
 _BOOL_COLUMNS = frozenset({"nodelay"})
-_TEXT_COLUMNS = frozenset(
-    {"run_id", "cell_id", "workload", "mode", "sender", "perf_scope", "status", "error"}
-)
+_TEXT_COLUMNS = frozenset({
+    "run_id", "cell_id", "workload", "mode", "sender", "perf_scope", "status", "error",
+    "server_perf_counts", "client_perf_counts",
+})  # fmt: skip
+# What a role's perf counts cover (perfstat.Reach): `user+kernel`, or `user` when perf could
+# count user space only. Empty when perf did not run or counted nothing.
+PERF_COUNTS = ("user+kernel", "user")
 _PERF_COLUMN = re.compile(r"^(server|client)_(.+?)(_run_pct)?$")
 _INTEGER_TEXT = re.compile(r"^-?\d+$")
 
@@ -198,12 +203,14 @@ def cell_row(
     server_perf: Mapping[str, Counter] | None,
     client_perf: Mapping[str, Counter] | None,
     error: str | None,
+    perf_counts: Mapping[str, str | None] | None = None,
 ) -> Row:
     """One results row: `cell`'s identity and option columns plus what the raw files show.
 
     Any problem (the `error` passed in, a missing or failed agent, a mismatch between the
     agents and the cell, bytes lost between sender and receiver) makes the row `failed`
     with every problem in `error`; whatever was measured is still filled in.
+    `perf_counts` says per role what its perf counts cover (`PERF_COUNTS`), None if nothing.
     """
     problems = [error] if error else []
     problems += _agent_problems("server", server, cell)
@@ -233,6 +240,11 @@ def cell_row(
         row.update(_perf_columns("server", server_perf))
     if client_perf is not None:
         row.update(_perf_columns("client", client_perf))
+    for role in ("server", "client"):
+        reach = (perf_counts or {}).get(role)
+        if reach is not None and reach not in PERF_COUNTS:
+            raise ResultsError(f"{role} perf counts {reach!r}: expected one of {', '.join(PERF_COUNTS)}")
+        row[f"{role}_perf_counts"] = reach
     row["status"] = "failed" if problems else "ok"
     row["error"] = "; ".join(problems) if problems else None
     return {key: row.get(key) for key in order_columns(row)}

@@ -47,7 +47,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_sshd(directory: Path) -> Sshd:
+def start_sshd(directory: Path, extra_config: str = "") -> Sshd:
+    """`extra_config`: more sshd_config lines, e.g. `PermitOpen 127.0.0.1:2222` for a bastion."""
     require_root()
     sshd = require_tool("sshd") if shutil.which("sshd") else shutil.which("/usr/sbin/sshd")
     require(sshd is not None, "sshd is not installed (package openssh-server)")
@@ -65,7 +66,7 @@ def start_sshd(directory: Path) -> Sshd:
         f"ListenAddress 127.0.0.1:{port}\nHostKey {host_key}\nAuthorizedKeysFile {directory / 'authorized_keys'}\n"
         f"PidFile {directory / 'sshd.pid'}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nMaxSessions 50\nMaxStartups 50\n"
-        "Subsystem sftp internal-sftp\n"
+        "Subsystem sftp internal-sftp\n" + extra_config
     )
     process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=open(directory / "sshd.log", "w"))
     deadline = time.monotonic() + 10

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -38,7 +39,8 @@ TAG = _BASE[:10]
 
 def _require_lab() -> None:
     require_root()
-    for tool, package in (("ip", "iproute2"), ("tc", "iproute2"), ("sshd", "openssh-server"), ("ssh-keygen", "openssh-client")):
+    for tool, package in (("ip", "iproute2"), ("tc", "iproute2"), ("sshd", "openssh-server"), ("ssh-keygen", "openssh-client"),
+                          ("ssh", "openssh-client")):
         require(lab.shutil.which(tool, path=lab._TOOL_PATH) is not None, f"`{tool}` missing; install {package}")
 
 
@@ -143,6 +145,20 @@ def test_ssh_reaches_each_namespace_with_strict_host_keys(lab_opts, tmp_path):
         assert f"inet {mine}/24" in out, out
         assert other not in out, out
         assert f"inet {spec['host']}/30" in out
+
+    # The lab's ssh_config names every namespace; OpenSSH and the inventory loader both take it.
+    config = lab.status(lab_opts).ssh_config_path
+    assert config == lab_opts.resolved_state_dir / "ssh_config" and "ProxyJump" not in config.read_text()
+    proc = subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", f"{lab_opts.prefix}-client", "ip -o -4 addr"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "inet 198.18.0.2/24" in proc.stdout, proc.stderr
+    aliases = tmp_path / "aliases.yml"
+    aliases.write_text(yaml.safe_dump({
+        "ssh_config": str(config),
+        "server": {"host": f"{lab_opts.prefix}-server", "data_address": "198.18.0.1", "workdir": "/tmp/a"},
+        "client": {"host": f"{lab_opts.prefix}-client", "data_address": "198.18.0.2", "workdir": "/tmp/b"},
+    }))
+    assert load_inventory(aliases).ssh_config == str(config)
 
     # The check is real: with a known_hosts that lacks the host, the connection is refused.
     empty = tmp_path / "known_hosts"
@@ -399,7 +415,7 @@ def _site_user(prefix: str) -> str:
 def _require_site() -> None:
     _require_lab()
     for tool, package in (("useradd", "passwd"), ("visudo", "sudo"), ("sudo", "sudo"), ("perf", "linux-perf"),
-                          ("unshare", "util-linux"), ("ssh", "openssh-client")):
+                          ("unshare", "util-linux")):
         require(lab.shutil.which(tool, path=lab._TOOL_PATH) is not None, f"`{tool}` missing; install {package}")
 
 
@@ -541,6 +557,10 @@ def test_a_no_compiler_host_has_no_compiler_and_the_rest_of_usr_bin(site):
         assert _run_on(host, probe)[1] == ""
         assert _run_on(host, "gcc --version")[0] != 0
         assert _run_on(host, "ls /usr/lib/llvm-*/bin/clang /usr/lib/gcc/*/*/cc1 2>/dev/null")[1] == ""
+        # Every versioned and cross name too, wherever a session would look for one.
+        listing = _run_on(host, "ls /usr/bin /usr/local/bin")[1].split()
+        assert "tar" in listing and "perf" in listing
+        assert [n for n in listing if re.search(r"(^|-)(gcc|g\+\+|clang)($|-)|^(cc|c\+\+|c89|c99|tcc)$", n)] == []
         for tool in ("perf --version", "tar --version", "sh -c true", "ip -V", "sudo -V"):
             assert _run_on(host, tool)[0] == 0, tool
     with _through_bastion(doc["client"]) as host:
@@ -571,6 +591,15 @@ def test_site_lab_up_again_changes_nothing_and_repairs(site):
     repaired = lab.up(site)
     assert repaired.ok, repaired.rows
     assert repaired.row(f"compilers {site.prefix}-server").state == "ok"
+
+    # The bastion's namespace deleted under it: rebuilt, with its links, and the way in works again.
+    old_bastion_sshd = _sshd_pids(lab.status(site))[f"sshd {site.prefix}-bastion"]
+    subprocess.run(["ip", "netns", "del", f"{site.prefix}-bastion"], check=True)
+    assert lab.status(site).row(f"{site.prefix}-bastion").state == "missing"
+    assert lab.up(site).ok
+    assert not lab._alive(old_bastion_sshd)  # orphaned in the deleted namespace, then stopped
+    with _through_bastion(_inventory(site)["server"]) as host:
+        assert _run_on(host, "id -un")[1].strip() == site.user
 
 
 def _leftovers(opts: lab.LabOptions, user: str) -> list[str]:

@@ -217,3 +217,104 @@ def test_real_perf_stat_output_parses(tmp_path):
     for counter in counters.values():
         # counted, or missing with a reason: never a 0 standing in for "not supported"
         assert (counter.value is None) == (counter.status != "counted")
+
+
+# ---------------------------------------------------------------- user-space-only counts
+
+from orchestrator.perfstat import (  # noqa: E402
+    counted_as_requested,
+    is_user_only_fallback,
+    reach_of,
+    resolve,
+    split_modifiers,
+)
+
+STUDY_EVENTS = ["cycles", "instructions", "L1-dcache-load-misses", "LLC-load-misses",
+                "context-switches", "cpu-migrations", "task-clock"]  # fmt: skip
+
+
+def test_unprivileged_recording_names_every_event_user_only():
+    # Recorded as a non-root account at kernel.perf_event_paranoid=2: perf fell back by itself.
+    counters = load_perf_file(PERF / "unpriv_process.csv")
+    assert set(counters) == {f"{e}:u" for e in STUDY_EVENTS + ["page-faults"]}
+    assert counters["cycles:u"].status == "not_supported"
+    assert counters["context-switches:u"].value == 0  # what perf printed; resolve() must not keep it
+
+
+def test_unprivileged_recording_resolves_to_the_requested_events():
+    counters = load_perf_file(PERF / "unpriv_process.csv")
+    resolved = resolve(counters, STUDY_EVENTS + ["page-faults"])
+    assert all(r.restricted for r in resolved.values())
+    assert resolved["page-faults"].reach == "user" and resolved["page-faults"].counter.value == 78
+    # A clock's count is whole under :u: task-clock:u is all of the task's time.
+    assert resolved["task-clock"].reach == "user+kernel" and resolved["task-clock"].counter.value == 31.36
+    # Scheduler events fire in the kernel: in user space they always count 0, kept missing.
+    for event in ("context-switches", "cpu-migrations"):
+        assert resolved[event].reach == "nothing"
+        assert resolved[event].counter == Counter(event, None, "", None, "not_counted")
+    assert resolved["cycles"].reach == "nothing" and resolved["cycles"].counter.status == "not_supported"
+
+
+def test_hardware_user_only_counts_land_in_the_plain_columns_labelled_user():
+    counters, counts = counted_as_requested(load_perf_file(PERF / "hw_user_only.csv"), STUDY_EVENTS)
+    assert counts == "user"
+    assert list(counters) == STUDY_EVENTS
+    assert counters["cycles"] == Counter("cycles", 1423000000, "", 100.0, "counted")
+    assert counters["instructions"].value == 2890000000
+    assert counters["L1-dcache-load-misses"].value == 12750000
+    assert counters["LLC-load-misses"].value == 310000
+    assert counters["context-switches"].value is None and counters["cpu-migrations"].value is None
+    assert counters["task-clock"].value == 10000.40
+
+
+def test_hybrid_user_only_both_spellings_are_summed():
+    counters, counts = counted_as_requested(load_perf_file(PERF / "hybrid_user_only.csv"),
+                                            ["cycles", "instructions", "task-clock"])
+    assert counts == "user"
+    assert counters["cycles"].value == 1100000000 + 300000000
+    # older perf appended the fallback as `cpu_core/instructions/:u`
+    assert counters["instructions"].value == 2200000000 + 400000000
+    assert counters["cycles"].run_pct == 50.0
+
+
+def test_whole_counts_are_labelled_user_and_kernel_and_explicit_u_stays_apart():
+    counters, counts = counted_as_requested(load_perf_file(PERF / "hw_all_counted.csv"), STUDY_EVENTS)
+    assert counts == "user+kernel" and counters["cycles"].value == 2100000000
+    # cycles and cycles:u both asked for: the explicit :u is its own column, not a fallback
+    hybrid, counts = counted_as_requested(load_perf_file(PERF / "hybrid_alderlake.csv"), ["cycles", "cycles:u"])
+    assert counts == "user+kernel"
+    assert hybrid["cycles"].value == 5234567890 and hybrid["cycles:u"].value == 2400000000
+
+
+def test_a_fallback_that_cost_nothing_is_still_whole():
+    # Only a clock (whole under :u) and an unsupported counter (nothing to lose) fell back.
+    counters, counts = counted_as_requested(load_perf_file(PERF / "unpriv_probe.csv"), ["cycles", "task-clock"])
+    assert counts == "user+kernel" and counters["task-clock"].value == 0.71
+    _, counts = counted_as_requested(load_perf_file(PERF / "unpriv_probe.csv"), ["cycles", "context-switches"])
+    assert counts == "user"
+
+
+def test_nothing_counted_has_no_label():
+    hardware_only = {k: v for k, v in load_perf_file(PERF / "vm_process.csv").items() if v.value is None}
+    assert len(hardware_only) == 4
+    counters, counts = counted_as_requested(hardware_only, ["cycles", "instructions"])
+    assert counts is None and counters["cycles"].status == "not_supported"
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [("cycles:u", ("cycles", "u")), ("cpu_core/cycles/u", ("cycles", "u")), ("cpu_core/cycles/:u", ("cycles", "u")),
+     ("msr/tsc/u", ("msr/tsc/", "u")), ("cycles:pu", ("cycles", "pu")), ("LLC-load-misses", ("LLC-load-misses", ""))],
+)
+def test_split_modifiers(event, expected):
+    assert split_modifiers(event) == expected
+
+
+def test_fallback_and_reach_rules():
+    assert is_user_only_fallback("cycles", "cycles:u")
+    assert is_user_only_fallback("cycles:p", "cycles:pu")
+    assert not is_user_only_fallback("cycles", "ref-cycles:u")
+    assert not is_user_only_fallback("cycles:u", "cycles:u")
+    assert reach_of("cycles") == "user+kernel" and reach_of("cycles:u") == "user"
+    assert reach_of("task-clock:u") == "user+kernel" and reach_of("cs:u") == "nothing"
+    assert reach_of("cycles:k") == "kernel" and reach_of("cycles:uk") == "user+kernel"

@@ -188,3 +188,44 @@ def test_a_run_varying_sender_and_nodelay_reports_each_combination_apart(tmp_pat
             assert (folder / "throughput_vs_size.png").stat().st_size > 0
     assert text.count("## The study's questions") == 4
     assert "zero_copy: copied (not zero-copy)" in text
+
+
+def _markdown(run_dir: Path) -> str:
+    """report.md's text without drawing the plots (named as if they were drawn)."""
+    from orchestrator import stats
+
+    run = report.load_run(run_dir)
+    return report.render_markdown(run, stats.summarize(run.results), {"": list(report.PLOT_TITLES)})
+
+
+def test_user_space_only_counts_are_never_passed_off_as_whole(tmp_path):
+    run = run_copy(tmp_path, "20261120T101500Z-lab-hw-a1b2")
+    whole = " ".join(_markdown(run).split())
+    assert "(user space only)" not in whole and "**User space only:**" not in whole and "Cycles per byte" in whole
+    results = pd.read_csv(run / "results.csv", dtype=str, keep_default_na=False)
+    assert (results["sender"] == "server").all() and results["server_cycles"].ne("").any()
+    results["server_perf_counts"] = "user"        # the sender: perf_access user-only there
+    results["client_perf_counts"] = "user+kernel"
+    results.to_csv(run / "results.csv", index=False)
+    text = " ".join(_markdown(run).split())
+    # next to the counter figures
+    assert "| sender cycles/B (user space only) | receiver cycles/B |" in text
+    assert ("**User space only:** perf counted user space only on the server (perf_access: user-only): kernel time, "
+            "where the copies happen, is not in the cycle and cache-miss counts; they are not whole counts.") in text
+    # the cycle questions read CPU time (user + system) instead, and say why
+    zero_vs_one = text.split("### From which message size does zero_copy beat one_copy?")[1].split("###")[0]
+    assert "CPU time per byte (both sides)" in zero_vs_one and "Cycles per byte" not in zero_vs_one
+    assert "cycles were counted in user space only" in zero_vs_one
+    vs_two = text.split("### From which size does one_copy beat two_copy")[1].split("###")[0]
+    assert "cycles were counted in user space only" in vs_two and "Cycles per byte" not in vs_two
+    # the cache-miss questions keep their answers, with the caveat
+    cache = text.split("### Which cache level's misses fall most, per byte?")[1].split("###")[0]
+    assert "The largest fall is in" in cache and "Caveat: perf counted user space only on the server" in cache
+    threads = text.split("### How does thread count interact with cache misses and context switches?")[1]
+    assert "the miss ratios cover user space only" in threads
+    assert "Caveats for this run" in text and "Per-byte CPU cost is read from CPU time" in text
+    # and under the plots that can show those counts
+    for name in report.COUNTER_PLOTS:
+        after = text.split(f"/{name}.svg)")[1].split("###")[0]
+        assert "*User space only:* perf counted user space only on the server" in after
+    assert "*User space only:*" not in text.split("/throughput_vs_size.svg)")[1].split("###")[0]

@@ -335,3 +335,45 @@ def test_fields_clamped_to_the_message_size_is_not_a_mismatch():
     assert row["status"] == "ok", row["error"]
     wrong = cell_row(cell, dataclasses.replace(server, fields=2), client, None, None, None)
     assert "server agent ran fields=2, the cell has 4" in wrong["error"]
+
+
+# ---------------------------------------------------------------- what perf's counts cover
+
+from orchestrator.perfstat import counted_as_requested  # noqa: E402
+
+STUDY_EVENTS = ["cycles", "instructions", "L1-dcache-load-misses", "LLC-load-misses",
+                "context-switches", "cpu-migrations", "task-clock"]  # fmt: skip
+
+
+def _as_run_builds_it(name: str):
+    return counted_as_requested(load_perf_file(PERF / name), STUDY_EVENTS)
+
+
+def test_user_only_counts_fill_the_plain_columns_and_the_row_says_user(tmp_path):
+    server_perf, server_counts = _as_run_builds_it("hw_user_only.csv")
+    client_perf, client_counts = _as_run_builds_it("hw_all_counted.csv")
+    row = _row(ONE_COPY, server_perf=server_perf, client_perf=client_perf,
+               perf_counts={"server": server_counts, "client": client_counts})
+    assert row["server_perf_counts"] == "user" and row["client_perf_counts"] == "user+kernel"
+    assert row["server_cycles"] == 1423000000 and row["server_llc_load_misses"] == 310000
+    assert row["server_l1_dcache_load_misses"] == 12750000
+    assert row["server_context_switches"] is None  # 0 in user space is not a count
+    assert "server_cycles_u" not in row
+    path = tmp_path / "results.csv"
+    table = ResultsTable(path)
+    table.append(row)
+    table.append(_row(ONE_COPY, perf_counts={"server": "user+kernel", "client": None}))
+    columns = next(csv.reader(path.open()))
+    assert columns.index("server_perf_counts") < columns.index("server_cycles")
+    df = read_results(path)
+    assert df["server_perf_counts"].dtype == "string"
+    assert list(df["server_perf_counts"]) == ["user", "user+kernel"]
+    assert df.loc[0, "client_perf_counts"] == "user+kernel" and pd.isna(df.loc[1, "client_perf_counts"])
+    assert df["server_cycles"].dtype == "Int64" and df.loc[0, "server_cycles"] == 1423000000
+
+
+def test_perf_counts_blank_without_perf_and_checked():
+    row = _row(ONE_COPY, server_perf=None, client_perf=None)
+    assert row["server_perf_counts"] is None and row["client_perf_counts"] is None
+    with pytest.raises(ResultsError, match="perf counts"):
+        _row(ONE_COPY, perf_counts={"server": "kernel"})
