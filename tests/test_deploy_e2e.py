@@ -106,14 +106,16 @@ def _is_static_elf(binary: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def user_lab_inventory(tmp_path_factory) -> Path:
-    """A lab that logs in as an unprivileged account, whose workdirs are `~/...` paths."""
+def site_lab_inventory(tmp_path_factory) -> Path:
+    """A lab shaped like a real site: hosts behind a bastion, an unprivileged login whose
+    workdirs are `~/...` paths, perf through sudo, and a server without a compiler."""
     require_root()
-    for tool in ("ip", "ssh-keygen", "cc", "unshare", "useradd"):
+    for tool in ("ip", "ssh-keygen", "cc", "perf", "unshare", "useradd", "sudo", "setpriv"):
         require_tool(tool)
-    prefix = PREFIX + "u"
-    inventory = tmp_path_factory.mktemp("lab-user") / "lab-inventory.yml"
-    options = lab.LabOptions(prefix=prefix, inventory_path=inventory, user=f"{prefix}user", no_compiler=("server",))
+    prefix = PREFIX + "s"
+    inventory = tmp_path_factory.mktemp("lab-site") / "lab-inventory.yml"
+    options = lab.LabOptions(prefix=prefix, inventory_path=inventory, bastion=True, user=f"{prefix}user",
+                             sudo_perf=True, no_compiler=("server",))
     lab.down(options)
     try:
         lab.up(options)
@@ -122,28 +124,26 @@ def user_lab_inventory(tmp_path_factory) -> Path:
         lab.down(options)
 
 
-def test_an_unprivileged_user_gets_a_private_workdir_in_its_home_and_a_pushed_agent(user_lab_inventory, tmp_path):
-    config = tmp_path / "smoke.yml"
-    smoke = yaml.safe_load((ROOT / "configs" / "smoke.yml").read_text())
-    # perf as an unprivileged user is perf_access's business, not this test's.
-    config.write_text(yaml.safe_dump({**smoke, "perf": {"enabled": False}}))
+def test_a_site_login_gets_a_private_workdir_in_its_home_and_a_pushed_agent(site_lab_inventory, tmp_path):
     results = tmp_path / "results"
-    code = main(["run", str(config), "--inventory", str(user_lab_inventory), "--results", str(results), "--no-report"])
+    code = main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(site_lab_inventory),
+                 "--results", str(results), "--no-report"])
     (run_dir,) = results.iterdir()
     frame = read_results(run_dir / "results.csv")
     assert code == 0, frame[["cell_id", "error"]]
-    assert (frame["status"] == "ok").all()
-    written = load_inventory(user_lab_inventory)
-    user = written.server.user
-    home = Path(pwd.getpwnam(user).pw_dir)
+    assert (frame["status"] == "ok").all() and (frame["server_task_clock"] > 0).all()
+    written = load_inventory(site_lab_inventory)
+    assert written.server.jump is not None and written.server.workdir.startswith("~/")
+    account = pwd.getpwnam(written.server.user)
     facts = json.loads((run_dir / "hosts" / "server.json").read_text())
     # `~/` was resolved on the host, to the login user's home; the saved inventory keeps `~/`.
-    expected = home / written.server.workdir.removeprefix("~/")
-    assert facts["agent_path"].startswith(f"{expected}/agents/")
+    expected = Path(account.pw_dir) / written.server.workdir.removeprefix("~/")
+    assert facts["agent_path"] == f"{expected}/agents/{facts['agent_hash']}/bin/agent"
     assert facts["agent_build"]["where"] == "controller" and facts["agent_build"]["static"] is True
     assert yaml.safe_load((run_dir / "inventory.yml").read_text())["server"]["workdir"] == written.server.workdir
     for path in (expected, expected / "agents", expected / "runs", expected / "runs" / run_dir.name):
         info = path.stat()
-        assert info.st_uid == pwd.getpwnam(user).pw_uid and stat.S_IMODE(info.st_mode) == 0o700, path
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (account.pw_uid, 0o700), path
+    # Written by the login user, not by whoever ran the orchestrator.
     agent = Path(facts["agent_path"])
-    assert agent.stat().st_uid == pwd.getpwnam(user).pw_uid
+    assert agent.stat().st_uid == account.pw_uid and stat.S_IMODE(agent.stat().st_mode) == 0o700
