@@ -69,13 +69,13 @@ own() {
 
 _RESOLVE_HOME = r"""
 h=${HOME:-}
-h=${h%/}
 case $h in
   /*) ;;
   *) echo "ERROR the SSH user's HOME is not an absolute path"; h= ; safe=0 ;;
 esac
+h=${h%/}
 case $h in
-  *[!A-Za-z0-9_./-]*|*/../*|*/..) echo "ERROR the SSH user's HOME holds characters outside A-Z a-z 0-9 _ . / -"; safe=0 ;;
+  *[!A-Za-z0-9_./-]*|*/../*|*/..) echo "ERROR the SSH user's HOME holds '..' or characters outside A-Z a-z 0-9 _ . / -"; safe=0 ;;
 esac
 """
 
