@@ -33,6 +33,7 @@ log = logging.getLogger("orchestrator.deploy")
 _SOURCE_PATTERNS = (".c", ".h")
 _BUILD_SCRIPT = "build.sh"
 _ARCH = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+_COMPILER_PATH = re.compile(r"^/[A-Za-z0-9_./+-]{1,254}$")  # else plain `cc`, found on the PATH
 VERSION_PREFIX = "orchestrate-agent"
 BUILD_TIMEOUT_FLOOR = 120.0  # a static link on a slow host takes a while; never less than this
 
@@ -123,9 +124,10 @@ def parse_toolchain(stdout: str) -> Toolchain:
             key, _, value = line[1:].partition(" ")
             values.setdefault(key, value.strip())
     arch = values.get("arch", "")
+    cc = values.get("cc", "")
     return Toolchain(
         arch=arch if _ARCH.match(arch) else "",
-        cc=values.get("cc") or None,
+        cc=(cc if _COMPILER_PATH.match(cc) else "cc") if cc else None,
         version=_one_line(values.get("ccversion", "")),
         static=values.get("ccstatic") == "1",
     )
@@ -187,9 +189,12 @@ def plan_builds(toolchains: dict[str, Toolchain],
 
 def no_builder_advice(arch: str) -> str:
     arch = arch or "this architecture"
-    cross = "" if arch == platform.machine() else f" (a cross compiler, {arch}-linux-gnu-gcc)"
-    return (f"no compiler can build the agent for {arch}: install gcc (or clang) on this host, "
-            f"or gcc{cross} and libc6-dev (a static libc) on the controller for {arch}")
+    if arch == platform.machine():
+        controller = "gcc and libc6-dev (a static libc) on the controller"
+    else:
+        controller = (f"a cross compiler {arch}-linux-gnu-gcc with its static libc on the controller "
+                      f"(Debian: gcc-{arch}-linux-gnu and libc6-dev-<arch>-cross)")
+    return f"no compiler can build the agent for {arch}: install gcc (or clang) on this host, or {controller}"
 
 
 # ---------------------------------------------------------------------------- deploy

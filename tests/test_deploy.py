@@ -209,6 +209,7 @@ def test_toolchain_probe_output_is_parsed():
     assert deploy.parse_toolchain(out) == Toolchain("x86_64", "/usr/bin/cc", "cc (Debian 12.2.0-14) 12.2.0", True)
     assert deploy.parse_toolchain("@arch x86_64; rm -rf /\n") == Toolchain("")
     assert deploy.parse_toolchain("@arch aarch64\n") == Toolchain("aarch64")
+    assert deploy.parse_toolchain("@arch x86_64\n@cc /opt/my cc\n").cc == "cc"
 
 
 def test_workdir_output_parsing():
