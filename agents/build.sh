@@ -1,12 +1,24 @@
 #!/bin/sh
-# Build the agent: sh agents/build.sh OUTDIR  ->  OUTDIR/agent
+# Build the agent: sh agents/build.sh OUTDIR [SOURCE_HASH]  ->  OUTDIR/agent
+# SOURCE_HASH (hex) is embedded, and `agent --version` prints it, so a deployed binary can be
+# matched to the sources it came from. STATIC=1 links statically (to run on a host without a
+# compiler or the same libc); CC and CFLAGS_EXTRA are honoured.
 set -eu
-if [ $# -ne 1 ]; then
-    echo "usage: sh agents/build.sh OUTDIR" >&2
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+    echo "usage: sh agents/build.sh OUTDIR [SOURCE_HASH]" >&2
     exit 2
+fi
+source_hash=${2:-unknown}
+case $source_hash in
+    unknown) ;;
+    *[!0-9a-f]*|'') echo "build.sh: SOURCE_HASH must be lowercase hex" >&2; exit 2 ;;
+esac
+static=
+if [ "${STATIC:-0}" = 1 ]; then
+    static=-static
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$1"
 # shellcheck disable=SC2086  # CFLAGS_EXTRA is meant to split into words
-${CC:-cc} -std=gnu11 -O2 -Wall -Wextra -Werror -pthread ${CFLAGS_EXTRA:-} \
-    -o "$1/agent" "$here"/*.c -lm
+${CC:-cc} -std=gnu11 -O2 -Wall -Wextra -Werror -pthread $static ${CFLAGS_EXTRA:-} \
+    -DAGENT_SOURCE_HASH="\"$source_hash\"" -o "$1/agent" "$here"/*.c -lm

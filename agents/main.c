@@ -26,6 +26,11 @@
 static pthread_mutex_t output_lock = PTHREAD_MUTEX_INITIALIZER;
 static FILE *out;
 
+/* The source hash build.sh embeds: deploy matches a binary to the sources it came from. */
+#ifndef AGENT_SOURCE_HASH
+#define AGENT_SOURCE_HASH "unknown"
+#endif
+
 /* How long the watchdog lets main wind down after an abort before writing the JSON itself. */
 #define ABORT_GRACE_S 3.0
 
@@ -130,7 +135,7 @@ int main(int argc, char **argv)
     struct config *c = &g_run.cfg;
     /* The orchestrator's deploy step checks that a built agent starts, and which it is. */
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
-        if (printf("orchestrate-agent schema 1\n") < 0 || fflush(stdout) != 0)
+        if (printf("orchestrate-agent schema 1 source %s\n", AGENT_SOURCE_HASH) < 0 || fflush(stdout) != 0)
             return 1;
         return 0;
     }

@@ -218,7 +218,8 @@ struct addrinfo *net_resolve(const struct config *cfg, int passive)
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    /* Numeric addresses only: no name service, so a static build needs no NSS at run time. */
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
     int rc = getaddrinfo(cfg->addr, cfg->port_str, &hints, &res);
     if (rc != 0)
         usage_error("cannot resolve '%s': %s", cfg->addr, gai_strerror(rc));

@@ -248,6 +248,15 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from .scaffold import init
+
+    for path in init(Path(args.directory), force=args.force):
+        console.print(f"wrote {path}")
+    console.print(f"next: fill in {Path(args.directory) / 'inventory.yml'}, then: orchestrate check configs/smoke.yml")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
@@ -255,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_inventory(p: argparse.ArgumentParser) -> None:
         p.add_argument("--inventory", default="inventory.yml", help="hosts file (default: ./inventory.yml)")
+
+    p = commands.add_parser("init", help="write an example inventory.yml and the shipped configs/ into a folder")
+    p.add_argument("directory", nargs="?", default=".", help="where to write them (default: .)")
+    p.add_argument("--force", action="store_true", help="overwrite files that are already there")
+    p.set_defaults(handler=cmd_init)
 
     p = commands.add_parser("run", help="run an experiment and collect its results")
     p.add_argument("config", nargs="?", help="experiment file, such as configs/full.yml")

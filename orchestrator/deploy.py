@@ -1,30 +1,65 @@
-"""Pushing the agent sources to a host and building them there with the host's own compiler.
+"""Getting a verified agent onto each host.
 
-Builds are keyed by a hash of the sources, so a host that already has this exact agent is
-not rebuilt, and every result records which agent produced it.
+In order: an agent this host already has for these exact sources (its sha256 matches the
+manifest we wrote beside it, and its --version names the source hash); else built on the host
+with its own `cc`; else, on a host without a compiler, built as a static binary for its
+architecture on the controller or on the other host, and pushed. Whatever the origin, the
+target checks the binary's sha256 and runs its --version before the run uses it. Everything
+happens inside a workdir that workdir.py has checked is ours alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
+import os
+import platform
 import re
+import shutil
+import subprocess
+import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
-from .errors import HostError, OrchestrateError
+from . import shipped, workdir
+from .errors import HostError, OrchestrateError, PreflightError, UnsafeWorkdir
 from .hosts import Host, q
 
-AGENT_SOURCES = Path(__file__).resolve().parent.parent / "agents"
-_SOURCE_PATTERNS = ("*.c", "*.h", "build.sh")
+log = logging.getLogger("orchestrator.deploy")
+
+_SOURCE_PATTERNS = (".c", ".h")
+_BUILD_SCRIPT = "build.sh"
+_ARCH = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+_COMPILER_PATH = re.compile(r"^/[A-Za-z0-9_./+-]{1,254}$")  # else plain `cc`, found on the PATH
+VERSION_PREFIX = "orchestrate-agent"
+BUILD_TIMEOUT_FLOOR = 120.0  # a static link on a slow host takes a while; never less than this
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """Where and how the agent a host runs was made: saved in the host facts."""
+
+    where: str  # "server", "client", "controller", or "cached" (then `origin` says where it was built)
+    compiler: str
+    static: bool
+    sha256: str
+    arch: str = ""
+    origin: str = ""
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v != ""}
 
 
 @dataclass(frozen=True)
 class Agent:
-    """A built agent on one host."""
+    """A verified agent on one host."""
 
     source_hash: str
     path: str
+    build: BuildRecord | None = None
 
     @property
     def kill_pattern(self) -> str:
@@ -33,41 +68,319 @@ class Agent:
         return "[" + escaped[0] + "]" + escaped[1:]
 
 
-def source_files(root: Path = AGENT_SOURCES) -> list[Path]:
-    files = sorted({p for pattern in _SOURCE_PATTERNS for p in root.glob(pattern)})
-    if not any(p.suffix == ".c" for p in files):
+# ---------------------------------------------------------------------------- sources
+
+
+def source_files(root=None) -> list:
+    """The agent's sources (file-like Traversables), sorted by name."""
+    root = shipped.agent_sources() if root is None else root
+    try:
+        files = sorted((p for p in root.iterdir() if p.name.endswith(_SOURCE_PATTERNS) or p.name == _BUILD_SCRIPT),
+                       key=lambda p: p.name)
+    except OSError:
+        files = []
+    if not any(p.name.endswith(".c") for p in files):
         raise OrchestrateError(f"no agent sources found in {root}")
     return files
 
 
-def source_hash(root: Path = AGENT_SOURCES) -> str:
+def source_hash(root=None) -> str:
     digest = hashlib.sha256()
     for path in source_files(root):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def deploy(host: Host, timeout: float, root: Path = AGENT_SOURCES) -> Agent:
-    """Make sure `host` has a working agent built from these sources; return where it is."""
-    digest = source_hash(root)
-    base = f"{host.spec.workdir}/agents/{digest}"
-    agent = Agent(digest, f"{base}/bin/agent")
-    probe = host.run(f"test -x {q(agent.path)} && {q(agent.path)} --version", timeout)
-    if probe.ok and re.search(r"orchestrate-agent", probe.stdout):
-        return agent
-    with tempfile.TemporaryDirectory() as staging:
-        for path in source_files(root):
-            (Path(staging) / path.name).write_bytes(path.read_bytes())
-        host.push_dir(Path(staging), f"{base}/src", timeout)
-    # Build into a scratch folder and rename, so an interrupted build never looks finished.
-    build = host.run(
-        f"cd {q(base)} && rm -rf bin.tmp && sh src/build.sh bin.tmp > build.log 2>&1"
-        f" && rm -rf bin && mv bin.tmp bin || {{ tail -n 30 build.log; exit 1; }}",
-        timeout,
+def _stage_sources(folder: Path, root) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in source_files(root):
+        (folder / path.name).write_bytes(path.read_bytes())
+
+
+# ---------------------------------------------------------------------------- toolchains
+
+# Read-only: the host's architecture and its `cc`, if any, and whether that cc can link
+# statically (glibc's libc.a, from libc6-dev on Debian, is where -print-file-name finds it).
+TOOLCHAIN_PROBE = (
+    'echo "@arch $(uname -m)"; '
+    'if command -v cc >/dev/null 2>&1; then echo "@cc $(command -v cc)"; '
+    'echo "@ccversion $(cc --version 2>/dev/null | head -n 1)"; '
+    'l=$(cc -print-file-name=libc.a 2>/dev/null); case $l in /*) [ -e "$l" ] && echo "@ccstatic 1";; esac; fi'
+)
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    arch: str
+    cc: str | None = None
+    version: str = ""
+    static: bool = False
+
+
+def parse_toolchain(stdout: str) -> Toolchain:
+    values: dict[str, str] = {}
+    for line in stdout.splitlines():
+        if line.startswith("@"):
+            key, _, value = line[1:].partition(" ")
+            values.setdefault(key, value.strip())
+    arch = values.get("arch", "")
+    cc = values.get("cc", "")
+    return Toolchain(
+        arch=arch if _ARCH.match(arch) else "",
+        cc=(cc if _COMPILER_PATH.match(cc) else "cc") if cc else None,
+        version=_one_line(values.get("ccversion", "")),
+        static=values.get("ccstatic") == "1",
     )
-    if not build.ok:
-        raise HostError(host.name, f"agent build failed:\n{build.stdout.strip()}{build.stderr.strip()}")
-    check = host.run(f"{q(agent.path)} --version", timeout)
-    if not check.ok or "orchestrate-agent" not in check.stdout:
-        raise HostError(host.name, f"the built agent does not start: {check.stderr.strip() or check.stdout.strip()}")
-    return agent
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:200]
+
+
+def controller_toolchain(arch: str) -> Toolchain | None:
+    """A compiler on this machine that can link a static binary for `arch`: the native one when
+    the architectures agree, else a Debian cross compiler (`<arch>-linux-gnu-gcc`)."""
+    if not _ARCH.match(arch):
+        return None
+    names = (["cc", "gcc", "clang"] if platform.machine() == arch else []) + [f"{arch}-linux-gnu-gcc"]
+    for name in names:
+        path = shutil.which(name)
+        if not path:
+            continue
+        try:
+            libc = subprocess.run([path, "-print-file-name=libc.a"], capture_output=True, text=True, timeout=30).stdout.strip()
+            version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if os.path.isabs(libc) and os.path.exists(libc):
+            return Toolchain(arch, path, _one_line(version.splitlines()[0] if version else name), True)
+    return None
+
+
+@dataclass(frozen=True)
+class Builder:
+    """One way to get an agent for a host: `where` builds it with `compiler`."""
+
+    where: str  # the target's own role (a native build), the other role, or "controller"
+    compiler: str
+    version: str
+    static: bool
+
+
+def plan_builds(toolchains: dict[str, Toolchain],
+                controller: Callable[[str], Toolchain | None] = controller_toolchain) -> dict[str, list[Builder]]:
+    """For each role, the builders to try in order: its own cc; else a static build on the
+    controller, then on the other host (same architecture, static libc there)."""
+    plans: dict[str, list[Builder]] = {}
+    for role, tc in toolchains.items():
+        if tc.cc:
+            plans[role] = [Builder(role, tc.cc, tc.version, False)]
+            continue
+        options: list[Builder] = []
+        here = controller(tc.arch) if tc.arch else None
+        if here and here.cc:
+            options.append(Builder("controller", here.cc, here.version, True))
+        for other, otc in toolchains.items():
+            if other != role and otc.cc and otc.static and otc.arch == tc.arch:
+                options.append(Builder(other, otc.cc, otc.version, True))
+        plans[role] = options
+    return plans
+
+
+def no_builder_advice(arch: str) -> str:
+    arch = arch or "this architecture"
+    if arch == platform.machine():
+        controller = "gcc and libc6-dev (a static libc) on the controller"
+    else:
+        controller = (f"a cross compiler {arch}-linux-gnu-gcc with its static libc on the controller "
+                      f"(Debian: gcc-{arch}-linux-gnu and libc6-dev-<arch>-cross)")
+    return f"no compiler can build the agent for {arch}: install gcc (or clang) on this host, or {controller}"
+
+
+# ---------------------------------------------------------------------------- deploy
+
+
+def _sha256_sh(path: str) -> str:
+    return f'{{ sha256sum {path} 2>/dev/null || shasum -a 256 {path}; }} | cut -d" " -f1'
+
+
+SHA_OF_B = _sha256_sh('"$b/agent"')
+SHA_OF_A = _sha256_sh('"$a"')
+
+
+def _manifest_tail(digest: str, where: str, compiler: str, static: bool, arch: str) -> str:
+    """The manifest's lines after `sha256 <hex>`, which the target fills in itself."""
+    fields = {"source": digest, "where": where, "compiler": _one_line(compiler), "static": "1" if static else "0", "arch": arch}
+    return "".join(f"{k} {v}\n" for k, v in fields.items())
+
+
+def _values(lines: Iterable[str], prefix: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in lines:
+        if line.startswith(prefix):
+            key, _, value = line[len(prefix):].partition(" ")
+            found.setdefault(key, value.strip())
+    return found
+
+
+def _version_ok(version: str, digest: str) -> bool:
+    words = version.split()
+    return bool(words) and words[0] == VERSION_PREFIX and f"source {digest}" in version
+
+
+def deploy(host: Host, timeout: float, builders: Sequence[Builder] | None = None,
+           others: dict[str, Host] | None = None, root=None) -> Agent:
+    """Make sure `host` has a verified agent built from these sources; return where it is.
+
+    `builders` come from plan_builds (default: the host's own cc); `others` holds the hosts a
+    builder may name."""
+    digest = source_hash(root)
+    base = f"agents/{digest}"
+    if builders is None:
+        builders = [Builder(host.role, "cc", "", False)]
+    # One round trip: check every path, drop any half-finished push, and report the cached
+    # binary's sha256; run its --version only if that sha256 is the one we recorded.
+    probe, _ = workdir.check(
+        host, timeout, dirs=["agents", base], existing_dirs=[f"{base}/bin"],
+        files=[f"{base}/bin/agent", f"{base}/bin/manifest"],
+        then=(
+            f"rm -rf {q(base)}/bin.tmp; echo \"@arch $(uname -m)\"; b={q(base)}/bin; "
+            'if [ -f "$b/agent" ] && [ -f "$b/manifest" ]; then '
+            f'have=$({SHA_OF_B}); echo "@sha256 $have"; sed "s/^/@m /" "$b/manifest"; '
+            'want=$(sed -n "s/^sha256 //p" "$b/manifest"); '
+            'if [ -n "$want" ] && [ "$have" = "$want" ]; then echo "@version $("$b/agent" --version 2>&1 | head -n 1)"; fi; fi'
+        ),
+    )
+    probe.raise_unless_ok(host.name)
+    wd = probe.workdir
+    lines = probe.output.splitlines()
+    seen = _values(lines, "@")
+    manifest = _values(lines, "@m ")
+    arch = seen.get("arch", "") if _ARCH.match(seen.get("arch", "")) else ""
+    agent_path = f"{wd}/{base}/bin/agent"
+    if seen.get("sha256") and seen.get("sha256") == manifest.get("sha256") and _version_ok(seen.get("version", ""), digest):
+        record = BuildRecord("cached", manifest.get("compiler", ""), manifest.get("static") == "1", seen["sha256"],
+                             arch, origin=manifest.get("where", ""))
+        return Agent(digest, agent_path, record)
+
+    if not builders:
+        raise PreflightError(f"{host.name}: {no_builder_advice(arch)}")
+    if builders[0].where == host.role:  # the host's own compiler: its failure is the answer
+        return Agent(digest, agent_path, _build_on_target(host, wd, base, digest, builders[0], arch, timeout, root))
+    failures = []
+    for builder in builders:
+        try:
+            record = _build_elsewhere_and_push(host, wd, base, digest, builder, arch, others or {}, timeout, root)
+            return Agent(digest, agent_path, record)
+        except UnsafeWorkdir:
+            raise
+        except OrchestrateError as exc:
+            log.info("%s: building the agent on the %s failed: %s", host.name, builder.where, exc)
+            failures.append(f"on the {builder.where} ({builder.compiler}): {exc}")
+    raise PreflightError(f"{host.name}: the agent could not be built anywhere for {arch or 'this host'}:\n  "
+                         + "\n  ".join(failures) + f"\n{no_builder_advice(arch)}")
+
+
+def _sources_tar(root) -> bytes:
+    """The sources as a tar stream, owned by nobody in particular: the host's tar, told
+    --no-same-owner, makes them the login user's (push_dir would keep this machine's uid)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path in source_files(root):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(path.name)
+            info.size, info.mode = len(data), 0o600
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _unpack_sources_sh(folder: str) -> str:
+    return f"rm -rf {q(folder)} && mkdir {q(folder)} && tar --no-same-owner -C {q(folder)} -xf - && "
+
+
+def _build_on_target(host: Host, wd: str, base: str, digest: str, builder: Builder, arch: str,
+                     timeout: float, root) -> BuildRecord:
+    """Sources in on stdin, built, installed and checked: one round trip."""
+    build = (
+        f"( cd {q(base)} && rm -rf bin.tmp && " + _unpack_sources_sh("src")
+        + f"CC={q(builder.compiler)} sh src/build.sh bin.tmp {q(digest)} > build.log 2>&1 )"
+        f" || {{ echo '@error the build failed:'; tail -n 30 {q(base)}/build.log | sed 's/^/@log /'; exit 0; }}\n"
+    )
+    return _install(host, base, digest, builder, arch, max(timeout, BUILD_TIMEOUT_FLOOR), "", build, _sources_tar(root))
+
+
+def _build_elsewhere_and_push(host: Host, wd: str, base: str, digest: str, builder: Builder, arch: str,
+                              others: dict[str, Host], timeout: float, root) -> BuildRecord:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "bin"
+        if builder.where == "controller":
+            _build_on_controller(Path(scratch) / "src", out, digest, builder, root, timeout)
+        else:
+            _build_static_on(others[builder.where], out, base, digest, builder, root, timeout)
+        binary = out / "agent"
+        if not binary.is_file():
+            raise OrchestrateError(f"the {builder.where} build left no agent binary")
+        data = binary.read_bytes()
+    expected = hashlib.sha256(data).hexdigest()
+    # The binary goes in on stdin, written by the login user, and is checked in the same round trip.
+    receive = f"rm -rf {q(base)}/bin.tmp && mkdir {q(base)}/bin.tmp && cat > {q(base)}/bin.tmp/agent || {{ echo '@error could not write the agent'; exit 0; }}\n"
+    return _install(host, base, digest, builder, arch, timeout, expected, receive, data)
+
+
+def _build_on_controller(src: Path, out: Path, digest: str, builder: Builder, root, timeout: float) -> None:
+    _stage_sources(src, root)
+    try:
+        done = subprocess.run(["sh", str(src / _BUILD_SCRIPT), str(out), digest], capture_output=True, text=True,
+                              env={**os.environ, "CC": builder.compiler, "STATIC": "1"},
+                              timeout=max(timeout, BUILD_TIMEOUT_FLOOR))
+    except subprocess.TimeoutExpired:
+        raise OrchestrateError("the static build on the controller timed out") from None
+    log.info("controller rc=%s: CC=%s STATIC=1 sh build.sh %s %s", done.returncode, builder.compiler, out, digest)
+    if done.returncode != 0:
+        raise OrchestrateError(f"static build failed: {' '.join((done.stderr or done.stdout).split())[-600:]}")
+
+
+def _build_static_on(builder_host: Host, out: Path, base: str, digest: str, builder: Builder, root, timeout: float) -> None:
+    """A static build in the other host's own (checked) workdir, fetched back here."""
+    folder = f"{base}/static"
+    found, _ = workdir.check(
+        builder_host, max(timeout, BUILD_TIMEOUT_FLOOR), dirs=["agents", base, folder],
+        then=(f"cd {q(folder)} && rm -rf bin && " + _unpack_sources_sh("src")
+              + f"CC={q(builder.compiler)} STATIC=1 sh src/build.sh bin {q(digest)} > build.log 2>&1"
+              " && echo @built || tail -n 30 build.log"),
+        stdin=_sources_tar(root),
+    )
+    found.raise_unless_ok(builder_host.name)
+    if "@built" not in found.output.splitlines():
+        raise HostError(builder_host.name, f"static build failed: {' '.join(found.output.split())[-600:]}")
+    builder_host.fetch_dir(f"{found.workdir}/{folder}/bin", out, timeout)
+
+
+def _install(host: Host, base: str, digest: str, builder: Builder, arch: str, timeout: float, expected_sha: str,
+             first: str, stdin: bytes) -> BuildRecord:
+    """On the target, in one round trip inside the checked workdir: `first` (which makes
+    bin.tmp/agent from stdin), then its sha256 checked (against `expected_sha` when we pushed
+    it), the manifest written beside it, bin.tmp swapped in as bin/, and its --version run."""
+    staged = f"{base}/bin.tmp"
+    lines = _manifest_tail(digest, builder.where, builder.version or builder.compiler, builder.static, arch)
+    then = (
+        first
+        + f"a={q(staged)}/agent; [ -f \"$a\" ] && [ ! -L \"$a\" ] || {{ echo '@error no agent binary'; exit 0; }}; "
+        f"chmod 700 \"$a\" && have=$({SHA_OF_A}); echo \"@sha256 $have\"; "
+        + (f"[ \"$have\" = {q(expected_sha)} ] || {{ echo '@error sha256 differs from what was pushed'; exit 0; }}; " if expected_sha else "")
+        + f"{{ printf 'sha256 %s\\n' \"$have\"; printf %s {q(lines)}; }} > {q(staged)}/manifest && chmod 600 {q(staged)}/manifest"
+        f" && rm -rf {q(base)}/bin && mv {q(staged)} {q(base)}/bin"
+        f" && echo \"@version $({q(base)}/bin/agent --version 2>&1 | head -n 1)\""
+    )
+    found, _ = workdir.check(host, timeout, dirs=["agents", base], then=then, stdin=stdin)
+    found.raise_unless_ok(host.name)
+    out = found.output.splitlines()
+    seen = _values(out, "@")
+    if seen.get("error"):
+        detail = "\n".join(line[len("@log "):] for line in out if line.startswith("@log "))
+        raise HostError(host.name, f"agent from the {builder.where}: {seen['error']}"
+                                   + (f"\n{detail}" if detail else f" (sha256 {seen.get('sha256', '?')})"))
+    if not _version_ok(seen.get("version", ""), digest):
+        raise HostError(host.name, f"the agent from the {builder.where} does not start as expected: "
+                                   f"{seen.get('version') or 'no output'} (want {VERSION_PREFIX} … source {digest})")
+    return BuildRecord(builder.where, builder.version or builder.compiler, builder.static, seen["sha256"], arch)

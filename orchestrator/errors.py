@@ -50,3 +50,7 @@ class DiskError(OrchestrateError):
     I/O error. Nothing half-written is left behind; the run can be finished once there is room."""
 
     exit_code = 5
+
+
+class UnsafeWorkdir(PreflightError):
+    """A workdir (or a path we use in it) that another account could have planted or can change."""

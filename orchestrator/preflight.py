@@ -6,8 +6,11 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import perfstat
+from typing import Callable, Iterable
+
+from . import deploy, perfstat, workdir
 from .config import Experiment
+from .deploy import Builder, Toolchain
 from .errors import HostError
 from .hosts import Host, q
 from .inventory import Inventory
@@ -29,6 +32,8 @@ class HostReport:
     kernel: str = ""
     perf_events: dict[str, bool] = field(default_factory=dict)
     perf: PerfCheck | None = None
+    toolchain: Toolchain | None = None
+    cached_agent: bool = False  # an agent manifest for these sources is in the workdir
 
     def add(self, check: str, ok: bool, detail: str) -> None:
         self.findings.append(Finding(self.host, check, ok, detail))
@@ -37,6 +42,8 @@ class HostReport:
 @dataclass
 class Preflight:
     reports: list[HostReport]
+    # role -> where its agent can be built, in order (deploy.plan_builds)
+    builds: dict[str, list[Builder]] = field(default_factory=dict)
 
     @property
     def findings(self) -> list[Finding]:
@@ -53,32 +60,41 @@ class Preflight:
         return next((r.perf for r in self.reports if r.role == role), None)
 
 
-def _check_host(host: Host, experiment: Experiment, inventory: Inventory) -> HostReport:
+def _check_host(host: Host, experiment: Experiment, inventory: Inventory, run_dirs: list[str]) -> HostReport:
     report = HostReport(host.role, host.name)
     try:
-        _run_checks(host, experiment, inventory, report)
+        _run_checks(host, experiment, inventory, report, run_dirs)
     except HostError as exc:  # a host that stops answering is one finding, not the end of preflight
         report.add("reachable", False, str(exc))
     return report
 
 
-def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> HostReport:
+def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport,
+                run_dirs: list[str]) -> HostReport:
     timeout = experiment.timeouts.command
-    workdir = host.spec.workdir
-    basics = host.run(
-        f"uname -r; mkdir -p {q(workdir)} && test -w {q(workdir)} && echo workdir-ok; "
-        "command -v cc || echo no-cc; command -v perf >/dev/null && perf --version 2>&1 | head -n1 || echo no-perf; "
-        "command -v tar >/dev/null || echo no-tar",
-        timeout,
+    basics = (
+        'echo "@kernel $(uname -r)"; ' + deploy.TOOLCHAIN_PROBE + "; "
+        'if command -v perf >/dev/null 2>&1; then echo "@perf $(perf --version 2>&1 | head -n 1)"; else echo "@noperf"; fi; '
+        'command -v tar >/dev/null 2>&1 || echo "@notar"'
     )
-    lines = basics.stdout.splitlines()
-    report.kernel = lines[0] if lines else ""
+    # One round trip: the read-only probes, then the workdir made and checked (workdir.py).
+    found, stdout = workdir.check(
+        host, timeout, dirs=["agents", "runs", *run_dirs], before=basics,
+        then=f"[ -f agents/{deploy.source_hash()}/bin/manifest ] && echo @cached; true",
+    )
+    lines = stdout.splitlines()
+    report.kernel = next((line[len("@kernel "):] for line in lines if line.startswith("@kernel ")), "")
     report.add("reachable", True, f"kernel {report.kernel}")
-    report.add("workdir", "workdir-ok" in lines, workdir if "workdir-ok" in lines else f"cannot create or write {workdir}")
-    report.add("compiler", "no-cc" not in lines, "cc found" if "no-cc" not in lines else "no `cc`: install gcc or clang")
-    if "no-tar" in lines:
-        report.add("tar", False, "no `tar`, needed to push the agent sources")
-    perf_present = "no-perf" not in lines
+    if found.ok:
+        workdir.adopt(host, found)
+        report.add("workdir", True, found.workdir)
+    else:
+        report.add("workdir", False, found.describe())
+    report.toolchain = deploy.parse_toolchain(stdout)
+    report.cached_agent = "@cached" in found.output.splitlines()
+    if "@notar" in lines:
+        report.add("tar", False, "no `tar`, needed to push the agent")
+    perf_present = "@noperf" not in lines
     if experiment.perf.enabled:
         if not perf_present:
             report.add("perf", False, "no `perf`: install linux-perf, or set perf.enabled: false")
@@ -285,7 +301,36 @@ def _check_client_network(host: Host, experiment: Experiment, inventory: Invento
                                           f"not the inventory's client data_address {inventory.client.data_address}")
 
 
-def run_preflight(hosts: dict[str, Host], experiment: Experiment, inventory: Inventory) -> Preflight:
+def _check_compilers(reports: list[HostReport], controller: Callable[[str], Toolchain | None]) -> dict[str, list[Builder]]:
+    """Where each host's agent will come from: its own cc, else a static build elsewhere for its
+    architecture; a host with neither (and no cached agent) stops the run here."""
+    toolchains = {r.role: r.toolchain for r in reports if r.toolchain is not None}
+    plans = deploy.plan_builds(toolchains, controller)
+    for report in reports:
+        tc = report.toolchain
+        if tc is None:
+            continue
+        plan = plans.get(report.role, [])
+        if plan and plan[0].where == report.role:
+            report.add("compiler", True, tc.version or tc.cc or "cc")
+        elif plan:
+            first = plan[0]
+            report.add("compiler", True, f"no `cc` here: the agent is built as a static {tc.arch} binary on the "
+                                         f"{first.where} ({first.version or first.compiler}), pushed and checked")
+        elif report.cached_agent:
+            report.add("compiler", True, f"no compiler for {tc.arch or 'this host'} anywhere, but an agent for these "
+                                         "sources is cached here (checked before use)")
+        else:
+            report.add("compiler", False, deploy.no_builder_advice(tc.arch))
+    return plans
+
+
+def run_preflight(hosts: dict[str, Host], experiment: Experiment, inventory: Inventory, run_ids: Iterable[str] = (),
+                  controller: Callable[[str], Toolchain | None] | None = None) -> Preflight:
+    """Every check on every host; `run_ids` name the folders under runs/ this run will use
+    (created and checked with the workdir). Hosts leave with their workdir resolved."""
+    run_dirs = [f"runs/{run_id}" for run_id in run_ids]
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        futures = [pool.submit(_check_host, host, experiment, inventory) for host in hosts.values()]
-        return Preflight([f.result() for f in futures])
+        futures = [pool.submit(_check_host, host, experiment, inventory, run_dirs) for host in hosts.values()]
+        reports = [f.result() for f in futures]
+    return Preflight(reports, _check_compilers(reports, controller or deploy.controller_toolchain))

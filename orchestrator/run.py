@@ -169,14 +169,16 @@ def execute(
         progress.stage("connecting to hosts")
         hosts = connect_hosts(inventory, experiment.timeouts.connect)
         progress.stage("preflight")
-        report = run_preflight(hosts, experiment, inventory)
+        # The run's folders under runs/ are made and checked with the workdir; from here on
+        # each host carries its workdir resolved on it (`~/` expanded).
+        report = run_preflight(hosts, experiment, inventory, run_ids=(state.run_id, _probe_run_id(state)))
         on_preflight(report)
         if report.problems:
             raise PreflightError(
                 "preflight found problems:\n" + "\n".join(f"  {p.host}: {p.check}: {p.detail}" for p in report.problems)
             )
         progress.stage("deploying agents")
-        agents = _deploy(hosts, experiment.timeouts.command)
+        agents = _deploy(hosts, experiment.timeouts.command, report.builds)
         progress.stage("checking the data path")
         _probe_data_path(state, hosts, agents)
         progress.stage("gathering host facts")
@@ -211,7 +213,7 @@ def _probe_data_path(state: RunState, hosts: dict[str, Host], agents: dict[str, 
     experiment = state.experiment.model_copy(
         update={"duration": 0.2, "warmup": 0.0, "interval": 0.1, "verify": True, "perf": Perf(enabled=False)}
     )
-    ctx = cells.CellContext(f"{state.run_id}-preflight", experiment, hosts, agents, {})
+    ctx = cells.CellContext(_probe_run_id(state), experiment, hosts, agents, {})
     probe = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1,
                  sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, repetition=1)
     outcome = cells.CellRunner(ctx).run(probe, state.run_dir / "preflight" / probe.cell_id)
@@ -223,13 +225,18 @@ def _probe_data_path(state: RunState, hosts: dict[str, Host], agents: dict[str, 
         )
 
 
-def _deploy(hosts: dict[str, Host], timeout: float) -> dict[str, deploy.Agent]:
-    """Build on each distinct host and workdir once; two roles on one host share the build."""
+def _probe_run_id(state: RunState) -> str:
+    return f"{state.run_id}-preflight"
+
+
+def _deploy(hosts: dict[str, Host], timeout: float, builds: dict[str, list[deploy.Builder]]) -> dict[str, deploy.Agent]:
+    """Deploy on each distinct host and workdir once; two roles on one host share the agent."""
     places: dict[tuple[str, str], Host] = {}
     for host in hosts.values():
         places.setdefault((host.spec.label, host.spec.workdir), host)
     with ThreadPoolExecutor(max_workers=len(places)) as pool:
-        built = {place: pool.submit(deploy.deploy, host, timeout) for place, host in places.items()}
+        built = {place: pool.submit(deploy.deploy, host, timeout, builds.get(host.role), hosts)
+                 for place, host in places.items()}
         return {role: built[(h.spec.label, h.spec.workdir)].result() for role, h in hosts.items()}
 
 
@@ -242,6 +249,9 @@ def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deplo
     for role, future in gathered.items():
         data = future.result()
         data["agent_hash"] = agents[role].source_hash
+        data["agent_path"] = agents[role].path
+        if agents[role].build is not None:
+            data["agent_build"] = agents[role].build.to_json()
         data["perf_events_supported"] = report.perf_events(role)
         # How perf was allowed to count here, and what it counted per event (preflight's check).
         data["perf_access"] = hosts[role].spec.perf_access

@@ -1,0 +1,230 @@
+"""Where the agent comes from, decided on recorded host answers: a fake host that replies to the
+commands deploy sends with what a real host printed, and records what it was asked to do."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from orchestrator import deploy, workdir
+from orchestrator.deploy import Builder, Toolchain
+from orchestrator.errors import HostError, PreflightError, UnsafeWorkdir
+from orchestrator.hosts import CommandResult
+from orchestrator.inventory import HostSpec
+from orchestrator.preflight import HostReport, _check_compilers
+
+DIGEST = deploy.source_hash()
+HOME = "/home/bench"
+WD = f"{HOME}/.cache/orchestrate"
+BASE = f"{WD}/agents/{DIGEST}"
+VERSION = f"orchestrate-agent schema 1 source {DIGEST}"
+SHA = "ab" * 32
+
+
+def checked(paths: list[str], then: list[str]) -> str:
+    """What workdir.py's script prints when every path passed, then what `then` printed."""
+    return "\n".join([f"WORKDIR {WD}", f"OK {WD}", *(f"OK {WD}/{p}" for p in paths), workdir.THEN, *then]) + "\n"
+
+
+def probe_output(*then: str) -> str:
+    return checked(["agents", f"agents/{DIGEST}"], ["@arch x86_64", *then])
+
+
+def manifest(sha: str = SHA, where: str = "server") -> list[str]:
+    return [f"@m sha256 {sha}", f"@m source {DIGEST}", f"@m where {where}", "@m compiler gcc 12.2.0", "@m static 0"]
+
+
+@dataclass
+class FakeHost:
+    """The Host protocol, answering each command with the first responder that recognises it."""
+
+    role: str
+    responders: list[Callable[[str], str | None]]
+    spec: HostSpec = field(default_factory=lambda: HostSpec(host="lab-a.example.org", user="bench"))
+    commands: list[str] = field(default_factory=list)
+    stdin: list[bytes] = field(default_factory=list)  # what each command was given to read
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} (fake)"
+
+    def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        self.commands.append(command)
+        if stdin:
+            self.stdin.append(stdin)
+        for responder in self.responders:
+            out = responder(command)
+            if out is not None:
+                return CommandResult(command, 0, out, "")
+        raise AssertionError(f"unexpected command: {command[:200]}")
+
+    def start(self, command: str):
+        raise AssertionError("deploy starts no long-running command")
+
+    def push_dir(self, local: Path, remote: str, timeout: float) -> None:
+        raise AssertionError("deploy sends files on a command's stdin, written by the login user")
+
+    def fetch_dir(self, remote: str, local: Path, timeout: float) -> None:
+        raise AssertionError("nothing is fetched from the target")
+
+    def close(self) -> None:
+        pass
+
+
+def is_probe(command: str) -> bool:
+    return workdir.THEN in command and "bin.tmp; echo" in command
+
+
+def is_install(command: str) -> bool:
+    return workdir.THEN in command and "manifest && chmod 600" in command
+
+
+def test_cache_hit_reuses_the_agent_after_one_round_trip():
+    host = FakeHost("server", [lambda c: probe_output(f"@sha256 {SHA}", *manifest(), f"@version {VERSION}") if is_probe(c) else None])
+    agent = deploy.deploy(host, 10)
+    assert agent.path == f"{BASE}/bin/agent"
+    assert agent.build == deploy.BuildRecord("cached", "gcc 12.2.0", False, SHA, "x86_64", origin="server")
+    assert len(host.commands) == 1 and not host.stdin
+    # The probe runs --version only when the binary's sha256 equals the manifest's.
+    assert 'if [ -n "$want" ] && [ "$have" = "$want" ]; then echo "@version' in host.commands[0]
+
+
+def rebuild_responders(built_sha: str = "cd" * 32) -> list[Callable[[str], str | None]]:
+    return [lambda c: checked(["agents", f"agents/{DIGEST}"], [f"@sha256 {built_sha}", f"@version {VERSION}"])
+            if is_install(c) else None]
+
+
+def test_cache_miss_builds_on_the_host_with_its_own_cc():
+    host = FakeHost("server", [lambda c: probe_output() if is_probe(c) else None, *rebuild_responders()])
+    agent = deploy.deploy(host, 10, [Builder("server", "/usr/bin/cc", "gcc 12.2.0", False)])
+    assert agent.build == deploy.BuildRecord("server", "gcc 12.2.0", False, "cd" * 32, "x86_64")
+    # Probe, then one round trip: sources in on stdin, built, installed, checked.
+    assert len(host.commands) == 2
+    (sources,) = host.stdin
+    with tarfile.open(fileobj=io.BytesIO(sources)) as archive:
+        assert {"main.c", "build.sh"} <= set(archive.getnames())
+    assert f"CC=/usr/bin/cc sh src/build.sh bin.tmp {DIGEST}" in host.commands[1]
+    assert "tar --no-same-owner" in host.commands[1]
+
+
+def test_a_hash_mismatch_is_rebuilt_and_never_run():
+    # The binary's sha256 differs from the manifest's: the probe did not run it (no @version),
+    # and deploy builds afresh instead of trusting it.
+    host = FakeHost("server", [lambda c: probe_output("@sha256 " + "ee" * 32, *manifest()) if is_probe(c) else None,
+                               *rebuild_responders()])
+    agent = deploy.deploy(host, 10, [Builder("server", "cc", "gcc", False)])
+    assert agent.build is not None and agent.build.where == "server"
+    assert any("build.sh" in c for c in host.commands)
+
+
+def test_a_version_naming_other_sources_is_rebuilt():
+    stale = VERSION.replace(DIGEST, "0" * 16)
+    host = FakeHost("server", [lambda c: probe_output(f"@sha256 {SHA}", *manifest(), f"@version {stale}") if is_probe(c) else None,
+                               *rebuild_responders()])
+    assert deploy.deploy(host, 10, [Builder("server", "cc", "gcc", False)]).build.where == "server"
+
+
+def test_an_unsafe_workdir_stops_before_anything_runs():
+    refused = f"WORKDIR {WD}\nUNSAFE {WD} is owned by uid 65534, not by uid 1000 who runs the agents\n"
+    host = FakeHost("server", [lambda c: refused if is_probe(c) else None])
+    with pytest.raises(UnsafeWorkdir, match="owned by uid 65534"):
+        deploy.deploy(host, 10)
+    assert len(host.commands) == 1 and not host.stdin
+
+
+def fake_controller_build(binary: bytes):
+    def build(src: Path, out: Path, digest: str, builder: Builder, root, timeout: float) -> None:
+        out.mkdir(parents=True)
+        (out / "agent").write_bytes(binary)
+    return build
+
+
+def test_no_cc_on_the_host_pushes_a_static_agent_built_on_the_controller(monkeypatch):
+    binary = b"\x7fELF static agent"
+    monkeypatch.setattr(deploy, "_build_on_controller", fake_controller_build(binary))
+    sha = hashlib.sha256(binary).hexdigest()
+    host = FakeHost("server", [lambda c: probe_output() if is_probe(c) else None, *rebuild_responders(sha)])
+    agent = deploy.deploy(host, 10, [Builder("controller", "/usr/bin/gcc", "gcc 12", True)])
+    assert agent.build == deploy.BuildRecord("controller", "gcc 12", True, sha, "x86_64")
+    assert host.stdin == [binary]
+    install = next(c for c in host.commands if is_install(c))
+    assert f"cat > agents/{DIGEST}/bin.tmp/agent" in install
+    assert f'[ "$have" = {sha} ]' in install  # the target checks what it received
+
+
+def test_a_pushed_agent_whose_hash_changed_on_the_way_is_refused(monkeypatch):
+    monkeypatch.setattr(deploy, "_build_on_controller", fake_controller_build(b"agent"))
+    host = FakeHost("server", [
+        lambda c: probe_output() if is_probe(c) else None,
+        lambda c: checked([], ["@sha256 " + "00" * 32, "@error sha256 differs from what was pushed"]) if is_install(c) else None,
+    ])
+    with pytest.raises(PreflightError, match="sha256 differs"):
+        deploy.deploy(host, 10, [Builder("controller", "gcc", "gcc 12", True)])
+
+
+def test_no_compiler_anywhere_stops_with_the_options_named():
+    host = FakeHost("server", [lambda c: probe_output() if is_probe(c) else None])
+    with pytest.raises(PreflightError, match=r"install gcc \(or clang\) on this host, or gcc and libc6-dev"):
+        deploy.deploy(host, 10, [])
+    assert not host.stdin and not any("build.sh" in c for c in host.commands)
+
+
+def test_plan_prefers_the_hosts_own_cc_then_the_controller_then_the_other_host():
+    native = Toolchain("x86_64", "/usr/bin/cc", "gcc 12", True)
+    bare = Toolchain("x86_64")
+    plans = deploy.plan_builds({"server": bare, "client": native}, lambda arch: Toolchain(arch, "/usr/bin/gcc", "gcc 12", True))
+    assert [b.where for b in plans["server"]] == ["controller", "client"]
+    assert all(b.static for b in plans["server"])
+    assert plans["client"] == [Builder("client", "/usr/bin/cc", "gcc 12", False)]
+    # A compiler of another architecture, or without a static libc, is no help.
+    plans = deploy.plan_builds({"server": Toolchain("aarch64"), "client": native}, lambda arch: None)
+    assert plans["server"] == []
+    plans = deploy.plan_builds({"server": bare, "client": Toolchain("x86_64", "/usr/bin/cc", "gcc", False)}, lambda arch: None)
+    assert plans["server"] == []
+
+
+def test_preflight_names_the_options_when_nothing_can_build():
+    server, client = HostReport("server", "server (a)"), HostReport("client", "client (b)")
+    server.toolchain, client.toolchain = Toolchain("aarch64"), Toolchain("x86_64", "/usr/bin/cc", "gcc 12", True)
+    plans = _check_compilers([server, client], lambda arch: None)
+    (finding,) = [f for f in server.findings if f.check == "compiler"]
+    assert not finding.ok and plans["server"] == []
+    assert "for aarch64" in finding.detail and "aarch64-linux-gnu-gcc" in finding.detail
+    assert [f.ok for f in client.findings if f.check == "compiler"] == [True]
+    # A cached agent for these sources lets the run go on; deploy checks it before use.
+    server.findings.clear()
+    server.cached_agent = True
+    _check_compilers([server, client], lambda arch: None)
+    assert [f.ok for f in server.findings if f.check == "compiler"] == [True]
+
+
+def test_toolchain_probe_output_is_parsed():
+    out = "@arch x86_64\n@cc /usr/bin/cc\n@ccversion cc (Debian 12.2.0-14) 12.2.0\n@ccstatic 1\n"
+    assert deploy.parse_toolchain(out) == Toolchain("x86_64", "/usr/bin/cc", "cc (Debian 12.2.0-14) 12.2.0", True)
+    assert deploy.parse_toolchain("@arch x86_64; rm -rf /\n") == Toolchain("")
+    assert deploy.parse_toolchain("@arch aarch64\n") == Toolchain("aarch64")
+    assert deploy.parse_toolchain("@arch x86_64\n@cc /opt/my cc\n").cc == "cc"
+
+
+def test_workdir_output_parsing():
+    found = workdir.parse("~/.cache/orchestrate", checked(["agents"], ["hello"]))
+    assert found.ok and found.workdir == WD and found.present == {"agents"} and found.output == "hello\n"
+    bad = workdir.parse("~/x", "WORKDIR /home/a b/x\n" + workdir.THEN + "\n")
+    assert not bad.ok and "safe alphabet" in bad.describe()
+    unfinished = workdir.parse("/w", "WORKDIR /w\nOK /w\n")
+    assert not unfinished.ok
+
+
+def test_a_failed_build_on_the_host_shows_the_compilers_words():
+    host = FakeHost("server", [
+        lambda c: probe_output() if is_probe(c) else None,
+        lambda c: checked([], ["@error the build failed:", "@log main.c:1: error: boom"]) if is_install(c) else None,
+    ])
+    with pytest.raises(HostError, match="the build failed:\nmain.c:1: error: boom"):
+        deploy.deploy(host, 10, [Builder("server", "cc", "gcc", False)])
