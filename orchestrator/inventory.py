@@ -39,8 +39,8 @@ def _no_dot_dot(value: str) -> str:
     return value
 
 
-class JumpSpec(BaseModel):
-    """A bastion (SSH jump host) in front of a host: reached first, its host key checked like any other."""
+class SshTarget(BaseModel):
+    """Where an SSH connection goes: a host, or the bastion in front of one."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,7 +48,7 @@ class JumpSpec(BaseModel):
     user: UserName | None = None
     port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
     key: str | None = None
-    # None: the same known_hosts file as the host behind it.
+    # For a bastion, None means the same known_hosts file as the host behind it.
     known_hosts: str | None = None
 
     @property
@@ -57,14 +57,11 @@ class JumpSpec(BaseModel):
         return f"{target}:{self.port}" if self.port else target
 
 
-class HostSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class JumpSpec(SshTarget):
+    """A bastion (SSH jump host) in front of a host: reached first, its host key checked like any other."""
 
-    host: HostName
-    user: UserName | None = None
-    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
-    key: str | None = None
-    known_hosts: str | None = None
+
+class HostSpec(SshTarget):
     jump: JumpSpec | None = None
     data_address: Annotated[str, AfterValidator(_ip_address)] = "127.0.0.1"
     workdir: Annotated[Workdir, AfterValidator(_no_dot_dot)] = DEFAULT_WORKDIR
@@ -79,10 +76,7 @@ class HostSpec(BaseModel):
 
     @property
     def label(self) -> str:
-        if self.is_local:
-            return LOCAL
-        target = f"{self.user}@{self.host}" if self.user else self.host
-        return f"{target}:{self.port}" if self.port else target
+        return LOCAL if self.is_local else super().label
 
     def public(self) -> dict[str, Any]:
         """What is saved with a run: where the key is, never what is in it."""
