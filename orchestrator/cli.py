@@ -177,8 +177,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_runs
 
     comparison = compare_runs(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None)
-    comparison.render(out)
+    show_comparison(comparison)
     return 0
+
+
+def show_comparison(comparison) -> None:
+    from .compare import TEXT_COLUMNS
+
+    grid = Table(title=f"B = {comparison.run_b}  vs  A = {comparison.run_a}")
+    for name in TEXT_COLUMNS:
+        grid.add_column(name, justify="right" if name in ("A", "B", "B/A [95% CI]") else "left",
+                        no_wrap=name == "cell")
+    for row in comparison.text_rows():
+        grid.add_row(*(escape(str(c)) for c in row))
+    out.print(grid)
+    for title, lines in comparison.difference_sections():
+        if lines:
+            out.print(f"[bold]{title}[/bold]")
+            for line in lines:
+                out.print(f"  {line}", markup=False, highlight=False)
+    if not comparison.config_differences:
+        out.print("The two runs' configs are the same.")
+    for path in comparison.files():
+        console.print(f"wrote {path}", markup=False, highlight=False)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -236,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_report)
 
     p = commands.add_parser("compare", help="compare two runs cell by cell")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
-    p.add_argument("--out", help="folder for the comparison's table and plot")
+    p.add_argument("run_a", metavar="RUN_A", help="the reference run's folder, such as results/<run-id>")
+    p.add_argument("run_b", metavar="RUN_B", help="the run to set against it; ratios are B/A")
+    p.add_argument("--out", metavar="DIR", help="folder for compare.md, compare.csv and the plot "
+                   "(default: compare/RUN_A_vs_RUN_B beside RUN_B)")
     p.set_defaults(handler=cmd_compare)
 
     p = commands.add_parser("lab", help="a two-host lab of network namespaces on this machine (root)")

@@ -77,3 +77,25 @@ def test_summary_marks_copied_zero_copy_and_splits_varied_parameters():
     assert "zero_copy*" in text and "not zero-copy" in text
     assert "sender" in text and "nodelay" in text
     assert len([line for line in text.splitlines() if "one_copy" in line]) == 4
+
+
+RUNS = ROOT / "tests" / "fixtures" / "runs"
+
+
+def test_compare_writes_its_files_and_says_where(tmp_path):
+    a, b = RUNS / "20261120T101500Z-lab-hw-a1b2", RUNS / "20261124T180000Z-lab-hw2-c3d4"
+    done = orchestrate("compare", str(a), str(b), "--out", str(tmp_path / "cmp"))
+    assert done.returncode == 0, done.stderr
+    for name in ("compare.md", "compare.csv", "compare_throughput.png", "compare_throughput.svg"):
+        assert f"wrote {tmp_path / 'cmp' / name}" in done.stderr
+        assert (tmp_path / "cmp" / name).stat().st_size > 0
+    assert "stream-one_copy-65536B-4t" in done.stdout and "B better" in done.stdout
+
+
+def test_compare_of_runs_with_no_cell_in_common_exits_6(tmp_path):
+    a = RUNS / "20261120T101500Z-lab-hw-a1b2"
+    b = Path(shutil.copytree(RUNS / "20261125T231027Z-variants-85df", tmp_path / "b"))
+    done = orchestrate("compare", str(a), str(b), "--out", str(tmp_path / "cmp"))
+    assert done.returncode == 6, done.stderr
+    assert "share no cell" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "cmp").exists()
