@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,13 +18,45 @@ from . import run as runs
 from .cells import CellOutcome
 from .config import load_experiment
 from .report import VARIANT_COLUMNS
-from .errors import ConfigError, OrchestrateError, PreflightError, RunFailed
+from .errors import EXIT_MEANINGS, ConfigError, ExitStatus, OrchestrateError, PreflightError, RunFailed
 from .inventory import load_inventory
 from .plan import Cell
 from .preflight import Preflight, run_preflight
 
-console = Console(stderr=True)
-out = Console()
+# Piped output: no colour, no wrapping, whole paths; tables as wide as their contents.
+PIPED_WIDTH = 10_000
+
+
+def _console(stderr: bool, quiet: bool = False) -> Console:
+    if Console(stderr=stderr).is_terminal:
+        return Console(stderr=stderr, quiet=quiet)
+    return Console(stderr=stderr, quiet=quiet, soft_wrap=True, width=PIPED_WIDTH, color_system=None, highlight=False)
+
+
+# console: progress, messages and errors (stderr); out: the tables a user reads (stdout, or
+# stderr under --json, whose stdout is the JSON document alone). main() sets them per command.
+console = _console(stderr=True)
+out = _console(stderr=False)
+errors = console
+
+
+def _configure_output(as_json: bool, quiet: bool) -> None:
+    global console, out, errors
+    errors = _console(stderr=True)
+    console = _console(stderr=True, quiet=quiet)
+    out = _console(stderr=as_json, quiet=quiet)
+
+
+def _records(frame) -> list[dict[str, Any]]:
+    """DataFrame rows as JSON-safe dicts (NaN becomes null)."""
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _summary(run_dir: Path):
+    from .stats import summarize
+    from .table import read_results
+
+    return summarize(read_results(run_dir / "results.csv"))
 
 
 class TerminalProgress(runs.Progress):
@@ -66,13 +100,11 @@ def show_preflight(report: Preflight) -> None:
     console.print(grid)
 
 
-def show_summary(run_dir: Path) -> None:
+def show_summary(run_dir: Path, summary=None) -> None:
     """One line per cell, from the same summary the report uses: the figures a user looks at first."""
-    from .stats import summarize
-    from .table import read_results
     from .units import format_size
 
-    summary = summarize(read_results(run_dir / "results.csv"))
+    summary = _summary(run_dir) if summary is None else summary
     if summary.empty:
         return
     extra = [k for k in VARIANT_COLUMNS if k in summary and summary[k].nunique(dropna=False) > 1]
@@ -119,7 +151,7 @@ def _load_inputs(args: argparse.Namespace):
     return experiment, inventory
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> ExitStatus:
     if args.resume:
         state = runs.reopen_run(Path(args.resume))
         console.print(f"resuming {state.run_dir}")
@@ -129,22 +161,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         experiment, inventory = _load_inputs(args)
         state = runs.create_run(experiment, inventory, Path(args.results))
         console.print(f"run {state.run_id}: {len(state.plan.cells)} cells, seed {state.plan.seed}, folder {state.run_dir}")
+    args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
     try:
         outcome = runs.execute(state, TerminalProgress(), on_preflight=show_preflight if args.verbose else _problems_only)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: agents stopped on both hosts; finished cells are kept.\n"
                       f"resume with: orchestrate run --resume {state.run_dir}")
-        return 130
-    show_summary(state.run_dir)
+        return ExitStatus.INTERRUPTED
+    summary = _summary(state.run_dir)
+    args.doc.update(
+        cells={"planned": len(state.plan.cells), "run": len(outcome.finished), "skipped": outcome.skipped,
+               "failed": len(outcome.failed)},
+        failures=[{"cell": o.cell.cell_id, "error": o.error} for o in outcome.failed],
+        summary=_records(summary),
+    )
+    show_summary(state.run_dir, summary)
     if not args.no_report:
         from .report import write_report
 
-        console.print(f"report: {write_report(state.run_dir)}")
+        report = write_report(state.run_dir)
+        args.doc["report"] = {"markdown": str(report), "html": str(report.with_suffix(".html"))}
+        console.print(f"report: {report.with_suffix('.html')}")
     if outcome.failed:
         listing = "\n".join(f"  {o.cell.cell_id}: {o.error}" for o in outcome.failed)
         raise RunFailed(f"{len(outcome.failed)} of {len(outcome.finished)} cells failed (raw logs in {state.run_dir}/cells):\n{listing}")
     console.print(f"[green]done[/]: {len(outcome.finished)} cells run, {outcome.skipped} already done, results in {state.run_dir}/results.csv")
-    return 0
+    return ExitStatus.OK
 
 
 def _problems_only(report: Preflight) -> None:
@@ -152,7 +194,7 @@ def _problems_only(report: Preflight) -> None:
         show_preflight(report)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace) -> ExitStatus:
     experiment, inventory = _load_inputs(args)
     hosts = runs.connect_hosts(inventory, experiment.timeouts.connect)
     try:
@@ -160,25 +202,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         for host in hosts.values():
             host.close()
+    args.doc.update(findings=[{"host": f.host, "check": f.check, "ok": f.ok, "detail": f.detail} for f in report.findings],
+                    problems=len(report.problems))
     show_preflight(report)
     if report.problems:
         raise PreflightError(f"{len(report.problems)} problem(s) found")
-    return 0
+    return ExitStatus.OK
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace) -> ExitStatus:
     from .report import write_report
 
-    out.print(f"report: {write_report(Path(args.run_dir))}")
-    return 0
+    run_dir = Path(args.run_dir)
+    report = write_report(run_dir)
+    summary = _summary(run_dir)
+    failed = summary[summary["failed"] > 0] if not summary.empty else summary
+    args.doc.update(
+        run_dir=str(run_dir), report={"markdown": str(report), "html": str(report.with_suffix(".html"))},
+        cells={"cells": len(summary), "repetitions": int(summary["repetitions"].sum()) if not summary.empty else 0,
+               "failed": int(summary["failed"].sum()) if not summary.empty else 0},
+        failures=[{"cell": r["cell"], "failed": int(r["failed"]), "errors": r["errors"]} for _, r in failed.iterrows()],
+        summary=_records(summary),
+    )
+    out.print(f"report: {report.with_suffix('.html')} (and {report.name}, summary.csv, plots/)")
+    return ExitStatus.OK
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace) -> ExitStatus:
     from .compare import compare_runs
 
     comparison = compare_runs(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None)
+    args.doc.update(
+        run_a=comparison.run_a, run_b=comparison.run_b, out_dir=str(comparison.out_dir),
+        files=[str(p) for p in comparison.files()], rows=_records(comparison.table),
+        only_in_a=comparison.only_in_a, only_in_b=comparison.only_in_b,
+        config_differences=comparison.config_differences, host_differences=comparison.host_differences,
+    )
     show_comparison(comparison)
-    return 0
+    return ExitStatus.OK
 
 
 def show_comparison(comparison) -> None:
@@ -202,7 +263,7 @@ def show_comparison(comparison) -> None:
         console.print(f"wrote {path}", markup=False, highlight=False)
 
 
-def cmd_lab(args: argparse.Namespace) -> int:
+def cmd_lab(args: argparse.Namespace) -> ExitStatus:
     from . import lab
 
     given = {"mtu": args.mtu, "delay_ms": args.delay_ms, "rate_mbit": args.rate_mbit}
@@ -218,7 +279,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     elif args.action == "down":
         for item in lab.down(options):
             console.print(f"removed {item}")
-        return 0
+        return ExitStatus.OK
     else:
         status = lab.status(options)
     grid = Table(title="lab")
@@ -227,16 +288,28 @@ def cmd_lab(args: argparse.Namespace) -> int:
     for row in status.rows:
         grid.add_row(row.name, row.kind, row.state, row.detail)
     out.print(grid)
-    return 0
+    return ExitStatus.OK
+
+
+def exit_status_help() -> str:
+    """The exit statuses, from the one enum, for --help's epilog."""
+    return "exit status:\n" + "\n".join(f"  {int(status):>3}  {EXIT_MEANINGS[status]}" for status in ExitStatus)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="orchestrate", description=__doc__, epilog=exit_status_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_inventory(p: argparse.ArgumentParser) -> None:
         p.add_argument("--inventory", default="inventory.yml", help="hosts file (default: ./inventory.yml)")
+
+    def with_output(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON document on stdout (run folder, cell counts, failures, summary rows, "
+                            "exit status); human output goes to stderr")
+        p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (and --json's document)")
 
     p = commands.add_parser("run", help="run an experiment and collect its results")
     p.add_argument("config", nargs="?", help="experiment file, such as configs/full.yml")
@@ -245,15 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run without redoing its finished cells")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("-v", "--verbose", action="store_true", help="show the full preflight table")
+    with_output(p)
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser("check", help="preflight only: reach the hosts and check what a run needs")
     p.add_argument("config")
     with_inventory(p)
+    with_output(p)
     p.set_defaults(handler=cmd_check)
 
     p = commands.add_parser("report", help="write report.md, report.html, summary.csv and plots for a run")
     p.add_argument("run_dir")
+    with_output(p)
     p.set_defaults(handler=cmd_report)
 
     p = commands.add_parser("compare", help="compare two runs cell by cell")
@@ -261,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_b", metavar="RUN_B", help="the run to set against it; ratios are B/A")
     p.add_argument("--out", metavar="DIR", help="folder for compare.md, compare.csv and the plot "
                    "(default: compare/RUN_A_vs_RUN_B beside RUN_B)")
+    with_output(p)
     p.set_defaults(handler=cmd_compare)
 
     p = commands.add_parser("lab", help="a two-host lab of network namespaces on this machine (root)")
@@ -282,14 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    as_json = getattr(args, "json", False)
+    _configure_output(as_json, getattr(args, "quiet", False))
+    args.doc = {"command": args.command}
     try:
-        return args.handler(args)
+        status = ExitStatus(args.handler(args))
     except OrchestrateError as exc:
-        console.print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
-        return exc.exit_code
+        errors.print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
+        status = ExitStatus(exc.exit_code)
+        args.doc["error"] = str(exc)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
-        return 130
+        errors.print("[yellow]interrupted[/]")
+        status = ExitStatus.INTERRUPTED
+    if as_json:
+        args.doc.update(exit_status=int(status), exit_meaning=status.meaning)
+        sys.stdout.write(json.dumps(args.doc, indent=2, default=str) + "\n")
+    return int(status)
 
 
 if __name__ == "__main__":

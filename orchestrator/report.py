@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from . import derive, plots, stats
-from .errors import OrchestrateError
+from .errors import ConfigError, OrchestrateError
 from .table import ResultsError
 from .units import format_size
 from .yamlfile import load_yaml
@@ -69,7 +69,7 @@ def load_run(run_dir: Path) -> RunData:
     """A run folder's results, config, inventory and host facts; missing facts are noted, not fatal."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ResultsError(f"{run_dir}: no such run folder")
+        raise ConfigError(f"{run_dir}: no such run folder")  # a bad argument (exit 2), not a bad run
     results = derive.read_results(run_dir / "results.csv")
     notes: list[str] = []
     config = _read_yaml(run_dir / "config.yml", notes)

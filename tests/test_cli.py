@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import build_parser
+from orchestrator.errors import ExitStatus
 
 from .conftest import ROOT
 from .test_config import expected_message
@@ -99,3 +101,57 @@ def test_compare_of_runs_with_no_cell_in_common_exits_6(tmp_path):
     assert done.returncode == 6, done.stderr
     assert "share no cell" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "cmp").exists()
+
+
+def test_report_json_is_one_document_on_stdout(tmp_path):
+    run_dir = Path(shutil.copytree(RUNS / "20261120T101500Z-lab-hw-a1b2", tmp_path / "run"))
+    done = orchestrate("report", str(run_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["command"] == "report" and doc["run_dir"] == str(run_dir)
+    assert doc["exit_status"] == 0 and doc["exit_meaning"] == "success"
+    assert doc["cells"] == {"cells": 54, "repetitions": 162, "failed": 1}
+    assert doc["failures"] == [{"cell": "stream-one_copy-4096B-2t", "failed": 1, "errors": doc["failures"][0]["errors"]}]
+    assert len(doc["summary"]) == 54 and doc["summary"][0]["throughput_gbps_mean"] > 0
+    assert Path(doc["report"]["html"]).exists()
+    assert f"report: {run_dir / 'report.html'}" in done.stderr  # the human line, on stderr
+
+
+def test_errors_under_json_are_in_the_document_too(tmp_path):
+    done = orchestrate("compare", str(RUNS / "20261120T101500Z-lab-hw-a1b2"), str(RUNS / "20261125T231027Z-variants-85df"),
+                       "--out", str(tmp_path / "cmp"), "--json")
+    doc = json.loads(done.stdout)
+    assert done.returncode == doc["exit_status"] == ExitStatus.NO_COMMON_CELLS
+    assert "share no cell" in doc["error"] and "share no cell" in done.stderr
+
+
+def test_quiet_prints_nothing_but_errors(tmp_path):
+    run_dir = Path(shutil.copytree(RUNS / "20261125T090000Z-vm-e5f6", tmp_path / "run"))
+    done = orchestrate("report", str(run_dir), "-q")
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+    assert (run_dir / "report.html").exists()
+    done = orchestrate("report", str(tmp_path / "nope"), "-q")
+    assert done.returncode == 2 and "no such run folder" in done.stderr
+
+
+def test_piped_output_is_not_wrapped_even_in_a_narrow_terminal(tmp_path):
+    deep = tmp_path / ("a-long-folder-name-" * 4) / "run"
+    run_dir = Path(shutil.copytree(RUNS / "20261125T090000Z-vm-e5f6", deep))
+    done = subprocess.run([*ORCHESTRATE, "compare", str(run_dir), str(run_dir), "--out", str(tmp_path / "c")],
+                          capture_output=True, text=True, env={**ENV, "COLUMNS": "40"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {tmp_path / 'c' / 'compare.md'}\n" in done.stderr  # the whole path on one line
+    # The longest cell name, whole on its line, where a 40-column terminal would cut it.
+    assert "│ stream-zero_copy-65536B-1t (A: zero_copy: copied (not zero-copy); B: zero_copy: copied (not zero-copy)) │" \
+        in done.stdout
+    assert "…" not in done.stdout
+    assert "\x1b[" not in done.stdout + done.stderr  # no colour
+
+
+def test_every_exit_status_is_listed_in_help_and_readme():
+    helped = orchestrate("--help").stdout
+    readme = (ROOT / "README.md").read_text()
+    for status in ExitStatus:
+        assert f"{int(status):>3}  {status.meaning}" in helped
+        assert f"| {int(status)} | " in readme
+    assert ExitStatus.DISK_FULL == 5 and ExitStatus.BAD_ARGUMENT == 2  # argparse's own status for bad options
