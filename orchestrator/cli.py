@@ -1,4 +1,5 @@
 """The `orchestrate` command: argument parsing and terminal output only; the work is in the library."""
+# (For developers. What users read is DESCRIPTION and EXAMPLES below.)
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import shtab
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -291,13 +293,31 @@ def cmd_lab(args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.OK
 
 
+DESCRIPTION = """\
+Measure what data copies cost on the socket send path (two_copy, one_copy, zero_copy, sendfile)
+between two hosts, with perf counters, and turn the raw files into results.csv and a report."""
+
+EXAMPLES = """\
+examples:
+  orchestrate run --dry-run configs/full.yml    what a run would do, and how long it would take
+  orchestrate run configs/quick.yml             run it; the report is results/<run-id>/report.html
+  orchestrate run --resume results/<run-id>     finish an interrupted run
+  orchestrate check configs/full.yml --inventory lab.yml   reach the hosts, check what a run needs
+  orchestrate report results/<run-id> --json    (re)write the report; print a JSON summary
+  orchestrate compare results/<A> results/<B>   the same cells of two runs side by side
+  orchestrate lab up --prefix orch              two hosts made of network namespaces (root)
+  orchestrate completion bash > ~/.local/share/bash-completion/completions/orchestrate
+"""
+
+
 def exit_status_help() -> str:
     """The exit statuses, from the one enum, for --help's epilog."""
     return "exit status:\n" + "\n".join(f"  {int(status):>3}  {EXIT_MEANINGS[status]}" for status in ExitStatus)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrate", description=__doc__, epilog=exit_status_help(),
+    parser = argparse.ArgumentParser(prog="orchestrate", description=DESCRIPTION,
+                                     epilog=EXAMPLES + "\n" + exit_status_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -312,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (and --json's document)")
 
     p = commands.add_parser("run", help="run an experiment and collect its results")
-    p.add_argument("config", nargs="?", help="experiment file, such as configs/full.yml")
+    p.add_argument("config", nargs="?", help="experiment file, such as configs/full.yml").complete = shtab.FILE
     with_inventory(p)
     p.add_argument("--results", default="results", help="where run folders go (default: ./results)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run without redoing its finished cells")
@@ -322,38 +342,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser("check", help="preflight only: reach the hosts and check what a run needs")
-    p.add_argument("config")
+    p.add_argument("config", help="experiment file whose needs are checked, such as configs/full.yml").complete = shtab.FILE
     with_inventory(p)
     with_output(p)
     p.set_defaults(handler=cmd_check)
 
     p = commands.add_parser("report", help="write report.md, report.html, summary.csv and plots for a run")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder, such as results/<run-id>").complete = shtab.DIRECTORY
     with_output(p)
     p.set_defaults(handler=cmd_report)
 
     p = commands.add_parser("compare", help="compare two runs cell by cell")
-    p.add_argument("run_a", metavar="RUN_A", help="the reference run's folder, such as results/<run-id>")
-    p.add_argument("run_b", metavar="RUN_B", help="the run to set against it; ratios are B/A")
+    p.add_argument("run_a", metavar="RUN_A", help="the reference run's folder, such as results/<run-id>").complete = shtab.DIRECTORY
+    p.add_argument("run_b", metavar="RUN_B", help="the run to set against it; ratios are B/A").complete = shtab.DIRECTORY
     p.add_argument("--out", metavar="DIR", help="folder for compare.md, compare.csv and the plot "
                    "(default: compare/RUN_A_vs_RUN_B beside RUN_B)")
     with_output(p)
     p.set_defaults(handler=cmd_compare)
 
     p = commands.add_parser("lab", help="a two-host lab of network namespaces on this machine (root)")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("action", choices=["up", "down", "status"],
+                   help="up: build the lab (again), down: remove it, status: show what exists")
     p.add_argument("--prefix", default="orch", help="name prefix of the namespaces (default: orch)")
     p.add_argument("--inventory-out", default="lab-inventory.yml", help="where lab up writes the lab's inventory")
     p.add_argument("--mtu", type=int, default=None, help="MTU of the data link")
     p.add_argument("--delay-ms", type=float, default=None, help="netem delay on the data link, each way")
-    p.add_argument("--rate-mbit", type=float, default=None, help="netem rate limit on the data link")
+    p.add_argument("--rate-mbit", type=float, default=None,
+                   help="rate limit on the data link, Mbit/s (a tbf qdisc; with --delay-ms, netem's rate)")
     p.add_argument("--bastion", action="store_true", help="a bastion namespace; the hosts' sshds are reachable only through it")
     p.add_argument("--user", metavar="NAME", default=None, help="create an unprivileged account NAME and log in as it")
     p.add_argument("--sudo-perf", action="store_true", help="with --user: a sudoers rule that lets NAME run perf, and only perf")
     p.add_argument("--no-compiler", metavar="ROLE", action="append", default=[], choices=["server", "client"],
                    help="hide the C compilers from that host's sshd and its sessions (repeatable)")
     p.set_defaults(handler=cmd_lab)
+
+    p = commands.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                            description="Print a completion script for orchestrate, generated from its options.",
+                            epilog="bash: orchestrate completion bash > ~/.local/share/bash-completion/completions/orchestrate\n"
+                                   "zsh:  orchestrate completion zsh > ~/.zfunc/_orchestrate  (with fpath+=~/.zfunc)",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
+    p.set_defaults(handler=cmd_completion)
     return parser
+
+
+def cmd_completion(args: argparse.Namespace) -> ExitStatus:
+    # shtab reads the parser itself: completion never falls behind the options.
+    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    return ExitStatus.OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -155,3 +156,46 @@ def test_every_exit_status_is_listed_in_help_and_readme():
         assert f"{int(status):>3}  {status.meaning}" in helped
         assert f"| {int(status)} | " in readme
     assert ExitStatus.DISK_FULL == 5 and ExitStatus.BAD_ARGUMENT == 2  # argparse's own status for bad options
+
+
+def test_help_is_written_for_users():
+    helped = orchestrate("--help").stdout
+    assert "the work is in the library" not in helped
+    assert "Measure what data copies cost" in helped
+    assert "orchestrate run --dry-run configs/full.yml" in helped and "examples:" in helped
+    assert "tbf" in orchestrate("lab", "--help").stdout
+
+
+def test_every_positional_argument_has_help():
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    checked = 0
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if not action.option_strings:
+                assert action.help, f"{name} {action.dest}"
+                checked += 1
+    assert checked >= 6
+
+
+def test_bash_completion_completes_commands_and_choices():
+    script = orchestrate("completion", "bash")
+    assert script.returncode == 0 and "complete -o bashdefault -F _shtab_orchestrate orchestrate" in script.stdout
+
+    def complete(*words: str) -> list[str]:
+        line = "; ".join([
+            "source /dev/stdin",
+            f"COMP_WORDS=(orchestrate {' '.join(repr(w) for w in words)})",
+            f"COMP_CWORD={len(words)}",
+            f"_shtab_orchestrate orchestrate {words[-1]!r} {(['orchestrate', *words])[-2]!r}",
+            'printf "%s\\n" "${COMPREPLY[@]}"',
+        ])
+        done = subprocess.run(["bash", "-c", line], input=script.stdout, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("co") == ["compare", "completion"]
+    assert complete("lab", "") == ["up", "down", "status"]
+    assert complete("run", "--no-r") == ["--no-report"]
+    zsh = orchestrate("completion", "zsh")
+    assert zsh.returncode == 0 and zsh.stdout.startswith("#compdef orchestrate")
