@@ -154,6 +154,10 @@ def _load_inputs(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> ExitStatus:
+    if args.check and not args.dry_run:
+        raise ConfigError("orchestrate run: --check goes with --dry-run (a real run always runs preflight)")
+    if args.dry_run:
+        return dry_run(args)
     if args.resume:
         state = runs.reopen_run(Path(args.resume))
         console.print(f"resuming {state.run_dir}")
@@ -188,6 +192,67 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         listing = "\n".join(f"  {o.cell.cell_id}: {o.error}" for o in outcome.failed)
         raise RunFailed(f"{len(outcome.failed)} of {len(outcome.finished)} cells failed (raw logs in {state.run_dir}/cells):\n{listing}")
     console.print(f"[green]done[/]: {len(outcome.finished)} cells run, {outcome.skipped} already done, results in {state.run_dir}/results.csv")
+    return ExitStatus.OK
+
+
+def dry_run(args: argparse.Namespace) -> ExitStatus:
+    """What `run` would do, touching no host (with --check: preflight only, nothing started)."""
+    import yaml
+
+    from . import estimate
+    from .plan import expand, new_seed
+
+    if args.resume:
+        state = runs.reopen_run(Path(args.resume))
+        experiment, inventory, plan = state.experiment, state.inventory, state.plan
+        done = runs.finished_cell_ids(state.run_dir / "results.csv")
+        seed_note = "saved with the run"
+    else:
+        if not args.config:
+            raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
+        experiment, inventory = _load_inputs(args)
+        seed = experiment.seed if experiment.seed is not None else new_seed()
+        plan = expand(experiment, seed)
+        done = set()
+        seed_note = "from the config" if experiment.seed is not None else \
+            "drawn now: the run draws its own unless the config sets seed"
+    todo = [c for c in plan.cells if c.cell_id not in done]
+    guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
+                              plot_sets=estimate.plot_sets(experiment))
+    hosts = {role: {"ssh": inventory.role(role).label, "data_address": inventory.role(role).data_address,
+                    "workdir": inventory.role(role).workdir} for role in ("server", "client")}
+    resolved = experiment.resolved(plan.seed)
+    args.doc.update(dry_run=True, config=resolved, hosts=hosts, seed=plan.seed, order=experiment.order,
+                    cells={"planned": len(plan.cells), "to_run": len(todo), "done": len(done)},
+                    plan=[c.cell_id for c in todo],
+                    estimate={"total_s": round(guess.total_s, 1), "setup_s": guess.setup_s, "per_cell_s": guess.per_cell_s,
+                              "report_s": guess.report_s})
+
+    out.print("[bold]resolved config[/]")
+    out.print(escape(yaml.safe_dump(resolved, sort_keys=False).rstrip()), highlight=False)
+    out.print("[bold]hosts[/]")
+    for role, host in hosts.items():
+        out.print(f"  {role}: {escape(host['ssh'])}, data address {host['data_address']}, workdir {escape(host['workdir'])}",
+                  highlight=False)
+    out.print(f"[bold]plan[/]: {len(todo)} cells" + (f" ({len(done)} already done)" if done else "") +
+              f", order {experiment.order}, seed {plan.seed} ({seed_note})", highlight=False)
+    for index, cell in enumerate(todo, 1):
+        out.print(f"  {index:>4}  {cell.cell_id}", highlight=False)
+    out.print(f"[bold]estimate[/]: {estimate.human(guess.total_s)} = {guess.breakdown()}"
+              f" (warm-up {experiment.warmup:g} s + duration {experiment.duration:g} s + "
+              f"{estimate.CELL_OVERHEAD_S:g} s overhead per cell; setup includes building the agents)", highlight=False)
+    if args.check:
+        hosts_ = runs.connect_hosts(inventory, experiment.timeouts.connect)
+        try:
+            report = run_preflight(hosts_, experiment, inventory)
+        finally:
+            for host in hosts_.values():
+                host.close()
+        args.doc["findings"] = [{"host": f.host, "check": f.check, "ok": f.ok, "detail": f.detail} for f in report.findings]
+        show_preflight(report)
+        if report.problems:
+            raise PreflightError(f"{len(report.problems)} problem(s) found")
+    console.print("dry run: nothing was started" + ("" if args.check else ", and no host was contacted"))
     return ExitStatus.OK
 
 
@@ -338,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run without redoing its finished cells")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("-v", "--verbose", action="store_true", help="show the full preflight table")
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="print the resolved config, the hosts, the planned cells in order with their seed, and an "
+                        "estimate of the wall time; contact no host")
+    p.add_argument("--check", action="store_true", help="with --dry-run: run preflight on the hosts too")
     with_output(p)
     p.set_defaults(handler=cmd_run)
 

@@ -210,7 +210,7 @@ def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deplo
 
 def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> RunOutcome:
     results = table.ResultsTable(state.run_dir / "results.csv")
-    done = _finished_cell_ids(state.run_dir / "results.csv")
+    done = finished_cell_ids(state.run_dir / "results.csv")
     todo = [c for c in state.plan.cells if c.cell_id not in done]
     outcome = RunOutcome(state.run_dir, skipped=len(state.plan.cells) - len(todo))
     progress.start(len(state.plan.cells), outcome.skipped)
@@ -241,7 +241,7 @@ def _run_one(state: RunState, ctx: cells.CellContext, runner: cells.CellRunner, 
     progress.cell_finished(result)
 
 
-def _finished_cell_ids(path: Path) -> set[str]:
+def finished_cell_ids(path: Path) -> set[str]:
     if not path.exists() or path.stat().st_size == 0:
         return set()
     return set(table.read_results(path)["cell_id"])

@@ -197,5 +197,24 @@ def test_bash_completion_completes_commands_and_choices():
     assert complete("co") == ["compare", "completion"]
     assert complete("lab", "") == ["up", "down", "status"]
     assert complete("run", "--no-r") == ["--no-report"]
+    assert "--dry-run" in complete("run", "--d")
     zsh = orchestrate("completion", "zsh")
     assert zsh.returncode == 0 and zsh.stdout.startswith("#compdef orchestrate")
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
+    inventory = tmp_path / "inventory.yml"  # hosts that do not exist: any contact would fail
+    inventory.write_text("server: {host: 198.18.255.253, data_address: 198.18.0.1, workdir: /nonexistent/s}\n"
+                         "client: {host: 198.18.255.254, data_address: 198.18.0.2, workdir: /nonexistent/c}\n")
+    done = orchestrate("run", "--dry-run", str(ROOT / "configs" / "full.yml"), "--inventory", str(inventory),
+                       "--results", str(tmp_path / "results"))
+    assert done.returncode == 0, done.stderr
+    assert "name: lab-study" in done.stdout and "repetitions: 3" in done.stdout  # the resolved config
+    assert "server: 198.18.255.253, data address 198.18.0.1" in done.stdout
+    assert "plan: 144 cells, order shuffled, seed " in done.stdout
+    assert "   144  stream-" in done.stdout
+    # 144 cells × (2 s warm-up + 10 s + overhead), plus setup and report: about half an hour.
+    assert "estimate: 29 min " in done.stdout
+    assert "no host was contacted" in done.stderr
+    assert not (tmp_path / "results").exists()
+    assert orchestrate("run", "--check", str(ROOT / "configs" / "full.yml")).returncode == 2
