@@ -6,16 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import shtab
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from . import __version__
+from . import __version__, estimate
 from . import run as runs
 from .cells import CellOutcome
 from .config import load_experiment
@@ -61,31 +63,77 @@ def _summary(run_dir: Path):
     return summarize(read_results(run_dir / "results.csv"))
 
 
+def describe_cell(cell: Cell, repetitions: int) -> str:
+    """A cell in words for the progress bar: `zero_copy 64KiB ×4, rep 2/3`."""
+    from .units import format_size
+
+    words = f"{'rr ' if cell.workload == 'rr' else ''}{cell.mode} {format_size(cell.message_size)} ×{cell.threads}"
+    extras = [f"{key}={str(getattr(cell, key)).lower()}" for key in cell.varied
+              if key not in ("workload", "mode", "message_size", "threads")]
+    return ", ".join([words, *extras, f"rep {cell.repetition}/{repetitions}"])
+
+
+def eta_seconds(per_cell_s: float, cells_after_current: int, current_started: float | None, now: float) -> float:
+    """Time left: the cells after this one at the per-cell time, plus what is left of this one."""
+    current = max(0.0, per_cell_s - (now - current_started)) if current_started is not None else 0.0
+    return cells_after_current * per_cell_s + current
+
+
+class CellEta(ProgressColumn):
+    """rich's own ETA divides by the speed so far, which knows nothing before the first cell
+    ends and counts resumed cells as instant; this one uses the per-cell time instead."""
+
+    def render(self, task) -> Text:
+        fields = task.fields
+        if "per_cell_s" not in fields or task.finished:
+            return Text("")
+        left = eta_seconds(fields["per_cell_s"], fields["after_current"], fields["current_started"], time.monotonic())
+        return Text(f"ETA {estimate.human(left)}", style="progress.remaining")
+
+
 class TerminalProgress(runs.Progress):
-    def __init__(self) -> None:
+    def __init__(self, per_cell_s: float, repetitions: int) -> None:
         self.bar: RichProgress | None = None
         self.task = None
+        # Until cells have run here, the measured figure (orchestrator/estimate.py); then this run's own.
+        self.per_cell_s = per_cell_s
+        self.repetitions = repetitions
+        self.total = self.done = self.failed = self.ran = 0
+        self.loop_started: float | None = None
 
     def stage(self, message: str) -> None:
         console.print(f"[bold]·[/] {message}")
 
     def start(self, total: int, done: int) -> None:
+        self.total, self.done = total, done
+        self.loop_started = time.monotonic()
         self.bar = RichProgress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+            TextColumn("{task.fields[failed_text]}"),
+            TimeElapsedColumn(), CellEta(), console=console,
         )
         self.bar.start()
-        self.task = self.bar.add_task("cells", total=total, completed=done)
+        self.task = self.bar.add_task("cells", total=total, completed=done, failed_text="",
+                                      per_cell_s=self.per_cell_s, after_current=max(0, total - done), current_started=None)
 
     def cell_started(self, cell: Cell) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, description=cell.cell_id)
+            self.bar.update(self.task, description=describe_cell(cell, self.repetitions),
+                            after_current=max(0, self.total - self.done - 1), current_started=time.monotonic())
 
     def cell_finished(self, outcome: CellOutcome) -> None:
+        self.done += 1
+        self.ran += 1
+        if outcome.error:
+            self.failed += 1
+        if self.loop_started is not None:
+            self.per_cell_s = (time.monotonic() - self.loop_started) / self.ran
         if self.bar is not None:
             if outcome.error:
                 self.bar.console.print(f"[red]✗[/] {outcome.cell.cell_id}: {escape(outcome.error)}", highlight=False)
-            self.bar.advance(self.task)
+            self.bar.update(self.task, advance=1, per_cell_s=self.per_cell_s, after_current=max(0, self.total - self.done),
+                            current_started=None,
+                            failed_text=f"[red]{self.failed} failed[/]" if self.failed else "")
 
     def stop(self) -> None:
         if self.bar is not None:
@@ -169,7 +217,8 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         console.print(f"run {state.run_id}: {len(state.plan.cells)} cells, seed {state.plan.seed}, folder {state.run_dir}")
     args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
     try:
-        outcome = runs.execute(state, TerminalProgress(), on_preflight=show_preflight if args.verbose else _problems_only)
+        progress = TerminalProgress(estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
+        outcome = runs.execute(state, progress, on_preflight=show_preflight if args.verbose else _problems_only)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: agents stopped on both hosts; finished cells are kept.\n"
                       f"resume with: orchestrate run --resume {state.run_dir}")
@@ -199,7 +248,6 @@ def dry_run(args: argparse.Namespace) -> ExitStatus:
     """What `run` would do, touching no host (with --check: preflight only, nothing started)."""
     import yaml
 
-    from . import estimate
     from .plan import expand, new_seed
 
     if args.resume:
@@ -476,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/]")
         status = ExitStatus.INTERRUPTED
+    finally:
+        _configure_output(False, False)  # main() called again in one process starts from the defaults
     if as_json:
         args.doc.update(exit_status=int(status), exit_meaning=status.meaning)
         sys.stdout.write(json.dumps(args.doc, indent=2, default=str) + "\n")

@@ -218,3 +218,51 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
     assert "no host was contacted" in done.stderr
     assert not (tmp_path / "results").exists()
     assert orchestrate("run", "--check", str(ROOT / "configs" / "full.yml")).returncode == 2
+
+
+def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_cell_time(monkeypatch):
+    import io
+    import time as clock
+
+    from rich.console import Console
+
+    from orchestrator import cli
+    from orchestrator.cells import CellOutcome
+    from orchestrator.plan import Cell
+
+    screen = Console(file=io.StringIO(), force_terminal=True, width=200, color_system=None)
+    monkeypatch.setattr(cli, "console", screen)
+
+    def cell(mode: str, size: int, threads: int, rep: int, **extra) -> Cell:
+        params = dict(workload="stream", mode=mode, message_size=size, threads=threads, fields=8, sender="server",
+                      nodelay=True, sndbuf=0, rcvbuf=0, repetition=rep, varied=("mode", "message_size", "threads"))
+        params.update(extra)
+        return Cell(**params)
+
+    assert cli.describe_cell(cell("zero_copy", 65536, 4, 2), 3) == "zero_copy 64KiB ×4, rep 2/3"
+    assert cli.describe_cell(cell("one_copy", 1024, 1, 1, workload="rr", sender="client",
+                                  varied=("workload", "mode", "sender")), 1) == "rr one_copy 1KiB ×1, sender=client, rep 1/1"
+    # 4 cells left after this one at 3 s each, 1 s into this one: 4 × 3 + 2.
+    assert cli.eta_seconds(3.0, 4, current_started=100.0, now=101.0) == 14.0
+    assert cli.eta_seconds(3.0, 4, current_started=100.0, now=110.0) == 12.0  # an overrun cell counts as done
+
+    progress = cli.TerminalProgress(per_cell_s=12.1, repetitions=3)
+    progress.start(total=10, done=2)  # a resumed run: two cells already done
+    try:
+        task = progress.bar.tasks[0]
+        first = cell("zero_copy", 65536, 4, 2)
+        progress.cell_started(first)
+        assert task.description == "zero_copy 64KiB ×4, rep 2/3"
+        assert task.fields["after_current"] == 7 and task.fields["per_cell_s"] == 12.1
+        eta = cli.CellEta().render(task).plain
+        assert eta in ("ETA 1 min 37 s", "ETA 1 min 36 s")  # 7 × 12.1 + 12.1, from the measured figure
+        progress.cell_finished(CellOutcome(first, Path("."), "agent exited 1", 1.0))
+        assert task.completed == 3 and task.fields["failed_text"] == "[red]1 failed[/]"
+        # Now this run's own time per cell: about the few milliseconds this test took.
+        assert progress.per_cell_s < 1.0 and task.fields["per_cell_s"] == progress.per_cell_s
+        progress.bar.refresh()
+    finally:
+        progress.stop()
+    shown = screen.file.getvalue()
+    assert "zero_copy 64KiB ×4, rep 2/3" in shown and "1 failed" in shown and "3/10" in shown
+    assert "✗ stream-zero_copy-65536B-4t-r2: agent exited 1" in shown
