@@ -266,3 +266,14 @@ def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_
     shown = screen.file.getvalue()
     assert "zero_copy 64KiB ×4, rep 2/3" in shown and "1 failed" in shown and "3/10" in shown
     assert "✗ stream-zero_copy-65536B-4t-r2: agent exited 1" in shown
+
+
+def test_check_json_lists_the_findings(tmp_path):
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(f"server: {{host: local, workdir: {tmp_path / 'work'}}}\nclient: {{host: local, workdir: {tmp_path / 'work'}}}\n")
+    done = orchestrate("check", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(inventory), "--json")
+    doc = json.loads(done.stdout)
+    assert doc["command"] == "check" and done.returncode == doc["exit_status"] in (0, 3)
+    assert doc["problems"] == sum(not f["ok"] for f in doc["findings"])
+    assert {f["host"].split()[0] for f in doc["findings"]} == {"server", "client"}
+    assert "preflight" in done.stderr  # the table, for people, on stderr
