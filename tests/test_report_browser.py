@@ -75,6 +75,11 @@ def test_report_in_a_real_browser(tmp_path):
 
             page.evaluate("window.scrollTo(0, 0)")
             page.emulate_media(media="print")
+            # On paper: a light background, and each figure as wide as the page.
+            assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
+            body_width = page.evaluate("document.body.clientWidth")
+            widths = page.eval_on_selector_all("figure img", "els => els.map(e => e.getBoundingClientRect().width)")
+            assert widths and all(w >= 0.95 * body_width for w in widths), (widths, body_width)
             page.screenshot(path=str(tmp_path / "report-print.png"), full_page=False)
         finally:
             browser.close()
