@@ -198,10 +198,20 @@ def show_summary(run_dir: Path, summary=None) -> None:
 def _load_inputs(args: argparse.Namespace):
     experiment = load_experiment(Path(args.config))
     inventory = load_inventory(Path(args.inventory))
+    if getattr(args, "seed", None) is not None:  # run --seed: replay the order a dry run showed
+        experiment = experiment.model_copy(update={"seed": args.seed})
     return experiment, inventory
 
 
+def _seed(text: str) -> int:
+    if not text.isdigit() or int(text) > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63-1, not {text!r}")
+    return int(text)
+
+
 def cmd_run(args: argparse.Namespace) -> ExitStatus:
+    if args.resume and args.seed is not None:
+        raise ConfigError("orchestrate run: --resume keeps the run's own seed; --seed is for a new run")
     if args.check and not args.dry_run:
         raise ConfigError("orchestrate run: --check goes with --dry-run (a real run always runs preflight)")
     if args.dry_run:
@@ -262,8 +272,8 @@ def dry_run(args: argparse.Namespace) -> ExitStatus:
         seed = experiment.seed if experiment.seed is not None else new_seed()
         plan = expand(experiment, seed)
         done = set()
-        seed_note = "from the config" if experiment.seed is not None else \
-            "drawn now: the run draws its own unless the config sets seed"
+        seed_note = ("from --seed" if args.seed is not None else "from the config") if experiment.seed is not None else \
+            f"drawn now: to run this order, add --seed {seed}"
     todo = [c for c in plan.cells if c.cell_id not in done]
     guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
                               plot_sets=estimate.plot_sets(experiment))
@@ -455,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the resolved config, the hosts, the planned cells in order with their seed, and an "
                         "estimate of the wall time; contact no host")
     p.add_argument("--check", action="store_true", help="with --dry-run: run preflight on the hosts too")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="the seed that shuffles the cells (default: the config's, or a new one): replays a dry run's order")
     with_output(p)
     p.set_defaults(handler=cmd_run)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -218,6 +219,13 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
     assert "no host was contacted" in done.stderr
     assert not (tmp_path / "results").exists()
     assert orchestrate("run", "--check", str(ROOT / "configs" / "full.yml")).returncode == 2
+    # The order shown comes back with the seed it names.
+    seed = re.search(r"add --seed (\d+)", done.stdout).group(1)
+    again = orchestrate("run", "--dry-run", str(ROOT / "configs" / "full.yml"), "--inventory", str(inventory), "--seed", seed)
+    assert f"seed {seed} (from --seed)" in again.stdout
+    order = [line for line in done.stdout.splitlines() if re.match(r"^ +\d+  stream-", line)]
+    assert len(order) == 144 and order == [line for line in again.stdout.splitlines() if re.match(r"^ +\d+  stream-", line)]
+    assert orchestrate("run", "--dry-run", "x.yml", "--seed", "-1").returncode == 2
 
 
 def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_cell_time(monkeypatch):
