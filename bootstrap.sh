@@ -14,10 +14,11 @@ esac
 
 # What a run needs on this machine (it is also a host in the default inventory), and what the
 # tests need beyond that: sshd for the SSH and lab tests, sudo for the lab's --sudo-perf,
-# iperf3 for the reference figures, clang to prove the agents build with both compilers.
+# iperf3 for the reference figures, clang to prove the agents build with both compilers,
+# chromium to open report.html in a real browser.
 packages=(gcc libc6-dev linux-perf iproute2 ethtool procps tar python3 python3-venv python3-pip)
 if [ "$action" = test ]; then
-  packages+=(openssh-server openssh-client iperf3 clang iputils-ping sudo)
+  packages+=(openssh-server openssh-client iperf3 clang iputils-ping sudo chromium)
 fi
 
 missing=()

@@ -1,21 +1,27 @@
 """The `orchestrate` command: argument parsing and terminal output only; the work is in the library."""
+# (For developers. What users read is DESCRIPTION and EXAMPLES below.)
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import shtab
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, estimate
 from .config import load_experiment
-from .errors import ConfigError, OrchestrateError, PreflightError, RunFailed
+from .errors import EXIT_MEANINGS, ConfigError, ExitStatus, OrchestrateError, PreflightError, RunFailed
 from .inventory import load_inventory
 
 # The run, report and analysis modules (pandas, scipy, matplotlib, paramiko) are imported where
@@ -25,37 +31,115 @@ if TYPE_CHECKING:
     from .plan import Cell
     from .preflight import Preflight
 
-console = Console(stderr=True)
-out = Console()
+# Piped output: no colour, no wrapping, whole paths; tables as wide as their contents.
+PIPED_WIDTH = 10_000
+
+
+def _console(stderr: bool, quiet: bool = False) -> Console:
+    if Console(stderr=stderr).is_terminal:
+        return Console(stderr=stderr, quiet=quiet)
+    return Console(stderr=stderr, quiet=quiet, soft_wrap=True, width=PIPED_WIDTH, color_system=None, highlight=False)
+
+
+# console: progress, messages and errors (stderr); out: the tables a user reads (stdout, or
+# stderr under --json, whose stdout is the JSON document alone). main() sets them per command.
+console = _console(stderr=True)
+out = _console(stderr=False)
+errors = console
+
+
+def _configure_output(as_json: bool, quiet: bool) -> None:
+    global console, out, errors
+    errors = _console(stderr=True)
+    console = _console(stderr=True, quiet=quiet)
+    out = _console(stderr=as_json, quiet=quiet)
+
+
+def _records(frame) -> list[dict[str, Any]]:
+    """DataFrame rows as JSON-safe dicts (NaN becomes null)."""
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _summary(run_dir: Path):
+    from .stats import summarize
+    from .table import read_results
+
+    return summarize(read_results(run_dir / "results.csv"))
+
+
+def describe_cell(cell: Cell, repetitions: int) -> str:
+    """A cell in words for the progress bar: `zero_copy 64KiB ×4, rep 2/3`."""
+    from .units import format_size
+
+    words = f"{'rr ' if cell.workload == 'rr' else ''}{cell.mode} {format_size(cell.message_size)} ×{cell.threads}"
+    extras = [f"{key}={str(getattr(cell, key)).lower()}" for key in cell.varied
+              if key not in ("workload", "mode", "message_size", "threads")]
+    return ", ".join([words, *extras, f"rep {cell.repetition}/{repetitions}"])
+
+
+def eta_seconds(per_cell_s: float, cells_after_current: int, current_started: float | None, now: float) -> float:
+    """Time left: the cells after this one at the per-cell time, plus what is left of this one."""
+    current = max(0.0, per_cell_s - (now - current_started)) if current_started is not None else 0.0
+    return cells_after_current * per_cell_s + current
+
+
+class CellEta(ProgressColumn):
+    """rich's own ETA divides by the speed so far, which knows nothing before the first cell
+    ends and counts resumed cells as instant; this one uses the per-cell time instead."""
+
+    def render(self, task) -> Text:
+        fields = task.fields
+        if "per_cell_s" not in fields or task.finished:
+            return Text("")
+        left = eta_seconds(fields["per_cell_s"], fields["after_current"], fields["current_started"], time.monotonic())
+        return Text(f"ETA {estimate.human(left)}", style="progress.remaining")
 
 
 class TerminalProgress:
     """The terminal's run.Progress: stages, then a bar over the cells."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_cell_s: float, repetitions: int) -> None:
         self.bar: RichProgress | None = None
         self.task = None
+        # Until cells have run here, the measured figure (orchestrator/estimate.py); then this run's own.
+        self.per_cell_s = per_cell_s
+        self.repetitions = repetitions
+        self.total = self.done = self.failed = self.ran = 0
+        self.loop_started: float | None = None
 
     def stage(self, message: str) -> None:
         console.print(f"[bold]·[/] {message}")
 
     def start(self, total: int, done: int) -> None:
+        self.total, self.done = total, done
+        self.loop_started = time.monotonic()
         self.bar = RichProgress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+            TextColumn("{task.fields[failed_text]}"),
+            TimeElapsedColumn(), CellEta(), console=console,
         )
         self.bar.start()
-        self.task = self.bar.add_task("cells", total=total, completed=done)
+        self.task = self.bar.add_task("cells", total=total, completed=done, failed_text="",
+                                      per_cell_s=self.per_cell_s, after_current=max(0, total - done), current_started=None)
 
     def cell_started(self, cell: Cell) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, description=cell.cell_id)
+            self.bar.update(self.task, description=describe_cell(cell, self.repetitions),
+                            after_current=max(0, self.total - self.done - 1), current_started=time.monotonic())
 
     def cell_finished(self, outcome: CellOutcome) -> None:
+        self.done += 1
+        self.ran += 1
+        if outcome.error:
+            self.failed += 1
+        if self.loop_started is not None:
+            self.per_cell_s = (time.monotonic() - self.loop_started) / self.ran
         if self.bar is not None:
             if outcome.error:
                 self.bar.console.print(f"[red]✗[/] {outcome.cell.cell_id}: {escape(outcome.error)}", highlight=False)
-            self.bar.advance(self.task)
+            self.bar.update(self.task, advance=1, per_cell_s=self.per_cell_s, after_current=max(0, self.total - self.done),
+                            current_started=None,
+                            failed_text=f"[red]{self.failed} failed[/]" if self.failed else "")
 
     def stop(self) -> None:
         if self.bar is not None:
@@ -72,16 +156,15 @@ def show_preflight(report: Preflight) -> None:
     console.print(grid)
 
 
-def show_summary(run_dir: Path) -> None:
+def show_summary(run_dir: Path, summary=None) -> None:
     """One line per cell, from the same summary the report uses: the figures a user looks at first."""
-    from .report import VARIANT_COLUMNS
-    from .stats import summarize
-    from .table import read_results
     from .units import format_size
 
-    summary = summarize(read_results(run_dir / "results.csv"))
+    summary = _summary(run_dir) if summary is None else summary
     if summary.empty:
         return
+    from .report import VARIANT_COLUMNS
+
     extra = [k for k in VARIANT_COLUMNS if k in summary and summary[k].nunique(dropna=False) > 1]
     with_workload = summary["workload"].nunique() > 1
     with_latency = summary["latency_p99_us_mean"].notna().any()
@@ -123,14 +206,28 @@ def show_summary(run_dir: Path) -> None:
 def _load_inputs(args: argparse.Namespace):
     experiment = load_experiment(Path(args.config))
     inventory = load_inventory(Path(args.inventory))
+    if getattr(args, "seed", None) is not None:  # run --seed: replay the order a dry run showed
+        experiment = experiment.model_copy(update={"seed": args.seed})
     return experiment, inventory
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _seed(text: str) -> int:
+    if not text.isdigit() or int(text) > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63-1, not {text!r}")
+    return int(text)
+
+
+def cmd_run(args: argparse.Namespace) -> ExitStatus:
     from . import run as runs
 
     if args.retry_failed and not args.resume:
         raise ConfigError("orchestrate run: --retry-failed goes with --resume RUN_DIR")
+    if args.resume and args.seed is not None:
+        raise ConfigError("orchestrate run: --resume keeps the run's own seed; --seed is for a new run")
+    if args.check and not args.dry_run:
+        raise ConfigError("orchestrate run: --check goes with --dry-run (a real run always runs preflight)")
+    if args.dry_run:
+        return dry_run(args)
     if args.resume:
         state = runs.reopen_run(Path(args.resume))
         console.print(f"resuming {state.run_dir}")
@@ -145,17 +242,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         size = _checked_size(experiment, args.yes)
         state = runs.create_run(experiment, inventory, Path(args.results))
         console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
+    args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
     try:
-        outcome = runs.execute(state, TerminalProgress(), on_preflight=show_preflight if args.verbose else _problems_only)
+        progress = TerminalProgress(estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
+        outcome = runs.execute(state, progress, on_preflight=show_preflight if args.verbose else _problems_only)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: agents stopped on both hosts; finished cells are kept.\n"
                       f"resume with: orchestrate run --resume {state.run_dir}")
-        return 130
-    show_summary(state.run_dir)
+        return ExitStatus.INTERRUPTED
+    summary = _summary(state.run_dir)
+    args.doc.update(
+        cells={"planned": len(state.plan.cells), "run": len(outcome.finished), "skipped": outcome.skipped,
+               "failed": len(outcome.failed)},
+        failures=[{"cell": o.cell.cell_id, "error": o.error} for o in outcome.failed],
+        summary=_records(summary),
+    )
+    show_summary(state.run_dir, summary)
     if not args.no_report:
         from .report import write_report
 
-        console.print(f"report: {write_report(state.run_dir)}")
+        report = write_report(state.run_dir)
+        args.doc["report"] = {"markdown": str(report), "html": str(report.with_suffix(".html"))}
+        console.print(f"report: {report.with_suffix('.html')}")
     counts = runs.row_counts(state.run_dir)
     failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
     if failed or degraded:
@@ -165,7 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in {state.run_dir}/cells)"
             f"{listing}\nmeasure them again with: orchestrate run --resume {state.run_dir} --retry-failed")
     console.print(f"[green]done[/]: {len(outcome.finished)} cells run, {outcome.skipped} already done, results in {state.run_dir}/results.csv")
-    return 0
+    return ExitStatus.OK
 
 
 def _checked_size(experiment, yes: bool):
@@ -180,13 +288,77 @@ def _checked_size(experiment, yes: bool):
     return size
 
 
+def dry_run(args: argparse.Namespace) -> ExitStatus:
+    """What `run` would do, touching no host (with --check: preflight only, nothing started)."""
+    import yaml
+
+    from . import run as runs
+    from .preflight import run_preflight
+    from .plan import expand, new_seed
+
+    if args.resume:
+        state = runs.reopen_run(Path(args.resume))
+        experiment, inventory, plan = state.experiment, state.inventory, state.plan
+        done = runs.finished_cell_ids(state.run_dir / "results.csv")
+        seed_note = "saved with the run"
+    else:
+        if not args.config:
+            raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
+        experiment, inventory = _load_inputs(args)
+        _checked_size(experiment, args.yes)
+        seed = experiment.seed if experiment.seed is not None else new_seed()
+        plan = expand(experiment, seed)
+        done = set()
+        seed_note = ("from --seed" if args.seed is not None else "from the config") if experiment.seed is not None else \
+            f"drawn now: to run this order, add --seed {seed}"
+    todo = [c for c in plan.cells if c.cell_id not in done]
+    guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
+                              plot_sets=estimate.plot_sets(experiment))
+    hosts = {role: {"ssh": inventory.role(role).label, "data_address": inventory.role(role).data_address,
+                    "workdir": inventory.role(role).workdir} for role in ("server", "client")}
+    resolved = experiment.resolved(plan.seed)
+    args.doc.update(dry_run=True, config=resolved, hosts=hosts, seed=plan.seed, order=experiment.order,
+                    cells={"planned": len(plan.cells), "to_run": len(todo), "done": len(done)},
+                    plan=[c.cell_id for c in todo],
+                    estimate={"total_s": round(guess.total_s, 1), "setup_s": guess.setup_s, "per_cell_s": guess.per_cell_s,
+                              "report_s": guess.report_s})
+
+    out.print("[bold]resolved config[/]")
+    out.print(escape(yaml.safe_dump(resolved, sort_keys=False).rstrip()), highlight=False)
+    out.print("[bold]hosts[/]")
+    for role, host in hosts.items():
+        out.print(f"  {role}: {escape(host['ssh'])}, data address {host['data_address']}, workdir {escape(host['workdir'])}",
+                  highlight=False)
+    out.print(f"[bold]plan[/]: {len(todo)} cells" + (f" ({len(done)} already done)" if done else "") +
+              f", order {experiment.order}, seed {plan.seed} ({seed_note})", highlight=False)
+    for index, cell in enumerate(todo, 1):
+        out.print(f"  {index:>4}  {cell.cell_id}", highlight=False)
+    out.print(f"[bold]estimate[/]: {estimate.human(guess.total_s)} = {guess.breakdown()}"
+              f" (warm-up {experiment.warmup:g} s + duration {experiment.duration:g} s + "
+              f"{estimate.CELL_OVERHEAD_S:g} s overhead per cell; setup includes building the agents)", highlight=False)
+    if args.check:
+        hosts_ = runs.connect_hosts(inventory, experiment.timeouts.connect)
+        try:
+            report = run_preflight(hosts_, experiment, inventory)
+        finally:
+            for host in hosts_.values():
+                host.close()
+        args.doc["findings"] = [{"host": f.host, "check": f.check, "ok": f.ok, "detail": f.detail} for f in report.findings]
+        show_preflight(report)
+        if report.problems:
+            raise PreflightError(f"{len(report.problems)} problem(s) found")
+    console.print("dry run: nothing was started" + ("" if args.check else ", and no host was contacted"))
+    return ExitStatus.OK
+
+
 def _problems_only(report: Preflight) -> None:
     if report.problems:
         show_preflight(report)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace) -> ExitStatus:
     from . import run as runs
+    from .plan import plan_size
     from .preflight import run_preflight
 
     experiment, inventory = _load_inputs(args)
@@ -196,31 +368,69 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         for host in hosts.values():
             host.close()
+    args.doc.update(findings=[{"host": f.host, "check": f.check, "ok": f.ok, "detail": f.detail} for f in report.findings],
+                    problems=len(report.problems))
     show_preflight(report)
-    from .plan import plan_size
-
     console.print(f"plan: {plan_size(experiment).describe()}")
     if report.problems:
         raise PreflightError(f"{len(report.problems)} problem(s) found")
-    return 0
+    return ExitStatus.OK
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace) -> ExitStatus:
     from .report import write_report
 
-    out.print(f"report: {write_report(Path(args.run_dir))}")
-    return 0
+    run_dir = Path(args.run_dir)
+    report = write_report(run_dir)
+    summary = _summary(run_dir)
+    failed = summary[summary["failed"] > 0] if not summary.empty else summary
+    args.doc.update(
+        run_dir=str(run_dir), report={"markdown": str(report), "html": str(report.with_suffix(".html"))},
+        cells={"cells": len(summary), "repetitions": int(summary["repetitions"].sum()) if not summary.empty else 0,
+               "failed": int(summary["failed"].sum()) if not summary.empty else 0},
+        failures=[{"cell": r["cell"], "failed": int(r["failed"]), "errors": r["errors"]} for _, r in failed.iterrows()],
+        summary=_records(summary),
+    )
+    out.print(f"report: {report.with_suffix('.html')} (and {report.name}, summary.csv, plots/)")
+    return ExitStatus.OK
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
+def cmd_compare(args: argparse.Namespace) -> ExitStatus:
     from .compare import compare_runs
 
     comparison = compare_runs(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None)
-    comparison.render(out)
-    return 0
+    args.doc.update(
+        run_a=comparison.run_a, run_b=comparison.run_b, out_dir=str(comparison.out_dir),
+        files=[str(p) for p in comparison.files()], rows=_records(comparison.table),
+        only_in_a=comparison.only_in_a, only_in_b=comparison.only_in_b,
+        config_differences=comparison.config_differences, host_differences=comparison.host_differences,
+    )
+    show_comparison(comparison)
+    return ExitStatus.OK
 
 
-def cmd_lab(args: argparse.Namespace) -> int:
+def show_comparison(comparison) -> None:
+    from .compare import TEXT_COLUMNS
+
+    grid = Table(title=f"B = {comparison.run_b}  vs  A = {comparison.run_a}")
+    for name in TEXT_COLUMNS:
+        grid.add_column(name, justify="right" if name in ("A", "B", "B/A [95% CI]") else "left",
+                        no_wrap=name == "cell")
+    for row in comparison.text_rows():
+        grid.add_row(*(escape(str(c)) for c in row))
+    out.print(grid)
+    for title, lines in comparison.difference_sections():
+        if lines:
+            out.print(f"[bold]{title}[/bold]")
+            for line in lines:
+                out.print(f"  {line}", markup=False, highlight=False)
+    if not comparison.config_differences:
+        out.print("The two runs' configs are the same.")
+    for path in comparison.files():
+        console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+def cmd_lab(args: argparse.Namespace) -> ExitStatus:
     from . import lab
 
     given = {"mtu": args.mtu, "delay_ms": args.delay_ms, "rate_mbit": args.rate_mbit}
@@ -236,7 +446,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     elif args.action == "down":
         for item in lab.down(options):
             console.print(f"removed {item}")
-        return 0
+        return ExitStatus.OK
     else:
         status = lab.status(options)
     grid = Table(title="lab")
@@ -245,33 +455,63 @@ def cmd_lab(args: argparse.Namespace) -> int:
     for row in status.rows:
         grid.add_row(row.name, row.kind, row.state, row.detail)
     out.print(grid)
-    return 0
+    return ExitStatus.OK
 
 
-def cmd_init(args: argparse.Namespace) -> int:
+def cmd_init(args: argparse.Namespace) -> ExitStatus:
     from .scaffold import init
 
     for path in init(Path(args.directory), force=args.force):
         console.print(f"wrote {path}")
     console.print(f"next: fill in {Path(args.directory) / 'inventory.yml'}, then: orchestrate check configs/smoke.yml")
-    return 0
+    return ExitStatus.OK
+
+
+DESCRIPTION = """\
+Measure what data copies cost on the socket send path (two_copy, one_copy, zero_copy, sendfile)
+between two hosts, with perf counters, and turn the raw files into results.csv and a report."""
+
+EXAMPLES = """\
+examples:
+  orchestrate run --dry-run configs/full.yml    what a run would do, and how long it would take
+  orchestrate run configs/quick.yml             run it; the report is results/<run-id>/report.html
+  orchestrate run --resume results/<run-id>     finish an interrupted run
+  orchestrate check configs/full.yml --inventory lab.yml   reach the hosts, check what a run needs
+  orchestrate report results/<run-id> --json    (re)write the report; print a JSON summary
+  orchestrate compare results/<A> results/<B>   the same cells of two runs side by side
+  orchestrate lab up --prefix orch              two hosts made of network namespaces (root)
+  orchestrate completion bash > ~/.local/share/bash-completion/completions/orchestrate
+"""
+
+
+def exit_status_help() -> str:
+    """The exit statuses, from the one enum, for --help's epilog."""
+    return "exit status:\n" + "\n".join(f"  {int(status):>3}  {EXIT_MEANINGS[status]}" for status in ExitStatus)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="orchestrate", description=DESCRIPTION,
+                                     epilog=EXAMPLES + "\n" + exit_status_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"orchestrate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_inventory(p: argparse.ArgumentParser) -> None:
         p.add_argument("--inventory", default="inventory.yml", help="hosts file (default: ./inventory.yml)")
 
+    def with_output(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON document on stdout (run folder, cell counts, failures, summary rows, "
+                            "exit status); human output goes to stderr")
+        p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (and --json's document)")
+
     p = commands.add_parser("init", help="write an example inventory.yml and the shipped configs/ into a folder")
-    p.add_argument("directory", nargs="?", default=".", help="where to write them (default: .)")
+    p.add_argument("directory", nargs="?", default=".", help="where to write them (default: .)").complete = shtab.DIRECTORY
     p.add_argument("--force", action="store_true", help="overwrite files that are already there")
     p.set_defaults(handler=cmd_init)
 
     p = commands.add_parser("run", help="run an experiment and collect its results")
-    p.add_argument("config", nargs="?", help="experiment file, such as configs/full.yml")
+    p.add_argument("config", nargs="?", help="experiment file, such as configs/full.yml").complete = shtab.FILE
     with_inventory(p)
     p.add_argument("--results", default="results", help="where run folders go (default: ./results)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run without redoing its finished cells")
@@ -280,50 +520,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="run a plan over the size limit (24 h or 100,000 cells)")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("-v", "--verbose", action="store_true", help="show the full preflight table")
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="print the resolved config, the hosts, the planned cells in order with their seed, and an "
+                        "estimate of the wall time; contact no host")
+    p.add_argument("--check", action="store_true", help="with --dry-run: run preflight on the hosts too")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="the seed that shuffles the cells (default: the config's, or a new one): replays a dry run's order")
+    with_output(p)
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser("check", help="preflight only: reach the hosts and check what a run needs")
-    p.add_argument("config")
+    p.add_argument("config", help="experiment file whose needs are checked, such as configs/full.yml").complete = shtab.FILE
     with_inventory(p)
+    with_output(p)
     p.set_defaults(handler=cmd_check)
 
     p = commands.add_parser("report", help="write report.md, report.html, summary.csv and plots for a run")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a run folder, such as results/<run-id>").complete = shtab.DIRECTORY
+    with_output(p)
     p.set_defaults(handler=cmd_report)
 
     p = commands.add_parser("compare", help="compare two runs cell by cell")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
-    p.add_argument("--out", help="folder for the comparison's table and plot")
+    p.add_argument("run_a", metavar="RUN_A", help="the reference run's folder, such as results/<run-id>").complete = shtab.DIRECTORY
+    p.add_argument("run_b", metavar="RUN_B", help="the run to set against it; ratios are B/A").complete = shtab.DIRECTORY
+    p.add_argument("--out", metavar="DIR", help="folder for compare.md, compare.csv and the plot "
+                   "(default: compare/RUN_A_vs_RUN_B beside RUN_B)")
+    with_output(p)
     p.set_defaults(handler=cmd_compare)
 
     p = commands.add_parser("lab", help="a two-host lab of network namespaces on this machine (root)")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("action", choices=["up", "down", "status"],
+                   help="up: build the lab (again), down: remove it, status: show what exists")
     p.add_argument("--prefix", default="orch", help="name prefix of the namespaces (default: orch)")
     p.add_argument("--inventory-out", default="lab-inventory.yml", help="where lab up writes the lab's inventory")
     p.add_argument("--mtu", type=int, default=None, help="MTU of the data link")
     p.add_argument("--delay-ms", type=float, default=None, help="netem delay on the data link, each way")
-    p.add_argument("--rate-mbit", type=float, default=None, help="netem rate limit on the data link")
+    p.add_argument("--rate-mbit", type=float, default=None,
+                   help="rate limit on the data link, Mbit/s (a tbf qdisc; with --delay-ms, netem's rate)")
     p.add_argument("--bastion", action="store_true", help="a bastion namespace; the hosts' sshds are reachable only through it")
     p.add_argument("--user", metavar="NAME", default=None, help="create an unprivileged account NAME and log in as it")
     p.add_argument("--sudo-perf", action="store_true", help="with --user: a sudoers rule that lets NAME run perf, and only perf")
     p.add_argument("--no-compiler", metavar="ROLE", action="append", default=[], choices=["server", "client"],
                    help="hide the C compilers from that host's sshd and its sessions (repeatable)")
     p.set_defaults(handler=cmd_lab)
+
+    p = commands.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                            description="Print a completion script for orchestrate, generated from its options.",
+                            epilog="bash: orchestrate completion bash > ~/.local/share/bash-completion/completions/orchestrate\n"
+                                   "zsh:  orchestrate completion zsh > ~/.zfunc/_orchestrate  (with fpath+=~/.zfunc)",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
+    p.set_defaults(handler=cmd_completion)
     return parser
+
+
+def cmd_completion(args: argparse.Namespace) -> ExitStatus:
+    # shtab reads the parser itself: completion never falls behind the options.
+    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    return ExitStatus.OK
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    as_json = getattr(args, "json", False)
+    _configure_output(as_json, getattr(args, "quiet", False))
+    args.doc = {"command": args.command}
     try:
-        return args.handler(args)
+        status = ExitStatus(args.handler(args))
     except OrchestrateError as exc:
-        console.print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
-        return exc.exit_code
+        errors.print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
+        status = ExitStatus(exc.exit_code)
+        args.doc["error"] = str(exc)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
-        return 130
+        errors.print("[yellow]interrupted[/]")
+        status = ExitStatus.INTERRUPTED
+    finally:
+        _configure_output(False, False)  # main() called again in one process starts from the defaults
+    if as_json:
+        args.doc.update(exit_status=int(status), exit_meaning=status.meaning)
+        sys.stdout.write(json.dumps(args.doc, indent=2, default=str) + "\n")
+    return int(status)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from rich.console import Console
-from rich.table import Table
 
 from . import derive, plots, stats
+from .errors import NoCommonCells
 from .report import RunData, flatten, load_run
 
 COMPARED_METRICS = (
@@ -42,27 +41,47 @@ class Comparison:
     only_in_a: list[str] = field(default_factory=list)
     only_in_b: list[str] = field(default_factory=list)
     plot_paths: list[Path] = field(default_factory=list)
+    out_dir: Path | None = None
 
-    def render(self, console: Console) -> None:
-        table = Table(title=f"B = {self.run_b}  vs  A = {self.run_a}")
-        for name, justify in (("cell", "left"), ("metric", "left"), ("A", "right"), ("B", "right"),
-                              ("B/A [95% CI]", "right"), ("verdict", "left")):
-            table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for _, row in self.table.iterrows():
-            table.add_row(row["cell"], row["metric"], _mean_ci(row, "a"), _mean_ci(row, "b"), _ratio_text(row),
-                          row["verdict"])
-        console.print(table)
-        for title, lines in (("Config differences", self.config_differences),
-                             ("Host differences", self.host_differences),
-                             ("Cells only in A", self.only_in_a), ("Cells only in B", self.only_in_b)):
-            if lines:
-                console.print(f"[bold]{title}[/bold]")
-                for line in lines:
-                    console.print(f"  {line}", markup=False, highlight=False)
+    def files(self) -> list[Path]:
+        """What was written: compare.md, compare.csv and the plot, all in out_dir."""
+        assert self.out_dir is not None
+        return [self.out_dir / "compare.md", self.out_dir / "compare.csv", *self.plot_paths]
+
+    def text_rows(self) -> list[list[str]]:
+        """The table as people read it: cell, metric, A, B, B/A with its interval, verdict."""
+        return [[row["cell"], row["metric"], _mean_ci(row, "a"), _mean_ci(row, "b"), _ratio_text(row), row["verdict"]]
+                for _, row in self.table.iterrows()]
+
+    def difference_sections(self) -> list[tuple[str, list[str]]]:
+        return [("Config differences", self.config_differences), ("Host differences", self.host_differences),
+                ("Cells only in A", self.only_in_a), ("Cells only in B", self.only_in_b)]
+
+    def markdown(self) -> str:
+        lines = [f"# B = {self.run_b} vs A = {self.run_a}", "",
+                 "Per cell and metric: both means ± the half-width of their 95% intervals, the ratio B/A with its "
+                 "95% interval, and the verdict of Welch's test. compare.csv has the same rows as plain numbers.", ""]
+        lines.append(_markdown_table(TEXT_COLUMNS, self.text_rows()))
+        lines.append("")
+        for title, entries in self.difference_sections():
+            if entries:
+                lines += [f"## {title}", "", *(f"- {entry}" for entry in entries), ""]
         if not self.config_differences:
-            console.print("The two runs' configs are the same.")
-        for path in self.plot_paths:
-            console.print(f"plot: {path}", markup=False, highlight=False)
+            lines += ["The two runs' configs are the same.", ""]
+        if self.plot_paths:
+            lines += ["## Plot", "", f"![Throughput ratio B/A]({self.plot_paths[0].name})", ""]
+        return "\n".join(lines)
+
+
+TEXT_COLUMNS = ["cell", "metric", "A", "B", "B/A [95% CI]", "verdict"]
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    def clean(text: object) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows])
 
 
 def _fmt(value: float) -> str:
@@ -170,21 +189,34 @@ def _ratio_plot(table: pd.DataFrame, run_a: str, run_b: str) -> Figure:
     return fig
 
 
+def default_out_dir(run_a: Path, run_b: Path) -> Path:
+    """`compare/<A>_vs_<B>/` beside run B's folder: named after both runs, and inside neither."""
+    return Path(run_b).parent / "compare" / f"{Path(run_a).name}_vs_{Path(run_b).name}"
+
+
 def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Comparison:
-    """Compare two run folders; the plot goes to out_dir, by default `RUN_B/compare/<RUN_A name>/`."""
+    """Compare two run folders; writes compare.md, compare.csv and the plot into out_dir
+    (default: `default_out_dir`). Raises NoCommonCells, writing nothing, when they share no cell."""
     a, b = load_run(Path(run_a)), load_run(Path(run_b))
+    cells_a, cells_b = set(a.results["cell_id"].map(stats.cell_key)), set(b.results["cell_id"].map(stats.cell_key))
+    if not cells_a & cells_b:
+        raise NoCommonCells(f"{a.path.name} and {b.path.name} share no cell: nothing to compare "
+                            f"(A has {len(cells_a)} cells, B has {len(cells_b)}; cells are named like "
+                            f"{min(cells_a or cells_b or {'?'})})")
     rows_a, rows_b = _ok_rows(a), _ok_rows(b)
     table = _compare_cells(rows_a, rows_b)
-    cells_a, cells_b = set(a.results["cell_id"].map(stats.cell_key)), set(b.results["cell_id"].map(stats.cell_key))
     host_differences = []
     for role in ("server", "client"):
         host_differences += _differences(a.hosts.get(role, {}), b.hosts.get(role, {}), f"{role}.")
+    out = Path(out_dir) if out_dir is not None else default_out_dir(a.path, b.path)
     comparison = Comparison(
         run_a=a.run_id, run_b=b.run_id, table=table,
         config_differences=_differences(a.config, b.config, ""),
         host_differences=host_differences,
         only_in_a=sorted(cells_a - cells_b), only_in_b=sorted(cells_b - cells_a),
+        out_dir=out,
     )
-    out = Path(out_dir) if out_dir is not None else b.path / "compare" / a.path.name
     comparison.plot_paths = plots.save(_ratio_plot(table, a.run_id, b.run_id), out, "compare_throughput")
+    (out / "compare.csv").write_text(table.to_csv(index=False))
+    (out / "compare.md").write_text(comparison.markdown())
     return comparison

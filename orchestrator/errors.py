@@ -1,22 +1,53 @@
 """The one exception family, and the exit status each kind maps to at the CLI."""
 
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Every status `orchestrate` exits with; `--help` and README's "Exit status" list them."""
+
+    OK = 0
+    CELLS_FAILED = 1  # the run finished, but some cells failed (also: an unexpected error)
+    BAD_ARGUMENT = 2  # a bad experiment or inventory file, option or folder: nothing ran
+    HOST_FAILED = 3  # a host could not be reached, or preflight found problems
+    LAB_FAILED = 4  # the namespace lab could not be built, inspected or removed
+    DISK_FULL = 5  # a run file could not be written on this machine (full disk, quota, I/O error)
+    NO_COMMON_CELLS = 6  # compare: the two runs share no cell
+    INTERRUPTED = 130  # Ctrl-C: agents stopped, finished cells kept
+
+    @property
+    def meaning(self) -> str:
+        return EXIT_MEANINGS[self]
+
+
+EXIT_MEANINGS = {
+    ExitStatus.OK: "success",
+    ExitStatus.CELLS_FAILED: "the run finished, but some cells failed or were degraded",
+    ExitStatus.BAD_ARGUMENT: "a bad experiment or inventory file, option or folder; nothing ran",
+    ExitStatus.HOST_FAILED: "a host could not be reached, or preflight found problems",
+    ExitStatus.LAB_FAILED: "the namespace lab failed",
+    ExitStatus.DISK_FULL: "a run file could not be written on this machine (full disk, I/O error)",
+    ExitStatus.NO_COMMON_CELLS: "compare: the two runs share no cell",
+    ExitStatus.INTERRUPTED: "interrupted (Ctrl-C); finished cells are kept",
+}
+
 
 class OrchestrateError(Exception):
     """Base of every error a user can cause or meet; the CLI prints it without a traceback."""
 
-    exit_code = 1
+    exit_code = ExitStatus.CELLS_FAILED
 
 
 class ConfigError(OrchestrateError):
     """A bad experiment or inventory file, or a bad option: nothing has run yet."""
 
-    exit_code = 2
+    exit_code = ExitStatus.BAD_ARGUMENT
 
 
 class HostError(OrchestrateError):
     """A host that cannot be reached, or a remote command that failed or timed out."""
 
-    exit_code = 3
+    exit_code = ExitStatus.HOST_FAILED
 
     def __init__(self, host: str, message: str):
         super().__init__(f"{host}: {message}")
@@ -26,7 +57,7 @@ class HostError(OrchestrateError):
 class PreflightError(OrchestrateError):
     """Preflight found problems; the run did not start."""
 
-    exit_code = 3
+    exit_code = ExitStatus.HOST_FAILED
 
 
 class CellError(OrchestrateError):
@@ -36,21 +67,27 @@ class CellError(OrchestrateError):
 class RunFailed(OrchestrateError):
     """The run finished, but some cells failed."""
 
-    exit_code = 1
+    exit_code = ExitStatus.CELLS_FAILED
 
 
 class LabError(OrchestrateError):
     """The namespace lab could not be built, inspected or removed."""
 
-    exit_code = 4
+    exit_code = ExitStatus.LAB_FAILED
 
 
 class DiskError(OrchestrateError):
     """A run file could not be written or read back on this machine: a full disk, a quota, an
     I/O error. Nothing half-written is left behind; the run can be finished once there is room."""
 
-    exit_code = 5
+    exit_code = ExitStatus.DISK_FULL
 
 
 class UnsafeWorkdir(PreflightError):
     """A workdir (or a path we use in it) that another account could have planted or can change."""
+
+
+class NoCommonCells(OrchestrateError):
+    """compare: the two runs have no cell in common, so there is nothing to set side by side."""
+
+    exit_code = ExitStatus.NO_COMMON_CELLS

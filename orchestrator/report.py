@@ -7,6 +7,7 @@ says the question is not answerable rather than guessing.
 
 from __future__ import annotations
 
+import base64
 import html
 import ipaddress
 import json
@@ -21,7 +22,7 @@ import pandas as pd
 import yaml
 
 from . import derive, plots, stats
-from .errors import OrchestrateError
+from .errors import ConfigError, OrchestrateError
 from .files import disk_error, write_atomic
 from .table import ResultsError, repair_torn_tail
 from .units import format_size
@@ -69,7 +70,7 @@ def load_run(run_dir: Path) -> RunData:
     """A run folder's results, config, inventory and host facts; missing facts are noted, not fatal."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ResultsError(f"{run_dir}: no such run folder")
+        raise ConfigError(f"{run_dir}: no such run folder")  # a bad argument (exit 2), not a bad run
     results = derive.read_results(run_dir / "results.csv")
     notes: list[str] = []
     config = _read_yaml(run_dir / "config.yml", notes)
@@ -613,6 +614,13 @@ def _q_threads_and_contention(summary: pd.DataFrame, user: UserSpaceOnly = UserS
         rows.append(row)
     lines.append(f"Median change from {low} to {high} threads, over message sizes:")
     lines += ["", _table(["mode", *(label for _, label in metrics)], rows), ""]
+    spans = []
+    for index, (_, label) in enumerate(metrics):
+        ratios = [float(row[1 + index][1:].replace(",", "")) for row in rows if str(row[1 + index]).startswith("×")]
+        if ratios:
+            spans.append(f"{label} ×{_num(min(ratios))}" + (f" to ×{_num(max(ratios))}" if len(ratios) > 1 else ""))
+    if spans:
+        lines.append(f"- From {low} to {high} threads, over the modes: {'; '.join(spans)}.")
     if all(_counted(stream, m) for m, _ in metrics[:2]):
         lines.append("- Reading: misses per KiB that rise with threads point at contention for a shared cache "
                      "(LLC); per-byte counts that stay flat mean each connection keeps to its own working set.")
@@ -623,17 +631,55 @@ def _q_threads_and_contention(summary: pd.DataFrame, user: UserSpaceOnly = UserS
     return lines + [""]
 
 
+def _questions(summary: pd.DataFrame, run: RunData) -> list[list[str]]:
+    """Each question's lines, its `### ` heading first."""
+    user = user_space_only(run.results)
+    return [_q_zero_vs_one(summary, user), _q_thread_scaling(summary, run), _q_zero_copy_real(summary, run),
+            _q_vs_two_copy(summary, user), _q_cache_level(summary, user), _q_threads_and_contention(summary, user)]
+
+
 def _questions_section(summary: pd.DataFrame, run: RunData) -> str:
     if summary.empty:
         return f"## The study's questions\n\n{NOT_ANSWERABLE}: no cell succeeded.\n"
     lines = ["## The study's questions", ""]
-    user = user_space_only(run.results)
-    lines += _q_zero_vs_one(summary, user)
-    lines += _q_thread_scaling(summary, run)
-    lines += _q_zero_copy_real(summary, run)
-    lines += _q_vs_two_copy(summary, user)
-    lines += _q_cache_level(summary, user)
-    lines += _q_threads_and_contention(summary, user)
+    for question in _questions(summary, run):
+        lines += question
+    return "\n".join(lines)
+
+
+def _short_answer(lines: list[str]) -> str:
+    """One line for the summary, quoted from a question's full answer: its verdict bullets, joined."""
+    body = [line for line in lines[1:] if line.strip()]
+    refusal = next((line for line in body if NOT_ANSWERABLE in line and not line.startswith("-")), None)
+    if refusal:
+        return refusal
+    picked, label = [], ""
+    for line in body:
+        text = line.strip()
+        if not text.startswith("- ") or text.startswith(("- Caveat", "- Reading")):
+            continue
+        text = text[2:]
+        if text.startswith("**") and text.endswith("**"):  # a sub-heading such as **one_copy vs two_copy**
+            label = text.strip("*") + ": "
+            continue
+        if line.startswith("  ") and not label:
+            continue
+        picked.append(label + text.rstrip("."))
+        label = ""
+    return "; ".join(picked[:3]) + "." if picked else "see below."
+
+
+def _summary_section(run: RunData, summary: pd.DataFrame) -> str:
+    """The answer first: each question in one line, per combination of varied parameters."""
+    lines = ["## What this run shows", ""]
+    if summary.empty:
+        return "\n".join(lines + [f"{NOT_ANSWERABLE}: no cell succeeded.", ""])
+    for label, group in variants(summary):
+        if label:
+            lines += [f"**With {label}**", ""]
+        for question in _questions(group, run):
+            lines.append(f"- *{question[0].removeprefix('### ')}* {_short_answer(question)}")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -703,6 +749,7 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, l
         "",
         f"{cells} cells, {rows} cell repetitions, from `{run.path.name}/results.csv`; one row per cell in `summary.csv`.",
         "",
+        _summary_section(run, summary),
         _setup_section(run),
         METHOD,
         _caveats_section(run, summary),
@@ -723,19 +770,130 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, l
     return "\n".join(parts)
 
 
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45;
+       background: #fff; color: #111; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #bbb; padding: 0.25rem 0.5rem; text-align: left; }
+th { background: #eee; }
+th.sortable { cursor: pointer; user-select: none; }
+th.sortable::after { content: " \\2195"; color: #999; }
+th[aria-sort=ascending]::after { content: " \\2191"; color: #000; }
+th[aria-sort=descending]::after { content: " \\2193"; color: #000; }
+figure { margin: 1rem 0; }
+figure img { max-width: 100%; height: auto; }
+figcaption { font-weight: 600; }
+pre { background: #f5f5f5; padding: 0.75rem; overflow-x: auto; }
+details { margin: 0.75rem 0; }
+details > summary { cursor: pointer; font-weight: 600; font-size: 1.1rem; }
+.headline { border: 1px solid #ddd; padding: 0.5rem; }
+@media print {
+  body { max-width: none; margin: 0; background: #fff; color: #000; font-size: 10pt; }
+  figure { break-inside: avoid; page-break-inside: avoid; }
+  figure img { width: 100%; }
+  table { break-inside: auto; }
+  tr { break-inside: avoid; }
+  th.sortable::after { content: ""; }
+  details > summary { list-style: none; }
+}
+"""
+
+# Hand-written rather than a library: the page must work offline, attached to a mail, with no CDN.
+HTML_SCRIPT = """
+(function () {
+  var UNITS = {B: 1, KiB: 1024, MiB: 1048576, GiB: 1073741824};
+  function key(text) {
+    var t = text.trim().replace(/^[\u00d7x]/, "").replace(/,/g, "");
+    var m = t.match(/^([-+]?[0-9]*\\.?[0-9]+(?:e[-+]?[0-9]+)?)\\s*(B|KiB|MiB|GiB)?/i);
+    if (!m) return null;
+    return parseFloat(m[1]) * (m[2] ? UNITS[m[2]] || 1 : 1);
+  }
+  function sortBy(table, column, th) {
+    var body = table.tBodies[0];
+    var ascending = th.getAttribute("aria-sort") !== "ascending";
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[column] ? a.cells[column].textContent : "", y = b.cells[column] ? b.cells[column].textContent : "";
+      var kx = key(x), ky = key(y), order;
+      if (kx !== null && ky !== null) order = kx - ky;
+      else if (kx !== null) order = -1;
+      else if (ky !== null) order = 1;
+      else order = x.localeCompare(y);
+      return ascending ? order : -order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (cell) { cell.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  }
+  document.querySelectorAll("table").forEach(function (table) {
+    if (!table.tHead || !table.tBodies.length) return;
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, column) {
+      th.classList.add("sortable");
+      th.title = "sort by this column";
+      th.addEventListener("click", function () { sortBy(table, column, th); });
+    });
+  });
+  // Collapsed sections would be missing from paper.
+  window.addEventListener("beforeprint", function () {
+    document.querySelectorAll("details").forEach(function (d) { d.open = true; });
+  });
+})();
+"""
+
 HTML_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45; }}
-table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
-th, td {{ border: 1px solid #bbb; padding: 0.25rem 0.5rem; text-align: left; }}
-th {{ background: #eee; }}
-img {{ max-width: 100%; }}
-pre {{ background: #f5f5f5; padding: 0.75rem; overflow-x: auto; }}
-</style></head><body>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{style}</style></head><body>
 {body}
+<script>{script}</script>
 </body></html>
 """
+
+
+def _html(text: str) -> str:
+    return markdown.markdown(text, extensions=["tables", "fenced_code"])
+
+
+def _figure(path: Path, title: str) -> str:
+    """An SVG plot as a data URI: the page carries its images, and each figure keeps its own ids."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/svg+xml;base64,{data}" alt="{html.escape(title)}">'
+            f"<figcaption>{html.escape(title)}</figcaption></figure>")
+
+
+def _collapsed(summary_text: str, body: str, open_: bool = False) -> str:
+    return f"<details{' open' if open_ else ''}><summary>{html.escape(summary_text)}</summary>\n{body}\n</details>"
+
+
+def render_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[str, list[Path]]]) -> str:
+    """The same findings as report.md, answer first: summary, headline figure and problem cells,
+    then per combination the plots and full answers; tables, setup and method collapsed."""
+    cells, rows = len(summary), len(run.results)
+    parts = [f"<h1>{html.escape(f'Run {run.run_id}')}</h1>",
+             _html(f"{cells} cells, {rows} cell repetitions, from `{run.path.name}/results.csv`; "
+                   "one row per cell in `summary.csv`.")]
+    parts.append(_html(_summary_section(run, summary)))
+    headline = next((paths for by_name in plot_paths.values() for name, paths in by_name.items()
+                     if name == "throughput_vs_size"), None)
+    if headline:
+        svg = next(p for p in headline if p.suffix == ".svg")
+        parts.append(f'<div class="headline">{_figure(svg, PLOT_TITLES["throughput_vs_size"])}</div>')
+    parts.append(_html(_problems_section(summary)))
+    parts.append(_html(_caveats_section(run, summary)))
+    for label, group in variants(summary):
+        if label:
+            parts.append(f"<h1>{html.escape(f'With {label}')}</h1>")
+        parts.append("<h2>Plots</h2>")
+        for name, paths in plot_paths.get(label, {}).items():
+            svg = next(p for p in paths if p.suffix == ".svg")
+            parts.append(_figure(svg, PLOT_TITLES.get(name, name)))
+        parts.append(_html(_questions_section(group, run)))
+        tables = (_stream_tables(group) + "\n" + _rr_table(group)) if not group.empty else "No cells.\n"
+        parts.append(_collapsed("Tables: every cell (click a column to sort)", _html(tables)))
+    parts.append(_collapsed("Setup: hosts, link and config", _html(_setup_section(run).removeprefix("## Setup\n"))))
+    parts.append(_collapsed("How the numbers are made", _html(METHOD.split("\n", 1)[1])))
+    return HTML_PAGE.format(title=html.escape(f"Run {run.run_id}"), style=HTML_STYLE, script=HTML_SCRIPT,
+                            body="\n".join(parts))
 
 
 def write_report(run_dir: Path) -> Path:
@@ -760,6 +918,5 @@ def write_report(run_dir: Path) -> Path:
     text = render_markdown(run, summary, written)
     report = run.path / "report.md"
     write_atomic(report, text, redo=redo)
-    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
-    write_atomic(run.path / "report.html", HTML_PAGE.format(title=html.escape(f"Run {run.run_id}"), body=body), redo=redo)
+    write_atomic(run.path / "report.html", render_html(run, summary, written), redo=redo)
     return report

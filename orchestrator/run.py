@@ -268,7 +268,7 @@ def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> R
     results = table.ResultsTable(state.run_dir / "results.csv", resume=state.run_dir)
     if results.torn is not None:
         progress.stage(f"results.csv ended in a torn row (kept in {results.torn.name}): that cell runs again")
-    done = _finished_cell_ids(state.run_dir / "results.csv")
+    done = finished_cell_ids(state.run_dir / "results.csv")
     todo = [c for c in state.plan.cells if c.cell_id not in done]
     outcome = RunOutcome(state.run_dir, skipped=len(state.plan.cells) - len(todo))
     progress.start(len(state.plan.cells), outcome.skipped)
@@ -334,7 +334,7 @@ def set_aside_unfinished(state: RunState) -> list[str]:
     return redo
 
 
-def _finished_cell_ids(path: Path) -> set[str]:
+def finished_cell_ids(path: Path) -> set[str]:
     if not path.exists() or path.stat().st_size == 0:
         return set()
     return set(table.read_results(path)["cell_id"])

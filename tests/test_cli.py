@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -12,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import build_parser
+from orchestrator.errors import ExitStatus
 
 from .conftest import ROOT
 from .test_config import expected_message
@@ -128,3 +132,207 @@ def test_hostile_config_is_refused_within_5s_with_the_file_named(kind, tmp_path)
     assert "Traceback" not in done.stderr
     assert len(done.stderr) < 3000
     assert time.monotonic() - started < 5
+
+
+RUNS = ROOT / "tests" / "fixtures" / "runs"
+
+
+def test_compare_writes_its_files_and_says_where(tmp_path):
+    a, b = RUNS / "20261120T101500Z-lab-hw-a1b2", RUNS / "20261124T180000Z-lab-hw2-c3d4"
+    done = orchestrate("compare", str(a), str(b), "--out", str(tmp_path / "cmp"))
+    assert done.returncode == 0, done.stderr
+    for name in ("compare.md", "compare.csv", "compare_throughput.png", "compare_throughput.svg"):
+        assert f"wrote {tmp_path / 'cmp' / name}" in done.stderr
+        assert (tmp_path / "cmp" / name).stat().st_size > 0
+    assert "stream-one_copy-65536B-4t" in done.stdout and "B better" in done.stdout
+
+
+def test_compare_of_runs_with_no_cell_in_common_exits_6(tmp_path):
+    a = RUNS / "20261120T101500Z-lab-hw-a1b2"
+    b = Path(shutil.copytree(RUNS / "20261125T231027Z-variants-85df", tmp_path / "b"))
+    done = orchestrate("compare", str(a), str(b), "--out", str(tmp_path / "cmp"))
+    assert done.returncode == 6, done.stderr
+    assert "share no cell" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_report_json_is_one_document_on_stdout(tmp_path):
+    run_dir = Path(shutil.copytree(RUNS / "20261120T101500Z-lab-hw-a1b2", tmp_path / "run"))
+    done = orchestrate("report", str(run_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["command"] == "report" and doc["run_dir"] == str(run_dir)
+    assert doc["exit_status"] == 0 and doc["exit_meaning"] == "success"
+    assert doc["cells"] == {"cells": 54, "repetitions": 162, "failed": 1}
+    assert doc["failures"] == [{"cell": "stream-one_copy-4096B-2t", "failed": 1, "errors": doc["failures"][0]["errors"]}]
+    assert len(doc["summary"]) == 54 and doc["summary"][0]["throughput_gbps_mean"] > 0
+    assert Path(doc["report"]["html"]).exists()
+    assert f"report: {run_dir / 'report.html'}" in done.stderr  # the human line, on stderr
+
+
+def test_errors_under_json_are_in_the_document_too(tmp_path):
+    done = orchestrate("compare", str(RUNS / "20261120T101500Z-lab-hw-a1b2"), str(RUNS / "20261125T231027Z-variants-85df"),
+                       "--out", str(tmp_path / "cmp"), "--json")
+    doc = json.loads(done.stdout)
+    assert done.returncode == doc["exit_status"] == ExitStatus.NO_COMMON_CELLS
+    assert "share no cell" in doc["error"] and "share no cell" in done.stderr
+
+
+def test_quiet_prints_nothing_but_errors(tmp_path):
+    run_dir = Path(shutil.copytree(RUNS / "20261125T090000Z-vm-e5f6", tmp_path / "run"))
+    done = orchestrate("report", str(run_dir), "-q")
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+    assert (run_dir / "report.html").exists()
+    done = orchestrate("report", str(tmp_path / "nope"), "-q")
+    assert done.returncode == 2 and "no such run folder" in done.stderr
+
+
+def test_piped_output_is_not_wrapped_even_in_a_narrow_terminal(tmp_path):
+    deep = tmp_path / ("a-long-folder-name-" * 4) / "run"
+    run_dir = Path(shutil.copytree(RUNS / "20261125T090000Z-vm-e5f6", deep))
+    done = subprocess.run([*ORCHESTRATE, "compare", str(run_dir), str(run_dir), "--out", str(tmp_path / "c")],
+                          capture_output=True, text=True, env={**ENV, "COLUMNS": "40"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {tmp_path / 'c' / 'compare.md'}\n" in done.stderr  # the whole path on one line
+    # The longest cell name, whole on its line, where a 40-column terminal would cut it.
+    assert "│ stream-zero_copy-65536B-1t (A: zero_copy: copied (not zero-copy); B: zero_copy: copied (not zero-copy)) │" \
+        in done.stdout
+    assert "…" not in done.stdout
+    assert "\x1b[" not in done.stdout + done.stderr  # no colour
+
+
+def test_every_exit_status_is_listed_in_help_and_readme():
+    helped = orchestrate("--help").stdout
+    readme = (ROOT / "README.md").read_text()
+    for status in ExitStatus:
+        assert f"{int(status):>3}  {status.meaning}" in helped
+        assert f"| {int(status)} | " in readme
+    assert ExitStatus.DISK_FULL == 5 and ExitStatus.BAD_ARGUMENT == 2  # argparse's own status for bad options
+
+
+def test_help_is_written_for_users():
+    helped = orchestrate("--help").stdout
+    assert "the work is in the library" not in helped
+    assert "Measure what data copies cost" in helped
+    assert "orchestrate run --dry-run configs/full.yml" in helped and "examples:" in helped
+    assert "tbf" in orchestrate("lab", "--help").stdout
+
+
+def test_every_positional_argument_has_help():
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    checked = 0
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if not action.option_strings:
+                assert action.help, f"{name} {action.dest}"
+                checked += 1
+    assert checked >= 6
+
+
+def test_bash_completion_completes_commands_and_choices():
+    script = orchestrate("completion", "bash")
+    assert script.returncode == 0 and "complete -o bashdefault -F _shtab_orchestrate orchestrate" in script.stdout
+
+    def complete(*words: str) -> list[str]:
+        line = "; ".join([
+            "source /dev/stdin",
+            f"COMP_WORDS=(orchestrate {' '.join(repr(w) for w in words)})",
+            f"COMP_CWORD={len(words)}",
+            f"_shtab_orchestrate orchestrate {words[-1]!r} {(['orchestrate', *words])[-2]!r}",
+            'printf "%s\\n" "${COMPREPLY[@]}"',
+        ])
+        done = subprocess.run(["bash", "-c", line], input=script.stdout, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("co") == ["compare", "completion"]
+    assert complete("lab", "") == ["up", "down", "status"]
+    assert complete("run", "--no-r") == ["--no-report"]
+    assert "--dry-run" in complete("run", "--d")
+    zsh = orchestrate("completion", "zsh")
+    assert zsh.returncode == 0 and zsh.stdout.startswith("#compdef orchestrate")
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
+    inventory = tmp_path / "inventory.yml"  # hosts that do not exist: any contact would fail
+    inventory.write_text("server: {host: 198.18.255.253, data_address: 198.18.0.1, workdir: /nonexistent/s}\n"
+                         "client: {host: 198.18.255.254, data_address: 198.18.0.2, workdir: /nonexistent/c}\n")
+    done = orchestrate("run", "--dry-run", str(ROOT / "configs" / "full.yml"), "--inventory", str(inventory),
+                       "--results", str(tmp_path / "results"))
+    assert done.returncode == 0, done.stderr
+    assert "name: lab-study" in done.stdout and "repetitions: 3" in done.stdout  # the resolved config
+    assert "server: 198.18.255.253, data address 198.18.0.1" in done.stdout
+    assert "plan: 144 cells, order shuffled, seed " in done.stdout
+    assert "   144  stream-" in done.stdout
+    # 144 cells × (2 s warm-up + 10 s + overhead), plus setup and report: about half an hour.
+    assert "estimate: 29 min " in done.stdout
+    assert "no host was contacted" in done.stderr
+    assert not (tmp_path / "results").exists()
+    assert orchestrate("run", "--check", str(ROOT / "configs" / "full.yml")).returncode == 2
+    # The order shown comes back with the seed it names.
+    seed = re.search(r"add --seed (\d+)", done.stdout).group(1)
+    again = orchestrate("run", "--dry-run", str(ROOT / "configs" / "full.yml"), "--inventory", str(inventory), "--seed", seed)
+    assert f"seed {seed} (from --seed)" in again.stdout
+    order = [line for line in done.stdout.splitlines() if re.match(r"^ +\d+  stream-", line)]
+    assert len(order) == 144 and order == [line for line in again.stdout.splitlines() if re.match(r"^ +\d+  stream-", line)]
+    assert orchestrate("run", "--dry-run", "x.yml", "--seed", "-1").returncode == 2
+
+
+def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_cell_time(monkeypatch):
+    import io
+    import time as clock
+
+    from rich.console import Console
+
+    from orchestrator import cli
+    from orchestrator.cells import CellOutcome
+    from orchestrator.plan import Cell
+
+    screen = Console(file=io.StringIO(), force_terminal=True, width=200, color_system=None)
+    monkeypatch.setattr(cli, "console", screen)
+
+    def cell(mode: str, size: int, threads: int, rep: int, **extra) -> Cell:
+        params = dict(workload="stream", mode=mode, message_size=size, threads=threads, fields=8, sender="server",
+                      nodelay=True, sndbuf=0, rcvbuf=0, repetition=rep, varied=("mode", "message_size", "threads"))
+        params.update(extra)
+        return Cell(**params)
+
+    assert cli.describe_cell(cell("zero_copy", 65536, 4, 2), 3) == "zero_copy 64KiB ×4, rep 2/3"
+    assert cli.describe_cell(cell("one_copy", 1024, 1, 1, workload="rr", sender="client",
+                                  varied=("workload", "mode", "sender")), 1) == "rr one_copy 1KiB ×1, sender=client, rep 1/1"
+    # 4 cells left after this one at 3 s each, 1 s into this one: 4 × 3 + 2.
+    assert cli.eta_seconds(3.0, 4, current_started=100.0, now=101.0) == 14.0
+    assert cli.eta_seconds(3.0, 4, current_started=100.0, now=110.0) == 12.0  # an overrun cell counts as done
+
+    progress = cli.TerminalProgress(per_cell_s=12.1, repetitions=3)
+    progress.start(total=10, done=2)  # a resumed run: two cells already done
+    try:
+        task = progress.bar.tasks[0]
+        first = cell("zero_copy", 65536, 4, 2)
+        progress.cell_started(first)
+        assert task.description == "zero_copy 64KiB ×4, rep 2/3"
+        assert task.fields["after_current"] == 7 and task.fields["per_cell_s"] == 12.1
+        eta = cli.CellEta().render(task).plain
+        assert eta in ("ETA 1 min 37 s", "ETA 1 min 36 s")  # 7 × 12.1 + 12.1, from the measured figure
+        progress.cell_finished(CellOutcome(first, Path("."), "agent exited 1", 1.0))
+        assert task.completed == 3 and task.fields["failed_text"] == "[red]1 failed[/]"
+        # Now this run's own time per cell: about the few milliseconds this test took.
+        assert progress.per_cell_s < 1.0 and task.fields["per_cell_s"] == progress.per_cell_s
+        progress.bar.refresh()
+    finally:
+        progress.stop()
+    shown = screen.file.getvalue()
+    assert "zero_copy 64KiB ×4, rep 2/3" in shown and "1 failed" in shown and "3/10" in shown
+    assert "✗ stream-zero_copy-65536B-4t-r2: agent exited 1" in shown
+
+
+def test_check_json_lists_the_findings(tmp_path):
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(f"server: {{host: local, workdir: {tmp_path / 'work'}}}\nclient: {{host: local, workdir: {tmp_path / 'work'}}}\n")
+    done = orchestrate("check", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(inventory), "--json")
+    doc = json.loads(done.stdout)
+    assert doc["command"] == "check" and done.returncode == doc["exit_status"] in (0, 3)
+    assert doc["problems"] == sum(not f["ok"] for f in doc["findings"])
+    assert {f["host"].split()[0] for f in doc["findings"]} == {"server", "client"}
+    assert "preflight" in done.stderr  # the table, for people, on stderr

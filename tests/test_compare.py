@@ -1,8 +1,12 @@
+import re
+import shutil
 from pathlib import Path
 
-from rich.console import Console
+import pandas as pd
+import pytest
 
 from orchestrator import compare
+from orchestrator.errors import ExitStatus, NoCommonCells
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 A = RUNS / "20261120T101500Z-lab-hw-a1b2"
@@ -41,23 +45,38 @@ def test_compare_different_matrices_says_where(tmp_path):
     assert "cycles_per_byte" not in set(result.table["metric"])
 
 
-def test_render_prints_table_and_differences(tmp_path):
+def test_the_comparison_is_saved_as_markdown_and_csv(tmp_path):
     result = compare.compare_runs(A, B, tmp_path)
-    console = Console(record=True, width=200)
-    result.render(console)
-    text = console.export_text()
-    assert "stream-two_copy-1024B-1t" in text
-    assert "Config differences" in text and "duration: A 8.0, B 6.0" in text
-    assert "B better" in text
+    assert result.files() == [tmp_path / "compare.md", tmp_path / "compare.csv", *result.plot_paths]
+    text = (tmp_path / "compare.md").read_text()
+    assert "| stream-two_copy-1024B-1t | throughput_gbps |" in text
+    assert "## Config differences" in text and "- duration: A 8.0, B 6.0" in text
+    assert "B better" in text and "](compare_throughput.png)" in text
+    saved = pd.read_csv(tmp_path / "compare.csv")
+    assert len(saved) == len(result.table) > 10
+    assert saved["ratio"].tolist() == pytest.approx(result.table["ratio"].tolist())
 
 
-def test_default_output_folder_is_inside_run_b(tmp_path):
-    import shutil
-
+def test_default_output_folder_is_named_after_both_runs(tmp_path):
     a = Path(shutil.copytree(A, tmp_path / A.name))
     b = Path(shutil.copytree(B, tmp_path / B.name))
     result = compare.compare_runs(a, b)
-    assert result.plot_paths[0].parent == b / "compare" / a.name
+    assert result.out_dir == tmp_path / "compare" / f"{a.name}_vs_{b.name}"
+    assert all(path.parent == result.out_dir and path.stat().st_size > 0 for path in result.files())
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in A.iterdir())  # runs untouched
+    assert sorted(p.name for p in b.iterdir()) == sorted(p.name for p in B.iterdir())
+
+
+def test_runs_with_no_cell_in_common_are_an_error_of_their_own(tmp_path):
+    b = Path(shutil.copytree(B, tmp_path / "b"))
+    text = (b / "results.csv").read_text()
+    renamed = re.sub(r"(\d+t)-r(\d+)", r"\1-fields=2-r\2", text)
+    assert renamed != text
+    (b / "results.csv").write_text(renamed)
+    with pytest.raises(NoCommonCells, match="share no cell") as caught:
+        compare.compare_runs(A, b, tmp_path / "out")
+    assert caught.value.exit_code == ExitStatus.NO_COMMON_CELLS == 6
+    assert not (tmp_path / "out").exists()
 
 
 def test_copied_zero_copy_is_named_apart_from_real_zero_copy(tmp_path):

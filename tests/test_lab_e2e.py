@@ -346,3 +346,36 @@ def test_a_client_that_cannot_connect_ends_its_cell_at_once(lab_inventory, tmp_p
     # The server's lifetime is 0.2 + 2 + 30 s: the cell ends long before that.
     assert cell["seconds"] < 8, cell
     assert not agents_alive()
+
+
+def test_dry_run_estimate_is_within_10_percent_of_a_real_lab_run(lab_inventory, tmp_path, capsys):
+    """The dry run contacts no host, and its estimate (measured per-cell overhead, setup,
+    build, report) comes within 10% of the wall time of the same run over the lab."""
+    config = tmp_path / "estimate.yml"
+    config.write_text(yaml.safe_dump({
+        "name": "estimate", "matrix": {"mode": ["one_copy", "two_copy"], "threads": [1, 2], "message_size": ["16KiB", "64KiB"]},
+        "duration": "2.5s", "warmup": "0.5s", "seed": 7, "perf": {"events": ["cycles", "context-switches", "task-clock"]},
+    }))
+    inventory = yaml.safe_load(lab_inventory.read_text())
+    # Unreachable hosts would fail any contact: the dry run must not try.
+    unreachable = tmp_path / "unreachable.yml"
+    unreachable.write_text(yaml.safe_dump({role: {**inventory[role], "host": "198.18.255.254"} for role in ("server", "client")}))
+    assert main(["run", "--dry-run", str(config), "--inventory", str(unreachable), "--json", "-q"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["dry_run"] and plan["cells"] == {"planned": 8, "to_run": 8, "done": 0} and len(plan["plan"]) == 8
+    assert plan["seed"] == 7 and plan["hosts"]["server"]["data_address"] == inventory["server"]["data_address"]
+
+    # The estimate assumes a build; make it true for this run.
+    for role in ("server", "client"):
+        subprocess.run(["rm", "-rf", f"{inventory[role]['workdir']}/agents"], check=True)
+    results = tmp_path / "results"
+    started = time.monotonic()
+    code = main(["run", str(config), "--inventory", str(lab_inventory), "--results", str(results), "--json", "-q"])
+    wall = time.monotonic() - started
+    done = json.loads(capsys.readouterr().out)
+    assert code == 0 and done["cells"]["run"] == 8, done
+    saved = json.loads((only_run(results) / "plan.json").read_text())
+    assert [c["cell_id"] for c in saved["cells"]] == plan["plan"]  # the same seed, the same order
+    estimate = plan["estimate"]["total_s"]
+    print(f"dry-run estimate {estimate:.1f} s, real wall time {wall:.1f} s ({(estimate - wall) / wall:+.1%})")
+    assert abs(estimate - wall) <= 0.10 * wall, (estimate, wall)

@@ -1,3 +1,4 @@
+import re
 import shutil
 from pathlib import Path
 
@@ -229,3 +230,24 @@ def test_user_space_only_counts_are_never_passed_off_as_whole(tmp_path):
         after = text.split(f"/{name}.svg)")[1].split("###")[0]
         assert "*User space only:* perf counted user space only on the server" in after
     assert "*User space only:*" not in text.split("/throughput_vs_size.svg)")[1].split("###")[0]
+
+
+def test_html_report_stands_alone_and_opens_with_the_answer(tmp_path):
+    run_dir = run_copy(tmp_path, "20261120T101500Z-lab-hw-a1b2")
+    report.write_report(run_dir)
+    page = (run_dir / "report.html").read_text()
+    # Nothing is fetched: every image is a data URI, no stylesheet or script comes from elsewhere.
+    images = re.findall(r'<img src="([^"]*)"', page)
+    assert len(images) == 1 + len(report.PLOT_TITLES)  # the headline figure, then every plot
+    assert all(src.startswith("data:image/svg+xml;base64,") for src in images)
+    assert not re.search(r'(src|href)="(https?:|//|plots/)', page)
+    # The answer first: the summary, the headline figure and the problem cells come before setup and method.
+    order = [page.index(marker) for marker in (
+        "What this run shows", 'class="headline"', "Failed and unstable cells", "<summary>Tables",
+        "<summary>Setup", "<summary>How the numbers are made")]
+    assert order == sorted(order)
+    summary = page[page.index("What this run shows"):page.index('class="headline"')]
+    assert summary.count("<li>") == 6 and "The largest fall is in <strong>L1</strong> misses" in summary
+    assert "@media print" in page and "addEventListener(\"click\"" in page
+    # The markdown report keeps its sections and its relative plots.
+    assert "## What this run shows" in (run_dir / "report.md").read_text()

@@ -127,3 +127,36 @@ def test_system_wide_perf_scope_counts_the_whole_host(tmp_path):
     assert row["server_task_clock"] / 1000 > row["server_cpu_s"]
     # Both roles on one machine: the report warns that summing the sides counts it twice.
     assert "count the machine twice" in " ".join((run_dir / "report.md").read_text().split())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_json_prints_one_document_and_quiet_nothing_else(tmp_path, capsys):
+    require_tool("cc")
+    config = tmp_path / "two.yml"
+    config.write_text(yaml.safe_dump({
+        "name": "json", "matrix": {"mode": ["one_copy", "two_copy"]}, "message_size": "16KiB", "port": free_port(),
+        "duration": "0.3s", "warmup": "0.1s", "interval": "0.1s", "perf": {"enabled": False},
+    }))
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({
+        "server": {"host": "local", "workdir": str(tmp_path / "work")},
+        "client": {"host": "local", "workdir": str(tmp_path / "work")},
+    }))
+    code = main(["run", str(config), "--inventory", str(inventory), "--results", str(tmp_path / "results"), "--json", "-q"])
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert code == doc["exit_status"] == 0, doc
+    (run_dir,) = (tmp_path / "results").iterdir()
+    assert doc["run_dir"] == str(run_dir) and doc["run_id"] == run_dir.name
+    assert doc["cells"] == {"planned": 2, "run": 2, "skipped": 0, "failed": 0} and doc["failures"] == []
+    assert sorted(r["mode"] for r in doc["summary"]) == ["one_copy", "two_copy"]
+    assert all(r["throughput_gbps_mean"] > 0 for r in doc["summary"])
+    assert Path(doc["report"]["html"]).exists()
+    assert captured.err == ""

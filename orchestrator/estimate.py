@@ -1,0 +1,79 @@
+"""How long a run will take, before it starts: `orchestrate run --dry-run` and the progress bar's ETA.
+
+The orchestrator's own time is measured, not guessed. These are the one place its figures live;
+benchmarks/orchestrator_overhead.py measures them again (README, "Figures measured here"):
+
+- CELL_OVERHEAD_S: per cell in the cell loop, beyond warm-up plus duration: starting the agents
+  over SSH, collecting and checking their files, appending the row. 0.06 s on an idle 2-core VM
+  over SSH to the namespace lab, 0.12 s with the same VM loaded (load average 9); 0.04 s locally.
+- SETUP_S: once per run, before the first cell: connecting, preflight, checking the agent build,
+  the data-path probe (0.2 s of traffic), host facts. 2.4 s on the lab.
+- BUILD_S: compiling the agents, on a host whose workdir has no build of these sources yet
+  (the first run, or after the agents changed). 4.4 s on the lab, both hosts building at once.
+- REPORT_S: writing summary.csv, 14 plots (PNG and SVG) and the report, per set of plots (one,
+  unless the run varies sender, nodelay or buffers). About 6 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Experiment
+
+CELL_OVERHEAD_S = 0.1
+SETUP_S = 2.4
+BUILD_S = 4.4
+REPORT_S = 6.0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    cells: int
+    per_cell_s: float  # warm-up + duration + CELL_OVERHEAD_S
+    setup_s: float  # SETUP_S, plus BUILD_S when a build is expected
+    report_s: float
+
+    @property
+    def cells_s(self) -> float:
+        return self.cells * self.per_cell_s
+
+    @property
+    def total_s(self) -> float:
+        return self.setup_s + self.cells_s + self.report_s
+
+    def breakdown(self) -> str:
+        return (f"setup {self.setup_s:.1f} s + {self.cells} cells × {self.per_cell_s:.2f} s"
+                f" + report {self.report_s:.0f} s")
+
+
+def per_cell_seconds(experiment: Experiment) -> float:
+    """What one cell costs in wall time: its warm-up and measured window, plus our overhead."""
+    return experiment.warmup + experiment.duration + CELL_OVERHEAD_S
+
+
+def estimate(experiment: Experiment, cells: int, *, build: bool = True, report: bool = True,
+             plot_sets: int = 1) -> Estimate:
+    return Estimate(
+        cells=cells, per_cell_s=per_cell_seconds(experiment),
+        setup_s=SETUP_S + (BUILD_S if build else 0.0),
+        report_s=REPORT_S * plot_sets if report else 0.0,
+    )
+
+
+def plot_sets(experiment: Experiment) -> int:
+    """How many sets of plots the report makes: one per combination of the varied extra parameters."""
+    count = 1
+    for key in ("fields", "sender", "nodelay", "sndbuf", "rcvbuf"):
+        count *= len(experiment.dimension(key))
+    return count
+
+
+def human(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"

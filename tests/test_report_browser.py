@@ -1,0 +1,88 @@
+"""report.html opened in a real headless Chromium (Debian's, driven by Playwright): every figure
+loads, the script runs without errors, tables sort, and the study's questions are on the page."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator import report
+
+from .conftest import require
+
+RUNS = Path(__file__).parent / "fixtures" / "runs"
+CHROMIUM = "/usr/bin/chromium"
+QUESTIONS = [
+    "From which message size does zero_copy beat one_copy?",
+    "How does throughput scale with threads?",
+    "Was the zero-copy real, or copied?",
+    "From which size does one_copy beat two_copy, and zero_copy beat two_copy?",
+    "Which cache level's misses fall most, per byte?",
+    "How does thread count interact with cache misses and context switches?",
+]
+
+pytestmark = pytest.mark.integration
+
+
+def test_report_in_a_real_browser(tmp_path):
+    require(Path(CHROMIUM).exists(), "Debian's chromium is not installed (./bootstrap.sh test installs it)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "the playwright package is not installed (pip install -e '.[test]')")
+    # A real recorded run; its report is made here, then moved away from the run folder, so that
+    # nothing on the page can lean on files beside it.
+    run_dir = Path(shutil.copytree(RUNS / "20261125T222925Z-vmcheck-598f", tmp_path / "run"))
+    report.write_report(run_dir)
+    alone = tmp_path / "mailed" / "report.html"
+    alone.parent.mkdir()
+    shutil.move(run_dir / "report.html", alone)
+    shutil.rmtree(run_dir)
+
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(alone.as_uri(), wait_until="load")
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => ({src: e.src.slice(0, 30), w: e.naturalWidth, done: e.complete}))")
+            assert len(images) == 1 + len(report.PLOT_TITLES)
+            assert all(i["done"] and i["w"] > 0 for i in images), images
+            text = page.inner_text("body")
+            for question in QUESTIONS:
+                assert question in text, question
+            assert text.index("What this run shows") < text.index("Failed and unstable cells")
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
+
+            # Sorting: open the tables, click the Gbit/s header twice, and the column is in descending order.
+            page.click("summary:has-text('Tables')")
+            table = page.locator("table", has=page.locator("th", has_text="Gbit/s")).first
+            header = table.locator("th", has_text="Gbit/s").first
+            column = page.evaluate("h => h.cellIndex", header.element_handle())
+            header.click()
+            header.click()
+            assert header.get_attribute("aria-sort") == "descending"
+            values = [float(t.split()[0].replace(",", "")) for t in
+                      table.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts() if t.strip() != "—"]
+            assert len(values) > 3 and values == sorted(values, reverse=True)
+
+            page.evaluate("window.scrollTo(0, 0)")
+            page.emulate_media(media="print")
+            # On paper: a light background, and each figure as wide as the page.
+            assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
+            body_width = page.evaluate("document.body.clientWidth")
+            widths = page.eval_on_selector_all("figure img", "els => els.map(e => e.getBoundingClientRect().width)")
+            assert widths and all(w >= 0.95 * body_width for w in widths), (widths, body_width)
+            page.screenshot(path=str(tmp_path / "report-print.png"), full_page=False)
+        finally:
+            browser.close()
+    assert errors == []
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    assert (tmp_path / "report.png").stat().st_size > 10_000
