@@ -98,6 +98,23 @@ def read_small_file(path: Path, what: str = "file", limit: int = MAX_FILE_BYTES)
     return data
 
 
+MAX_DEPTH = 64
+
+
+def _check_depth(text: str) -> None:
+    """PyYAML composes nodes recursively: 50,000 nested brackets take seconds before they hit the
+    recursion limit. Its event parser is iterative, so the nesting is measured there first and a
+    document deeper than any experiment needs is refused after a few events."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise yaml.YAMLError(f"nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     raw = read_small_file(Path(path), "YAML file")
     try:
@@ -105,6 +122,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})") from None
     try:
+        _check_depth(text)
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {_bounded(str(exc))}") from None
