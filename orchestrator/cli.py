@@ -17,6 +17,7 @@ from .cells import CellOutcome
 from .config import load_experiment
 from .report import VARIANT_COLUMNS
 from .errors import ConfigError, OrchestrateError, PreflightError, RunFailed
+from .interrupts import exit_status, signal_name, signals_interrupt
 from .inventory import load_inventory
 from .plan import Cell
 from .preflight import Preflight, run_preflight
@@ -131,10 +132,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"run {state.run_id}: {len(state.plan.cells)} cells, seed {state.plan.seed}, folder {state.run_dir}")
     try:
         outcome = runs.execute(state, TerminalProgress(), on_preflight=show_preflight if args.verbose else _problems_only)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: agents stopped on both hosts; finished cells are kept.\n"
-                      f"resume with: orchestrate run --resume {state.run_dir}")
-        return 130
+    except KeyboardInterrupt as exc:
+        _say(f"[yellow]interrupted[/] ({signal_name(exc)}): agents stopped on both hosts; finished cells are kept.\n"
+             f"resume with: orchestrate run --resume {state.run_dir}")
+        return exit_status(exc)
     show_summary(state.run_dir)
     if not args.no_report:
         from .report import write_report
@@ -257,17 +258,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(message: str) -> None:
+    # After SIGHUP the terminal may be gone: the message is then lost, never the exit status.
+    try:
+        console.print(message, highlight=False)
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except OrchestrateError as exc:
-        console.print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
-        return 130
+    with signals_interrupt():
+        try:
+            return args.handler(args)
+        except OrchestrateError as exc:
+            _say(f"[red]error[/]: {escape(str(exc))}")
+            return exc.exit_code
+        except KeyboardInterrupt as exc:
+            _say(f"[yellow]interrupted[/] ({signal_name(exc)})")
+            return exit_status(exc)
 
 
 if __name__ == "__main__":
