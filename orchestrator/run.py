@@ -14,7 +14,7 @@ from typing import Callable
 
 import yaml
 
-from . import agentjson, cells, deploy, facts, perfstat, table
+from . import agentjson, cells, deploy, facts, leftovers, perfstat, table
 from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, HostError, OrchestrateError, PreflightError
 from .hosts import Host, connect
@@ -138,6 +138,11 @@ def execute(
     try:
         progress.stage("connecting to hosts")
         hosts = connect_hosts(inventory, experiment.timeouts.connect)
+        record = leftovers.GroupRecord(state.run_dir)
+        if record.path.exists():  # a resumed run: nothing of it may still run when it measures again
+            progress.stage("ending whatever this run left running")
+            for note in leftovers.end_leftovers(hosts, record, experiment.timeouts.command):
+                progress.stage(note)
         progress.stage("preflight")
         report = run_preflight(hosts, experiment, inventory)
         on_preflight(report)
@@ -148,7 +153,7 @@ def execute(
         progress.stage("deploying agents")
         agents = _deploy(hosts, experiment.timeouts.command)
         progress.stage("checking the data path")
-        _probe_data_path(state, hosts, agents)
+        _probe_data_path(state, hosts, agents, record)
         progress.stage("gathering host facts")
         _save_facts(state, hosts, agents, report)
         ctx = cells.CellContext(
@@ -159,6 +164,7 @@ def execute(
             # Every requested event, supported or not: perf then writes `<not supported>` into the
             # raw file, and the column exists, empty, instead of silently vanishing.
             perf_events={role: list(report.perf_events(role)) for role in hosts},
+            record=record,
         )
         return _run_cells(state, ctx, progress)
     finally:
@@ -169,13 +175,14 @@ def execute(
         handler.close()
 
 
-def _probe_data_path(state: RunState, hosts: dict[str, Host], agents: dict[str, deploy.Agent]) -> None:
+def _probe_data_path(state: RunState, hosts: dict[str, Host], agents: dict[str, deploy.Agent],
+                     record: leftovers.GroupRecord | None = None) -> None:
     """One tiny verified transfer between the built agents, over the data addresses, before any
     cell: a firewall, a wrong address or an agent that won't start shows up here, once."""
     experiment = state.experiment.model_copy(
         update={"duration": 0.2, "warmup": 0.0, "interval": 0.1, "verify": True, "perf": Perf(enabled=False)}
     )
-    ctx = cells.CellContext(f"{state.run_id}-preflight", experiment, hosts, agents, {})
+    ctx = cells.CellContext(f"{state.run_id}-preflight", experiment, hosts, agents, {}, record)
     probe = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1,
                  sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, repetition=1)
     outcome = cells.CellRunner(ctx).run(probe, state.run_dir / "preflight" / probe.cell_id)

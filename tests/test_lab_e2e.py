@@ -292,3 +292,47 @@ def test_ssh_faults_give_a_clear_error(lab_inventory, tmp_path, fault):
     assert expected in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
     assert time.monotonic() - started < 30
+
+
+def server_agents() -> list[int]:
+    """Every server agent alive in the lab, the preflight's data-path probe included."""
+    return [pid for _, pid, argv in lab_processes() if argv[0].endswith("/bin/agent") and argv[1:2] == ["server"]]
+
+
+def test_resume_right_after_sigkill_ends_the_orphans_before_it_measures(lab_inventory, tmp_path):
+    results = tmp_path / "results"
+    # Long cells, the interrupted one first: the orphans still send for many seconds after the
+    # SIGKILL, however slowly the resume starts on a loaded machine.
+    config = experiment(tmp_path, duration="15s", matrix={"threads": [2, 1]})
+    process = subprocess.Popen([*ORCHESTRATE, "run", str(config), "--inventory", str(lab_inventory),
+                                "--results", str(results), "--no-report"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not agent_pid("server", threads=2):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    orphan = agent_pid("server", threads=2)
+    assert orphan, "the cell to interrupt is not running"
+    process.kill()
+    process.communicate(timeout=10)
+    run_dir = only_run(results)
+    recorded = [json.loads(line) for line in (run_dir / "processes.jsonl").read_text().splitlines()]
+    assert {"server", "client"} <= {e["role"] for e in recorded if e["cell"] == "stream-one_copy-16384B-2t-r1"}
+
+    # The orphans are still sending when the resume starts; poll every server agent during it.
+    seen: list[list[int]] = []
+    resume = subprocess.Popen([*ORCHESTRATE, "run", "--resume", str(run_dir), "--no-report"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    while resume.poll() is None:
+        seen.append(server_agents())
+        time.sleep(0.01)
+    _, stderr = resume.communicate()
+    assert resume.returncode == 0, stderr
+    assert seen and seen[0] == [orphan]  # the poll did start while the orphan ran
+    assert max(len(s) for s in seen) == 1, [s for s in seen if len(s) > 1][:5]
+    # The resume ended it itself, long before the orphan's own duration was up.
+    assert "ended process group" in stderr and "stream-one_copy-16384B-2t-r1" in stderr
+    assert any(orphan not in s and s for s in seen)  # later server agents were the resume's own
+    frame = read_results(run_dir / "results.csv")
+    assert sorted(frame["threads"]) == [1, 2] and (frame["status"] == "ok").all()
+    assert not wait_until_none_of_ours(5)
