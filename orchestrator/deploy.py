@@ -26,12 +26,6 @@ class Agent:
     source_hash: str
     path: str
 
-    @property
-    def kill_pattern(self) -> str:
-        """A `pkill -f` pattern for this binary that does not match the shell running pkill."""
-        escaped = self.path.replace(".", "[.]")
-        return "[" + escaped[0] + "]" + escaped[1:]
-
 
 def source_files(root: Path = AGENT_SOURCES) -> list[Path]:
     files = sorted({p for pattern in _SOURCE_PATTERNS for p in root.glob(pattern)})

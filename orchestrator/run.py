@@ -14,7 +14,7 @@ from typing import Callable
 
 import yaml
 
-from . import agentjson, cells, deploy, facts, leftovers, perfstat, table
+from . import agentjson, cells, deploy, facts, hostlock, leftovers, perfstat, table
 from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, HostError, OrchestrateError, PreflightError
 from .hosts import Host, connect
@@ -135,9 +135,12 @@ def execute(
     handler = _attach_log(state.run_dir)
     experiment, inventory = state.experiment, state.inventory
     hosts: dict[str, Host] = {}
+    locks = hostlock.HostLocks([])
     try:
         progress.stage("connecting to hosts")
         hosts = connect_hosts(inventory, experiment.timeouts.connect)
+        # Before anything is measured or killed: a host another run holds stops this one here.
+        locks = hostlock.acquire(hosts, state.run_id, experiment.timeouts.command)
         record = leftovers.GroupRecord(state.run_dir)
         if record.path.exists():  # a resumed run: nothing of it may still run when it measures again
             progress.stage("ending whatever this run left running")
@@ -169,6 +172,7 @@ def execute(
         return _run_cells(state, ctx, progress)
     finally:
         progress.stop()
+        locks.release()
         for host in hosts.values():
             host.close()
         logging.getLogger("orchestrator").removeHandler(handler)

@@ -336,3 +336,54 @@ def test_resume_right_after_sigkill_ends_the_orphans_before_it_measures(lab_inve
     frame = read_results(run_dir / "results.csv")
     assert sorted(frame["threads"]) == [1, 2] and (frame["status"] == "ok").all()
     assert not wait_until_none_of_ours(5)
+
+
+def test_a_second_run_on_the_same_hosts_fails_fast_and_leaves_the_first_alone(lab_inventory, tmp_path):
+    config = experiment(tmp_path, duration="8s")  # long enough for the second run's slow start on a loaded machine
+    first_results, second_results = tmp_path / "first", tmp_path / "second"
+    # Which runs ever had an agent alive in the lab: the run id is in each agent's working folder.
+    seen_runs: set[str] = set()
+    polling = threading.Event()
+
+    def poll() -> None:
+        while not polling.is_set():
+            for _, pid, argv in lab_processes():
+                if argv[0].endswith("/bin/agent"):
+                    try:
+                        cwd = os.readlink(f"/proc/{pid}/cwd")
+                    except OSError:
+                        continue
+                    seen_runs.add(cwd.split("/runs/")[1].split("/")[0].removesuffix("-preflight"))
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    first = subprocess.Popen([*ORCHESTRATE, "run", str(config), "--inventory", str(lab_inventory),
+                              "--results", str(first_results), "--no-report"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not agent_pid("server"):
+            time.sleep(0.05)
+        assert agent_pid("server"), "the first run is not measuring"
+        first_id = only_run(first_results).name
+        started = time.monotonic()
+        second = orchestrate("run", str(config), "--inventory", str(lab_inventory), "--results", str(second_results),
+                             "--no-report", timeout=60)
+        elapsed = time.monotonic() - started
+        assert first.poll() is None, f"the first run ended before the second was tried ({elapsed:.1f}s): {second.stderr}"
+    finally:
+        _, first_stderr = first.communicate(timeout=120)
+        polling.set()
+        poller.join()
+    assert second.returncode == 3, second.stderr
+    assert first_id in second.stderr and "in use by another run" in " ".join(second.stderr.split())
+    assert "Traceback" not in second.stderr
+    assert elapsed < 30  # interpreter start-up on a loaded machine included; no cell was waited for
+    second_dir = only_run(second_results)
+    assert not (second_dir / "processes.jsonl").exists() and not (second_dir / "cells").exists()
+    assert seen_runs == {first_id}  # the second run never started an agent
+    assert first.returncode == 0, first_stderr
+    frame = read_results(only_run(first_results) / "results.csv")
+    assert len(frame) == 3 and (frame["status"] == "ok").all()
+    assert not wait_until_none_of_ours(5)
