@@ -387,3 +387,34 @@ def test_a_second_run_on_the_same_hosts_fails_fast_and_leaves_the_first_alone(la
     frame = read_results(only_run(first_results) / "results.csv")
     assert len(frame) == 3 and (frame["status"] == "ok").all()
     assert not wait_until_none_of_ours(5)
+
+
+def test_after_sigkill_a_stuck_agent_ends_by_its_own_lifetime_limit(lab_inventory, tmp_path):
+    """Nobody is left to kill anything: the server agent, its client stopped (SIGSTOP) so that it
+    cannot end by its duration, ends by its watchdog (--lifetime: warm-up + duration + cell_grace)."""
+    config = experiment(tmp_path, duration="3s", timeouts={"cell_grace": "3s"})
+    lifetime = 0.2 + 3 + 3
+    process = subprocess.Popen([*ORCHESTRATE, "run", str(config), "--inventory", str(lab_inventory),
+                                "--results", str(tmp_path / "results"), "--no-report"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (agent_pid("server") and agent_pid("client")):
+        time.sleep(0.02)
+    server, client = agent_pid("server"), agent_pid("client")
+    assert server and client, "the cell is not running"
+    started = time.monotonic()
+    process.kill()
+    os.kill(client, signal.SIGSTOP)
+    process.communicate(timeout=10)
+    try:
+        while Path(f"/proc/{server}").exists() and time.monotonic() - started < lifetime + 10:
+            time.sleep(0.05)
+        ended = time.monotonic() - started
+        cell_dir = Path(os.readlink(f"/proc/{client}/cwd"))
+    finally:
+        os.kill(client, signal.SIGCONT)
+    assert not Path(f"/proc/{server}").exists(), "the server agent outlived its lifetime limit"
+    assert ended > 3 + 1, "the server ended by its duration: the test did not hold it"
+    server_dir = Path(str(cell_dir).replace(f"/{PREFIX}/client/", f"/{PREFIX}/server/"))
+    assert "lifetime" in json.loads((server_dir / "server.json").read_text())["error"]
+    assert not wait_until_none_of_ours(lifetime + 5)  # the client, let go, ends by its own limit too
