@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -54,8 +55,11 @@ class TerminalProgress(runs.Progress):
 
     def stop(self) -> None:
         if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+            bar, self.bar = self.bar, None
+            try:
+                bar.stop()
+            except OSError:
+                pass  # the terminal is gone (SIGHUP): the run's clean-up must go on regardless
 
 
 def show_preflight(report: Preflight) -> None:
@@ -266,6 +270,18 @@ def _say(message: str) -> None:
         pass
 
 
+def _drop_dead_terminal() -> None:
+    """With the terminal gone, Python's own last flush would fail and turn our exit status into 120."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            except (OSError, ValueError):
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -278,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as exc:
             _say(f"[yellow]interrupted[/] ({signal_name(exc)})")
             return exit_status(exc)
+        finally:
+            _drop_dead_terminal()
 
 
 if __name__ == "__main__":

@@ -171,12 +171,14 @@ def execute(
         )
         return _run_cells(state, ctx, progress)
     finally:
-        progress.stop()
-        locks.release()
-        for host in hosts.values():
-            host.close()
-        logging.getLogger("orchestrator").removeHandler(handler)
-        handler.close()
+        try:
+            progress.stop()
+        finally:
+            locks.release()
+            for host in hosts.values():
+                host.close()
+            logging.getLogger("orchestrator").removeHandler(handler)
+            handler.close()
 
 
 def _probe_data_path(state: RunState, hosts: dict[str, Host], agents: dict[str, deploy.Agent],

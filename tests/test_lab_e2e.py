@@ -418,3 +418,38 @@ def test_after_sigkill_a_stuck_agent_ends_by_its_own_lifetime_limit(lab_inventor
     server_dir = Path(str(cell_dir).replace(f"/{PREFIX}/client/", f"/{PREFIX}/server/"))
     assert "lifetime" in json.loads((server_dir / "server.json").read_text())["error"]
     assert not wait_until_none_of_ours(lifetime + 5)  # the client, let go, ends by its own limit too
+
+
+def test_a_closed_terminal_stops_the_run_cleanly(lab_inventory, tmp_path):
+    """SIGHUP as a closed terminal sends it: the terminal is gone first, so every write to it fails."""
+    import pty
+
+    results = tmp_path / "results"
+    master, terminal = pty.openpty()
+    process = subprocess.Popen([*ORCHESTRATE, "run", str(experiment(tmp_path)), "--inventory", str(lab_inventory),
+                                "--results", str(results), "--no-report"],
+                               stdin=terminal, stdout=terminal, stderr=terminal, env=ENV, start_new_session=True)
+    os.close(terminal)
+
+    def drain() -> None:
+        try:
+            while os.read(master, 4096):
+                pass
+        except OSError:
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not agent_pid("server", threads=2):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert agents_alive(), "the cell to interrupt is not running"
+    os.close(master)  # the terminal closes...
+    process.send_signal(signal.SIGHUP)  # ...and its session hears of it
+    assert process.wait(timeout=60) == 128 + signal.SIGHUP
+    assert not agents_alive()
+    assert not wait_until_none_of_ours(5)
+    run_dir = only_run(results)
+    log = (run_dir / "run.log").read_text()
+    assert "SIGHUP received" in log and "Traceback" not in log
+    assert len(read_results(run_dir / "results.csv")) == 1
