@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -92,3 +93,25 @@ def test_a_workdir_writable_by_others_is_refused(tmp_path):
     with pytest.raises(HostError, match="writable by group or others"):
         hostlock.acquire(local_hosts(work), "20261127T000000Z-x-1111", 10)
     assert not (work / "lock").exists()
+
+
+def test_a_run_waits_briefly_for_its_own_old_lock_and_never_for_another(tmp_path, monkeypatch):
+    """A resume right after its orchestrator was killed may find the old lock not yet let go."""
+    monkeypatch.setattr(hostlock, "OWN_RUN_WAIT", 1.5)
+    hosts = local_hosts(tmp_path / "work")
+    old = hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10)
+    try:
+        started = time.monotonic()
+        with pytest.raises(hostlock.HostBusy, match="this same run"):
+            hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10)
+        assert 1.5 <= time.monotonic() - started < 6
+        started = time.monotonic()
+        with pytest.raises(hostlock.HostBusy):
+            hostlock.acquire(hosts, "20261127T000001Z-other-bbbb", 10)
+        assert time.monotonic() - started < 1.5  # another run's lock: no wait at all
+    finally:
+        old.release()
+    # Let go while the same run waits: it gets the lock.
+    old = hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10)
+    threading.Timer(0.5, old.release).start()
+    hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10).release()
