@@ -54,7 +54,9 @@ def lock_script(workdir: str, holder: str) -> str:
     return (
         f"problem() {{ echo \"{MARK} error $*\"; exit 1; }}; "
         f"command -v flock >/dev/null 2>&1 || problem 'flock (util-linux) is not installed'; "
-        f"W={q(workdir)}; mkdir -p -- \"$W\" && cd -- \"$W\" || problem \"cannot create $W\"; "
+        # `~/` is the SSH user's home, as the workdir check resolves it; a new folder is private.
+        f"W={q(workdir)}; case $W in '~/'*) W=\"$HOME/${{W#??}}\";; esac; "
+        f"umask 077; mkdir -p -- \"$W\" && cd -- \"$W\" || problem \"cannot create $W\"; "
         f"[ -O . ] || problem \"$W is owned by another user\"; "
         f"case $(ls -ld .) in ?????w*|????????w*) problem \"$W is writable by group or others\";; esac; "
         f"for f in lock lock.holder; do [ -L \"$f\" ] && problem \"$W/$f is a symlink\"; done; "

@@ -115,3 +115,13 @@ def test_a_run_waits_briefly_for_its_own_old_lock_and_never_for_another(tmp_path
     old = hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10)
     threading.Timer(0.5, old.release).start()
     hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10).release()
+
+
+def test_a_home_relative_workdir_is_locked_in_the_users_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    locks = hostlock.acquire(local_hosts("~/work"), "20261127T000000Z-home-2222", 10)
+    try:
+        assert (tmp_path / "work" / "lock").is_file() and (tmp_path / "work" / "lock.holder").is_file()
+        assert (tmp_path / "work").stat().st_mode & 0o077 == 0  # made private
+    finally:
+        locks.release()
