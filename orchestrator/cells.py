@@ -18,6 +18,7 @@ from .deploy import Agent
 from .errors import HostError
 from .files import disk_error, write_atomic
 from .hosts import Host, Process, extract_tar, q
+from .leftovers import GroupRecord, Started
 from .plan import Cell
 from .preflight import DROP_TO_USER, perf_prefix
 
@@ -39,6 +40,7 @@ class CellContext:
     hosts: dict[str, Host]
     agents: dict[str, Agent]
     perf_events: dict[str, list[str]]  # role -> events to count there (empty: no perf)
+    record: GroupRecord | None = None  # where each command's process group is written before it is let go
 
     def remote_dir(self, role: str, cell: Cell) -> str:
         return f"{self.hosts[role].spec.workdir}/runs/{self.run_id}/{cell.cell_id}"
@@ -158,6 +160,19 @@ class CellRunner:
         except HostError:
             self.armed = None  # the next cell starts its own, and meets the problem itself
 
+    def _record(self, cell: Cell, processes: dict[str, Process]) -> None:
+        """Write down each command's process group before it is let go: whatever happens to us
+        after this, `--resume` can find it (and only it) and end it."""
+        ctx = self.ctx
+        if ctx.record is None:
+            return
+        for role in ROLES:
+            host = ctx.hosts[role]
+            pgid = processes[role].group(max(2.0, ctx.experiment.timeouts.connect))
+            if pgid is None:
+                raise HostError(host.name, "the command's process group id did not come back; the cell was not started")
+            ctx.record.add(Started(role, host.spec.label, pgid, ctx.remote_dir(role, cell), cell.cell_id))
+
     def disarm(self) -> None:
         if self.armed is not None:
             _release(self.armed[1])
@@ -177,6 +192,7 @@ class CellRunner:
         returned: set[str] = set()
         try:
             processes = self._processes_for(cell)
+            self._record(cell, processes)
             processes["server"].send_line(GO)
             if processes["server"].read_line("READY", READY_TIMEOUT) is None:
                 error = "server agent did not become ready"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from . import __version__, estimate
 from .config import load_experiment
 from .errors import EXIT_MEANINGS, ConfigError, ExitStatus, OrchestrateError, PreflightError, RunFailed
+from .interrupts import exit_status, signal_name, signals_interrupt
 from .inventory import load_inventory
 
 # The run, report and analysis modules (pandas, scipy, matplotlib, paramiko) are imported where
@@ -143,8 +145,11 @@ class TerminalProgress:
 
     def stop(self) -> None:
         if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+            bar, self.bar = self.bar, None
+            try:
+                bar.stop()
+            except OSError:
+                pass  # the terminal is gone (SIGHUP): the run's clean-up must go on regardless
 
 
 def show_preflight(report: Preflight) -> None:
@@ -246,10 +251,10 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
     try:
         progress = TerminalProgress(estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
         outcome = runs.execute(state, progress, on_preflight=show_preflight if args.verbose else _problems_only)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: agents stopped on both hosts; finished cells are kept.\n"
-                      f"resume with: orchestrate run --resume {state.run_dir}")
-        return ExitStatus.INTERRUPTED
+    except KeyboardInterrupt as exc:
+        _say(f"[yellow]interrupted[/] ({signal_name(exc)}): agents stopped on both hosts; finished cells are kept.\n"
+             f"resume with: orchestrate run --resume {state.run_dir}")
+        return ExitStatus(exit_status(exc))
     summary = _summary(state.run_dir)
     args.doc.update(
         cells={"planned": len(state.plan.cells), "run": len(outcome.finished), "skipped": outcome.skipped,
@@ -580,26 +585,50 @@ def cmd_completion(args: argparse.Namespace) -> ExitStatus:
     return ExitStatus.OK
 
 
+def _say(message: str) -> None:
+    # After SIGHUP the terminal may be gone: the message is then lost, never the exit status.
+    try:
+        errors.print(message, highlight=False)
+    except OSError:
+        pass
+
+
+def _drop_dead_terminal() -> None:
+    """With the terminal gone, Python's own last flush would fail and turn our exit status into 120."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            except (OSError, ValueError):
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     as_json = getattr(args, "json", False)
     _configure_output(as_json, getattr(args, "quiet", False))
     args.doc = {"command": args.command}
+    with signals_interrupt():
+        try:
+            status = ExitStatus(args.handler(args))
+        except OrchestrateError as exc:
+            _say(f"[red]error[/]: {escape(str(exc))}")
+            status = ExitStatus(exc.exit_code)
+            args.doc["error"] = str(exc)
+        except KeyboardInterrupt as exc:
+            _say(f"[yellow]interrupted[/] ({signal_name(exc)})")
+            status = ExitStatus(exit_status(exc))
+        finally:
+            _configure_output(False, False)  # main() called again in one process starts from the defaults
     try:
-        status = ExitStatus(args.handler(args))
-    except OrchestrateError as exc:
-        errors.print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
-        status = ExitStatus(exc.exit_code)
-        args.doc["error"] = str(exc)
-    except KeyboardInterrupt:
-        errors.print("[yellow]interrupted[/]")
-        status = ExitStatus.INTERRUPTED
+        if as_json:
+            args.doc.update(exit_status=int(status), exit_meaning=status.meaning)
+            sys.stdout.write(json.dumps(args.doc, indent=2, default=str) + "\n")
     finally:
-        _configure_output(False, False)  # main() called again in one process starts from the defaults
-    if as_json:
-        args.doc.update(exit_status=int(status), exit_meaning=status.meaning)
-        sys.stdout.write(json.dumps(args.doc, indent=2, default=str) + "\n")
+        _drop_dead_terminal()
     return int(status)
 
 

@@ -61,12 +61,6 @@ class Agent:
     path: str
     build: BuildRecord | None = None
 
-    @property
-    def kill_pattern(self) -> str:
-        """A `pkill -f` pattern for this binary that does not match the shell running pkill."""
-        escaped = self.path.replace(".", "[.]")
-        return "[" + escaped[0] + "]" + escaped[1:]
-
 
 # ---------------------------------------------------------------------------- sources
 

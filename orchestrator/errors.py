@@ -13,7 +13,10 @@ class ExitStatus(IntEnum):
     LAB_FAILED = 4  # the namespace lab could not be built, inspected or removed
     DISK_FULL = 5  # a run file could not be written on this machine (full disk, quota, I/O error)
     NO_COMMON_CELLS = 6  # compare: the two runs share no cell
-    INTERRUPTED = 130  # Ctrl-C: agents stopped, finished cells kept
+    # Stopped by a signal, as a shell reports it (128 + the signal): agents stopped, finished cells kept.
+    HANGUP = 129  # SIGHUP: the terminal was closed
+    INTERRUPTED = 130  # SIGINT: Ctrl-C
+    TERMINATED = 143  # SIGTERM: kill, or a job scheduler
 
     @property
     def meaning(self) -> str:
@@ -28,7 +31,9 @@ EXIT_MEANINGS = {
     ExitStatus.LAB_FAILED: "the namespace lab failed",
     ExitStatus.DISK_FULL: "a run file could not be written on this machine (full disk, I/O error)",
     ExitStatus.NO_COMMON_CELLS: "compare: the two runs share no cell",
-    ExitStatus.INTERRUPTED: "interrupted (Ctrl-C); finished cells are kept",
+    ExitStatus.HANGUP: "stopped by SIGHUP (terminal closed); agents stopped, finished cells kept",
+    ExitStatus.INTERRUPTED: "interrupted (Ctrl-C, SIGINT); agents stopped, finished cells kept",
+    ExitStatus.TERMINATED: "stopped by SIGTERM; agents stopped, finished cells kept",
 }
 
 

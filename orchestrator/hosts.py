@@ -48,6 +48,7 @@ class Process(Protocol):
     def send_line(self, line: str) -> None: ...
     def read_line(self, startswith: str, timeout: float) -> str | None: ...
     def finish(self, timeout: float) -> tuple[int | None, bytes]: ...
+    def group(self, timeout: float) -> int | None: ...
     def kill(self) -> str | None: ...
     def close(self) -> None: ...
 
@@ -200,6 +201,10 @@ class _Process:
 
     def stderr(self) -> str:
         return self.errors.decode(errors="replace")
+
+    def group(self, timeout: float) -> int | None:
+        """The command's process group id, waiting up to `timeout` for a remote one to be reported."""
+        return self.pgid
 
     def kill(self) -> str | None:
         """End the command's process group unless it has ended; never raises. Returns a note
@@ -452,6 +457,11 @@ class SshProcess(_Process):
                 break
             self._feed_stderr(chunk)
         self._take_stderr()
+
+    def group(self, timeout: float) -> int | None:
+        if self.pgid is None and self.own_group:
+            self._await_pgid(timeout)
+        return self.pgid
 
     def _kill_group(self) -> str | None:
         transport = self.channel.get_transport()

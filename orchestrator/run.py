@@ -15,7 +15,7 @@ from typing import Callable
 
 import yaml
 
-from . import agentjson, cells, deploy, facts, perfstat, table
+from . import agentjson, cells, deploy, facts, hostlock, leftovers, perfstat, table
 from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, DiskError, HostError, OrchestrateError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
@@ -165,9 +165,17 @@ def execute(
     handler = _attach_log(state.run_dir)
     experiment, inventory = state.experiment, state.inventory
     hosts: dict[str, Host] = {}
+    locks = hostlock.HostLocks([])
     try:
         progress.stage("connecting to hosts")
         hosts = connect_hosts(inventory, experiment.timeouts.connect)
+        # Before anything is measured or killed: a host another run holds stops this one here.
+        locks = hostlock.acquire(hosts, state.run_id, experiment.timeouts.command)
+        record = leftovers.GroupRecord(state.run_dir)
+        if record.path.exists():  # a resumed run: nothing of it may still run when it measures again
+            progress.stage("ending whatever this run left running")
+            for note in leftovers.end_leftovers(hosts, record, experiment.timeouts.command):
+                progress.stage(note)
         progress.stage("preflight")
         # The run's folders under runs/ are made and checked with the workdir; from here on
         # each host carries its workdir resolved on it (`~/` expanded).
@@ -180,7 +188,7 @@ def execute(
         progress.stage("deploying agents")
         agents = _deploy(hosts, experiment.timeouts.command, report.builds)
         progress.stage("checking the data path")
-        _probe_data_path(state, hosts, agents)
+        _probe_data_path(state, hosts, agents, record)
         progress.stage("gathering host facts")
         _save_facts(state, hosts, agents, report)
         ctx = cells.CellContext(
@@ -191,6 +199,7 @@ def execute(
             # Every requested event, supported or not: perf then writes `<not supported>` into the
             # raw file, and the column exists, empty, instead of silently vanishing.
             perf_events={role: list(report.perf_events(role)) for role in hosts},
+            record=record,
         )
         return _run_cells(state, ctx, progress)
     except OSError as exc:
@@ -200,20 +209,24 @@ def execute(
             raise
         raise disk_error(Path(exc.filename), exc, state.run_dir) from None
     finally:
-        progress.stop()
-        for host in hosts.values():
-            host.close()
-        logging.getLogger("orchestrator").removeHandler(handler)
-        handler.close()
+        try:
+            progress.stop()
+        finally:
+            locks.release()
+            for host in hosts.values():
+                host.close()
+            logging.getLogger("orchestrator").removeHandler(handler)
+            handler.close()
 
 
-def _probe_data_path(state: RunState, hosts: dict[str, Host], agents: dict[str, deploy.Agent]) -> None:
+def _probe_data_path(state: RunState, hosts: dict[str, Host], agents: dict[str, deploy.Agent],
+                     record: leftovers.GroupRecord | None = None) -> None:
     """One tiny verified transfer between the built agents, over the data addresses, before any
     cell: a firewall, a wrong address or an agent that won't start shows up here, once."""
     experiment = state.experiment.model_copy(
         update={"duration": 0.2, "warmup": 0.0, "interval": 0.1, "verify": True, "perf": Perf(enabled=False)}
     )
-    ctx = cells.CellContext(_probe_run_id(state), experiment, hosts, agents, {})
+    ctx = cells.CellContext(_probe_run_id(state), experiment, hosts, agents, {}, record)
     probe = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1,
                  sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, repetition=1)
     outcome = cells.CellRunner(ctx).run(probe, state.run_dir / "preflight" / probe.cell_id)

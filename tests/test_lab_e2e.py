@@ -199,7 +199,21 @@ def test_client_sshd_stopping_mid_run_names_the_host(lab_inventory, tmp_path):
     assert sorted(frame["threads"]) == [1, 2, 3] and (frame["status"] == "ok").all()
 
 
-def test_sigint_kills_agents_and_resume_completes_the_run(lab_inventory, tmp_path):
+def ours_alive() -> list[str]:
+    """Every process of ours in the lab: all but the sshd listeners (sessions, shells, perf, agents)."""
+    return [f"{ns} {pid}: {' '.join(argv)}" for ns, pid, argv in lab_processes() if "[listener]" not in " ".join(argv)]
+
+
+def wait_until_none_of_ours(timeout: float) -> list[str]:
+    """What is still running after `timeout` (an sshd session takes a moment to go after its connection)."""
+    deadline = time.monotonic() + timeout
+    while (left := ours_alive()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_kills_agents_and_resume_completes_the_run(lab_inventory, tmp_path, sig):
     results = tmp_path / "results"
     command = [*ORCHESTRATE, "run", str(experiment(tmp_path)), "--inventory", str(lab_inventory),
                "--results", str(results), "--no-report"]
@@ -208,13 +222,17 @@ def test_sigint_kills_agents_and_resume_completes_the_run(lab_inventory, tmp_pat
     while time.monotonic() < deadline and not agent_pid("server", threads=2):
         time.sleep(0.05)
     time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
+    assert agents_alive(), "the cell to interrupt is not running"
+    process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert "--resume" in stderr
-    assert not agents_alive()
+    assert process.returncode == 128 + sig, stderr  # 130 SIGINT, 143 SIGTERM, 129 SIGHUP
+    assert f"interrupted ({sig.name})" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    assert not agents_alive()  # at once: the orchestrator killed them before it exited
+    assert not wait_until_none_of_ours(5)
     run_dir = only_run(results)
     assert len(read_results(run_dir / "results.csv")) == 1
+    assert f"{sig.name} received" in (run_dir / "run.log").read_text()
 
     resumed = orchestrate("run", "--resume", str(run_dir), "--no-report", timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -222,7 +240,7 @@ def test_sigint_kills_agents_and_resume_completes_the_run(lab_inventory, tmp_pat
     assert sorted(frame["cell_id"]) == sorted(f"stream-one_copy-16384B-{t}t-r1" for t in (1, 2, 3))
     assert (frame["status"] == "ok").all()
     assert (run_dir / "cells" / "stream-one_copy-16384B-2t-r1.interrupted-1").is_dir()
-    assert not agents_alive()
+    assert not wait_until_none_of_ours(5)
 
 
 def test_port_taken_on_the_server_is_found_by_preflight(lab_inventory, tmp_path):
@@ -379,3 +397,170 @@ def test_dry_run_estimate_is_within_10_percent_of_a_real_lab_run(lab_inventory, 
     estimate = plan["estimate"]["total_s"]
     print(f"dry-run estimate {estimate:.1f} s, real wall time {wall:.1f} s ({(estimate - wall) / wall:+.1%})")
     assert abs(estimate - wall) <= 0.10 * wall, (estimate, wall)
+
+
+def server_agents() -> list[int]:
+    """Every server agent alive in the lab, the preflight's data-path probe included."""
+    return [pid for _, pid, argv in lab_processes() if argv[0].endswith("/bin/agent") and argv[1:2] == ["server"]]
+
+
+def test_resume_right_after_sigkill_ends_the_orphans_before_it_measures(lab_inventory, tmp_path):
+    results = tmp_path / "results"
+    # One long cell: its orphans would still send for most of 30 s after the SIGKILL, far longer
+    # than the resume takes to reach its first measurement, however loaded the machine.
+    duration = 30
+    config = experiment(tmp_path, duration=f"{duration}s", matrix={"threads": [2]})
+    process = subprocess.Popen([*ORCHESTRATE, "run", str(config), "--inventory", str(lab_inventory),
+                                "--results", str(results), "--no-report"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not agent_pid("server", threads=2):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    orphan = agent_pid("server", threads=2)
+    assert orphan, "the cell to interrupt is not running"
+    process.kill()
+    killed = time.monotonic()
+    process.communicate(timeout=10)
+    run_dir = only_run(results)
+    recorded = [json.loads(line) for line in (run_dir / "processes.jsonl").read_text().splitlines()]
+    assert {"server", "client"} <= {e["role"] for e in recorded if e["cell"] == "stream-one_copy-16384B-2t-r1"}
+
+    # The orphans are still sending when the resume starts; poll every server agent during it.
+    seen: list[list[int]] = []
+    orphan_gone = None
+    resume = subprocess.Popen([*ORCHESTRATE, "run", "--resume", str(run_dir), "--no-report"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    while resume.poll() is None:
+        seen.append(server_agents())
+        if orphan_gone is None and orphan not in seen[-1]:
+            orphan_gone = time.monotonic() - killed
+        time.sleep(0.01)
+    _, stderr = resume.communicate()
+    assert resume.returncode == 0, stderr
+    assert seen and seen[0] == [orphan]  # the poll did start while the orphan ran
+    assert max(len(s) for s in seen) == 1, [s for s in seen if len(s) > 1][:5]
+    # The resume ended it itself, long before the orphan's own duration was up.
+    assert "ended process group" in stderr and "stream-one_copy-16384B-2t-r1" in stderr
+    assert orphan_gone is not None and orphan_gone < duration - 5, orphan_gone
+    assert any(orphan not in s and s for s in seen)  # later server agents were the resume's own
+    frame = read_results(run_dir / "results.csv")
+    assert list(frame["threads"]) == [2] and (frame["status"] == "ok").all()
+    assert not wait_until_none_of_ours(5)
+
+
+def test_a_second_run_on_the_same_hosts_fails_fast_and_leaves_the_first_alone(lab_inventory, tmp_path):
+    config = experiment(tmp_path, duration="8s")  # long enough for the second run's slow start on a loaded machine
+    first_results, second_results = tmp_path / "first", tmp_path / "second"
+    # Which runs ever had an agent alive in the lab: the run id is in each agent's working folder.
+    seen_runs: set[str] = set()
+    polling = threading.Event()
+
+    def poll() -> None:
+        while not polling.is_set():
+            for _, pid, argv in lab_processes():
+                if argv[0].endswith("/bin/agent"):
+                    try:
+                        cwd = os.readlink(f"/proc/{pid}/cwd")
+                    except OSError:
+                        continue
+                    seen_runs.add(cwd.split("/runs/")[1].split("/")[0].removesuffix("-preflight"))
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    first = subprocess.Popen([*ORCHESTRATE, "run", str(config), "--inventory", str(lab_inventory),
+                              "--results", str(first_results), "--no-report"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not agent_pid("server"):
+            time.sleep(0.05)
+        assert agent_pid("server"), "the first run is not measuring"
+        first_id = only_run(first_results).name
+        started = time.monotonic()
+        second = orchestrate("run", str(config), "--inventory", str(lab_inventory), "--results", str(second_results),
+                             "--no-report", timeout=60)
+        elapsed = time.monotonic() - started
+        assert first.poll() is None, f"the first run ended before the second was tried ({elapsed:.1f}s): {second.stderr}"
+    finally:
+        _, first_stderr = first.communicate(timeout=120)
+        polling.set()
+        poller.join()
+    assert second.returncode == 3, second.stderr
+    assert first_id in second.stderr and "in use by another run" in " ".join(second.stderr.split())
+    assert "Traceback" not in second.stderr
+    assert elapsed < 30  # interpreter start-up on a loaded machine included; no cell was waited for
+    second_dir = only_run(second_results)
+    assert not (second_dir / "processes.jsonl").exists() and not (second_dir / "cells").exists()
+    assert seen_runs == {first_id}  # the second run never started an agent
+    assert first.returncode == 0, first_stderr
+    frame = read_results(only_run(first_results) / "results.csv")
+    assert len(frame) == 3 and (frame["status"] == "ok").all()
+    assert not wait_until_none_of_ours(5)
+
+
+def test_after_sigkill_a_stuck_agent_ends_by_its_own_lifetime_limit(lab_inventory, tmp_path):
+    """Nobody is left to kill anything: the server agent, its client stopped (SIGSTOP) so that it
+    cannot end by its duration, ends by its watchdog (--lifetime: warm-up + duration + cell_grace)."""
+    config = experiment(tmp_path, duration="3s", timeouts={"cell_grace": "3s"})
+    lifetime = 0.2 + 3 + 3
+    process = subprocess.Popen([*ORCHESTRATE, "run", str(config), "--inventory", str(lab_inventory),
+                                "--results", str(tmp_path / "results"), "--no-report"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (agent_pid("server") and agent_pid("client")):
+        time.sleep(0.02)
+    server, client = agent_pid("server"), agent_pid("client")
+    assert server and client, "the cell is not running"
+    started = time.monotonic()
+    process.kill()
+    os.kill(client, signal.SIGSTOP)
+    process.communicate(timeout=10)
+    try:
+        while Path(f"/proc/{server}").exists() and time.monotonic() - started < lifetime + 10:
+            time.sleep(0.05)
+        ended = time.monotonic() - started
+        cell_dir = Path(os.readlink(f"/proc/{client}/cwd"))
+    finally:
+        os.kill(client, signal.SIGCONT)
+    assert not Path(f"/proc/{server}").exists(), "the server agent outlived its lifetime limit"
+    assert ended > 3 + 1, "the server ended by its duration: the test did not hold it"
+    server_dir = Path(str(cell_dir).replace(f"/{PREFIX}/client/", f"/{PREFIX}/server/"))
+    assert "lifetime" in json.loads((server_dir / "server.json").read_text())["error"]
+    assert not wait_until_none_of_ours(lifetime + 5)  # the client, let go, ends by its own limit too
+
+
+def test_a_closed_terminal_stops_the_run_cleanly(lab_inventory, tmp_path):
+    """SIGHUP as a closed terminal sends it: the terminal is gone first, so every write to it fails."""
+    import pty
+
+    results = tmp_path / "results"
+    master, terminal = pty.openpty()
+    process = subprocess.Popen([*ORCHESTRATE, "run", str(experiment(tmp_path)), "--inventory", str(lab_inventory),
+                                "--results", str(results), "--no-report"],
+                               stdin=terminal, stdout=terminal, stderr=terminal, env=ENV, start_new_session=True)
+    os.close(terminal)
+
+    def drain() -> None:
+        try:
+            while os.read(master, 4096):
+                pass
+        except OSError:
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not agent_pid("server", threads=2):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert agents_alive(), "the cell to interrupt is not running"
+    os.close(master)  # the terminal closes...
+    process.send_signal(signal.SIGHUP)  # ...and its session hears of it
+    assert process.wait(timeout=60) == 128 + signal.SIGHUP
+    assert not agents_alive()
+    assert not wait_until_none_of_ours(5)
+    run_dir = only_run(results)
+    log = (run_dir / "run.log").read_text()
+    assert "SIGHUP received" in log and "Traceback" not in log
+    assert len(read_results(run_dir / "results.csv")) == 1

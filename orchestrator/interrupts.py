@@ -1,0 +1,69 @@
+"""SIGINT, SIGTERM and SIGHUP all stop a run the same way: as an interrupt that unwinds through
+the code that kills the agents and releases the hosts, so a closed terminal or a job
+scheduler's `kill` leaves nothing running, as Ctrl-C does."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from typing import Iterator
+
+log = logging.getLogger("orchestrator.run")
+
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal; a KeyboardInterrupt, so every `except BaseException`
+    clean-up that Ctrl-C goes through runs for SIGTERM and SIGHUP too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_status(self) -> int:
+        # As a shell reports a process ended by that signal: 130 for SIGINT, 143 SIGTERM, 129 SIGHUP.
+        return 128 + self.signum
+
+
+def exit_status(exc: KeyboardInterrupt) -> int:
+    return exc.exit_status if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+
+
+def signal_name(exc: KeyboardInterrupt) -> str:
+    return exc.name if isinstance(exc, Interrupted) else "SIGINT"
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Within this block the first of SIGINT, SIGTERM or SIGHUP raises Interrupted in the main
+    thread. Later ones are logged and ignored, so that they cannot cut short the clean-up the
+    first one started (SIGKILL still ends us; the agents then end by their own lifetime limit,
+    and `--resume` ends any that are left)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    stopping = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            log.warning("%s received while stopping: ignored, the clean-up goes on", signal.Signals(signum).name)
+            return
+        stopping = True
+        log.warning("%s received: stopping the agents on both hosts", signal.Signals(signum).name)
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in HANDLED}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
