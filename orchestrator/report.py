@@ -910,12 +910,12 @@ def write_report(run_dir: Path) -> Path:
     write_atomic(run.path / "summary.csv", summary.to_csv(index=False), redo=redo)
     try:
         written = {
-            label: list(plots.write_plots(group, run.path / "plots" / _variant_folder(label) if label else run.path / "plots"))
+            label: plots.write_plots(group, run.path / "plots" / _variant_folder(label) if label else run.path / "plots")
             for label, group in variants(summary)
         }
     except OSError as exc:
         raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
-    text = render_markdown(run, summary, written)
+    text = render_markdown(run, summary, {label: list(paths) for label, paths in written.items()})
     report = run.path / "report.md"
     write_atomic(report, text, redo=redo)
     write_atomic(run.path / "report.html", render_html(run, summary, written), redo=redo)
