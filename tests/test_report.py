@@ -243,7 +243,7 @@ def test_html_report_stands_alone_and_opens_with_the_answer(tmp_path):
     assert not re.search(r'(src|href)="(https?:|//|plots/)', page)
     # The answer first: the summary, the headline figure and the problem cells come before setup and method.
     order = [page.index(marker) for marker in (
-        "What this run shows", 'class="headline"', "Failed and unstable cells", "<summary>Tables",
+        "What this run shows", 'class="headline"', "Failed, degraded and unstable cells", "<summary>Tables",
         "<summary>Setup", "<summary>How the numbers are made")]
     assert order == sorted(order)
     summary = page[page.index("What this run shows"):page.index('class="headline"')]

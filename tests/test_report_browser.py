@@ -58,7 +58,7 @@ def test_report_in_a_real_browser(tmp_path):
             text = page.inner_text("body")
             for question in QUESTIONS:
                 assert question in text, question
-            assert text.index("What this run shows") < text.index("Failed and unstable cells")
+            assert text.index("What this run shows") < text.index("Failed, degraded and unstable cells")
             page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
 
             # Sorting: open the tables, click the Gbit/s header twice, and the column is in descending order.
