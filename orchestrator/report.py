@@ -20,10 +20,10 @@ import markdown
 import pandas as pd
 import yaml
 
-from . import derive, plots, stats
+from . import derive, intervals, plots, stats
 from .errors import OrchestrateError
 from .files import disk_error, write_atomic
-from .table import ResultsError, repair_torn_tail
+from .table import MeasurementChecks, ResultsError, repair_torn_tail
 from .units import format_size
 from .yamlfile import load_yaml
 
@@ -696,7 +696,7 @@ def _variant_folder(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)
 
 
-def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, list[str]]) -> str:
+def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, list[str]], over_time: str = "") -> str:
     cells, rows = len(summary), len(run.results)
     parts = [
         f"# Run {run.run_id}",
@@ -707,6 +707,7 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, l
         METHOD,
         _caveats_section(run, summary),
         _problems_section(summary),
+        over_time,
     ]
     for label, group in variants(summary):
         heading = f"# With {label}\n" if label else ""
@@ -738,6 +739,24 @@ pre {{ background: #f5f5f5; padding: 0.75rem; overflow-x: auto; }}
 """
 
 
+def _over_time(run: RunData, redo: str) -> str:
+    """intervals.csv (rebuilt from the raw files for an older run folder), its figure and the
+    stall list, by the run's own `checks.min_interval_fraction`."""
+    checks = run.config.get("checks") if isinstance(run.config.get("checks"), dict) else {}
+    fraction = float(checks.get("min_interval_fraction", MeasurementChecks.min_interval_fraction))
+    series = intervals.ensure(run.path, run.results)
+    found = intervals.stalls(series, fraction)
+    name = None
+    if not series.empty:
+        try:
+            plots.write_throughput_over_time(series, {s.cell_id: [r.index for r in s.low] for s in found},
+                                             run.path / "plots")
+        except OSError as exc:
+            raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
+        name = "plots/throughput_over_time"
+    return intervals.report_section(found, fraction, name, not series.empty)
+
+
 def write_report(run_dir: Path) -> Path:
     """summary.csv, plots/*.png and *.svg, report.md and report.html in the run folder; returns report.md.
 
@@ -757,7 +776,8 @@ def write_report(run_dir: Path) -> Path:
         }
     except OSError as exc:
         raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
-    text = render_markdown(run, summary, written)
+    over_time = _over_time(run, redo)
+    text = render_markdown(run, summary, written, over_time)
     report = run.path / "report.md"
     write_atomic(report, text, redo=redo)
     body = markdown.markdown(text, extensions=["tables", "fenced_code"])

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orchestrator import stall
 from orchestrator.agentjson import AgentReport
 from orchestrator.errors import OrchestrateError
 from orchestrator.files import disk_error, write_atomic
@@ -220,28 +221,13 @@ def measurement_doubts(measurer: AgentReport | None, checks: MeasurementChecks) 
     allowed = max(checks.window_tolerance * checks.duration, checks.window_slack)
     if abs(seconds - checks.duration) > allowed:
         doubts.append(f"measured window {seconds:.3f}s, expected {checks.duration:g}s ± {allowed:.3g}s")
-    # Per interval, summed over the connections: one slow connection beside fast ones is
-    # sharing, not a stall; all of them slow at once is.
-    count = max(len(t.intervals) for t in measurer.threads_detail)
-    ends = [max((t.intervals[i].t for t in measurer.threads_detail if i < len(t.intervals))) for i in range(count)]
-    moved = [sum(t.intervals[i].bytes for t in measurer.threads_detail if i < len(t.intervals)) for i in range(count)]
-    nominal = measurer.interval_s or 0.0
-    rates: list[tuple[int, float, float, float]] = []
-    for i in range(count):
-        start = ends[i - 1] if i else 0.0
-        length = ends[i] - start
-        # A short last interval (the window is not a multiple of the interval) is too noisy to judge.
-        if length <= 0 or (nominal and length < 0.5 * nominal):
-            continue
-        rates.append((i, start, ends[i], moved[i] / length))
-    if len(rates) < 2:
-        return doubts
-    median = float(np.median([rate for *_, rate in rates]))
-    low = [(i, start, end, rate) for i, start, end, rate in rates if rate < checks.min_interval_fraction * median]
-    if median > 0 and low:
-        worst = min(low, key=lambda item: item[3])
-        doubts.append(f"{len(low)} of {len(rates)} intervals below {checks.min_interval_fraction:.0%} of the "
-                      f"median rate (lowest {worst[3] / median:.0%}, {worst[1]:.2f}-{worst[2]:.2f}s)")
+    rates = stall.report_rates(measurer)
+    low, median = stall.low_intervals(rates, checks.min_interval_fraction)
+    if low:
+        judged = len(rates)
+        worst = min(low, key=lambda r: r.rate)
+        doubts.append(f"{len(low)} of {judged} intervals below {checks.min_interval_fraction:.0%} of the "
+                      f"median rate (lowest {worst.rate / median:.0%}, {worst.start:.2f}-{worst.end:.2f}s)")
     return doubts
 
 

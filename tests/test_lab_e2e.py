@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -309,6 +310,22 @@ def test_data_link_down_inside_the_window_is_not_a_plain_ok(lab_inventory, tmp_p
     assert done.returncode == 1
     assert "1 degraded" in " ".join(done.stderr.split())
     assert not agents_alive()
+    # The outage is in the time series (intervals.csv, written as the cell finished) and in the
+    # report's stall list, by the same rule as the degraded row.
+    run_dir = only_run(results)
+    series = pd.read_csv(run_dir / "intervals.csv")
+    assert len(series) == 8 and series["interval"].tolist() == list(range(8))
+    assert series["bytes"].sum() == row["window_bytes"]
+    median = series["bytes"].median()
+    dark = series.loc[series["bytes"] < 0.1 * median, "interval"].tolist()
+    assert dark and set(dark) <= {1, 2, 3, 4, 5}, series[["interval", "t_start_s", "bytes"]]
+    assert "intervals below" in row["error"]
+    report = orchestrate("report", str(run_dir), timeout=120)
+    assert report.returncode == 0, report.stderr
+    text = (run_dir / "report.md").read_text()
+    stalls = text[text.index("Cells with a stall"):]
+    assert f"`{row['cell_id']}`: {len(dark)} of " in stalls.split("\n\n")[1]
+    assert (run_dir / "plots" / "throughput_over_time.png").stat().st_size > 0
 
 
 def test_a_client_that_cannot_connect_ends_its_cell_at_once(lab_inventory, tmp_path):
