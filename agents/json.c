@@ -2,6 +2,7 @@
 
 #include "args.h"
 #include "hist.h"
+#include "tcpinfo.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -201,6 +202,8 @@ void json_write(FILE *f)
         counts(f, "total", ts_total > 0 ? ts_total : 0, &ts->total);
         fputs(",\n   ", f);
         intervals(f, ts);
+        fputs(",\n   ", f);
+        tcpinfo_json(f, ts);
         fputs(",\n   \"zerocopy\": ", f);
         zerocopy(f, has_zc && ts->zc ? &ts->zc->st : NULL);
         fputs(", \"rr\": ", f);

@@ -2,6 +2,8 @@
  * so send loops learn the time with a plain load instead of a clock call per send. */
 #include "timekeeper.h"
 
+#include "tcpinfo.h"
+
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -85,8 +87,10 @@ static void *timekeeper_main(void *arg)
     g_run.t0_mono = mono_now();
     g_run.t0_real = real_now();
     g_run.expected_end_mono = g_run.t0_mono + cfg->warmup + cfg->duration;
-    if (cfg->warmup == 0)
+    if (cfg->warmup == 0) {
         g_run.win_start_mono = g_run.t0_mono;
+        tcpinfo_boundary(0, 0.0); /* before the gate opens: nothing has been sent yet */
+    }
     timekeeper_open_gate();
 
     if (cfg->warmup > 0) {
@@ -94,6 +98,7 @@ static void *timekeeper_main(void *arg)
             return NULL;
         g_run.win_start_mono = mono_now();
         publish(0);
+        tcpinfo_boundary(0, mono_now() - g_run.win_start_mono);
     }
     double w = g_run.win_start_mono;
     for (uint32_t k = 1; k < n; k++) {
@@ -101,6 +106,8 @@ static void *timekeeper_main(void *arg)
             return NULL;
         g_run.interval_end[k - 1] = mono_now() - w;
         publish((int)k);
+        /* After the publish, so the send loops move on at once; microseconds after the boundary. */
+        tcpinfo_boundary(k, mono_now() - w);
     }
     if (wait_until(w + cfg->duration) != 0)
         return NULL;

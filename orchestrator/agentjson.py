@@ -110,6 +110,22 @@ class Interval:
 
 
 @dataclass(frozen=True, config=_CONTRACT)
+class TcpInfo:
+    """One getsockopt(TCP_INFO) sample of a connection; a field the kernel did not return is None."""
+
+    t: float
+    total_retrans: int | None
+    rtt_us: int | None
+    rttvar_us: int | None
+    snd_cwnd: int | None
+    delivery_rate: int | None
+    busy_us: int | None
+    rwnd_limited_us: int | None
+    sndbuf_limited_us: int | None
+    pmtu: int | None
+
+
+@dataclass(frozen=True, config=_CONTRACT)
 class ThreadDetail:
     index: int
     cpu: int | None
@@ -120,6 +136,8 @@ class ThreadDetail:
     intervals: list[Interval]
     zerocopy: ZeroCopy | None = None
     rr: RequestResponse | None = None
+    # Window start, each interval boundary, window end; None: sampling off or an older agent.
+    tcp_info: list[TcpInfo | None] | None = None
 
 
 @dataclass(frozen=True, config=_CONTRACT)

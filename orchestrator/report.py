@@ -20,7 +20,7 @@ import markdown
 import pandas as pd
 import yaml
 
-from . import derive, intervals, plots, stats
+from . import derive, intervals, plots, stats, tcpinfo
 from .errors import OrchestrateError
 from .files import disk_error, write_atomic
 from .table import MeasurementChecks, ResultsError, repair_torn_tail
@@ -696,7 +696,7 @@ def _variant_folder(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)
 
 
-def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, list[str]], over_time: str = "") -> str:
+def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, list[str]], evidence: str = "") -> str:
     cells, rows = len(summary), len(run.results)
     parts = [
         f"# Run {run.run_id}",
@@ -707,7 +707,7 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, l
         METHOD,
         _caveats_section(run, summary),
         _problems_section(summary),
-        over_time,
+        evidence,
     ]
     for label, group in variants(summary):
         heading = f"# With {label}\n" if label else ""
@@ -776,8 +776,8 @@ def write_report(run_dir: Path) -> Path:
         }
     except OSError as exc:
         raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
-    over_time = _over_time(run, redo)
-    text = render_markdown(run, summary, written, over_time)
+    evidence = _over_time(run, redo) + "\n" + tcpinfo.report_section(run.results)
+    text = render_markdown(run, summary, written, evidence)
     report = run.path / "report.md"
     write_atomic(report, text, redo=redo)
     body = markdown.markdown(text, extensions=["tables", "fenced_code"])

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator import stall
+from orchestrator import stall, tcpinfo
 from orchestrator.agentjson import AgentReport
 from orchestrator.errors import OrchestrateError
 from orchestrator.files import disk_error, write_atomic
@@ -43,6 +43,7 @@ MEASURED_COLUMNS = (
     "transactions", "transactions_per_s", "latency_mean_us", "latency_p50_us",
     "latency_p90_us", "latency_p99_us", "latency_max_us",
     "server_perf_counts", "client_perf_counts",
+    *tcpinfo.COLUMNS,
 )  # fmt: skip
 SCHEMA_COLUMNS = IDENTITY_COLUMNS + MEASURED_COLUMNS
 
@@ -53,6 +54,7 @@ _INT_COLUMNS = frozenset({
     "server_involuntary_cs", "client_voluntary_cs", "client_involuntary_cs",
     "zerocopy_sends", "zerocopy_notifications", "zerocopy_completed_sends",
     "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding", "transactions",
+    *tcpinfo.INT_COLUMNS,
 })  # fmt: skip
 _BOOL_COLUMNS = frozenset({"nodelay"})
 _TEXT_COLUMNS = frozenset({
@@ -262,6 +264,7 @@ def cell_row(
         problems += _byte_count_problems(client_ok, server_ok, "client", "server")
         problems += _byte_count_problems(server_ok, client_ok, "server", "client")
         zerocopy_side = client_ok  # the requests: the same side bytes_sent is taken from
+        row.update(tcpinfo.columns(client_ok))
     else:
         by_role = {"server": server_ok, "client": client_ok}
         sender_role = "client" if cell.get("sender") == "client" else "server"
@@ -271,6 +274,7 @@ def cell_row(
         measurer = receiver
         problems += _byte_count_problems(sender, receiver, sender_role, receiver_role)
         zerocopy_side = sender
+        row.update(tcpinfo.columns(sender))
     if cell.get("mode") == "zero_copy":
         row.update(_zerocopy_columns(zerocopy_side))
     row.update(_rusage_columns("server", server))

@@ -363,3 +363,39 @@ def test_a_client_that_cannot_connect_ends_its_cell_at_once(lab_inventory, tmp_p
     # The server's lifetime is 0.2 + 2 + 30 s: the cell ends long before that.
     assert cell["seconds"] < 8, cell
     assert not agents_alive()
+
+
+def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
+    """A lab of its own with a 1280-byte MTU and a 200 Mbit/s rate: throughput near the rate, the
+    path MTU in tcp_pmtu, the kernel's delivery-rate estimate near the rate, the busy time of the
+    window counted, and the report's TCP section naming each cell's bound."""
+    require_root()
+    for tool in ("ip", "ssh-keygen", "cc", "perf", "tc"):
+        require_tool(tool)
+    inventory = tmp_path / "rate-inventory.yml"
+    options = lab.LabOptions(prefix=f"{PREFIX}-r", inventory_path=inventory, mtu=1280, rate_mbit=200)
+    lab.down(options)
+    try:
+        lab.up(options)
+        results = tmp_path / "results"
+        config = experiment(tmp_path, matrix={"threads": [1, 2]}, duration="2s", warmup="0.5s", interval="0.5s")
+        done = orchestrate("run", str(config), "--inventory", str(inventory), "--results", str(results), timeout=180)
+        assert done.returncode in (0, 1), done.stderr
+    finally:
+        lab.down(options)
+    run_dir = only_run(results)
+    frame = read_results(run_dir / "results.csv")
+    assert len(frame) == 2
+    for _, row in frame.iterrows():
+        assert row["status"] in ("ok", "degraded"), row["error"]
+        assert 0.1 < row["throughput_gbps"] < 0.21, row["throughput_gbps"]
+        assert row["tcp_pmtu"] == 1280
+        # The kernel's own estimate agrees with what the receiver measured: the link's rate.
+        assert abs(row["tcp_delivery_rate_gbps"] - row["throughput_gbps"]) < 0.25 * row["throughput_gbps"]
+        assert 0.5 * row["threads"] < row["tcp_busy_s"] <= 2.2 * row["threads"]
+        assert row["tcp_retrans"] >= 0 and row["tcp_rtt_us"] > 0
+        for limit in ("rwnd", "sndbuf"):
+            assert 0 <= row[f"tcp_{limit}_limited_fraction"] <= 1
+    text = (run_dir / "report.md").read_text()
+    section = text[text.index("## TCP: retransmits and limits"):]
+    assert "| `stream-one_copy-16384B-1t` |" in section and "| `stream-one_copy-16384B-2t` |" in section
