@@ -186,11 +186,14 @@ def ensure(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
     path = Path(run_dir) / FILE_NAME
     if path.is_file():
         repair_torn_tail(path)
-        frame = read_intervals(path)
+        try:
+            frame = read_intervals(path)
+        except OrchestrateError:
+            frame = pd.DataFrame(columns=list(COLUMNS))  # unreadable or another layout: built again below
         have = set(frame["cell_id"].astype(str))
         wanted = {str(c) for c in results["cell_id"]
                   if (Path(run_dir) / "cells" / str(c)).is_dir()}
-        if wanted <= have:
+        if wanted <= have and not frame.empty:
             return frame
     if not (Path(run_dir) / "cells").is_dir():
         return pd.DataFrame(columns=list(COLUMNS))  # no raw files to build it from

@@ -151,3 +151,9 @@ def test_an_error_document_gives_no_rows():
     assert intervals.report_rows({"cell_id": "x"}, "client", doc) == []
     assert intervals.cell_rows({"cell_id": "x", "workload": "stream", "sender": "server"},
                                Path(os.devnull).parent / "no-such-cell") == []
+
+
+def test_an_intervals_file_of_another_layout_is_built_again(run_dir: Path):
+    (run_dir / "intervals.csv").write_text("cell_id,t,bytes\nx,1,2\n")
+    frame = intervals.ensure(run_dir, table.read_results(run_dir / "results.csv"))
+    assert list(frame.columns) == list(intervals.COLUMNS) and len(frame) == 240
