@@ -2,6 +2,7 @@
 
 #include "args.h"
 #include "hist.h"
+#include "hostsnap.h"
 #include "tcpinfo.h"
 
 #include <inttypes.h>
@@ -9,7 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-static void str(FILE *f, const char *s)
+void json_str(FILE *f, const char *s)
 {
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -21,6 +22,11 @@ static void str(FILE *f, const char *s)
             fputc(*p, f);
     }
     fputc('"', f);
+}
+
+static void str(FILE *f, const char *s)
+{
+    json_str(f, s);
 }
 
 static int is_stream_receiver(void)
@@ -225,6 +231,8 @@ void json_write(FILE *f)
     zerocopy(f, has_zc ? &zsum : NULL);
     fputs(",\n \"rr\": ", f);
     rr(f, tx, tx_total, win_s, hsum);
+    fputs(",\n ", f);
+    hostsnap_json(f);
     fputs("}\n", f);
     free(hsum);
 }

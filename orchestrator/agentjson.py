@@ -141,6 +141,25 @@ class ThreadDetail:
 
 
 @dataclass(frozen=True, config=_CONTRACT)
+class HostSnapshot:
+    """This host's counter files as text at one moment (None: missing, unreadable or over 1 MiB)."""
+
+    t: float
+    stat: str | None
+    softirqs: str | None
+    interrupts: str | None
+    snmp: str | None
+    netstat: str | None
+
+
+@dataclass(frozen=True, config=_CONTRACT)
+class HostCounters:
+    clk_tck: int | None  # /proc/stat's ticks per second, from sysconf(_SC_CLK_TCK)
+    start: HostSnapshot | None
+    end: HostSnapshot | None
+
+
+@dataclass(frozen=True, config=_CONTRACT)
 class AgentReport:
     agent: Literal["orchestrate-agent"]
     schema: Literal[1]
@@ -165,6 +184,7 @@ class AgentReport:
     rusage: Rusage | None = None
     zerocopy: ZeroCopy | None = None
     rr: RequestResponse | None = None
+    host_counters: HostCounters | None = None
 
 
 # Present in every document with "status": "ok"; an error document may lack them.

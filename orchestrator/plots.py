@@ -364,3 +364,39 @@ def write_throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Itera
     with matplotlib.rc_context(STYLE):
         fig = throughput_over_time(series, stalled)
     return save(fig, Path(out_dir), "throughput_over_time")
+
+
+# "Where the CPU went": the host's CPU time in the window by kind, per GB moved.
+CPU_KINDS = (("user", "#0072B2"), ("system", "#D55E00"), ("softirq", "#009E73"), ("irq", "#CC79A7"))
+
+
+def where_cpu_went(bars: pd.DataFrame) -> Figure:
+    """Stacked horizontal bars, one per (cell, host): CPU seconds per GB split into user, system,
+    softirq and irq. `bars` has `label` and `<kind>_s_per_gb` columns (hostcounters.cpu_bars)."""
+    if bars.empty:
+        fig = Figure(figsize=(8, 2.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        fig.suptitle("Where the CPU went", fontsize=13)
+        note(fig.subplots(), "no host counters in this run")
+        return fig
+    fig = Figure(figsize=(9, 1.2 + 0.32 * len(bars)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    y = np.arange(len(bars))[::-1]
+    left = np.zeros(len(bars))
+    for kind, colour in CPU_KINDS:
+        values = bars[f"{kind}_s_per_gb"].to_numpy(float)
+        ax.barh(y, np.nan_to_num(values), left=left, color=colour, label=kind,
+                hatch={"user": "", "system": "//", "softirq": "..", "irq": "xx"}[kind])
+        left += np.nan_to_num(values)
+    ax.set_yticks(y, bars["label"].tolist(), fontsize=8.5)
+    ax.set_xlabel("Host CPU seconds per GB moved (window, all CPUs)")
+    ax.legend(loc="lower right", ncols=4, fontsize=9)
+    fig.suptitle("Where the CPU went", fontsize=13)
+    return fig
+
+
+def write_where_cpu_went(bars: pd.DataFrame, out_dir: Path) -> list[Path]:
+    with matplotlib.rc_context(STYLE):
+        fig = where_cpu_went(bars)
+    return save(fig, Path(out_dir), "where_cpu_went")

@@ -20,7 +20,7 @@ import markdown
 import pandas as pd
 import yaml
 
-from . import derive, intervals, plots, stats, tcpinfo
+from . import derive, hostcounters, intervals, plots, stats, tcpinfo
 from .errors import OrchestrateError
 from .files import disk_error, write_atomic
 from .table import MeasurementChecks, ResultsError, repair_torn_tail
@@ -757,6 +757,18 @@ def _over_time(run: RunData, redo: str) -> str:
     return intervals.report_section(found, fraction, name, not series.empty)
 
 
+def _cpu_went(run: RunData, redo: str) -> str:
+    bars = hostcounters.cpu_bars(run.results)
+    name = None
+    if not bars.empty:
+        try:
+            plots.write_where_cpu_went(bars, run.path / "plots")
+        except OSError as exc:
+            raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
+        name = "plots/where_cpu_went"
+    return hostcounters.report_section(run.results, name)
+
+
 def write_report(run_dir: Path) -> Path:
     """summary.csv, plots/*.png and *.svg, report.md and report.html in the run folder; returns report.md.
 
@@ -776,7 +788,7 @@ def write_report(run_dir: Path) -> Path:
         }
     except OSError as exc:
         raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
-    evidence = _over_time(run, redo) + "\n" + tcpinfo.report_section(run.results)
+    evidence = _over_time(run, redo) + "\n" + tcpinfo.report_section(run.results) + "\n" + _cpu_went(run, redo)
     text = render_markdown(run, summary, written, evidence)
     report = run.path / "report.md"
     write_atomic(report, text, redo=redo)

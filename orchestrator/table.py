@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator import stall, tcpinfo
+from orchestrator import hostcounters, stall, tcpinfo
 from orchestrator.agentjson import AgentReport
 from orchestrator.errors import OrchestrateError
 from orchestrator.files import disk_error, write_atomic
@@ -56,7 +56,7 @@ _INT_COLUMNS = frozenset({
     "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding", "transactions",
     *tcpinfo.INT_COLUMNS,
 })  # fmt: skip
-_BOOL_COLUMNS = frozenset({"nodelay"})
+_BOOL_COLUMNS = frozenset({"nodelay", "host_shared_kernel"})
 _TEXT_COLUMNS = frozenset({
     "run_id", "cell_id", "workload", "mode", "sender", "perf_scope", "status", "error",
     "server_perf_counts", "client_perf_counts",
@@ -279,6 +279,12 @@ def cell_row(
         row.update(_zerocopy_columns(zerocopy_side))
     row.update(_rusage_columns("server", server))
     row.update(_rusage_columns("client", client))
+    row.update(hostcounters.report_columns("server", server_ok))
+    row.update(hostcounters.report_columns("client", client_ok))
+    if server_ok is not None and client_ok is not None:
+        # One kernel under both roles (loopback, the namespace lab): each side's host columns are
+        # the whole machine, so adding them would count it twice.
+        row["host_shared_kernel"] = hostcounters.same_kernel(server_ok, client_ok)
     if server_perf is not None:
         row.update(_perf_columns("server", server_perf))
     if client_perf is not None:

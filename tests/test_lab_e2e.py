@@ -122,6 +122,12 @@ def test_smoke_runs_over_the_lab_data_link(lab_inventory, tmp_path):
         assert "server_cycles" not in frame or frame["server_cycles"].isna().all()
     zero = frame[frame["mode"] == "zero_copy"]
     assert (zero["zerocopy_copied_fraction"] == 1.0).all()  # veth between namespaces copies too
+    # Two network stacks, one kernel: the host counters say so, and the report does not add them up.
+    assert frame["host_shared_kernel"].all()
+    stream = frame[frame["workload"] == "stream"]
+    assert (stream["server_host_cpu_system_s"] > 0).all() and (stream["client_host_softirq_net_rx"] > 0).all()
+    report = (run_dir / "report.md").read_text()
+    assert "**Both roles ran on one kernel**" in report and (run_dir / "plots" / "where_cpu_went.png").exists()
     assert not agents_alive()
 
 
