@@ -1,4 +1,5 @@
-"""What TCP_INFO sampling costs the agents: receiver throughput with sampling on and off.
+"""What the agents' extra sampling costs: receiver throughput with it on and off (TCP_INFO per
+connection at every interval boundary, and the host counter snapshots at the window's ends).
 
 Not a test. Runs our agent on loopback in pairs, alternating which setting goes first, with
 sampling switched off by the agent's benchmark-only environment switch ORCH_AGENT_NO_TCPINFO=1,
