@@ -81,6 +81,8 @@ struct msgbuf {
     int zc_pending;
 };
 
+struct tcpi_sample;
+
 struct thread_state {
     int index;
     int fd;
@@ -101,6 +103,8 @@ struct thread_state {
     pthread_t tid;
     int started;
     int ended;                 /* its data phase completed (not cut short by a failure) */
+    struct tcpi_sample *tcpi;  /* TCP_INFO samples (tcpinfo.h), NULL when sampling is off */
+    uint32_t tcpi_slots;
 };
 
 /* Everything the threads share. */

@@ -2,13 +2,15 @@
 
 #include "args.h"
 #include "hist.h"
+#include "hostsnap.h"
+#include "tcpinfo.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
-static void str(FILE *f, const char *s)
+void json_str(FILE *f, const char *s)
 {
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -20,6 +22,11 @@ static void str(FILE *f, const char *s)
             fputc(*p, f);
     }
     fputc('"', f);
+}
+
+static void str(FILE *f, const char *s)
+{
+    json_str(f, s);
 }
 
 static int is_stream_receiver(void)
@@ -201,6 +208,8 @@ void json_write(FILE *f)
         counts(f, "total", ts_total > 0 ? ts_total : 0, &ts->total);
         fputs(",\n   ", f);
         intervals(f, ts);
+        fputs(",\n   ", f);
+        tcpinfo_json(f, ts);
         fputs(",\n   \"zerocopy\": ", f);
         zerocopy(f, has_zc && ts->zc ? &ts->zc->st : NULL);
         fputs(", \"rr\": ", f);
@@ -222,6 +231,8 @@ void json_write(FILE *f)
     zerocopy(f, has_zc ? &zsum : NULL);
     fputs(",\n \"rr\": ", f);
     rr(f, tx, tx_total, win_s, hsum);
+    fputs(",\n ", f);
+    hostsnap_json(f);
     fputs("}\n", f);
     free(hsum);
 }

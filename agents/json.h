@@ -7,5 +7,7 @@
 #include <stdio.h>
 
 void json_write(FILE *f);
+/* A JSON string of `s`, escaped. */
+void json_str(FILE *f, const char *s);
 
 #endif

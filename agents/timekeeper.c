@@ -2,6 +2,9 @@
  * so send loops learn the time with a plain load instead of a clock call per send. */
 #include "timekeeper.h"
 
+#include "hostsnap.h"
+#include "tcpinfo.h"
+
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -85,8 +88,11 @@ static void *timekeeper_main(void *arg)
     g_run.t0_mono = mono_now();
     g_run.t0_real = real_now();
     g_run.expected_end_mono = g_run.t0_mono + cfg->warmup + cfg->duration;
-    if (cfg->warmup == 0)
+    if (cfg->warmup == 0) {
         g_run.win_start_mono = g_run.t0_mono;
+        tcpinfo_boundary(0, 0.0); /* before the gate opens: nothing has been sent yet */
+        hostsnap_take(HOSTSNAP_START, 0.0);
+    }
     timekeeper_open_gate();
 
     if (cfg->warmup > 0) {
@@ -94,21 +100,32 @@ static void *timekeeper_main(void *arg)
             return NULL;
         g_run.win_start_mono = mono_now();
         publish(0);
+        tcpinfo_boundary(0, mono_now() - g_run.win_start_mono);
+        hostsnap_take(HOSTSNAP_START, mono_now() - g_run.win_start_mono);
     }
     double w = g_run.win_start_mono;
     for (uint32_t k = 1; k < n; k++) {
         if (wait_until(w + k * cfg->interval) != 0)
-            return NULL;
+            goto stopped;
         g_run.interval_end[k - 1] = mono_now() - w;
         publish((int)k);
+        /* After the publish, so the send loops move on at once; microseconds after the boundary. */
+        tcpinfo_boundary(k, mono_now() - w);
     }
     if (wait_until(w + cfg->duration) != 0)
-        return NULL;
+        goto stopped;
     g_run.win_end_mono = mono_now();
     g_run.interval_end[n - 1] = g_run.win_end_mono - w;
     if (g_run.phase_done_published)
         publish((int)n);
+    hostsnap_take(HOSTSNAP_END, mono_now() - w); /* after the publish: senders stop on time */
     (void)wait_until(INFINITY);
+    return NULL;
+stopped:
+    /* Stopped, not aborted: a receiver's data ended (EOF) a little before its own deadline.
+     * The end snapshot is taken now, at the end of its window. */
+    if (!agent_aborted())
+        hostsnap_take(HOSTSNAP_END, mono_now() - w);
     return NULL;
 }
 

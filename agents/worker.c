@@ -5,6 +5,7 @@
 #include "modes.h"
 #include "msg.h"
 #include "net.h"
+#include "tcpinfo.h"
 #include "timekeeper.h"
 #include "zc.h"
 
@@ -23,6 +24,8 @@ int worker_prepare(struct thread_state *ts)
     ts->intervals = calloc(c->n_intervals, sizeof *ts->intervals);
     if (!ts->intervals)
         goto oom;
+    if (tcpinfo_prepare(ts) != 0)
+        return -1;
     if (side_sends() && c->mode != MODE_SENDFILE) {
         uint32_t slots = 1;
         if (c->mode == MODE_ZERO_COPY) {
@@ -66,6 +69,7 @@ void worker_release(struct thread_state *ts)
     free(ts->intervals);
     free(ts->hist);
     free(ts->zc);
+    tcpinfo_release(ts);
     ts->ring = NULL;
     ts->rbuf = NULL;
     ts->intervals = NULL;
@@ -109,6 +113,10 @@ static void data_end(struct thread_state *ts)
 {
     ts->data_end_mono = mono_now();
     ts->end_phase = atomic_load_explicit(&g_run.phase, memory_order_acquire);
+    /* Once, at the end of this connection's window: never per send. A phase of 0 or more was
+     * published after the window's start was set (acquire above), so reading it is safe. */
+    if (ts->end_phase >= 0)
+        tcpinfo_end(ts, ts->data_end_mono - g_run.win_start_mono);
     ts->ended = 1;
 }
 

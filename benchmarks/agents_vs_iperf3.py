@@ -4,7 +4,11 @@ Not a test: it prints receiver throughput for both tools and the ratio ours/iper
 alternating the two tools run by run so that drift in the machine hits both alike.
 
     .venv/bin/python benchmarks/agents_vs_iperf3.py [--duration 3] [--repeats 3]
-        [--modes one_copy two_copy zero_copy sendfile] [--agent PATH]
+        [--modes one_copy two_copy zero_copy sendfile] [--nodelay 1|0] [--agent PATH]
+
+Equal settings: TCP_NODELAY is on in both tools or off in both. Our agent's default is on
+(`--nodelay 1`), so iperf3 gets `-N` then; with `--nodelay 0` neither sets it. (iperf3 without
+`-N` against our agent with it measured 1.5-1.8x slower here, an unequal comparison.)
 
 iperf3 always write()s one buffer per call, except that our `sendfile` mode is compared with
 `iperf3 -Z` (sendfile). Both tools measure at the receiver: iperf3's `end.sum_received`, our receiver's
@@ -74,7 +78,21 @@ def wait_for_line(proc: subprocess.Popen[str], marker: str, timeout: float) -> s
     return line
 
 
-def run_iperf3(case: Case, duration: float, warmup: float) -> float:
+def iperf3_client_args(case: Case, port: int, duration: float, warmup: float, nodelay: bool) -> list[str]:
+    """iperf3's client command line, with the same settings as our agent's."""
+    return ["iperf3", "-c", LOOPBACK, "-p", str(port), "-l", str(case.size),
+            "-P", str(case.streams), "-t", str(duration), "-O", str(warmup), "-J",
+            *(["-N"] if nodelay else []), *IPERF3_MODE_ARGS.get(case.mode, [])]  # fmt: skip
+
+
+def agent_args(case: Case, duration: float, warmup: float, nodelay: bool) -> list[str]:
+    """Our agent's arguments shared by both ends, with the same settings as iperf3's."""
+    return ["--mode", case.mode, "--size", str(case.size), "--threads", str(case.streams),
+            "--duration", str(duration), "--warmup", str(warmup), "--sender", "client",
+            "--nodelay", "1" if nodelay else "0"]  # fmt: skip
+
+
+def run_iperf3(case: Case, duration: float, warmup: float, nodelay: bool) -> float:
     """iperf3's receiver throughput in bit/s."""
     port = free_port()
     server = subprocess.Popen(
@@ -84,9 +102,7 @@ def run_iperf3(case: Case, duration: float, warmup: float) -> float:
     try:
         wait_for_line(server, "Server listening", 10)
         client = subprocess.run(
-            ["iperf3", "-c", LOOPBACK, "-p", str(port), "-l", str(case.size),
-             "-P", str(case.streams), "-t", str(duration), "-O", str(warmup), "-J",
-             *IPERF3_MODE_ARGS.get(case.mode, [])],
+            iperf3_client_args(case, port, duration, warmup, nodelay),
             capture_output=True, text=True, timeout=duration + warmup + 30, check=True,
         )  # fmt: skip
     finally:
@@ -94,10 +110,9 @@ def run_iperf3(case: Case, duration: float, warmup: float) -> float:
     return float(json.loads(client.stdout)["end"]["sum_received"]["bits_per_second"])
 
 
-def run_agent(agent: Path, case: Case, duration: float, warmup: float) -> float:
+def run_agent(agent: Path, case: Case, duration: float, warmup: float, nodelay: bool) -> float:
     """Our receiver's throughput in bit/s."""
-    args = ["--mode", case.mode, "--size", str(case.size), "--threads", str(case.streams),
-            "--duration", str(duration), "--warmup", str(warmup), "--sender", "client"]  # fmt: skip
+    args = agent_args(case, duration, warmup, nodelay)
     server = subprocess.Popen(
         [str(agent), "server", "--bind", LOOPBACK, "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -120,19 +135,29 @@ def build_agent(out: Path) -> Path:
     return out / "agent"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--warmup", type=float, default=0.5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--modes", nargs="+", default=["one_copy"],
                    choices=["two_copy", "one_copy", "zero_copy", "sendfile"])  # fmt: skip
+    p.add_argument("--nodelay", type=int, choices=[0, 1], default=1,
+                   help="TCP_NODELAY in both tools (1: our --nodelay 1 and iperf3 -N; 0: neither)")
     p.add_argument("--agent", type=Path, help="a built agent (default: build one)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    nodelay = bool(a.nodelay)
 
     with tempfile.TemporaryDirectory() as tmp:
         agent = a.agent or build_agent(Path(tmp))
-        print(f"{'case':22} {'ours Gbit/s':>12} {'iperf3 Gbit/s':>14} {'ratio':>6}  (medians of {a.repeats})")
+        print(f"settings: TCP_NODELAY {'on in both (agent --nodelay 1, iperf3 -N)' if nodelay else 'off in both'}; "
+              f"{a.duration:g} s measured after {a.warmup:g} s warm-up (iperf3 -O); receiver throughput; "
+              f"medians of {a.repeats} alternated runs per tool")
+        print(f"{'case':22} {'ours Gbit/s':>12} {'iperf3 Gbit/s':>14} {'ratio':>6}")
         for mode in a.modes:
             for size, streams in CASES:
                 case = Case(size, streams, mode)
@@ -141,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
                 for r in range(a.repeats):
                     # Alternate which tool goes first, so neither always gets the warmer machine.
                     if r % 2 == 0:
-                        ours.append(run_agent(agent, case, a.duration, a.warmup))
-                        theirs.append(run_iperf3(case, a.duration, a.warmup))
+                        ours.append(run_agent(agent, case, a.duration, a.warmup, nodelay))
+                        theirs.append(run_iperf3(case, a.duration, a.warmup, nodelay))
                     else:
-                        theirs.append(run_iperf3(case, a.duration, a.warmup))
-                        ours.append(run_agent(agent, case, a.duration, a.warmup))
+                        theirs.append(run_iperf3(case, a.duration, a.warmup, nodelay))
+                        ours.append(run_agent(agent, case, a.duration, a.warmup, nodelay))
                 o, t = statistics.median(ours), statistics.median(theirs)
                 print(f"{case.label:22} {o / 1e9:12.2f} {t / 1e9:14.2f} {o / t:6.2f}", flush=True)
     return 0

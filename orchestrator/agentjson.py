@@ -110,6 +110,22 @@ class Interval:
 
 
 @dataclass(frozen=True, config=_CONTRACT)
+class TcpInfo:
+    """One getsockopt(TCP_INFO) sample of a connection; a field the kernel did not return is None."""
+
+    t: float
+    total_retrans: int | None
+    rtt_us: int | None
+    rttvar_us: int | None
+    snd_cwnd: int | None
+    delivery_rate: int | None
+    busy_us: int | None
+    rwnd_limited_us: int | None
+    sndbuf_limited_us: int | None
+    pmtu: int | None
+
+
+@dataclass(frozen=True, config=_CONTRACT)
 class ThreadDetail:
     index: int
     cpu: int | None
@@ -120,6 +136,27 @@ class ThreadDetail:
     intervals: list[Interval]
     zerocopy: ZeroCopy | None = None
     rr: RequestResponse | None = None
+    # Window start, each interval boundary, window end; None: sampling off or an older agent.
+    tcp_info: list[TcpInfo | None] | None = None
+
+
+@dataclass(frozen=True, config=_CONTRACT)
+class HostSnapshot:
+    """This host's counter files as text at one moment (None: missing, unreadable or over 1 MiB)."""
+
+    t: float
+    stat: str | None
+    softirqs: str | None
+    interrupts: str | None
+    snmp: str | None
+    netstat: str | None
+
+
+@dataclass(frozen=True, config=_CONTRACT)
+class HostCounters:
+    clk_tck: int | None  # /proc/stat's ticks per second, from sysconf(_SC_CLK_TCK)
+    start: HostSnapshot | None
+    end: HostSnapshot | None
 
 
 @dataclass(frozen=True, config=_CONTRACT)
@@ -147,6 +184,7 @@ class AgentReport:
     rusage: Rusage | None = None
     zerocopy: ZeroCopy | None = None
     rr: RequestResponse | None = None
+    host_counters: HostCounters | None = None
 
 
 # Present in every document with "status": "ok"; an error document may lack them.

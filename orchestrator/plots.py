@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -305,3 +305,98 @@ def write_plots(summary: pd.DataFrame, out_dir: Path) -> dict[str, list[Path]]:
             fig = make(summary)
         written[name] = save(fig, Path(out_dir), name)
     return written
+
+
+def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[int]] | None = None) -> Figure:
+    """Small multiples of intervals.csv: one panel per cell, throughput per interval with the
+    connections summed, the median over repetitions as a line and their min-max as a band.
+    `stalled` maps a repetition's cell id to its stalled intervals (decided by stall.py's rule,
+    not here): each is drawn as a red dot, and the panel's title turns red."""
+    stalled = stalled or {}
+    if series.empty:
+        fig = Figure(figsize=(8, 2.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        fig.suptitle("Throughput over time", fontsize=13)
+        note(fig.subplots(), "no per-interval samples in this run")
+        return fig
+    summed = (series.groupby(["cell_id", "repetition", "interval"], sort=True)
+              .agg(start=("t_start_s", "min"), end=("t_end_s", "max"), moved=("bytes", "sum"))
+              .reset_index())  # fmt: skip
+    summed["cell"] = summed["cell_id"].astype(str).str.replace(r"-r\d+(?=-|$)", "", regex=True)
+    length = summed["end"] - summed["start"]
+    summed["gbps"] = (summed["moved"] * 8 / length.where(length > 0) / 1e9)
+    summed["mid"] = (summed["start"] + summed["end"]) / 2
+    cells = sorted(summed["cell"].unique())
+    ncols = min(4, len(cells))
+    nrows = -(-len(cells) // ncols)
+    fig = Figure(figsize=(max(7.0, 3.4 * ncols), 2.4 * nrows + 1.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig.suptitle("Throughput over time, per cell (connections summed; line: median of repetitions, "
+                 "band: min-max; red: a stall)", fontsize=11)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(cells):
+            ax.set_visible(False)
+            continue
+        cell = cells[k]
+        data = summed[summed["cell"] == cell]
+        per = data.groupby("interval").agg(mid=("mid", "median"), med=("gbps", "median"),
+                                           low=("gbps", "min"), high=("gbps", "max"))  # fmt: skip
+        mode = str(series.loc[series["cell_id"].isin(data["cell_id"]), "mode"].iloc[0])
+        style = MODE_STYLES.get(mode, _FALLBACK_STYLE)
+        ax.fill_between(per["mid"], per["low"], per["high"], color=style["color"], alpha=0.2, linewidth=0)
+        ax.plot(per["mid"], per["med"], color=style["color"], marker=".", linestyle="-")
+        marks = [(c, i) for c, found in stalled.items() for i in found]
+        flagged = data[[(c, i) in marks for c, i in zip(data["cell_id"], data["interval"])]]
+        if not flagged.empty:
+            ax.plot(flagged["mid"], flagged["gbps"], "o", color="#CC0000", markersize=7, linestyle="none", clip_on=False)
+        ax.set_title(cell, fontsize=8.5, color="#CC0000" if not flagged.empty else "black")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("Seconds into the window", fontsize=8.5)
+        if k % ncols == 0:
+            ax.set_ylabel("Gbit/s")
+    return fig
+
+
+
+def write_throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[int]], out_dir: Path) -> list[Path]:
+    """`throughput_over_time.png` and `.svg` in `out_dir`."""
+    with matplotlib.rc_context(STYLE):
+        fig = throughput_over_time(series, stalled)
+    return save(fig, Path(out_dir), "throughput_over_time")
+
+
+# "Where the CPU went": the host's CPU time in the window by kind, per GB moved.
+CPU_KINDS = (("user", "#0072B2"), ("system", "#D55E00"), ("softirq", "#009E73"), ("irq", "#CC79A7"))
+
+
+def where_cpu_went(bars: pd.DataFrame) -> Figure:
+    """Stacked horizontal bars, one per (cell, host): CPU seconds per GB split into user, system,
+    softirq and irq. `bars` has `label` and `<kind>_s_per_gb` columns (hostcounters.cpu_bars)."""
+    if bars.empty:
+        fig = Figure(figsize=(8, 2.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        fig.suptitle("Where the CPU went", fontsize=13)
+        note(fig.subplots(), "no host counters in this run")
+        return fig
+    fig = Figure(figsize=(9, 1.2 + 0.32 * len(bars)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    y = np.arange(len(bars))[::-1]
+    left = np.zeros(len(bars))
+    for kind, colour in CPU_KINDS:
+        values = bars[f"{kind}_s_per_gb"].to_numpy(float)
+        ax.barh(y, np.nan_to_num(values), left=left, color=colour, label=kind,
+                hatch={"user": "", "system": "//", "softirq": "..", "irq": "xx"}[kind])
+        left += np.nan_to_num(values)
+    ax.set_yticks(y, bars["label"].tolist(), fontsize=8.5)
+    ax.set_xlabel("Host CPU seconds per GB moved (window, all CPUs)")
+    ax.legend(loc="lower right", ncols=4, fontsize=9)
+    fig.suptitle("Where the CPU went", fontsize=13)
+    return fig
+
+
+def write_where_cpu_went(bars: pd.DataFrame, out_dir: Path) -> list[Path]:
+    with matplotlib.rc_context(STYLE):
+        fig = where_cpu_went(bars)
+    return save(fig, Path(out_dir), "where_cpu_went")

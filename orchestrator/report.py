@@ -21,10 +21,10 @@ import markdown
 import pandas as pd
 import yaml
 
-from . import derive, plots, stats
+from . import derive, hostcounters, intervals, plots, stats, tcpinfo
 from .errors import ConfigError, OrchestrateError
 from .files import disk_error, write_atomic
-from .table import ResultsError, repair_torn_tail
+from .table import MeasurementChecks, ResultsError, repair_torn_tail
 from .units import format_size
 from .yamlfile import load_yaml
 
@@ -742,7 +742,7 @@ def _variant_folder(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label)
 
 
-def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, list[str]]) -> str:
+def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, list[str]], evidence: str = "") -> str:
     cells, rows = len(summary), len(run.results)
     parts = [
         f"# Run {run.run_id}",
@@ -754,6 +754,7 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, l
         METHOD,
         _caveats_section(run, summary),
         _problems_section(summary),
+        evidence,
     ]
     for label, group in variants(summary):
         heading = f"# With {label}\n" if label else ""
@@ -865,7 +866,20 @@ def _collapsed(summary_text: str, body: str, open_: bool = False) -> str:
     return f"<details{' open' if open_ else ''}><summary>{html.escape(summary_text)}</summary>\n{body}\n</details>"
 
 
-def render_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[str, list[Path]]]) -> str:
+def _inline_plots(page: str, run_path: Path) -> str:
+    """Sections written in markdown name their figures as files under plots/; the page carries
+    them instead, so it still works when mailed on its own."""
+
+    def inline(match: re.Match) -> str:
+        data = base64.b64encode((run_path / f"{match.group(1)}.svg").read_bytes()).decode("ascii")
+        return f'<img src="data:image/svg+xml;base64,{data}"'
+
+    page = re.sub(r'<img src="(plots/[^"]+?)\.(?:png|svg)"', inline, page)
+    return re.sub(r'<a href="plots/[^"]*">[^<]*</a>', "", page)
+
+
+def render_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[str, list[Path]]],
+                evidence: str = "") -> str:
     """The same findings as report.md, answer first: summary, headline figure and problem cells,
     then per combination the plots and full answers; tables, setup and method collapsed."""
     cells, rows = len(summary), len(run.results)
@@ -890,10 +904,42 @@ def render_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[
         parts.append(_html(_questions_section(group, run)))
         tables = (_stream_tables(group) + "\n" + _rr_table(group)) if not group.empty else "No cells.\n"
         parts.append(_collapsed("Tables: every cell (click a column to sort)", _html(tables)))
+    if evidence.strip():
+        parts.append(_inline_plots(_html(evidence), run.path))
     parts.append(_collapsed("Setup: hosts, link and config", _html(_setup_section(run).removeprefix("## Setup\n"))))
     parts.append(_collapsed("How the numbers are made", _html(METHOD.split("\n", 1)[1])))
     return HTML_PAGE.format(title=html.escape(f"Run {run.run_id}"), style=HTML_STYLE, script=HTML_SCRIPT,
                             body="\n".join(parts))
+
+
+def _over_time(run: RunData, redo: str) -> str:
+    """intervals.csv (rebuilt from the raw files for an older run folder), its figure and the
+    stall list, by the run's own `checks.min_interval_fraction`."""
+    checks = run.config.get("checks") if isinstance(run.config.get("checks"), dict) else {}
+    fraction = float(checks.get("min_interval_fraction", MeasurementChecks.min_interval_fraction))
+    series = intervals.ensure(run.path, run.results)
+    found = intervals.stalls(series, fraction)
+    name = None
+    if not series.empty:
+        try:
+            plots.write_throughput_over_time(series, {s.cell_id: [r.index for r in s.low] for s in found},
+                                             run.path / "plots")
+        except OSError as exc:
+            raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
+        name = "plots/throughput_over_time"
+    return intervals.report_section(found, fraction, name, not series.empty)
+
+
+def _cpu_went(run: RunData, redo: str) -> str:
+    bars = hostcounters.cpu_bars(run.results)
+    name = None
+    if not bars.empty:
+        try:
+            plots.write_where_cpu_went(bars, run.path / "plots")
+        except OSError as exc:
+            raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
+        name = "plots/where_cpu_went"
+    return hostcounters.report_section(run.results, name)
 
 
 def write_report(run_dir: Path) -> Path:
@@ -915,8 +961,9 @@ def write_report(run_dir: Path) -> Path:
         }
     except OSError as exc:
         raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
-    text = render_markdown(run, summary, {label: list(paths) for label, paths in written.items()})
+    evidence = _over_time(run, redo) + "\n" + tcpinfo.report_section(run.results) + "\n" + _cpu_went(run, redo)
+    text = render_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, evidence)
     report = run.path / "report.md"
     write_atomic(report, text, redo=redo)
-    write_atomic(run.path / "report.html", render_html(run, summary, written), redo=redo)
+    write_atomic(run.path / "report.html", render_html(run, summary, written, evidence), redo=redo)
     return report

@@ -15,7 +15,7 @@ from typing import Callable
 
 import yaml
 
-from . import agentjson, cells, deploy, facts, hostlock, leftovers, perfstat, table
+from . import agentjson, cells, deploy, facts, hostlock, intervals, leftovers, perfstat, table
 from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, DiskError, HostError, OrchestrateError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
@@ -282,20 +282,24 @@ def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> R
     if results.torn is not None:
         progress.stage(f"results.csv ended in a torn row (kept in {results.torn.name}): that cell runs again")
     done = finished_cell_ids(state.run_dir / "results.csv")
+    series = intervals.IntervalsFile(state.run_dir, resume=state.run_dir)
+    series.keep_only(done)  # rows of cells results.csv lacks (set aside, or cut off by a crash) go
     todo = [c for c in state.plan.cells if c.cell_id not in done]
     outcome = RunOutcome(state.run_dir, skipped=len(state.plan.cells) - len(todo))
     progress.start(len(state.plan.cells), outcome.skipped)
     runner = cells.CellRunner(ctx)
     try:
         for index, cell in enumerate(todo):
-            _run_one(state, ctx, runner, cell, todo[index + 1] if index + 1 < len(todo) else None, results, outcome, progress)
+            _run_one(state, ctx, runner, cell, todo[index + 1] if index + 1 < len(todo) else None, results, outcome, progress,
+                     series)
     finally:
         runner.disarm()
     return outcome
 
 
 def _run_one(state: RunState, ctx: cells.CellContext, runner: cells.CellRunner, cell: Cell, next_cell: Cell | None,
-             results: table.ResultsTable, outcome: RunOutcome, progress: Progress) -> None:
+             results: table.ResultsTable, outcome: RunOutcome, progress: Progress,
+             series: intervals.IntervalsFile | None = None) -> None:
     local_dir = _fresh_cell_dir(state.run_dir / "cells", cell.cell_id)
     progress.cell_started(cell)
     result = runner.run(cell, local_dir, next_cell)
@@ -305,6 +309,8 @@ def _run_one(state: RunState, ctx: cells.CellContext, runner: cells.CellRunner, 
         raise HostError(lost, f"no longer reachable; the run stopped during {cell.cell_id} ({result.error}). "
                               f"Once the host is back: orchestrate run --resume {state.run_dir}")
     row = _row(state, cell, result)
+    if series is not None:  # before the row: a crash between the two leaves rows keep_only drops
+        series.append(intervals.cell_rows(row, result.local_dir))
     results.append(row)
     if row["status"] != "ok":
         result.error = str(row["error"])  # what the raw files showed counts as much as what the run saw

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orchestrator import hostcounters, stall, tcpinfo
 from orchestrator.agentjson import AgentReport
 from orchestrator.errors import OrchestrateError
 from orchestrator.files import disk_error, write_atomic
@@ -42,6 +43,7 @@ MEASURED_COLUMNS = (
     "transactions", "transactions_per_s", "latency_mean_us", "latency_p50_us",
     "latency_p90_us", "latency_p99_us", "latency_max_us",
     "server_perf_counts", "client_perf_counts",
+    *tcpinfo.COLUMNS,
 )  # fmt: skip
 SCHEMA_COLUMNS = IDENTITY_COLUMNS + MEASURED_COLUMNS
 
@@ -52,8 +54,9 @@ _INT_COLUMNS = frozenset({
     "server_involuntary_cs", "client_voluntary_cs", "client_involuntary_cs",
     "zerocopy_sends", "zerocopy_notifications", "zerocopy_completed_sends",
     "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding", "transactions",
+    *tcpinfo.INT_COLUMNS,
 })  # fmt: skip
-_BOOL_COLUMNS = frozenset({"nodelay"})
+_BOOL_COLUMNS = frozenset({"nodelay", "host_shared_kernel"})
 _TEXT_COLUMNS = frozenset({
     "run_id", "cell_id", "workload", "mode", "sender", "perf_scope", "status", "error",
     "server_perf_counts", "client_perf_counts",
@@ -220,28 +223,13 @@ def measurement_doubts(measurer: AgentReport | None, checks: MeasurementChecks) 
     allowed = max(checks.window_tolerance * checks.duration, checks.window_slack)
     if abs(seconds - checks.duration) > allowed:
         doubts.append(f"measured window {seconds:.3f}s, expected {checks.duration:g}s ± {allowed:.3g}s")
-    # Per interval, summed over the connections: one slow connection beside fast ones is
-    # sharing, not a stall; all of them slow at once is.
-    count = max(len(t.intervals) for t in measurer.threads_detail)
-    ends = [max((t.intervals[i].t for t in measurer.threads_detail if i < len(t.intervals))) for i in range(count)]
-    moved = [sum(t.intervals[i].bytes for t in measurer.threads_detail if i < len(t.intervals)) for i in range(count)]
-    nominal = measurer.interval_s or 0.0
-    rates: list[tuple[int, float, float, float]] = []
-    for i in range(count):
-        start = ends[i - 1] if i else 0.0
-        length = ends[i] - start
-        # A short last interval (the window is not a multiple of the interval) is too noisy to judge.
-        if length <= 0 or (nominal and length < 0.5 * nominal):
-            continue
-        rates.append((i, start, ends[i], moved[i] / length))
-    if len(rates) < 2:
-        return doubts
-    median = float(np.median([rate for *_, rate in rates]))
-    low = [(i, start, end, rate) for i, start, end, rate in rates if rate < checks.min_interval_fraction * median]
-    if median > 0 and low:
-        worst = min(low, key=lambda item: item[3])
-        doubts.append(f"{len(low)} of {len(rates)} intervals below {checks.min_interval_fraction:.0%} of the "
-                      f"median rate (lowest {worst[3] / median:.0%}, {worst[1]:.2f}-{worst[2]:.2f}s)")
+    rates = stall.report_rates(measurer)
+    low, median = stall.low_intervals(rates, checks.min_interval_fraction)
+    if low:
+        judged = len(rates)
+        worst = min(low, key=lambda r: r.rate)
+        doubts.append(f"{len(low)} of {judged} intervals below {checks.min_interval_fraction:.0%} of the "
+                      f"median rate (lowest {worst.rate / median:.0%}, {worst.start:.2f}-{worst.end:.2f}s)")
     return doubts
 
 
@@ -276,6 +264,7 @@ def cell_row(
         problems += _byte_count_problems(client_ok, server_ok, "client", "server")
         problems += _byte_count_problems(server_ok, client_ok, "server", "client")
         zerocopy_side = client_ok  # the requests: the same side bytes_sent is taken from
+        row.update(tcpinfo.columns(client_ok))
     else:
         by_role = {"server": server_ok, "client": client_ok}
         sender_role = "client" if cell.get("sender") == "client" else "server"
@@ -285,10 +274,17 @@ def cell_row(
         measurer = receiver
         problems += _byte_count_problems(sender, receiver, sender_role, receiver_role)
         zerocopy_side = sender
+        row.update(tcpinfo.columns(sender))
     if cell.get("mode") == "zero_copy":
         row.update(_zerocopy_columns(zerocopy_side))
     row.update(_rusage_columns("server", server))
     row.update(_rusage_columns("client", client))
+    row.update(hostcounters.report_columns("server", server_ok))
+    row.update(hostcounters.report_columns("client", client_ok))
+    if server_ok is not None and client_ok is not None:
+        # One kernel under both roles (loopback, the namespace lab): each side's host columns are
+        # the whole machine, so adding them would count it twice.
+        row["host_shared_kernel"] = hostcounters.same_kernel(server_ok, client_ok)
     if server_perf is not None:
         row.update(_perf_columns("server", server_perf))
     if client_perf is not None:

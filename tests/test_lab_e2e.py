@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -121,6 +122,12 @@ def test_smoke_runs_over_the_lab_data_link(lab_inventory, tmp_path):
         assert "server_cycles" not in frame or frame["server_cycles"].isna().all()
     zero = frame[frame["mode"] == "zero_copy"]
     assert (zero["zerocopy_copied_fraction"] == 1.0).all()  # veth between namespaces copies too
+    # Two network stacks, one kernel: the host counters say so, and the report does not add them up.
+    assert frame["host_shared_kernel"].all()
+    stream = frame[frame["workload"] == "stream"]
+    assert (stream["server_host_cpu_system_s"] > 0).all() and (stream["client_host_softirq_net_rx"] > 0).all()
+    report = (run_dir / "report.md").read_text()
+    assert "**Both roles ran on one kernel**" in report and (run_dir / "plots" / "where_cpu_went.png").exists()
     assert not agents_alive()
 
 
@@ -327,6 +334,22 @@ def test_data_link_down_inside_the_window_is_not_a_plain_ok(lab_inventory, tmp_p
     assert done.returncode == 1
     assert "1 degraded" in " ".join(done.stderr.split())
     assert not agents_alive()
+    # The outage is in the time series (intervals.csv, written as the cell finished) and in the
+    # report's stall list, by the same rule as the degraded row.
+    run_dir = only_run(results)
+    series = pd.read_csv(run_dir / "intervals.csv")
+    assert len(series) == 8 and series["interval"].tolist() == list(range(8))
+    assert series["bytes"].sum() == row["window_bytes"]
+    median = series["bytes"].median()
+    dark = series.loc[series["bytes"] < 0.1 * median, "interval"].tolist()
+    assert dark and set(dark) <= {1, 2, 3, 4, 5}, series[["interval", "t_start_s", "bytes"]]
+    assert "intervals below" in row["error"]
+    report = orchestrate("report", str(run_dir), timeout=120)
+    assert report.returncode == 0, report.stderr
+    text = (run_dir / "report.md").read_text()
+    stalls = text[text.index("Cells with a stall"):]
+    assert f"`{row['cell_id']}`: {len(dark)} of " in stalls.split("\n\n")[1]
+    assert (run_dir / "plots" / "throughput_over_time.png").stat().st_size > 0
 
 
 def test_a_client_that_cannot_connect_ends_its_cell_at_once(lab_inventory, tmp_path):
@@ -564,3 +587,39 @@ def test_a_closed_terminal_stops_the_run_cleanly(lab_inventory, tmp_path):
     log = (run_dir / "run.log").read_text()
     assert "SIGHUP received" in log and "Traceback" not in log
     assert len(read_results(run_dir / "results.csv")) == 1
+
+
+def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
+    """A lab of its own with a 1280-byte MTU and a 200 Mbit/s rate: throughput near the rate, the
+    path MTU in tcp_pmtu, the kernel's delivery-rate estimate near the rate, the busy time of the
+    window counted, and the report's TCP section naming each cell's bound."""
+    require_root()
+    for tool in ("ip", "ssh-keygen", "cc", "perf", "tc"):
+        require_tool(tool)
+    inventory = tmp_path / "rate-inventory.yml"
+    options = lab.LabOptions(prefix=f"{PREFIX}-r", inventory_path=inventory, mtu=1280, rate_mbit=200)
+    lab.down(options)
+    try:
+        lab.up(options)
+        results = tmp_path / "results"
+        config = experiment(tmp_path, matrix={"threads": [1, 2]}, duration="2s", warmup="0.5s", interval="0.5s")
+        done = orchestrate("run", str(config), "--inventory", str(inventory), "--results", str(results), timeout=180)
+        assert done.returncode in (0, 1), done.stderr
+    finally:
+        lab.down(options)
+    run_dir = only_run(results)
+    frame = read_results(run_dir / "results.csv")
+    assert len(frame) == 2
+    for _, row in frame.iterrows():
+        assert row["status"] in ("ok", "degraded"), row["error"]
+        assert 0.1 < row["throughput_gbps"] < 0.21, row["throughput_gbps"]
+        assert row["tcp_pmtu"] == 1280
+        # The kernel's own estimate agrees with what the receiver measured: the link's rate.
+        assert abs(row["tcp_delivery_rate_gbps"] - row["throughput_gbps"]) < 0.25 * row["throughput_gbps"]
+        assert 0.5 * row["threads"] < row["tcp_busy_s"] <= 2.2 * row["threads"]
+        assert row["tcp_retrans"] >= 0 and row["tcp_rtt_us"] > 0
+        for limit in ("rwnd", "sndbuf"):
+            assert 0 <= row[f"tcp_{limit}_limited_fraction"] <= 1
+    text = (run_dir / "report.md").read_text()
+    section = text[text.index("## TCP: retransmits and limits"):]
+    assert "| `stream-one_copy-16384B-1t` |" in section and "| `stream-one_copy-16384B-2t` |" in section

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from orchestrator import intervals
 from orchestrator.cli import main
 from orchestrator.table import read_results
 
@@ -68,7 +69,22 @@ def check_smoke_run(run_dir: Path) -> pd.DataFrame:
     for name in ("config.yml", "inventory.yml", "plan.json", "run.log", "hosts/server.json", "hosts/client.json"):
         assert (run_dir / name).stat().st_size > 0
     assert "perf stat" in (run_dir / "run.log").read_text()
+    check_intervals(run_dir, frame)
     return frame
+
+
+def check_intervals(run_dir: Path, frame: pd.DataFrame) -> None:
+    """intervals.csv, appended as cells finished: one read_csv, every cell, the window's bytes
+    to the byte, and the same rows as the report would build from the raw files."""
+    written = (run_dir / "intervals.csv").read_bytes()
+    series = pd.read_csv(run_dir / "intervals.csv")
+    assert set(series["cell_id"]) == set(frame["cell_id"])
+    per_cell = series.groupby("cell_id")["bytes"].sum()
+    for _, row in frame.iterrows():
+        assert per_cell[row["cell_id"]] == row["window_bytes"] > 0, row["cell_id"]
+    assert (series["length_s"] > 0).all() and (series["throughput_gbps"] >= 0).all()
+    intervals.rebuild(run_dir, frame)
+    assert (run_dir / "intervals.csv").read_bytes() == written
 
 
 def test_smoke_on_the_local_inventory(tmp_path):

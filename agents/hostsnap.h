@@ -1,0 +1,20 @@
+/* Host counter snapshots: this host's /proc/stat, /proc/softirqs, /proc/interrupts,
+ * /proc/net/snmp and /proc/net/netstat as text, at the window's start and at its deadline, taken
+ * by the timekeeper so they bracket the window as closely as the agent's own clock does. The
+ * orchestrator parses them (orchestrator/hostcounters.py). */
+#ifndef HOSTSNAP_H
+#define HOSTSNAP_H
+
+#include <stdio.h>
+
+/* A file larger than this is left out (null), never cut: a cut table would parse wrong. */
+#define HOSTSNAP_MAX_BYTES (1u << 20)
+
+enum { HOSTSNAP_START, HOSTSNAP_END };
+
+/* Reads every file now; `t` is seconds after the window's start. */
+void hostsnap_take(int which, double t);
+/* `"host_counters": {...}` or null when sampling is off (ORCH_AGENT_NO_TCPINFO also turns this off). */
+void hostsnap_json(FILE *f);
+
+#endif

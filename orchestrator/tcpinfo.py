@@ -1,0 +1,126 @@
+"""Per-cell TCP_INFO columns of results.csv, from the agents' per-connection samples
+(docs/agent-protocol.md `tcp_info`, docs/results-schema.md), and the report's reading of them:
+which cells retransmitted, and which limit bounded each cell.
+
+The samples come from the side that sends the data that counts (the stream sender, the rr
+client): retransmits, cwnd, delivery rate and the limited-time counters are the sender's.
+Counters (retransmits, busy and limited time) are deltas from the window's first sample to its
+last, summed over connections; gauges (rtt, rttvar, cwnd) are the median over connections of
+the last sample; delivery rate is summed; pmtu is the smallest. Anything the agent did not
+sample, or the kernel did not return, is empty: never 0.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+from .agentjson import AgentReport, TcpInfo
+
+COLUMNS = (
+    "tcp_retrans", "tcp_rtt_us", "tcp_rttvar_us", "tcp_snd_cwnd", "tcp_delivery_rate_gbps",
+    "tcp_busy_s", "tcp_rwnd_limited_s", "tcp_sndbuf_limited_s", "tcp_rwnd_limited_fraction",
+    "tcp_sndbuf_limited_fraction", "tcp_pmtu",
+)  # fmt: skip
+INT_COLUMNS = frozenset({"tcp_retrans", "tcp_snd_cwnd", "tcp_pmtu"})
+
+# A cell is bounded by the receive window or the send buffer when that limit held it for at
+# least this fraction of its busy (sending) time, summed over connections.
+LIMIT_FRACTION = 0.5
+
+
+def _ends(report: AgentReport) -> list[tuple[TcpInfo, TcpInfo]] | None:
+    """(first, last) sample per connection; None if any connection lacks either."""
+    pairs = []
+    for thread in report.threads_detail or []:
+        samples = thread.tcp_info
+        if not samples or samples[0] is None or samples[-1] is None or len(samples) < 2:
+            return None
+        pairs.append((samples[0], samples[-1]))
+    return pairs or None
+
+
+def _delta(pairs: Sequence[tuple[TcpInfo, TcpInfo]], field: str) -> int | None:
+    total = 0
+    for first, last in pairs:
+        a, b = getattr(first, field), getattr(last, field)
+        if a is None or b is None:
+            return None
+        total += b - a
+    return total
+
+
+def _over_last(pairs: Sequence[tuple[TcpInfo, TcpInfo]], field: str, how: Callable[[list[int]], float]) -> float | None:
+    values = [getattr(last, field) for _, last in pairs]
+    if any(v is None for v in values):
+        return None
+    return how(values)
+
+
+def columns(report: AgentReport | None) -> dict[str, object]:
+    """The tcp_* columns of one results row from the sampling side's document; {} if it has no samples."""
+    if report is None:
+        return {}
+    pairs = _ends(report)
+    if pairs is None:
+        return {}
+    row: dict[str, object] = {
+        "tcp_retrans": _delta(pairs, "total_retrans"),
+        "tcp_rtt_us": _over_last(pairs, "rtt_us", statistics.median),
+        "tcp_rttvar_us": _over_last(pairs, "rttvar_us", statistics.median),
+        "tcp_snd_cwnd": _over_last(pairs, "snd_cwnd", lambda v: int(statistics.median_low(v))),
+        "tcp_pmtu": _over_last(pairs, "pmtu", min),
+    }
+    rate = _over_last(pairs, "delivery_rate", sum)
+    row["tcp_delivery_rate_gbps"] = rate * 8 / 1e9 if rate is not None else None
+    busy = _delta(pairs, "busy_us")
+    row["tcp_busy_s"] = busy / 1e6 if busy is not None else None
+    for name in ("rwnd", "sndbuf"):
+        limited = _delta(pairs, f"{name}_limited_us")
+        row[f"tcp_{name}_limited_s"] = limited / 1e6 if limited is not None else None
+        row[f"tcp_{name}_limited_fraction"] = limited / busy if limited is not None and busy else None
+    return row
+
+
+def bound(rwnd_fraction: float, sndbuf_fraction: float) -> str:
+    """Which limit bounded a cell: `receive window`, `send buffer`, `neither`, or `not measured`."""
+    if pd.isna(rwnd_fraction) and pd.isna(sndbuf_fraction):
+        return "not measured"
+    rwnd = 0.0 if pd.isna(rwnd_fraction) else float(rwnd_fraction)
+    sndbuf = 0.0 if pd.isna(sndbuf_fraction) else float(sndbuf_fraction)
+    if max(rwnd, sndbuf) < LIMIT_FRACTION:
+        return "neither"
+    return "receive window" if rwnd >= sndbuf else "send buffer"
+
+
+def report_section(results: pd.DataFrame) -> str:
+    """The report's "TCP: retransmits and limits" section, over ok and degraded rows."""
+    lines = ["## TCP: retransmits and limits", ""]
+    if "tcp_retrans" not in results or results["tcp_retrans"].isna().all():
+        return "\n".join(lines + ["No TCP_INFO samples in this run (an agent from before they were taken, "
+                                  "or sampling off).", ""])
+    rows = results[results["status"].astype(str).isin(["ok", "degraded"])].copy()
+    rows["cell"] = rows["cell_id"].astype(str).str.replace(r"-r\d+(?=-|$)", "", regex=True)
+    lines += ["From the sending side's `getsockopt(TCP_INFO)` at the window's start and end, per connection "
+              f"(results.csv `tcp_*`). A cell is bounded by a limit that held it for at least {LIMIT_FRACTION:.0%} "
+              "of its busy time, connections summed.", ""]
+    table = ["| cell | retransmits (window, all repetitions) | receive-window limited | send-buffer limited | bounded by |",
+             "|---|---|---|---|---|"]
+    flagged = []
+    for cell, group in rows.groupby("cell", sort=True):
+        retrans = pd.to_numeric(group["tcp_retrans"], errors="coerce")
+        rwnd = pd.to_numeric(group["tcp_rwnd_limited_fraction"], errors="coerce").median()
+        sndbuf = pd.to_numeric(group["tcp_sndbuf_limited_fraction"], errors="coerce").median()
+        total = "" if retrans.isna().all() else str(int(retrans.sum()))
+        if total and int(total) > 0:
+            flagged.append(f"`{cell}` ({total})")
+        frac = (lambda v: "" if pd.isna(v) else f"{v:.0%}")  # noqa: E731
+        table.append(f"| `{cell}` | {total} | {frac(rwnd)} | {frac(sndbuf)} | {bound(rwnd, sndbuf)} |")
+    if flagged:
+        lines += [f"**Retransmits** in {len(flagged)} cell(s): {', '.join(flagged)}. Losses can swamp the "
+                  "differences between copy modes: read those cells' figures with that in mind.", ""]
+    else:
+        lines += ["No cell retransmitted inside its window.", ""]
+    return "\n".join(lines + table + [""])

@@ -1,0 +1,36 @@
+"""Host counter snapshots: each agent reads its host's /proc files at the window's start and end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import assert_ok, run_pair
+
+pytestmark = pytest.mark.integration
+
+ARGS = ["--duration", "0.5", "--warmup", "0.1", "--interval", "0.25", "--size", "65536"]
+
+
+@pytest.mark.parametrize("sender", ["server", "client"])
+def test_both_sides_bracket_their_window(built_agent: Path, sender: str) -> None:
+    pair = run_pair(built_agent, [*ARGS, "--sender", sender])
+    assert_ok(pair)
+    for doc in (pair.server.doc, pair.client.doc):
+        assert doc is not None
+        counters = doc["host_counters"]
+        assert counters["clk_tck"] > 0
+        start, end = counters["start"], counters["end"]
+        assert start["t"] == pytest.approx(0, abs=0.02)
+        assert end["t"] == pytest.approx(doc["window"]["seconds"], abs=0.05)
+        for key in ("stat", "softirqs", "interrupts", "snmp", "netstat"):
+            assert start[key] and end[key], key
+        assert start["stat"].startswith("cpu ") and "NET_RX" in end["softirqs"] and "RetransSegs" in end["snmp"]
+
+
+def test_sampling_off_leaves_them_out(built_agent: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_AGENT_NO_TCPINFO", "1")
+    pair = run_pair(built_agent, ARGS)
+    assert_ok(pair)
+    assert pair.server.doc["host_counters"] is None and pair.client.doc["host_counters"] is None
