@@ -80,7 +80,7 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, report
     # One round trip: the read-only probes, then the workdir made and checked (workdir.py).
     found, stdout = workdir.check(
         host, timeout, dirs=["agents", "runs", *run_dirs], before=basics,
-        then=f"[ -f agents/{deploy.source_hash()}/bin/manifest ] && echo @cached; true",
+        then=f'[ -f "agents/{deploy.source_hash()}-$(uname -m)/bin/manifest" ] && echo @cached; true',
     )
     lines = stdout.splitlines()
     report.kernel = next((line[len("@kernel "):] for line in lines if line.startswith("@kernel ")), "")

@@ -22,7 +22,7 @@ from orchestrator.preflight import HostReport, _check_compilers
 DIGEST = deploy.source_hash()
 HOME = "/home/bench"
 WD = f"{HOME}/.cache/orchestrate"
-BASE = f"{WD}/agents/{DIGEST}"
+BASE = f"{WD}/agents/{DIGEST}-x86_64"
 VERSION = f"orchestrate-agent schema 1 source {DIGEST}"
 SHA = "ab" * 32
 
@@ -33,11 +33,11 @@ def checked(paths: list[str], then: list[str]) -> str:
 
 
 def probe_output(*then: str) -> str:
-    return checked(["agents", f"agents/{DIGEST}"], ["@arch x86_64", *then])
+    return checked(["agents"], ["@arch x86_64", *then])
 
 
 def manifest(sha: str = SHA, where: str = "server") -> list[str]:
-    return [f"@m sha256 {sha}", f"@m source {DIGEST}", f"@m where {where}", "@m compiler gcc 12.2.0", "@m static 0"]
+    return [f"@m sha256 {sha}", f"@m source {DIGEST}", f"@m where {where}", "@m compiler gcc 12.2.0", "@m static 0", "@m arch x86_64"]
 
 
 @dataclass
@@ -78,7 +78,7 @@ class FakeHost:
 
 
 def is_probe(command: str) -> bool:
-    return workdir.THEN in command and "bin.tmp; echo" in command
+    return workdir.THEN in command and '"@arch $m"' in command and "manifest && chmod 600" not in command
 
 
 def is_install(command: str) -> bool:
@@ -91,12 +91,34 @@ def test_cache_hit_reuses_the_agent_after_one_round_trip():
     assert agent.path == f"{BASE}/bin/agent"
     assert agent.build == deploy.BuildRecord("cached", "gcc 12.2.0", False, SHA, "x86_64", origin="server")
     assert len(host.commands) == 1 and not host.stdin
-    # The probe runs --version only when the binary's sha256 equals the manifest's.
-    assert 'if [ -n "$want" ] && [ "$have" = "$want" ]; then echo "@version' in host.commands[0]
+    # The probe runs --version only when the binary's sha256, the sources and the architecture
+    # are the manifest's.
+    probe = host.commands[0]
+    assert probe.index('[ "$(sed -n "s/^arch //p"') < probe.index('echo "@version')
+
+
+def test_an_agent_built_for_another_architecture_is_rebuilt_not_run():
+    # One workdir shared by an x86_64 and an aarch64 host: a manifest naming aarch64 in the
+    # x86_64 folder (a left-over from the old layout) is never trusted.
+    other = [line.replace("arch x86_64", "arch aarch64") for line in manifest()]
+    host = FakeHost("server", [lambda c: probe_output(f"@sha256 {SHA}", *other, f"@version {VERSION}") if is_probe(c) else None,
+                               *rebuild_responders()])
+    agent = deploy.deploy(host, 10, [Builder("server", "cc", "gcc", False)])
+    assert agent.build is not None and agent.build.where == "server"
+    assert agent.path == f"{BASE}/bin/agent"
+
+
+def test_an_agent_another_host_installed_first_is_reused():
+    reused = [lambda c: checked(["agents", f"agents/{DIGEST}-x86_64"],
+                                ["@built " + "cd" * 32, "@reused", f"@sha256 {SHA}", *manifest(where="client"), f"@version {VERSION}"])
+              if is_install(c) else None]
+    host = FakeHost("server", [lambda c: probe_output() if is_probe(c) else None, *reused])
+    agent = deploy.deploy(host, 10, [Builder("server", "cc", "gcc", False)])
+    assert agent.build == deploy.BuildRecord("cached", "gcc 12.2.0", False, SHA, "x86_64", origin="client")
 
 
 def rebuild_responders(built_sha: str = "cd" * 32) -> list[Callable[[str], str | None]]:
-    return [lambda c: checked(["agents", f"agents/{DIGEST}"], [f"@sha256 {built_sha}", f"@version {VERSION}"])
+    return [lambda c: checked(["agents", f"agents/{DIGEST}-x86_64"], [f"@built {built_sha}", f"@sha256 {built_sha}", f"@version {VERSION}"])
             if is_install(c) else None]
 
 
@@ -109,7 +131,8 @@ def test_cache_miss_builds_on_the_host_with_its_own_cc():
     (sources,) = host.stdin
     with tarfile.open(fileobj=io.BytesIO(sources)) as archive:
         assert {"main.c", "build.sh"} <= set(archive.getnames())
-    assert f"CC=/usr/bin/cc sh src/build.sh bin.tmp {DIGEST}" in host.commands[1]
+    assert f"CC=/usr/bin/cc sh src/build.sh bin {DIGEST}" in host.commands[1]
+    assert f"agents/{DIGEST}-x86_64/tmp." in host.commands[1]
     assert "tar --no-same-owner" in host.commands[1]
 
 
@@ -154,7 +177,7 @@ def test_no_cc_on_the_host_pushes_a_static_agent_built_on_the_controller(monkeyp
     assert agent.build == deploy.BuildRecord("controller", "gcc 12", True, sha, "x86_64")
     assert host.stdin == [binary]
     install = next(c for c in host.commands if is_install(c))
-    assert f"cat > agents/{DIGEST}/bin.tmp/agent" in install
+    assert f"agents/{DIGEST}-x86_64/tmp." in install and "/bin/agent" in install
     assert f'[ "$have" = {sha} ]' in install  # the target checks what it received
 
 

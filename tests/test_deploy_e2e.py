@@ -138,7 +138,7 @@ def test_a_site_login_gets_a_private_workdir_in_its_home_and_a_pushed_agent(site
     facts = json.loads((run_dir / "hosts" / "server.json").read_text())
     # `~/` was resolved on the host, to the login user's home; the saved inventory keeps `~/`.
     expected = Path(account.pw_dir) / written.server.workdir.removeprefix("~/")
-    assert facts["agent_path"] == f"{expected}/agents/{facts['agent_hash']}/bin/agent"
+    assert facts["agent_path"] == f"{expected}/agents/{facts['agent_hash']}-{os.uname().machine}/bin/agent"
     assert facts["agent_build"]["where"] == "controller" and facts["agent_build"]["static"] is True
     assert yaml.safe_load((run_dir / "inventory.yml").read_text())["server"]["workdir"] == written.server.workdir
     for path in (expected, expected / "agents", expected / "runs", expected / "runs" / run_dir.name):
