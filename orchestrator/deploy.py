@@ -138,12 +138,56 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:200]
 
 
+@dataclass(frozen=True)
+class Cross:
+    """How Debian names the cross toolchain for one `uname -m`: the GNU triplet (its gcc is
+    `<triplet>-gcc`, in package `gcc-<triplet>` with `_` spelled `-`, as package names have no
+    `_`) and the Debian architecture (the static libc is in `libc6-dev-<debian>-cross`)."""
+
+    triplet: str
+    debian: str
+
+    @property
+    def gcc(self) -> str:
+        return f"{self.triplet}-gcc"
+
+    @property
+    def packages(self) -> str:
+        return f"gcc-{self.triplet.replace('_', '-')} libc6-dev-{self.debian}-cross"
+
+
+# `uname -m` -> Debian's cross toolchain; `uname -m` names differ from both GNU's and Debian's.
+CROSS: dict[str, Cross] = {
+    "x86_64": Cross("x86_64-linux-gnu", "amd64"),
+    "aarch64": Cross("aarch64-linux-gnu", "arm64"),
+    "armv7l": Cross("arm-linux-gnueabihf", "armhf"),
+    "armv6l": Cross("arm-linux-gnueabihf", "armhf"),  # Raspbian-style armhf; Debian's armhf needs v7
+    "armv5tel": Cross("arm-linux-gnueabi", "armel"),
+    "i686": Cross("i686-linux-gnu", "i386"),
+    "i586": Cross("i686-linux-gnu", "i386"),
+    "i386": Cross("i686-linux-gnu", "i386"),
+    "ppc64le": Cross("powerpc64le-linux-gnu", "ppc64el"),
+    "ppc64": Cross("powerpc64-linux-gnu", "ppc64"),
+    "riscv64": Cross("riscv64-linux-gnu", "riscv64"),
+    "s390x": Cross("s390x-linux-gnu", "s390x"),
+    "mips64": Cross("mips64-linux-gnuabi64", "mips64"),
+    "mips64el": Cross("mips64el-linux-gnuabi64", "mips64el"),
+    "loongarch64": Cross("loongarch64-linux-gnu", "loong64"),
+    "sparc64": Cross("sparc64-linux-gnu", "sparc64"),
+}
+
+
+def cross_for(arch: str) -> Cross | None:
+    return CROSS.get(arch)
+
+
 def controller_toolchain(arch: str) -> Toolchain | None:
     """A compiler on this machine that can link a static binary for `arch`: the native one when
-    the architectures agree, else a Debian cross compiler (`<arch>-linux-gnu-gcc`)."""
+    the architectures agree, else Debian's cross compiler for it (CROSS)."""
     if not _ARCH.match(arch):
         return None
-    names = (["cc", "gcc", "clang"] if platform.machine() == arch else []) + [f"{arch}-linux-gnu-gcc"]
+    cross = cross_for(arch)
+    names = (["cc", "gcc", "clang"] if platform.machine() == arch else []) + ([cross.gcc] if cross else [])
     for name in names:
         path = shutil.which(name)
         if not path:
@@ -190,11 +234,16 @@ def plan_builds(toolchains: dict[str, Toolchain],
 
 def no_builder_advice(arch: str) -> str:
     arch = arch or "this architecture"
+    cross = cross_for(arch)
     if arch == platform.machine():
         controller = "gcc and libc6-dev (a static libc) on the controller"
+    elif cross:
+        controller = (f"a cross compiler {cross.gcc} with its static libc on the controller "
+                      f"(Debian: apt-get install {cross.packages})")
     else:
-        controller = (f"a cross compiler {arch}-linux-gnu-gcc with its static libc on the controller "
-                      f"(Debian: gcc-{arch}-linux-gnu and libc6-dev-<arch>-cross)")
+        controller = (f"a cross compiler for {arch} with its static libc on the controller "
+                      "(orchestrate knows no Debian cross toolchain for it; a gcc and libc.a on the other host "
+                      "of the same architecture also work)")
     return f"no compiler can build the agent for {arch}: install gcc (or clang) on this host, or {controller}"
 
 

@@ -251,3 +251,29 @@ def test_a_failed_build_on_the_host_shows_the_compilers_words():
     ])
     with pytest.raises(HostError, match="the build failed:\nmain.c:1: error: boom"):
         deploy.deploy(host, 10, [Builder("server", "cc", "gcc", False)])
+
+
+@pytest.mark.parametrize("arch, gcc, packages", [
+    ("aarch64", "aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross"),
+    ("armv7l", "arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"),
+    ("ppc64le", "powerpc64le-linux-gnu-gcc", "gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross"),
+    ("x86_64", "x86_64-linux-gnu-gcc", "gcc-x86-64-linux-gnu libc6-dev-amd64-cross"),
+    ("riscv64", "riscv64-linux-gnu-gcc", "gcc-riscv64-linux-gnu libc6-dev-riscv64-cross"),
+    ("s390x", "s390x-linux-gnu-gcc", "gcc-s390x-linux-gnu libc6-dev-s390x-cross"),
+    ("i686", "i686-linux-gnu-gcc", "gcc-i686-linux-gnu libc6-dev-i386-cross"),
+])
+def test_cross_compiler_advice_uses_debians_names(monkeypatch, arch, gcc, packages):
+    # Seen from a controller of another architecture, so that only a cross compiler can help.
+    monkeypatch.setattr(deploy.platform, "machine", lambda: "sparc64" if arch != "sparc64" else "x86_64")
+    advice = deploy.no_builder_advice(arch)
+    assert f"a cross compiler {gcc} with its static libc" in advice and f"apt-get install {packages}" in advice
+    # and the controller looks for that compiler by that name
+    asked = []
+    monkeypatch.setattr(deploy.shutil, "which", lambda name: asked.append(name))
+    assert deploy.controller_toolchain(arch) is None and asked == [gcc]
+
+
+def test_an_architecture_without_a_known_cross_toolchain_says_so(monkeypatch):
+    monkeypatch.setattr(deploy.platform, "machine", lambda: "x86_64")
+    advice = deploy.no_builder_advice("m68k")
+    assert "m68k-linux-gnu-gcc" not in advice and "knows no Debian cross toolchain" in advice
