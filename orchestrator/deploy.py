@@ -391,13 +391,23 @@ def _unpack_sources_sh(folder: str) -> str:
     return f"rm -rf {q(folder)} && mkdir {q(folder)} && tar --no-same-owner -C {q(folder)} -xf - && "
 
 
+# What a build must not take from the user's environment: build.sh honours CC, CFLAGS_EXTRA and
+# STATIC, and gcc reads the others; each would change the binary but not the source hash,
+# --version or manifest. Deploy sets CC and STATIC itself, and the rest not at all.
+_BUILD_ENV_DROP = ("CC", "CFLAGS_EXTRA", "STATIC", "CPATH", "C_INCLUDE_PATH", "LIBRARY_PATH",
+                   "GCC_EXEC_PREFIX", "COMPILER_PATH")
+# The same on a host (a login's profile may set them, and this machine's environment reaches a
+# local host's shell).
+_BUILD_ENV_SH = "unset " + " ".join(_BUILD_ENV_DROP) + "; "
+
+
 def _build_on_target(host: Host, wd: str, base: str, digest: str, builder: Builder, arch: str,
                      timeout: float, root) -> BuildRecord:
     """Sources in on stdin, built, installed and checked: one round trip, in a build folder of
     this attempt's own (a workdir shared with another host sees two builds at once)."""
     tmp = f"{base}/tmp.{_token()}"
     build = (
-        f"( mkdir {q(tmp)} && cd {q(tmp)} && " + _unpack_sources_sh("src")
+        f"( {_BUILD_ENV_SH}mkdir {q(tmp)} && cd {q(tmp)} && " + _unpack_sources_sh("src")
         + f"CC={q(builder.compiler)} sh src/build.sh bin {q(digest)} > build.log 2>&1 )"
         f" || {{ echo '@error the build failed:'; tail -n 30 {q(tmp)}/build.log | sed 's/^/@log /'; rm -rf {q(tmp)}; exit 0; }}\n"
     )
@@ -424,11 +434,16 @@ def _build_elsewhere_and_push(host: Host, wd: str, base: str, digest: str, build
     return _install(host, base, tmp, digest, builder, arch, timeout, expected, receive, data)
 
 
+def _build_env(compiler: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _BUILD_ENV_DROP}
+    return {**env, "CC": compiler, "STATIC": "1"}
+
+
 def _build_on_controller(src: Path, out: Path, digest: str, builder: Builder, root, timeout: float) -> None:
     _stage_sources(src, root)
     try:
         done = subprocess.run(["sh", str(src / _BUILD_SCRIPT), str(out), digest], capture_output=True, text=True,
-                              env={**os.environ, "CC": builder.compiler, "STATIC": "1"},
+                              env=_build_env(builder.compiler),
                               timeout=max(timeout, BUILD_TIMEOUT_FLOOR))
     except subprocess.TimeoutExpired:
         raise OrchestrateError("the static build on the controller timed out") from None
@@ -443,7 +458,7 @@ def _build_static_on(builder_host: Host, out: Path, base: str, digest: str, buil
     folder = f"{base}/tmp.{_token()}"
     found, _ = workdir.check(
         builder_host, max(timeout, BUILD_TIMEOUT_FLOOR), dirs=["agents", base, folder],
-        then=(f"cd {q(folder)} && " + _unpack_sources_sh("src")
+        then=(f"{_BUILD_ENV_SH}cd {q(folder)} && " + _unpack_sources_sh("src")
               + f"CC={q(builder.compiler)} STATIC=1 sh src/build.sh bin {q(digest)} > build.log 2>&1"
               " && echo @built || tail -n 30 build.log"),
         stdin=_sources_tar(root),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,3 +278,20 @@ def test_an_architecture_without_a_known_cross_toolchain_says_so(monkeypatch):
     monkeypatch.setattr(deploy.platform, "machine", lambda: "x86_64")
     advice = deploy.no_builder_advice("m68k")
     assert "m68k-linux-gnu-gcc" not in advice and "knows no Debian cross toolchain" in advice
+
+
+def test_a_build_takes_no_flags_from_the_users_environment(monkeypatch, tmp_path):
+    """CFLAGS_EXTRA (or CPATH …) in the environment would change the binary but not its source
+    hash, --version or manifest: deploy's builds never see them, on the controller or on a host."""
+    from orchestrator.hosts import LocalHost
+
+    compiler = shutil.which("cc")
+    if compiler is None:
+        pytest.fail("`cc` is not installed (./bootstrap.sh test installs it)")
+    monkeypatch.setenv("CFLAGS_EXTRA", "--no-such-flag-from-the-users-environment")
+    monkeypatch.setenv("CPATH", str(tmp_path / "nowhere"))
+    deploy._build_on_controller(tmp_path / "src", tmp_path / "bin", DIGEST, Builder("controller", compiler, "", True), None, 300)
+    assert (tmp_path / "bin" / "agent").is_file()
+    host = LocalHost("server", HostSpec(host="local", workdir=str(tmp_path / "work")))
+    agent = deploy.deploy(host, 300, [Builder("server", compiler, "", False)])
+    assert agent.build is not None and agent.build.where == "server" and Path(agent.path).is_file()
