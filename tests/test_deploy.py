@@ -295,3 +295,29 @@ def test_a_build_takes_no_flags_from_the_users_environment(monkeypatch, tmp_path
     host = LocalHost("server", HostSpec(host="local", workdir=str(tmp_path / "work")))
     agent = deploy.deploy(host, 300, [Builder("server", compiler, "", False)])
     assert agent.build is not None and agent.build.where == "server" and Path(agent.path).is_file()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("arch, gcc, qemu, machine", [("aarch64", "aarch64-linux-gnu-gcc", "qemu-aarch64-static", 183),
+                                                      ("armv7l", "arm-linux-gnueabihf-gcc", "qemu-arm-static", 40)])
+def test_a_static_agent_cross_built_on_the_controller_runs_on_that_architecture(tmp_path, arch, gcc, qemu, machine):
+    """The controller path for a host of another architecture, for real: Debian's cross compiler
+    is found by its name for that `uname -m`, builds a static agent, and qemu runs it."""
+    import subprocess
+
+    from .conftest import require_tool
+
+    if deploy.platform.machine() == arch:
+        pytest.skip(f"the controller is {arch} itself: no cross build to test")
+    require_tool(gcc)
+    emulator = require_tool(qemu)
+    toolchain = deploy.controller_toolchain(arch)
+    assert toolchain is not None and toolchain.cc is not None and toolchain.cc.endswith(f"/{gcc}")
+    (builder,) = deploy.plan_builds({"server": Toolchain(arch)}, lambda _: toolchain)["server"]
+    assert (builder.where, builder.static) == ("controller", True)
+    deploy._build_on_controller(tmp_path / "src", tmp_path / "bin", DIGEST, builder, None, 300)
+    binary = tmp_path / "bin" / "agent"
+    header = binary.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == machine  # e_machine
+    version = subprocess.run([emulator, str(binary), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == f"orchestrate-agent schema 1 source {DIGEST}"
