@@ -330,7 +330,7 @@ def test_a_garbled_pgid_marker_is_a_clear_error_not_a_traceback():
     assert process.pgid == 4242 and bytes(process.errors) == b"hello\n"
 
 
-@pytest.mark.parametrize("shell", ["sh", "bash", "fish"])
+@pytest.mark.parametrize("shell", ["sh", "bash", "fish", "csh", "tcsh"])
 def test_a_command_means_the_same_under_any_login_shell(shell):
     from orchestrator.hosts import login_shell_command
     import subprocess
