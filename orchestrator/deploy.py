@@ -469,7 +469,10 @@ def _build_static_on(builder_host: Host, out: Path, base: str, digest: str, buil
             raise HostError(builder_host.name, f"static build failed: {' '.join(found.output.split())[-600:]}")
         builder_host.fetch_dir(f"{found.workdir}/{folder}/bin", out, timeout)
     finally:
-        workdir.check(builder_host, timeout, dirs=["agents", base], then=f"rm -rf {q(folder)}")
+        try:
+            workdir.check(builder_host, timeout, dirs=["agents", base], then=f"rm -rf {q(folder)}")
+        except OrchestrateError as exc:  # left for the next deploy's stale-folder sweep
+            log.info("%s: could not remove %s: %s", builder_host.name, folder, exc)
 
 
 def _install(host: Host, base: str, tmp: str, digest: str, builder: Builder, arch: str, timeout: float,
