@@ -18,7 +18,8 @@ esac
 # chromium to open report.html in a real browser.
 packages=(gcc libc6-dev linux-perf iproute2 ethtool procps tar python3 python3-venv python3-pip)
 if [ "$action" = test ]; then
-  packages+=(openssh-server openssh-client iperf3 clang iputils-ping sudo chromium)
+  packages+=(openssh-server openssh-client iperf3 clang iputils-ping sudo chromium fish csh tcsh
+             gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static)
 fi
 
 missing=()

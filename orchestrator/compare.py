@@ -143,16 +143,34 @@ def _compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
                 continue
             est_a, est_b = stats.estimate(values_a), stats.estimate(values_b)
             result = stats.ratio(values_a, values_b)
+            verdict = _verdict(metric, result, est_a.n, est_b.n)
+            if metric in derive.COUNTER_METRICS:
+                counts_a, counts_b = _counts(group_a, metric), _counts(group_b, metric)
+                if (counts_a == derive.USER_ONLY) != (counts_b == derive.USER_ONLY):
+                    # A user-space-only count beside a whole one: the ratio would measure the kernel's share.
+                    verdict = f"not comparable: A counted {_covers(counts_a)}, B {_covers(counts_b)}"
+                    result = stats.Ratio(float("nan"), float("nan"), float("nan"), float("nan"))
+                elif counts_a == derive.USER_ONLY:
+                    verdict += " (both counted user space only)"
             rows.append({
                 "cell": shown, "metric": metric,
                 "a_n": est_a.n, "a_mean": est_a.mean, "a_ci_low": est_a.ci_low, "a_ci_high": est_a.ci_high,
                 "b_n": est_b.n, "b_mean": est_b.mean, "b_ci_low": est_b.ci_low, "b_ci_high": est_b.ci_high,
                 "ratio": result.ratio, "ratio_ci_low": result.ci_low, "ratio_ci_high": result.ci_high,
-                "p_value": result.p_value, "verdict": _verdict(metric, result, est_a.n, est_b.n),
+                "p_value": result.p_value, "verdict": verdict,
             })
     return pd.DataFrame(rows, columns=[
         "cell", "metric", "a_n", "a_mean", "a_ci_low", "a_ci_high", "b_n", "b_mean", "b_ci_low", "b_ci_high",
         "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "verdict"])
+
+
+def _counts(rows: pd.DataFrame, metric: str) -> str:
+    column = f"{metric}_perf_counts"
+    return derive.combine_counts(rows[column].tolist()) if column in rows else ""
+
+
+def _covers(counts: str) -> str:
+    return "user space only" if counts == derive.USER_ONLY else "user and kernel space"
 
 
 def _mode_label(rows: pd.DataFrame) -> str:

@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import re
+import secrets
 import shutil
 import subprocess
 import tarfile
@@ -131,12 +132,56 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:200]
 
 
+@dataclass(frozen=True)
+class Cross:
+    """How Debian names the cross toolchain for one `uname -m`: the GNU triplet (its gcc is
+    `<triplet>-gcc`, in package `gcc-<triplet>` with `_` spelled `-`, as package names have no
+    `_`) and the Debian architecture (the static libc is in `libc6-dev-<debian>-cross`)."""
+
+    triplet: str
+    debian: str
+
+    @property
+    def gcc(self) -> str:
+        return f"{self.triplet}-gcc"
+
+    @property
+    def packages(self) -> str:
+        return f"gcc-{self.triplet.replace('_', '-')} libc6-dev-{self.debian}-cross"
+
+
+# `uname -m` -> Debian's cross toolchain; `uname -m` names differ from both GNU's and Debian's.
+CROSS: dict[str, Cross] = {
+    "x86_64": Cross("x86_64-linux-gnu", "amd64"),
+    "aarch64": Cross("aarch64-linux-gnu", "arm64"),
+    "armv7l": Cross("arm-linux-gnueabihf", "armhf"),
+    "armv6l": Cross("arm-linux-gnueabihf", "armhf"),  # Raspbian-style armhf; Debian's armhf needs v7
+    "armv5tel": Cross("arm-linux-gnueabi", "armel"),
+    "i686": Cross("i686-linux-gnu", "i386"),
+    "i586": Cross("i686-linux-gnu", "i386"),
+    "i386": Cross("i686-linux-gnu", "i386"),
+    "ppc64le": Cross("powerpc64le-linux-gnu", "ppc64el"),
+    "ppc64": Cross("powerpc64-linux-gnu", "ppc64"),
+    "riscv64": Cross("riscv64-linux-gnu", "riscv64"),
+    "s390x": Cross("s390x-linux-gnu", "s390x"),
+    "mips64": Cross("mips64-linux-gnuabi64", "mips64"),
+    "mips64el": Cross("mips64el-linux-gnuabi64", "mips64el"),
+    "loongarch64": Cross("loongarch64-linux-gnu", "loong64"),
+    "sparc64": Cross("sparc64-linux-gnu", "sparc64"),
+}
+
+
+def cross_for(arch: str) -> Cross | None:
+    return CROSS.get(arch)
+
+
 def controller_toolchain(arch: str) -> Toolchain | None:
     """A compiler on this machine that can link a static binary for `arch`: the native one when
-    the architectures agree, else a Debian cross compiler (`<arch>-linux-gnu-gcc`)."""
+    the architectures agree, else Debian's cross compiler for it (CROSS)."""
     if not _ARCH.match(arch):
         return None
-    names = (["cc", "gcc", "clang"] if platform.machine() == arch else []) + [f"{arch}-linux-gnu-gcc"]
+    cross = cross_for(arch)
+    names = (["cc", "gcc", "clang"] if platform.machine() == arch else []) + ([cross.gcc] if cross else [])
     for name in names:
         path = shutil.which(name)
         if not path:
@@ -183,11 +228,16 @@ def plan_builds(toolchains: dict[str, Toolchain],
 
 def no_builder_advice(arch: str) -> str:
     arch = arch or "this architecture"
+    cross = cross_for(arch)
     if arch == platform.machine():
         controller = "gcc and libc6-dev (a static libc) on the controller"
+    elif cross:
+        controller = (f"a cross compiler {cross.gcc} with its static libc on the controller "
+                      f"(Debian: apt-get install {cross.packages})")
     else:
-        controller = (f"a cross compiler {arch}-linux-gnu-gcc with its static libc on the controller "
-                      f"(Debian: gcc-{arch}-linux-gnu and libc6-dev-<arch>-cross)")
+        controller = (f"a cross compiler for {arch} with its static libc on the controller "
+                      "(orchestrate knows no Debian cross toolchain for it; a gcc and libc.a on the other host "
+                      "of the same architecture also work)")
     return f"no compiler can build the agent for {arch}: install gcc (or clang) on this host, or {controller}"
 
 
@@ -217,6 +267,32 @@ def _values(lines: Iterable[str], prefix: str) -> dict[str, str]:
     return found
 
 
+def agent_folder(digest: str, arch: str) -> str:
+    """The agent's folder under the workdir: per source hash AND architecture, because one
+    workdir may be shared by hosts of two architectures (an NFS home)."""
+    return f"agents/{digest}-{arch}"
+
+
+# The host's architecture, checked in sh before it names any path (it is part of the folder name).
+ARCH_SH = ('m=$(uname -m); case $m in ""|*[!A-Za-z0-9_]*) echo "@error uname -m gave no plain architecture"; exit 0;; esac; '
+           'echo "@arch $m"; ')
+# Unique per host and attempt: two hosts sharing a workdir never build into one folder.
+STALE_MINUTES = 60
+
+
+def _token() -> str:
+    return secrets.token_hex(6)
+
+
+def _valid_sh(folder: str, digest: str) -> str:
+    """sh: true when `folder` holds an agent whose sha256 is its manifest's, and whose manifest
+    names these sources and this host's architecture ($m)."""
+    a, mf = f"{folder}/agent", f"{folder}/manifest"
+    return (f'{{ [ -f {a} ] && [ ! -L {a} ] && [ -f {mf} ] && [ ! -L {mf} ] && '
+            f'[ "$({_sha256_sh(a)})" = "$(sed -n "s/^sha256 //p" {mf})" ] && '
+            f'[ "$(sed -n "s/^arch //p" {mf})" = "$m" ] && [ "$(sed -n "s/^source //p" {mf})" = {q(digest)} ]; }}')
+
+
 def _version_ok(version: str, digest: str) -> bool:
     words = version.split()
     return bool(words) and words[0] == VERSION_PREFIX and f"source {digest}" in version
@@ -229,30 +305,39 @@ def deploy(host: Host, timeout: float, builders: Sequence[Builder] | None = None
     `builders` come from plan_builds (default: the host's own cc); `others` holds the hosts a
     builder may name."""
     digest = source_hash(root)
-    base = f"agents/{digest}"
     if builders is None:
         builders = [Builder(host.role, "cc", "", False)]
-    # One round trip: check every path, drop any half-finished push, and report the cached
-    # binary's sha256; run its --version only if that sha256 is the one we recorded.
+    # One round trip: the host's architecture (part of the folder's name), every path checked
+    # (workdir.py's `own`, inside the same script), old abandoned build folders dropped, and
+    # the cached binary's sha256; its --version runs only if that sha256 and the manifest's
+    # architecture are the ones we recorded.
+    base_sh = f'"agents/"{q(digest)}"-$m"'
     probe, _ = workdir.check(
-        host, timeout, dirs=["agents", base], existing_dirs=[f"{base}/bin"],
-        files=[f"{base}/bin/agent", f"{base}/bin/manifest"],
+        host, timeout, dirs=["agents"],
         then=(
-            f"rm -rf {q(base)}/bin.tmp; echo \"@arch $(uname -m)\"; b={q(base)}/bin; "
+            ARCH_SH + f"base={base_sh}; "
+            'own "$wd/$base" d 1; own "$wd/$base/bin" d 0; own "$wd/$base/bin/agent" f 0; own "$wd/$base/bin/manifest" f 0; '
+            '[ "$safe" = 1 ] || exit 0; '
+            f'find "$base" -mindepth 1 -maxdepth 1 -name "tmp.*" -mmin +{STALE_MINUTES} -exec rm -rf {{}} + 2>/dev/null; '
+            'b="$base/bin"; '
             'if [ -f "$b/agent" ] && [ -f "$b/manifest" ]; then '
             f'have=$({SHA_OF_B}); echo "@sha256 $have"; sed "s/^/@m /" "$b/manifest"; '
-            'want=$(sed -n "s/^sha256 //p" "$b/manifest"); '
-            'if [ -n "$want" ] && [ "$have" = "$want" ]; then echo "@version $("$b/agent" --version 2>&1 | head -n 1)"; fi; fi'
+            f'if {_valid_sh(chr(34) + "$b" + chr(34), digest)}; then echo "@version $("$b/agent" --version 2>&1 | head -n 1)"; fi; fi'
         ),
     )
     probe.raise_unless_ok(host.name)
-    wd = probe.workdir
     lines = probe.output.splitlines()
+    _raise_if_unsafe(host, probe, lines)
+    wd = probe.workdir
     seen = _values(lines, "@")
     manifest = _values(lines, "@m ")
-    arch = seen.get("arch", "") if _ARCH.match(seen.get("arch", "")) else ""
+    arch = seen.get("arch", "")
+    if seen.get("error") or not _ARCH.match(arch):
+        raise HostError(host.name, seen.get("error") or "the host did not report its architecture")
+    base = agent_folder(digest, arch)
     agent_path = f"{wd}/{base}/bin/agent"
-    if seen.get("sha256") and seen.get("sha256") == manifest.get("sha256") and _version_ok(seen.get("version", ""), digest):
+    if (seen.get("sha256") and seen.get("sha256") == manifest.get("sha256") and manifest.get("arch") == arch
+            and _version_ok(seen.get("version", ""), digest)):
         record = BuildRecord("cached", manifest.get("compiler", ""), manifest.get("static") == "1", seen["sha256"],
                              arch, origin=manifest.get("where", ""))
         return Agent(digest, agent_path, record)
@@ -275,6 +360,14 @@ def deploy(host: Host, timeout: float, builders: Sequence[Builder] | None = None
                          + "\n  ".join(failures) + f"\n{no_builder_advice(arch)}")
 
 
+def _raise_if_unsafe(host: Host, found: workdir.WorkdirCheck, lines: list[str]) -> None:
+    """Paths checked inside the caller's own commands (after the marker) report like the rest."""
+    problems = [line[len("UNSAFE "):] for line in lines if line.startswith("UNSAFE ")]
+    if problems:
+        found.problems.extend(problems)
+        found.raise_unless_ok(host.name)
+
+
 def _sources_tar(root) -> bytes:
     """The sources as a tar stream, owned by nobody in particular: the host's tar, told
     --no-same-owner, makes them the login user's (push_dir would keep this machine's uid)."""
@@ -292,15 +385,27 @@ def _unpack_sources_sh(folder: str) -> str:
     return f"rm -rf {q(folder)} && mkdir {q(folder)} && tar --no-same-owner -C {q(folder)} -xf - && "
 
 
+# What a build must not take from the user's environment: build.sh honours CC, CFLAGS_EXTRA and
+# STATIC, and gcc reads the others; each would change the binary but not the source hash,
+# --version or manifest. Deploy sets CC and STATIC itself, and the rest not at all.
+_BUILD_ENV_DROP = ("CC", "CFLAGS_EXTRA", "STATIC", "CPATH", "C_INCLUDE_PATH", "LIBRARY_PATH",
+                   "GCC_EXEC_PREFIX", "COMPILER_PATH")
+# The same on a host (a login's profile may set them, and this machine's environment reaches a
+# local host's shell).
+_BUILD_ENV_SH = "unset " + " ".join(_BUILD_ENV_DROP) + "; "
+
+
 def _build_on_target(host: Host, wd: str, base: str, digest: str, builder: Builder, arch: str,
                      timeout: float, root) -> BuildRecord:
-    """Sources in on stdin, built, installed and checked: one round trip."""
+    """Sources in on stdin, built, installed and checked: one round trip, in a build folder of
+    this attempt's own (a workdir shared with another host sees two builds at once)."""
+    tmp = f"{base}/tmp.{_token()}"
     build = (
-        f"( cd {q(base)} && rm -rf bin.tmp && " + _unpack_sources_sh("src")
-        + f"CC={q(builder.compiler)} sh src/build.sh bin.tmp {q(digest)} > build.log 2>&1 )"
-        f" || {{ echo '@error the build failed:'; tail -n 30 {q(base)}/build.log | sed 's/^/@log /'; exit 0; }}\n"
+        f"( {_BUILD_ENV_SH}mkdir {q(tmp)} && cd {q(tmp)} && " + _unpack_sources_sh("src")
+        + f"CC={q(builder.compiler)} sh src/build.sh bin {q(digest)} > build.log 2>&1 )"
+        f" || {{ echo '@error the build failed:'; tail -n 30 {q(tmp)}/build.log | sed 's/^/@log /'; rm -rf {q(tmp)}; exit 0; }}\n"
     )
-    return _install(host, base, digest, builder, arch, max(timeout, BUILD_TIMEOUT_FLOOR), "", build, _sources_tar(root))
+    return _install(host, base, tmp, digest, builder, arch, max(timeout, BUILD_TIMEOUT_FLOOR), "", build, _sources_tar(root))
 
 
 def _build_elsewhere_and_push(host: Host, wd: str, base: str, digest: str, builder: Builder, arch: str,
@@ -317,15 +422,22 @@ def _build_elsewhere_and_push(host: Host, wd: str, base: str, digest: str, build
         data = binary.read_bytes()
     expected = hashlib.sha256(data).hexdigest()
     # The binary goes in on stdin, written by the login user, and is checked in the same round trip.
-    receive = f"rm -rf {q(base)}/bin.tmp && mkdir {q(base)}/bin.tmp && cat > {q(base)}/bin.tmp/agent || {{ echo '@error could not write the agent'; exit 0; }}\n"
-    return _install(host, base, digest, builder, arch, timeout, expected, receive, data)
+    tmp = f"{base}/tmp.{_token()}"
+    receive = (f"mkdir {q(tmp)} {q(tmp)}/bin && cat > {q(tmp)}/bin/agent"
+               f" || {{ echo '@error could not write the agent'; rm -rf {q(tmp)}; exit 0; }}\n")
+    return _install(host, base, tmp, digest, builder, arch, timeout, expected, receive, data)
+
+
+def _build_env(compiler: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _BUILD_ENV_DROP}
+    return {**env, "CC": compiler, "STATIC": "1"}
 
 
 def _build_on_controller(src: Path, out: Path, digest: str, builder: Builder, root, timeout: float) -> None:
     _stage_sources(src, root)
     try:
         done = subprocess.run(["sh", str(src / _BUILD_SCRIPT), str(out), digest], capture_output=True, text=True,
-                              env={**os.environ, "CC": builder.compiler, "STATIC": "1"},
+                              env=_build_env(builder.compiler),
                               timeout=max(timeout, BUILD_TIMEOUT_FLOOR))
     except subprocess.TimeoutExpired:
         raise OrchestrateError("the static build on the controller timed out") from None
@@ -335,36 +447,53 @@ def _build_on_controller(src: Path, out: Path, digest: str, builder: Builder, ro
 
 
 def _build_static_on(builder_host: Host, out: Path, base: str, digest: str, builder: Builder, root, timeout: float) -> None:
-    """A static build in the other host's own (checked) workdir, fetched back here."""
-    folder = f"{base}/static"
+    """A static build in the other host's own (checked) workdir, in a folder of this attempt's
+    own, fetched back here, then removed."""
+    folder = f"{base}/tmp.{_token()}"
     found, _ = workdir.check(
         builder_host, max(timeout, BUILD_TIMEOUT_FLOOR), dirs=["agents", base, folder],
-        then=(f"cd {q(folder)} && rm -rf bin && " + _unpack_sources_sh("src")
+        then=(f"{_BUILD_ENV_SH}cd {q(folder)} && " + _unpack_sources_sh("src")
               + f"CC={q(builder.compiler)} STATIC=1 sh src/build.sh bin {q(digest)} > build.log 2>&1"
               " && echo @built || tail -n 30 build.log"),
         stdin=_sources_tar(root),
     )
     found.raise_unless_ok(builder_host.name)
-    if "@built" not in found.output.splitlines():
-        raise HostError(builder_host.name, f"static build failed: {' '.join(found.output.split())[-600:]}")
-    builder_host.fetch_dir(f"{found.workdir}/{folder}/bin", out, timeout)
+    try:
+        if "@built" not in found.output.splitlines():
+            raise HostError(builder_host.name, f"static build failed: {' '.join(found.output.split())[-600:]}")
+        builder_host.fetch_dir(f"{found.workdir}/{folder}/bin", out, timeout)
+    finally:
+        try:
+            workdir.check(builder_host, timeout, dirs=["agents", base], then=f"rm -rf {q(folder)}")
+        except OrchestrateError as exc:  # left for the next deploy's stale-folder sweep
+            log.info("%s: could not remove %s: %s", builder_host.name, folder, exc)
 
 
-def _install(host: Host, base: str, digest: str, builder: Builder, arch: str, timeout: float, expected_sha: str,
-             first: str, stdin: bytes) -> BuildRecord:
+def _install(host: Host, base: str, tmp: str, digest: str, builder: Builder, arch: str, timeout: float,
+             expected_sha: str, first: str, stdin: bytes) -> BuildRecord:
     """On the target, in one round trip inside the checked workdir: `first` (which makes
-    bin.tmp/agent from stdin), then its sha256 checked (against `expected_sha` when we pushed
-    it), the manifest written beside it, bin.tmp swapped in as bin/, and its --version run."""
-    staged = f"{base}/bin.tmp"
+    <tmp>/bin/agent from stdin), then its sha256 checked (against `expected_sha` when we pushed
+    it) and the manifest written beside it; then <tmp>/bin renamed to bin/ in one step. If
+    another host sharing this workdir got there first with a valid agent for this architecture,
+    that one is kept. Finally the agent in bin/ is checked and its --version run."""
+    staged = f"{tmp}/bin"
     lines = _manifest_tail(digest, builder.where, builder.version or builder.compiler, builder.static, arch)
+    final = f"{base}/bin"
+    valid = _valid_sh(q(final), digest)
     then = (
-        first
-        + f"a={q(staged)}/agent; [ -f \"$a\" ] && [ ! -L \"$a\" ] || {{ echo '@error no agent binary'; exit 0; }}; "
-        f"chmod 700 \"$a\" && have=$({SHA_OF_A}); echo \"@sha256 $have\"; "
-        + (f"[ \"$have\" = {q(expected_sha)} ] || {{ echo '@error sha256 differs from what was pushed'; exit 0; }}; " if expected_sha else "")
+        f"m={q(arch)}; " + first
+        + f"a={q(staged)}/agent; [ -f \"$a\" ] && [ ! -L \"$a\" ] || {{ echo '@error no agent binary'; rm -rf {q(tmp)}; exit 0; }}; "
+        f"chmod 700 \"$a\" && have=$({SHA_OF_A}); echo \"@built $have\"; "
+        + (f"[ \"$have\" = {q(expected_sha)} ] || {{ echo '@error sha256 differs from what was pushed'; rm -rf {q(tmp)}; exit 0; }}; " if expected_sha else "")
         + f"{{ printf 'sha256 %s\\n' \"$have\"; printf %s {q(lines)}; }} > {q(staged)}/manifest && chmod 600 {q(staged)}/manifest"
-        f" && rm -rf {q(base)}/bin && mv {q(staged)} {q(base)}/bin"
-        f" && echo \"@version $({q(base)}/bin/agent --version 2>&1 | head -n 1)\""
+        # rename(2) onto a missing or empty folder, never into one (mv -T); a non-empty bin/ is
+        # another host's or a stale one: kept if valid, else moved aside and replaced.
+        f" && if mv -T {q(staged)} {q(final)} 2>/dev/null; then :; elif {valid}; then echo @reused; else"
+        f" mv -T {q(final)} {q(tmp)}/old 2>/dev/null; if mv -T {q(staged)} {q(final)} 2>/dev/null; then :;"
+        f" elif {valid}; then echo @reused; else echo '@error could not put the agent in place'; rm -rf {q(tmp)}; exit 0; fi; fi; "
+        f"rm -rf {q(tmp)}; a={q(final)}/agent; "
+        f"if {valid}; then echo \"@sha256 $({SHA_OF_A})\"; sed 's/^/@m /' {q(final)}/manifest; "
+        f"echo \"@version $(\"$a\" --version 2>&1 | head -n 1)\"; else echo '@error the installed agent does not match its manifest'; fi"
     )
     found, _ = workdir.check(host, timeout, dirs=["agents", base], then=then, stdin=stdin)
     found.raise_unless_ok(host.name)
@@ -373,8 +502,13 @@ def _install(host: Host, base: str, digest: str, builder: Builder, arch: str, ti
     if seen.get("error"):
         detail = "\n".join(line[len("@log "):] for line in out if line.startswith("@log "))
         raise HostError(host.name, f"agent from the {builder.where}: {seen['error']}"
-                                   + (f"\n{detail}" if detail else f" (sha256 {seen.get('sha256', '?')})"))
+                                   + (f"\n{detail}" if detail else f" (sha256 {seen.get('sha256') or seen.get('built', '?')})"))
     if not _version_ok(seen.get("version", ""), digest):
         raise HostError(host.name, f"the agent from the {builder.where} does not start as expected: "
                                    f"{seen.get('version') or 'no output'} (want {VERSION_PREFIX} … source {digest})")
+    if "reused" in seen:
+        manifest = _values(out, "@m ")
+        log.info("%s: another host sharing this workdir installed the agent first; reusing it", host.name)
+        return BuildRecord("cached", manifest.get("compiler", ""), manifest.get("static") == "1", seen["sha256"],
+                           arch, origin=manifest.get("where", ""))
     return BuildRecord(builder.where, builder.version or builder.compiler, builder.static, seen["sha256"], arch)

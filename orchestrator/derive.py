@@ -70,6 +70,17 @@ METRICS: dict[str, Metric] = {
     )
 }
 
+# The metrics made from perf counters, and the sides whose counts each one adds up: where perf
+# counted user space only on any of them (results.csv `<role>_perf_counts` = `user`), the
+# metric is a user-space-only count too, never a whole one.
+COUNTER_METRICS: dict[str, tuple[str, ...]] = {
+    **{f"{side}_{m}": (side,) for side in ("sender", "receiver")
+       for m in ("cycles_per_byte", "l1_misses_per_kib", "llc_misses_per_kib")},
+    **{m: ("sender", "receiver") for m in ("cycles_per_byte", "l1_misses_per_kib", "llc_misses_per_kib")},
+    "context_switches_per_s": ("server", "client"),
+}
+USER_ONLY = "user"
+
 # The metrics whose spread decides whether a cell is flagged as unstable.
 PRIMARY_METRICS = ("throughput_gbps", "transactions_per_s", "latency_p50_us")
 
@@ -151,9 +162,33 @@ def derive_metrics(results: pd.DataFrame) -> pd.DataFrame:
     )
     out["rusage_context_switches_per_s"] = _per(rusage_switches, span)
 
+    # What each counter metric's counts cover (COUNTER_METRICS): per row, `<metric>_perf_counts`.
+    server_counts, client_counts = _counts(out, "server"), _counts(out, "client")
+    sides = {"server": server_counts, "client": client_counts,
+             "sender": server_counts.where(sender_is_server, client_counts),
+             "receiver": client_counts.where(sender_is_server, server_counts)}
+    for metric, parts in COUNTER_METRICS.items():
+        columns = pd.concat([sides[p] for p in parts], axis=1)
+        out[f"{metric}_perf_counts"] = columns.apply(lambda row: combine_counts(row.tolist()), axis=1) if len(out) else ""
+
     zero_copy = ok & out["mode"].astype(str).eq("zero_copy")
     out["zerocopy_copied_fraction"] = column(out, "zerocopy_copied_fraction").where(zero_copy)
     return out
+
+
+def _counts(frame: pd.DataFrame, role: str) -> pd.Series:
+    if f"{role}_perf_counts" in frame.columns:
+        return frame[f"{role}_perf_counts"].astype("string").fillna("")
+    return pd.Series("", index=frame.index, dtype="string")
+
+
+def combine_counts(values) -> str:
+    """What several perf counts together cover: `user` if any covers user space only, else the
+    one value they share (`user+kernel`), else "" (not known)."""
+    seen = {str(v) for v in values if isinstance(v, str) and v}
+    if USER_ONLY in seen:
+        return USER_ONLY
+    return seen.pop() if len(seen) == 1 else ""
 
 
 def mode_rank(mode: str) -> int:

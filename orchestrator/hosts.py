@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import selectors
 import shlex
 import shutil
@@ -122,6 +123,20 @@ KILL_GRACE = 1.0
 # too (sshd setsid()s the shell it starts for a session). Stderr, so stdout stays byte for byte
 # what the command wrote (cells read a tar stream from it).
 PGID_MARKER = "@@orchestrate-pgid"
+_PGID_LINE = re.compile(r"^@@orchestrate-pgid (\d+)$")
+# Bytes that stay as they are inside the login shell's single quotes (sh, bash, fish, csh all
+# agree on these) and inside sh's double quotes and printf's format; every other byte is sent
+# as a printf octal escape.
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _./,:=+-@#&|;<>(){}[]*?^~")
+
+
+def login_shell_command(script: str) -> str:
+    """`script` as a command line any login shell (sh, bash, fish, csh) runs the same way: it
+    only execs /bin/sh, which keeps the shell's pid, so pid = process group = session still
+    holds. The script travels printf-encoded (fish and csh read backslashes, quotes, `!` and
+    newlines inside quotes their own way), decoded and eval'd by sh itself."""
+    encoded = "".join(chr(b) if b in _PLAIN else f"\\{b:03o}" for b in script.encode())
+    return f"""exec /bin/sh -c 'eval "$(printf "{encoded}")"'"""
 
 
 def kill_group_script(pgid: int) -> str:
@@ -368,7 +383,7 @@ class SshProcess(_Process):
         self.pgid = None
         self.channel = host._channel()
         try:
-            self.channel.exec_command(f"echo {PGID_MARKER} $$ >&2; {command}" if own_group else command)
+            self.channel.exec_command(login_shell_command(f"echo {PGID_MARKER} $$ >&2; {command}" if own_group else command))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.channel.close()
             raise HostError(self.host, f"connection lost: {exc}") from None
@@ -386,7 +401,13 @@ class SshProcess(_Process):
             start = self.errors.find(marker)
             end = self.errors.find(b"\n", start) if start != -1 else -1
             if end != -1:
-                self.pgid = int(self.errors[start + len(marker):end])
+                line = self.errors[start:end].decode(errors="replace")
+                found = _PGID_LINE.match(line)
+                if not found:
+                    self.ended = True  # nothing we could name to kill
+                    raise HostError(self.host, f"the remote shell did not report its process group as expected "
+                                               f"(it said {line[:120]!r}); is /bin/sh a POSIX shell there?")
+                self.pgid = int(found.group(1))
                 del self.errors[start:end + 1]  # the marker line is ours, not the command's
         elif self.keep_stderr:
             self.errors += chunk

@@ -235,11 +235,21 @@ def latency_vs_size(summary: pd.DataFrame) -> Figure:
     )
 
 
+def _user_only(data: pd.DataFrame, *metrics: str) -> str:
+    """" (user space only)" when perf counted user space only for any cell of these counter
+    metrics (summary `<metric>_perf_counts`): such counts leave out the kernel, where copies happen."""
+    for metric in metrics:
+        column = f"{metric}_perf_counts"
+        if column in data.columns and data[column].astype(str).eq(derive.USER_ONLY).any():
+            return " (user space only)"
+    return ""
+
+
 def cpu_per_byte_vs_size(summary: pd.DataFrame) -> Figure:
     stream = _workload(summary, "stream")
     if _has(stream, "cycles_per_byte"):
         return _grid_figure(
-            stream, title="CPU cycles per byte vs message size (sender + receiver)",
+            stream, title="CPU cycles per byte vs message size (sender + receiver)" + _user_only(stream, "cycles_per_byte"),
             x="message_size", panel="threads", rows=[("cycles_per_byte", "Cycles per byte")],
             empty_note="no stream cells in this run",
         )
@@ -252,7 +262,8 @@ def cpu_per_byte_vs_size(summary: pd.DataFrame) -> Figure:
 
 def cache_misses_vs_size(summary: pd.DataFrame) -> Figure:
     return _grid_figure(
-        _workload(summary, "stream"), title="Cache misses per KiB moved vs message size (sender + receiver)",
+        _workload(summary, "stream"), title="Cache misses per KiB moved vs message size (sender + receiver)"
+        + _user_only(_workload(summary, "stream"), "l1_misses_per_kib", "llc_misses_per_kib"),
         x="message_size", panel="threads",
         rows=[("l1_misses_per_kib", "L1-dcache load misses per KiB"), ("llc_misses_per_kib", "LLC load misses per KiB")],
         empty_note="no stream cells in this run", sharey_rows=False,
@@ -262,7 +273,7 @@ def cache_misses_vs_size(summary: pd.DataFrame) -> Figure:
 def context_switches_vs_threads(summary: pd.DataFrame) -> Figure:
     stream = _workload(summary, "stream")
     if _has(stream, "context_switches_per_s") or not _has(stream, "rusage_context_switches_per_s"):
-        metric, source = "context_switches_per_s", "perf"
+        metric, source = "context_switches_per_s", "perf" + _user_only(stream, "context_switches_per_s")
     else:
         metric, source = "rusage_context_switches_per_s", f"rusage; perf's context-switches {NOT_SUPPORTED}"
     return _grid_figure(

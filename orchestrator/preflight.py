@@ -80,7 +80,7 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, report
     # One round trip: the read-only probes, then the workdir made and checked (workdir.py).
     found, stdout = workdir.check(
         host, timeout, dirs=["agents", "runs", *run_dirs], before=basics,
-        then=f"[ -f agents/{deploy.source_hash()}/bin/manifest ] && echo @cached; true",
+        then=f'[ -f "agents/{deploy.source_hash()}-$(uname -m)/bin/manifest" ] && echo @cached; true',
     )
     lines = stdout.splitlines()
     report.kernel = next((line[len("@kernel "):] for line in lines if line.startswith("@kernel ")), "")
@@ -157,11 +157,25 @@ class PerfCheck:
         paranoid = "unreadable" if self.paranoid is None else str(self.paranoid)
         return f"kernel.perf_event_paranoid={paranoid}, uid {'?' if self.uid is None else self.uid}"
 
+    def capability_fix(self) -> str:
+        """The way without root from the kernel's perf-security.rst: a perf_users group whose
+        members run a perf binary given CAP_PERFMON (Linux 5.8+) and friends; no sudo at all."""
+        return (f"without root: a perf_users group with perf given capabilities "
+                f"(`groupadd perf_users; chgrp perf_users {self.perf_path}; chmod o-rwx {self.perf_path}; "
+                f"setcap cap_perfmon,cap_sys_ptrace,cap_syslog=ep {self.perf_path}; usermod -aG perf_users {self.user}`, "
+                "setcap on the perf binary itself, not a wrapper script; see the kernel's "
+                "Documentation/admin-guide/perf-security.rst), then `perf_access: direct` works for members")
+
+    def sudo_fix(self) -> str:
+        return ("`perf_access: sudo` with a NOPASSWD sudoers rule for perf; mind that this hands out root: "
+                "`sudo perf stat -- /bin/sh` is a root shell")
+
     def fixes(self, scope: str, user_only_helps: bool = True) -> str:
         level = PARANOID_FOR_SYSTEM if scope == "system" else PARANOID_FOR_KERNEL
-        fixes = [f"`sysctl -w kernel.perf_event_paranoid={level}` on this host"
+        fixes = [self.capability_fix(),
+                 f"`sysctl -w kernel.perf_event_paranoid={level}` on this host"
                  + (" (perf.scope: system counts whole CPUs: 0 or -1)" if scope == "system" else " (or lower)"),
-                 "`perf_access: sudo` for this host in the inventory, with a NOPASSWD sudoers rule for perf"]
+                 self.sudo_fix()]
         if scope != "system" and user_only_helps:
             fixes.append("`perf_access: user-only` to accept user-space counts, labelled so in the results")
         return "; or ".join(fixes)
@@ -175,9 +189,11 @@ class PerfCheck:
         """(ok, detail) lines for the preflight table: what each event counts here, and any
         problem with its fix named."""
         if self.sudo_refused:
-            return [(False, f"perf_access: sudo, but {self.complaint}. Let {self.user} run perf without a password "
+            return [(False, f"perf_access: sudo, but {self.complaint}. Better, {self.capability_fix()}. "
+                            f"Else let {self.user} run perf without a password "
                             f"(`{self.user} ALL=(root) NOPASSWD: {self.perf_path}` in a file under /etc/sudoers.d/, "
-                            "written with visudo -f), or use perf_access: user-only")]
+                            "written with visudo -f); mind that this hands out root, as `sudo perf stat -- /bin/sh` "
+                            "is a root shell. Or use perf_access: user-only")]
         if self.complaint:
             detail = f"perf stat refused the events ({self.setting()}, perf_access: {self.access}): {self.complaint}"
             if self._too_paranoid(scope):

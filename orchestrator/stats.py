@@ -114,7 +114,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per cell over its repetitions (results.csv rows, derived or not).
 
     Per metric: `<metric>_mean`, `_std`, `_ci_low`, `_ci_high`, `_cv` and `_n` (repetitions
-    that measured it). Failed and degraded repetitions are left out of every statistic and
+    that measured it); per perf-counter metric also `<metric>_perf_counts` (`user` when any side
+    it adds up counted user space only), beside the cell's `server_perf_counts`/`client_perf_counts`. Failed and degraded repetitions are left out of every statistic and
     counted in `failed` and `degraded`. `unstable` marks a cell whose primary metric varies by more than 10%.
     """
     derived = derive.derive_metrics(results)
@@ -134,6 +135,13 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         row["failed"] = len(group) - len(ok) - row["degraded"]
         row["errors"] = "; ".join(sorted({str(e) for e in group.loc[group["status"] != "ok", "error"].dropna()})) if "error" in group else ""
         unstable: list[str] = []
+        # What perf counted (results.csv `<role>_perf_counts`), and so what each counter metric
+        # covers: `user` marks a user-space-only count, never to be read as a whole one.
+        for role in ("server", "client"):
+            if f"{role}_perf_counts" in group.columns:
+                row[f"{role}_perf_counts"] = derive.combine_counts(ok[f"{role}_perf_counts"].tolist())
+        for metric in derive.COUNTER_METRICS:
+            row[f"{metric}_perf_counts"] = derive.combine_counts(ok[f"{metric}_perf_counts"].tolist())
         for metric in derive.METRICS:
             est = estimate(ok[metric].tolist())
             row[f"{metric}_mean"] = est.mean

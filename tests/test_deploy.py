@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from orchestrator.preflight import HostReport, _check_compilers
 DIGEST = deploy.source_hash()
 HOME = "/home/bench"
 WD = f"{HOME}/.cache/orchestrate"
-BASE = f"{WD}/agents/{DIGEST}"
+BASE = f"{WD}/agents/{DIGEST}-x86_64"
 VERSION = f"orchestrate-agent schema 1 source {DIGEST}"
 SHA = "ab" * 32
 
@@ -33,11 +34,11 @@ def checked(paths: list[str], then: list[str]) -> str:
 
 
 def probe_output(*then: str) -> str:
-    return checked(["agents", f"agents/{DIGEST}"], ["@arch x86_64", *then])
+    return checked(["agents"], ["@arch x86_64", *then])
 
 
 def manifest(sha: str = SHA, where: str = "server") -> list[str]:
-    return [f"@m sha256 {sha}", f"@m source {DIGEST}", f"@m where {where}", "@m compiler gcc 12.2.0", "@m static 0"]
+    return [f"@m sha256 {sha}", f"@m source {DIGEST}", f"@m where {where}", "@m compiler gcc 12.2.0", "@m static 0", "@m arch x86_64"]
 
 
 @dataclass
@@ -78,7 +79,7 @@ class FakeHost:
 
 
 def is_probe(command: str) -> bool:
-    return workdir.THEN in command and "bin.tmp; echo" in command
+    return workdir.THEN in command and '"@arch $m"' in command and "manifest && chmod 600" not in command
 
 
 def is_install(command: str) -> bool:
@@ -91,12 +92,34 @@ def test_cache_hit_reuses_the_agent_after_one_round_trip():
     assert agent.path == f"{BASE}/bin/agent"
     assert agent.build == deploy.BuildRecord("cached", "gcc 12.2.0", False, SHA, "x86_64", origin="server")
     assert len(host.commands) == 1 and not host.stdin
-    # The probe runs --version only when the binary's sha256 equals the manifest's.
-    assert 'if [ -n "$want" ] && [ "$have" = "$want" ]; then echo "@version' in host.commands[0]
+    # The probe runs --version only when the binary's sha256, the sources and the architecture
+    # are the manifest's.
+    probe = host.commands[0]
+    assert probe.index('[ "$(sed -n "s/^arch //p"') < probe.index('echo "@version')
+
+
+def test_an_agent_built_for_another_architecture_is_rebuilt_not_run():
+    # One workdir shared by an x86_64 and an aarch64 host: a manifest naming aarch64 in the
+    # x86_64 folder (a left-over from the old layout) is never trusted.
+    other = [line.replace("arch x86_64", "arch aarch64") for line in manifest()]
+    host = FakeHost("server", [lambda c: probe_output(f"@sha256 {SHA}", *other, f"@version {VERSION}") if is_probe(c) else None,
+                               *rebuild_responders()])
+    agent = deploy.deploy(host, 10, [Builder("server", "cc", "gcc", False)])
+    assert agent.build is not None and agent.build.where == "server"
+    assert agent.path == f"{BASE}/bin/agent"
+
+
+def test_an_agent_another_host_installed_first_is_reused():
+    reused = [lambda c: checked(["agents", f"agents/{DIGEST}-x86_64"],
+                                ["@built " + "cd" * 32, "@reused", f"@sha256 {SHA}", *manifest(where="client"), f"@version {VERSION}"])
+              if is_install(c) else None]
+    host = FakeHost("server", [lambda c: probe_output() if is_probe(c) else None, *reused])
+    agent = deploy.deploy(host, 10, [Builder("server", "cc", "gcc", False)])
+    assert agent.build == deploy.BuildRecord("cached", "gcc 12.2.0", False, SHA, "x86_64", origin="client")
 
 
 def rebuild_responders(built_sha: str = "cd" * 32) -> list[Callable[[str], str | None]]:
-    return [lambda c: checked(["agents", f"agents/{DIGEST}"], [f"@sha256 {built_sha}", f"@version {VERSION}"])
+    return [lambda c: checked(["agents", f"agents/{DIGEST}-x86_64"], [f"@built {built_sha}", f"@sha256 {built_sha}", f"@version {VERSION}"])
             if is_install(c) else None]
 
 
@@ -109,7 +132,8 @@ def test_cache_miss_builds_on_the_host_with_its_own_cc():
     (sources,) = host.stdin
     with tarfile.open(fileobj=io.BytesIO(sources)) as archive:
         assert {"main.c", "build.sh"} <= set(archive.getnames())
-    assert f"CC=/usr/bin/cc sh src/build.sh bin.tmp {DIGEST}" in host.commands[1]
+    assert f"CC=/usr/bin/cc sh src/build.sh bin {DIGEST}" in host.commands[1]
+    assert f"agents/{DIGEST}-x86_64/tmp." in host.commands[1]
     assert "tar --no-same-owner" in host.commands[1]
 
 
@@ -154,7 +178,7 @@ def test_no_cc_on_the_host_pushes_a_static_agent_built_on_the_controller(monkeyp
     assert agent.build == deploy.BuildRecord("controller", "gcc 12", True, sha, "x86_64")
     assert host.stdin == [binary]
     install = next(c for c in host.commands if is_install(c))
-    assert f"cat > agents/{DIGEST}/bin.tmp/agent" in install
+    assert f"agents/{DIGEST}-x86_64/tmp." in install and "/bin/agent" in install
     assert f'[ "$have" = {sha} ]' in install  # the target checks what it received
 
 
@@ -228,3 +252,72 @@ def test_a_failed_build_on_the_host_shows_the_compilers_words():
     ])
     with pytest.raises(HostError, match="the build failed:\nmain.c:1: error: boom"):
         deploy.deploy(host, 10, [Builder("server", "cc", "gcc", False)])
+
+
+@pytest.mark.parametrize("arch, gcc, packages", [
+    ("aarch64", "aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu libc6-dev-arm64-cross"),
+    ("armv7l", "arm-linux-gnueabihf-gcc", "gcc-arm-linux-gnueabihf libc6-dev-armhf-cross"),
+    ("ppc64le", "powerpc64le-linux-gnu-gcc", "gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross"),
+    ("x86_64", "x86_64-linux-gnu-gcc", "gcc-x86-64-linux-gnu libc6-dev-amd64-cross"),
+    ("riscv64", "riscv64-linux-gnu-gcc", "gcc-riscv64-linux-gnu libc6-dev-riscv64-cross"),
+    ("s390x", "s390x-linux-gnu-gcc", "gcc-s390x-linux-gnu libc6-dev-s390x-cross"),
+    ("i686", "i686-linux-gnu-gcc", "gcc-i686-linux-gnu libc6-dev-i386-cross"),
+])
+def test_cross_compiler_advice_uses_debians_names(monkeypatch, arch, gcc, packages):
+    # Seen from a controller of another architecture, so that only a cross compiler can help.
+    monkeypatch.setattr(deploy.platform, "machine", lambda: "sparc64" if arch != "sparc64" else "x86_64")
+    advice = deploy.no_builder_advice(arch)
+    assert f"a cross compiler {gcc} with its static libc" in advice and f"apt-get install {packages}" in advice
+    # and the controller looks for that compiler by that name
+    asked = []
+    monkeypatch.setattr(deploy.shutil, "which", lambda name: asked.append(name))
+    assert deploy.controller_toolchain(arch) is None and asked == [gcc]
+
+
+def test_an_architecture_without_a_known_cross_toolchain_says_so(monkeypatch):
+    monkeypatch.setattr(deploy.platform, "machine", lambda: "x86_64")
+    advice = deploy.no_builder_advice("m68k")
+    assert "m68k-linux-gnu-gcc" not in advice and "knows no Debian cross toolchain" in advice
+
+
+def test_a_build_takes_no_flags_from_the_users_environment(monkeypatch, tmp_path):
+    """CFLAGS_EXTRA (or CPATH …) in the environment would change the binary but not its source
+    hash, --version or manifest: deploy's builds never see them, on the controller or on a host."""
+    from orchestrator.hosts import LocalHost
+
+    compiler = shutil.which("cc")
+    if compiler is None:
+        pytest.fail("`cc` is not installed (./bootstrap.sh test installs it)")
+    monkeypatch.setenv("CFLAGS_EXTRA", "--no-such-flag-from-the-users-environment")
+    monkeypatch.setenv("CPATH", str(tmp_path / "nowhere"))
+    deploy._build_on_controller(tmp_path / "src", tmp_path / "bin", DIGEST, Builder("controller", compiler, "", True), None, 300)
+    assert (tmp_path / "bin" / "agent").is_file()
+    host = LocalHost("server", HostSpec(host="local", workdir=str(tmp_path / "work")))
+    agent = deploy.deploy(host, 300, [Builder("server", compiler, "", False)])
+    assert agent.build is not None and agent.build.where == "server" and Path(agent.path).is_file()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("arch, gcc, qemu, machine", [("aarch64", "aarch64-linux-gnu-gcc", "qemu-aarch64-static", 183),
+                                                      ("armv7l", "arm-linux-gnueabihf-gcc", "qemu-arm-static", 40)])
+def test_a_static_agent_cross_built_on_the_controller_runs_on_that_architecture(tmp_path, arch, gcc, qemu, machine):
+    """The controller path for a host of another architecture, for real: Debian's cross compiler
+    is found by its name for that `uname -m`, builds a static agent, and qemu runs it."""
+    import subprocess
+
+    from .conftest import require_tool
+
+    if deploy.platform.machine() == arch:
+        pytest.skip(f"the controller is {arch} itself: no cross build to test")
+    require_tool(gcc)
+    emulator = require_tool(qemu)
+    toolchain = deploy.controller_toolchain(arch)
+    assert toolchain is not None and toolchain.cc is not None and toolchain.cc.endswith(f"/{gcc}")
+    (builder,) = deploy.plan_builds({"server": Toolchain(arch)}, lambda _: toolchain)["server"]
+    assert (builder.where, builder.static) == ("controller", True)
+    deploy._build_on_controller(tmp_path / "src", tmp_path / "bin", DIGEST, builder, None, 300)
+    binary = tmp_path / "bin" / "agent"
+    header = binary.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == machine  # e_machine
+    version = subprocess.run([emulator, str(binary), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == f"orchestrate-agent schema 1 source {DIGEST}"

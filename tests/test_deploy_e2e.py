@@ -131,14 +131,14 @@ def test_a_site_login_gets_a_private_workdir_in_its_home_and_a_pushed_agent(site
     (run_dir,) = results.iterdir()
     frame = read_results(run_dir / "results.csv")
     assert code == 0, frame[["cell_id", "error"]]
-    assert (frame["status"] == "ok").all() and (frame["server_task_clock"] > 0).all()
+    assert len(frame) == 8 and (frame["status"] == "ok").all() and (frame["server_task_clock"] > 0).all()
     written = load_inventory(site_lab_inventory)
     assert written.server.jump is not None and written.server.workdir.startswith("~/")
     account = pwd.getpwnam(written.server.user)
     facts = json.loads((run_dir / "hosts" / "server.json").read_text())
     # `~/` was resolved on the host, to the login user's home; the saved inventory keeps `~/`.
     expected = Path(account.pw_dir) / written.server.workdir.removeprefix("~/")
-    assert facts["agent_path"] == f"{expected}/agents/{facts['agent_hash']}/bin/agent"
+    assert facts["agent_path"] == f"{expected}/agents/{facts['agent_hash']}-{os.uname().machine}/bin/agent"
     assert facts["agent_build"]["where"] == "controller" and facts["agent_build"]["static"] is True
     assert yaml.safe_load((run_dir / "inventory.yml").read_text())["server"]["workdir"] == written.server.workdir
     for path in (expected, expected / "agents", expected / "runs", expected / "runs" / run_dir.name):

@@ -4,6 +4,7 @@ import logging
 import os
 import secrets
 import signal
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -315,3 +316,28 @@ def test_kill_agents_ends_exactly_the_given_commands(host):
         theirs.close()
         ours.close()
     assert not _by_token(token)
+
+
+def test_a_garbled_pgid_marker_is_a_clear_error_not_a_traceback():
+    from orchestrator.hosts import SshProcess
+    process = SshProcess.__new__(SshProcess)  # only the stderr parsing, no channel
+    process.host, process.errors, process.pgid, process.own_group, process.keep_stderr, process.ended = \
+        "server (x)", bytearray(), None, True, True, False
+    with pytest.raises(HostError, match="did not report its process group"):
+        process._feed_stderr(b"@@orchestrate-pgid $$ fish: $$ is not supported\n")
+    process.errors.clear()
+    process._feed_stderr(b"@@orchestrate-pgid 4242\nhello\n")
+    assert process.pgid == 4242 and bytes(process.errors) == b"hello\n"
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash", "fish", "csh", "tcsh"])
+def test_a_command_means_the_same_under_any_login_shell(shell):
+    from orchestrator.hosts import login_shell_command
+    import subprocess
+    path = shutil.which(shell)
+    if path is None:
+        pytest.fail(f"`{shell}` is not installed (./bootstrap.sh test installs it)")
+    script = "x='a b'; printf '%s|%s\\n' \"$x\" \"\\$HOME\" ! 'it''s'\necho \"é `echo q`\" $((1+2)); exit 7"
+    want = subprocess.run(["sh", "-c", script], capture_output=True)
+    got = subprocess.run([path, "-c", login_shell_command(script)], capture_output=True)
+    assert want.stdout and (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)

@@ -69,6 +69,12 @@ def test_direct_at_paranoid_2_is_a_problem_naming_the_fixes():
     assert "context-switches (counted in the kernel) would count nothing" in problem
     assert "kernel.perf_event_paranoid=1" in problem
     assert "perf_access: sudo" in problem and "perf_access: user-only" in problem
+    # The way without root comes first; the sudo rule says plainly that it hands out root.
+    recipe = ("groupadd perf_users; chgrp perf_users /usr/bin/perf; chmod o-rwx /usr/bin/perf; "
+              "setcap cap_perfmon,cap_sys_ptrace,cap_syslog=ep /usr/bin/perf; usermod -aG perf_users")
+    assert recipe in problem and "then `perf_access: direct` works for members" in problem
+    assert problem.index("perf_users") < problem.index("perf_access: sudo")
+    assert "this hands out root: `sudo perf stat -- /bin/sh` is a root shell" in problem
 
 
 def test_hardware_host_direct_at_paranoid_2_names_the_user_only_counters():
@@ -116,6 +122,8 @@ def test_sudo_that_would_prompt_is_a_clear_error_naming_the_rule():
     (problem,) = problems(findings)
     assert "`sudo -n perf` would ask for a password" in problem
     assert "hpfuser2 ALL=(root) NOPASSWD: /usr/bin/perf" in problem
+    assert "`sudo perf stat -- /bin/sh` is a root shell" in problem
+    assert "usermod -aG perf_users hpfuser2" in problem and problem.index("perf_users") < problem.index("NOPASSWD")
     assert "perf_access: user-only" in problem
 
 

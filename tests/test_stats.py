@@ -77,6 +77,6 @@ def test_summarize_fixture_run():
 def test_summarize_labels_copied_zero_copy_cells():
     summary = stats.summarize(derive.read_results(RUNS / "20261125T090000Z-vm-e5f6" / "results.csv"))
     zero = summary[summary["mode"] == "zero_copy"]
-    assert zero["copied"].all()
+    assert len(zero) > 0 and zero["copied"].all()
     assert (zero["mode_label"] == "zero_copy: copied (not zero-copy)").all()
     assert summary["cycles_per_byte_mean"].isna().all()

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 NOBODY = 65534
 DIGEST = deploy.source_hash()
+FOLDER = deploy.agent_folder(DIGEST, os.uname().machine)  # agents/<hash>-<arch>
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +58,14 @@ def make_host(request):
 def plant(workdir_path: Path, marker: Path, manifest: bool = True) -> Path:
     """What an attacker leaves: an `agent` that would touch `marker`, claims to be ours, and
     (if `manifest`) a manifest with its true sha256."""
-    bin_dir = workdir_path / "agents" / DIGEST / "bin"
+    bin_dir = workdir_path / FOLDER / "bin"
     bin_dir.mkdir(parents=True)
     agent = bin_dir / "agent"
     agent.write_text(f"#!/bin/sh\ntouch {marker}\necho 'orchestrate-agent schema 1 source {DIGEST}'\n")
     agent.chmod(0o755)
     if manifest:
         sha = hashlib.sha256(agent.read_bytes()).hexdigest()
-        (bin_dir / "manifest").write_text(f"sha256 {sha}\nsource {DIGEST}\nwhere server\n")
+        (bin_dir / "manifest").write_text(f"sha256 {sha}\nsource {DIGEST}\nwhere server\narch {os.uname().machine}\n")
     return agent
 
 
@@ -135,7 +136,7 @@ def test_a_group_writable_hash_folder_is_refused(make_host, tmp_path):
     work, marker = tmp_path / "work", tmp_path / "marker"
     work.mkdir(mode=0o700)
     plant(work, marker)
-    (work / "agents" / DIGEST).chmod(0o775)
+    (work / FOLDER).chmod(0o775)
     with pytest.raises(UnsafeWorkdir, match=r"writable by group or others"):
         deploy.deploy(make_host(str(work)), 30)
     assert not marker.exists()
