@@ -56,3 +56,29 @@ def write_atomic(path: str | Path, data: str | bytes, resume: Path | None = None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def append_whole(path: Path, payload: bytes, resume: Path | None = None) -> None:
+    """Append `payload` (whole lines) and fsync, or leave the file as it was: on a write error the
+    file is cut back to its old length, so no half row is ever left (a crash mid-write leaves a
+    torn tail, which `table.repair_torn_tail` sets aside on the next start)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise disk_error(path, exc, resume) from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = 0
+            while written < len(payload):
+                written += os.write(fd, payload[written:])
+            os.fsync(fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            except OSError:
+                pass
+            raise disk_error(path, exc, resume) from None
+    finally:
+        os.close(fd)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import pandas as pd
 
 from .agentjson import AgentReport, load_agent_json
 from .errors import OrchestrateError
-from .files import disk_error, write_atomic
+from .files import append_whole, write_atomic
 from .stall import Rate, low_intervals, summed_rates
 from .table import repair_torn_tail
 
@@ -111,26 +110,7 @@ class IntervalsFile:
             return
         new_file = not self.path.exists() or self.path.stat().st_size == 0
         payload = _csv(rows, header=new_file)
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise disk_error(self.path, exc, self.resume) from None
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                written = 0
-                while written < len(payload):
-                    written += os.write(fd, payload[written:])
-                os.fsync(fd)
-            except OSError as exc:
-                try:
-                    os.ftruncate(fd, size)
-                    os.fsync(fd)
-                except OSError:
-                    pass  # repair_torn_tail drops it on the next open
-                raise disk_error(self.path, exc, self.resume) from None
-        finally:
-            os.close(fd)
+        append_whole(self.path, payload, self.resume)
 
     def keep_only(self, cell_ids: Iterable[str]) -> None:
         """Drop the rows of every cell not in `cell_ids` (cells that results.csv does not hold:

@@ -24,7 +24,7 @@ import pandas as pd
 from orchestrator import hostcounters, stall, tcpinfo
 from orchestrator.agentjson import AgentReport
 from orchestrator.errors import OrchestrateError
-from orchestrator.files import disk_error, write_atomic
+from orchestrator.files import append_whole, disk_error, write_atomic
 from orchestrator.perfstat import Counter, column_name
 
 IDENTITY_COLUMNS = (
@@ -407,32 +407,10 @@ class ResultsTable:
         if new_file:
             writer.writeheader()
         writer.writerow({key: _text(row.get(key)) for key in columns})
-        self._append_whole(text.getvalue().encode("utf-8"))
+        append_whole(self.path, text.getvalue().encode("utf-8"), self.resume)
         self.columns = columns
         if new_file:
             _fsync_dir(self.path.parent)
-
-    def _append_whole(self, payload: bytes) -> None:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise disk_error(self.path, exc, self.resume) from None
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                written = 0
-                while written < len(payload):
-                    written += os.write(fd, payload[written:])
-                os.fsync(fd)
-            except OSError as exc:
-                try:
-                    os.ftruncate(fd, size)  # never leave half a row behind
-                    os.fsync(fd)
-                except OSError:
-                    pass  # repair_torn_tail drops it on the next start
-                raise disk_error(self.path, exc, self.resume) from None
-        finally:
-            os.close(fd)
 
     def remove(self, cell_ids: Iterable[str]) -> None:
         """Drop the rows of these cells (to measure them again), through an atomic rewrite."""
