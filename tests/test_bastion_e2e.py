@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import lab
 from orchestrator.table import read_results
 
-from .conftest import ROOT, require_root, require_tool
+from .labs import running_lab
+from .conftest import ROOT
 from .test_cli import orchestrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
@@ -25,17 +25,9 @@ PREFIX = os.environ.get("ORCH_TEST_LAB_PREFIX", "orcht") + "j"
 
 @pytest.fixture(scope="module")
 def bastion_lab(tmp_path_factory):
-    require_root()
-    for tool in ("ip", "ssh-keygen", "cc", "perf"):
-        require_tool(tool)
     folder = tmp_path_factory.mktemp("bastion-lab")
-    options = lab.LabOptions(prefix=PREFIX, inventory_path=folder / "lab-inventory.yml", bastion=True)
-    lab.down(options)  # a lab left by an earlier, killed session
-    try:
-        status = lab.up(options)
+    with running_lab(folder, PREFIX, bastion=True) as (_, status):
         yield folder, status
-    finally:
-        lab.down(options)
 
 
 def _smoke(folder: Path, port: int = 5301) -> Path:

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import deploy, lab
+from orchestrator import deploy
 from orchestrator.cli import main
 from orchestrator.hosts import connect
 from orchestrator.inventory import load_inventory
 from orchestrator.table import read_results
 
-from .conftest import ROOT, require_root, require_tool
+from .labs import running_lab
+from .conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
@@ -31,17 +32,8 @@ PREFIX = os.environ.get("ORCH_TEST_LAB_PREFIX", "orcht") + "nc"
 
 @pytest.fixture(scope="module")
 def lab_inventory(tmp_path_factory) -> Path:
-    require_root()
-    for tool in ("ip", "ssh-keygen", "cc", "perf", "unshare"):
-        require_tool(tool)
-    inventory = tmp_path_factory.mktemp("lab-nc") / "lab-inventory.yml"
-    options = lab.LabOptions(prefix=PREFIX, inventory_path=inventory, no_compiler=("server",))
-    lab.down(options)  # a lab left by an earlier, killed session
-    try:
-        lab.up(options)
+    with running_lab(tmp_path_factory.mktemp("lab-nc"), PREFIX, ("unshare",), no_compiler=("server",)) as (inventory, _):
         yield inventory
-    finally:
-        lab.down(options)
 
 
 def test_the_servers_sessions_find_no_compiler(lab_inventory):
@@ -109,19 +101,10 @@ def _is_static_elf(binary: Path) -> bool:
 def site_lab_inventory(tmp_path_factory) -> Path:
     """A lab shaped like a real site: hosts behind a bastion, an unprivileged login whose
     workdirs are `~/...` paths, perf through sudo, and a server without a compiler."""
-    require_root()
-    for tool in ("ip", "ssh-keygen", "cc", "perf", "unshare", "useradd", "sudo", "setpriv"):
-        require_tool(tool)
     prefix = PREFIX + "s"
-    inventory = tmp_path_factory.mktemp("lab-site") / "lab-inventory.yml"
-    options = lab.LabOptions(prefix=prefix, inventory_path=inventory, bastion=True, user=f"{prefix}user",
-                             sudo_perf=True, no_compiler=("server",))
-    lab.down(options)
-    try:
-        lab.up(options)
+    with running_lab(tmp_path_factory.mktemp("lab-site"), prefix, ("unshare", "useradd", "sudo", "setpriv"), bastion=True,
+                     user=f"{prefix}user", sudo_perf=True, no_compiler=("server",)) as (inventory, _):
         yield inventory
-    finally:
-        lab.down(options)
 
 
 def test_a_site_login_gets_a_private_workdir_in_its_home_and_a_pushed_agent(site_lab_inventory, tmp_path):

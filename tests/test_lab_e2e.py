@@ -20,7 +20,8 @@ from orchestrator import lab
 from orchestrator.cli import main
 from orchestrator.table import read_results
 
-from .conftest import ROOT, require_root, require_tool
+from .labs import running_lab
+from .conftest import ROOT
 from .test_cli import ENV, ORCHESTRATE, orchestrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
@@ -32,17 +33,8 @@ NAMESPACES = (f"{PREFIX}-server", f"{PREFIX}-client")
 
 @pytest.fixture(scope="module")
 def lab_inventory(tmp_path_factory) -> Path:
-    require_root()
-    for tool in ("ip", "ssh-keygen", "cc", "perf"):
-        require_tool(tool)
-    inventory = tmp_path_factory.mktemp("lab") / "lab-inventory.yml"
-    options = lab.LabOptions(prefix=PREFIX, inventory_path=inventory)
-    lab.down(options)  # a lab left by an earlier, killed session
-    try:
-        lab.up(options)
+    with running_lab(tmp_path_factory.mktemp("lab"), PREFIX) as (inventory, _):
         yield inventory
-    finally:
-        lab.down(options)
 
 
 def lab_processes() -> list[tuple[str, int, list[str]]]:
@@ -593,20 +585,11 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
     """A lab of its own with a 1280-byte MTU and a 200 Mbit/s rate: throughput near the rate, the
     path MTU in tcp_pmtu, the kernel's delivery-rate estimate near the rate, the busy time of the
     window counted, and the report's TCP section naming each cell's bound."""
-    require_root()
-    for tool in ("ip", "ssh-keygen", "cc", "perf", "tc"):
-        require_tool(tool)
-    inventory = tmp_path / "rate-inventory.yml"
-    options = lab.LabOptions(prefix=f"{PREFIX}-r", inventory_path=inventory, mtu=1280, rate_mbit=200)
-    lab.down(options)
-    try:
-        lab.up(options)
-        results = tmp_path / "results"
+    results = tmp_path / "results"
+    with running_lab(tmp_path, f"{PREFIX}-r", ("tc",), mtu=1280, rate_mbit=200) as (inventory, _):
         config = experiment(tmp_path, matrix={"threads": [1, 2]}, duration="2s", warmup="0.5s", interval="0.5s")
         done = orchestrate("run", str(config), "--inventory", str(inventory), "--results", str(results), timeout=180)
         assert done.returncode in (0, 1), done.stderr
-    finally:
-        lab.down(options)
     run_dir = only_run(results)
     frame = read_results(run_dir / "results.csv")
     assert len(frame) == 2

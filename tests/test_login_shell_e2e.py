@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import lab
 from orchestrator.cli import main
 from orchestrator.errors import HostError
 from orchestrator.hosts import KILL_GRACE, connect
 from orchestrator.inventory import load_inventory
 from orchestrator.table import read_results
 
-from .conftest import ROOT, require_root, require_tool
+from .labs import running_lab
+from .conftest import ROOT, require_tool
 from .test_hosts import _by_token, _stat, _token
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
@@ -31,16 +31,9 @@ USER = f"{PREFIX}user"
 
 @pytest.fixture(scope="module")
 def fish_inventory(tmp_path_factory) -> Path:
-    require_root()
-    for tool in ("ip", "ssh-keygen", "cc", "perf", "useradd", "usermod"):
-        require_tool(tool)
     fish = require_tool("fish")
     folder = tmp_path_factory.mktemp("lab-fish")
-    inventory = folder / "lab-inventory.yml"
-    options = lab.LabOptions(prefix=PREFIX, inventory_path=inventory, user=USER)
-    lab.down(options)
-    try:
-        lab.up(options)
+    with running_lab(folder, PREFIX, ("useradd", "usermod"), user=USER) as (inventory, _):
         # The lab's account is the lab's (lab down removes it); only its login shell changes.
         subprocess.run(["usermod", "--shell", fish, USER], check=True)
         data = yaml.safe_load(inventory.read_text())
@@ -49,8 +42,6 @@ def fish_inventory(tmp_path_factory) -> Path:
         fish_inventory = folder / "fish-inventory.yml"
         fish_inventory.write_text(yaml.safe_dump(data))
         yield fish_inventory
-    finally:
-        lab.down(options)
 
 
 def test_the_lab_users_login_shell_is_fish(fish_inventory):

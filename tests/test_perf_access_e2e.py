@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import lab
 from orchestrator.cli import main
 from orchestrator.table import read_results
 
-from .conftest import require, require_root, require_tool
+from .labs import running_lab
+from .conftest import require, require_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
@@ -48,16 +48,9 @@ def paranoid_2():
 
 @pytest.fixture(scope="module")
 def user_lab(tmp_path_factory, paranoid_2) -> Path:
-    for tool in ("ip", "ssh-keygen", "cc", "perf", "useradd", "visudo", "sudo", "setpriv"):
-        require_tool(tool)
-    inventory = tmp_path_factory.mktemp("perf-lab") / "lab-inventory.yml"
-    options = lab.LabOptions(prefix=PREFIX, inventory_path=inventory, user=USER, sudo_perf=True)
-    lab.down(options)  # a lab left by an earlier, killed session
-    try:
-        lab.up(options)
+    with running_lab(tmp_path_factory.mktemp("perf-lab"), PREFIX, ("useradd", "visudo", "sudo", "setpriv"),
+                     user=USER, sudo_perf=True) as (inventory, _):
         yield inventory
-    finally:
-        lab.down(options)
 
 
 def home() -> Path:

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import deploy, lab
+from orchestrator import deploy
 from orchestrator.cli import main
 from orchestrator.table import read_results
 
-from .conftest import ROOT, require_root, require_tool
+from .labs import running_lab
+from .conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
@@ -29,15 +30,8 @@ SHARED = f"~/.cache/{PREFIX}shared"
 
 @pytest.fixture(scope="module")
 def shared_inventory(tmp_path_factory) -> Path:
-    require_root()
-    for tool in ("ip", "ssh-keygen", "cc", "perf", "useradd"):
-        require_tool(tool)
     folder = tmp_path_factory.mktemp("lab-shared")
-    inventory = folder / "lab-inventory.yml"
-    options = lab.LabOptions(prefix=PREFIX, inventory_path=inventory, user=f"{PREFIX}user")
-    lab.down(options)
-    try:
-        lab.up(options)
+    with running_lab(folder, PREFIX, ("useradd",), user=f"{PREFIX}user") as (inventory, _):
         data = yaml.safe_load(inventory.read_text())
         for role in ("server", "client"):
             data[role]["workdir"] = SHARED
@@ -45,8 +39,6 @@ def shared_inventory(tmp_path_factory) -> Path:
         shared = folder / "shared-inventory.yml"
         shared.write_text(yaml.safe_dump(data))
         yield shared
-    finally:
-        lab.down(options)
 
 
 def _free_port() -> int:
