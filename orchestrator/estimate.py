@@ -6,12 +6,15 @@ benchmarks/orchestrator_overhead.py measures them again (README, "Figures measur
 - CELL_OVERHEAD_S: per cell in the cell loop, beyond warm-up plus duration: starting the agents
   over SSH, collecting and checking their files, appending the row. 0.06 s on an idle 2-core VM
   over SSH to the namespace lab, 0.12 s with the same VM loaded (load average 9); 0.04 s locally.
-- SETUP_S: once per run, before the first cell: connecting, preflight, checking the agent build,
-  the data-path probe (0.2 s of traffic), host facts. 2.4 s on the lab.
-- BUILD_S: compiling the agents, on a host whose workdir has no build of these sources yet
-  (the first run, or after the agents changed). 4.4 s on the lab, both hosts building at once.
-- REPORT_S: writing summary.csv, 14 plots (PNG and SVG) and the report, per set of plots (one,
-  unless the run varies sender, nodelay or buffers). About 6 s.
+- SETUP_S + BUILD_S: once per run, before the first cell: connecting, the run lock, preflight,
+  compiling the agents on a host whose workdir has no build of these sources yet (the first run,
+  or after the agents changed), the data-path probe (0.2 s of traffic), host facts. 3.4 s in all
+  on the idle VM over the lab, both hosts building at once (run folder created to host facts
+  written, tests/test_lab_e2e.py's dry-run test); under load (load average 9) it took 6.8 s.
+- REPORT_S: writing summary.csv, intervals.csv, the plots (PNG and SVG) and the report, per set
+  of plots (one, unless the run varies sender, nodelay or buffers). 5.0 s on the idle VM.
+
+The figures are an idle machine's: a loaded controller or host runs slower than estimated.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from dataclasses import dataclass
 from .config import Experiment
 
 CELL_OVERHEAD_S = 0.1
-SETUP_S = 2.4
-BUILD_S = 4.4
-REPORT_S = 6.0
+SETUP_S = 1.4
+BUILD_S = 2.0
+REPORT_S = 5.0
 
 
 @dataclass(frozen=True)
