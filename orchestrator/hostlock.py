@@ -40,6 +40,11 @@ def _holder_line(run_id: str) -> str:
     return f"run={run_id} controller={controller} pid={os.getpid()} since={dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
 
 
+def _fields(holder: str, *names: str) -> tuple[str | None, ...]:
+    found = dict(re.findall(r"(\w+)=(\S+)", holder))
+    return tuple(found.get(name) for name in names)
+
+
 def describe(holder: str) -> str:
     """`run=ID controller=HOST pid=N since=T` as a phrase; whatever else as it is."""
     fields = dict(re.findall(r"(\w+)=(\S+)", holder))
@@ -56,9 +61,12 @@ def lock_script(workdir: str, holder: str) -> str:
         f"command -v flock >/dev/null 2>&1 || problem 'flock (util-linux) is not installed'; "
         # `~/` is the SSH user's home, as the workdir check resolves it; a new folder is private.
         f"W={q(workdir)}; case $W in '~/'*) W=\"$HOME/${{W#??}}\";; esac; "
-        f"umask 077; mkdir -p -- \"$W\" && cd -- \"$W\" || problem \"cannot create $W\"; "
-        f"[ -O . ] || problem \"$W is owned by another user\"; "
-        f"case $(ls -ld .) in ?????w*|????????w*) problem \"$W is writable by group or others\";; esac; "
+        # The same refusals, in the same words, as the workdir check that preflight runs next: the
+        # lock is taken first, so it must never follow a planted link or write into a folder not ours.
+        f"[ -L \"$W\" ] && problem \"workdir $W refused: it is a symlink\"; "
+        f"umask 077; mkdir -p -- \"$W\" && cd -P -- \"$W\" || problem \"cannot create $W\"; "
+        f"[ -O . ] || problem \"workdir $W refused: it is owned by uid $(ls -ldn . | awk '{{print $3}}'), not by uid $(id -u) who runs the agents\"; "
+        f"case $(ls -ld .) in ?????w*|????????w*) problem \"workdir $W refused: it is writable by group or others\";; esac; "
         f"for f in lock lock.holder; do [ -L \"$f\" ] && problem \"$W/$f is a symlink\"; done; "
         f"exec 9>>lock || problem \"cannot open $W/lock\"; "
         f"if flock -n 9; then "
@@ -121,6 +129,11 @@ def acquire(hosts: dict[str, Host], run_id: str, timeout: float) -> HostLocks:
                 if process is not None:
                     locks.held.append((host, process))
                     log.info("%s: locked %s/lock for run %s", host.name, host.spec.workdir, run_id)
+                    break
+                if _fields(other, "run", "controller", "pid") == _fields(holder, "run", "controller", "pid"):
+                    # This very process holds it, through another host: one workdir that both
+                    # hosts see (an NFS home). The lock taken there covers it.
+                    log.info("%s: %s/lock is this run's own, taken through another host", host.name, host.spec.workdir)
                     break
                 held_by = re.search(r"run=(\S+)", other)
                 if held_by and held_by.group(1) == run_id and time.monotonic() < deadline:

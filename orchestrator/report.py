@@ -898,11 +898,14 @@ def render_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[
         if label:
             parts.append(f"<h1>{html.escape(f'With {label}')}</h1>")
         parts.append("<h2>Plots</h2>")
+        user = user_space_only(run.results)
         for name, paths in plot_paths.get(label, {}).items():
             svg = next(p for p in paths if p.suffix == ".svg")
             parts.append(_figure(svg, PLOT_TITLES.get(name, name)))
+            if user and name in COUNTER_PLOTS:
+                parts.append(_html(f"*User space only:* {user.caveat}."))
         parts.append(_html(_questions_section(group, run)))
-        tables = (_stream_tables(group) + "\n" + _rr_table(group)) if not group.empty else "No cells.\n"
+        tables = (_stream_tables(group, user_space_only(run.results)) + "\n" + _rr_table(group)) if not group.empty else "No cells.\n"
         parts.append(_collapsed("Tables: every cell (click a column to sort)", _html(tables)))
     if evidence.strip():
         parts.append(_inline_plots(_html(evidence), run.path))

@@ -99,7 +99,9 @@ def test_a_run_waits_briefly_for_its_own_old_lock_and_never_for_another(tmp_path
     """A resume right after its orchestrator was killed may find the old lock not yet let go."""
     monkeypatch.setattr(hostlock, "OWN_RUN_WAIT", 1.5)
     hosts = local_hosts(tmp_path / "work")
-    old = hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10)
+    with monkeypatch.context() as earlier:  # the same run, from an earlier orchestrator process
+        earlier.setattr(hostlock.os, "getpid", lambda: 1)
+        old = hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10)
     try:
         started = time.monotonic()
         with pytest.raises(hostlock.HostBusy, match="this same run"):
@@ -112,7 +114,9 @@ def test_a_run_waits_briefly_for_its_own_old_lock_and_never_for_another(tmp_path
     finally:
         old.release()
     # Let go while the same run waits: it gets the lock.
-    old = hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10)
+    with monkeypatch.context() as earlier:
+        earlier.setattr(hostlock.os, "getpid", lambda: 1)
+        old = hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10)
     threading.Timer(0.5, old.release).start()
     hostlock.acquire(hosts, "20261127T000000Z-same-aaaa", 10).release()
 
