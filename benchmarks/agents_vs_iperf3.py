@@ -85,9 +85,10 @@ def iperf3_client_args(case: Case, port: int, duration: float, warmup: float, no
             *(["-N"] if nodelay else []), *IPERF3_MODE_ARGS.get(case.mode, [])]  # fmt: skip
 
 
-def agent_args(case: Case, duration: float, warmup: float, nodelay: bool) -> list[str]:
-    """Our agent's arguments shared by both ends, with the same settings as iperf3's."""
-    return ["--mode", case.mode, "--size", str(case.size), "--threads", str(case.streams),
+def agent_args(case: Case, duration: float, warmup: float, nodelay: bool, fields: int = 1) -> list[str]:
+    """Our agent's arguments shared by both ends, with the same settings as iperf3's: iperf3
+    writes one contiguous buffer per call, so the agent sends one field per message unless told."""
+    return ["--mode", case.mode, "--size", str(case.size), "--fields", str(fields), "--threads", str(case.streams),
             "--duration", str(duration), "--warmup", str(warmup), "--sender", "client",
             "--nodelay", "1" if nodelay else "0"]  # fmt: skip
 
@@ -110,9 +111,9 @@ def run_iperf3(case: Case, duration: float, warmup: float, nodelay: bool) -> flo
     return float(json.loads(client.stdout)["end"]["sum_received"]["bits_per_second"])
 
 
-def run_agent(agent: Path, case: Case, duration: float, warmup: float, nodelay: bool) -> float:
+def run_agent(agent: Path, case: Case, duration: float, warmup: float, nodelay: bool, fields: int = 1) -> float:
     """Our receiver's throughput in bit/s."""
-    args = agent_args(case, duration, warmup, nodelay)
+    args = agent_args(case, duration, warmup, nodelay, fields)
     server = subprocess.Popen(
         [str(agent), "server", "--bind", LOOPBACK, "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["two_copy", "one_copy", "zero_copy", "sendfile"])  # fmt: skip
     p.add_argument("--nodelay", type=int, choices=[0, 1], default=1,
                    help="TCP_NODELAY in both tools (1: our --nodelay 1 and iperf3 -N; 0: neither)")
+    p.add_argument("--fields", type=int, default=1,
+                   help="buffers per message for our agent (default 1: one contiguous buffer per write, as iperf3)")
     p.add_argument("--agent", type=Path, help="a built agent (default: build one)")
     return p
 
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         agent = a.agent or build_agent(Path(tmp))
         print(f"settings: TCP_NODELAY {'on in both (agent --nodelay 1, iperf3 -N)' if nodelay else 'off in both'}; "
               f"{a.duration:g} s measured after {a.warmup:g} s warm-up (iperf3 -O); receiver throughput; "
-              f"medians of {a.repeats} alternated runs per tool")
+              f"medians of {a.repeats} alternated runs per tool; our agent sends {a.fields} buffer(s) per message")
         print(f"{'case':22} {'ours Gbit/s':>12} {'iperf3 Gbit/s':>14} {'ratio':>6}")
         for mode in a.modes:
             for size, streams in CASES:
@@ -166,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                 for r in range(a.repeats):
                     # Alternate which tool goes first, so neither always gets the warmer machine.
                     if r % 2 == 0:
-                        ours.append(run_agent(agent, case, a.duration, a.warmup, nodelay))
+                        ours.append(run_agent(agent, case, a.duration, a.warmup, nodelay, a.fields))
                         theirs.append(run_iperf3(case, a.duration, a.warmup, nodelay))
                     else:
                         theirs.append(run_iperf3(case, a.duration, a.warmup, nodelay))
-                        ours.append(run_agent(agent, case, a.duration, a.warmup, nodelay))
+                        ours.append(run_agent(agent, case, a.duration, a.warmup, nodelay, a.fields))
                 o, t = statistics.median(ours), statistics.median(theirs)
                 print(f"{case.label:22} {o / 1e9:12.2f} {t / 1e9:14.2f} {o / t:6.2f}", flush=True)
     return 0

@@ -25,6 +25,9 @@ def test_nodelay_on_gives_iperf3_dash_n_and_the_agent_nodelay_1():
     agent = bench.agent_args(case, 3.0, 0.5, nodelay=True)
     assert "-N" in iperf3
     assert agent[agent.index("--nodelay") + 1] == "1"
+    # iperf3 writes one contiguous buffer per call: so does the agent, unless asked otherwise.
+    assert agent[agent.index("--fields") + 1] == "1"
+    assert bench.agent_args(case, 3.0, 0.5, nodelay=True, fields=8)[agent.index("--fields") + 1] == "8"
 
 
 def test_nodelay_off_gives_neither():
