@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import CELL_KEYS, Experiment
+from .estimate import per_cell_seconds
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,6 @@ class Plan:
         return cls(seed=int(data["seed"]), cells=tuple(Cell.from_json(c) for c in data["cells"]))
 
 
-# What the orchestrator adds to each cell beyond warm-up and duration, as an estimate (README
-# "Figures measured here": 0.06 to 0.32 s per cell; more with perf and a remote host).
-CELL_OVERHEAD_S = 0.5
 # Over either, a plan needs --yes: it is more likely a typo in the matrix than a plan.
 MAX_PLAN_CELLS = 100_000
 MAX_PLAN_SECONDS = 24 * 3600
@@ -89,7 +87,8 @@ def plan_size(experiment: Experiment) -> PlanSize:
     cells = experiment.repetitions
     for key in CELL_KEYS:
         cells *= len(experiment.dimension(key))
-    return PlanSize(cells, cells * (experiment.warmup + experiment.duration + CELL_OVERHEAD_S))
+    # Per cell: warm-up, duration and the measured overhead, from the one place dry runs use too.
+    return PlanSize(cells, cells * per_cell_seconds(experiment))
 
 
 def format_seconds(seconds: float) -> str:

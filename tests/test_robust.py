@@ -14,6 +14,7 @@ from orchestrator import table
 from orchestrator.agentjson import parse_agent_json
 from orchestrator.config import Experiment
 from orchestrator.errors import DiskError
+from orchestrator.estimate import CELL_OVERHEAD_S
 from orchestrator.plan import MAX_PLAN_CELLS, plan_size
 from orchestrator.stats import summarize
 from orchestrator.table import MeasurementChecks, ResultsTable, cell_row, read_results, repair_torn_tail
@@ -210,7 +211,8 @@ def test_plan_size_is_computed_without_expanding():
     assert size.too_big and "years" in size.describe()
     quick = Experiment.model_validate({"name": "x", "matrix": {"mode": ["one_copy", "two_copy"]}, "duration": "1s",
                                        "warmup": "0.5s", "repetitions": 2})
-    assert plan_size(quick).cells == 4 and plan_size(quick).seconds == pytest.approx(4 * 2.0)
+    # Per cell: warm-up + duration + the measured overhead that dry runs use too.
+    assert plan_size(quick).cells == 4 and plan_size(quick).seconds == pytest.approx(4 * (1.5 + CELL_OVERHEAD_S))
     assert not plan_size(quick).too_big
 
 

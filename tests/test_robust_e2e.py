@@ -61,7 +61,7 @@ def test_a_torn_last_row_is_measured_again_by_resume(tmp_path):
     done = orchestrate("run", str(config), "--inventory", str(inventory), "--results", str(results), "--no-report",
                        timeout=120)
     assert done.returncode == 0, done.stderr
-    assert ": 3 cells, about 4 s, seed" in done.stderr  # 3 × (0.2 + 0.5 + 0.5 s per cell)  # the start line states the plan's time
+    assert ": 3 cells, about 2 s, seed" in done.stderr  # the start line states the plan's time: 3 × (0.2 + 0.5 + 0.1 s)
     run_dir = only_run(results)
     csv = run_dir / "results.csv"
     whole = csv.read_bytes()
@@ -217,5 +217,5 @@ def test_check_states_the_plan_time(tmp_path):
     config, inventory = local_run_files(tmp_path, threads=(1, 2, 3), duration="2s")
     done = orchestrate("check", str(config), "--inventory", str(inventory), timeout=120)
     assert done.returncode == 0, done.stderr
-    # 3 cells of 0.2 s warm-up + 2 s + 0.5 s overhead each
-    assert "plan: 3 cells, about 8 s" in " ".join(done.stderr.split())
+    # 3 cells of 0.2 s warm-up + 2 s + 0.1 s overhead each (orchestrator/estimate.py)
+    assert "plan: 3 cells, about 7 s" in " ".join(done.stderr.split())
