@@ -298,7 +298,6 @@ def dry_run(args: argparse.Namespace) -> ExitStatus:
     import yaml
 
     from . import run as runs
-    from .preflight import run_preflight
     from .plan import expand, new_seed
 
     if args.resume:
@@ -342,16 +341,7 @@ def dry_run(args: argparse.Namespace) -> ExitStatus:
               f" (warm-up {experiment.warmup:g} s + duration {experiment.duration:g} s + "
               f"{estimate.CELL_OVERHEAD_S:g} s overhead per cell; setup includes building the agents)", highlight=False)
     if args.check:
-        hosts_ = runs.connect_hosts(inventory, experiment.timeouts.connect)
-        try:
-            report = run_preflight(hosts_, experiment, inventory)
-        finally:
-            for host in hosts_.values():
-                host.close()
-        args.doc["findings"] = [{"host": f.host, "check": f.check, "ok": f.ok, "detail": f.detail} for f in report.findings]
-        show_preflight(report)
-        if report.problems:
-            raise PreflightError(f"{len(report.problems)} problem(s) found")
+        _preflight_only(args, experiment, inventory)
     console.print("dry run: nothing was started" + ("" if args.check else ", and no host was contacted"))
     return ExitStatus.OK
 
@@ -361,12 +351,11 @@ def _problems_only(report: Preflight) -> None:
         show_preflight(report)
 
 
-def cmd_check(args: argparse.Namespace) -> ExitStatus:
+def _preflight_only(args: argparse.Namespace, experiment, inventory, then: str | None = None) -> None:
+    """Reach the hosts, run preflight, show and record its findings; nothing is started."""
     from . import run as runs
-    from .plan import plan_size
     from .preflight import run_preflight
 
-    experiment, inventory = _load_inputs(args)
     hosts = runs.connect_hosts(inventory, experiment.timeouts.connect)
     try:
         report = run_preflight(hosts, experiment, inventory)
@@ -376,9 +365,17 @@ def cmd_check(args: argparse.Namespace) -> ExitStatus:
     args.doc.update(findings=[{"host": f.host, "check": f.check, "ok": f.ok, "detail": f.detail} for f in report.findings],
                     problems=len(report.problems))
     show_preflight(report)
-    console.print(f"plan: {plan_size(experiment).describe()}")
+    if then:
+        console.print(then)
     if report.problems:
         raise PreflightError(f"{len(report.problems)} problem(s) found")
+
+
+def cmd_check(args: argparse.Namespace) -> ExitStatus:
+    from .plan import plan_size
+
+    experiment, inventory = _load_inputs(args)
+    _preflight_only(args, experiment, inventory, then=f"plan: {plan_size(experiment).describe()}")
     return ExitStatus.OK
 
 
