@@ -38,6 +38,11 @@ def _smoke(folder: Path, port: int = 5301) -> Path:
     return path
 
 
+def _run_smoke(inventory: Path, tmp_path: Path, timeout: float = 180):
+    return orchestrate("run", str(_smoke(tmp_path)), "--inventory", str(inventory),
+                       "--results", str(tmp_path / "results"), "--no-report", timeout=timeout)
+
+
 def _ok_rows(results: Path) -> list[str]:
     run_dirs = [p for p in results.iterdir() if p.is_dir()]
     assert len(run_dirs) == 1, run_dirs
@@ -57,8 +62,7 @@ def test_a_run_through_the_inventorys_jump_key(bastion_lab, tmp_path):
     folder, _ = bastion_lab
     inventory = yaml.safe_load((folder / "lab-inventory.yml").read_text())
     assert "jump" in inventory["server"] and "jump" in inventory["client"]
-    done = orchestrate("run", str(_smoke(tmp_path)), "--inventory", str(folder / "lab-inventory.yml"),
-                       "--results", str(tmp_path / "results"), "--no-report", timeout=180)
+    done = _run_smoke(folder / "lab-inventory.yml", tmp_path)
     assert done.returncode == 0, done.stderr
     assert _ok_rows(tmp_path / "results") == ["ok", "ok"]
 
@@ -72,8 +76,7 @@ def test_a_run_through_an_ssh_config_proxyjump_alias(bastion_lab, tmp_path):
         "server": {"host": f"{PREFIX}-server", "data_address": "198.18.0.1", "workdir": str(tmp_path / "w-server")},
         "client": {"host": f"{PREFIX}-client", "data_address": "198.18.0.2", "workdir": str(tmp_path / "w-client")},
     }))
-    done = orchestrate("run", str(_smoke(tmp_path)), "--inventory", str(tmp_path / "inventory.yml"),
-                       "--results", str(tmp_path / "results"), "--no-report", timeout=180)
+    done = _run_smoke(tmp_path / "inventory.yml", tmp_path)
     assert done.returncode == 0, done.stderr
     assert _ok_rows(tmp_path / "results") == ["ok", "ok"]
 

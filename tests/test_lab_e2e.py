@@ -293,6 +293,19 @@ def test_ssh_faults_give_a_clear_error(lab_inventory, tmp_path, fault):
     assert time.monotonic() - started < 30
 
 
+def run_during(fault, undo: list[str], config: Path, inventory: Path, results: Path):
+    """`orchestrate run` while `fault` acts on the lab from a thread; `undo` (an ip command)
+    restores the lab afterwards whatever happened."""
+    thread = threading.Thread(target=fault, daemon=True)
+    thread.start()
+    try:
+        return orchestrate("run", str(config), "--inventory", str(inventory), "--results", str(results),
+                           "--no-report", timeout=120)
+    finally:
+        thread.join()
+        subprocess.run(undo, check=False)
+
+
 def test_data_link_down_inside_the_window_is_not_a_plain_ok(lab_inventory, tmp_path):
     """The data link goes down for 1.5 s inside a 4 s window: the row must not say `ok`."""
     results = tmp_path / "results"
@@ -310,14 +323,7 @@ def test_data_link_down_inside_the_window_is_not_a_plain_ok(lab_inventory, tmp_p
         finally:
             subprocess.run(["ip", "-n", client_ns, "link", "set", lab.DATA_IF, "up"], check=True)
 
-    cutter = threading.Thread(target=outage, daemon=True)
-    cutter.start()
-    try:
-        done = orchestrate("run", str(config), "--inventory", str(lab_inventory), "--results", str(results),
-                           "--no-report", timeout=120)
-    finally:
-        cutter.join()
-        subprocess.run(["ip", "-n", client_ns, "link", "set", lab.DATA_IF, "up"], check=False)
+    done = run_during(outage, ["ip", "-n", client_ns, "link", "set", lab.DATA_IF, "up"], config, lab_inventory, results)
     frame = read_results(only_run(results) / "results.csv")
     assert len(frame) == 1
     row = frame.iloc[0]
@@ -361,14 +367,8 @@ def test_a_client_that_cannot_connect_ends_its_cell_at_once(lab_inventory, tmp_p
                 return
             time.sleep(0.005)
 
-    cutter = threading.Thread(target=cut_route_before_the_first_cell, daemon=True)
-    cutter.start()
-    try:
-        done = orchestrate("run", str(config), "--inventory", str(lab_inventory), "--results", str(results),
-                           "--no-report", timeout=120)
-    finally:
-        cutter.join()
-        subprocess.run(["ip", "-n", client_ns, "route", "del", "unreachable", "198.18.0.1/32"], check=False)
+    done = run_during(cut_route_before_the_first_cell, ["ip", "-n", client_ns, "route", "del", "unreachable", "198.18.0.1/32"],
+                      config, lab_inventory, results)
     run_dir = only_run(results)
     frame = read_results(run_dir / "results.csv")
     assert done.returncode == 1, done.stderr
