@@ -138,9 +138,22 @@ def recorded_cells_run(tmp_path: Path) -> Path:
     return run
 
 
-def test_report_on_rows_from_the_real_row_writer(tmp_path):
+HW_PERF = Path(__file__).parent / "fixtures" / "perf" / "hw_cells"
+
+
+def hardware_cells(tmp_path: Path) -> Path:
+    """The recorded cells with their perf files swapped for a hardware host's (hand-written in
+    recorded layout, tests/fixtures/perf/README.md): cycles and cache misses are counted."""
+    cells = Path(shutil.copytree(CELLS, tmp_path / "hw-cells"))
+    for perf in HW_PERF.glob("*/*.perf.csv"):
+        shutil.copyfile(perf, cells / perf.parent.name / perf.name)
+    return cells
+
+
+def test_report_on_rows_from_the_real_row_writer(tmp_path, monkeypatch):
     from orchestrator import derive, stats
 
+    monkeypatch.setattr(f"{__name__}.CELLS", hardware_cells(tmp_path))
     run = recorded_cells_run(tmp_path)
     text = report.write_report(run).read_text()
     for section in SECTIONS:
@@ -151,11 +164,23 @@ def test_report_on_rows_from_the_real_row_writer(tmp_path):
     zero = rows.loc["stream-zero_copy-65536B-1t-r1-sender=client"]
     assert zero["sender_cpu_s"] == zero["client_cpu_s"]
     assert zero["sender_cpu_s_per_gb"] == pytest.approx(zero["client_cpu_s"] / (zero["bytes_received"] / 1e9))
+    # By hand from the fixture files: the client's cycles over the server's bytes received.
+    assert zero["sender_cycles_per_byte"] == pytest.approx(7_203_629_000 / 5_856_296_960)
     # cycles per byte is the two sides' sum where both were counted, and missing (never 0) otherwise
     both = rows["server_cycles"].notna() & rows["client_cycles"].notna() & (rows["workload"] == "stream")
+    assert list(rows.index[both & (rows["status"] == "ok")]) == ["stream-one_copy-65536B-2t-r1"]
     expected = (rows["server_cycles"] + rows["client_cycles"]) / rows["bytes_received"]
     pd.testing.assert_series_equal(rows.loc[both, "cycles_per_byte"], expected[both].astype(float), check_names=False)
-    assert rows.loc[~both, "cycles_per_byte"].isna().all()
+    assert rows.loc[~both, "cycles_per_byte"].isna().all() and (~both).sum() == 3
+    one = rows.loc["stream-one_copy-65536B-2t-r1"]
+    # server (sender) and client (receiver) counts from the perf files, over the client's bytes
+    assert one["cycles_per_byte"] == pytest.approx((2_872_769_000 + 11_494_237_000) / 13_738_180_608)
+    assert one["l1_misses_per_kib"] == pytest.approx((31_583_126 + 178_830_041) / (13_738_180_608 / 1024))
+    assert one["llc_misses_per_kib"] == pytest.approx((412_145 + 21_467_905) / (13_738_180_608 / 1024))
+    assert one["context_switches_per_s"] == pytest.approx((8573 + 9334) / (0.5 + 2.001218))
+    # ... and the report states them, rounded to three figures
+    assert "| one_copy | 64KiB | 2 | 0.209 (n=1) | 0.837 (n=1) | 15.7 (n=1) | 1.63 (n=1) | 7,160 (n=1) |" in text
+    assert "| zero_copy: copied (not zero-copy) | 64KiB | 1 | 1.23 (n=1) | not counted |" in text
     summary = stats.summarize(derive.read_results(run / "results.csv")).set_index("cell")
     assert summary.loc["stream-zero_copy-65536B-1t-sender=client", "mode_label"] == "zero_copy: copied (not zero-copy)"
     assert summary.loc["stream-two_copy-4096B-1t", "failed"] == 1
