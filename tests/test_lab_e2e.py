@@ -21,7 +21,7 @@ from orchestrator.cli import main
 from orchestrator.table import read_results
 
 from .labs import running_lab
-from .conftest import ROOT
+from .conftest import ROOT, require_tool
 from .test_cli import ENV, ORCHESTRATE, orchestrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
@@ -124,6 +124,14 @@ def test_smoke_runs_over_the_lab_data_link(lab_inventory, tmp_path):
     assert frame["server_host_nic_rx_queues_drops"].notna().all() and frame["client_host_nic_rx_queues_xdp_packets"].notna().all()
     assert "server_host_nic_interrupts" not in frame and "client_host_nic_interrupts" not in frame
     assert frame["server_host_tcp_retranssegs"].notna().all() and frame["client_host_tcpext_tcprcvqdrop"].notna().all()
+    # The agent's reading is the driver's table as `ethtool -S` prints it: the same names in the same order.
+    require_tool("ethtool")
+    snapshot = json.loads((run_dir / "cells" / frame["cell_id"].iloc[0] / "server.json").read_text())["host_counters"]
+    printed = subprocess.run(["ip", "netns", "exec", NAMESPACES[0], "ethtool", "-S", lab.DATA_IF],
+                             capture_output=True, text=True, check=True).stdout
+    names = [line.split(":")[0].strip() for line in printed.splitlines()[1:]]
+    assert names and [line.split(":")[0].strip() for line in snapshot["end"]["ethtool"].splitlines()[1:]] == names
+    assert snapshot["nic"] == lab.DATA_IF and snapshot["nic_bus"] is None  # a veth has no bus
     report = (run_dir / "report.md").read_text()
     assert "**Both roles ran on one kernel**" in report and (run_dir / "plots" / "where_cpu_went.png").exists()
     assert not agents_alive()
