@@ -168,7 +168,7 @@ def show_summary(run_dir: Path, summary=None) -> None:
     summary = _summary(run_dir) if summary is None else summary
     if summary.empty:
         return
-    from .report import VARIANT_COLUMNS
+    from .variants import VARIANT_COLUMNS
 
     extra = [k for k in VARIANT_COLUMNS if k in summary and summary[k].nunique(dropna=False) > 1]
     with_workload = summary["workload"].nunique() > 1
