@@ -23,6 +23,9 @@ from .yamlfile import load_yaml
 
 @dataclass
 class RunData:
+    """One run folder, read: results.csv's rows, config.yml, inventory.yml and hosts/<role>.json;
+    `notes` names the files that were missing."""
+
     path: Path
     run_id: str
     results: pd.DataFrame
@@ -106,6 +109,7 @@ def user_space_only(results: pd.DataFrame) -> UserSpaceOnly:
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested facts or config as one level of dotted keys (`nic.speed`), for tables and diffs."""
     if isinstance(data, dict):
         out: dict[str, str] = {}
         for key, value in data.items():
@@ -121,6 +125,7 @@ _ETHTOOL_SPEED = re.compile(r"^(\d+)\s*Mb/s\Z")
 
 
 def nic_facts(run: RunData, role: str) -> dict[str, Any]:
+    """The NIC facts recorded for a role (hosts/<role>.json `nic`); empty if none."""
     nic = run.hosts.get(role, {}).get("nic")
     return nic if isinstance(nic, dict) else {}
 
