@@ -671,7 +671,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
             status = ExitStatus(exit_status(exc))
         except Exception as exc:  # noqa: BLE001 - the one boundary for bugs: never a traceback on the terminal
             args.doc["error"] = _unexpected(term, exc, args.doc.get("run_dir"))
-            status = ExitStatus.CELLS_FAILED
+            status = ExitStatus.INTERNAL_ERROR
     try:
         if as_json:
             args.doc.update(exit_status=int(status), exit_meaning=status.meaning)

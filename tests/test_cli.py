@@ -354,7 +354,7 @@ def test_a_bug_inside_a_run_is_one_line_pointing_at_run_log(tmp_path, monkeypatc
     stdout, stderr = io.StringIO(), io.StringIO()
     code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_local_inventory(tmp_path)),
                      "--results", str(tmp_path / "results"), "-q"], stdout=stdout, stderr=stderr)
-    assert code == ExitStatus.CELLS_FAILED
+    assert code == ExitStatus.INTERNAL_ERROR
     (run_dir,) = (tmp_path / "results").iterdir()
     lines = stderr.getvalue().splitlines()
     assert len(lines) == 1, lines
@@ -379,12 +379,12 @@ def test_a_bug_before_there_is_a_run_folder_goes_to_a_file_of_its_own(tmp_path, 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     stdout, stderr = io.StringIO(), io.StringIO()
     code = cli.main(["compare", "a", "b", "--json"], stdout=stdout, stderr=stderr)
-    assert code == ExitStatus.CELLS_FAILED
+    assert code == ExitStatus.INTERNAL_ERROR
     (saved,) = tmp_path.glob("orchestrate-error-*.log")
     assert "Traceback" in saved.read_text() and "KeyError: 'nope'" in saved.read_text()
     assert stderr.getvalue().splitlines() == [f"error: unexpected error (KeyError: 'nope'); the traceback is in {saved}"]
     doc = json.loads(stdout.getvalue())  # --json keeps its one document, with the error in it
-    assert doc["exit_status"] == 1 and str(saved) in doc["error"]
+    assert doc["exit_status"] == 70 and str(saved) in doc["error"]
 
 
 def test_main_writes_to_the_streams_it_is_given(tmp_path):
