@@ -441,19 +441,35 @@ def show_comparison(term: Terminal, comparison) -> None:
         term.console.print(f"wrote {path}", markup=False, highlight=False)
 
 
+def _per_pair(cast):
+    """An argparse type: one number, or a comma list of numbers (one per lab pair)."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, not {text!r}") from None
+    return parse
+
+
 def cmd_lab(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from . import lab
 
-    given = {"mtu": args.mtu, "delay_ms": args.delay_ms, "rate_mbit": args.rate_mbit}
+    # --mtu and --rate-mbit: one value for every pair, or a comma list with one per pair.
+    mtus, rates = args.mtu or (), args.rate_mbit or ()
+    given = {"mtu": mtus[0] if len(mtus) == 1 else None, "mtus": mtus if len(mtus) > 1 else None,
+             "delay_ms": args.delay_ms,
+             "rate_mbit": rates[0] if len(rates) == 1 else None, "rates_mbit": rates if len(rates) > 1 else None}
     options = lab.LabOptions(
         prefix=args.prefix, inventory_path=Path(args.inventory_out), bastion=args.bastion, user=args.user,
-        sudo_perf=args.sudo_perf, no_compiler=tuple(args.no_compiler),
+        sudo_perf=args.sudo_perf, no_compiler=tuple(args.no_compiler), pairs=args.pairs,
         **{k: v for k, v in given.items() if v is not None},
     )
     if args.action == "up":
         status = lab.up(options)
         term.console.print(f"lab is up; run with: orchestrate run configs/smoke.yml --inventory {options.resolved_inventory_path}")
-        term.console.print(f"ssh_config (Host aliases {options.prefix}-server, {options.prefix}-client): {status.ssh_config_path}")
+        prefixes = [options.prefix] if options.pairs == 1 else [f"{options.prefix}-{p}" for p in options.pair_names]
+        aliases = ", ".join(f"{p}-{role}" for p in prefixes for role in ("server", "client"))
+        term.console.print(f"ssh_config (Host aliases {aliases}): {status.ssh_config_path}")
     elif args.action == "down":
         for item in lab.down(options):
             term.console.print(f"removed {item}")
@@ -564,10 +580,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="up: build the lab (again), down: remove it, status: show what exists")
     p.add_argument("--prefix", default="orch", help="name prefix of the namespaces (default: orch)")
     p.add_argument("--inventory-out", default="lab-inventory.yml", help="where lab up writes the lab's inventory")
-    p.add_argument("--mtu", type=int, default=None, help="MTU of the data link")
+    p.add_argument("--pairs", type=int, default=1, metavar="N",
+                   help="N independent pairs p1..pN, each with its own data link and sshds, in one inventory")
+    p.add_argument("--mtu", type=_per_pair(int), default=None,
+                   help="MTU of the data link; with --pairs, a comma list gives each pair its own (1500,9000,1280)")
     p.add_argument("--delay-ms", type=float, default=None, help="netem delay on the data link, each way")
-    p.add_argument("--rate-mbit", type=float, default=None,
-                   help="rate limit on the data link, Mbit/s (a tbf qdisc; with --delay-ms, netem's rate)")
+    p.add_argument("--rate-mbit", type=_per_pair(float), default=None,
+                   help="rate limit on the data link, Mbit/s (a tbf qdisc; with --delay-ms, netem's rate); "
+                        "a comma list gives each pair its own")
     p.add_argument("--bastion", action="store_true", help="a bastion namespace; the hosts' sshds are reachable only through it")
     p.add_argument("--user", metavar="NAME", default=None, help="create an unprivileged account NAME and log in as it")
     p.add_argument("--sudo-perf", action="store_true", help="with --user: a sudoers rule that lets NAME run perf, and only perf")
