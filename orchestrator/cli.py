@@ -71,11 +71,12 @@ def _summary(run_dir: Path):
 
 def describe_cell(cell: Cell, repetitions: int) -> str:
     """A cell in words for the progress bar: `zero_copy 64KiB ×4, rep 2/3`."""
+    from .dimensions import BASIC
     from .units import format_size
 
     words = f"{'rr ' if cell.workload == 'rr' else ''}{cell.mode} {format_size(cell.message_size)} ×{cell.threads}"
     extras = [f"{key}={str(getattr(cell, key)).lower()}" for key in cell.varied
-              if key not in ("workload", "mode", "message_size", "threads")]
+              if key not in BASIC]
     return ", ".join([words, *extras, f"rep {cell.repetition}/{repetitions}"])
 
 

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import units
+from . import dimensions, units
 from .errors import ConfigError
 from .yamlfile import load_yaml, validate
 
@@ -86,7 +86,7 @@ class _Strict(BaseModel):
 
 
 # The per-cell parameters, in the order cell ids and tables list them.
-CELL_KEYS = ("workload", "mode", "message_size", "threads", "fields", "sender", "nodelay", "sndbuf", "rcvbuf")
+CELL_KEYS = dimensions.CELL_KEYS
 
 
 class Matrix(_Strict):

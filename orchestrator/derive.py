@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import table
+from . import dimensions, table
 from .table import ResultsError
 
-REQUIRED_COLUMNS = ("cell_id", "workload", "mode", "message_size", "threads", "repetition", "status")
+REQUIRED_COLUMNS = dimensions.REQUIRED_COLUMNS
 
 
 # perf events and rusage figures that exist once per role and are mapped to sender/receiver.

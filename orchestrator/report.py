@@ -21,7 +21,7 @@ import markdown
 import pandas as pd
 import yaml
 
-from . import derive, hostcounters, intervals, plots, stats, tcpinfo
+from . import derive, dimensions, hostcounters, intervals, plots, stats, tcpinfo
 from .errors import ConfigError, OrchestrateError
 from .files import disk_error, write_atomic
 from .table import MeasurementChecks, ResultsError, repair_torn_tail
@@ -726,7 +726,7 @@ PLOT_TITLES = {
 
 # Cell parameters beyond mode, size and threads. When a run varies one of them, tables, plots
 # and answers are given once per combination: comparing modes across them would mix cells.
-VARIANT_COLUMNS = ("fields", "sender", "nodelay", "sndbuf", "rcvbuf", "perf_scope")
+VARIANT_COLUMNS = dimensions.VARIANT_COLUMNS
 
 
 def variants(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

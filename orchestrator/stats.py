@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scistats
 
-from . import derive
+from . import derive, dimensions
 
 CONFIDENCE = 0.95
 # Repetitions that disagree by more than this coefficient of variation flag their cell.
 CV_THRESHOLD = 0.10
 
 # The columns that name a cell apart from its repetition, in the order tables list them.
-CELL_COLUMNS = ("workload", "mode", "message_size", "threads", "fields", "sender", "nodelay", "sndbuf", "rcvbuf", "perf_scope")
+CELL_COLUMNS = dimensions.CELL_COLUMNS
 
 _REPETITION = re.compile(r"-r\d+(?=-|\Z)")
 
@@ -163,7 +163,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     summary = pd.DataFrame(rows)
     if summary.empty:
         return summary
-    order = [c for c in ("workload", "mode", "message_size", "threads") if c in summary.columns]
+    order = [c for c in dimensions.BASIC if c in summary.columns]
     return summary.sort_values(
         order, kind="stable", key=lambda col: col.map(derive.mode_rank) if col.name == "mode" else col
     ).reset_index(drop=True)
