@@ -25,6 +25,7 @@ from .config import load_experiment
 from .errors import EXIT_MEANINGS, ConfigError, ExitStatus, OrchestrateError, PreflightError, RunFailed
 from .interrupts import exit_status, signal_name, signals_interrupt
 from .inventory import load_inventory
+from .roles import ROLES
 
 # The run, report and analysis modules (pandas, scipy, matplotlib, paramiko) are imported where
 # they are used: a bad file is then refused in well under a second, before any of them loads.
@@ -320,7 +321,7 @@ def dry_run(args: argparse.Namespace) -> ExitStatus:
     guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
                               plot_sets=estimate.plot_sets(experiment))
     hosts = {role: {"ssh": inventory.role(role).label, "data_address": inventory.role(role).data_address,
-                    "workdir": inventory.role(role).workdir} for role in ("server", "client")}
+                    "workdir": inventory.role(role).workdir} for role in ROLES}
     resolved = experiment.resolved(plan.seed)
     args.doc.update(dry_run=True, config=resolved, hosts=hosts, seed=plan.seed, order=experiment.order,
                     cells={"planned": len(plan.cells), "to_run": len(todo), "done": len(done)},
@@ -563,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bastion", action="store_true", help="a bastion namespace; the hosts' sshds are reachable only through it")
     p.add_argument("--user", metavar="NAME", default=None, help="create an unprivileged account NAME and log in as it")
     p.add_argument("--sudo-perf", action="store_true", help="with --user: a sudoers rule that lets NAME run perf, and only perf")
-    p.add_argument("--no-compiler", metavar="ROLE", action="append", default=[], choices=["server", "client"],
+    p.add_argument("--no-compiler", metavar="ROLE", action="append", default=[], choices=ROLES,
                    help="hide the C compilers from that host's sshd and its sessions (repeatable)")
     p.set_defaults(handler=cmd_lab)
 

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from . import derive, plots, stats
 from .errors import NoCommonCells
 from .report import RunData, flatten, load_run
+from .roles import ROLES
 
 COMPARED_METRICS = (
     "throughput_gbps",
@@ -224,7 +225,7 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Compa
     rows_a, rows_b = _ok_rows(a), _ok_rows(b)
     table = _compare_cells(rows_a, rows_b)
     host_differences = []
-    for role in ("server", "client"):
+    for role in ROLES:
         host_differences += _differences(a.hosts.get(role, {}), b.hosts.get(role, {}), f"{role}.")
     out = Path(out_dir) if out_dir is not None else default_out_dir(a.path, b.path)
     comparison = Comparison(

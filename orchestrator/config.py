@@ -23,6 +23,7 @@ from pydantic import (
 
 from . import dimensions, units
 from .errors import ConfigError
+from .roles import Role
 from .yamlfile import load_yaml, validate
 
 MAX_MESSAGE_SIZE = 4 << 20
@@ -31,7 +32,6 @@ MAX_FIELDS = 64
 
 Mode = Literal["two_copy", "one_copy", "zero_copy", "sendfile"]
 Workload = Literal["stream", "rr"]
-Role = Literal["server", "client"]
 
 
 def _size(value: object) -> int:

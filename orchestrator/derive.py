@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import dimensions, table
+from .roles import ROLES
 from .table import ResultsError
 
 REQUIRED_COLUMNS = dimensions.REQUIRED_COLUMNS
@@ -77,7 +78,7 @@ COUNTER_METRICS: dict[str, tuple[str, ...]] = {
     **{f"{side}_{m}": (side,) for side in ("sender", "receiver")
        for m in ("cycles_per_byte", "l1_misses_per_kib", "llc_misses_per_kib")},
     **{m: ("sender", "receiver") for m in ("cycles_per_byte", "l1_misses_per_kib", "llc_misses_per_kib")},
-    "context_switches_per_s": ("server", "client"),
+    "context_switches_per_s": ROLES,
 }
 USER_ONLY = "user"
 
@@ -158,7 +159,7 @@ def derive_metrics(results: pd.DataFrame) -> pd.DataFrame:
     perf_switches = column(out, "server_context_switches") + column(out, "client_context_switches")
     out["context_switches_per_s"] = _per(perf_switches, span)
     rusage_switches = sum(
-        column(out, f"{role}_{kind}_cs") for role in ("server", "client") for kind in ("voluntary", "involuntary")
+        column(out, f"{role}_{kind}_cs") for role in ROLES for kind in ("voluntary", "involuntary")
     )
     out["rusage_context_switches_per_s"] = _per(rusage_switches, span)
 

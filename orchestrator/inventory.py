@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from .errors import ConfigError
+from .roles import ROLES, Role
 from .yamlfile import MAX_FILE_BYTES, load_yaml, read_small_file, validate
 
 LOCAL = "local"
@@ -101,7 +102,7 @@ class Inventory(BaseModel):
             )
         return self
 
-    def role(self, name: Literal["server", "client"]) -> HostSpec:
+    def role(self, name: Role) -> HostSpec:
         return self.server if name == "server" else self.client
 
 
@@ -126,7 +127,7 @@ def _check_files(inventory: Inventory, path: Path) -> None:
     """Every file the inventory names is a readable regular file of a sane size, now: a missing
     key or `key: /dev/zero` is a bad inventory (exit 2), not a failure halfway into connecting."""
     named: list[tuple[str, str | None]] = [("ssh_config", inventory.ssh_config)]
-    for role in ("server", "client"):
+    for role in ROLES:
         spec = inventory.role(role)  # type: ignore[arg-type]
         named += [(f"{role}.key", spec.key), (f"{role}.known_hosts", spec.known_hosts)]
         if spec.jump is not None:

@@ -24,6 +24,7 @@ import yaml
 from . import derive, dimensions, hostcounters, intervals, plots, stats, tcpinfo
 from .errors import ConfigError, OrchestrateError
 from .files import disk_error, write_atomic
+from .roles import ROLES
 from .table import MeasurementChecks, ResultsError, repair_torn_tail
 from .units import format_size
 from .yamlfile import load_yaml
@@ -75,7 +76,7 @@ def load_run(run_dir: Path) -> RunData:
     notes: list[str] = []
     config = _read_yaml(run_dir / "config.yml", notes)
     inventory = _read_yaml(run_dir / "inventory.yml", notes)
-    hosts = {role: _read_json(run_dir / "hosts" / f"{role}.json", notes) for role in ("server", "client")}
+    hosts = {role: _read_json(run_dir / "hosts" / f"{role}.json", notes) for role in ROLES}
     run_ids = results["run_id"].dropna().unique() if "run_id" in results.columns else []
     run_id = str(run_ids[0]) if len(run_ids) else run_dir.name
     return RunData(run_dir, run_id, results, config, inventory, hosts, notes)
@@ -134,7 +135,7 @@ class UserSpaceOnly:
 
 def user_space_only(results: pd.DataFrame) -> UserSpaceOnly:
     ok = results[results["status"].astype(str) == "ok"] if "status" in results else results
-    roles = tuple(r for r in ("server", "client")
+    roles = tuple(r for r in ROLES
                   if f"{r}_perf_counts" in ok and ok[f"{r}_perf_counts"].astype(str).eq("user").any())
     sides = set()
     stream = ok[ok["workload"].astype(str) == "stream"] if "workload" in ok else ok.iloc[0:0]
@@ -188,7 +189,7 @@ def _nic(run: RunData, role: str) -> dict[str, Any]:
 
 def _is_local_link(run: RunData) -> bool:
     """Loopback or veth: the data never leaves the kernel, so MSG_ZEROCOPY is always copied."""
-    for role in ("server", "client"):
+    for role in ROLES:
         nic = _nic(run, role)
         if nic.get("interface") == "lo" or nic.get("name") == "lo" or nic.get("kind") == "veth":
             return True
@@ -210,7 +211,7 @@ def _speed_gbps(nic: dict[str, Any]) -> float:
 
 
 def _link_speed_gbps(run: RunData) -> float:
-    speeds = [_speed_gbps(_nic(run, role)) for role in ("server", "client")]
+    speeds = [_speed_gbps(_nic(run, role)) for role in ROLES]
     speeds = [s for s in speeds if not math.isnan(s) and s > 0]
     return min(speeds) if speeds else math.nan
 
@@ -224,7 +225,7 @@ def _setup_section(run: RunData) -> str:
     if keys:
         parts += [_table(["fact", "server", "client"],
                                           [[k, server.get(k, "—"), client.get(k, "—")] for k in keys]), ""]
-        for role in ("server", "client"):
+        for role in ROLES:
             offloads = _nic(run, role).get("offloads")
             if isinstance(offloads, dict) and offloads:
                 on = sorted(k for k, v in offloads.items() if str(v).startswith("on"))
@@ -233,7 +234,7 @@ def _setup_section(run: RunData) -> str:
     else:
         parts += ["No host facts were recorded.", ""]
     parts += ["### Link", ""]
-    addresses = [f"{role}: {(run.inventory.get(role) or {}).get('data_address', '—')}" for role in ("server", "client")]
+    addresses = [f"{role}: {(run.inventory.get(role) or {}).get('data_address', '—')}" for role in ROLES]
     parts.append(f"- Data addresses: {', '.join(addresses)}")
     speed = _link_speed_gbps(run)
     parts.append(f"- Link speed (slower NIC): {_num(speed)} Gbit/s" if not math.isnan(speed) else "- Link speed: not reported")

@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats as scistats
 
 from . import derive, dimensions
+from .roles import ROLES
 
 CONFIDENCE = 0.95
 # Repetitions that disagree by more than this coefficient of variation flag their cell.
@@ -137,7 +138,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         unstable: list[str] = []
         # What perf counted (results.csv `<role>_perf_counts`), and so what each counter metric
         # covers: `user` marks a user-space-only count, never to be read as a whole one.
-        for role in ("server", "client"):
+        for role in ROLES:
             if f"{role}_perf_counts" in group.columns:
                 row[f"{role}_perf_counts"] = derive.combine_counts(ok[f"{role}_perf_counts"].tolist())
         for metric in derive.COUNTER_METRICS:

@@ -26,6 +26,7 @@ from orchestrator.agentjson import AgentReport
 from orchestrator.errors import OrchestrateError
 from orchestrator.files import append_whole, disk_error, write_atomic
 from orchestrator.perfstat import Counter, column_name
+from orchestrator.roles import ROLES
 
 IDENTITY_COLUMNS = dimensions.IDENTITY_COLUMNS
 MEASURED_COLUMNS = (
@@ -285,7 +286,7 @@ def cell_row(
         row.update(_perf_columns("server", server_perf))
     if client_perf is not None:
         row.update(_perf_columns("client", client_perf))
-    for role in ("server", "client"):
+    for role in ROLES:
         reach = (perf_counts or {}).get(role)
         if reach is not None and reach not in PERF_COUNTS:
             raise ResultsError(f"{role} perf counts {reach!r}: expected one of {', '.join(PERF_COUNTS)}")
