@@ -170,6 +170,7 @@ def show_summary(run_dir: Path, summary=None) -> None:
     summary = _summary(run_dir) if summary is None else summary
     if summary.empty:
         return
+    from . import zerocopy
     from .report import VARIANT_COLUMNS
 
     extra = [k for k in VARIANT_COLUMNS if k in summary and summary[k].nunique(dropna=False) > 1]
@@ -186,11 +187,9 @@ def show_summary(run_dir: Path, summary=None) -> None:
     marks: set[str] = set()
     for _, cell in summary.iterrows():
         mode = str(cell["mode"])
-        if mode == "zero_copy":
-            fraction = cell["zerocopy_copied_fraction_max"]
-            mark = "?" if fraction != fraction else "*" if fraction > 0 else ""
-            mode += mark
-            marks.add(mark)
+        mark = zerocopy.mark(mode, cell["zerocopy_copied_fraction_max"])
+        mode += mark
+        marks.add(mark)
 
         def figure(metric: str, spec: str) -> str:
             value = cell[metric]

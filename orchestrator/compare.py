@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import derive, plots, stats
+from . import derive, plots, stats, zerocopy
 from .errors import NoCommonCells
 from .report import RunData, flatten, load_run
 from .roles import ROLES
@@ -176,7 +176,7 @@ def _covers(counts: str) -> str:
 
 def _mode_label(rows: pd.DataFrame) -> str:
     fraction = rows["zerocopy_copied_fraction"].max() if "zerocopy_copied_fraction" in rows else float("nan")
-    return derive.zero_copy_label(str(rows["mode"].iloc[0]), fraction)
+    return zerocopy.label(str(rows["mode"].iloc[0]), fraction)
 
 
 def _ok_rows(run: RunData) -> pd.DataFrame:

@@ -29,10 +29,6 @@ BYTES_PER_KIB = 1024
 # Tables and legends list modes from the most copies to the fewest.
 MODE_ORDER = ("two_copy", "one_copy", "zero_copy", "sendfile")
 
-# A zero_copy cell whose kernel copied at least this fraction of its sends is labelled as a
-# copy outright; below it, the label still carries the copied percentage.
-COPIED_THRESHOLD = 0.5
-
 
 @dataclass(frozen=True)
 class Metric:
@@ -194,20 +190,3 @@ def combine_counts(values) -> str:
 
 def mode_rank(mode: str) -> int:
     return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
-
-
-def zero_copy_label(mode: str, copied_fraction: float) -> str:
-    """The name a cell is shown under: a zero_copy cell the kernel copied is never shown as zero-copy."""
-    if mode != "zero_copy":
-        return mode
-    if pd.isna(copied_fraction):
-        return "zero_copy (unverified: no completions counted)"
-    if copied_fraction >= COPIED_THRESHOLD:
-        return "zero_copy: copied (not zero-copy)"
-    if copied_fraction > 0:
-        return f"zero_copy ({copied_fraction:.0%} of sends copied)"
-    return "zero_copy"
-
-
-def is_copied(mode: str, copied_fraction: float) -> bool:
-    return mode == "zero_copy" and not pd.isna(copied_fraction) and copied_fraction >= COPIED_THRESHOLD

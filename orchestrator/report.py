@@ -13,6 +13,7 @@ import ipaddress
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ import markdown
 import pandas as pd
 import yaml
 
-from . import derive, dimensions, hostcounters, intervals, plots, stats, tcpinfo
+from . import derive, dimensions, hostcounters, intervals, plots, stats, tcpinfo, zerocopy
 from .errors import ConfigError, OrchestrateError
 from .files import disk_error, write_atomic
 from .roles import ROLES
 from .table import MeasurementChecks, ResultsError, repair_torn_tail
 from .units import format_size
+from .zerocopy import Copying
 from .yamlfile import load_yaml
 
 NOT_COUNTED = "not counted"
@@ -518,10 +520,10 @@ def _q_zero_copy_real(summary: pd.DataFrame, run: RunData) -> list[str]:
     if fractions.isna().all():
         return lines + [f"{NOT_ANSWERABLE}: no zero_copy completions were counted, so whether the kernel copied "
                         "is unknown; these cells are labelled unverified.", ""]
-    copied, partial = int(cells["copied"].sum()), int(((fractions > 0) & ~cells["copied"]).sum())
-    real = int((fractions == 0).sum())
+    seen = Counter(zerocopy.copying("zero_copy", f) for f in fractions)
+    real, partial, copied, unverified = (seen[v] for v in (Copying.NONE_COPIED, Copying.PARTLY_COPIED, Copying.COPIED, Copying.UNVERIFIED))
     lines.append(f"- Of {len(cells)} zero_copy cells: {real} real zero-copy (no send copied), {partial} partly copied, "
-                 f"{copied} copied (at least half of the sends), {int(fractions.isna().sum())} unverified.")
+                 f"{copied} copied (at least half of the sends), {unverified} unverified.")
     lines.append(f"- Copied fraction across cells: {_num(fractions.min())} to {_num(fractions.max())}.")
     if copied:
         why = ("The data stays on this machine (loopback or veth), and the kernel always copies "

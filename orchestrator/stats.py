@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scistats
 
-from . import derive, dimensions
+from . import derive, dimensions, zerocopy
 from .roles import ROLES
 
 CONFIDENCE = 0.95
@@ -156,8 +156,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         # The worst repetition decides: one copied repetition is enough to doubt the cell.
         copied = ok["zerocopy_copied_fraction"].max() if len(ok) else math.nan
         row["zerocopy_copied_fraction_max"] = copied
-        row["mode_label"] = derive.zero_copy_label(str(first["mode"]), copied)
-        row["copied"] = derive.is_copied(str(first["mode"]), copied)
+        row["mode_label"] = zerocopy.label(str(first["mode"]), copied)
+        row["copied"] = zerocopy.copying(str(first["mode"]), copied) is zerocopy.Copying.COPIED
         row["unstable"] = any(m in derive.PRIMARY_METRICS for m in unstable)
         row["unstable_metrics"] = " ".join(unstable)
         rows.append(row)
