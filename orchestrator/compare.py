@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 
 from . import derive, plots, stats, zerocopy
 from .errors import NoCommonCells
-from .report import RunData, flatten, load_run
 from .roles import ROLES
+from .runfolder import RunData, flatten, load_run
 
 COMPARED_METRICS = (
     "throughput_gbps",
