@@ -7,13 +7,15 @@ no hardware counters, one thread count), the answer says so rather than guessing
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pandas as pd
 
-from . import derive
+from . import derive, zerocopy
 from .formatting import NOT_COUNTED, is_counted, md_table, num, size_text, sizes_text
 from .runfolder import RunData, UserSpaceOnly, is_local_link, link_speed_gbps, user_space_only
 from .variants import variants
+from .zerocopy import Copying
 
 NOT_ANSWERABLE = "Not answerable from this run"
 
@@ -170,10 +172,10 @@ def _q_zero_copy_real(summary: pd.DataFrame, run: RunData) -> list[str]:
     if fractions.isna().all():
         return lines + [f"{NOT_ANSWERABLE}: no zero_copy completions were counted, so whether the kernel copied "
                         "is unknown; these cells are labelled unverified.", ""]
-    copied, partial = int(cells["copied"].sum()), int(((fractions > 0) & ~cells["copied"]).sum())
-    real = int((fractions == 0).sum())
+    seen = Counter(zerocopy.copying("zero_copy", f) for f in fractions)
+    real, partial, copied, unverified = (seen[v] for v in (Copying.NONE_COPIED, Copying.PARTLY_COPIED, Copying.COPIED, Copying.UNVERIFIED))
     lines.append(f"- Of {len(cells)} zero_copy cells: {real} real zero-copy (no send copied), {partial} partly copied, "
-                 f"{copied} copied (at least half of the sends), {int(fractions.isna().sum())} unverified.")
+                 f"{copied} copied (at least half of the sends), {unverified} unverified.")
     lines.append(f"- Copied fraction across cells: {num(fractions.min())} to {num(fractions.max())}.")
     if copied:
         why = ("The data stays on this machine (loopback or veth), and the kernel always copies "

@@ -30,6 +30,7 @@ from .config import load_experiment
 from .errors import EXIT_MEANINGS, ConfigError, ExitStatus, OrchestrateError, PreflightError, RunFailed
 from .interrupts import exit_status, signal_name, signals_interrupt
 from .inventory import load_inventory
+from .roles import ROLES
 
 # The run, report and analysis modules (pandas, scipy, matplotlib, paramiko) are imported where
 # they are used: a bad file is then refused in well under a second, before any of them loads.
@@ -77,11 +78,12 @@ def _summary(run_dir: Path):
 
 def describe_cell(cell: Cell, repetitions: int) -> str:
     """A cell in words for the progress bar: `zero_copy 64KiB ×4, rep 2/3`."""
+    from .dimensions import BASIC
     from .units import format_size
 
     words = f"{'rr ' if cell.workload == 'rr' else ''}{cell.mode} {format_size(cell.message_size)} ×{cell.threads}"
     extras = [f"{key}={str(getattr(cell, key)).lower()}" for key in cell.varied
-              if key not in ("workload", "mode", "message_size", "threads")]
+              if key not in BASIC]
     return ", ".join([words, *extras, f"rep {cell.repetition}/{repetitions}"])
 
 
@@ -175,6 +177,7 @@ def show_summary(term: Terminal, run_dir: Path, summary=None) -> None:
     summary = _summary(run_dir) if summary is None else summary
     if summary.empty:
         return
+    from . import zerocopy
     from .variants import VARIANT_COLUMNS
 
     extra = [k for k in VARIANT_COLUMNS if k in summary and summary[k].nunique(dropna=False) > 1]
@@ -191,11 +194,9 @@ def show_summary(term: Terminal, run_dir: Path, summary=None) -> None:
     marks: set[str] = set()
     for _, cell in summary.iterrows():
         mode = str(cell["mode"])
-        if mode == "zero_copy":
-            fraction = cell["zerocopy_copied_fraction_max"]
-            mark = "?" if fraction != fraction else "*" if fraction > 0 else ""
-            mode += mark
-            marks.add(mark)
+        mark = zerocopy.mark(mode, cell["zerocopy_copied_fraction_max"])
+        mode += mark
+        marks.add(mark)
 
         def figure(metric: str, spec: str) -> str:
             value = cell[metric]
@@ -327,7 +328,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
                               plot_sets=estimate.plot_sets(experiment))
     hosts = {role: {"ssh": inventory.role(role).label, "data_address": inventory.role(role).data_address,
-                    "workdir": inventory.role(role).workdir} for role in ("server", "client")}
+                    "workdir": inventory.role(role).workdir} for role in ROLES}
     resolved = experiment.resolved(plan.seed)
     args.doc.update(dry_run=True, config=resolved, hosts=hosts, seed=plan.seed, order=experiment.order,
                     cells={"planned": len(plan.cells), "to_run": len(todo), "done": len(done)},
@@ -468,7 +469,7 @@ def cmd_lab(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         status = lab.up(options)
         term.console.print(f"lab is up; run with: orchestrate run configs/smoke.yml --inventory {options.resolved_inventory_path}")
         prefixes = [options.prefix] if options.pairs == 1 else [f"{options.prefix}-{p}" for p in options.pair_names]
-        aliases = ", ".join(f"{p}-{role}" for p in prefixes for role in ("server", "client"))
+        aliases = ", ".join(f"{p}-{role}" for p in prefixes for role in ROLES)
         term.console.print(f"ssh_config (Host aliases {aliases}): {status.ssh_config_path}")
     elif args.action == "down":
         for item in lab.down(options):
@@ -591,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bastion", action="store_true", help="a bastion namespace; the hosts' sshds are reachable only through it")
     p.add_argument("--user", metavar="NAME", default=None, help="create an unprivileged account NAME and log in as it")
     p.add_argument("--sudo-perf", action="store_true", help="with --user: a sudoers rule that lets NAME run perf, and only perf")
-    p.add_argument("--no-compiler", metavar="ROLE", action="append", default=[], choices=["server", "client"],
+    p.add_argument("--no-compiler", metavar="ROLE", action="append", default=[], choices=ROLES,
                    help="hide the C compilers from that host's sshd and its sessions (repeatable)")
     p.set_defaults(handler=cmd_lab)
 

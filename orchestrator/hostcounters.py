@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .roles import ROLES
+
 # /proc/stat's per-CPU columns, in the kernel's order (Documentation/filesystems/proc.rst).
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
 # What the CPU figure splits into; nice counts as user time, as top does.
@@ -259,7 +261,7 @@ def cpu_bars(results: "pd.DataFrame") -> "pd.DataFrame":
     ok = results[(results["status"].astype(str) == "ok") & (results["workload"].astype(str) == "stream")].copy()
     ok["cell"] = ok["cell_id"].astype(str).str.replace(r"-r\d+(?=-|$)", "", regex=True)
     shared = "host_shared_kernel" in ok and ok["host_shared_kernel"].fillna(False).astype(bool).all()
-    roles = ("server",) if shared else ("server", "client")
+    roles = ("server",) if shared else ROLES
     # The host counters span the window, so the window's bytes, not the agent's whole life.
     gigabytes = pd.to_numeric(ok["window_bytes"], errors="coerce") / 1e9
     rows = []

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from .errors import ConfigError
+from .roles import ROLES, Role
 from .yamlfile import MAX_FILE_BYTES, load_yaml, read_small_file, validate
 
 LOCAL = "local"
@@ -131,7 +132,7 @@ class Pair(BaseModel):
             return data
         defaults = {k: data[k] for k in PAIR_DEFAULTS if k in data and data[k] is not None}
         merged = dict(data)
-        for role in ("server", "client"):
+        for role in ROLES:
             if defaults and isinstance(data.get(role), dict):
                 merged[role] = {**defaults, **data[role]}
         return merged
@@ -141,7 +142,7 @@ class Pair(BaseModel):
         _roles_do_not_collide(self.server, self.client)
         return self
 
-    def role(self, name: Literal["server", "client"]) -> HostSpec:
+    def role(self, name: Role) -> HostSpec:
         return self.server if name == "server" else self.client
 
 
@@ -178,12 +179,12 @@ class Inventory(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _one_pair_form(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not ({"server", "client"} & data.keys()):
+        if not isinstance(data, dict) or not (set(ROLES) & data.keys()):
             return data
         if "pairs" in data:
             raise ValueError("give either server and client (one pair) or pairs:, not both")
-        rest = {k: v for k, v in data.items() if k not in ("server", "client")}
-        pair = {role: data[role] for role in ("server", "client") if role in data}
+        rest = {k: v for k, v in data.items() if k not in ROLES}
+        pair = {role: data[role] for role in ROLES if role in data}
         return {**rest, "pairs": {DEFAULT_PAIR: pair}}
 
     @model_validator(mode="after")
@@ -195,7 +196,7 @@ class Inventory(BaseModel):
         seen: dict[str, str] = {}  # what a host is known by -> the pair.role that uses it
         for name, pair in self.pairs.items():
             mine: dict[str, str] = {}
-            for role in ("server", "client"):
+            for role in ROLES:
                 spec = pair.role(role)  # type: ignore[arg-type]
                 for thing in (f"host {_endpoint(spec)}", f"data address {spec.data_address}"):
                     mine.setdefault(thing, f"{name}.{role}")
@@ -232,7 +233,7 @@ class Inventory(BaseModel):
     def client(self) -> HostSpec:
         return self.only_pair.client
 
-    def role(self, name: Literal["server", "client"]) -> HostSpec:
+    def role(self, name: Role) -> HostSpec:
         return self.only_pair.role(name)
 
 
@@ -269,8 +270,8 @@ def _check_files(inventory: Inventory, path: Path, one_pair: bool) -> None:
     for name, pair in inventory.pairs.items():
         # A one-pair file names its keys as written: server.key, not pairs.default.server.key.
         at = "" if one_pair else f"pairs.{name}."
-        for role in ("server", "client"):
-            spec = pair.role(role)  # type: ignore[arg-type]
+        for role in ROLES:
+            spec = pair.role(role)
             named += [(f"{at}{role}.key", spec.key), (f"{at}{role}.known_hosts", spec.known_hosts)]
             if spec.jump is not None:
                 named += [(f"{at}{role}.jump.key", spec.jump.key), (f"{at}{role}.jump.known_hosts", spec.jump.known_hosts)]

@@ -36,12 +36,12 @@ from typing import Any
 import yaml
 
 from .errors import LabError
+from .roles import ROLES
 
 DEFAULT_PREFIX = "orch"
 STATE_ROOT = Path("/run/orchestrate-lab")
 WORKDIR_ROOT = Path("/tmp/orchestrate-lab")
 DEFAULT_INVENTORY = "lab-inventory.yml"
-ROLES = ("server", "client")
 BASTION = "bastion"
 
 # The data link lives entirely inside the two namespaces, so every lab can use the same

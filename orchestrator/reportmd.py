@@ -11,6 +11,7 @@ import yaml
 from . import derive
 from .answers import questions_section, summary_section
 from .formatting import cell_value, md_table, num, size_text, with_ci
+from .roles import ROLES
 from .runfolder import RunData, UserSpaceOnly, flatten, is_local_link, link_speed_gbps, nic_facts, user_space_only
 from .variants import variant_folder, variants
 
@@ -23,7 +24,7 @@ def setup_section(run: RunData) -> str:
     if keys:
         parts += [md_table(["fact", "server", "client"],
                                           [[k, server.get(k, "—"), client.get(k, "—")] for k in keys]), ""]
-        for role in ("server", "client"):
+        for role in ROLES:
             offloads = nic_facts(run, role).get("offloads")
             if isinstance(offloads, dict) and offloads:
                 on = sorted(k for k, v in offloads.items() if str(v).startswith("on"))
@@ -32,7 +33,7 @@ def setup_section(run: RunData) -> str:
     else:
         parts += ["No host facts were recorded.", ""]
     parts += ["### Link", ""]
-    addresses = [f"{role}: {(run.inventory.get(role) or {}).get('data_address', '—')}" for role in ("server", "client")]
+    addresses = [f"{role}: {(run.inventory.get(role) or {}).get('data_address', '—')}" for role in ROLES]
     parts.append(f"- Data addresses: {', '.join(addresses)}")
     speed = link_speed_gbps(run)
     parts.append(f"- Link speed (slower NIC): {num(speed)} Gbit/s" if not math.isnan(speed) else "- Link speed: not reported")

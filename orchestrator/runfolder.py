@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import derive
 from .errors import ConfigError, OrchestrateError
+from .roles import ROLES
 from .table import ResultsError
 from .yamlfile import load_yaml
 
@@ -67,7 +68,7 @@ def load_run(run_dir: Path) -> RunData:
     notes: list[str] = []
     config = _read_yaml(run_dir / "config.yml", notes)
     inventory = _read_yaml(run_dir / "inventory.yml", notes)
-    hosts = {role: _read_json(run_dir / "hosts" / f"{role}.json", notes) for role in ("server", "client")}
+    hosts = {role: _read_json(run_dir / "hosts" / f"{role}.json", notes) for role in ROLES}
     run_ids = results["run_id"].dropna().unique() if "run_id" in results.columns else []
     run_id = str(run_ids[0]) if len(run_ids) else run_dir.name
     return RunData(run_dir, run_id, results, config, inventory, hosts, notes)
@@ -96,7 +97,7 @@ class UserSpaceOnly:
 
 def user_space_only(results: pd.DataFrame) -> UserSpaceOnly:
     ok = results[results["status"].astype(str) == "ok"] if "status" in results else results
-    roles = tuple(r for r in ("server", "client")
+    roles = tuple(r for r in ROLES
                   if f"{r}_perf_counts" in ok and ok[f"{r}_perf_counts"].astype(str).eq("user").any())
     sides = set()
     stream = ok[ok["workload"].astype(str) == "stream"] if "workload" in ok else ok.iloc[0:0]
@@ -132,7 +133,7 @@ def nic_facts(run: RunData, role: str) -> dict[str, Any]:
 
 def is_local_link(run: RunData) -> bool:
     """Loopback or veth: the data never leaves the kernel, so MSG_ZEROCOPY is always copied."""
-    for role in ("server", "client"):
+    for role in ROLES:
         nic = nic_facts(run, role)
         if nic.get("interface") == "lo" or nic.get("name") == "lo" or nic.get("kind") == "veth":
             return True
@@ -154,6 +155,6 @@ def _speed_gbps(nic: dict[str, Any]) -> float:
 
 
 def link_speed_gbps(run: RunData) -> float:
-    speeds = [_speed_gbps(nic_facts(run, role)) for role in ("server", "client")]
+    speeds = [_speed_gbps(nic_facts(run, role)) for role in ROLES]
     speeds = [s for s in speeds if not math.isnan(s) and s > 0]
     return min(speeds) if speeds else math.nan

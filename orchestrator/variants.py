@@ -6,13 +6,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from .dimensions import VARIANT_COLUMNS
+
 if TYPE_CHECKING:  # the CLI reads VARIANT_COLUMNS without loading pandas
     import pandas as pd
-
-
-# Cell parameters beyond mode, size and threads. When a run varies one of them, tables, plots
-# and answers are given once per combination: comparing modes across them would mix cells.
-VARIANT_COLUMNS = ("fields", "sender", "nodelay", "sndbuf", "rcvbuf", "perf_scope")
 
 
 def variants(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

@@ -113,15 +113,6 @@ def test_missing_results_file_is_a_user_error(tmp_path):
         derive.read_results(tmp_path / "results.csv")
 
 
-def test_zero_copy_labels_never_hide_a_copy():
-    assert derive.zero_copy_label("zero_copy", 1.0) == "zero_copy: copied (not zero-copy)"
-    assert derive.zero_copy_label("zero_copy", 0.5) == "zero_copy: copied (not zero-copy)"
-    assert "copied" in derive.zero_copy_label("zero_copy", 0.02)
-    assert "unverified" in derive.zero_copy_label("zero_copy", math.nan)
-    assert derive.zero_copy_label("zero_copy", 0.0) == "zero_copy"
-    assert derive.zero_copy_label("one_copy", math.nan) == "one_copy"
-
-
 def test_fixture_vm_has_no_hardware_counters_but_cpu_time():
     derived = derive.derive_metrics(derive.read_results(VM / "results.csv"))
     assert derived["cycles_per_byte"].isna().all()
