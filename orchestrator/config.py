@@ -168,6 +168,8 @@ class Experiment(_Strict):
     perf: Perf = Perf()
     timeouts: Timeouts = Timeouts()
     checks: Checks = Checks()
+    # Issue 11: iperf3 cells beside the stream cells, at the same settings (orchestrator/reference.py).
+    reference: Literal["iperf3"] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -182,6 +184,16 @@ class Experiment(_Strict):
     def _matrix_not_empty(self) -> "Experiment":
         if not any(getattr(self.matrix, key) for key in CELL_KEYS):
             raise ValueError("matrix is empty; give at least one dimension, such as mode: [one_copy]")
+        return self
+
+    @model_validator(mode="after")
+    def _reference_runs(self) -> "Experiment":
+        if self.reference is not None:
+            from .reference import settings_problems  # here: reference.py needs this module's types
+
+            problems = settings_problems(self)
+            if problems:
+                raise ValueError(f"reference: {self.reference}: " + "; ".join(problems))
         return self
 
     def dimension(self, key: str) -> list:

@@ -21,7 +21,7 @@ import markdown
 import pandas as pd
 import yaml
 
-from . import derive, hostcounters, intervals, plots, stats, tcpinfo
+from . import derive, hostcounters, intervals, plots, reference, stats, tcpinfo
 from .errors import ConfigError, OrchestrateError
 from .files import disk_error, write_atomic
 from .table import MeasurementChecks, ResultsError, repair_torn_tail
@@ -957,6 +957,7 @@ def write_report(run_dir: Path) -> Path:
     redo = f"orchestrate report {run.path}"
     summary = stats.summarize(run.results)
     write_atomic(run.path / "summary.csv", summary.to_csv(index=False), redo=redo)
+    summary = reference.without_reference(summary)  # issue 11: iperf3 cells get their own section
     try:
         written = {
             label: plots.write_plots(group, run.path / "plots" / _variant_folder(label) if label else run.path / "plots")
@@ -965,6 +966,7 @@ def write_report(run_dir: Path) -> Path:
     except OSError as exc:
         raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
     evidence = _over_time(run, redo) + "\n" + tcpinfo.report_section(run.results) + "\n" + _cpu_went(run, redo)
+    evidence += "\n" + reference.report_section(run.results)
     text = render_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, evidence)
     report = run.path / "report.md"
     write_atomic(report, text, redo=redo)
