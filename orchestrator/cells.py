@@ -91,7 +91,7 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     server_address = ctx.hosts["server"].spec.data_address
     agent = " ".join(q(a) for a in [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)])
     if cell.mode == reference.MODE:  # issue 11: iperf3 in the agent's place, under the same perf stat
-        agent = reference.program(cell, experiment, role, server_address)
+        agent = reference.program(cell, experiment, role, server_address, cell_time_limit(experiment))
     events = ctx.perf_events.get(role) or []
     perf_file = q(f"{role}.perf.csv")
     command = agent

@@ -97,11 +97,13 @@ def _interval(experiment: Experiment) -> str:
     return f"{min(max(experiment.interval, MIN_INTERVAL), MAX_INTERVAL):g}"
 
 
-def arguments(cell: Cell, experiment: Experiment, role: str, server_address: str) -> list[str]:
-    """iperf3's command line for one side of a reference cell, at the cell's settings."""
+def arguments(cell: Cell, experiment: Experiment, role: str, server_address: str, lifetime: float) -> list[str]:
+    """iperf3's command line for one side of a reference cell, at the cell's settings.
+    `lifetime`: as our agent's --lifetime, a server no client reached ends by itself then."""
     address, port = _address(server_address), str(int(experiment.port))
     if role == "server":
-        args = ["iperf3", "-s", "-1", "-J", "-B", address, "-p", port, "-i", _interval(experiment)]
+        args = ["iperf3", "-s", "-1", "-J", "-B", address, "-p", port, "-i", _interval(experiment),
+                "--idle-timeout", str(math.ceil(lifetime))]
     else:
         args = ["iperf3", "-c", address, "-p", port, "-J",
                 "-l", str(int(cell.message_size)), "-P", str(int(cell.threads)),
@@ -120,11 +122,11 @@ def arguments(cell: Cell, experiment: Experiment, role: str, server_address: str
     return args
 
 
-def program(cell: Cell, experiment: Experiment, role: str, server_address: str) -> str:
+def program(cell: Cell, experiment: Experiment, role: str, server_address: str, lifetime: float) -> str:
     """What cells.agent_command runs in the agent's place (inside the same perf stat): iperf3
     with its JSON into `<role>.iperf3.json`."""
     output = SERVER_JSON if role == "server" else CLIENT_JSON
-    return " ".join(q(a) for a in arguments(cell, experiment, role, server_address)) + f" >{q(output)}"
+    return " ".join(q(a) for a in arguments(cell, experiment, role, server_address, lifetime)) + f" >{q(output)}"
 
 
 def ready_when_listening(command: str, port: int) -> str:

@@ -3,6 +3,7 @@ recorded from a real iperf3 3.12 over loopback (tests/fixtures/iperf3/), rows, p
 
 from __future__ import annotations
 
+import math
 import shlex
 import shutil
 import socket
@@ -44,7 +45,7 @@ def cell(**changes) -> Cell:
 
 
 def test_client_gets_the_cells_settings():
-    args = reference.arguments(cell(), experiment(), "client", "198.18.0.1")
+    args = reference.arguments(cell(), experiment(), "client", "198.18.0.1", 32)
     assert args[:3] == ["iperf3", "-c", "198.18.0.1"]
     joined = " ".join(args)
     for flag in ("-p 5301", "-l 1024", "-P 2", "-t 1", "-O 1", "-i 1", "-J", "-N", "-R"):
@@ -53,35 +54,36 @@ def test_client_gets_the_cells_settings():
 
 
 def test_nodelay_off_and_client_sender_drop_n_and_r():
-    args = reference.arguments(cell(nodelay=False, sender="client"), experiment(), "client", "127.0.0.1")
+    args = reference.arguments(cell(nodelay=False, sender="client"), experiment(), "client", "127.0.0.1", 32)
     assert "-N" not in args and "-R" not in args
 
 
 def test_equal_socket_buffers_become_w_and_affinity_taskset():
     exp = experiment(sndbuf=262144, rcvbuf=262144, affinity={"server": "0-1", "client": [1]})
-    client = reference.arguments(cell(sndbuf=262144, rcvbuf=262144), exp, "client", "127.0.0.1")
+    client = reference.arguments(cell(sndbuf=262144, rcvbuf=262144), exp, "client", "127.0.0.1", 32)
     assert client[:4] == ["taskset", "-c", "1", "iperf3"] and client[client.index("-w") + 1] == "262144"
-    server = reference.arguments(cell(), exp, "server", "127.0.0.1")
-    assert server == ["taskset", "-c", "0-1", "iperf3", "-s", "-1", "-J", "-B", "127.0.0.1", "-p", "5301", "-i", "1"]
+    server = reference.arguments(cell(), exp, "server", "127.0.0.1", 31.5)
+    assert server == ["taskset", "-c", "0-1", "iperf3", "-s", "-1", "-J", "-B", "127.0.0.1", "-p", "5301", "-i", "1",
+                      "--idle-timeout", "32"]
 
 
 def test_interval_is_held_to_iperf3s_limits():
-    args = reference.arguments(cell(), experiment(interval="0.05s"), "client", "127.0.0.1")
+    args = reference.arguments(cell(), experiment(interval="0.05s"), "client", "127.0.0.1", 32)
     assert args[args.index("-i") + 1] == "0.1"
-    args = reference.arguments(cell(), experiment(interval="90s"), "server", "127.0.0.1")
-    assert args[-2:] == ["-i", "60"]
+    args = reference.arguments(cell(), experiment(interval="90s"), "server", "127.0.0.1", 32)
+    assert args[args.index("-i") + 1] == "60"
 
 
 def test_a_data_address_must_be_an_ip_address():
     with pytest.raises(ConfigError, match="not an IP address"):
-        reference.arguments(cell(), experiment(), "client", "lab-a; rm -rf ~")
+        reference.arguments(cell(), experiment(), "client", "lab-a; rm -rf ~", 32)
 
 
 def test_program_quotes_every_word_and_writes_json_to_the_roles_file():
-    text = reference.program(cell(), experiment(affinity={"client": "0,2-3"}), "client", "127.0.0.1")
+    text = reference.program(cell(), experiment(affinity={"client": "0,2-3"}), "client", "127.0.0.1", 32)
     words = shlex.split(text)
     assert words[-1] == ">client.iperf3.json" and words[:4] == ["taskset", "-c", "0,2-3", "iperf3"]
-    assert reference.program(cell(), experiment(), "server", "127.0.0.1").endswith(" >server.iperf3.json")
+    assert reference.program(cell(), experiment(), "server", "127.0.0.1", 32).endswith(" >server.iperf3.json")
 
 
 def context(exp: Experiment) -> cells.CellContext:
@@ -98,6 +100,7 @@ def test_cell_command_runs_iperf3_under_the_same_perf_stat_as_an_agent():
     assert "/w/bin/agent" not in client and client.endswith("tar -cf - client.*; exit $rc; }")
     server = cells.agent_command(ctx, cell(), "server")
     assert "perf stat -x, -o server.perf.csv -e task-clock -- iperf3 -s -1 -J -B 198.18.0.1 -p 5301" in server
+    assert f"--idle-timeout {math.ceil(cells.cell_time_limit(ctx.experiment))} >server.iperf3.json" in server
     assert "echo READY iperf3" in server and "} 2>server.stderr; rc=$?" in server
     # Our agents' cells are untouched.
     assert "iperf3" not in cells.agent_command(ctx, cell(mode="one_copy", fields=8), "server")
