@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import stats
+from . import derive, stats
 from .errors import ConfigError
 from .hosts import q
 from .table import MeasurementChecks, Row, _perf_columns, order_columns
@@ -257,13 +257,16 @@ def ratio_table(results: pd.DataFrame) -> pd.DataFrame:
             continue
         result = stats.ratio(theirs, values)
         look = not math.isnan(result.ratio) and not LOW <= result.ratio <= HIGH
+        # A zero_copy cell the kernel copied is never shown as zero-copy (derive.zero_copy_label).
+        copied = group["zerocopy_copied_fraction"].max() if "zerocopy_copied_fraction" in group else math.nan
+        key = (derive.zero_copy_label(str(key[0]), copied), *key[1:])
         rows.append([*key, len(values), stats.estimate(values).mean, len(theirs), stats.estimate(theirs).mean,
                      result.ratio, result.ci_low, result.ci_high, look])
     table = pd.DataFrame(rows, columns=columns)
     # one_copy first: it is the fair comparison (one call per message, as iperf3).
     rank = {"one_copy": 0, "two_copy": 1, "zero_copy": 2, "sendfile": 3}
     return table.sort_values(["mode", "message_size", "threads"], kind="stable",
-                             key=lambda c: c.map(lambda m: rank.get(m, 9)) if c.name == "mode" else c).reset_index(drop=True)
+                             key=lambda c: c.map(lambda m: rank.get(m.split(" ")[0].rstrip(":"), 9)) if c.name == "mode" else c).reset_index(drop=True)
 
 
 def _num(value: float) -> str:

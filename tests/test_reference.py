@@ -106,6 +106,20 @@ def test_cell_command_runs_iperf3_under_the_same_perf_stat_as_an_agent():
     assert "iperf3" not in cells.agent_command(ctx, cell(mode="one_copy", fields=8), "server")
 
 
+@pytest.mark.parametrize("access", ["direct", "sudo"])
+def test_cell_commands_are_valid_shell_for_every_perf_access(access):
+    exp = experiment(affinity={"server": "0", "client": "1"})
+    spec = HostSpec(host="local", workdir="/w", data_address="198.18.0.1", perf_access=access)
+    ctx = cells.CellContext("run-1", exp, {r: SpecHost(spec) for r in ("server", "client")},  # type: ignore[misc]
+                            {r: Agent("0" * 16, "/w/bin/agent") for r in ("server", "client")},
+                            {"server": ["task-clock"], "client": ["task-clock"]})
+    for role in ("server", "client"):
+        command = cells.agent_command(ctx, cell(), role)
+        checked = subprocess.run(["sh", "-n", "-c", command], capture_output=True, text=True)
+        assert checked.returncode == 0, (command, checked.stderr)
+        assert f"taskset -c {'0' if role == 'server' else '1'} iperf3" in command
+
+
 def test_server_wrapper_says_ready_once_listening_and_passes_a_failure_through():
     require_tool("ss")
     with socket.socket() as probe:
@@ -251,6 +265,11 @@ def test_ratio_table_gives_ours_over_iperf3_with_the_stats_interval():
     assert one["ratio"] == pytest.approx(1.0) and one["ratio_ci_low"] == pytest.approx(expected.ci_low)
     assert one["ratio_ci_low"] < 1 < one["ratio_ci_high"] and not one["look"]
     assert two["ratio"] == pytest.approx(0.5) and two["look"] and two["iperf3_n"] == 3
+
+
+def test_a_copied_zero_copy_cell_is_named_so_in_the_ratio_table():
+    frame = results({"zero_copy": [5.0, 5.0]}, [10.0, 10.0]).assign(zerocopy_copied_fraction=1.0)
+    assert list(reference.ratio_table(frame)["mode"]) == ["zero_copy: copied (not zero-copy)"]
 
 
 def test_report_section_flags_and_names_the_fair_comparison():
