@@ -106,9 +106,15 @@ def test_preflight_says_how_to_get_iperf3(tmp_path):
 
 
 @pytest.mark.lab
-def test_reference_cells_over_the_lab(tmp_path):
+@pytest.mark.parametrize("login", ["root", "user"])
+def test_reference_cells_over_the_lab(tmp_path, login):
+    """As root, and as an unprivileged login with perf through sudo (iperf3 runs as the user)."""
     require_tool("iperf3")
-    with running_lab(tmp_path / "lab", f"{PREFIX}-i") as (inventory, _):
+    tools, options = (), {}
+    if login == "user":
+        tools, options = ("useradd", "visudo", "sudo", "setpriv"), {"user": f"{PREFIX.replace('-', '')}iu",
+                                                                     "sudo_perf": True}
+    with running_lab(tmp_path / "lab", f"{PREFIX}-i{login[0]}", tools, **options) as (inventory, _):
         results = tmp_path / "results"
         done = orchestrate("run", str(experiment_file(tmp_path)), "--inventory", str(inventory),
                            "--results", str(results), timeout=600)
@@ -118,3 +124,4 @@ def test_reference_cells_over_the_lab(tmp_path):
         # The lab's data addresses, not loopback.
         cell = next((run_dir / "cells").glob("stream-iperf3-*")) / "cell.json"
         assert "iperf3 -c 198.18." in cell.read_text()
+        assert ("sudo -n perf stat" in cell.read_text()) == (login == "user")
