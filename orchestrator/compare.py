@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from . import derive, plots, stats
 from .errors import NoCommonCells
-from .report import RunData, flatten, load_run
+from .runfolder import RunData, flatten, load_run
 
 COMPARED_METRICS = (
     "throughput_gbps",

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import units
+from . import reference, units
 from .errors import ConfigError
 from .yamlfile import load_yaml, validate
 
@@ -189,9 +189,7 @@ class Experiment(_Strict):
     @model_validator(mode="after")
     def _reference_runs(self) -> "Experiment":
         if self.reference is not None:
-            from .reference import settings_problems  # here: reference.py needs this module's types
-
-            problems = settings_problems(self)
+            problems = reference.settings_problems(self)
             if problems:
                 raise ValueError(f"reference: {self.reference}: " + "; ".join(problems))
         return self

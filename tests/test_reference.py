@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import cells, reference, stats
+from orchestrator import cells, reference, referencereport, stats
 from orchestrator.config import Experiment
 from orchestrator.deploy import Agent
 from orchestrator.errors import ConfigError
@@ -139,7 +139,7 @@ def test_server_wrapper_says_ready_once_listening_and_passes_a_failure_through()
 
 
 def test_parse_takes_the_receivers_sums_and_the_senders_retransmits():
-    row, settings, problems = reference.parse((FIXTURES / "forward-1024B-2t.client.json").read_text())
+    row, settings, problems = referencereport.parse((FIXTURES / "forward-1024B-2t.client.json").read_text())
     assert problems == []
     assert settings["num_streams"] == 2 and settings["blksize"] == 1024 and settings["reverse"] == 0
     assert row["window_bytes"] == 148154368 and row["duration_s"] == pytest.approx(1.007033)
@@ -148,17 +148,17 @@ def test_parse_takes_the_receivers_sums_and_the_senders_retransmits():
 
 
 def test_parse_reverse_mode_client_is_the_receiver():
-    row, settings, problems = reference.parse((FIXTURES / "reverse-65536B-1t.client.json").read_text())
+    row, settings, problems = referencereport.parse((FIXTURES / "reverse-65536B-1t.client.json").read_text())
     assert problems == [] and settings["reverse"] == 1
     assert row["window_bytes"] == 2038497280 and row["tcp_retrans"] == 46
     assert 15 < row["throughput_gbps"] < 17
 
 
 def test_parse_reports_iperf3s_error_and_unreadable_output():
-    assert reference.parse((FIXTURES / "refused.client.json").read_text())[2] == [
+    assert referencereport.parse((FIXTURES / "refused.client.json").read_text())[2] == [
         "iperf3: unable to connect to server: Connection refused"]
-    assert "not JSON" in reference.parse("iperf3: parameter error")[2][0]
-    assert "sum_received" in reference.parse('{"start": {}, "end": {}}')[2][0]
+    assert "not JSON" in referencereport.parse("iperf3: parameter error")[2][0]
+    assert "sum_received" in referencereport.parse('{"start": {}, "end": {}}')[2][0]
 
 
 def identity(**changes) -> dict:
@@ -169,13 +169,13 @@ def identity(**changes) -> dict:
 
 
 def cell_dir(tmp_path: Path, fixture: str) -> Path:
-    shutil.copy(FIXTURES / f"{fixture}.client.json", tmp_path / reference.CLIENT_JSON)
+    shutil.copy(FIXTURES / f"{fixture}.client.json", tmp_path / referencereport.CLIENT_JSON)
     return tmp_path
 
 
 def test_cell_row_is_a_results_row_with_mode_iperf3(tmp_path):
     checks = MeasurementChecks(1.0)
-    row = reference.cell_row(identity(), cell_dir(tmp_path, "forward-1024B-2t"), None, {}, {"server": None,
+    row = referencereport.cell_row(identity(), cell_dir(tmp_path, "forward-1024B-2t"), None, {}, {"server": None,
                              "client": None}, checks)
     assert list(row)[:len(SCHEMA_COLUMNS)] == list(SCHEMA_COLUMNS)
     assert row["mode"] == "iperf3" and row["status"] == "ok" and row["error"] is None
@@ -186,17 +186,17 @@ def test_cell_row_is_a_results_row_with_mode_iperf3(tmp_path):
 
 def test_cell_row_fails_on_a_mismatch_a_missing_file_or_the_cells_error(tmp_path):
     folder = cell_dir(tmp_path, "reverse-65536B-1t")  # 64 KiB x1 from the server, the cell says 1 KiB x2 from the client
-    row = reference.cell_row(identity(), folder, None, {}, {}, MeasurementChecks(1.0))
+    row = referencereport.cell_row(identity(), folder, None, {}, {}, MeasurementChecks(1.0))
     assert row["status"] == "failed"
     assert "blksize=65536" in row["error"] and "num_streams=1" in row["error"] and "reverse=1" in row["error"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    missing = reference.cell_row(identity(), empty, "client agent exited with status 1", {}, {}, None)
+    missing = referencereport.cell_row(identity(), empty, "client agent exited with status 1", {}, {}, None)
     assert missing["status"] == "failed" and missing["error"].startswith("client agent exited with status 1; no iperf3")
 
 
 def test_cell_row_is_degraded_when_the_window_is_not_the_duration(tmp_path):
-    row = reference.cell_row(identity(), cell_dir(tmp_path, "forward-1024B-2t"), None, {}, {}, MeasurementChecks(3.0))
+    row = referencereport.cell_row(identity(), cell_dir(tmp_path, "forward-1024B-2t"), None, {}, {}, MeasurementChecks(3.0))
     assert row["status"] == "degraded" and "expected 3s" in row["error"]
 
 
@@ -258,7 +258,7 @@ def results(ours: dict[str, list[float]], iperf3: list[float]) -> pd.DataFrame:
 
 def test_ratio_table_gives_ours_over_iperf3_with_the_stats_interval():
     frame = results({"one_copy": [9.0, 10.0, 11.0], "two_copy": [4.0, 5.0, 6.0]}, [10.0, 10.5, 9.5])
-    table = reference.ratio_table(frame)
+    table = referencereport.ratio_table(frame)
     assert list(table["mode"]) == ["one_copy", "two_copy"]  # the fair comparison first
     one, two = table.iloc[0], table.iloc[1]
     expected = stats.ratio([10.0, 10.5, 9.5], [9.0, 10.0, 11.0])  # the failed 100 Gbit/s row is left out
@@ -269,19 +269,19 @@ def test_ratio_table_gives_ours_over_iperf3_with_the_stats_interval():
 
 def test_a_copied_zero_copy_cell_is_named_so_in_the_ratio_table():
     frame = results({"zero_copy": [5.0, 5.0]}, [10.0, 10.0]).assign(zerocopy_copied_fraction=1.0)
-    assert list(reference.ratio_table(frame)["mode"]) == ["zero_copy: copied (not zero-copy)"]
+    assert list(referencereport.ratio_table(frame)["mode"]) == ["zero_copy: copied (not zero-copy)"]
 
 
 def test_report_section_flags_and_names_the_fair_comparison():
-    text = reference.report_section(results({"one_copy": [13.0, 13.5], "two_copy": [10.0, 10.1]}, [10.0, 10.2]))
+    text = referencereport.report_section(results({"one_copy": [13.0, 13.5], "two_copy": [10.0, 10.1]}, [10.0, 10.2]))
     assert "one_copy is the fair comparison" in text
     one = next(line for line in text.splitlines() if line.startswith("| one_copy"))
     two = next(line for line in text.splitlines() if line.startswith("| two_copy"))
     assert "**for a look**" in one and "for a look" not in two
     assert "`stream-iperf3-1024B-1t-r9` failed: iperf3: boom" in text
-    assert reference.report_section(results({"one_copy": [1.0]}, []).query("mode != 'iperf3'")) == ""
+    assert referencereport.report_section(results({"one_copy": [1.0]}, []).query("mode != 'iperf3'")) == ""
 
 
 def test_without_reference_keeps_our_modes():
     summary = pd.DataFrame({"mode": ["one_copy", "iperf3"], "x": [1, 2]})
-    assert list(reference.without_reference(summary)["mode"]) == ["one_copy"]
+    assert list(referencereport.without_reference(summary)["mode"]) == ["one_copy"]
