@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import reference
 from .config import Experiment
 from .deploy import Agent
 from .errors import HostError
@@ -89,6 +90,8 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     experiment = ctx.experiment
     server_address = ctx.hosts["server"].spec.data_address
     agent = " ".join(q(a) for a in [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)])
+    if cell.mode == reference.MODE:  # issue 11: iperf3 in the agent's place, under the same perf stat
+        agent = reference.program(cell, experiment, role, server_address, cell_time_limit(experiment))
     events = ctx.perf_events.get(role) or []
     perf_file = q(f"{role}.perf.csv")
     command = agent
@@ -104,6 +107,8 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
             # counters' file first, so root perf writes into a file the user owns and can tar
             # back; sudo gets no stdin, so it can never sit waiting for a password.
             command = (f": >{perf_file} && {' '.join(q(a) for a in perf)} {' '.join(DROP_TO_USER)} {agent} </dev/null")
+    if cell.mode == reference.MODE and role == "server":
+        command = reference.ready_when_listening(command, experiment.port)
     directory = ctx.remote_dir(role, cell)
     # After the agent, the same command sends this role's raw files back as a tar stream behind
     # a marker line: no extra SSH round trip per cell to fetch them.

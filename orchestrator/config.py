@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import dimensions, units
+from . import dimensions, reference, units
 from .errors import ConfigError
 from .roles import Role
 from .yamlfile import load_yaml, validate
@@ -168,6 +168,8 @@ class Experiment(_Strict):
     perf: Perf = Perf()
     timeouts: Timeouts = Timeouts()
     checks: Checks = Checks()
+    # Issue 11: iperf3 cells beside the stream cells, at the same settings (orchestrator/reference.py).
+    reference: Literal["iperf3"] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -182,6 +184,14 @@ class Experiment(_Strict):
     def _matrix_not_empty(self) -> "Experiment":
         if not any(getattr(self.matrix, key) for key in CELL_KEYS):
             raise ValueError("matrix is empty; give at least one dimension, such as mode: [one_copy]")
+        return self
+
+    @model_validator(mode="after")
+    def _reference_runs(self) -> "Experiment":
+        if self.reference is not None:
+            problems = reference.settings_problems(self)
+            if problems:
+                raise ValueError(f"reference: {self.reference}: " + "; ".join(problems))
         return self
 
     def dimension(self, key: str) -> list:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import reference
 from .agentjson import AgentReport, load_agent_json
 from .dimensions import BASIC, REPETITION, RUN_AND_CELL
 from .errors import OrchestrateError
@@ -172,8 +173,9 @@ def ensure(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
         except OrchestrateError:
             frame = pd.DataFrame(columns=list(COLUMNS))  # unreadable or another layout: built again below
         have = set(frame["cell_id"].astype(str))
-        wanted = {str(c) for c in results["cell_id"]
-                  if (Path(run_dir) / "cells" / str(c)).is_dir()}
+        wanted = {str(c) for c, mode in zip(results["cell_id"], results["mode"])
+                  if (Path(run_dir) / "cells" / str(c)).is_dir()
+                  and mode != reference.MODE}  # issue 11: iperf3 reference cells have no rows here
         if wanted <= have and not frame.empty:
             return frame
     if not (Path(run_dir) / "cells").is_dir():

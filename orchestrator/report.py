@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import hostcounters, intervals, plots, stats, tcpinfo
+from . import hostcounters, intervals, plots, referencereport, stats, tcpinfo
 from .files import disk_error, write_atomic
 from .reporthtml import render_html
 from .reportmd import render_markdown
@@ -59,6 +59,7 @@ def write_report(run_dir: Path) -> Path:
     redo = f"orchestrate report {run.path}"
     summary = stats.summarize(run.results)
     write_atomic(run.path / "summary.csv", summary.to_csv(index=False), redo=redo)
+    summary = referencereport.without_reference(summary)  # issue 11: iperf3 cells get their own section
     try:
         written = {
             label: plots.write_plots(group, run.path / "plots" / variant_folder(label) if label else run.path / "plots")
@@ -67,6 +68,7 @@ def write_report(run_dir: Path) -> Path:
     except OSError as exc:
         raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
     evidence = _over_time(run, redo) + "\n" + tcpinfo.report_section(run.results) + "\n" + _cpu_went(run, redo)
+    evidence += "\n" + referencereport.report_section(run.results)
     text = render_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, evidence)
     report = run.path / "report.md"
     write_atomic(report, text, redo=redo)

@@ -15,7 +15,7 @@ from typing import Callable
 
 import yaml
 
-from . import agentjson, cells, deploy, facts, hostlock, intervals, leftovers, perfstat, table
+from . import agentjson, cells, deploy, facts, hostlock, intervals, leftovers, perfstat, referencereport, table
 from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, DiskError, HostError, OrchestrateError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
@@ -414,5 +414,7 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
     error = result.error or ("; ".join(problems) or None)
     checks = table.MeasurementChecks(experiment.duration, experiment.checks.window_tolerance,
                                      experiment.checks.min_interval_fraction, experiment.checks.window_slack)
+    if cell.mode == referencereport.MODE:  # issue 11: iperf3's -J output, not our agents' JSON
+        return referencereport.cell_row(identity, result.local_dir, error, perf, counts, checks)
     return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error, checks,
                           perf_counts=counts)
