@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import derive, stats
+from . import stats, zerocopy
 from .reference import CLIENT_JSON, KEYS, MODE
 from .table import MeasurementChecks, Row, _perf_columns, order_columns
 
@@ -112,9 +112,9 @@ def ratio_table(results: pd.DataFrame) -> pd.DataFrame:
             continue
         result = stats.ratio(theirs, values)
         look = not math.isnan(result.ratio) and not LOW <= result.ratio <= HIGH
-        # A zero_copy cell the kernel copied is never shown as zero-copy (derive.zero_copy_label).
+        # A zero_copy cell the kernel copied is never shown as zero-copy (zerocopy.label).
         copied = group["zerocopy_copied_fraction"].max() if "zerocopy_copied_fraction" in group else math.nan
-        key = (derive.zero_copy_label(str(key[0]), copied), *key[1:])
+        key = (zerocopy.label(str(key[0]), copied), *key[1:])
         rows.append([*key, len(values), stats.estimate(values).mean, len(theirs), stats.estimate(theirs).mean,
                      result.ratio, result.ci_low, result.ci_high, look])
     table = pd.DataFrame(rows, columns=columns)
