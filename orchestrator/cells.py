@@ -274,12 +274,21 @@ def _release(processes: dict[str, Process]) -> None:
         process.close()
 
 
+# The agent's own exit statuses before any traffic (docs/agent-protocol.md); 1 is a run error,
+# explained by the agent's JSON.
+_AGENT_EXITS = {
+    2: "bad arguments",
+    3: "a system failure: out of memory, or a socket or thread refused",
+}
+
+
 def _exit_meaning(code: int) -> str:
     if code == -1:
         return "was killed by a signal"
     if code < 0 or code > 128:
         return f"was killed by signal {abs(code) % 128 if code > 128 else -code}"
-    return f"exited with status {code}"
+    meaning = _AGENT_EXITS.get(code)
+    return f"exited with status {code}" + (f" ({meaning})" if meaning else "")
 
 
 def _unpack(output: bytes, local_dir: Path) -> bool:
