@@ -17,7 +17,7 @@ from .config import Experiment
 from .deploy import Agent
 from .errors import HostError
 from .files import disk_error, write_atomic
-from .hosts import Host, Process, extract_tar, q
+from .hosts import Host, Process, extract_tar, shell_quote
 from .leftovers import GroupRecord, Started
 from .plan import Cell
 from .preflight import DROP_TO_USER, perf_prefix
@@ -88,9 +88,9 @@ def cell_time_limit(experiment: Experiment) -> float:
 def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -> str:
     experiment = ctx.experiment
     server_address = ctx.hosts["server"].spec.data_address
-    agent = " ".join(q(a) for a in [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)])
+    agent = " ".join(shell_quote(a) for a in [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)])
     events = ctx.perf_events.get(role) or []
-    perf_file = q(f"{role}.perf.csv")
+    perf_file = shell_quote(f"{role}.perf.csv")
     command = agent
     if experiment.perf.enabled and events:
         access = ctx.hosts[role].spec.perf_access
@@ -98,12 +98,12 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
         if experiment.perf.scope == "system":
             perf.append("-a")
         perf.append("--")
-        command = f"{' '.join(q(a) for a in perf)} {agent}"
+        command = f"{' '.join(shell_quote(a) for a in perf)} {agent}"
         if access == "sudo":
             # perf runs as root and the agent as the SSH user again (setpriv). The user makes the
             # counters' file first, so root perf writes into a file the user owns and can tar
             # back; sudo gets no stdin, so it can never sit waiting for a password.
-            command = (f": >{perf_file} && {' '.join(q(a) for a in perf)} {' '.join(DROP_TO_USER)} {agent} </dev/null")
+            command = (f": >{perf_file} && {' '.join(shell_quote(a) for a in perf)} {' '.join(DROP_TO_USER)} {agent} </dev/null")
     directory = ctx.remote_dir(role, cell)
     # After the agent, the same command sends this role's raw files back as a tar stream behind
     # a marker line: no extra SSH round trip per cell to fetch them.
@@ -111,8 +111,8 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     # session's own start-up is not on the critical path after the server is ready.
     gate = f"IFS= read -r go && [ \"$go\" = {GO} ] && " if gated else ""
     return (
-        f"{gate}mkdir -p {q(directory)} && cd {q(directory)} && {{ {command} 2>{q(role + '.stderr')}; "
-        f"rc=$?; printf '\\n%s\\n' {q(FILES_MARKER)}; tar -cf - {q(role)}.*; exit $rc; }}"
+        f"{gate}mkdir -p {shell_quote(directory)} && cd {shell_quote(directory)} && {{ {command} 2>{shell_quote(role + '.stderr')}; "
+        f"rc=$?; printf '\\n%s\\n' {shell_quote(FILES_MARKER)}; tar -cf - {shell_quote(role)}.*; exit $rc; }}"
     )
 
 

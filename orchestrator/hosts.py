@@ -63,7 +63,7 @@ class Host(Protocol):
     def close(self) -> None: ...
 
 
-def q(value: object) -> str:
+def shell_quote(value: object) -> str:
     return shlex.quote(str(value))
 
 
@@ -327,12 +327,12 @@ class SshHost:
         return f"{self.name} may still run our process group {pgid} ({command}): could not kill it: {problem}"
 
     def push_dir(self, local: Path, remote: str, timeout: float) -> None:
-        result, _ = self._run_binary(f"mkdir -p {q(remote)} && tar -C {q(remote)} -xf -", timeout, _tar_of(local))
+        result, _ = self._run_binary(f"mkdir -p {shell_quote(remote)} && tar -C {shell_quote(remote)} -xf -", timeout, _tar_of(local))
         if not result.ok:
             raise HostError(self.name, f"could not unpack into {remote}: {result.stderr.strip()}")
 
     def fetch_dir(self, remote: str, local: Path, timeout: float) -> None:
-        result, data = self._run_binary(f"tar -C {q(remote)} -cf - .", timeout, None)
+        result, data = self._run_binary(f"tar -C {shell_quote(remote)} -cf - .", timeout, None)
         if not result.ok:
             raise HostError(self.name, f"could not fetch {remote}: {result.stderr.strip()}")
         extract_tar(data, local)
