@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import reference
 from .config import Experiment
 from .deploy import Agent
 from .errors import HostError
@@ -21,12 +22,12 @@ from .hosts import Host, Process, extract_tar, shell_quote
 from .leftovers import GroupRecord, Started
 from .plan import Cell
 from .preflight import DROP_TO_USER, perf_prefix
+from .roles import ROLES
 
 READY_TIMEOUT = 15.0
 FINISH_SLICE = 0.05  # how often each side is looked at while both run
 KILLED_FINISH = 15.0  # for a killed side's command to send its raw files and end
 ARM_MIN_WARMUP = 0.5
-ROLES = ("server", "client")
 FILES_MARKER = "@@orchestrate-files@@"
 GO = "go"
 
@@ -89,6 +90,8 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     experiment = ctx.experiment
     server_address = ctx.hosts["server"].spec.data_address
     agent = " ".join(shell_quote(a) for a in [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)])
+    if cell.mode == reference.MODE:  # issue 11: iperf3 in the agent's place, under the same perf stat
+        agent = reference.program(cell, experiment, role, server_address, cell_time_limit(experiment))
     events = ctx.perf_events.get(role) or []
     perf_file = shell_quote(f"{role}.perf.csv")
     command = agent
@@ -104,6 +107,8 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
             # counters' file first, so root perf writes into a file the user owns and can tar
             # back; sudo gets no stdin, so it can never sit waiting for a password.
             command = (f": >{perf_file} && {' '.join(shell_quote(a) for a in perf)} {' '.join(DROP_TO_USER)} {agent} </dev/null")
+    if cell.mode == reference.MODE and role == "server":
+        command = reference.ready_when_listening(command, experiment.port)
     directory = ctx.remote_dir(role, cell)
     # After the agent, the same command sends this role's raw files back as a tar stream behind
     # a marker line: no extra SSH round trip per cell to fetch them.
@@ -239,7 +244,7 @@ class CellRunner:
         done: dict[str, tuple[int | None, bytes]] = {}
         killed = False
         while len(done) < len(ROLES) and time.monotonic() < deadline:
-            for role in ("client", "server"):
+            for role in reversed(ROLES):  # the client first: one that cannot connect exits at once
                 if role in done:
                     continue
                 others_ok = bool(done) and all(code == 0 for code, _ in done.values())
@@ -335,7 +340,7 @@ def _fetch_missing(ctx: CellContext, cell: Cell, local_dir: Path, roles: set[str
 def _explain(error: str, local_dir: Path) -> str:
     """Add the agents' own words to a failure: their JSON error, or the last stderr line."""
     details = []
-    for role in ("server", "client"):
+    for role in ROLES:
         message = None
         try:
             message = json.loads((local_dir / f"{role}.json").read_text()).get("error")

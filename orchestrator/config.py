@@ -21,8 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-from . import units
+from . import dimensions, reference, units
 from .errors import ConfigError
+from .roles import Role
 from .yamlfile import load_yaml, validate
 
 MAX_MESSAGE_SIZE = 4 << 20
@@ -31,7 +32,6 @@ MAX_FIELDS = 64
 
 Mode = Literal["two_copy", "one_copy", "zero_copy", "sendfile"]
 Workload = Literal["stream", "rr"]
-Role = Literal["server", "client"]
 
 
 def _size(value: object) -> int:
@@ -86,7 +86,7 @@ class _Strict(BaseModel):
 
 
 # The per-cell parameters, in the order cell ids and tables list them.
-CELL_KEYS = ("workload", "mode", "message_size", "threads", "fields", "sender", "nodelay", "sndbuf", "rcvbuf")
+CELL_KEYS = dimensions.CELL_KEYS
 
 
 class Matrix(_Strict):
@@ -168,6 +168,8 @@ class Experiment(_Strict):
     perf: Perf = Perf()
     timeouts: Timeouts = Timeouts()
     checks: Checks = Checks()
+    # Issue 11: iperf3 cells beside the stream cells, at the same settings (orchestrator/reference.py).
+    reference: Literal["iperf3"] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -182,6 +184,14 @@ class Experiment(_Strict):
     def _matrix_not_empty(self) -> "Experiment":
         if not any(getattr(self.matrix, key) for key in CELL_KEYS):
             raise ValueError("matrix is empty; give at least one dimension, such as mode: [one_copy]")
+        return self
+
+    @model_validator(mode="after")
+    def _reference_runs(self) -> "Experiment":
+        if self.reference is not None:
+            problems = reference.settings_problems(self)
+            if problems:
+                raise ValueError(f"reference: {self.reference}: " + "; ".join(problems))
         return self
 
     def dimension(self, key: str) -> list:

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import reference
 from .agentjson import AgentReport, load_agent_json
+from .dimensions import BASIC, REPETITION, RUN_AND_CELL
 from .errors import OrchestrateError
 from .files import append_whole, write_atomic
 from .stall import Rate, low_intervals, summed_rates
@@ -29,7 +31,7 @@ from .table import repair_torn_tail
 
 FILE_NAME = "intervals.csv"
 COLUMNS = (
-    "run_id", "cell_id", "workload", "mode", "message_size", "threads", "repetition", "status",
+    *RUN_AND_CELL, *BASIC, *REPETITION, "status",
     "role", "connection", "interval", "interval_s", "t_start_s", "t_end_s", "length_s", "bytes", "throughput_gbps",
 )  # fmt: skip
 
@@ -171,8 +173,9 @@ def ensure(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
         except OrchestrateError:
             frame = pd.DataFrame(columns=list(COLUMNS))  # unreadable or another layout: built again below
         have = set(frame["cell_id"].astype(str))
-        wanted = {str(c) for c in results["cell_id"]
-                  if (Path(run_dir) / "cells" / str(c)).is_dir()}
+        wanted = {str(c) for c, mode in zip(results["cell_id"], results["mode"])
+                  if (Path(run_dir) / "cells" / str(c)).is_dir()
+                  and mode != reference.MODE}  # issue 11: iperf3 reference cells have no rows here
         if wanted <= have and not frame.empty:
             return frame
     if not (Path(run_dir) / "cells").is_dir():

@@ -8,7 +8,9 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import reference
 from .config import CELL_KEYS, Experiment
+from .dimensions import BASIC
 from .estimate import per_cell_seconds
 
 
@@ -31,7 +33,7 @@ class Cell:
     def cell_id(self) -> str:
         name = f"{self.workload}-{self.mode}-{self.message_size}B-{self.threads}t"
         for key in self.varied:
-            if key not in ("workload", "mode", "message_size", "threads"):
+            if key not in BASIC:
                 name += f"-{key}={str(getattr(self, key)).lower()}"
         return f"{name}-r{self.repetition}"
 
@@ -87,6 +89,7 @@ def plan_size(experiment: Experiment) -> PlanSize:
     cells = experiment.repetitions
     for key in CELL_KEYS:
         cells *= len(experiment.dimension(key))
+    cells += reference.cell_count(experiment)  # issue 11: iperf3 reference cells
     # Per cell: warm-up, duration and the measured overhead, from the one place dry runs use too.
     return PlanSize(cells, cells * per_cell_seconds(experiment))
 
@@ -116,6 +119,9 @@ def expand(experiment: Experiment, seed: int) -> Plan:
         for rep in range(1, experiment.repetitions + 1)
         for combo in itertools.product(*values)
     ]
+    # Issue 11: the iperf3 reference cells, shuffled in with ours like any other cell.
+    cells += [Cell(**params, repetition=rep, varied=varied)
+              for rep in range(1, experiment.repetitions + 1) for params in reference.cell_parameters(experiment)]
     if experiment.order == "shuffled":
         random.Random(seed).shuffle(cells)
     return Plan(seed=seed, cells=tuple(cells))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from typing import Callable, Iterable
 
-from . import deploy, perfstat, workdir
+from . import deploy, perfstat, reference, workdir
 from .config import Experiment
 from .deploy import Builder, Toolchain
 from .errors import HostError
@@ -77,6 +77,8 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, report
         'if command -v perf >/dev/null 2>&1; then echo "@perf $(perf --version 2>&1 | head -n 1)"; else echo "@noperf"; fi; '
         'command -v tar >/dev/null 2>&1 || echo "@notar"'
     )
+    if experiment.reference:  # issue 11: iperf3 (and what runs it) on both hosts
+        basics += "; " + reference.preflight_probe(experiment, host.role)
     # One round trip: the read-only probes, then the workdir made and checked (workdir.py).
     found, stdout = workdir.check(
         host, timeout, dirs=["agents", "runs", *run_dirs], before=basics,
@@ -94,6 +96,8 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, report
     report.cached_agent = "@cached" in found.output.splitlines()
     if "@notar" in lines:
         report.add("tar", False, "no `tar`, needed to push the agent")
+    for ok, detail in reference.preflight_findings(experiment, lines):
+        report.add("iperf3", ok, detail)
     perf_present = "@noperf" not in lines
     if experiment.perf.enabled:
         if not perf_present:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import yaml
 
-from . import agentjson, cells, deploy, facts, hostlock, intervals, leftovers, perfstat, table
+from . import agentjson, cells, deploy, facts, hostlock, intervals, leftovers, perfstat, referencereport, table
 from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, DiskError, HostError, OrchestrateError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
@@ -23,6 +23,7 @@ from .hosts import Host, connect
 from .inventory import Inventory
 from .plan import Cell, Plan, expand, new_seed
 from .preflight import Preflight, run_preflight
+from .roles import ROLES
 
 log = logging.getLogger("orchestrator.run")
 
@@ -107,7 +108,7 @@ def reopen_run(run_dir: Path) -> RunState:
 def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
     """Both hosts at once; every host that can't be reached is named in one error."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {role: pool.submit(connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ("server", "client")}
+        futures = {role: pool.submit(connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ROLES}
     hosts, problems, config_error = {}, [], None
     for role, future in futures.items():
         try:
@@ -392,7 +393,7 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
         "warmup_s": experiment.warmup,
     }
     reports, perf, counts, problems = {}, {}, {}, []
-    for role in ("server", "client"):
+    for role in ROLES:
         path = result.local_dir / f"{role}.json"
         try:
             reports[role] = agentjson.load_agent_json(path)
@@ -413,5 +414,7 @@ def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
     error = result.error or ("; ".join(problems) or None)
     checks = table.MeasurementChecks(experiment.duration, experiment.checks.window_tolerance,
                                      experiment.checks.min_interval_fraction, experiment.checks.window_slack)
+    if cell.mode == referencereport.MODE:  # issue 11: iperf3's -J output, not our agents' JSON
+        return referencereport.cell_row(identity, result.local_dir, error, perf, counts, checks)
     return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error, checks,
                           perf_counts=counts)

@@ -33,6 +33,7 @@ def test_full_config_is_the_lab_study():
     assert (experiment.duration, experiment.warmup) == (10.0, 2.0)
     assert "LLC-load-misses" in experiment.perf.events
     assert experiment.perf.scope == "process"
+    assert experiment.reference == "iperf3"
 
 
 def test_resolved_config_records_every_default_and_the_seed():
