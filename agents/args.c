@@ -1,4 +1,5 @@
-/* Command-line parsing into struct config; every rejected value exits with status 2. */
+/* Command-line parsing into struct config; every rejected value exits with status 2. A system
+ * failure before the run starts (no memory, no socket, no thread) exits with status 3. */
 #include "args.h"
 
 #include <errno.h>
@@ -17,15 +18,29 @@ const char *mode_name(enum mode m) { return mode_names[m]; }
 const char *workload_name(enum workload w) { return workload_names[w]; }
 const char *role_name(enum role r) { return role_names[r]; }
 
+static void say(const char *fmt, va_list ap)
+{
+    fputs("agent: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void usage_error(const char *fmt, ...)
 {
     va_list ap;
-    fputs("agent: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    say(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    exit(2);
+    exit(AGENT_EXIT_USAGE);
+}
+
+void system_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    say(fmt, ap);
+    va_end(ap);
+    exit(AGENT_EXIT_SYSTEM);
 }
 
 static int lookup(const char *const *names, int n, const char *s, const char *opt)
@@ -71,7 +86,7 @@ static void parse_cpus(const char *s, struct config *cfg)
 {
     cpu_set_t allowed;
     if (sched_getaffinity(0, sizeof allowed, &allowed) != 0)
-        usage_error("cannot read the CPU affinity: %s", strerror(errno));
+        system_error("cannot read the CPU affinity: %s", strerror(errno));
     char buf[1024];
     if (strlen(s) >= sizeof buf || *s == '\0')
         usage_error("--cpus: bad list '%s'", s);

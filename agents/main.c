@@ -144,20 +144,20 @@ int main(int argc, char **argv)
     parse_args(argc, argv, c);
     out = stdout;
     if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-        usage_error("cannot ignore SIGPIPE: %s", strerror(errno));
+        system_error("cannot ignore SIGPIPE: %s", strerror(errno));
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0 || timekeeper_init() != 0)
-        usage_error("cannot set up signals and timers");
+        system_error("cannot set up signals and timers");
 
     atomic_store(&g_run.phase, -1);
     g_run.phase_done_published = side_sends(); /* a stream receiver runs on to EOF */
     g_run.sendfile_fd = -1;
     g_run.interval_end = calloc(c->n_intervals, sizeof *g_run.interval_end);
     if (!g_run.interval_end)
-        usage_error("out of memory");
+        system_error("out of memory");
     for (uint32_t i = 0; i < c->threads; i++) {
         g_run.th[i].index = (int)i;
         g_run.th[i].fd = -1;
@@ -166,7 +166,7 @@ int main(int argc, char **argv)
 
     pthread_t wd;
     if (pthread_create(&wd, NULL, watchdog, NULL) != 0 || pthread_detach(wd) != 0)
-        usage_error("cannot start the watchdog thread");
+        system_error("cannot start the watchdog thread");
 
     /* Arguments are fully checked (exit 2) before the READY line or any connection. */
     int lfd = -1;

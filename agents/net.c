@@ -231,10 +231,10 @@ int net_listen(const struct config *cfg, char *addr, size_t addrlen, int *port)
     struct addrinfo *res = net_resolve(cfg, 1);
     int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
     if (fd < 0)
-        usage_error("socket: %s", strerror(errno));
+        system_error("socket: %s", strerror(errno));
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
-        usage_error("setsockopt SO_REUSEADDR: %s", strerror(errno));
+        system_error("setsockopt SO_REUSEADDR: %s", strerror(errno));
     if (cfg->sndbuf && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->sndbuf, sizeof(int)) != 0)
         usage_error("setsockopt SO_SNDBUF=%d: %s", cfg->sndbuf, strerror(errno));
     if (cfg->rcvbuf && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->rcvbuf, sizeof(int)) != 0)
@@ -250,11 +250,11 @@ int net_listen(const struct config *cfg, char *addr, size_t addrlen, int *port)
     }
     freeaddrinfo(res);
     if (listen(fd, AGENT_MAX_THREADS * 2) != 0)
-        usage_error("listen: %s", strerror(errno));
+        system_error("listen: %s", strerror(errno));
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
-        usage_error("getsockname: %s", strerror(errno));
+        system_error("getsockname: %s", strerror(errno));
     name_of(&ss, sl, addr, addrlen, 0);
     *port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                            : ((struct sockaddr_in *)&ss)->sin_port);

@@ -35,7 +35,8 @@ static void set_bit(struct zc *z, uint32_t id)
 }
 
 /* Completions may arrive out of order, so ranges above `low` are remembered in a bitmap
- * until the ones below them arrive. */
+ * until the ones below them arrive. Ids are the kernel's 32-bit counter, which wraps: every
+ * comparison is on differences (id - low), never on the ids themselves. */
 static void complete_range(struct zc *z, uint32_t lo, uint32_t hi)
 {
     if ((int32_t)(hi - z->low) < 0)
@@ -60,6 +61,19 @@ static void complete_range(struct zc *z, uint32_t lo, uint32_t hi)
     }
 }
 
+void zc_account(struct zc *z, uint32_t lo, uint32_t hi, int copied)
+{
+    /* [lo, hi] may straddle 2^32 (hi < lo): the count is taken modulo 2^32. */
+    uint64_t n = (uint64_t)(uint32_t)(hi - lo) + 1;
+    z->st.notifications++;
+    z->st.completed_sends += n;
+    if (copied) {
+        z->st.copied_notifications++;
+        z->st.copied_sends += n;
+    }
+    complete_range(z, lo, hi);
+}
+
 int zc_drain(struct zc *z, int fd)
 {
     for (;;) {
@@ -77,24 +91,37 @@ int zc_drain(struct zc *z, int fd)
             agent_fail("reading zero-copy completions: %s", strerror(errno));
             return -1;
         }
-        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        /* As the kernel's own test (msg_zerocopy.c) does: a cut-off or unexpected control
+         * message means completions could be lost or misread, so the counts could not be trusted. */
+        if (msg.msg_flags & MSG_CTRUNC) {
+            agent_fail("a zero-copy completion did not fit its buffer (MSG_CTRUNC)");
+            return -1;
+        }
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        if (!cm) {
+            agent_fail("the error queue gave a message without a zero-copy completion");
+            return -1;
+        }
+        for (; cm; cm = CMSG_NXTHDR(&msg, cm)) {
             if (!((cm->cmsg_level == SOL_IP && cm->cmsg_type == IP_RECVERR) ||
-                  (cm->cmsg_level == SOL_IPV6 && cm->cmsg_type == IPV6_RECVERR)))
-                continue;
+                  (cm->cmsg_level == SOL_IPV6 && cm->cmsg_type == IPV6_RECVERR)) ||
+                cm->cmsg_len < CMSG_LEN(sizeof(struct sock_extended_err))) {
+                agent_fail("unexpected control message on the error queue (level %d, type %d, %zu bytes)",
+                           cm->cmsg_level, cm->cmsg_type, (size_t)cm->cmsg_len);
+                return -1;
+            }
             struct sock_extended_err serr;
             memcpy(&serr, CMSG_DATA(cm), sizeof serr);
-            if (serr.ee_origin != SO_EE_ORIGIN_ZEROCOPY || serr.ee_errno != 0) {
+            if (serr.ee_errno != 0) {
                 agent_fail("socket error on the error queue: %s", strerror((int)serr.ee_errno));
                 return -1;
             }
-            uint64_t n = (uint64_t)(uint32_t)(serr.ee_data - serr.ee_info) + 1;
-            z->st.notifications++;
-            z->st.completed_sends += n;
-            if (serr.ee_code & SO_EE_CODE_ZEROCOPY_COPIED) {
-                z->st.copied_notifications++;
-                z->st.copied_sends += n;
+            if (serr.ee_origin != SO_EE_ORIGIN_ZEROCOPY) {
+                agent_fail("unexpected error-queue message (origin %u, not a zero-copy completion)",
+                           (unsigned)serr.ee_origin);
+                return -1;
             }
-            complete_range(z, serr.ee_info, serr.ee_data);
+            zc_account(z, serr.ee_info, serr.ee_data, serr.ee_code & SO_EE_CODE_ZEROCOPY_COPIED);
         }
     }
 }

@@ -10,6 +10,9 @@
 int zc_enable(int fd);
 /* Read every notification queued now, without blocking. -1 on a socket error. */
 int zc_drain(struct zc *z, int fd);
+/* Count one completion notification for ids [lo, hi] (a 32-bit range that may wrap), copied
+ * or not, and move the oldest outstanding id on. zc_drain calls it; tests call it directly. */
+void zc_account(struct zc *z, uint32_t lo, uint32_t hi, int copied);
 /* Wait up to timeout_ms for the error queue to become readable, then drain. */
 int zc_wait(struct zc *z, int fd, int timeout_ms);
 /* After the last send: wait up to `seconds` for the outstanding completions. */

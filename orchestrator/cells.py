@@ -18,7 +18,7 @@ from .config import Experiment
 from .deploy import Agent
 from .errors import HostError
 from .files import disk_error, write_atomic
-from .hosts import Host, Process, extract_tar, q
+from .hosts import Host, Process, extract_tar, shell_quote
 from .leftovers import GroupRecord, Started
 from .plan import Cell
 from .preflight import DROP_TO_USER, perf_prefix
@@ -89,11 +89,11 @@ def cell_time_limit(experiment: Experiment) -> float:
 def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -> str:
     experiment = ctx.experiment
     server_address = ctx.hosts["server"].spec.data_address
-    agent = " ".join(q(a) for a in [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)])
+    agent = " ".join(shell_quote(a) for a in [ctx.agents[role].path, *agent_arguments(cell, experiment, role, server_address)])
     if cell.mode == reference.MODE:  # issue 11: iperf3 in the agent's place, under the same perf stat
         agent = reference.program(cell, experiment, role, server_address, cell_time_limit(experiment))
     events = ctx.perf_events.get(role) or []
-    perf_file = q(f"{role}.perf.csv")
+    perf_file = shell_quote(f"{role}.perf.csv")
     command = agent
     if experiment.perf.enabled and events:
         access = ctx.hosts[role].spec.perf_access
@@ -101,12 +101,12 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
         if experiment.perf.scope == "system":
             perf.append("-a")
         perf.append("--")
-        command = f"{' '.join(q(a) for a in perf)} {agent}"
+        command = f"{' '.join(shell_quote(a) for a in perf)} {agent}"
         if access == "sudo":
             # perf runs as root and the agent as the SSH user again (setpriv). The user makes the
             # counters' file first, so root perf writes into a file the user owns and can tar
             # back; sudo gets no stdin, so it can never sit waiting for a password.
-            command = (f": >{perf_file} && {' '.join(q(a) for a in perf)} {' '.join(DROP_TO_USER)} {agent} </dev/null")
+            command = (f": >{perf_file} && {' '.join(shell_quote(a) for a in perf)} {' '.join(DROP_TO_USER)} {agent} </dev/null")
     if cell.mode == reference.MODE and role == "server":
         command = reference.ready_when_listening(command, experiment.port)
     directory = ctx.remote_dir(role, cell)
@@ -116,8 +116,8 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     # session's own start-up is not on the critical path after the server is ready.
     gate = f"IFS= read -r go && [ \"$go\" = {GO} ] && " if gated else ""
     return (
-        f"{gate}mkdir -p {q(directory)} && cd {q(directory)} && {{ {command} 2>{q(role + '.stderr')}; "
-        f"rc=$?; printf '\\n%s\\n' {q(FILES_MARKER)}; tar -cf - {q(role)}.*; exit $rc; }}"
+        f"{gate}mkdir -p {shell_quote(directory)} && cd {shell_quote(directory)} && {{ {command} 2>{shell_quote(role + '.stderr')}; "
+        f"rc=$?; printf '\\n%s\\n' {shell_quote(FILES_MARKER)}; tar -cf - {shell_quote(role)}.*; exit $rc; }}"
     )
 
 
@@ -279,12 +279,21 @@ def _release(processes: dict[str, Process]) -> None:
         process.close()
 
 
+# The agent's own exit statuses before any traffic (docs/agent-protocol.md); 1 is a run error,
+# explained by the agent's JSON.
+_AGENT_EXITS = {
+    2: "bad arguments",
+    3: "a system failure: out of memory, or a socket or thread refused",
+}
+
+
 def _exit_meaning(code: int) -> str:
     if code == -1:
         return "was killed by a signal"
     if code < 0 or code > 128:
         return f"was killed by signal {abs(code) % 128 if code > 128 else -code}"
-    return f"exited with status {code}"
+    meaning = _AGENT_EXITS.get(code)
+    return f"exited with status {code}" + (f" ({meaning})" if meaning else "")
 
 
 def _unpack(output: bytes, local_dir: Path) -> bool:

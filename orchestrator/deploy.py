@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Sequence
 
 from . import shipped, workdir
 from .errors import HostError, OrchestrateError, PreflightError, UnsafeWorkdir
-from .hosts import Host, q
+from .hosts import Host, shell_quote
 
 log = logging.getLogger("orchestrator.deploy")
 
@@ -290,7 +290,7 @@ def _valid_sh(folder: str, digest: str) -> str:
     a, mf = f"{folder}/agent", f"{folder}/manifest"
     return (f'{{ [ -f {a} ] && [ ! -L {a} ] && [ -f {mf} ] && [ ! -L {mf} ] && '
             f'[ "$({_sha256_sh(a)})" = "$(sed -n "s/^sha256 //p" {mf})" ] && '
-            f'[ "$(sed -n "s/^arch //p" {mf})" = "$m" ] && [ "$(sed -n "s/^source //p" {mf})" = {q(digest)} ]; }}')
+            f'[ "$(sed -n "s/^arch //p" {mf})" = "$m" ] && [ "$(sed -n "s/^source //p" {mf})" = {shell_quote(digest)} ]; }}')
 
 
 def _version_ok(version: str, digest: str) -> bool:
@@ -311,7 +311,7 @@ def deploy(host: Host, timeout: float, builders: Sequence[Builder] | None = None
     # (workdir.py's `own`, inside the same script), old abandoned build folders dropped, and
     # the cached binary's sha256; its --version runs only if that sha256 and the manifest's
     # architecture are the ones we recorded.
-    base_sh = f'"agents/"{q(digest)}"-$m"'
+    base_sh = f'"agents/"{shell_quote(digest)}"-$m"'
     probe, _ = workdir.check(
         host, timeout, dirs=["agents"],
         then=(
@@ -382,7 +382,7 @@ def _sources_tar(root) -> bytes:
 
 
 def _unpack_sources_sh(folder: str) -> str:
-    return f"rm -rf {q(folder)} && mkdir {q(folder)} && tar --no-same-owner -C {q(folder)} -xf - && "
+    return f"rm -rf {shell_quote(folder)} && mkdir {shell_quote(folder)} && tar --no-same-owner -C {shell_quote(folder)} -xf - && "
 
 
 # What a build must not take from the user's environment: build.sh honours CC, CFLAGS_EXTRA and
@@ -401,9 +401,9 @@ def _build_on_target(host: Host, wd: str, base: str, digest: str, builder: Build
     this attempt's own (a workdir shared with another host sees two builds at once)."""
     tmp = f"{base}/tmp.{_token()}"
     build = (
-        f"( {_BUILD_ENV_SH}mkdir {q(tmp)} && cd {q(tmp)} && " + _unpack_sources_sh("src")
-        + f"CC={q(builder.compiler)} sh src/build.sh bin {q(digest)} > build.log 2>&1 )"
-        f" || {{ echo '@error the build failed:'; tail -n 30 {q(tmp)}/build.log | sed 's/^/@log /'; rm -rf {q(tmp)}; exit 0; }}\n"
+        f"( {_BUILD_ENV_SH}mkdir {shell_quote(tmp)} && cd {shell_quote(tmp)} && " + _unpack_sources_sh("src")
+        + f"CC={shell_quote(builder.compiler)} sh src/build.sh bin {shell_quote(digest)} > build.log 2>&1 )"
+        f" || {{ echo '@error the build failed:'; tail -n 30 {shell_quote(tmp)}/build.log | sed 's/^/@log /'; rm -rf {shell_quote(tmp)}; exit 0; }}\n"
     )
     return _install(host, base, tmp, digest, builder, arch, max(timeout, BUILD_TIMEOUT_FLOOR), "", build, _sources_tar(root))
 
@@ -423,8 +423,8 @@ def _build_elsewhere_and_push(host: Host, wd: str, base: str, digest: str, build
     expected = hashlib.sha256(data).hexdigest()
     # The binary goes in on stdin, written by the login user, and is checked in the same round trip.
     tmp = f"{base}/tmp.{_token()}"
-    receive = (f"mkdir {q(tmp)} {q(tmp)}/bin && cat > {q(tmp)}/bin/agent"
-               f" || {{ echo '@error could not write the agent'; rm -rf {q(tmp)}; exit 0; }}\n")
+    receive = (f"mkdir {shell_quote(tmp)} {shell_quote(tmp)}/bin && cat > {shell_quote(tmp)}/bin/agent"
+               f" || {{ echo '@error could not write the agent'; rm -rf {shell_quote(tmp)}; exit 0; }}\n")
     return _install(host, base, tmp, digest, builder, arch, timeout, expected, receive, data)
 
 
@@ -452,8 +452,8 @@ def _build_static_on(builder_host: Host, out: Path, base: str, digest: str, buil
     folder = f"{base}/tmp.{_token()}"
     found, _ = workdir.check(
         builder_host, max(timeout, BUILD_TIMEOUT_FLOOR), dirs=["agents", base, folder],
-        then=(f"{_BUILD_ENV_SH}cd {q(folder)} && " + _unpack_sources_sh("src")
-              + f"CC={q(builder.compiler)} STATIC=1 sh src/build.sh bin {q(digest)} > build.log 2>&1"
+        then=(f"{_BUILD_ENV_SH}cd {shell_quote(folder)} && " + _unpack_sources_sh("src")
+              + f"CC={shell_quote(builder.compiler)} STATIC=1 sh src/build.sh bin {shell_quote(digest)} > build.log 2>&1"
               " && echo @built || tail -n 30 build.log"),
         stdin=_sources_tar(root),
     )
@@ -464,7 +464,7 @@ def _build_static_on(builder_host: Host, out: Path, base: str, digest: str, buil
         builder_host.fetch_dir(f"{found.workdir}/{folder}/bin", out, timeout)
     finally:
         try:
-            workdir.check(builder_host, timeout, dirs=["agents", base], then=f"rm -rf {q(folder)}")
+            workdir.check(builder_host, timeout, dirs=["agents", base], then=f"rm -rf {shell_quote(folder)}")
         except OrchestrateError as exc:  # left for the next deploy's stale-folder sweep
             log.info("%s: could not remove %s: %s", builder_host.name, folder, exc)
 
@@ -479,20 +479,20 @@ def _install(host: Host, base: str, tmp: str, digest: str, builder: Builder, arc
     staged = f"{tmp}/bin"
     lines = _manifest_tail(digest, builder.where, builder.version or builder.compiler, builder.static, arch)
     final = f"{base}/bin"
-    valid = _valid_sh(q(final), digest)
+    valid = _valid_sh(shell_quote(final), digest)
     then = (
-        f"m={q(arch)}; " + first
-        + f"a={q(staged)}/agent; [ -f \"$a\" ] && [ ! -L \"$a\" ] || {{ echo '@error no agent binary'; rm -rf {q(tmp)}; exit 0; }}; "
+        f"m={shell_quote(arch)}; " + first
+        + f"a={shell_quote(staged)}/agent; [ -f \"$a\" ] && [ ! -L \"$a\" ] || {{ echo '@error no agent binary'; rm -rf {shell_quote(tmp)}; exit 0; }}; "
         f"chmod 700 \"$a\" && have=$({SHA_OF_A}); echo \"@built $have\"; "
-        + (f"[ \"$have\" = {q(expected_sha)} ] || {{ echo '@error sha256 differs from what was pushed'; rm -rf {q(tmp)}; exit 0; }}; " if expected_sha else "")
-        + f"{{ printf 'sha256 %s\\n' \"$have\"; printf %s {q(lines)}; }} > {q(staged)}/manifest && chmod 600 {q(staged)}/manifest"
+        + (f"[ \"$have\" = {shell_quote(expected_sha)} ] || {{ echo '@error sha256 differs from what was pushed'; rm -rf {shell_quote(tmp)}; exit 0; }}; " if expected_sha else "")
+        + f"{{ printf 'sha256 %s\\n' \"$have\"; printf %s {shell_quote(lines)}; }} > {shell_quote(staged)}/manifest && chmod 600 {shell_quote(staged)}/manifest"
         # rename(2) onto a missing or empty folder, never into one (mv -T); a non-empty bin/ is
         # another host's or a stale one: kept if valid, else moved aside and replaced.
-        f" && if mv -T {q(staged)} {q(final)} 2>/dev/null; then :; elif {valid}; then echo @reused; else"
-        f" mv -T {q(final)} {q(tmp)}/old 2>/dev/null; if mv -T {q(staged)} {q(final)} 2>/dev/null; then :;"
-        f" elif {valid}; then echo @reused; else echo '@error could not put the agent in place'; rm -rf {q(tmp)}; exit 0; fi; fi; "
-        f"rm -rf {q(tmp)}; a={q(final)}/agent; "
-        f"if {valid}; then echo \"@sha256 $({SHA_OF_A})\"; sed 's/^/@m /' {q(final)}/manifest; "
+        f" && if mv -T {shell_quote(staged)} {shell_quote(final)} 2>/dev/null; then :; elif {valid}; then echo @reused; else"
+        f" mv -T {shell_quote(final)} {shell_quote(tmp)}/old 2>/dev/null; if mv -T {shell_quote(staged)} {shell_quote(final)} 2>/dev/null; then :;"
+        f" elif {valid}; then echo @reused; else echo '@error could not put the agent in place'; rm -rf {shell_quote(tmp)}; exit 0; fi; fi; "
+        f"rm -rf {shell_quote(tmp)}; a={shell_quote(final)}/agent; "
+        f"if {valid}; then echo \"@sha256 $({SHA_OF_A})\"; sed 's/^/@m /' {shell_quote(final)}/manifest; "
         f"echo \"@version $(\"$a\" --version 2>&1 | head -n 1)\"; else echo '@error the installed agent does not match its manifest'; fi"
     )
     found, _ = workdir.check(host, timeout, dirs=["agents", base], then=then, stdin=stdin)

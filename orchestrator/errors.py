@@ -69,10 +69,6 @@ class PreflightError(OrchestrateError):
     exit_code = ExitStatus.HOST_FAILED
 
 
-class CellError(OrchestrateError):
-    """One cell failed; the run records it and goes on."""
-
-
 class RunFailed(OrchestrateError):
     """The run finished, but some cells failed."""
 

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from . import __version__
-from .hosts import Host, q
+from .hosts import Host, shell_quote
 
 SYSCTLS = (
     "net.ipv4.tcp_rmem",
@@ -24,7 +24,7 @@ _MARK = "@@@ "
 
 
 def _script(data_iface_command: str) -> str:
-    sysctls = " ".join(q(s) for s in SYSCTLS)
+    sysctls = " ".join(shell_quote(s) for s in SYSCTLS)
     return "; ".join(
         [
             f"echo '{_MARK}hostname'; hostname",
@@ -48,8 +48,8 @@ def data_interface_command(role: str, server_data_address: str) -> str:
     """The shell that names the interface carrying the data: where the server's address lives,
     or the client's route to it."""
     if role == "server":
-        return f"ip -o addr show to {q(server_data_address)} | awk '{{print $2; exit}}'"
-    return f"ip -o route get {q(server_data_address)} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'"
+        return f"ip -o addr show to {shell_quote(server_data_address)} | awk '{{print $2; exit}}'"
+    return f"ip -o route get {shell_quote(server_data_address)} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'"
 
 
 def _sections(text: str) -> dict[str, str]:

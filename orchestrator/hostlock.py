@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import HostError, OrchestrateError
-from .hosts import Host, Process, q
+from .hosts import Host, Process, shell_quote
 
 log = logging.getLogger("orchestrator.run")
 
@@ -60,7 +60,7 @@ def lock_script(workdir: str, holder: str) -> str:
         f"problem() {{ echo \"{MARK} error $*\"; exit 1; }}; "
         f"command -v flock >/dev/null 2>&1 || problem 'flock (util-linux) is not installed'; "
         # `~/` is the SSH user's home, as the workdir check resolves it; a new folder is private.
-        f"W={q(workdir)}; case $W in '~/'*) W=\"$HOME/${{W#??}}\";; esac; "
+        f"W={shell_quote(workdir)}; case $W in '~/'*) W=\"$HOME/${{W#??}}\";; esac; "
         # The same refusals, in the same words, as the workdir check that preflight runs next: the
         # lock is taken first, so it must never follow a planted link or write into a folder not ours.
         f"[ -L \"$W\" ] && problem \"workdir $W refused: it is a symlink\"; "
@@ -70,7 +70,7 @@ def lock_script(workdir: str, holder: str) -> str:
         f"for f in lock lock.holder; do [ -L \"$f\" ] && problem \"$W/$f is a symlink\"; done; "
         f"exec 9>>lock || problem \"cannot open $W/lock\"; "
         f"if flock -n 9; then "
-        f"printf '%s\\n' {q(holder)} >lock.holder.tmp && mv -f lock.holder.tmp lock.holder; "
+        f"printf '%s\\n' {shell_quote(holder)} >lock.holder.tmp && mv -f lock.holder.tmp lock.holder; "
         f"echo \"{MARK} held\"; cat >/dev/null; rm -f lock.holder; exit 0; fi; "
         # The holder writes its name just after it takes the lock: give it a moment.
         f"i=0; while [ ! -s lock.holder ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; "

@@ -2,26 +2,23 @@
 
 Both kinds offer the same few verbs: run a command with a timeout, start a long-running
 command and read its output lines, and move a folder in or out as one tar stream. A folder
-moves in one round trip, which keeps the per-cell overhead of a run low.
+moves in one round trip, which keeps the per-cell overhead of a run low. How a started command
+is read and killed is processes.py's, for both kinds.
 """
 
 from __future__ import annotations
 
 import io
-import logging
-import os
 import re
-import selectors
 import shlex
 import shutil
 import socket
-import subprocess
 import tarfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import fabric
 import paramiko
@@ -29,8 +26,7 @@ import paramiko
 from . import sshconnect
 from .errors import HostError
 from .inventory import HostSpec
-
-log = logging.getLogger("orchestrator.remote")
+from .processes import KILL_GRACE, GroupProcess, LocalProcess, kill_group_script, log_command, run_local, run_to_end
 
 
 @dataclass(frozen=True)
@@ -67,12 +63,8 @@ class Host(Protocol):
     def close(self) -> None: ...
 
 
-def q(value: object) -> str:
+def shell_quote(value: object) -> str:
     return shlex.quote(str(value))
-
-
-def _log(host: str, command: str, exit_code: object, started: float) -> None:
-    log.info("%s rc=%s %.3fs $ %s", host, exit_code, time.monotonic() - started, command)
 
 
 def extract_tar(tar_bytes: bytes, local: Path) -> None:
@@ -88,37 +80,8 @@ def _tar_of(local: Path) -> bytes:
     return buffer.getvalue()
 
 
-class _Output:
-    """A command's stdout as it arrives: lines can be looked for at the start, and whatever
-    follows the line found is kept as bytes (it may be a tar stream)."""
+# ---------------------------------------------------------------------------- SSH command lines
 
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.consumed = 0
-
-    def feed(self, chunk: bytes) -> None:
-        self.data += chunk
-
-    def take(self, startswith: str) -> str | None:
-        prefix = startswith.encode()
-        position = self.consumed
-        while (end := self.data.find(b"\n", position)) != -1:
-            line = bytes(self.data[position:end])
-            position = end + 1
-            if line.startswith(prefix):
-                self.consumed = position
-                return line.decode(errors="replace")
-        return None
-
-    def rest(self) -> bytes:
-        return bytes(self.data[self.consumed:])
-
-
-# ---------------------------------------------------------------------------- processes
-
-# Between SIGTERM and SIGKILL to a process group: perf under `sudo -n` only hears of TERM (sudo
-# relays it, but nothing can relay KILL), and perf needs a moment to write its counts.
-KILL_GRACE = 1.0
 # The first thing an SSH command says on stderr: its shell's pid, which is its process group's id
 # too (sshd setsid()s the shell it starts for a session). Stderr, so stdout stays byte for byte
 # what the command wrote (cells read a tar stream from it).
@@ -139,202 +102,11 @@ def login_shell_command(script: str) -> str:
     return f"""exec /bin/sh -c 'eval "$(printf "{encoded}")"'"""
 
 
-def kill_group_script(pgid: int) -> str:
-    """A POSIX sh script that ends process group `pgid`: TERM, up to KILL_GRACE for it to go, then
-    KILL. Zombies do not count as alive (a PID 1 that does not reap them is common in containers);
-    without ps, `kill -0` has to do. dash's kill knows no `--`, hence `-TERM -PGID`."""
-    p, steps = int(pgid), max(1, int(KILL_GRACE / 0.05))
-    return (
-        f"kill -TERM -{p} 2>/dev/null || exit 0; "
-        f"alive() {{ if command -v ps >/dev/null 2>&1; then ps -e -o pgid= -o stat= | "
-        f"awk '$1 == {p} && $2 !~ /^Z/ {{ found = 1 }} END {{ exit !found }}'; else kill -0 -{p} 2>/dev/null; fi; }}; "
-        f"i=0; while alive; do if [ $i -ge {steps} ]; then kill -KILL -{p} 2>/dev/null; break; fi; sleep 0.05; i=$((i+1)); done; true"
-    )
-
-
-class _Process:
-    """A command started on a host, alone in its process group, with the verbs both kinds of
-    host share: read stdout up to a line or to its end, then the exit status; and, if it has not
-    ended by the time we stop caring (timeout, interrupt, close, lost connection), kill its whole
-    group so that nothing of ours outlives the run."""
-
-    host: str
-    command: str
-    pgid: int | None
-
-    def __init__(self, host: str, command: str, keep_stderr: bool) -> None:
-        self.host, self.command, self.started = host, command, time.monotonic()
-        self.output = _Output()
-        self.errors = bytearray()
-        self.keep_stderr = keep_stderr
-        self.eof = False
-        self.ended = False  # exit status seen, or the group killed: nothing left to kill
-        self.killed = False  # by us, just now: a signal exit is then no sign of a lost connection
-
-    # What each kind of process provides.
-    def _receive(self, deadline: float) -> bool:
-        """Take one chunk of stdout (and any stderr); False at the deadline or the end of stdout."""
-        raise NotImplementedError
-
-    def _exit_status(self, deadline: float) -> int | None:
-        """The exit status once stdout has ended, or None at the deadline."""
-        raise NotImplementedError
-
-    def _kill_group(self) -> str | None:
-        """End the process group: None once done, "" when its shell had already ended, else a
-        note for the user naming what may still run."""
-        raise NotImplementedError
-
-    def _write(self, data: bytes, timeout: float = 60.0) -> None:
-        """Give the command `data` as its whole stdin."""
-        raise NotImplementedError
-
-    def _release(self) -> None:
-        raise NotImplementedError
-
-    # Shared.
-    def send_line(self, line: str) -> None:
-        self._write(line.encode() + b"\n")
-
-    def read_line(self, startswith: str, timeout: float) -> str | None:
-        deadline = time.monotonic() + timeout
-        while (line := self.output.take(startswith)) is None:
-            if not self._receive(deadline):
-                return self.output.take(startswith)
-        return line
-
-    def finish(self, timeout: float) -> tuple[int | None, bytes]:
-        deadline = time.monotonic() + timeout
-        while self._receive(deadline):
-            pass
-        code = self._exit_status(deadline)
-        if code is None:
-            return None, self.output.rest()
-        self.ended = True
-        _log(self.host, self.command, code, self.started)
-        return code, self.output.rest()
-
-    def stderr(self) -> str:
-        return self.errors.decode(errors="replace")
-
-    def group(self, timeout: float) -> int | None:
-        """The command's process group id, waiting up to `timeout` for a remote one to be reported."""
-        return self.pgid
-
-    def kill(self) -> str | None:
-        """End the command's process group unless it has ended; never raises. Returns a note
-        naming what may still run when the host could not be reached."""
-        if self.ended:
-            return None
-        self.ended = True
-        try:
-            note = self._kill_group()
-        except Exception as exc:  # noqa: BLE001 - killing is best effort and must not mask the cause
-            note = f"{self.host} may still run our process group {self.pgid} ({self.command}): {exc}"
-        if note:
-            log.warning("%s", note)
-        elif note is None:
-            self.killed = True
-            log.info("%s killed process group %s $ %s", self.host, self.pgid, self.command)
-        return note or None
-
-    def close(self) -> None:
-        try:
-            self.kill()
-        finally:
-            self._release()
-
-
-def _run_to_end(process: _Process, timeout: float, stdin: bytes | None) -> tuple[int, bytes]:
-    """One command from start to exit status; on a timeout or an interrupt its group is killed."""
-    try:
-        process._write(stdin or b"", timeout)
-        code, stdout = process.finish(max(0.0, process.started + timeout - time.monotonic()))
-        if code is None:
-            note = process.kill()
-            _log(process.host, process.command, "timeout", process.started)
-            raise HostError(process.host, f"command timed out after {timeout:g}s: {process.command}" + (f" ({note})" if note else ""))
-        return code, stdout
-    finally:
-        process.close()
+def _timed_out(host: str, command: str, timeout: float, note: str | None) -> NoReturn:
+    raise HostError(host, f"command timed out after {timeout:g}s: {command}" + (f" ({note})" if note else ""))
 
 
 # ---------------------------------------------------------------------------- this machine
-
-
-class LocalProcess(_Process):
-    def __init__(self, command: str, host: str, keep_stderr: bool = False) -> None:
-        super().__init__(host, command, keep_stderr)
-        self.popen = subprocess.Popen(
-            ["sh", "-c", command],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, as sshd gives an SSH command
-        )
-        self.pgid = self.popen.pid
-        self.selector = selectors.DefaultSelector()
-        assert self.popen.stdout is not None
-        self.selector.register(self.popen.stdout, selectors.EVENT_READ, "out")
-        if self.popen.stderr is not None:
-            self.selector.register(self.popen.stderr, selectors.EVENT_READ, "err")
-
-    def _read_ready(self, deadline: float) -> bool:
-        """Read whatever is ready before the deadline; False at the deadline or with nothing open."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not self.selector.get_map():
-            return False
-        events = self.selector.select(remaining)
-        for key, _ in events:
-            chunk = os.read(key.fileobj.fileno(), 1 << 16)  # type: ignore[union-attr]
-            if not chunk:
-                self.selector.unregister(key.fileobj)
-                if key.data == "out":
-                    self.eof = True
-            elif key.data == "out":
-                self.output.feed(chunk)
-            else:
-                self.errors += chunk
-        return bool(events)
-
-    def _receive(self, deadline: float) -> bool:
-        return not self.eof and self._read_ready(deadline) and not self.eof
-
-    def _exit_status(self, deadline: float) -> int | None:
-        try:
-            code = self.popen.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            return None
-        # The rest of stderr; briefly, as a background child may hold it open.
-        stderr_deadline = min(deadline, time.monotonic() + 1.0)
-        while self._read_ready(stderr_deadline):
-            pass
-        return code
-
-    def _write(self, data: bytes, timeout: float = 60.0) -> None:
-        # All at once: only a command of ours that reads all its stdin first is given any.
-        assert self.popen.stdin is not None
-        try:
-            self.popen.stdin.write(data)
-            self.popen.stdin.close()
-        except (BrokenPipeError, ValueError):  # it ended, or its stdin is already closed
-            pass
-
-    def _kill_group(self) -> str | None:
-        if self.popen.poll() is not None:
-            return ""  # its shell has ended (and is reaped now: the group id may be reused)
-        subprocess.run(["sh", "-c", kill_group_script(self.popen.pid)], timeout=KILL_GRACE + 10, check=False)
-        self.popen.wait(5)
-        return None
-
-    def _release(self) -> None:
-        self.selector.close()
-        for pipe in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
-            if pipe is not None and not pipe.closed:
-                try:
-                    pipe.close()
-                except BrokenPipeError:
-                    pass
 
 
 class LocalHost:
@@ -346,12 +118,13 @@ class LocalHost:
         return f"{self.role} (local)"
 
     def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
-        process = LocalProcess(command, self.name, keep_stderr=True)
-        code, stdout = _run_to_end(process, timeout, stdin)
-        return CommandResult(command, code, stdout.decode(errors="replace"), process.stderr())
+        done = run_local(["sh", "-c", command], timeout, stdin, host=self.name, command=command)
+        if done.exit_code is None:
+            _timed_out(self.name, command, timeout, done.note)
+        return CommandResult(command, done.exit_code, done.stdout.decode(errors="replace"), done.stderr)
 
     def start(self, command: str) -> LocalProcess:
-        return LocalProcess(command, self.name)
+        return LocalProcess(["sh", "-c", command], self.name, command=command)
 
     def push_dir(self, local: Path, remote: str, timeout: float) -> None:
         try:
@@ -373,7 +146,7 @@ class LocalHost:
 # ---------------------------------------------------------------------------- over SSH
 
 
-class SshProcess(_Process):
+class SshProcess(GroupProcess):
     """A command on an SSH channel of the host's one connection. `own_group=False` is for our
     own short helpers (the kill script): they report no process group and are never killed."""
 
@@ -414,24 +187,17 @@ class SshProcess(_Process):
         if not self.keep_stderr and self.pgid is not None:
             self.errors.clear()
 
-    def _receive(self, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or self.eof:
-            return False
-        self.channel.settimeout(min(remaining, 0.5))
+    def _wait_output(self, timeout: float) -> None:
+        self.channel.settimeout(min(timeout, 0.5))
         try:
-            chunk = self.channel.recv(1 << 16)
+            chunk: bytes | None = self.channel.recv(1 << 16)
         except socket.timeout:
             chunk = None
         except (paramiko.SSHException, OSError, EOFError):
             chunk = b""  # a dead connection: the exit status tells us so
         self._take_stderr()
-        if chunk == b"":
-            self.eof = True
-            return False
-        if chunk:
-            self.output.feed(chunk)
-        return True
+        if chunk is not None:
+            self._got_stdout(chunk)
 
     def _exit_status(self, deadline: float) -> int | None:
         if not self.channel.status_event.wait(max(0.0, deadline - time.monotonic())):
@@ -440,7 +206,7 @@ class SshProcess(_Process):
         code = self.channel.recv_exit_status()
         if code == -1 and not self.killed and self._connection_lost():
             note = self.kill()
-            _log(self.host, self.command, "lost", self.started)
+            log_command(self.host, self.command, "lost", self.started)
             raise HostError(self.host, "connection lost while a command ran" + (f" ({note})" if note else ""))
         # -1 on a live connection: sshd sent exit-signal (paramiko keeps no number for it).
         return code
@@ -532,7 +298,9 @@ class SshHost:
 
     def _run_binary(self, command: str, timeout: float, stdin: bytes | None) -> tuple[CommandResult, bytes]:
         process = SshProcess(self, command, keep_stderr=True)
-        code, stdout = _run_to_end(process, timeout, stdin)
+        code, stdout, note = run_to_end(process, timeout, stdin)
+        if code is None:
+            _timed_out(self.name, command, timeout, note)
         return CommandResult(command, code, "", process.stderr()), stdout
 
     def start(self, command: str) -> SshProcess:
@@ -559,12 +327,12 @@ class SshHost:
         return f"{self.name} may still run our process group {pgid} ({command}): could not kill it: {problem}"
 
     def push_dir(self, local: Path, remote: str, timeout: float) -> None:
-        result, _ = self._run_binary(f"mkdir -p {q(remote)} && tar -C {q(remote)} -xf -", timeout, _tar_of(local))
+        result, _ = self._run_binary(f"mkdir -p {shell_quote(remote)} && tar -C {shell_quote(remote)} -xf -", timeout, _tar_of(local))
         if not result.ok:
             raise HostError(self.name, f"could not unpack into {remote}: {result.stderr.strip()}")
 
     def fetch_dir(self, remote: str, local: Path, timeout: float) -> None:
-        result, data = self._run_binary(f"tar -C {q(remote)} -cf - .", timeout, None)
+        result, data = self._run_binary(f"tar -C {shell_quote(remote)} -cf - .", timeout, None)
         if not result.ok:
             raise HostError(self.name, f"could not fetch {remote}: {result.stderr.strip()}")
         extract_tar(data, local)

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from .errors import LabError
+from .processes import run_local
 from .roles import ROLES
 
 DEFAULT_PREFIX = "orch"
@@ -402,10 +403,10 @@ def _preflight() -> None:
 
 
 def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise LabError(f"`{shlex.join(argv)}` did not finish within {timeout:g} s") from None
+    done = run_local(argv, timeout, host="lab")  # alone in its process group, killed whole at the timeout
+    if done.exit_code is None:
+        raise LabError(f"`{shlex.join(argv)}` did not finish within {timeout:g} s" + (f" ({done.note})" if done.note else ""))
+    proc = subprocess.CompletedProcess(list(argv), done.exit_code, done.stdout.decode(errors="replace"), done.stderr)
     if check and proc.returncode != 0:
         raise LabError(f"`{shlex.join(argv)}` failed: {proc.stderr.strip() or f'exit status {proc.returncode}'}")
     return proc

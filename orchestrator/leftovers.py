@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import HostError, OrchestrateError
-from .hosts import Host, kill_group_script, q
+from .hosts import Host, kill_group_script, shell_quote
 
 log = logging.getLogger("orchestrator.run")
 
@@ -137,7 +137,7 @@ def classify(entries: list[Started], resolved: dict[str, str], members: list[Mem
 def _scan(host: Host, entries: list[Started], timeout: float) -> tuple[dict[str, str], list[Member]]:
     groups = " ".join(sorted({str(e.pgid) for e in entries}))
     folders = "".join(sorted({e.cwd + "\n" for e in entries}))
-    result = host.run(f"sh -c {q(SCAN)} scan {q(groups)}", timeout, stdin=folders.encode())
+    result = host.run(f"sh -c {shell_quote(SCAN)} scan {shell_quote(groups)}", timeout, stdin=folders.encode())
     if not result.ok:
         raise HostError(host.name, f"cannot list processes to find what this run left running: {result.stderr.strip()}")
     return parse_scan(result.stdout)

@@ -12,7 +12,7 @@ from . import deploy, perfstat, reference, workdir
 from .config import Experiment
 from .deploy import Builder, Toolchain
 from .errors import HostError
-from .hosts import Host, q
+from .hosts import Host, shell_quote
 from .inventory import Inventory
 
 
@@ -238,7 +238,7 @@ def probe_perf(host: Host, experiment: Experiment, timeout: float) -> PerfCheck:
         f"echo {_MARK}paranoid $(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null); echo {_MARK}uid $(id -u); "
         f"echo {_MARK}user $(id -un); echo {_MARK}perf $(command -v perf); "
         f"{setpriv}f=$(mktemp) && {' '.join(perf_prefix(access))} stat {system}-x, -o \"$f\" "
-        f"-e {q(','.join(experiment.perf.events))} -- {workload} </dev/null >/dev/null; "
+        f"-e {shell_quote(','.join(experiment.perf.events))} -- {workload} </dev/null >/dev/null; "
         f"rc=$?; echo {_MARK}rc $rc; cat \"$f\"; rm -f \"$f\"",
         timeout,
     )
@@ -302,7 +302,7 @@ def classify_probe(stdout: str, stderr: str, access: str, events: list[str]) -> 
 def _check_server_network(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> None:
     address, port = inventory.server.data_address, experiment.port
     result = host.run(
-        f"ip -o addr show to {q(address)} | head -n1; echo @@; ss -Htln 'sport = :{port}' 2>/dev/null",
+        f"ip -o addr show to {shell_quote(address)} | head -n1; echo @@; ss -Htln 'sport = :{port}' 2>/dev/null",
         experiment.timeouts.command,
     )
     local, _, listeners = result.stdout.partition("@@")
@@ -312,7 +312,7 @@ def _check_server_network(host: Host, experiment: Experiment, inventory: Invento
 
 def _check_client_network(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> None:
     address = inventory.server.data_address
-    result = host.run(f"ip -o route get {q(address)}", experiment.timeouts.command)
+    result = host.run(f"ip -o route get {shell_quote(address)}", experiment.timeouts.command)
     route = " ".join(result.stdout.split())
     report.add("route to server", result.ok, route or result.stderr.strip() or f"no route to {address}")
     source = re.search(r"\bsrc (\S+)", route)

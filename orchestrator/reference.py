@@ -45,7 +45,7 @@ INSTALL = ("`apt install iperf3` (Debian, Ubuntu), `dnf install iperf3` (Fedora,
 _POLL = 0.05  # seconds between looks for the server's listening socket
 
 
-def q(value: object) -> str:
+def shell_quote(value: object) -> str:
     # shlex.quote itself, as hosts' quoting is: importing hosts would bring SSH into the analysis side.
     return shlex.quote(str(value))
 
@@ -124,14 +124,14 @@ def program(cell: Cell, experiment: Experiment, role: str, server_address: str, 
     """What cells.agent_command runs in the agent's place (inside the same perf stat): iperf3
     with its JSON into `<role>.iperf3.json`."""
     output = SERVER_JSON if role == "server" else CLIENT_JSON
-    return " ".join(q(a) for a in arguments(cell, experiment, role, server_address, lifetime)) + f" >{q(output)}"
+    return " ".join(shell_quote(a) for a in arguments(cell, experiment, role, server_address, lifetime)) + f" >{shell_quote(output)}"
 
 
 def ready_when_listening(command: str, port: int) -> str:
     """The server side's command, started in the background, says READY (as our agent does)
     once its port listens: iperf3 -J prints nothing until the end. If iperf3 exits first (the
     port taken), no READY comes and its exit status is the command's."""
-    port_filter = q(f"sport = :{int(port)}")
+    port_filter = shell_quote(f"sport = :{int(port)}")
     return (f"{{ {command} & p=$!; while kill -0 \"$p\" 2>/dev/null && ! ss -Htln {port_filter} | grep -q .; "
             f"do sleep {_POLL:g}; done; kill -0 \"$p\" 2>/dev/null && echo READY iperf3; wait \"$p\"; }}")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .errors import UnsafeWorkdir
-from .hosts import Host, q
+from .hosts import Host, shell_quote
 
 # The same alphabet as the inventory's workdir: anything else never reaches a command line.
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]{0,254}$")
@@ -116,9 +116,9 @@ def script(workdir: str, dirs: Iterable[str] = (), files: Iterable[str] = (), th
     absent; `existing_dirs` and `files` are checked when present. `then` runs in the workdir
     only if everything passed, after a marker line."""
     if workdir.startswith("~/"):
-        head = _RESOLVE_HOME + f'wd="$h/"{q(workdir[2:].rstrip("/"))}\n'
+        head = _RESOLVE_HOME + f'wd="$h/"{shell_quote(workdir[2:].rstrip("/"))}\n'
     else:
-        head = f"wd={q(workdir.rstrip('/') or '/')}\n"
+        head = f"wd={shell_quote(workdir.rstrip('/') or '/')}\n"
     body = [
         'echo "WORKDIR $wd"',
         # Folders above first, so nothing is created under a parent someone else controls.
@@ -129,10 +129,10 @@ def script(workdir: str, dirs: Iterable[str] = (), files: Iterable[str] = (), th
         # A symlinked folder above: check where it really leads, too.
         'if [ "$safe" = 1 ]; then p=$(cd -P "$wd" 2>/dev/null && pwd -P); [ -n "$p" ] && [ "$p" != "$wd" ] && above "$p/x"; fi',
     ]
-    body += [f'own "$wd"/{q(_relative(d))} d 1' for d in dirs]
-    body += [f'own "$wd"/{q(_relative(d))} d 0' for d in existing_dirs]
-    body += [f'own "$wd"/{q(_relative(f))} f 0' for f in files]
-    body.append(f'if [ "$safe" = 1 ]; then echo {q(THEN)}; cd "$wd" && {{\n{then or ":"}\n}}; fi')
+    body += [f'own "$wd"/{shell_quote(_relative(d))} d 1' for d in dirs]
+    body += [f'own "$wd"/{shell_quote(_relative(d))} d 0' for d in existing_dirs]
+    body += [f'own "$wd"/{shell_quote(_relative(f))} f 0' for f in files]
+    body.append(f'if [ "$safe" = 1 ]; then echo {shell_quote(THEN)}; cd "$wd" && {{\n{then or ":"}\n}}; fi')
     return _FUNCTIONS + head + "\n".join(body) + "\n"
 
 

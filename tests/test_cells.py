@@ -267,7 +267,8 @@ def test_a_server_that_never_becomes_ready_keeps_the_clients_gate_shut(tmp_path)
 
 
 @pytest.mark.parametrize("code, meaning", [
-    (2, "exited with status 2"),
+    (2, "exited with status 2 (bad arguments)"),
+    (3, "exited with status 3 (a system failure: out of memory, or a socket or thread refused)"),
     (1, "exited with status 1"),
     (137, "was killed by signal 9"),  # the shell's 128 + SIGKILL
     (143, "was killed by signal 15"),

@@ -31,6 +31,9 @@ from .conftest import require, require_root
 from orchestrator import lab
 from orchestrator.errors import LabError
 from orchestrator.inventory import load_inventory
+from orchestrator.processes import KILL_GRACE
+
+from .test_hosts import _gone, _members, _token
 
 # Every lab prefix is derived from ORCH_TEST_LAB_PREFIX when it is set (each helper or CI job
 # has its own), else from the pid: a test never touches a user's lab or another session's.
@@ -374,6 +377,27 @@ def test_non_root_is_told_it_needs_root():
         message = f.read()
     os.waitpid(pid, 0)
     assert message.startswith("LabError: the lab needs root"), message
+
+
+@pytest.mark.integration
+def test_a_lab_command_that_hangs_is_ended_with_its_whole_group(tmp_path):
+    """The lab runs its commands as a local host does (processes.run_local): at the timeout the
+    whole process group goes, a background child included, and the error names the command."""
+    token = _token()
+    started = time.monotonic()
+    with pytest.raises(LabError, match=r"`sh -c .*` did not finish within 0\.5 s"):
+        lab._run(["sh", "-c", f"echo $$ > {tmp_path}/pgid; sleep 30{token} & sleep 31{token}"], timeout=0.5)
+    assert time.monotonic() - started < 0.5 + KILL_GRACE + 3
+    pgid = int((tmp_path / "pgid").read_text())
+    assert pgid > 1
+    assert _gone(pgid, token), f"process group {pgid} still has {_members(pgid)}"
+
+
+def test_a_lab_command_gives_its_status_and_output():
+    proc = lab._run(["sh", "-c", "echo out; echo err >&2; exit 3"], check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "out\n", "err\n")
+    with pytest.raises(LabError, match=r"failed: err"):
+        lab._run(["sh", "-c", "echo err >&2; exit 3"])
 
 
 # ---------------------------------------------------------------- a lab that looks like a real site

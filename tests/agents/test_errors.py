@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.agentjson import parse_agent_json
+from orchestrator.cells import _exit_meaning
 
 from .conftest import LOOPBACK, finish, kill_quietly, run_pair, start_server
 
@@ -60,6 +62,23 @@ def test_port_in_use_exit_2(built_agent: Path) -> None:
                            capture_output=True, text=True, timeout=10)  # fmt: skip
     assert r.returncode == 2
     assert "in use" in r.stderr
+
+
+def test_system_failure_exit_3(built_agent: Path) -> None:
+    """In 4 MiB of address space the agent loads but gets no memory for a thread's stack: a
+    system failure (exit 3), not bad arguments (exit 2), and the orchestrator says which."""
+
+    def short_of_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 20, 4 << 20))
+
+    r = subprocess.run([str(built_agent), "server", "--bind", LOOPBACK, "--port", "0"],
+                       capture_output=True, text=True, timeout=10, preexec_fn=short_of_memory)  # fmt: skip
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("agent: ")
+    assert _exit_meaning(r.returncode) == "exited with status 3 (a system failure: out of memory, or a socket or thread refused)"
+    assert _exit_meaning(2) == "exited with status 2 (bad arguments)"
 
 
 def test_hello_mismatch_refused(built_agent: Path) -> None:
