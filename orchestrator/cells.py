@@ -18,7 +18,8 @@ from .config import Experiment
 from .deploy import Agent
 from .errors import HostError
 from .files import disk_error, write_atomic
-from .hosts import Host, Process, extract_tar, shell_quote
+from .hosts import Host, Process, extract_tar
+from .processes import shell_quote
 from .leftovers import GroupRecord, Started
 from .plan import Cell
 from .preflight import DROP_TO_USER, perf_prefix

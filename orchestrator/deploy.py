@@ -27,7 +27,8 @@ from typing import Callable, Iterable, Sequence
 
 from . import shipped, workdir
 from .errors import HostError, OrchestrateError, PreflightError, UnsafeWorkdir
-from .hosts import Host, shell_quote
+from .hosts import Host
+from .processes import shell_quote
 
 log = logging.getLogger("orchestrator.deploy")
 

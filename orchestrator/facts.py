@@ -8,7 +8,8 @@ import re
 from typing import Any
 
 from . import __version__
-from .hosts import Host, shell_quote
+from .hosts import Host
+from .processes import shell_quote
 
 SYSCTLS = (
     "net.ipv4.tcp_rmem",

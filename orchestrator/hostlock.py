@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 
 from .errors import HostError, OrchestrateError
-from .hosts import Host, Process, shell_quote
+from .hosts import Host, Process
+from .processes import shell_quote
 
 log = logging.getLogger("orchestrator.run")
 

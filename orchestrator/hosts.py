@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import re
-import shlex
 import shutil
 import socket
 import tarfile
@@ -26,7 +25,7 @@ import paramiko
 from . import sshconnect
 from .errors import HostError
 from .inventory import HostSpec
-from .processes import KILL_GRACE, GroupProcess, LocalProcess, kill_group_script, log_command, run_local, run_to_end
+from .processes import KILL_GRACE, GroupProcess, LocalProcess, kill_group_script, log_command, run_local, run_to_end, shell_quote
 
 
 @dataclass(frozen=True)
@@ -61,10 +60,6 @@ class Host(Protocol):
     def push_dir(self, local: Path, remote: str, timeout: float) -> None: ...
     def fetch_dir(self, remote: str, local: Path, timeout: float) -> None: ...
     def close(self) -> None: ...
-
-
-def shell_quote(value: object) -> str:
-    return shlex.quote(str(value))
 
 
 def extract_tar(tar_bytes: bytes, local: Path) -> None:

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import HostError, OrchestrateError
-from .hosts import Host, kill_group_script, shell_quote
+from .hosts import Host, kill_group_script
+from .processes import shell_quote
 
 log = logging.getLogger("orchestrator.run")
 

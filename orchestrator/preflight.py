@@ -12,7 +12,8 @@ from . import deploy, perfstat, reference, workdir
 from .config import Experiment
 from .deploy import Builder, Toolchain
 from .errors import HostError
-from .hosts import Host, shell_quote
+from .hosts import Host
+from .processes import shell_quote
 from .inventory import Inventory
 
 

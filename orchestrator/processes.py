@@ -25,6 +25,11 @@ log = logging.getLogger("orchestrator.remote")
 KILL_GRACE = 1.0
 
 
+def shell_quote(value: object) -> str:
+    """Every value that reaches a remote or local shell goes through here, after it was validated."""
+    return shlex.quote(str(value))
+
+
 def log_command(host: str, command: str, exit_code: object, started: float) -> None:
     log.info("%s rc=%s %.3fs $ %s", host, exit_code, time.monotonic() - started, command)
 

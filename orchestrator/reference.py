@@ -21,10 +21,10 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import math
-import shlex
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .processes import shell_quote
 
 if TYPE_CHECKING:
     from .config import Experiment
@@ -43,11 +43,6 @@ MIN_INTERVAL, MAX_INTERVAL = 0.1, 60.0
 INSTALL = ("`apt install iperf3` (Debian, Ubuntu), `dnf install iperf3` (Fedora, RHEL), "
            "or the distribution's iperf3 package")
 _POLL = 0.05  # seconds between looks for the server's listening socket
-
-
-def shell_quote(value: object) -> str:
-    # shlex.quote itself, as hosts' quoting is: importing hosts would bring SSH into the analysis side.
-    return shlex.quote(str(value))
 
 
 def settings_problems(experiment: Experiment) -> list[str]:

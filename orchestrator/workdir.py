@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .errors import UnsafeWorkdir
-from .hosts import Host, shell_quote
+from .hosts import Host
+from .processes import shell_quote
 
 # The same alphabet as the inventory's workdir: anything else never reaches a command line.
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./-]{0,254}$")
