@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from .errors import ConfigError
+from .layout import DEFAULT_PAIR
 from .roles import ROLES, Role
 from .yamlfile import MAX_FILE_BYTES, load_yaml, read_small_file, validate
 
@@ -87,7 +88,6 @@ class HostSpec(SshTarget):
 
 # A pair's name becomes a folder name and a CSV column, so it is held to a plain alphabet.
 _PAIR_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-DEFAULT_PAIR = "default"
 # Keys a pair may set for both its hosts; a host that sets one itself keeps its own.
 PAIR_DEFAULTS = ("user", "port", "key", "known_hosts", "jump", "workdir", "perf_access")
 
