@@ -24,7 +24,7 @@ import yaml
 from . import derive, hostcounters, intervals, plots, stats, tcpinfo
 from .errors import ConfigError, OrchestrateError
 from .files import disk_error, write_atomic
-from .table import MeasurementChecks, ResultsError, repair_torn_tail
+from .table import MeasurementChecks, ResultsError, read_results, repair_torn_tail
 from .units import format_size
 from .yamlfile import load_yaml
 
@@ -71,7 +71,7 @@ def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run folder")  # a bad argument (exit 2), not a bad run
-    results = derive.read_results(run_dir / "results.csv")
+    results = read_results(run_dir / "results.csv")
     notes: list[str] = []
     config = _read_yaml(run_dir / "config.yml", notes)
     inventory = _read_yaml(run_dir / "inventory.yml", notes)

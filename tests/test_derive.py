@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import derive
+from orchestrator import derive, table
 from orchestrator.errors import OrchestrateError
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -28,7 +28,7 @@ def write(tmp_path: Path, *rows: str) -> Path:
 
 def test_empty_fields_are_nan_never_zero(tmp_path):
     path = write(tmp_path, "r,stream-one_copy-1024B-1t-r1,stream,one_copy,1024,1,1,server,ok,NA,2,10,1000000000,800000000,3,1,,,,,,,0.64,")
-    frame = derive.read_results(path)
+    frame = table.read_results(path)
     assert pd.isna(frame.loc[0, "server_cycles"])
     # "NA" in a text column is text, not missing
     assert frame.loc[0, "error"] == "NA"
@@ -42,7 +42,7 @@ def test_derived_values_from_known_inputs(tmp_path):
         "r,stream-zero_copy-4096B-2t-r1,stream,zero_copy,4096,2,1,client,ok,,2,10,2000000000,1000000000,"
         "1.0,4.0,3000000000,8000000000,100,140,50,5,0.8,0.1",
     )
-    row = derive.derive_metrics(derive.read_results(path)).iloc[0]
+    row = derive.derive_metrics(table.read_results(path)).iloc[0]
     assert row["throughput_gbps"] == pytest.approx(0.8)  # 1e9 B * 8 / 10 s
     assert row["sender_cpu_s_per_gb"] == pytest.approx(2.0)  # client 4 s over 2 GB
     assert row["receiver_cpu_s_per_gb"] == pytest.approx(0.5)
@@ -61,7 +61,7 @@ def test_failed_rows_and_rr_rows_get_no_per_byte_figures(tmp_path):
         "r,stream-one_copy-1024B-1t-r1,stream,one_copy,1024,1,1,server,failed,peer gone,2,,,,,,,,,,,,,",
         "r,rr-one_copy-1024B-1t-r1,rr,one_copy,1024,1,1,,ok,,2,10,1000000,500000,1,1,1000,1000,10,10,,,0.0004,",
     )
-    derived = derive.derive_metrics(derive.read_results(path))
+    derived = derive.derive_metrics(table.read_results(path))
     assert derived["throughput_gbps"].isna().iloc[0]
     assert derived["cpu_s_per_gb"].isna().all()
     assert derived.loc[1, "throughput_gbps"] == pytest.approx(500000 * 8 / 10 / 1e9)
@@ -70,12 +70,12 @@ def test_failed_rows_and_rr_rows_get_no_per_byte_figures(tmp_path):
 def test_garbage_number_is_a_user_error(tmp_path):
     path = write(tmp_path, "r,c-r1,stream,one_copy,1024,1,1,server,ok,,2,10,<not supported>,1,1,1,,,,,,,,")
     with pytest.raises(OrchestrateError, match="bytes_received"):
-        derive.read_results(path)
+        table.read_results(path)
 
 
 def test_missing_results_file_is_a_user_error(tmp_path):
     with pytest.raises(OrchestrateError, match="no results.csv"):
-        derive.read_results(tmp_path / "results.csv")
+        table.read_results(tmp_path / "results.csv")
 
 
 def test_zero_copy_labels_never_hide_a_copy():
@@ -88,14 +88,14 @@ def test_zero_copy_labels_never_hide_a_copy():
 
 
 def test_fixture_vm_has_no_hardware_counters_but_cpu_time():
-    derived = derive.derive_metrics(derive.read_results(VM / "results.csv"))
+    derived = derive.derive_metrics(table.read_results(VM / "results.csv"))
     assert derived["cycles_per_byte"].isna().all()
     assert derived["cpu_ns_per_byte"].notna().all()
     assert (derived.loc[derived["mode"] == "zero_copy", "zerocopy_copied_fraction"] == 1.0).all()
 
 
 def test_fixture_hw_throughput_matches_recorded_column():
-    frame = derive.read_results(HW / "results.csv")
+    frame = table.read_results(HW / "results.csv")
     derived = derive.derive_metrics(frame)
     ok = frame["status"] == "ok"
     pd.testing.assert_series_equal(

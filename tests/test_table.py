@@ -263,7 +263,8 @@ def test_appending_rows_with_different_perf_columns_rewrites_with_union(tmp_path
     assert rows[1]["server_ref_cycles"] == "2250000000"
     assert rows[2]["client_cycles_u"] == "2400000000"
     header = path.read_text().splitlines()[0].split(",")
-    assert header == order_columns(set(first) | set(second) | set(third))
+    assert header == order_columns(set(first) | set(second) | set(third) | {"format_version"})
+    assert header[-1] == "format_version" and {r["format_version"] for r in rows} == {"1"}
     assert not list(tmp_path.glob(".results-*"))  # no temporary file left behind
 
 
