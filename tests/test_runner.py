@@ -21,7 +21,7 @@ from orchestrator.config import Experiment
 from orchestrator.deploy import Agent
 from orchestrator.errors import ExitStatus, FormatVersionError, HostError
 from orchestrator.hosts import CommandResult
-from orchestrator.plan import FORMAT_VERSION, Cell, Plan, load_plan
+from orchestrator.plan import FORMAT_VERSION as PLAN_VERSION, Cell, Plan, load_plan
 
 from .conftest import ROOT
 
@@ -287,7 +287,7 @@ def _resumable(tmp_path: Path) -> Path:
 
 def test_plan_and_results_carry_their_format_version(tmp_path):
     run_dir = _resumable(tmp_path)
-    assert json.loads((run_dir / "plan.json").read_text())["format_version"] == FORMAT_VERSION
+    assert json.loads((run_dir / "plan.json").read_text())["format_version"] == PLAN_VERSION
     header, *rows = list(csv.reader((run_dir / "results.csv").open(newline="")))
     assert header[-1] == "format_version" and rows and all(r[-1] == str(table.FORMAT_VERSION) for r in rows)
     assert run.reopen_run(run_dir).plan.cells == (_cell(),)

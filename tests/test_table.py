@@ -28,7 +28,7 @@ FAILED = "stream-two_copy-4096B-1t-r1"
 
 def _row(cell_id: str, error: str | None = None, **overrides) -> dict:
     """The row the orchestrator builds from a cell folder: unreadable agent output becomes
-    a missing report plus an error, as in orchestrator/run.py."""
+    a missing report plus an error, as orchestrator/cellrow.py does."""
     folder = CELLS / cell_id
     cell = json.loads((folder / "identity.json").read_text())
     problems = [error] if error else []
