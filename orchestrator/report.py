@@ -24,7 +24,7 @@ import yaml
 from . import derive, hostcounters, intervals, plots, stats, tcpinfo
 from .errors import ConfigError, OrchestrateError
 from .files import disk_error, write_atomic
-from .table import MeasurementChecks, ResultsError, read_results, repair_torn_tail
+from .table import MeasurementChecks, ResultsError, check_format, read_results, repair_torn_tail
 from .units import format_size
 from .yamlfile import load_yaml
 
@@ -952,6 +952,7 @@ def write_report(run_dir: Path) -> Path:
     `--resume` does. Every file is written whole or not at all: a full disk is a DiskError."""
     run_dir = Path(run_dir)
     if (run_dir / "results.csv").is_file():
+        check_format(run_dir / "results.csv")  # another format version is refused before it is touched
         repair_torn_tail(run_dir / "results.csv")
     run = load_run(run_dir)
     redo = f"orchestrate report {run.path}"

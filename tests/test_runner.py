@@ -325,6 +325,19 @@ def test_resume_and_the_reader_refuse_results_of_another_version(tmp_path, versi
     assert (run_dir / "results.csv").read_bytes() == before  # refused before anything was touched
 
 
+def test_report_refuses_results_of_another_version_before_touching_them(tmp_path):
+    from orchestrator import report
+
+    run_dir = Path(shutil.copytree(RUNS / "20261125T231027Z-variants-85df", tmp_path / "newer"))
+    _set_results_version(run_dir / "results.csv", "3")
+    with open(run_dir / "results.csv", "a") as fh:
+        fh.write("torn,row")  # a torn tail report would otherwise set aside
+    before = sorted(p.name for p in run_dir.iterdir()), (run_dir / "results.csv").read_bytes()
+    with pytest.raises(FormatVersionError, match="format version 3, written by a newer"):
+        report.write_report(run_dir)
+    assert (sorted(p.name for p in run_dir.iterdir()), (run_dir / "results.csv").read_bytes()) == before
+
+
 def test_files_written_before_versions_read_as_version_1(tmp_path):
     run_dir = _resumable(tmp_path)
     plan = json.loads((run_dir / "plan.json").read_text())
