@@ -1,5 +1,5 @@
 /* Host counter snapshots: this host's /proc/stat, /proc/softirqs, /proc/interrupts,
- * /proc/net/snmp and /proc/net/netstat as text, at the window's start and at its deadline, taken
+ * /proc/net/snmp and /proc/net/netstat as text, and the data NIC's `ethtool -S` statistics, at the window's start and at its deadline, taken
  * by the timekeeper so they bracket the window as closely as the agent's own clock does. The
  * orchestrator parses them (orchestrator/hostcounters.py). */
 #ifndef HOSTSNAP_H
@@ -12,7 +12,10 @@
 
 enum { HOSTSNAP_START, HOSTSNAP_END };
 
-/* Reads every file now; `t` is seconds after the window's start. */
+/* Finds the data NIC (the interface holding this connected socket's local address) and its
+ * statistics' names (SIOCETHTOOL), once, before the window; without one, no NIC columns. */
+void hostsnap_find_nic(int fd);
+/* Reads every file, and the data NIC's statistics, now; `t` is seconds after the window's start. */
 void hostsnap_take(int which, double t);
 /* `"host_counters": {...}` or null when sampling is off (ORCH_AGENT_NO_TCPINFO also turns this off). */
 void hostsnap_json(FILE *f);

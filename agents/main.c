@@ -3,6 +3,7 @@
 #include "agent.h"
 
 #include "args.h"
+#include "hostsnap.h"
 #include "json.h"
 #include "modes.h"
 #include "msg.h"
@@ -109,6 +110,7 @@ static void run(int lfd, struct addrinfo *peer)
         if (ts->zc && zc_enable(ts->fd) != 0)
             return;
     }
+    hostsnap_find_nic(g_run.th[0].fd);
     for (uint32_t i = 0; i < c->threads; i++) {
         int e = pthread_create(&g_run.th[i].tid, NULL, worker_main, &g_run.th[i]);
         if (e != 0) {

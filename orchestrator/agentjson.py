@@ -150,6 +150,7 @@ class HostSnapshot:
     interrupts: str | None
     snmp: str | None
     netstat: str | None
+    ethtool: str | None = None  # the data NIC's statistics in `ethtool -S`'s layout; None: none or an older agent
 
 
 @dataclass(frozen=True, config=_CONTRACT)
@@ -157,6 +158,8 @@ class HostCounters:
     clk_tck: int | None  # /proc/stat's ticks per second, from sysconf(_SC_CLK_TCK)
     start: HostSnapshot | None
     end: HostSnapshot | None
+    nic: str | None = None  # the data NIC: the interface holding connection 0's local address
+    nic_bus: str | None = None  # its bus address (`ethtool -i`'s bus-info), which mlx5's IRQ names carry
 
 
 @dataclass(frozen=True, config=_CONTRACT)

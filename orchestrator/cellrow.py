@@ -17,8 +17,7 @@ from .agentjson import AgentReport
 from .config import Experiment
 from .errors import OrchestrateError
 from .plan import Cell
-
-ROLES = ("server", "client")
+from .roles import ROLES
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from .hosts import Host, Process, extract_tar, q
 from .leftovers import GroupRecord, Started
 from .plan import Cell
 from .preflight import DROP_TO_USER, perf_prefix
+from .roles import ROLES
 
 READY_TIMEOUT = 15.0
 FINISH_SLICE = 0.05  # how often each side is looked at while both run
 KILLED_FINISH = 15.0  # for a killed side's command to send its raw files and end
 ARM_MIN_WARMUP = 0.5
-ROLES = ("server", "client")
 FILES_MARKER = "@@orchestrate-files@@"
 GO = "go"
 
@@ -240,7 +240,7 @@ class CellRunner:
         done: dict[str, tuple[int | None, bytes]] = {}
         killed = False
         while len(done) < len(ROLES) and time.monotonic() < deadline:
-            for role in ("client", "server"):
+            for role in reversed(ROLES):  # the client first: one that cannot connect exits at once
                 if role in done:
                     continue
                 others_ok = bool(done) and all(code == 0 for code, _ in done.values())

@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
+import tempfile
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import shtab
 from rich.console import Console
@@ -25,6 +30,7 @@ from .config import load_experiment
 from .errors import EXIT_MEANINGS, ConfigError, ExitStatus, OrchestrateError, PreflightError, RunFailed
 from .interrupts import exit_status, signal_name, signals_interrupt
 from .inventory import load_inventory
+from .roles import ROLES
 
 # The run, report and analysis modules (pandas, scipy, matplotlib, paramiko) are imported where
 # they are used: a bad file is then refused in well under a second, before any of them loads.
@@ -37,24 +43,25 @@ if TYPE_CHECKING:
 PIPED_WIDTH = 10_000
 
 
-def _console(stderr: bool, quiet: bool = False) -> Console:
-    if Console(stderr=stderr).is_terminal:
-        return Console(stderr=stderr, quiet=quiet)
-    return Console(stderr=stderr, quiet=quiet, soft_wrap=True, width=PIPED_WIDTH, color_system=None, highlight=False)
+def _console(stream: TextIO, quiet: bool = False) -> Console:
+    if Console(file=stream).is_terminal:
+        return Console(file=stream, quiet=quiet)
+    return Console(file=stream, quiet=quiet, soft_wrap=True, width=PIPED_WIDTH, color_system=None, highlight=False)
 
 
-# console: progress, messages and errors (stderr); out: the tables a user reads (stdout, or
-# stderr under --json, whose stdout is the JSON document alone). main() sets them per command.
-console = _console(stderr=True)
-out = _console(stderr=False)
-errors = console
+@dataclass
+class Terminal:
+    """Where one command writes; main() makes it from the streams it is given, and passes it on."""
 
+    console: Console  # progress and messages (stderr; silent under --quiet)
+    out: Console  # the tables a user reads (stdout, or stderr under --json, whose stdout is the JSON alone)
+    errors: Console  # errors: stderr, even under --quiet
+    stdout: TextIO  # the JSON document and completion scripts, written as they are
 
-def _configure_output(as_json: bool, quiet: bool) -> None:
-    global console, out, errors
-    errors = _console(stderr=True)
-    console = _console(stderr=True, quiet=quiet)
-    out = _console(stderr=as_json, quiet=quiet)
+    @classmethod
+    def over(cls, stdout: TextIO, stderr: TextIO, as_json: bool = False, quiet: bool = False) -> Terminal:
+        return cls(console=_console(stderr, quiet), out=_console(stderr if as_json else stdout, quiet),
+                   errors=_console(stderr), stdout=stdout)
 
 
 def _records(frame) -> list[dict[str, Any]]:
@@ -71,11 +78,12 @@ def _summary(run_dir: Path):
 
 def describe_cell(cell: Cell, repetitions: int) -> str:
     """A cell in words for the progress bar: `zero_copy 64KiB ×4, rep 2/3`."""
+    from .dimensions import BASIC
     from .units import format_size
 
     words = f"{'rr ' if cell.workload == 'rr' else ''}{cell.mode} {format_size(cell.message_size)} ×{cell.threads}"
     extras = [f"{key}={str(getattr(cell, key)).lower()}" for key in cell.varied
-              if key not in ("workload", "mode", "message_size", "threads")]
+              if key not in BASIC]
     return ", ".join([words, *extras, f"rep {cell.repetition}/{repetitions}"])
 
 
@@ -100,7 +108,8 @@ class CellEta(ProgressColumn):
 class TerminalProgress:
     """The terminal's run.Progress: stages, then a bar over the cells."""
 
-    def __init__(self, per_cell_s: float, repetitions: int) -> None:
+    def __init__(self, console: Console, per_cell_s: float, repetitions: int) -> None:
+        self.console = console
         self.bar: RichProgress | None = None
         self.task = None
         # Until cells have run here, the measured figure (orchestrator/estimate.py); then this run's own.
@@ -110,7 +119,7 @@ class TerminalProgress:
         self.loop_started: float | None = None
 
     def stage(self, message: str) -> None:
-        console.print(f"[bold]·[/] {message}")
+        self.console.print(f"[bold]·[/] {message}")
 
     def start(self, total: int, done: int) -> None:
         self.total, self.done = total, done
@@ -118,7 +127,7 @@ class TerminalProgress:
         self.bar = RichProgress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[failed_text]}"),
-            TimeElapsedColumn(), CellEta(), console=console,
+            TimeElapsedColumn(), CellEta(), console=self.console,
         )
         self.bar.start()
         self.task = self.bar.add_task("cells", total=total, completed=done, failed_text="",
@@ -152,23 +161,24 @@ class TerminalProgress:
                 pass  # the terminal is gone (SIGHUP): the run's clean-up must go on regardless
 
 
-def show_preflight(report: Preflight) -> None:
+def show_preflight(term: Terminal, report: Preflight) -> None:
     grid = Table(title="preflight")
     for column in ("host", "check", "", "detail"):
         grid.add_column(column)
     for f in report.findings:
         grid.add_row(escape(f.host), f.check, "[green]ok[/]" if f.ok else "[red]FAIL[/]", escape(f.detail))
-    console.print(grid)
+    term.console.print(grid)
 
 
-def show_summary(run_dir: Path, summary=None) -> None:
+def show_summary(term: Terminal, run_dir: Path, summary=None) -> None:
     """One line per cell, from the same summary the report uses: the figures a user looks at first."""
     from .units import format_size
 
     summary = _summary(run_dir) if summary is None else summary
     if summary.empty:
         return
-    from .report import VARIANT_COLUMNS
+    from . import zerocopy
+    from .variants import VARIANT_COLUMNS
 
     extra = [k for k in VARIANT_COLUMNS if k in summary and summary[k].nunique(dropna=False) > 1]
     with_workload = summary["workload"].nunique() > 1
@@ -184,11 +194,9 @@ def show_summary(run_dir: Path, summary=None) -> None:
     marks: set[str] = set()
     for _, cell in summary.iterrows():
         mode = str(cell["mode"])
-        if mode == "zero_copy":
-            fraction = cell["zerocopy_copied_fraction_max"]
-            mark = "?" if fraction != fraction else "*" if fraction > 0 else ""
-            mode += mark
-            marks.add(mark)
+        mark = zerocopy.mark(mode, cell["zerocopy_copied_fraction_max"])
+        mode += mark
+        marks.add(mark)
 
         def figure(metric: str, spec: str) -> str:
             value = cell[metric]
@@ -200,12 +208,12 @@ def show_summary(run_dir: Path, summary=None) -> None:
             figure("throughput_gbps_mean", ".3g"), figure("throughput_gbps_std", ".2g"),
             *([figure("latency_p99_us_mean", ".0f")] if with_latency else []), figure("cpu_s_per_gb_mean", ".3g"),
         )
-    out.print(grid)
+    term.out.print(grid)
     if "*" in marks:
-        out.print("* the kernel copied some or all of these zero_copy sends (SO_EE_CODE_ZEROCOPY_COPIED): "
-                  "not zero-copy, as on loopback and veth; the fraction is in results.csv")
+        term.out.print("* the kernel copied some or all of these zero_copy sends (SO_EE_CODE_ZEROCOPY_COPIED): "
+                       "not zero-copy, as on loopback and veth; the fraction is in results.csv")
     if "?" in marks:
-        out.print("? no zero-copy completion was counted for these cells: unverified")
+        term.out.print("? no zero-copy completion was counted for these cells: unverified")
 
 
 def _load_inputs(args: argparse.Namespace):
@@ -222,7 +230,7 @@ def _seed(text: str) -> int:
     return int(text)
 
 
-def cmd_run(args: argparse.Namespace) -> ExitStatus:
+def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from . import run as runs
 
     if args.retry_failed and not args.resume:
@@ -232,27 +240,28 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
     if args.check and not args.dry_run:
         raise ConfigError("orchestrate run: --check goes with --dry-run (a real run always runs preflight)")
     if args.dry_run:
-        return dry_run(args)
+        return dry_run(args, term)
     if args.resume:
         state = runs.reopen_run(Path(args.resume))
-        console.print(f"resuming {state.run_dir}")
+        term.console.print(f"resuming {state.run_dir}")
         if args.retry_failed:
             redo = runs.set_aside_unfinished(state)
-            console.print(f"measuring {len(redo)} failed or degraded cells again; their raw files are kept in "
-                          f"{state.run_dir}/cells/<cell_id>.failed-<n>/")
+            term.console.print(f"measuring {len(redo)} failed or degraded cells again; their raw files are kept in "
+                               f"{state.run_dir}/cells/<cell_id>.failed-<n>/")
     else:
         if not args.config:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         size = _checked_size(experiment, args.yes)
         state = runs.create_run(experiment, inventory, Path(args.results))
-        console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
+        term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
     try:
-        progress = TerminalProgress(estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
-        outcome = runs.execute(state, progress, on_preflight=show_preflight if args.verbose else _problems_only)
+        progress = TerminalProgress(term.console, estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
+        shown = show_preflight if args.verbose else _problems_only
+        outcome = runs.execute(state, progress, on_preflight=lambda report: shown(term, report))
     except KeyboardInterrupt as exc:
-        _say(f"[yellow]interrupted[/] ({signal_name(exc)}): agents stopped on both hosts; finished cells are kept.\n"
+        _say(term, f"[yellow]interrupted[/] ({signal_name(exc)}): agents stopped on both hosts; finished cells are kept.\n"
              f"resume with: orchestrate run --resume {state.run_dir}")
         return ExitStatus(exit_status(exc))
     summary = _summary(state.run_dir)
@@ -262,13 +271,13 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         failures=[{"cell": o.cell.cell_id, "error": o.error} for o in outcome.failed],
         summary=_records(summary),
     )
-    show_summary(state.run_dir, summary)
+    show_summary(term, state.run_dir, summary)
     if not args.no_report:
         from .report import write_report
 
         report = write_report(state.run_dir)
         args.doc["report"] = {"markdown": str(report), "html": str(report.with_suffix(".html"))}
-        console.print(f"report: {report.with_suffix('.html')}")
+        term.console.print(f"report: {report.with_suffix('.html')}")
     counts = runs.row_counts(state.run_dir)
     failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
     if failed or degraded:
@@ -277,7 +286,7 @@ def cmd_run(args: argparse.Namespace) -> ExitStatus:
         raise RunFailed(
             f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in {state.run_dir}/cells)"
             f"{listing}\nmeasure them again with: orchestrate run --resume {state.run_dir} --retry-failed")
-    console.print(f"[green]done[/]: {len(outcome.finished)} cells run, {outcome.skipped} already done, results in {state.run_dir}/results.csv")
+    term.console.print(f"[green]done[/]: {len(outcome.finished)} cells run, {outcome.skipped} already done, results in {state.run_dir}/results.csv")
     return ExitStatus.OK
 
 
@@ -293,7 +302,7 @@ def _checked_size(experiment, yes: bool):
     return size
 
 
-def dry_run(args: argparse.Namespace) -> ExitStatus:
+def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     """What `run` would do, touching no host (with --check: preflight only, nothing started)."""
     import yaml
 
@@ -319,7 +328,7 @@ def dry_run(args: argparse.Namespace) -> ExitStatus:
     guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
                               plot_sets=estimate.plot_sets(experiment))
     hosts = {role: {"ssh": inventory.role(role).label, "data_address": inventory.role(role).data_address,
-                    "workdir": inventory.role(role).workdir} for role in ("server", "client")}
+                    "workdir": inventory.role(role).workdir} for role in ROLES}
     resolved = experiment.resolved(plan.seed)
     args.doc.update(dry_run=True, config=resolved, hosts=hosts, seed=plan.seed, order=experiment.order,
                     cells={"planned": len(plan.cells), "to_run": len(todo), "done": len(done)},
@@ -327,31 +336,31 @@ def dry_run(args: argparse.Namespace) -> ExitStatus:
                     estimate={"total_s": round(guess.total_s, 1), "setup_s": guess.setup_s, "per_cell_s": guess.per_cell_s,
                               "report_s": guess.report_s})
 
-    out.print("[bold]resolved config[/]")
-    out.print(escape(yaml.safe_dump(resolved, sort_keys=False).rstrip()), highlight=False)
-    out.print("[bold]hosts[/]")
+    term.out.print("[bold]resolved config[/]")
+    term.out.print(escape(yaml.safe_dump(resolved, sort_keys=False).rstrip()), highlight=False)
+    term.out.print("[bold]hosts[/]")
     for role, host in hosts.items():
-        out.print(f"  {role}: {escape(host['ssh'])}, data address {host['data_address']}, workdir {escape(host['workdir'])}",
-                  highlight=False)
-    out.print(f"[bold]plan[/]: {len(todo)} cells" + (f" ({len(done)} already done)" if done else "") +
-              f", order {experiment.order}, seed {plan.seed} ({seed_note})", highlight=False)
+        term.out.print(f"  {role}: {escape(host['ssh'])}, data address {host['data_address']}, workdir {escape(host['workdir'])}",
+                       highlight=False)
+    term.out.print(f"[bold]plan[/]: {len(todo)} cells" + (f" ({len(done)} already done)" if done else "") +
+                   f", order {experiment.order}, seed {plan.seed} ({seed_note})", highlight=False)
     for index, cell in enumerate(todo, 1):
-        out.print(f"  {index:>4}  {cell.cell_id}", highlight=False)
-    out.print(f"[bold]estimate[/]: {estimate.human(guess.total_s)} = {guess.breakdown()}"
-              f" (warm-up {experiment.warmup:g} s + duration {experiment.duration:g} s + "
-              f"{estimate.CELL_OVERHEAD_S:g} s overhead per cell; setup includes building the agents)", highlight=False)
+        term.out.print(f"  {index:>4}  {cell.cell_id}", highlight=False)
+    term.out.print(f"[bold]estimate[/]: {estimate.human(guess.total_s)} = {guess.breakdown()}"
+                   f" (warm-up {experiment.warmup:g} s + duration {experiment.duration:g} s + "
+                   f"{estimate.CELL_OVERHEAD_S:g} s overhead per cell; setup includes building the agents)", highlight=False)
     if args.check:
-        _preflight_only(args, experiment, inventory)
-    console.print("dry run: nothing was started" + ("" if args.check else ", and no host was contacted"))
+        _preflight_only(args, term, experiment, inventory)
+    term.console.print("dry run: nothing was started" + ("" if args.check else ", and no host was contacted"))
     return ExitStatus.OK
 
 
-def _problems_only(report: Preflight) -> None:
+def _problems_only(term: Terminal, report: Preflight) -> None:
     if report.problems:
-        show_preflight(report)
+        show_preflight(term, report)
 
 
-def _preflight_only(args: argparse.Namespace, experiment, inventory, then: str | None = None) -> None:
+def _preflight_only(args: argparse.Namespace, term: Terminal, experiment, inventory, then: str | None = None) -> None:
     """Reach the hosts, run preflight, show and record its findings; nothing is started."""
     from . import run as runs
     from .preflight import run_preflight
@@ -364,25 +373,26 @@ def _preflight_only(args: argparse.Namespace, experiment, inventory, then: str |
             host.close()
     args.doc.update(findings=[{"host": f.host, "check": f.check, "ok": f.ok, "detail": f.detail} for f in report.findings],
                     problems=len(report.problems))
-    show_preflight(report)
+    show_preflight(term, report)
     if then:
-        console.print(then)
+        term.console.print(then)
     if report.problems:
         raise PreflightError(f"{len(report.problems)} problem(s) found")
 
 
-def cmd_check(args: argparse.Namespace) -> ExitStatus:
+def cmd_check(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from .plan import plan_size
 
     experiment, inventory = _load_inputs(args)
-    _preflight_only(args, experiment, inventory, then=f"plan: {plan_size(experiment).describe()}")
+    _preflight_only(args, term, experiment, inventory, then=f"plan: {plan_size(experiment).describe()}")
     return ExitStatus.OK
 
 
-def cmd_report(args: argparse.Namespace) -> ExitStatus:
+def cmd_report(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from .report import write_report
 
     run_dir = Path(args.run_dir)
+    args.doc["run_dir"] = str(run_dir)  # where an unexpected error's traceback goes: the run's run.log
     report = write_report(run_dir)
     summary = _summary(run_dir)
     failed = summary[summary["failed"] > 0] if not summary.empty else summary
@@ -393,11 +403,11 @@ def cmd_report(args: argparse.Namespace) -> ExitStatus:
         failures=[{"cell": r["cell"], "failed": int(r["failed"]), "errors": r["errors"]} for _, r in failed.iterrows()],
         summary=_records(summary),
     )
-    out.print(f"report: {report.with_suffix('.html')} (and {report.name}, summary.csv, plots/)")
+    term.out.print(f"report: {report.with_suffix('.html')} (and {report.name}, summary.csv, plots/)")
     return ExitStatus.OK
 
 
-def cmd_compare(args: argparse.Namespace) -> ExitStatus:
+def cmd_compare(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from .compare import compare_runs
 
     comparison = compare_runs(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None)
@@ -407,11 +417,11 @@ def cmd_compare(args: argparse.Namespace) -> ExitStatus:
         only_in_a=comparison.only_in_a, only_in_b=comparison.only_in_b,
         config_differences=comparison.config_differences, host_differences=comparison.host_differences,
     )
-    show_comparison(comparison)
+    show_comparison(term, comparison)
     return ExitStatus.OK
 
 
-def show_comparison(comparison) -> None:
+def show_comparison(term: Terminal, comparison) -> None:
     from .compare import TEXT_COLUMNS
 
     grid = Table(title=f"B = {comparison.run_b}  vs  A = {comparison.run_a}")
@@ -420,34 +430,50 @@ def show_comparison(comparison) -> None:
                         no_wrap=name == "cell")
     for row in comparison.text_rows():
         grid.add_row(*(escape(str(c)) for c in row))
-    out.print(grid)
+    term.out.print(grid)
     for title, lines in comparison.difference_sections():
         if lines:
-            out.print(f"[bold]{title}[/bold]")
+            term.out.print(f"[bold]{title}[/bold]")
             for line in lines:
-                out.print(f"  {line}", markup=False, highlight=False)
+                term.out.print(f"  {line}", markup=False, highlight=False)
     if not comparison.config_differences:
-        out.print("The two runs' configs are the same.")
+        term.out.print("The two runs' configs are the same.")
     for path in comparison.files():
-        console.print(f"wrote {path}", markup=False, highlight=False)
+        term.console.print(f"wrote {path}", markup=False, highlight=False)
 
 
-def cmd_lab(args: argparse.Namespace) -> ExitStatus:
+def _per_pair(cast):
+    """An argparse type: one number, or a comma list of numbers (one per lab pair)."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, not {text!r}") from None
+    return parse
+
+
+def cmd_lab(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from . import lab
 
-    given = {"mtu": args.mtu, "delay_ms": args.delay_ms, "rate_mbit": args.rate_mbit}
+    # --mtu and --rate-mbit: one value for every pair, or a comma list with one per pair.
+    mtus, rates = args.mtu or (), args.rate_mbit or ()
+    given = {"mtu": mtus[0] if len(mtus) == 1 else None, "mtus": mtus if len(mtus) > 1 else None,
+             "delay_ms": args.delay_ms,
+             "rate_mbit": rates[0] if len(rates) == 1 else None, "rates_mbit": rates if len(rates) > 1 else None}
     options = lab.LabOptions(
         prefix=args.prefix, inventory_path=Path(args.inventory_out), bastion=args.bastion, user=args.user,
-        sudo_perf=args.sudo_perf, no_compiler=tuple(args.no_compiler),
+        sudo_perf=args.sudo_perf, no_compiler=tuple(args.no_compiler), pairs=args.pairs,
         **{k: v for k, v in given.items() if v is not None},
     )
     if args.action == "up":
         status = lab.up(options)
-        console.print(f"lab is up; run with: orchestrate run configs/smoke.yml --inventory {options.resolved_inventory_path}")
-        console.print(f"ssh_config (Host aliases {options.prefix}-server, {options.prefix}-client): {status.ssh_config_path}")
+        term.console.print(f"lab is up; run with: orchestrate run configs/smoke.yml --inventory {options.resolved_inventory_path}")
+        prefixes = [options.prefix] if options.pairs == 1 else [f"{options.prefix}-{p}" for p in options.pair_names]
+        aliases = ", ".join(f"{p}-{role}" for p in prefixes for role in ROLES)
+        term.console.print(f"ssh_config (Host aliases {aliases}): {status.ssh_config_path}")
     elif args.action == "down":
         for item in lab.down(options):
-            console.print(f"removed {item}")
+            term.console.print(f"removed {item}")
         return ExitStatus.OK
     else:
         status = lab.status(options)
@@ -456,16 +482,16 @@ def cmd_lab(args: argparse.Namespace) -> ExitStatus:
         grid.add_column(column)
     for row in status.rows:
         grid.add_row(row.name, row.kind, row.state, row.detail)
-    out.print(grid)
+    term.out.print(grid)
     return ExitStatus.OK
 
 
-def cmd_init(args: argparse.Namespace) -> ExitStatus:
+def cmd_init(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from .scaffold import init
 
     for path in init(Path(args.directory), force=args.force):
-        console.print(f"wrote {path}")
-    console.print(f"next: fill in {Path(args.directory) / 'inventory.yml'}, then: orchestrate check configs/smoke.yml")
+        term.console.print(f"wrote {path}")
+    term.console.print(f"next: fill in {Path(args.directory) / 'inventory.yml'}, then: orchestrate check configs/smoke.yml")
     return ExitStatus.OK
 
 
@@ -555,14 +581,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="up: build the lab (again), down: remove it, status: show what exists")
     p.add_argument("--prefix", default="orch", help="name prefix of the namespaces (default: orch)")
     p.add_argument("--inventory-out", default="lab-inventory.yml", help="where lab up writes the lab's inventory")
-    p.add_argument("--mtu", type=int, default=None, help="MTU of the data link")
+    p.add_argument("--pairs", type=int, default=1, metavar="N",
+                   help="N independent pairs p1..pN, each with its own data link and sshds, in one inventory")
+    p.add_argument("--mtu", type=_per_pair(int), default=None,
+                   help="MTU of the data link; with --pairs, a comma list gives each pair its own (1500,9000,1280)")
     p.add_argument("--delay-ms", type=float, default=None, help="netem delay on the data link, each way")
-    p.add_argument("--rate-mbit", type=float, default=None,
-                   help="rate limit on the data link, Mbit/s (a tbf qdisc; with --delay-ms, netem's rate)")
+    p.add_argument("--rate-mbit", type=_per_pair(float), default=None,
+                   help="rate limit on the data link, Mbit/s (a tbf qdisc; with --delay-ms, netem's rate); "
+                        "a comma list gives each pair its own")
     p.add_argument("--bastion", action="store_true", help="a bastion namespace; the hosts' sshds are reachable only through it")
     p.add_argument("--user", metavar="NAME", default=None, help="create an unprivileged account NAME and log in as it")
     p.add_argument("--sudo-perf", action="store_true", help="with --user: a sudoers rule that lets NAME run perf, and only perf")
-    p.add_argument("--no-compiler", metavar="ROLE", action="append", default=[], choices=["server", "client"],
+    p.add_argument("--no-compiler", metavar="ROLE", action="append", default=[], choices=ROLES,
                    help="hide the C compilers from that host's sshd and its sessions (repeatable)")
     p.set_defaults(handler=cmd_lab)
 
@@ -576,23 +606,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_completion(args: argparse.Namespace) -> ExitStatus:
+def cmd_completion(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     # shtab reads the parser itself: completion never falls behind the options.
-    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    term.stdout.write(shtab.complete(build_parser(), shell=args.shell))
     return ExitStatus.OK
 
 
-def _say(message: str) -> None:
+def _say(term: Terminal, message: str) -> None:
     # After SIGHUP the terminal may be gone: the message is then lost, never the exit status.
     try:
-        errors.print(message, highlight=False)
+        term.errors.print(message, highlight=False)
     except OSError:
         pass
 
 
-def _drop_dead_terminal() -> None:
+def _save_traceback(exc: Exception, run_dir: str | None) -> Path | None:
+    """The whole traceback, appended to the run's run.log (or, before there is a run folder, to
+    a new file in the temp folder); None if neither can be written."""
+    record = logging.LogRecord("orchestrator.cli", logging.ERROR, __file__, 0, "unexpected error, a bug in orchestrate",
+                               None, (type(exc), exc, exc.__traceback__))
+    text = logging.Formatter("%(asctime)s %(name)s %(message)s").format(record) + "\n"
+    if run_dir and Path(run_dir).is_dir():
+        try:
+            with open(Path(run_dir) / "run.log", "a", encoding="utf-8") as log:
+                log.write(text)
+            return Path(run_dir) / "run.log"
+        except OSError:
+            pass
+    try:
+        fd, name = tempfile.mkstemp(prefix="orchestrate-error-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as log:
+            log.write(text)
+        return Path(name)
+    except OSError:
+        return None
+
+
+def _unexpected(term: Terminal, exc: Exception, run_dir: str | None) -> str:
+    """A bug: its traceback goes to a file, and the user is shown one line that points at it."""
+    first = (str(exc).splitlines() or [""])[0][:200]
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    saved = _save_traceback(exc, run_dir)
+    if saved is None:
+        # Nowhere to keep it: the traceback on the terminal is then better than losing it.
+        _say(term, escape("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()))
+        message = f"unexpected error ({what}); its traceback could not be saved, and is above"
+    else:
+        message = f"unexpected error ({what}); the traceback is in {saved}"
+    _say(term, f"[red]error[/]: {escape(message)}")
+    return message
+
+
+def _drop_dead_terminal(*streams: TextIO) -> None:
     """With the terminal gone, Python's own last flush would fail and turn our exit status into 120."""
-    for stream in (sys.stdout, sys.stderr):
+    for stream in streams:
         try:
             stream.flush()
         except OSError:
@@ -602,30 +669,36 @@ def _drop_dead_terminal() -> None:
                 pass
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """`orchestrate ARGV`, writing to the streams given (by default this process's own)."""
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse writes --help, --version and usage errors to sys.stdout and sys.stderr itself.
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        args = parser.parse_args(argv)
     as_json = getattr(args, "json", False)
-    _configure_output(as_json, getattr(args, "quiet", False))
+    term = Terminal.over(stdout, stderr, as_json=as_json, quiet=getattr(args, "quiet", False))
     args.doc = {"command": args.command}
     with signals_interrupt():
         try:
-            status = ExitStatus(args.handler(args))
+            status = ExitStatus(args.handler(args, term))
         except OrchestrateError as exc:
-            _say(f"[red]error[/]: {escape(str(exc))}")
+            _say(term, f"[red]error[/]: {escape(str(exc))}")
             status = ExitStatus(exc.exit_code)
             args.doc["error"] = str(exc)
         except KeyboardInterrupt as exc:
-            _say(f"[yellow]interrupted[/] ({signal_name(exc)})")
+            _say(term, f"[yellow]interrupted[/] ({signal_name(exc)})")
             status = ExitStatus(exit_status(exc))
-        finally:
-            _configure_output(False, False)  # main() called again in one process starts from the defaults
+        except Exception as exc:  # noqa: BLE001 - the one boundary for bugs: never a traceback on the terminal
+            args.doc["error"] = _unexpected(term, exc, args.doc.get("run_dir"))
+            status = ExitStatus.INTERNAL_ERROR
     try:
         if as_json:
             args.doc.update(exit_status=int(status), exit_meaning=status.meaning)
-            sys.stdout.write(json.dumps(args.doc, indent=2, default=str) + "\n")
+            stdout.write(json.dumps(args.doc, indent=2, default=str) + "\n")
     finally:
-        _drop_dead_terminal()
+        _drop_dead_terminal(stdout, stderr)
     return int(status)
 
 

@@ -16,10 +16,11 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import derive, plots, stats
+from . import derive, plots, stats, zerocopy
 from .errors import NoCommonCells
 from .plan import load_plan
-from .report import RunData, flatten, load_run
+from .roles import ROLES
+from .runfolder import RunData, flatten, load_run
 
 COMPARED_METRICS = (
     "throughput_gbps",
@@ -176,7 +177,7 @@ def _covers(counts: str) -> str:
 
 def _mode_label(rows: pd.DataFrame) -> str:
     fraction = rows["zerocopy_copied_fraction"].max() if "zerocopy_copied_fraction" in rows else float("nan")
-    return derive.zero_copy_label(str(rows["mode"].iloc[0]), fraction)
+    return zerocopy.label(str(rows["mode"].iloc[0]), fraction)
 
 
 def _ok_rows(run: RunData) -> pd.DataFrame:
@@ -228,7 +229,7 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Compa
     rows_a, rows_b = _ok_rows(a), _ok_rows(b)
     table = _compare_cells(rows_a, rows_b)
     host_differences = []
-    for role in ("server", "client"):
+    for role in ROLES:
         host_differences += _differences(a.hosts.get(role, {}), b.hosts.get(role, {}), f"{role}.")
     out = Path(out_dir) if out_dir is not None else default_out_dir(a.path, b.path)
     comparison = Comparison(

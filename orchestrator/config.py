@@ -21,8 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-from . import units
+from . import dimensions, units
 from .errors import ConfigError
+from .roles import Role
 from .yamlfile import load_yaml, validate
 
 MAX_MESSAGE_SIZE = 4 << 20
@@ -31,7 +32,6 @@ MAX_FIELDS = 64
 
 Mode = Literal["two_copy", "one_copy", "zero_copy", "sendfile"]
 Workload = Literal["stream", "rr"]
-Role = Literal["server", "client"]
 
 
 def _size(value: object) -> int:
@@ -86,7 +86,7 @@ class _Strict(BaseModel):
 
 
 # The per-cell parameters, in the order cell ids and tables list them.
-CELL_KEYS = ("workload", "mode", "message_size", "threads", "fields", "sender", "nodelay", "sndbuf", "rcvbuf")
+CELL_KEYS = dimensions.CELL_KEYS
 
 
 class Matrix(_Strict):

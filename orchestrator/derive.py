@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .roles import ROLES
+
 
 # perf events and rusage figures that exist once per role and are mapped to sender/receiver.
 SIDE_COLUMNS = ("cpu_s", "cycles", "l1_dcache_load_misses", "llc_load_misses", "context_switches")
@@ -21,10 +23,6 @@ BYTES_PER_KIB = 1024
 
 # Tables and legends list modes from the most copies to the fewest.
 MODE_ORDER = ("two_copy", "one_copy", "zero_copy", "sendfile")
-
-# A zero_copy cell whose kernel copied at least this fraction of its sends is labelled as a
-# copy outright; below it, the label still carries the copied percentage.
-COPIED_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ COUNTER_METRICS: dict[str, tuple[str, ...]] = {
     **{f"{side}_{m}": (side,) for side in ("sender", "receiver")
        for m in ("cycles_per_byte", "l1_misses_per_kib", "llc_misses_per_kib")},
     **{m: ("sender", "receiver") for m in ("cycles_per_byte", "l1_misses_per_kib", "llc_misses_per_kib")},
-    "context_switches_per_s": ("server", "client"),
+    "context_switches_per_s": ROLES,
 }
 USER_ONLY = "user"
 
@@ -135,7 +133,7 @@ def derive_metrics(results: pd.DataFrame) -> pd.DataFrame:
     perf_switches = column(out, "server_context_switches") + column(out, "client_context_switches")
     out["context_switches_per_s"] = _per(perf_switches, span)
     rusage_switches = sum(
-        column(out, f"{role}_{kind}_cs") for role in ("server", "client") for kind in ("voluntary", "involuntary")
+        column(out, f"{role}_{kind}_cs") for role in ROLES for kind in ("voluntary", "involuntary")
     )
     out["rusage_context_switches_per_s"] = _per(rusage_switches, span)
 
@@ -170,20 +168,3 @@ def combine_counts(values) -> str:
 
 def mode_rank(mode: str) -> int:
     return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
-
-
-def zero_copy_label(mode: str, copied_fraction: float) -> str:
-    """The name a cell is shown under: a zero_copy cell the kernel copied is never shown as zero-copy."""
-    if mode != "zero_copy":
-        return mode
-    if pd.isna(copied_fraction):
-        return "zero_copy (unverified: no completions counted)"
-    if copied_fraction >= COPIED_THRESHOLD:
-        return "zero_copy: copied (not zero-copy)"
-    if copied_fraction > 0:
-        return f"zero_copy ({copied_fraction:.0%} of sends copied)"
-    return "zero_copy"
-
-
-def is_copied(mode: str, copied_fraction: float) -> bool:
-    return mode == "zero_copy" and not pd.isna(copied_fraction) and copied_fraction >= COPIED_THRESHOLD

@@ -7,12 +7,15 @@ class ExitStatus(IntEnum):
     """Every status `orchestrate` exits with; `--help` and README's "Exit status" list them."""
 
     OK = 0
-    CELLS_FAILED = 1  # the run finished, but some cells failed (also: an unexpected error)
+    CELLS_FAILED = 1  # the run finished, but some cells failed
     BAD_ARGUMENT = 2  # a bad experiment or inventory file, option or folder: nothing ran
     HOST_FAILED = 3  # a host could not be reached, or preflight found problems
     LAB_FAILED = 4  # the namespace lab could not be built, inspected or removed
     DISK_FULL = 5  # a run file could not be written on this machine (full disk, quota, I/O error)
     NO_COMMON_CELLS = 6  # compare: the two runs share no cell
+    # A bug in orchestrate, not in the user's files or hosts; sysexits.h's EX_SOFTWARE, so scripts
+    # can tell it from a failed cell.
+    INTERNAL_ERROR = 70
     # Stopped by a signal, as a shell reports it (128 + the signal): agents stopped, finished cells kept.
     HANGUP = 129  # SIGHUP: the terminal was closed
     INTERRUPTED = 130  # SIGINT: Ctrl-C
@@ -31,6 +34,7 @@ EXIT_MEANINGS = {
     ExitStatus.LAB_FAILED: "the namespace lab failed",
     ExitStatus.DISK_FULL: "a run file could not be written on this machine (full disk, I/O error)",
     ExitStatus.NO_COMMON_CELLS: "compare: the two runs share no cell",
+    ExitStatus.INTERNAL_ERROR: "a bug in orchestrate: one line names the file with its traceback",
     ExitStatus.HANGUP: "stopped by SIGHUP (terminal closed); agents stopped, finished cells kept",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C, SIGINT); agents stopped, finished cells kept",
     ExitStatus.TERMINATED: "stopped by SIGTERM; agents stopped, finished cells kept",

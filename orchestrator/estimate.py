@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Experiment
+from .dimensions import OPTIONS
 
 CELL_OVERHEAD_S = 0.1
 SETUP_S = 1.4
@@ -66,7 +67,7 @@ def estimate(experiment: Experiment, cells: int, *, build: bool = True, report: 
 def plot_sets(experiment: Experiment) -> int:
     """How many sets of plots the report makes: one per combination of the varied extra parameters."""
     count = 1
-    for key in ("fields", "sender", "nodelay", "sndbuf", "rcvbuf"):
+    for key in OPTIONS:
         count *= len(experiment.dimension(key))
     return count
 

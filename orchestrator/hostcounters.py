@@ -3,8 +3,9 @@
 
 Each agent reads its host's /proc files at the window's start and at its deadline (or, on a
 stream receiver whose data ends first, at its EOF), from its timekeeper thread (agents/hostsnap.c),
-so the span is the agent's own window. `ethtool -S` and the NIC's IRQs in /proc/interrupts need
-the data NIC's name and are parsed here but not yet taken in a run. A counter a snapshot lacks
+so the span is the agent's own window. The same reads take the data NIC's statistics (the
+SIOCETHTOOL ioctl that `ethtool -S` makes, in its layout), and the agent names that NIC and its
+bus address, which pick the NIC's IRQs out of /proc/interrupts. A counter a snapshot lacks
 (an older kernel, a driver without the statistic, a host without the file) gives a blank column,
 never 0: `deltas` leaves it out.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from .roles import ROLES
 
 # /proc/stat's per-CPU columns, in the kernel's order (Documentation/filesystems/proc.rst).
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
@@ -66,22 +69,24 @@ def parse_softirqs(text: str) -> dict[str, list[int]]:
     return found
 
 
-def parse_interrupts(text: str, nic: str) -> dict[str, int]:
-    """Interrupts per IRQ whose description names the NIC (`eth0-TxRx-3`, `mlx5_comp0@pci:...`
-    lines name the device differently, so a caller passes what its driver writes), summed over CPUs."""
+def parse_interrupts(text: str, nic: str, bus: str | None = None) -> dict[str, int]:
+    """Interrupts per IRQ of the NIC, summed over CPUs: a line whose description names the
+    interface (`eth0-TxRx-3`, ixgbe, i40e) or its PCI bus address (`mlx5_comp0@pci:0000:3b:00.0`,
+    and virtio's `PCI-MSIX-0000:00:03.0` chip column on recent kernels)."""
     lines = text.splitlines()
     if not lines or not lines[0].split() or not lines[0].split()[0].startswith("CPU"):
         raise CounterError("/proc/interrupts: no CPU header")
     ncpus = len(lines[0].split())
     irqs: dict[str, int] = {}
-    pattern = re.compile(rf"(^|[\s@:-]){re.escape(nic)}($|[\s@:-])")
+    names = [re.escape(nic)] + ([re.escape(bus)] if bus else [])
+    pattern = re.compile(rf"(^|[\s@:-])({'|'.join(names)})($|[\s@:-])")
     for line in lines[1:]:
         irq, _, rest = line.partition(":")
         parts = rest.split()
         counts = parts[:ncpus]
         if not irq.strip().isdigit() or len(counts) < ncpus or not all(c.isdigit() for c in counts):
             continue  # NMI, LOC, ERR... are not a device's IRQs
-        if pattern.search(" ".join(parts[ncpus:])):
+        if pattern.search(" ".join(parts[ncpus:])):  # the chip, hardware IRQ and name columns
             irqs[irq.strip()] = sum(int(c) for c in counts)
     return irqs
 
@@ -99,6 +104,28 @@ def parse_snmp(text: str) -> dict[str, dict[str, int]]:
         except ValueError:
             raise CounterError(f"not a number in {values[:80]!r}") from None
     return tables
+
+
+# The bounded set of `ethtool -S` statistics kept as columns: traffic, drops and errors. Drivers
+# name hundreds (per queue, per priority, per frame size); kept are the device-wide ones without
+# a digit (`rx_packets`, `rx_dropped`, mlx5's `rx_discards_phy` and `rx_out_of_buffer`), and per-queue ones
+# (`rx_queue_3_packets`, veth's `rx_queue_0_xdp_packets`) summed over queues as `rx_queues_packets`.
+_NIC_WORDS = re.compile(r"(^|_)(packets|bytes|drop|dropped|drops|discard|discards|err|errors|missed|out_of_buffer)(_phy)?$")
+_NIC_QUEUE = re.compile(r"^(rx|tx)_queue_\d+_(.+)$")
+
+
+def nic_counters(stats: Mapping[str, int]) -> dict[str, int]:
+    """The bounded set of one `ethtool -S` snapshot, by column name (without the `nic_` prefix)."""
+    out: dict[str, int] = {}
+    for name, value in stats.items():
+        key = _snake(name)
+        queue = _NIC_QUEUE.match(key)
+        if queue and _NIC_WORDS.search(queue.group(2)):
+            column = f"{queue.group(1)}_queues_{queue.group(2)}"
+            out[column] = out.get(column, 0) + value
+        elif re.match(r"(rx|tx)_", key) and not re.search(r"\d", key) and _NIC_WORDS.search(key):
+            out[key] = value
+    return out
 
 
 def parse_ethtool(text: str) -> dict[str, int]:
@@ -141,10 +168,12 @@ def _cpu_seconds(start: str, end: str, hz: int) -> dict[str, float]:
     return out
 
 
-def deltas(start: Snapshot, end: Snapshot, nic: str | None, hz: int = 100) -> dict[str, float | int]:
+def deltas(start: Snapshot, end: Snapshot, nic: str | None, hz: int = 100,
+           bus: str | None = None) -> dict[str, float | int]:
     """One host's columns over the span between two snapshots (no role prefix): CPU seconds
     summed over CPUs by kind, NET_RX/NET_TX softirqs, the NIC's interrupts, TCP counters and
-    `ethtool -S` counters (`nic_<name>`). Anything either snapshot lacks is left out: blank."""
+    the bounded set of `ethtool -S` counters (`nic_<name>`, `nic_counters`). Anything either
+    snapshot lacks is left out: blank."""
     out: dict[str, float | int] = {}
     if start.stat is not None and end.stat is not None:
         out.update(_cpu_seconds(start.stat, end.stat, hz))
@@ -154,7 +183,7 @@ def deltas(start: Snapshot, end: Snapshot, nic: str | None, hz: int = 100) -> di
             if name in a and name in b:
                 out[f"softirq_{name.lower()}"] = sum(b[name]) - sum(a[name])
     if nic and start.interrupts is not None and end.interrupts is not None:
-        a_irq, b_irq = parse_interrupts(start.interrupts, nic), parse_interrupts(end.interrupts, nic)
+        a_irq, b_irq = parse_interrupts(start.interrupts, nic, bus), parse_interrupts(end.interrupts, nic, bus)
         common = a_irq.keys() & b_irq.keys()
         if common:  # a virtual NIC without IRQs of its own (veth) has none: blank, not 0
             out["nic_interrupts"] = sum(b_irq[i] - a_irq[i] for i in common)
@@ -171,9 +200,9 @@ def deltas(start: Snapshot, end: Snapshot, nic: str | None, hz: int = 100) -> di
                 # The kernel's own names, lower-cased: tcp_retranssegs, tcpext_tcpbacklogdrop.
                 out[f"{proto.lower()}_{key.lower()}"] = b_tab[proto][key] - a_tab[proto][key]
     if start.ethtool is not None and end.ethtool is not None:
-        a_eth, b_eth = parse_ethtool(start.ethtool), parse_ethtool(end.ethtool)
+        a_eth, b_eth = nic_counters(parse_ethtool(start.ethtool)), nic_counters(parse_ethtool(end.ethtool))
         for key in sorted(a_eth.keys() & b_eth.keys()):
-            out[f"nic_{_snake(key)}"] = b_eth[key] - a_eth[key]
+            out[f"nic_{key}"] = b_eth[key] - a_eth[key]
     return out
 
 
@@ -182,27 +211,30 @@ def _snake(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
 
-def with_role(role: str, columns: Mapping[str, float | int]) -> dict[str, float | int]:
+def with_role(role: str, columns: Mapping[str, float | int | str]) -> dict[str, float | int | str]:
     """`server_host_cpu_softirq_s`, ...: host columns of one role in results.csv's style."""
     return {f"{role}_host_{k}": v for k, v in columns.items()}
 
 
-def report_columns(role: str, report: object) -> dict[str, float | int]:
+def report_columns(role: str, report: object) -> dict[str, float | int | str]:
     """results.csv's `<role>_host_*` columns from one agent document's host_counters; {} if none."""
     counters = getattr(report, "host_counters", None)
     if counters is None or counters.start is None or counters.end is None:
         return {}
     start, end = counters.start, counters.end
     hz = counters.clk_tck
+    found: dict[str, float | int | str]
     try:
         # Without the tick length, /proc/stat cannot be turned into seconds: CPU columns stay blank.
-        found = deltas(Snapshot(stat=start.stat if hz else None, softirqs=start.softirqs, snmp=start.snmp,
-                                netstat=start.netstat),
-                       Snapshot(stat=end.stat if hz else None, softirqs=end.softirqs, snmp=end.snmp,
-                                netstat=end.netstat), nic=None, hz=hz or 100)
+        found = dict(deltas(*(Snapshot(stat=snap.stat if hz else None, softirqs=snap.softirqs,
+                                  interrupts=snap.interrupts, snmp=snap.snmp, netstat=snap.netstat,
+                                  ethtool=getattr(snap, "ethtool", None)) for snap in (start, end)),
+                       nic=getattr(counters, "nic", None), hz=hz or 100, bus=getattr(counters, "nic_bus", None)))
     except CounterError:
         return {}  # a file that does not parse is not measured
     found["span_s"] = round(end.t - start.t, 6)
+    if getattr(counters, "nic", None):
+        found["nic"] = counters.nic  # which interface the nic_* columns are
     return with_role(role, found)
 
 
@@ -229,7 +261,7 @@ def cpu_bars(results: "pd.DataFrame") -> "pd.DataFrame":
     ok = results[(results["status"].astype(str) == "ok") & (results["workload"].astype(str) == "stream")].copy()
     ok["cell"] = ok["cell_id"].astype(str).str.replace(r"-r\d+(?=-|$)", "", regex=True)
     shared = "host_shared_kernel" in ok and ok["host_shared_kernel"].fillna(False).astype(bool).all()
-    roles = ("server",) if shared else ("server", "client")
+    roles = ("server",) if shared else ROLES
     # The host counters span the window, so the window's bytes, not the agent's whole life.
     gigabytes = pd.to_numeric(ok["window_bytes"], errors="coerce") / 1e9
     rows = []

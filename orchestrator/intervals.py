@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .agentjson import AgentReport, load_agent_json
+from .dimensions import BASIC, REPETITION, RUN_AND_CELL
 from .errors import OrchestrateError
 from .files import append_whole, write_atomic
 from .stall import Rate, low_intervals, summed_rates
@@ -29,7 +30,7 @@ from .table import repair_torn_tail
 
 FILE_NAME = "intervals.csv"
 COLUMNS = (
-    "run_id", "cell_id", "workload", "mode", "message_size", "threads", "repetition", "status",
+    *RUN_AND_CELL, *BASIC, *REPETITION, "status",
     "role", "connection", "interval", "interval_s", "t_start_s", "t_end_s", "length_s", "bytes", "throughput_gbps",
 )  # fmt: skip
 

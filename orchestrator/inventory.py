@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from .errors import ConfigError
+from .roles import ROLES, Role
 from .yamlfile import MAX_FILE_BYTES, load_yaml, read_small_file, validate
 
 LOCAL = "local"
@@ -83,38 +85,177 @@ class HostSpec(SshTarget):
         return self.model_dump(exclude_none=True)
 
 
-class Inventory(BaseModel):
+# A pair's name becomes a folder name and a CSV column, so it is held to a plain alphabet.
+_PAIR_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+DEFAULT_PAIR = "default"
+# Keys a pair may set for both its hosts; a host that sets one itself keeps its own.
+PAIR_DEFAULTS = ("user", "port", "key", "known_hosts", "jump", "workdir", "perf_access")
+
+
+def _pair_name(value: str) -> str:
+    if not _PAIR_NAME_RE.match(value):
+        raise ValueError("a pair name is 1..32 letters, digits, '_' and '-', starting with a letter or digit "
+                         "(it names a folder and fills a column of results.csv)")
+    return value
+
+
+PairName = Annotated[str, AfterValidator(_pair_name)]
+
+
+def _roles_do_not_collide(s: HostSpec, c: HostSpec) -> None:
+    if s.host == c.host and s.port == c.port and s.workdir == c.workdir and not s.is_local:
+        raise ValueError(
+            f"server and client are the same host ({s.label}) with the same workdir; "
+            "give each role its own workdir"
+        )
+
+
+class Pair(BaseModel):
+    """One server and one client. The optional keys beside them are defaults both hosts inherit."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # An ssh_config file to read instead of ~/.ssh/config (Host aliases, ProxyJump, ProxyCommand).
+    server: HostSpec
+    client: HostSpec
+    user: UserName | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    key: str | None = None
+    known_hosts: str | None = None
+    jump: JumpSpec | None = None
+    workdir: Annotated[Workdir, AfterValidator(_no_dot_dot)] | None = None
+    perf_access: PerfAccess | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hosts_inherit_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        defaults = {k: data[k] for k in PAIR_DEFAULTS if k in data and data[k] is not None}
+        merged = dict(data)
+        for role in ROLES:
+            if defaults and isinstance(data.get(role), dict):
+                merged[role] = {**defaults, **data[role]}
+        return merged
+
+    @model_validator(mode="after")
+    def _check_roles(self) -> "Pair":
+        _roles_do_not_collide(self.server, self.client)
+        return self
+
+    def role(self, name: Role) -> HostSpec:
+        return self.server if name == "server" else self.client
+
+
+class _OnePair(BaseModel):
+    """The one-pair form of the file, validated as itself so that errors name `server.host`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     ssh_config: str | None = None
     server: HostSpec
     client: HostSpec
 
     @model_validator(mode="after")
-    def _roles_do_not_collide(self) -> "Inventory":
-        s, c = self.server, self.client
-        if s.host == c.host and s.port == c.port and s.workdir == c.workdir and not s.is_local:
-            raise ValueError(
-                f"server and client are the same host ({s.label}) with the same workdir; "
-                "give each role its own workdir"
-            )
+    def _check_roles(self) -> "_OnePair":
+        _roles_do_not_collide(self.server, self.client)
         return self
 
-    def role(self, name: Literal["server", "client"]) -> HostSpec:
-        return self.server if name == "server" else self.client
+
+def _endpoint(spec: HostSpec) -> str:
+    return LOCAL if spec.is_local else f"{spec.host}:{spec.port or 22}"
+
+
+class Inventory(BaseModel):
+    """Named pairs of hosts, in the file's order. The one-pair form means one pair, `default`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # An ssh_config file to read instead of ~/.ssh/config (Host aliases, ProxyJump, ProxyCommand).
+    ssh_config: str | None = None
+    # False: the pairs run one after another, so they may share hosts.
+    concurrent: bool = True
+    pairs: dict[PairName, Pair]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_pair_form(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not (set(ROLES) & data.keys()):
+            return data
+        if "pairs" in data:
+            raise ValueError("give either server and client (one pair) or pairs:, not both")
+        rest = {k: v for k, v in data.items() if k not in ROLES}
+        pair = {role: data[role] for role in ROLES if role in data}
+        return {**rest, "pairs": {DEFAULT_PAIR: pair}}
+
+    @model_validator(mode="after")
+    def _concurrent_pairs_share_nothing(self) -> "Inventory":
+        if not self.pairs:
+            raise ValueError("pairs: give at least one pair, each with a server and a client")
+        if not self.concurrent:
+            return self
+        seen: dict[str, str] = {}  # what a host is known by -> the pair.role that uses it
+        for name, pair in self.pairs.items():
+            mine: dict[str, str] = {}
+            for role in ROLES:
+                spec = pair.role(role)  # type: ignore[arg-type]
+                for thing in (f"host {_endpoint(spec)}", f"data address {spec.data_address}"):
+                    mine.setdefault(thing, f"{name}.{role}")
+            for thing, where in mine.items():
+                if thing in seen:
+                    raise ValueError(
+                        f"pairs {seen[thing].split('.')[0]} and {name} both use {thing} "
+                        f"({seen[thing]} and {where}); pairs that run at the same time would disturb each "
+                        "other's traffic: give each pair its own hosts, or set `concurrent: false` to run "
+                        "the pairs one after another"
+                    )
+            seen.update(mine)
+        return self
+
+    def pair(self, name: str) -> Pair:
+        try:
+            return self.pairs[name]
+        except KeyError:
+            raise ConfigError(f"no pair named {name!r}; the inventory has {', '.join(self.pairs)}") from None
+
+    @property
+    def only_pair(self) -> Pair:
+        """The pair of a one-pair inventory; the commands that run one pair use this."""
+        if len(self.pairs) != 1:
+            raise ConfigError(f"the inventory has {len(self.pairs)} pairs ({', '.join(self.pairs)}); "
+                              "this command runs one pair")
+        return next(iter(self.pairs.values()))
+
+    @property
+    def server(self) -> HostSpec:
+        return self.only_pair.server
+
+    @property
+    def client(self) -> HostSpec:
+        return self.only_pair.client
+
+    def role(self, name: Role) -> HostSpec:
+        return self.only_pair.role(name)
 
 
 def load_inventory(path: Path) -> Inventory:
     path = Path(path)
-    inventory = validate(Inventory, load_yaml(path), path)
+    data = load_yaml(path)
+    if "pairs" not in data:
+        # Validated in its own shape first, so that an error names `server.host`, not `pairs.default.server.host`.
+        validate(_OnePair, data, path)
+    inventory = validate(Inventory, data, path)
     assert isinstance(inventory, Inventory)
     inventory = inventory.model_copy(update={
         "ssh_config": _anchor(inventory.ssh_config, path),
-        "server": _anchor_paths(inventory.server, path),
-        "client": _anchor_paths(inventory.client, path),
+        "pairs": {
+            name: _anchor_paths(pair, path).model_copy(update={
+                "server": _anchor_paths(pair.server, path),
+                "client": _anchor_paths(pair.client, path),
+            })
+            for name, pair in inventory.pairs.items()
+        },
     })
-    _check_files(inventory, path)
+    _check_files(inventory, path, one_pair="pairs" not in data)
     return inventory
 
 
@@ -122,15 +263,18 @@ def load_inventory(path: Path) -> Inventory:
 FILE_LIMITS = {"key": MAX_FILE_BYTES, "known_hosts": 16 * MAX_FILE_BYTES, "ssh_config": MAX_FILE_BYTES}
 
 
-def _check_files(inventory: Inventory, path: Path) -> None:
+def _check_files(inventory: Inventory, path: Path, one_pair: bool) -> None:
     """Every file the inventory names is a readable regular file of a sane size, now: a missing
     key or `key: /dev/zero` is a bad inventory (exit 2), not a failure halfway into connecting."""
     named: list[tuple[str, str | None]] = [("ssh_config", inventory.ssh_config)]
-    for role in ("server", "client"):
-        spec = inventory.role(role)  # type: ignore[arg-type]
-        named += [(f"{role}.key", spec.key), (f"{role}.known_hosts", spec.known_hosts)]
-        if spec.jump is not None:
-            named += [(f"{role}.jump.key", spec.jump.key), (f"{role}.jump.known_hosts", spec.jump.known_hosts)]
+    for name, pair in inventory.pairs.items():
+        # A one-pair file names its keys as written: server.key, not pairs.default.server.key.
+        at = "" if one_pair else f"pairs.{name}."
+        for role in ROLES:
+            spec = pair.role(role)
+            named += [(f"{at}{role}.key", spec.key), (f"{at}{role}.known_hosts", spec.known_hosts)]
+            if spec.jump is not None:
+                named += [(f"{at}{role}.jump.key", spec.jump.key), (f"{at}{role}.jump.known_hosts", spec.jump.known_hosts)]
     for where, value in named:
         if not value:
             continue

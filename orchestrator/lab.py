@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import fcntl
 import glob
 import ipaddress
@@ -35,12 +36,12 @@ from typing import Any
 import yaml
 
 from .errors import LabError
+from .roles import ROLES
 
 DEFAULT_PREFIX = "orch"
 STATE_ROOT = Path("/run/orchestrate-lab")
 WORKDIR_ROOT = Path("/tmp/orchestrate-lab")
 DEFAULT_INVENTORY = "lab-inventory.yml"
-ROLES = ("server", "client")
 BASTION = "bastion"
 
 # The data link lives entirely inside the two namespaces, so every lab can use the same
@@ -56,6 +57,10 @@ JUMP_NETWORKS = {
     "client": ipaddress.IPv4Network("198.18.2.0/30"),
 }
 LAB_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
+# A lab of several pairs gives pair i (1..MAX_PAIRS) an address block of its own, four /24s
+# from 198.18.4i.0: the data link, then the two jump /30s. Block 0 is the one-pair lab's
+# (the addresses above), so no two pairs' addresses overlap and a run can tell them apart.
+MAX_PAIRS = 32
 # A bastion lab puts an `unreachable` route for LAB_RANGE in the root namespace, so that a
 # packet to a host behind the bastion fails at once instead of leaving by the default route.
 # Each lab's route has its own metric (base + management index), so labs never share one.
@@ -135,6 +140,14 @@ class LabOptions:
     sudo_perf: bool = False
     # Roles whose sshd (and so every session) sees no C compiler.
     no_compiler: tuple[str, ...] = ()
+    # More than one: that many independent pairs p1..pN, each a lab of its own named
+    # <prefix>-p<i>, described by one inventory. mtus / rates_mbit give each pair its own
+    # value (one per pair); empty means every pair takes mtu / rate_mbit.
+    pairs: int = 1
+    mtus: tuple[int, ...] = ()
+    rates_mbit: tuple[float, ...] = ()
+    # Which address block the data (and jump) links use: 0 for a one-pair lab, i for pair i.
+    address_block: int = 0
 
     def __post_init__(self) -> None:
         # Root-side management veths are named "<prefix>-ms" / "<prefix>-mc" / "<prefix>-mb".
@@ -165,6 +178,41 @@ class LabOptions:
             raise LabError(f"--no-compiler takes {' or '.join(ROLES)}, not {', '.join(unknown)}")
         # One spelling for one meaning, so that two equal option sets compare equal.
         object.__setattr__(self, "no_compiler", tuple(r for r in ROLES if r in roles))
+        if not 1 <= self.pairs <= MAX_PAIRS:
+            raise LabError(f"--pairs {self.pairs} is out of range; use 1..{MAX_PAIRS}")
+        if not 0 <= self.address_block <= MAX_PAIRS:
+            raise LabError(f"address block {self.address_block} is out of range; use 0..{MAX_PAIRS}")
+        for name, values in (("--mtu", self.mtus), ("--rate-mbit", self.rates_mbit)):
+            if values and len(values) != self.pairs:
+                raise LabError(f"{name} gives {len(values)} values for {self.pairs} pairs; give one, or one per pair")
+        if self.pairs > 1:
+            longest = IFNAMSIZ - len("-ms") - len(f"-p{self.pairs}")
+            if len(self.prefix) > longest:
+                raise LabError(f"with --pairs {self.pairs} the lab prefix may have at most {longest} characters "
+                               f"(each pair's interfaces are named <prefix>-p<i>-m…)")
+            if self.user is not None:
+                raise LabError("--user works with one pair only: the pairs would share one account")
+            for i in range(1, self.pairs + 1):
+                self.pair_options(i)  # each pair's values are checked now, before anything is built
+
+    @property
+    def pair_names(self) -> list[str]:
+        return [f"p{i}" for i in range(1, self.pairs + 1)]
+
+    def pair_options(self, i: int) -> "LabOptions":
+        """Pair i (1-based) of a lab of several pairs: a one-pair lab of its own."""
+        return LabOptions(
+            prefix=f"{self.prefix}-p{i}",
+            mtu=self.mtus[i - 1] if self.mtus else self.mtu,
+            delay_ms=self.delay_ms,
+            rate_mbit=self.rates_mbit[i - 1] if self.rates_mbit else self.rate_mbit,
+            inventory_path=self.resolved_state_dir / f"p{i}" / "inventory.yml",
+            state_dir=self.resolved_state_dir / f"p{i}",
+            workdir_root=self.workdir_root,
+            bastion=self.bastion,
+            no_compiler=self.no_compiler,
+            address_block=i,
+        )
 
     @property
     def resolved_state_dir(self) -> Path:
@@ -257,6 +305,20 @@ class _Shape:
     no_compiler: tuple[str, ...]
 
 
+def _data_addresses(block: int) -> dict[str, ipaddress.IPv4Interface]:
+    if block == 0:
+        return DATA_ADDRESSES
+    base = ipaddress.IPv4Address(int(LAB_RANGE.network_address) + (4 * block << 8))
+    return {role: ipaddress.IPv4Interface(f"{base + 1 + i}/24") for i, role in enumerate(ROLES)}
+
+
+def _jump_networks(block: int) -> dict[str, ipaddress.IPv4Network]:
+    if block == 0:
+        return JUMP_NETWORKS
+    base = int(LAB_RANGE.network_address) + (4 * block << 8)
+    return {role: ipaddress.IPv4Network((base + ((1 + i) << 8), 30)) for i, role in enumerate(ROLES)}
+
+
 def _mgmt_networks(index: int) -> dict[str, ipaddress.IPv4Network]:
     base = int(MGMT_RANGE.network_address)
     return {
@@ -297,10 +359,10 @@ def _hosts(opts: LabOptions, index: int, shape: _Shape) -> dict[str, _Host]:
             netns=f"{opts.prefix}-{role}",
             dir=state_dir / role,
             workdir=_workdir(opts, role, shape.user),
-            data=DATA_ADDRESSES[role],
+            data=_data_addresses(opts.address_block)[role],
         )
         if shape.bastion:
-            near, far = list(JUMP_NETWORKS[role].hosts())
+            near, far = list(_jump_networks(opts.address_block)[role].hosts())
             hosts[role] = _Host(
                 **common,
                 ssh=ipaddress.IPv4Interface(f"{far}/30"),
@@ -675,11 +737,11 @@ def _public_key(path: Path) -> str:
     return f"{key_type} {blob}"
 
 
-def _key_sources(shape: _Shape) -> str:
+def _key_sources(shape: _Shape, block: int) -> str:
     """Where a login may come from: the root namespace's management range, or the bastion."""
     sources = [str(MGMT_RANGE)]
     if shape.bastion:
-        sources += [str(net) for net in JUMP_NETWORKS.values()]
+        sources += [str(net) for net in _jump_networks(block).values()]
     return ",".join(sources)
 
 
@@ -1233,7 +1295,7 @@ def _build(opts: LabOptions, state: dict[str, Any] | None) -> None:
 
     user_key = state_dir / "id_ed25519"
     _keygen(user_key, f"orchestrate-lab-{opts.prefix}")
-    key_line = f'from="{_key_sources(shape)}" {_public_key(user_key)}\n'
+    key_line = f'from="{_key_sources(shape, opts.address_block)}" {_public_key(user_key)}\n'
     authorized_keys = state_dir / "authorized_keys"
     authorized_keys.write_text(key_line)
     user_keys = None
@@ -1262,6 +1324,74 @@ def _build(opts: LabOptions, state: dict[str, Any] | None) -> None:
     _write_state(opts, state)
 
 
+# ---------------------------------------------------------------- several pairs
+
+
+def _pair_indices(opts: LabOptions, state: dict[str, Any] | None) -> list[int]:
+    """Every pair a lab of several has or half has: recorded, asked for, or left on disk."""
+    found = {int(name[1:]) for name in (state or {}).get("pairs") or [] if re.fullmatch(r"p[0-9]+", name)}
+    if opts.pairs > 1:
+        found |= set(range(1, opts.pairs + 1))
+    with contextlib.suppress(OSError):
+        found |= {int(p.name[1:]) for p in opts.resolved_state_dir.iterdir() if re.fullmatch(r"p[0-9]+", p.name)}
+    return sorted(i for i in found if 1 <= i <= MAX_PAIRS)
+
+
+def _build_pairs(opts: LabOptions) -> None:
+    """N one-pair labs side by side, each with its own addresses, and one inventory for them all."""
+    inventory = opts.resolved_inventory_path
+    _check_paths(opts)
+    _check_inventory_path(inventory, opts.prefix)
+    subs = [opts.pair_options(i) for i in range(1, opts.pairs + 1)]
+    for sub in subs:
+        # A one-pair lab of that name would share the namespaces; refuse rather than adopt it.
+        if (STATE_ROOT / sub.prefix / "state.json").exists():
+            raise LabError(f"a lab with the prefix {sub.prefix} exists; remove it or choose another prefix")
+    opts.resolved_state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    old = _read_state(opts) or {}
+    # Recorded first, so that down finds every pair even if the build stops half-way.
+    _write_state(opts, {"version": 2, "prefix": opts.prefix, "pairs": opts.pair_names,
+                        "inventory_path": str(inventory), "previous_inventory_path": old.get("inventory_path")})
+    previous = old.get("inventory_path")
+    if previous and previous != str(inventory) and _is_our_inventory(Path(previous), opts.prefix):
+        Path(previous).unlink()
+    doc: dict[str, Any] = {"pairs": {}}
+    ssh_configs = []
+    for name, sub in zip(opts.pair_names, subs):
+        _build(sub, _read_state(sub))
+        doc["pairs"][name] = yaml.safe_load(sub.resolved_inventory_path.read_text())
+        ssh_configs.append(sub.ssh_config_path.read_text())
+    opts.ssh_config_path.write_text("".join(ssh_configs))
+    aliases = ", ".join(f"{sub.prefix}-{role}" for sub in subs for role in ROLES)
+    header = (_INVENTORY_MARK.format(prefix=opts.prefix)
+              + f"# {opts.pairs} pairs that share no host; ssh_config with the Host aliases {aliases}: "
+              + f"{opts.ssh_config_path}\n")
+    _write_inventory(inventory, header + yaml.safe_dump(doc, sort_keys=False), opts.prefix)
+    _write_state(opts, {"version": 2, "prefix": opts.prefix, "pairs": opts.pair_names,
+                        "inventory_path": str(inventory), "previous_inventory_path": None})
+
+
+def _pairs_status(opts: LabOptions, state: dict[str, Any] | None) -> LabStatus:
+    state_dir = opts.resolved_state_dir
+    inventory = Path(state["inventory_path"]) if state else opts.resolved_inventory_path
+    rows = [LabRow(str(state_dir), "state", "ok" if state else "missing",
+                   f"pairs {', '.join(state['pairs'])}" if state else "")]
+    for i in _pair_indices(opts, state):
+        sub = status(opts.pair_options(i))
+        rows += [r for r in sub.rows if r.kind not in ("state", "inventory", "ssh_config")]
+        # The pair's own state, inventory and ssh_config are parts of this lab's; named as such.
+        rows += [dataclasses.replace(r, kind=f"p{i} {r.kind}") for r in sub.rows if r.kind in ("state", "inventory", "ssh_config")]
+    ssh_config = opts.ssh_config_path
+    rows.append(LabRow(str(ssh_config), "ssh_config", "ok" if ssh_config.exists() else "missing"))
+    if inventory.exists():
+        ours = _is_our_inventory(inventory, opts.prefix)
+        rows.append(LabRow(str(inventory), "inventory", "ok" if ours else "wrong", "" if ours else "not written by this lab"))
+    else:
+        rows.append(LabRow(str(inventory), "inventory", "missing"))
+    return LabStatus(prefix=opts.prefix, state_dir=state_dir, inventory_path=inventory, rows=rows,
+                     ssh_config_path=ssh_config)
+
+
 # ---------------------------------------------------------------- public API
 
 
@@ -1270,8 +1400,15 @@ def up(opts: LabOptions) -> LabStatus:
     _preflight()
     with _locked(opts):
         state = _read_state(opts)
+        recorded = len((state or {}).get("pairs") or []) or (1 if state else None)
+        if recorded is not None and recorded != opts.pairs:
+            raise LabError(f"lab {opts.prefix} has {recorded} pair{'s' if recorded > 1 else ''}, not {opts.pairs}; "
+                           f"run `orchestrate lab down --prefix {opts.prefix}` first")
         try:
-            _build(opts, state)
+            if opts.pairs > 1:
+                _build_pairs(opts)
+            else:
+                _build(opts, state)
         except (LabError, OSError) as e:
             message = str(e) if isinstance(e, LabError) else f"lab up failed: {e}"
             if state is None:
@@ -1305,6 +1442,10 @@ def _teardown(opts: LabOptions) -> list[str]:
     except LabError:
         state = None  # an unreadable state must not stop the cleanup
     state_dir = opts.resolved_state_dir
+    # The pairs of a lab of several: each a lab of its own, in a folder of the state dir.
+    for i in _pair_indices(opts, state):
+        sub = opts.pair_options(i)
+        removed += _teardown(sub)
     # Whatever shape the lab had (or half had): every namespace and root link the prefix names.
     names = (BASTION, *ROLES)
     namespaces = _netns_names()
@@ -1369,6 +1510,8 @@ def status(opts: LabOptions) -> LabStatus:
     """What of the lab exists and whether it works, one row per part."""
     _preflight()
     state = _read_state(opts)
+    if (state and state.get("pairs")) or (state is None and opts.pairs > 1):
+        return _pairs_status(opts, state)
     state_dir = opts.resolved_state_dir
     inventory = Path(state["inventory_path"]) if state else opts.resolved_inventory_path
     rows = [LabRow(str(state_dir), "state", "ok" if state else "missing", "")]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import CELL_KEYS, Experiment
+from .dimensions import BASIC
 from .errors import ConfigError, FormatVersionError
 from .estimate import per_cell_seconds
 
@@ -38,7 +39,7 @@ class Cell:
     def cell_id(self) -> str:
         name = f"{self.workload}-{self.mode}-{self.message_size}B-{self.threads}t"
         for key in self.varied:
-            if key not in ("workload", "mode", "message_size", "threads"):
+            if key not in BASIC:
                 name += f"-{key}={str(getattr(self, key)).lower()}"
         return f"{name}-r{self.repetition}"
 

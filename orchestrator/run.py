@@ -23,6 +23,7 @@ from .hosts import Host, connect
 from .inventory import Inventory
 from .plan import Cell, Plan, expand, load_plan, new_seed
 from .preflight import Preflight, run_preflight
+from .roles import ROLES
 
 log = logging.getLogger("orchestrator.run")
 
@@ -111,7 +112,7 @@ def reopen_run(run_dir: Path) -> RunState:
 def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
     """Both hosts at once; every host that can't be reached is named in one error."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {role: pool.submit(connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ("server", "client")}
+        futures = {role: pool.submit(connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ROLES}
     hosts, problems, config_error = {}, [], None
     for role, future in futures.items():
         try:

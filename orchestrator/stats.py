@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scistats
 
-from . import derive
+from . import derive, dimensions, zerocopy
+from .roles import ROLES
 
 CONFIDENCE = 0.95
 # Repetitions that disagree by more than this coefficient of variation flag their cell.
 CV_THRESHOLD = 0.10
 
 # The columns that name a cell apart from its repetition, in the order tables list them.
-CELL_COLUMNS = ("workload", "mode", "message_size", "threads", "fields", "sender", "nodelay", "sndbuf", "rcvbuf", "perf_scope")
+CELL_COLUMNS = dimensions.CELL_COLUMNS
 
 _REPETITION = re.compile(r"-r\d+(?=-|\Z)")
 
@@ -137,7 +138,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         unstable: list[str] = []
         # What perf counted (results.csv `<role>_perf_counts`), and so what each counter metric
         # covers: `user` marks a user-space-only count, never to be read as a whole one.
-        for role in ("server", "client"):
+        for role in ROLES:
             if f"{role}_perf_counts" in group.columns:
                 row[f"{role}_perf_counts"] = derive.combine_counts(ok[f"{role}_perf_counts"].tolist())
         for metric in derive.COUNTER_METRICS:
@@ -155,15 +156,15 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         # The worst repetition decides: one copied repetition is enough to doubt the cell.
         copied = ok["zerocopy_copied_fraction"].max() if len(ok) else math.nan
         row["zerocopy_copied_fraction_max"] = copied
-        row["mode_label"] = derive.zero_copy_label(str(first["mode"]), copied)
-        row["copied"] = derive.is_copied(str(first["mode"]), copied)
+        row["mode_label"] = zerocopy.label(str(first["mode"]), copied)
+        row["copied"] = zerocopy.copying(str(first["mode"]), copied) is zerocopy.Copying.COPIED
         row["unstable"] = any(m in derive.PRIMARY_METRICS for m in unstable)
         row["unstable_metrics"] = " ".join(unstable)
         rows.append(row)
     summary = pd.DataFrame(rows)
     if summary.empty:
         return summary
-    order = [c for c in ("workload", "mode", "message_size", "threads") if c in summary.columns]
+    order = [c for c in dimensions.BASIC if c in summary.columns]
     return summary.sort_values(
         order, kind="stable", key=lambda col: col.map(derive.mode_rank) if col.name == "mode" else col
     ).reset_index(drop=True)

@@ -22,16 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator import hostcounters, stall, tcpinfo
+from orchestrator import dimensions, hostcounters, stall, tcpinfo
 from orchestrator.agentjson import AgentReport
 from orchestrator.errors import FormatVersionError, OrchestrateError
 from orchestrator.files import append_whole, disk_error, write_atomic
 from orchestrator.perfstat import Counter, column_name
+from orchestrator.roles import ROLES
 
-IDENTITY_COLUMNS = (
-    "run_id", "cell_id", "workload", "mode", "message_size", "threads", "repetition",
-    "fields", "sender", "nodelay", "sndbuf", "rcvbuf", "perf_scope",
-)  # fmt: skip
+IDENTITY_COLUMNS = dimensions.IDENTITY_COLUMNS
 MEASURED_COLUMNS = (
     "status", "error", "warmup_s", "duration_s", "bytes_sent", "bytes_received",
     "window_bytes", "throughput_gbps", "messages_per_s", "send_calls",
@@ -53,20 +51,19 @@ SCHEMA_COLUMNS = IDENTITY_COLUMNS + MEASURED_COLUMNS
 FORMAT_VERSION = 1
 FORMAT_COLUMN = "format_version"
 # What every reader of results.csv needs: a file without them is not one.
-REQUIRED_COLUMNS = ("cell_id", "workload", "mode", "message_size", "threads", "repetition", "status")
+REQUIRED_COLUMNS = dimensions.REQUIRED_COLUMNS
 
 # How read_results types the schema's columns; perf columns are inferred from their text.
-_INT_COLUMNS = frozenset({
-    "message_size", "threads", "repetition", "fields", "sndbuf", "rcvbuf", "bytes_sent",
-    "bytes_received", "window_bytes", "send_calls", "server_voluntary_cs",
+_INT_COLUMNS = dimensions.identity_columns_of(int) | frozenset({
+    "bytes_sent", "bytes_received", "window_bytes", "send_calls", "server_voluntary_cs",
     "server_involuntary_cs", "client_voluntary_cs", "client_involuntary_cs",
     "zerocopy_sends", "zerocopy_notifications", "zerocopy_completed_sends",
     "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding", "transactions",
     *tcpinfo.INT_COLUMNS, FORMAT_COLUMN,
 })  # fmt: skip
-_BOOL_COLUMNS = frozenset({"nodelay", "host_shared_kernel"})
-_TEXT_COLUMNS = frozenset({
-    "run_id", "cell_id", "workload", "mode", "sender", "perf_scope", "status", "error",
+_BOOL_COLUMNS = dimensions.identity_columns_of(bool) | frozenset({"host_shared_kernel"})
+_TEXT_COLUMNS = dimensions.identity_columns_of(str) | frozenset({
+    "status", "error",
     "server_perf_counts", "client_perf_counts",
 })  # fmt: skip
 # What a role's perf counts cover (perfstat.Reach): `user+kernel`, or `user` when perf could
@@ -297,7 +294,7 @@ def cell_row(
         row.update(_perf_columns("server", server_perf))
     if client_perf is not None:
         row.update(_perf_columns("client", client_perf))
-    for role in ("server", "client"):
+    for role in ROLES:
         reach = (perf_counts or {}).get(role)
         if reach is not None and reach not in PERF_COUNTS:
             raise ResultsError(f"{role} perf counts {reach!r}: expected one of {', '.join(PERF_COUNTS)}")

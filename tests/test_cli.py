@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -76,9 +77,10 @@ def test_every_command_is_wired():
 def test_summary_marks_copied_zero_copy_and_splits_varied_parameters():
     from orchestrator import cli
 
-    with cli.out.capture() as captured:
-        cli.show_summary(ROOT / "tests" / "fixtures" / "runs" / "20261125T231027Z-variants-85df")
-    text = captured.get()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    cli.show_summary(cli.Terminal.over(stdout, stderr), ROOT / "tests" / "fixtures" / "runs" / "20261125T231027Z-variants-85df")
+    text = stdout.getvalue()
+    assert stderr.getvalue() == ""  # the table is for stdout
     assert "zero_copy*" in text and "not zero-copy" in text
     assert "sender" in text and "nodelay" in text
     assert len([line for line in text.splitlines() if "one_copy" in line]) == 4
@@ -279,10 +281,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
     assert orchestrate("run", "--dry-run", "x.yml", "--seed", "-1").returncode == 2
 
 
-def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_cell_time(monkeypatch):
-    import io
-    import time as clock
-
+def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_cell_time():
     from rich.console import Console
 
     from orchestrator import cli
@@ -290,7 +289,6 @@ def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_
     from orchestrator.plan import Cell
 
     screen = Console(file=io.StringIO(), force_terminal=True, width=200, color_system=None)
-    monkeypatch.setattr(cli, "console", screen)
 
     def cell(mode: str, size: int, threads: int, rep: int, **extra) -> Cell:
         params = dict(workload="stream", mode=mode, message_size=size, threads=threads, fields=8, sender="server",
@@ -305,7 +303,7 @@ def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_
     assert cli.eta_seconds(3.0, 4, current_started=100.0, now=101.0) == 14.0
     assert cli.eta_seconds(3.0, 4, current_started=100.0, now=110.0) == 12.0  # an overrun cell counts as done
 
-    progress = cli.TerminalProgress(per_cell_s=12.1, repetitions=3)
+    progress = cli.TerminalProgress(screen, per_cell_s=12.1, repetitions=3)
     progress.start(total=10, done=2)  # a resumed run: two cells already done
     try:
         task = progress.bar.tasks[0]
@@ -336,3 +334,72 @@ def test_check_json_lists_the_findings(tmp_path):
     assert doc["problems"] == sum(not f["ok"] for f in doc["findings"])
     assert {f["host"].split()[0] for f in doc["findings"]} == {"server", "client"}
     assert "preflight" in done.stderr  # the table, for people, on stderr
+
+
+def _local_inventory(tmp_path: Path) -> Path:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(f"server: {{host: local, workdir: {tmp_path / 'work'}}}\nclient: {{host: local, workdir: {tmp_path / 'work'}}}\n")
+    return inventory
+
+
+def test_a_bug_inside_a_run_is_one_line_pointing_at_run_log(tmp_path, monkeypatch):
+    """An unexpected exception (a bug, not a typed error): its whole traceback goes to the run's
+    run.log, and the user is shown one line that names that file."""
+    from orchestrator import cli, run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the code\nwith a second line")
+
+    monkeypatch.setattr(run, "connect_hosts", broken)  # inside execute(), after run.log is opened
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_local_inventory(tmp_path)),
+                     "--results", str(tmp_path / "results"), "-q"], stdout=stdout, stderr=stderr)
+    assert code == ExitStatus.INTERNAL_ERROR
+    (run_dir,) = (tmp_path / "results").iterdir()
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert str(run_dir / "run.log") in lines[0] and "RuntimeError: a bug in the code" in lines[0]
+    assert "Traceback" not in stderr.getvalue() and "second line" not in stderr.getvalue()
+    assert stdout.getvalue() == ""
+    log = (run_dir / "run.log").read_text()
+    assert "unexpected error" in log and "Traceback (most recent call last)" in log
+    assert "in broken" in log and "RuntimeError: a bug in the code\nwith a second line" in log
+    assert not (tmp_path / "work").exists()  # nothing reached a host
+
+
+def test_a_bug_before_there_is_a_run_folder_goes_to_a_file_of_its_own(tmp_path, monkeypatch):
+    import tempfile
+
+    from orchestrator import cli, compare
+
+    def broken(*args, **kwargs):
+        raise KeyError("nope")
+
+    monkeypatch.setattr(compare, "compare_runs", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main(["compare", "a", "b", "--json"], stdout=stdout, stderr=stderr)
+    assert code == ExitStatus.INTERNAL_ERROR
+    (saved,) = tmp_path.glob("orchestrate-error-*.log")
+    assert "Traceback" in saved.read_text() and "KeyError: 'nope'" in saved.read_text()
+    assert stderr.getvalue().splitlines() == [f"error: unexpected error (KeyError: 'nope'); the traceback is in {saved}"]
+    doc = json.loads(stdout.getvalue())  # --json keeps its one document, with the error in it
+    assert doc["exit_status"] == 70 and str(saved) in doc["error"]
+
+
+def test_main_writes_to_the_streams_it_is_given(tmp_path):
+    """No global capture: the command's stdout and stderr are arguments."""
+    from orchestrator import cli
+
+    run_dir = Path(shutil.copytree(RUNS / "20261125T090000Z-vm-e5f6", tmp_path / "run"))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    assert cli.main(["report", str(run_dir), "--json"], stdout=stdout, stderr=stderr) == 0
+    assert json.loads(stdout.getvalue())["run_dir"] == str(run_dir)
+    assert f"report: {run_dir / 'report.html'}" in stderr.getvalue()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    assert cli.main(["report", str(tmp_path / "nope")], stdout=stdout, stderr=stderr) == ExitStatus.BAD_ARGUMENT
+    assert "no such run folder" in stderr.getvalue() and stdout.getvalue() == ""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit):
+        cli.main(["--version"], stdout=stdout, stderr=stderr)
+    assert stdout.getvalue().startswith("orchestrate ")

@@ -1,5 +1,6 @@
 """Where the agent comes from, decided on recorded host answers: a fake host that replies to the
-commands deploy sends with what a real host printed, and records what it was asked to do."""
+commands deploy sends with what a real host printed, and records what it was asked to do. Then
+the cache as this machine's sh checks it (no SSH): hits, misses, and agents that are refused."""
 
 from __future__ import annotations
 
@@ -321,3 +322,115 @@ def test_a_static_agent_cross_built_on_the_controller_runs_on_that_architecture(
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == machine  # e_machine
     version = subprocess.run([emulator, str(binary), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.strip() == f"orchestrate-agent schema 1 source {DIGEST}"
+
+
+# ---------------------------------------------------------------- the cache, checked by sh on this machine
+
+
+class CountingLocalHost:
+    """This machine as a host (no SSH): deploy's scripts run for real in a workdir under tmp."""
+
+    def __init__(self, workdir_path: Path) -> None:
+        from orchestrator.hosts import LocalHost
+
+        self.inner = LocalHost("server", HostSpec(host="local", workdir=str(workdir_path)))
+        self.role, self.commands = "server", []
+
+    @property
+    def spec(self) -> HostSpec:
+        return self.inner.spec
+
+    @spec.setter
+    def spec(self, value: HostSpec) -> None:
+        self.inner.spec = value
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
+        self.commands.append(command)
+        return self.inner.run(command, timeout, stdin)
+
+
+def plant_agent(tmp_path: Path, version: str = VERSION, **manifest_changes: str) -> tuple[CountingLocalHost, Path]:
+    """An agent as an earlier deploy left it in the workdir: the binary (a script that notes
+    each run) and its manifest. Returns the host and the file a run of the agent creates."""
+    import os
+
+    arch = os.uname().machine
+    work = tmp_path / "work"
+    folder = work / deploy.agent_folder(DIGEST, arch)
+    (folder / "bin").mkdir(parents=True)
+    for path in (work, work / "agents", folder, folder / "bin"):
+        path.chmod(0o700)
+    ran = folder / "ran"
+    agent = folder / "bin" / "agent"
+    agent.write_text(f"#!/bin/sh\ntouch {ran}\necho '{version}'\n")
+    agent.chmod(0o700)
+    fields = {"sha256": hashlib.sha256(agent.read_bytes()).hexdigest(), "source": DIGEST, "where": "server",
+              "compiler": "gcc 12.2.0", "static": "0", "arch": arch, **manifest_changes}
+    (folder / "bin" / "manifest").write_text("".join(f"{k} {v}\n" for k, v in fields.items()))
+    (folder / "bin" / "manifest").chmod(0o600)
+    return CountingLocalHost(work), ran
+
+
+def test_a_cached_agent_whose_sha256_matches_is_used_after_one_round_trip(tmp_path):
+    host, ran = plant_agent(tmp_path)
+    agent = deploy.deploy(host, 30, [])  # no builder: only the cache can answer
+    assert agent.build is not None and (agent.build.where, agent.build.origin) == ("cached", "server")
+    assert agent.path == str(ran.parent / "bin" / "agent")
+    assert agent.build.sha256 == hashlib.sha256(Path(agent.path).read_bytes()).hexdigest()
+    assert len(host.commands) == 1 and ran.exists()  # its --version was run, to check it
+
+
+@pytest.mark.parametrize("changes", [
+    {"sha256": "0" * 64},  # the binary is not the one the manifest describes
+    {"arch": "aarch64"},  # a manifest for another architecture in this folder
+    {"source": "0" * 16},  # built from other sources
+])
+def test_a_cached_agent_that_does_not_match_its_manifest_is_never_run(tmp_path, changes):
+    host, ran = plant_agent(tmp_path, **changes)
+    with pytest.raises(PreflightError, match="install gcc"):  # a miss: it would be built, and nothing can build
+        deploy.deploy(host, 30, [])
+    assert not ran.exists()
+
+
+def test_a_cached_agent_naming_other_sources_when_run_is_a_miss(tmp_path):
+    host, ran = plant_agent(tmp_path, version=VERSION.replace(DIGEST, "1" * 16))
+    with pytest.raises(PreflightError, match="install gcc"):
+        deploy.deploy(host, 30, [])
+    assert ran.exists()  # run for its --version (its sha256 matched), and refused for what it said
+
+
+@pytest.mark.parametrize("swap, reason", [
+    ("bin/agent", "is a symlink"),
+    ("bin/manifest", "is a symlink"),
+    ("bin", "is a symlink"),
+])
+def test_a_symlinked_agent_is_refused_and_never_run(tmp_path, swap, reason):
+    host, ran = plant_agent(tmp_path)
+    target = ran.parent / swap
+    # The same valid files, reached through a symlink somebody else could repoint.
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(target), str(elsewhere))
+    target.symlink_to(elsewhere)
+    with pytest.raises(UnsafeWorkdir, match=f"{swap} {reason}"):
+        deploy.deploy(host, 30, [])
+    assert not ran.exists()
+
+
+def test_a_cached_agent_another_account_could_change_is_refused(tmp_path):
+    import os
+
+    host, ran = plant_agent(tmp_path)
+    agent = ran.parent / "bin" / "agent"
+    agent.chmod(0o722)
+    with pytest.raises(UnsafeWorkdir, match="bin/agent is writable by group or others"):
+        deploy.deploy(host, 30, [])
+    agent.chmod(0o700)
+    if os.geteuid() == 0:  # only root can give the file away
+        os.chown(agent, 65534, 65534)
+        with pytest.raises(UnsafeWorkdir, match="bin/agent is owned by uid 65534"):
+            deploy.deploy(host, 30, [])
+    assert not ran.exists()

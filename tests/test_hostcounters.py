@@ -34,7 +34,36 @@ def test_hardware_host_deltas():
     assert out["tcp_retranssegs"] == 242 and out["tcp_inerrs"] == 0
     assert out["tcpext_tcpbacklogdrop"] == 7 and out["tcpext_tcprcvqdrop"] == 0
     assert out["nic_rx_packets"] == 5_000_000 and out["nic_rx_dropped"] == 4
-    assert out["nic_tx_queue_0_restart"] == 0  # counted, and unchanged: a real 0
+    assert out["nic_rx_missed_errors"] == 0  # counted, and unchanged: a real 0
+    assert "nic_tx_queue_0_restart" not in out  # not traffic, a drop or an error: outside the bounded set
+
+
+def test_mlx5_host_deltas_by_bus_address():
+    """mlx5 names its IRQs after the PCI address, not the interface: the agent's nic_bus finds them."""
+    start, end = snapshot("mlx5-start"), snapshot("mlx5-end")
+    out = hc.deltas(start, end, nic="ens2f0np0", bus="0000:b4:00.0")
+    # comp0..3 and async of port 0: 12000 + 21000 + 0 + 7000; not port 1's (0000:b4:00.1), not nvme's.
+    assert out["nic_interrupts"] == 40000
+    assert "nic_interrupts" not in hc.deltas(start, end, nic="ens2f0np0")  # by name alone: none, blank
+    assert out["tcp_retranssegs"] == 242 and out["tcp_inerrs"] == 3
+    assert out["tcpext_tcpbacklogdrop"] == 7 and out["tcpext_tcprcvqdrop"] == 11
+    assert not any(k.startswith("tcpext_tcpzerocopy") for k in out)  # this kernel's netstat has none
+    # mlx5's device-wide counters, deltas over the span.
+    assert out["nic_rx_packets"] == 5_000_000 and out["nic_tx_packets"] == 2_500_000
+    assert out["nic_rx_bytes"] == 7_500_000_000 and out["nic_rx_bytes_phy"] == 7_520_000_000
+    assert out["nic_rx_discards_phy"] == 12 and out["nic_rx_out_of_buffer"] == 37
+    assert out["nic_tx_queue_dropped"] == 0 and out["nic_rx_crc_errors_phy"] == 0
+    # Per-channel, per-priority and per-size counters are left out: the set stays bounded.
+    assert not any(k.startswith(("nic_rx0_", "nic_tx1_", "nic_rx_prio0", "nic_rx_64_", "nic_ch_")) for k in out)
+    assert "nic_rx_csum_complete" not in out
+
+
+def test_nic_counters_sum_queues():
+    veth = hc.parse_ethtool(
+        "NIC statistics:\n     peer_ifindex: 7\n     rx_queue_0_xdp_packets: 5\n     rx_queue_1_xdp_packets: 6\n"
+        "     rx_queue_0_drops: 2\n     rx_queue_0_xdp_redirect: 9\n     tx_queue_0_xdp_xmit_errors: 1\n")
+    assert hc.nic_counters(veth) == {"rx_queues_xdp_packets": 11, "rx_queues_drops": 2,
+                                     "tx_queues_xdp_xmit_errors": 1}
 
 
 def test_recorded_vm_deltas_leave_what_the_host_lacks_blank():
@@ -111,6 +140,29 @@ def test_without_the_tick_length_cpu_columns_are_blank(tmp_path: Path):
     assert not any("_cpu_" in k for k in cols) and cols["server_host_softirq_net_rx"] > 0
     doc["host_counters"]["end"] = None
     assert hc.report_columns("server", parse_agent_json(json.dumps(doc))) == {}
+
+
+def test_nic_columns_from_an_agent_document():
+    """The agent's NIC name, bus and ethtool snapshots reach results.csv's columns."""
+    import json
+
+    from orchestrator.agentjson import parse_agent_json
+
+    doc = json.loads((AGENT / "stream_one_copy_hostcounters_server_send.json").read_text())
+    hw = {name: snapshot(name) for name in ("mlx5-start", "mlx5-end")}
+    for key, name in (("start", "mlx5-start"), ("end", "mlx5-end")):
+        doc["host_counters"][key]["interrupts"] = hw[name].interrupts
+        doc["host_counters"][key]["ethtool"] = hw[name].ethtool
+    doc["host_counters"].update(nic="ens2f0np0", nic_bus="0000:b4:00.0")
+    cols = hc.report_columns("client", parse_agent_json(json.dumps(doc)))
+    assert cols["client_host_nic"] == "ens2f0np0"
+    assert cols["client_host_nic_interrupts"] == 40000 and cols["client_host_nic_rx_out_of_buffer"] == 37
+    # Loopback: the agent names lo, which has no IRQs and no statistics: blank, never 0.
+    lo = json.loads((AGENT / "stream_one_copy_hostcounters_server_send.json").read_text())
+    lo["host_counters"].update(nic="lo", nic_bus=None)
+    cols = hc.report_columns("server", parse_agent_json(json.dumps(lo)))
+    assert cols["server_host_nic"] == "lo" and cols["server_host_softirq_net_rx"] > 0
+    assert not any(k.startswith("server_host_nic_") for k in cols)
 
 
 def test_an_agent_without_snapshots_gives_no_columns():

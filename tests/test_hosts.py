@@ -102,9 +102,13 @@ def test_run_returns_output_and_status(host):
 
 def test_run_times_out_with_a_clear_error(host, tmp_path):
     token = _token()
+    started = time.monotonic()
     with pytest.raises(HostError, match=r"timed out after 0\.5s"):
-        host.run(f"echo $$ > {tmp_path}/pgid; sleep 5{token}", timeout=0.5)
+        host.run(f"echo $$ > {tmp_path}/pgid; sleep 30{token}", timeout=0.5)
+    assert time.monotonic() - started < 0.5 + KILL_GRACE + 3
+    # The timed-out command is gone with its whole process group, not left to sleep on.
     pgid = int((tmp_path / "pgid").read_text())
+    assert pgid > 1
     assert _gone(pgid, token), f"process group {pgid} still has {_members(pgid)}"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import intervals, report, stall, table
+from orchestrator import intervals, report, runfolder, stall, table
 from orchestrator.agentjson import load_agent_json
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs" / "20261127T014622Z-stall-232a"
@@ -112,7 +112,7 @@ def test_report_on_an_older_run_folder_builds_intervals_lists_the_stalls_and_dra
 
 def test_report_without_raw_files_says_so():
     run_dir = Path(__file__).parent / "fixtures" / "runs" / "20261125T222925Z-vmcheck-598f"
-    run = report.load_run(run_dir)
+    run = runfolder.load_run(run_dir)
     assert intervals.ensure(run_dir, run.results).empty
     text = intervals.report_section([], 0.1, None, have_series=False)
     assert "No per-interval samples" in text

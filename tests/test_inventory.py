@@ -1,7 +1,9 @@
+import re
+
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.inventory import load_inventory
+from orchestrator.inventory import Inventory, load_inventory
 
 from .conftest import ROOT
 from .test_config import expected_message
@@ -40,3 +42,114 @@ def test_same_host_with_separate_workdirs_is_allowed(tmp_path):
     path.write_text("server: {host: lab-a, workdir: /tmp/a}\nclient: {host: lab-a, workdir: /tmp/b}\n")
     inventory = load_inventory(path)
     assert inventory.server.workdir != inventory.client.workdir
+
+
+# ---------------------------------------------------------------- several pairs
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "inv.yml"
+    path.write_text(text)
+    return path
+
+
+def test_one_pair_form_is_the_pair_named_default(tmp_path):
+    inventory = load_inventory(FIXTURES / "good" / "inventory-ssh.yml")
+    assert list(inventory.pairs) == ["default"]
+    assert inventory.pair("default").server == inventory.server
+    assert inventory.role("client") == inventory.pairs["default"].client
+
+
+def test_pairs_keep_their_order_and_inherit_pair_defaults(tmp_path):
+    (tmp_path / "k").write_text("placeholder key\n")
+    path = _write(tmp_path, """
+pairs:
+  gen9:
+    user: bench
+    workdir: /srv/bench
+    key: k
+    jump: {host: bastion.example.org, user: jumper}
+    server: {host: a9, data_address: 198.18.9.1}
+    client: {host: b9, data_address: 198.18.9.2, user: other, workdir: /srv/other}
+  gen8:
+    server: {host: a8, data_address: 198.18.8.1}
+    client: {host: b8, data_address: 198.18.8.2}
+""")
+    inventory = load_inventory(path)
+    assert list(inventory.pairs) == ["gen9", "gen8"]
+    gen9 = inventory.pair("gen9")
+    assert (gen9.server.user, gen9.server.workdir) == ("bench", "/srv/bench")
+    assert (gen9.client.user, gen9.client.workdir) == ("other", "/srv/other")  # its own keys win
+    assert gen9.server.jump is not None and gen9.server.jump.host == "bastion.example.org"
+    assert gen9.client.key == str(tmp_path / "k")  # an inherited key is found beside the inventory too
+    gen8 = inventory.pair("gen8")
+    assert gen8.server.user is None and gen8.server.workdir == "~/.cache/orchestrate" and gen8.server.jump is None
+
+
+def test_several_pairs_have_no_single_server(tmp_path):
+    path = _write(tmp_path, """
+pairs:
+  a: {server: {host: a1, data_address: 198.18.1.1}, client: {host: a2, data_address: 198.18.1.2}}
+  b: {server: {host: b1, data_address: 198.18.2.1}, client: {host: b2, data_address: 198.18.2.2}}
+""")
+    inventory = load_inventory(path)
+    with pytest.raises(ConfigError, match="2 pairs"):
+        inventory.server
+    with pytest.raises(ConfigError, match="no pair named 'c'"):
+        inventory.pair("c")
+
+
+@pytest.mark.parametrize("name", ["bad name", "-lead", "a/b", "..", "x" * 33, "ü"])
+def test_pair_names_are_plain(tmp_path, name):
+    path = _write(tmp_path, f"pairs:\n  {name!r}: {{server: {{host: a}}, client: {{host: b}}}}\n")
+    with pytest.raises(ConfigError, match="a pair name is"):
+        load_inventory(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("server: {host: a}\nclient: {host: b}\npairs: {x: {server: {host: c}, client: {host: d}}}\n", "not both"),
+    ("pairs: {}\n", "at least one pair"),
+    ("pairs: {x: {server: {host: a}}}\n", "pairs.x.client: required key is missing"),
+    ("pairs: {x: {server: {host: a}, client: {host: b}, usr: me}}\n", "pairs.x.usr: unknown key"),
+    ("pairs: {x: {server: {host: a}, client: {host: b}, user: 'r$(id)'}}\n", "pairs.x.user"),
+    ("pairs: {x: {server: {host: a}, client: {host: b}, key: nowhere}}\n", "pairs.x.server.key"),
+])
+def test_bad_pairs_are_named(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_inventory(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("first, second, shared", [
+    ("{host: a, port: 2222}", "{host: a, port: 2222, data_address: 198.18.3.1}", "host a:2222"),
+    ("{host: a}", "{host: a, port: 22, data_address: 198.18.3.1}", "host a:22"),  # 22 is the default port
+    ("{host: a, data_address: 198.18.0.1}", "{host: z, data_address: 198.18.0.1}", "data address 198.18.0.1"),
+    ("{host: local}", "{host: local, data_address: 198.18.3.1}", "host local"),
+])
+def test_concurrent_pairs_may_not_share_a_host(tmp_path, first, second, shared):
+    text = f"""
+pairs:
+  one: {{server: {first}, client: {{host: b, data_address: 198.18.1.2}}}}
+  two: {{server: {{host: c, data_address: 198.18.2.1}}, client: {second}}}
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(_write(tmp_path, text))
+    message = str(caught.value)
+    assert "pairs one and two" in message and shared in message and "one.server" in message and "two.client" in message
+    # The same pairs run one after another are allowed.
+    inventory = load_inventory(_write(tmp_path, "concurrent: false\n" + text))
+    assert list(inventory.pairs) == ["one", "two"] and inventory.concurrent is False
+
+
+def test_concurrent_pairs_on_separate_hosts_are_allowed(tmp_path):
+    inventory = load_inventory(_write(tmp_path, """
+pairs:
+  one: {server: {host: a, data_address: 198.18.1.1}, client: {host: b, data_address: 198.18.1.2}}
+  two: {server: {host: a, port: 2201, data_address: 198.18.2.1}, client: {host: b, port: 2202, data_address: 198.18.2.2}}
+"""))
+    assert inventory.concurrent is True and len(inventory.pairs) == 2
+
+
+def test_saved_one_pair_form_reloads_as_before():
+    # A run folder keeps {server, client}; resume reads it back with the model itself.
+    inventory = Inventory.model_validate({"server": {"host": "local"}, "client": {"host": "local"}})
+    assert list(inventory.pairs) == ["default"] and inventory.server.is_local

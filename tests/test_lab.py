@@ -7,6 +7,7 @@ user's lab nor clashes with another test run on the same machine.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pwd
@@ -404,7 +405,7 @@ def test_cli_flags_reach_the_lab_options(monkeypatch, tmp_path):
     monkeypatch.setattr(lab, "status", lambda opts: (seen.append(opts), lab.LabStatus(opts.prefix, tmp_path, None))[1])
     args = cli.build_parser().parse_args(["lab", "status", "--prefix", "x", "--bastion", "--user", "bob",
                                           "--sudo-perf", "--no-compiler", "server", "--no-compiler", "client"])
-    assert cli.cmd_lab(args) == 0
+    assert cli.cmd_lab(args, cli.Terminal.over(io.StringIO(), io.StringIO())) == 0
     assert (seen[0].bastion, seen[0].user, seen[0].sudo_perf, seen[0].no_compiler) == (True, "bob", True, ("server", "client"))
 
 

@@ -21,7 +21,7 @@ from orchestrator.cli import main
 from orchestrator.table import read_results
 
 from .labs import running_lab
-from .conftest import ROOT
+from .conftest import ROOT, require_tool
 from .test_cli import ENV, ORCHESTRATE, orchestrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
@@ -118,6 +118,20 @@ def test_smoke_runs_over_the_lab_data_link(lab_inventory, tmp_path):
     assert frame["host_shared_kernel"].all()
     stream = frame[frame["workload"] == "stream"]
     assert (stream["server_host_cpu_system_s"] > 0).all() and (stream["client_host_softirq_net_rx"] > 0).all()
+    # Each agent found its end of the veth as the data NIC: the driver's counters are read (the
+    # same as `ethtool -S`), and there are no IRQ lines for it: blank, never 0.
+    assert (frame["server_host_nic"] == lab.DATA_IF).all() and (frame["client_host_nic"] == lab.DATA_IF).all()
+    assert frame["server_host_nic_rx_queues_drops"].notna().all() and frame["client_host_nic_rx_queues_xdp_packets"].notna().all()
+    assert "server_host_nic_interrupts" not in frame and "client_host_nic_interrupts" not in frame
+    assert frame["server_host_tcp_retranssegs"].notna().all() and frame["client_host_tcpext_tcprcvqdrop"].notna().all()
+    # The agent's reading is the driver's table as `ethtool -S` prints it: the same names in the same order.
+    require_tool("ethtool")
+    snapshot = json.loads((run_dir / "cells" / frame["cell_id"].iloc[0] / "server.json").read_text())["host_counters"]
+    printed = subprocess.run(["ip", "netns", "exec", NAMESPACES[0], "ethtool", "-S", lab.DATA_IF],
+                             capture_output=True, text=True, check=True).stdout
+    names = [line.split(":")[0].strip() for line in printed.splitlines()[1:]]
+    assert names and [line.split(":")[0].strip() for line in snapshot["end"]["ethtool"].splitlines()[1:]] == names
+    assert snapshot["nic"] == lab.DATA_IF and snapshot["nic_bus"] is None  # a veth has no bus
     report = (run_dir / "report.md").read_text()
     assert "**Both roles ran on one kernel**" in report and (run_dir / "plots" / "where_cpu_went.png").exists()
     assert not agents_alive()
@@ -584,11 +598,21 @@ def test_a_closed_terminal_stops_the_run_cleanly(lab_inventory, tmp_path):
 def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
     """A lab of its own with a 1280-byte MTU and a 200 Mbit/s rate: throughput near the rate, the
     path MTU in tcp_pmtu, the kernel's delivery-rate estimate near the rate, the busy time of the
-    window counted, and the report's TCP section naming each cell's bound."""
-    results = tmp_path / "results"
+    window counted, and the columns that say what bounded each cell: with default buffers neither
+    the receive window nor the send buffer (the link's queue did: the RTT grows by its queueing
+    delay), with a small receive buffer the receive window; the report's TCP section names each
+    bound and flags the cells that retransmitted. The veth's counters are there, its IRQs blank.
+    (A small send buffer is not asserted: its limited share was 33 % with 16 KiB and 1 % with
+    4 KiB on this VM, not a bound a test can rely on.)"""
+    results, bounded = tmp_path / "results", tmp_path / "bounded"
+    (tmp_path / "b").mkdir()
     with running_lab(tmp_path, f"{PREFIX}-r", ("tc",), mtu=1280, rate_mbit=200) as (inventory, _):
         config = experiment(tmp_path, matrix={"threads": [1, 2]}, duration="2s", warmup="0.5s", interval="0.5s")
         done = orchestrate("run", str(config), "--inventory", str(inventory), "--results", str(results), timeout=180)
+        assert done.returncode in (0, 1), done.stderr
+        buffers = experiment(tmp_path / "b", matrix={"rcvbuf": ["0", "16KiB"]},
+                             duration="2s", warmup="0.5s", interval="0.5s")
+        done = orchestrate("run", str(buffers), "--inventory", str(inventory), "--results", str(bounded), timeout=240)
         assert done.returncode in (0, 1), done.stderr
     run_dir = only_run(results)
     frame = read_results(run_dir / "results.csv")
@@ -603,6 +627,36 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
         assert row["tcp_retrans"] >= 0 and row["tcp_rtt_us"] > 0
         for limit in ("rwnd", "sndbuf"):
             assert 0 <= row[f"tcp_{limit}_limited_fraction"] <= 1
+        # What bounded it: not the buffers (neither limit held it), but the rate-limited queue,
+        # whose waiting shows in the RTT (the bare veth's is tens of microseconds).
+        assert row["tcp_rwnd_limited_fraction"] < 0.5 and row["tcp_sndbuf_limited_fraction"] < 0.5
+        assert row["tcp_rtt_us"] > 1000, row["tcp_rtt_us"]
+        # The data NIC is the veth: its statistics are counted, it has no IRQs (blank, never 0).
+        for role in ("server", "client"):
+            assert row[f"{role}_host_nic"] == lab.DATA_IF
+            assert row[f"{role}_host_nic_rx_queues_drops"] >= 0 and row[f"{role}_host_tcp_retranssegs"] >= 0
+        assert row["client_host_tcp_retranssegs"] + row["server_host_tcp_retranssegs"] >= row["tcp_retrans"]
+    assert "server_host_nic_interrupts" not in frame or frame["server_host_nic_interrupts"].isna().all()
     text = (run_dir / "report.md").read_text()
     section = text[text.index("## TCP: retransmits and limits"):]
     assert "| `stream-one_copy-16384B-1t` |" in section and "| `stream-one_copy-16384B-2t` |" in section
+    for line in section.splitlines():
+        if line.startswith("| `stream-"):
+            assert line.endswith("| neither |"), line
+
+    # Small socket buffers: the limit they set is the one the columns and the report name.
+    frame = read_results(only_run(bounded) / "results.csv")
+    assert len(frame) == 2 and frame["status"].isin(["ok", "degraded"]).all(), frame["error"]
+    (default,) = frame[frame["rcvbuf"] == 0].itertuples()
+    (rwnd,) = frame[frame["rcvbuf"] == 16384].itertuples()
+    assert rwnd.tcp_rwnd_limited_fraction >= 0.5, rwnd.tcp_rwnd_limited_fraction
+    assert default.tcp_rwnd_limited_fraction < 0.5 and default.tcp_sndbuf_limited_fraction < 0.5
+    text = (only_run(bounded) / "report.md").read_text()
+    section = text[text.index("## TCP: retransmits and limits"):]
+    bounds = {line.split("|")[1].strip(" `"): line.split("|")[-2].strip() for line in section.splitlines()
+              if line.startswith("| `stream-")}
+    assert bounds[rwnd.cell_id.replace("-r1", "")] == "receive window", bounds
+    assert bounds[default.cell_id.replace("-r1", "")] == "neither", bounds
+    # A cell that retransmitted in its window is flagged by name.
+    for row in frame.itertuples():
+        assert (f"`{row.cell_id.replace('-r1', '')}` ({row.tcp_retrans})" in section) == (row.tcp_retrans > 0)

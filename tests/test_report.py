@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import report, table
+from orchestrator import answers, formatting, report, reportmd, runfolder, table
 from orchestrator.errors import OrchestrateError
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -35,7 +35,7 @@ def test_hardware_run_report(tmp_path):
     assert (run / "report.html").read_text().count("<table>") >= 5
     summary = pd.read_csv(run / "summary.csv")
     assert len(summary) == 54 and summary["cell"].is_unique
-    for name in report.PLOT_TITLES:
+    for name in reportmd.PLOT_TITLES:
         assert f"plots/{name}.png" in text
         assert (run / "plots" / f"{name}.png").stat().st_size > 0
         assert (run / "plots" / f"{name}.svg").stat().st_size > 0
@@ -44,7 +44,7 @@ def test_hardware_run_report(tmp_path):
     assert "18 real zero-copy" in text
     assert "stream-one_copy-4096B-2t`: 1 of 3 repetitions failed" in text
     assert "`stream-two_copy-4096B-2t`: unstable" in text
-    assert report.NOT_ANSWERABLE not in text
+    assert answers.NOT_ANSWERABLE not in text
 
 
 def test_vm_run_report_is_honest_about_missing_data(tmp_path):
@@ -63,12 +63,12 @@ def test_vm_run_report_is_honest_about_missing_data(tmp_path):
 
 
 def test_crossover_on_fixture():
-    run = report.load_run(RUNS / "20261120T101500Z-lab-hw-a1b2")
+    run = runfolder.load_run(RUNS / "20261120T101500Z-lab-hw-a1b2")
     from orchestrator import stats
 
     summary = stats.summarize(run.results)
-    answers = report.crossover(summary, "zero_copy", "one_copy", "cycles_per_byte")
-    assert answers == {1: "from 16KiB", 2: "from 16KiB", 4: "from 16KiB"}
+    found = answers.crossover(summary, "zero_copy", "one_copy", "cycles_per_byte")
+    assert found == {1: "from 16KiB", 2: "from 16KiB", 4: "from 16KiB"}
 
 
 def test_missing_run_folder_is_a_user_error(tmp_path):
@@ -100,11 +100,11 @@ def test_single_repetition_and_multiplexed_counters_are_said(tmp_path):
 
 
 def test_number_formatting():
-    assert report._num(float("nan")) == "—"
-    assert report._num(171234.0) == "171,000"
-    assert report._num(0.41234) == "0.412"
-    assert report._num(23.449) == "23.4"
-    assert report._num(0.0) == "0"
+    assert formatting.num(float("nan")) == "—"
+    assert formatting.num(171234.0) == "171,000"
+    assert formatting.num(0.41234) == "0.412"
+    assert formatting.num(23.449) == "23.4"
+    assert formatting.num(0.0) == "0"
 
 
 CELLS = Path(__file__).parent / "fixtures" / "cells"
@@ -142,9 +142,22 @@ def recorded_cells_run(tmp_path: Path) -> Path:
     return run
 
 
-def test_report_on_rows_from_the_real_row_writer(tmp_path):
+HW_PERF = Path(__file__).parent / "fixtures" / "perf" / "hw_cells"
+
+
+def hardware_cells(tmp_path: Path) -> Path:
+    """The recorded cells with their perf files swapped for a hardware host's (hand-written in
+    recorded layout, tests/fixtures/perf/README.md): cycles and cache misses are counted."""
+    cells = Path(shutil.copytree(CELLS, tmp_path / "hw-cells"))
+    for perf in HW_PERF.glob("*/*.perf.csv"):
+        shutil.copyfile(perf, cells / perf.parent.name / perf.name)
+    return cells
+
+
+def test_report_on_rows_from_the_real_row_writer(tmp_path, monkeypatch):
     from orchestrator import derive, stats
 
+    monkeypatch.setattr(f"{__name__}.CELLS", hardware_cells(tmp_path))
     run = recorded_cells_run(tmp_path)
     text = report.write_report(run).read_text()
     for section in SECTIONS:
@@ -155,11 +168,23 @@ def test_report_on_rows_from_the_real_row_writer(tmp_path):
     zero = rows.loc["stream-zero_copy-65536B-1t-sender=client-r1"]
     assert zero["sender_cpu_s"] == zero["client_cpu_s"]
     assert zero["sender_cpu_s_per_gb"] == pytest.approx(zero["client_cpu_s"] / (zero["bytes_received"] / 1e9))
+    # By hand from the fixture files: the client's cycles over the server's bytes received.
+    assert zero["sender_cycles_per_byte"] == pytest.approx(7_203_629_000 / 5_856_296_960)
     # cycles per byte is the two sides' sum where both were counted, and missing (never 0) otherwise
     both = rows["server_cycles"].notna() & rows["client_cycles"].notna() & (rows["workload"] == "stream")
+    assert list(rows.index[both & (rows["status"] == "ok")]) == ["stream-one_copy-65536B-2t-r1"]
     expected = (rows["server_cycles"] + rows["client_cycles"]) / rows["bytes_received"]
     pd.testing.assert_series_equal(rows.loc[both, "cycles_per_byte"], expected[both].astype(float), check_names=False)
-    assert rows.loc[~both, "cycles_per_byte"].isna().all()
+    assert rows.loc[~both, "cycles_per_byte"].isna().all() and (~both).sum() == 3
+    one = rows.loc["stream-one_copy-65536B-2t-r1"]
+    # server (sender) and client (receiver) counts from the perf files, over the client's bytes
+    assert one["cycles_per_byte"] == pytest.approx((2_872_769_000 + 11_494_237_000) / 13_738_180_608)
+    assert one["l1_misses_per_kib"] == pytest.approx((31_583_126 + 178_830_041) / (13_738_180_608 / 1024))
+    assert one["llc_misses_per_kib"] == pytest.approx((412_145 + 21_467_905) / (13_738_180_608 / 1024))
+    assert one["context_switches_per_s"] == pytest.approx((8573 + 9334) / (0.5 + 2.001218))
+    # ... and the report states them, rounded to three figures
+    assert "| one_copy | 64KiB | 2 | 0.209 (n=1) | 0.837 (n=1) | 15.7 (n=1) | 1.63 (n=1) | 7,160 (n=1) |" in text
+    assert "| zero_copy: copied (not zero-copy) | 64KiB | 1 | 1.23 (n=1) | not counted |" in text
     summary = stats.summarize(table.read_results(run / "results.csv")).set_index("cell")
     assert summary.loc["stream-zero_copy-65536B-1t-sender=client", "mode_label"] == "zero_copy: copied (not zero-copy)"
     assert summary.loc["stream-two_copy-4096B-1t", "failed"] == 1
@@ -199,8 +224,8 @@ def _markdown(run_dir: Path) -> str:
     """report.md's text without drawing the plots (named as if they were drawn)."""
     from orchestrator import stats
 
-    run = report.load_run(run_dir)
-    return report.render_markdown(run, stats.summarize(run.results), {"": list(report.PLOT_TITLES)})
+    run = runfolder.load_run(run_dir)
+    return reportmd.render_markdown(run, stats.summarize(run.results), {"": list(reportmd.PLOT_TITLES)})
 
 
 def test_user_space_only_counts_are_never_passed_off_as_whole(tmp_path):
@@ -230,7 +255,7 @@ def test_user_space_only_counts_are_never_passed_off_as_whole(tmp_path):
     assert "the miss ratios cover user space only" in threads
     assert "Caveats for this run" in text and "Per-byte CPU cost is read from CPU time" in text
     # and under the plots that can show those counts
-    for name in report.COUNTER_PLOTS:
+    for name in reportmd.COUNTER_PLOTS:
         after = text.split(f"/{name}.svg)")[1].split("###")[0]
         assert "*User space only:* perf counted user space only on the server" in after
     assert "*User space only:*" not in text.split("/throughput_vs_size.svg)")[1].split("###")[0]
@@ -242,7 +267,7 @@ def test_html_report_stands_alone_and_opens_with_the_answer(tmp_path):
     page = (run_dir / "report.html").read_text()
     # Nothing is fetched: every image is a data URI, no stylesheet or script comes from elsewhere.
     images = re.findall(r'<img src="([^"]*)"', page)
-    assert len(images) == 1 + len(report.PLOT_TITLES)  # the headline figure, then every plot
+    assert len(images) == 1 + len(reportmd.PLOT_TITLES)  # the headline figure, then every plot
     assert all(src.startswith("data:image/svg+xml;base64,") for src in images)
     assert not re.search(r'(src|href)="(https?:|//|plots/)', page)
     # The answer first: the summary, the headline figure and the problem cells come before setup and method.

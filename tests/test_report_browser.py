@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import report
+from orchestrator import report, reportmd
 
 from .conftest import require
 
@@ -53,7 +53,7 @@ def test_report_in_a_real_browser(tmp_path):
             page.goto(alone.as_uri(), wait_until="load")
             images = page.eval_on_selector_all(
                 "img", "els => els.map(e => ({src: e.src.slice(0, 30), w: e.naturalWidth, done: e.complete}))")
-            assert len(images) == 1 + len(report.PLOT_TITLES)
+            assert len(images) == 1 + len(reportmd.PLOT_TITLES)
             assert all(i["done"] and i["w"] > 0 for i in images), images
             text = page.inner_text("body")
             for question in QUESTIONS:

@@ -123,6 +123,10 @@ def _context(hosts: dict[str, FakeHost], experiment: Experiment, run_id: str = "
     return cells.CellContext(run_id, experiment, hosts, agents, {})  # type: ignore[arg-type]
 
 
+def runner_finish(ran, ctx):
+    return run.finish_cell(ran, cellrow.RowSettings.of(ctx.run_id, ctx.experiment))
+
+
 def _cell(repetition: int = 1) -> Cell:
     return Cell(workload="stream", mode="one_copy", message_size=65536, threads=2, fields=8, sender="server",
                 nodelay=True, sndbuf=0, rcvbuf=0, repetition=repetition, varied=("mode",))
@@ -162,6 +166,16 @@ def test_a_failed_exit_fails_the_cell_with_the_agents_own_words(tmp_path):
     assert row.error == ("client agent exited with status 3 (client: connect: Connection refused); "
                          "no client agent output")
     assert json.loads((tmp_path / "cell" / "cell.json").read_text())["error"] == row.error
+
+
+def test_a_failure_quotes_the_error_of_the_agents_own_document(tmp_path):
+    hosts = _hosts(client=1)
+    hosts["client"].files = {"client.json": (ROOT / "tests" / "fixtures" / "agent" / "error_client_receive.json").read_bytes(),
+                             "client.stderr": b"not this line\n"}
+    ctx = _context(hosts, _experiment())
+    _, row = runner_finish(cells.CellRunner(ctx).run(_cell(), tmp_path / "cell"), ctx)
+    assert row.error.startswith("client agent exited with status 1 (client: connection 0: the stream ended "
+                                "part-way through a message (1536 of 4096 bytes))")
 
 
 def test_a_server_that_never_gets_ready_is_killed_and_named(tmp_path):

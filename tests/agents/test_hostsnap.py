@@ -27,6 +27,10 @@ def test_both_sides_bracket_their_window(built_agent: Path, sender: str) -> None
         for key in ("stat", "softirqs", "interrupts", "snmp", "netstat"):
             assert start[key] and end[key], key
         assert start["stat"].startswith("cpu ") and "NET_RX" in end["softirqs"] and "RetransSegs" in end["snmp"]
+        # The data NIC is the one holding the connection's address: lo, which has no driver
+        # statistics and no bus (a veth's are checked over the lab, tests/test_lab_e2e.py).
+        assert counters["nic"] == "lo" and counters["nic_bus"] is None
+        assert start["ethtool"] is None and end["ethtool"] is None
 
 
 def test_sampling_off_leaves_them_out(built_agent: Path, monkeypatch: pytest.MonkeyPatch) -> None:

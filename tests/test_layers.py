@@ -1,0 +1,50 @@
+"""The package's layering: the import-linter contracts in pyproject.toml hold, lab imports only
+leaf modules, and the CLI loads no analysis library until a command needs one."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import ROOT, require
+
+HEAVY = ("pandas", "matplotlib", "scipy")
+
+
+def test_import_contracts_hold():
+    beside = Path(sys.executable).parent / "lint-imports"
+    tool = str(beside) if beside.exists() else shutil.which("lint-imports")
+    require(tool is not None, "`lint-imports` is not installed (pip install -e '.[test]' installs import-linter)")
+    done = subprocess.run([tool, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 kept, 0 broken" in done.stdout, done.stdout  # every contract was read and checked
+
+
+def test_lab_imports_only_leaf_modules():
+    """The rule behind the lab contract, for every module, including ones added after it was written."""
+    require(importlib.util.find_spec("grimp") is not None, "grimp (installed with import-linter) is missing")
+    import grimp
+
+    graph = grimp.build_graph("orchestrator", cache_dir=None)  # no cache folder left in the repository
+    imported = graph.find_modules_directly_imported_by("orchestrator.lab")
+    assert "orchestrator.errors" in imported  # the graph is the real one
+    for module in imported:
+        inner = graph.find_modules_directly_imported_by(module)
+        assert not inner, f"lab imports {module}, which imports {sorted(inner)} from the package"
+
+
+def test_the_cli_and_lab_load_no_analysis_library():
+    """`orchestrate --help`, `lab` and `check` answer quickly because pandas, matplotlib and
+    scipy load only where a command needs them."""
+    probe = ("import sys, orchestrator.cli, orchestrator.lab; orchestrator.cli.build_parser(); "
+             f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"loaded on import: {done.stdout}"
+    # The probe can fail: the report module does load them.
+    done = subprocess.run([sys.executable, "-c", probe.replace("orchestrator.lab", "orchestrator.report")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == list(HEAVY), done.stderr
