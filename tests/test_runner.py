@@ -1,16 +1,14 @@
-"""The cell loop with a fake host (no SSH): exit meanings, the unpacking of returned files, one
-status per cell in cell.json and results.csv, resume skipping done cells, and the format
-versions of plan.json and results.csv."""
+"""The run's cell loop with a fake host (no SSH): exit meanings, one status per cell in cell.json
+and results.csv, a lost host, resume skipping done cells, and the format versions of plan.json
+and results.csv. The runner's own gates, unpacking and fetching: tests/test_cells.py."""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +22,7 @@ from orchestrator.hosts import CommandResult
 from orchestrator.plan import FORMAT_VERSION as PLAN_VERSION, Cell, Plan, load_plan
 
 from .conftest import ROOT
+from .test_cells import tar_of
 
 CELLS = ROOT / "tests" / "fixtures" / "cells"
 RUNS = ROOT / "tests" / "fixtures" / "runs"
@@ -38,19 +37,9 @@ def _experiment(**overrides) -> Experiment:
     return Experiment.model_validate(data)
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def _returned(files: dict[str, bytes]) -> bytes:
     """A cell command's output as the real one sends it: the agent's, the marker, the tar."""
-    return b"agent output\n\n" + cells.FILES_MARKER.encode() + b"\n" + _tar(files)
+    return b"agent output\n\n" + cells.FILES_MARKER.encode() + b"\n" + tar_of(files)
 
 
 class FakeProcess:
@@ -176,40 +165,6 @@ def test_a_failure_quotes_the_error_of_the_agents_own_document(tmp_path):
     _, row = runner_finish(cells.CellRunner(ctx).run(_cell(), tmp_path / "cell"), ctx)
     assert row.error.startswith("client agent exited with status 1 (client: connection 0: the stream ended "
                                 "part-way through a message (1536 of 4096 bytes))")
-
-
-def test_a_server_that_never_gets_ready_is_killed_and_named(tmp_path):
-    hosts = _hosts()
-    hosts["server"].ready = False
-    ran = cells.CellRunner(_context(hosts, _experiment())).run(_cell(), tmp_path / "cell")
-    assert ran.error == "server agent did not become ready"
-    assert hosts["client"].started[0].lines == ["stop"]  # the gated client was told not to run
-    assert all(p.killed for h in hosts.values() for p in h.started)
-
-
-# ---------------------------------------------------------------------------- returned files
-
-
-def test_returned_files_are_unpacked_into_the_cell_folder(tmp_path):
-    files = {"server.json": b"{}", "server.stderr": b"warning\n"}
-    assert cells._unpack(_returned(files), tmp_path)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files  # and no scratch folder left
-
-
-def test_output_without_the_marker_or_with_a_broken_tar_unpacks_nothing(tmp_path):
-    assert not cells._unpack(b"killed before it sent anything", tmp_path)
-    broken = b"\n" + cells.FILES_MARKER.encode() + b"\n" + b"not a tar at all" * 64
-    assert not cells._unpack(broken, tmp_path)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_files_that_did_not_come_back_are_fetched(tmp_path):
-    hosts = _hosts()
-    hosts["client"].sends_files = False
-    ctx = _context(hosts, _experiment())
-    ran = cells.CellRunner(ctx).run(_cell(), tmp_path / "cell")
-    assert hosts["client"].fetched == [ctx.remote_dir("client", _cell())] and hosts["server"].fetched == []
-    assert ran.error is None and (tmp_path / "cell" / "server.json").exists()
 
 
 # ---------------------------------------------------------------------------- one status
