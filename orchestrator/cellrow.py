@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import agentjson, perfstat, table
+from . import agentjson, perfstat, results
 from .agentjson import AgentReport
 from .config import Experiment
 from .errors import OrchestrateError
@@ -28,7 +28,7 @@ class RowSettings:
     perf_scope: str  # process, system, or off
     perf_events: tuple[str, ...]  # as asked for: perf's user-space fallback lands in their columns
     warmup: float
-    checks: table.MeasurementChecks | None  # None: a completed measurement is never `degraded`
+    checks: results.MeasurementChecks | None  # None: a completed measurement is never `degraded`
 
     @classmethod
     def of(cls, run_id: str, experiment: Experiment, checked: bool = True) -> "RowSettings":
@@ -38,7 +38,7 @@ class RowSettings:
             perf_scope=experiment.perf.scope if experiment.perf.enabled else "off",
             perf_events=tuple(experiment.perf.events),
             warmup=experiment.warmup,
-            checks=table.MeasurementChecks(experiment.duration, checks.window_tolerance,
+            checks=results.MeasurementChecks(experiment.duration, checks.window_tolerance,
                                            checks.min_interval_fraction, checks.window_slack) if checked else None,
         )
 
@@ -47,7 +47,7 @@ class RowSettings:
 class CellRow:
     """A cell's results row; its status and error are the row's own, decided once."""
 
-    row: table.Row
+    row: results.Row
 
     @property
     def status(self) -> str:
@@ -97,7 +97,7 @@ def read_cell(folder: Path, cell: Cell, settings: RowSettings, run_error: str | 
         except OrchestrateError as exc:
             problems.append(str(exc))
     error = explain(run_error, folder, reports) if run_error else ("; ".join(problems) or None)
-    return CellRow(table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"],
+    return CellRow(results.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"],
                                   error, settings.checks, perf_counts=counts))
 
 

@@ -1,4 +1,4 @@
-"""Deriving, for every row of results.csv (read by `table.read_results`), the metrics the study compares.
+"""Deriving, for every row of results.csv (read by `results.read_results`), the metrics the study compares.
 
 The per-row figures here are what `stats` summarises over repetitions and what the plots
 and the report show; each one is computed from columns of results.csv only, so every
@@ -103,7 +103,7 @@ def derive_metrics(results: pd.DataFrame) -> pd.DataFrame:
 
     duration = column(out, "duration_s")
     # results.csv is the contract: throughput there is already the receiver's window bytes over
-    # its measured window (orchestrator/table.py), so it is read, not computed a second time.
+    # its measured window (orchestrator/results.py), so it is read, not computed a second time.
     out["throughput_gbps"] = column(out, "throughput_gbps").where(ok)
     for name in ("messages_per_s", "transactions_per_s", "latency_mean_us", "latency_p50_us", "latency_p99_us"):
         out[name] = column(out, name).where(ok)

@@ -14,7 +14,7 @@ from .files import disk_error, write_atomic
 from .reporthtml import render_html
 from .reportmd import render_markdown
 from .runfolder import RunData, load_run
-from .table import MeasurementChecks, check_format, repair_torn_tail
+from .results import MeasurementChecks, check_format, repair_torn_tail
 from .variants import variant_folder, variants
 
 def _over_time(run: RunData, redo: str) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .errors import ConfigError, OrchestrateError
 from .roles import ROLES
-from .table import ResultsError, read_results
+from .results import ResultsError, read_results
 from .yamlfile import load_yaml
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import answers, formatting, report, reportmd, runfolder, table
+from orchestrator import answers, formatting, report, reportmd, runfolder
+from orchestrator.results import read_results
 from orchestrator.errors import OrchestrateError
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -131,7 +132,7 @@ def recorded_cells_run(tmp_path: Path) -> Path:
     """A run folder whose results.csv the run's own reader (cellrow.read_cell) built from the cell
     files recorded with the real agent and perf (tests/fixtures/cells)."""
     from orchestrator.cellrow import RowSettings, read_cell
-    from orchestrator.table import ResultsTable
+    from orchestrator.results import ResultsTable
 
     run = tmp_path / "20251125T220000Z-fixture-a1b2"
     run.mkdir()
@@ -163,7 +164,7 @@ def test_report_on_rows_from_the_real_row_writer(tmp_path, monkeypatch):
     for section in SECTIONS:
         assert section in text, section
     assert "config.yml is missing" in text and "hosts/server.json is missing" in text
-    rows = derive.derive_metrics(table.read_results(run / "results.csv")).set_index("cell_id")
+    rows = derive.derive_metrics(read_results(run / "results.csv")).set_index("cell_id")
     # the client sends in this cell: the sender's figures are the client_* columns
     zero = rows.loc["stream-zero_copy-65536B-1t-sender=client-r1"]
     assert zero["sender_cpu_s"] == zero["client_cpu_s"]
@@ -185,7 +186,7 @@ def test_report_on_rows_from_the_real_row_writer(tmp_path, monkeypatch):
     # ... and the report states them, rounded to three figures
     assert "| one_copy | 64KiB | 2 | 0.209 (n=1) | 0.837 (n=1) | 15.7 (n=1) | 1.63 (n=1) | 7,160 (n=1) |" in text
     assert "| zero_copy: copied (not zero-copy) | 64KiB | 1 | 1.23 (n=1) | not counted |" in text
-    summary = stats.summarize(table.read_results(run / "results.csv")).set_index("cell")
+    summary = stats.summarize(read_results(run / "results.csv")).set_index("cell")
     assert summary.loc["stream-zero_copy-65536B-1t-sender=client", "mode_label"] == "zero_copy: copied (not zero-copy)"
     assert summary.loc["stream-two_copy-4096B-1t", "failed"] == 1
     assert "1 of 1 repetitions failed" in text

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import cellrow, cells, run, table
+from orchestrator import cellrow, cells, runner
+from orchestrator.results import FORMAT_VERSION, read_results
 from orchestrator.config import Experiment
 from orchestrator.deploy import Agent
 from orchestrator.errors import ExitStatus, FormatVersionError, HostError
@@ -113,7 +114,7 @@ def _context(hosts: dict[str, FakeHost], experiment: Experiment, run_id: str = "
 
 
 def runner_finish(ran, ctx):
-    return run.finish_cell(ran, cellrow.RowSettings.of(ctx.run_id, ctx.experiment))
+    return runner.finish_cell(ran, cellrow.RowSettings.of(ctx.run_id, ctx.experiment))
 
 
 def _cell(repetition: int = 1) -> Cell:
@@ -121,10 +122,10 @@ def _cell(repetition: int = 1) -> Cell:
                 nodelay=True, sndbuf=0, rcvbuf=0, repetition=repetition, varied=("mode",))
 
 
-def _state(tmp_path: Path, experiment: Experiment, cells_: tuple[Cell, ...]) -> run.RunState:
+def _state(tmp_path: Path, experiment: Experiment, cells_: tuple[Cell, ...]) -> runner.RunState:
     run_dir = tmp_path / "20261127T040000Z-fake-abcd"
     run_dir.mkdir(exist_ok=True)
-    return run.RunState(run_dir, experiment, None, Plan(seed=1, cells=cells_))  # type: ignore[arg-type]
+    return runner.RunState(run_dir, experiment, None, Plan(seed=1, cells=cells_))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- exit meanings
@@ -150,7 +151,7 @@ def test_a_failed_exit_fails_the_cell_with_the_agents_own_words(tmp_path):
     ran = cells.CellRunner(ctx).run(_cell(), tmp_path / "cell")
     assert ran.error == "client agent exited with status 3" and ran.exit_codes == {"client": 3, "server": 0}
     assert hosts["server"].started[0].killed  # the other side was ended at once, not waited out
-    result, row = run.finish_cell(ran, cellrow.RowSettings.of(ctx.run_id, ctx.experiment))
+    result, row = runner.finish_cell(ran, cellrow.RowSettings.of(ctx.run_id, ctx.experiment))
     assert row.status == "failed" and result.status == "failed"
     assert row.error == ("client agent exited with status 3 (client: connect: Connection refused); "
                          "no client agent output")
@@ -177,7 +178,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 def _one_cell_run(tmp_path: Path, hosts: dict[str, FakeHost], experiment: Experiment) -> tuple[dict, dict]:
     state = _state(tmp_path, experiment, (_cell(),))
-    outcome = run._run_cells(state, _context(hosts, experiment, state.run_id), run.Progress())
+    outcome = runner._run_cells(state, _context(hosts, experiment, state.run_id), runner.Progress())
     (result,) = outcome.finished
     record = json.loads((result.local_dir / "cell.json").read_text())
     (row,) = _csv_rows(state.run_dir / "results.csv")
@@ -216,7 +217,7 @@ def test_a_lost_host_writes_no_row_and_says_how_to_resume(tmp_path):
     experiment = _experiment()
     state = _state(tmp_path, experiment, (_cell(), _cell(2)))
     with pytest.raises(HostError, match="no longer reachable.*orchestrate run --resume"):
-        run._run_cells(state, _context(hosts, experiment, state.run_id), run.Progress())
+        runner._run_cells(state, _context(hosts, experiment, state.run_id), runner.Progress())
     assert not (state.run_dir / "results.csv").exists()
     assert json.loads((state.run_dir / "cells" / _cell().cell_id / "cell.json").read_text())["status"] == "failed"
 
@@ -228,17 +229,17 @@ def test_resume_runs_only_the_cells_results_csv_lacks(tmp_path):
     experiment = _experiment(repetitions=3)
     first = _hosts()
     state = _state(tmp_path, experiment, (_cell(1),))
-    run._run_cells(state, _context(first, experiment, state.run_id), run.Progress())
+    runner._run_cells(state, _context(first, experiment, state.run_id), runner.Progress())
     # The cell folder of an attempt cut short before its row: kept aside, the cell run again.
     (state.run_dir / "cells" / _cell(3).cell_id).mkdir()
     again = _hosts()
     state = _state(tmp_path, experiment, (_cell(1), _cell(2), _cell(3)))
-    outcome = run._run_cells(state, _context(again, experiment, state.run_id), run.Progress())
+    outcome = runner._run_cells(state, _context(again, experiment, state.run_id), runner.Progress())
     assert outcome.skipped == 1 and [o.cell.repetition for o in outcome.finished] == [2, 3]
     assert len(again["server"].started) == 2  # one command per cell run, none for the done one
     assert [r["cell_id"] for r in _csv_rows(state.run_dir / "results.csv")] == [_cell(n).cell_id for n in (1, 2, 3)]
     assert (state.run_dir / "cells" / f"{_cell(3).cell_id}.interrupted-1").is_dir()
-    assert run.row_counts(state.run_dir) == {"ok": 3}
+    assert runner.row_counts(state.run_dir) == {"ok": 3}
 
 
 # ---------------------------------------------------------------------------- format versions
@@ -247,7 +248,7 @@ def test_resume_runs_only_the_cells_results_csv_lacks(tmp_path):
 def _resumable(tmp_path: Path) -> Path:
     experiment = _experiment()
     state = _state(tmp_path, experiment, (_cell(),))
-    run._run_cells(state, _context(_hosts(), experiment, state.run_id), run.Progress())
+    runner._run_cells(state, _context(_hosts(), experiment, state.run_id), runner.Progress())
     (state.run_dir / "plan.json").write_text(json.dumps(state.plan.to_json()))
     shutil.copy(RUNS / "20261127T014622Z-stall-232a" / "config.yml", state.run_dir / "config.yml")
     (state.run_dir / "inventory.yml").write_text("server: {host: local}\nclient: {host: local}\n")
@@ -258,8 +259,8 @@ def test_plan_and_results_carry_their_format_version(tmp_path):
     run_dir = _resumable(tmp_path)
     assert json.loads((run_dir / "plan.json").read_text())["format_version"] == PLAN_VERSION
     header, *rows = list(csv.reader((run_dir / "results.csv").open(newline="")))
-    assert header[-1] == "format_version" and rows and all(r[-1] == str(table.FORMAT_VERSION) for r in rows)
-    assert run.reopen_run(run_dir).plan.cells == (_cell(),)
+    assert header[-1] == "format_version" and rows and all(r[-1] == str(FORMAT_VERSION) for r in rows)
+    assert runner.reopen_run(run_dir).plan.cells == (_cell(),)
 
 
 def _set_results_version(path: Path, version: str) -> None:
@@ -276,7 +277,7 @@ def test_resume_refuses_a_plan_of_another_version(tmp_path, version, says):
     plan = json.loads((run_dir / "plan.json").read_text())
     (run_dir / "plan.json").write_text(json.dumps({**plan, "format_version": version}))
     with pytest.raises(FormatVersionError, match=f"plan.json: format version {version}, written by {says}") as caught:
-        run.reopen_run(run_dir)
+        runner.reopen_run(run_dir)
     assert caught.value.exit_code == ExitStatus.BAD_ARGUMENT
     with pytest.raises(FormatVersionError):
         load_plan(run_dir / "plan.json")
@@ -288,9 +289,9 @@ def test_resume_and_the_reader_refuse_results_of_another_version(tmp_path, versi
     _set_results_version(run_dir / "results.csv", version)
     before = (run_dir / "results.csv").read_bytes()
     with pytest.raises(FormatVersionError, match=says):
-        run.reopen_run(run_dir)
+        runner.reopen_run(run_dir)
     with pytest.raises(FormatVersionError, match=says):
-        table.read_results(run_dir / "results.csv")
+        read_results(run_dir / "results.csv")
     assert (run_dir / "results.csv").read_bytes() == before  # refused before anything was touched
 
 
@@ -313,8 +314,8 @@ def test_files_written_before_versions_read_as_version_1(tmp_path):
     del plan["format_version"]
     (run_dir / "plan.json").write_text(json.dumps(plan))
     _set_results_version(run_dir / "results.csv", "")
-    assert run.reopen_run(run_dir).plan.cells == (_cell(),)
-    assert len(table.read_results(run_dir / "results.csv")) == 1
+    assert runner.reopen_run(run_dir).plan.cells == (_cell(),)
+    assert len(read_results(run_dir / "results.csv")) == 1
 
 
 def _orchestrate(*args: str) -> subprocess.CompletedProcess:

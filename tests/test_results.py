@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.agentjson import AgentOutputError, AgentReport, load_agent_json
 from orchestrator.perfstat import load_perf_file
-from orchestrator.table import (
+from orchestrator.results import (
     SCHEMA_COLUMNS,
     ResultsError,
     ResultsTable,

@@ -15,7 +15,7 @@ from typing import Callable
 
 import yaml
 
-from . import cellrow, cells, deploy, facts, hostlock, intervals, leftovers, table
+from . import cellrow, cells, deploy, facts, hostlock, intervals, leftovers, results
 from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, DiskError, FormatVersionError, HostError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
@@ -99,7 +99,7 @@ def reopen_run(run_dir: Path) -> RunState:
     A plan.json or results.csv of another format version is refused before anything is touched."""
     try:
         plan = load_plan(run_dir / "plan.json")
-        table.check_format(run_dir / "results.csv")
+        results.check_format(run_dir / "results.csv")
         experiment = experiment_from_resolved(yaml.safe_load((run_dir / "config.yml").read_text()), run_dir / "config.yml")
         inventory = Inventory.model_validate(yaml.safe_load((run_dir / "inventory.yml").read_text()))
     except FormatVersionError:
@@ -286,7 +286,7 @@ def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deplo
 
 
 def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> RunOutcome:
-    results_csv = table.ResultsTable(state.run_dir / "results.csv", resume=state.run_dir)
+    results_csv = results.ResultsTable(state.run_dir / "results.csv", resume=state.run_dir)
     if results_csv.torn is not None:
         progress.stage(f"results.csv ended in a torn row (kept in {results_csv.torn.name}): that cell runs again")
     done = finished_cell_ids(state.run_dir / "results.csv")
@@ -306,7 +306,7 @@ def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> R
 
 
 def _run_one(state: RunState, ctx: cells.CellContext, runner: cells.CellRunner, cell: Cell, next_cell: Cell | None,
-             results_csv: table.ResultsTable, outcome: RunOutcome, progress: Progress,
+             results_csv: results.ResultsTable, outcome: RunOutcome, progress: Progress,
              series: intervals.IntervalsFile | None = None) -> None:
     local_dir = _fresh_cell_dir(state.run_dir / "cells", cell.cell_id)
     progress.cell_started(cell)
@@ -340,7 +340,7 @@ def row_counts(run_dir: Path) -> dict[str, int]:
     path = run_dir / "results.csv"
     if not path.exists() or path.stat().st_size == 0:
         return {}
-    return {str(k): int(v) for k, v in table.read_results(path)["status"].astype(str).value_counts().items()}
+    return {str(k): int(v) for k, v in results.read_results(path)["status"].astype(str).value_counts().items()}
 
 
 def set_aside_unfinished(state: RunState) -> list[str]:
@@ -350,8 +350,8 @@ def set_aside_unfinished(state: RunState) -> list[str]:
     path = state.run_dir / "results.csv"
     if not path.exists() or path.stat().st_size == 0:
         return []
-    results_csv = table.ResultsTable(path, resume=state.run_dir)
-    frame = table.read_results(path)
+    results_csv = results.ResultsTable(path, resume=state.run_dir)
+    frame = results.read_results(path)
     redo = sorted(set(frame.loc[frame["status"].astype(str) != "ok", "cell_id"].astype(str)))
     cells_dir = state.run_dir / "cells"
     for cell_id in redo:
@@ -373,7 +373,7 @@ def set_aside_unfinished(state: RunState) -> list[str]:
 def finished_cell_ids(path: Path) -> set[str]:
     if not path.exists() or path.stat().st_size == 0:
         return set()
-    return set(table.read_results(path)["cell_id"])
+    return set(results.read_results(path)["cell_id"])
 
 
 def _lost_host(ctx: cells.CellContext) -> str | None:
