@@ -14,7 +14,7 @@ from .files import disk_error, write_atomic
 from .reporthtml import render_html
 from .reportmd import render_markdown
 from .runfolder import RunData, load_run
-from .table import MeasurementChecks, repair_torn_tail
+from .results import MeasurementChecks, check_format, repair_torn_tail
 from .variants import variant_folder, variants
 
 def _over_time(run: RunData, redo: str) -> str:
@@ -54,6 +54,7 @@ def write_report(run_dir: Path) -> Path:
     `--resume` does. Every file is written whole or not at all: a full disk is a DiskError."""
     run_dir = Path(run_dir)
     if (run_dir / "results.csv").is_file():
+        check_format(run_dir / "results.csv")  # another format version is refused before it is touched
         repair_torn_tail(run_dir / "results.csv")
     run = load_run(run_dir)
     redo = f"orchestrate report {run.path}"

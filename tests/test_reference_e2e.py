@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.table import read_results
+from orchestrator.results import read_results
 
 from .conftest import ROOT, require_tool
 from .labs import running_lab
