@@ -216,7 +216,6 @@ def test_plan_size_is_computed_without_expanding():
 
 
 def test_a_plan_over_the_limit_needs_yes(tmp_path):
-    import subprocess
     import time
 
     from orchestrator import cli

@@ -134,7 +134,8 @@ def _state(tmp_path: Path, experiment: Experiment, cells_: tuple[Cell, ...]) -> 
 @pytest.mark.parametrize("code, meaning", [
     (0, None),
     (1, "client agent exited with status 1"),
-    (2, "client agent exited with status 2"),
+    (2, "client agent exited with status 2 (bad arguments)"),
+    (3, "client agent exited with status 3 (a system failure: out of memory, or a socket or thread refused)"),
     (137, "client agent was killed by signal 9"),  # as a shell reports a SIGKILLed child
     (-15, "client agent was killed by signal 15"),  # as SSH reports a signal by name
     (-1, "client agent was killed by a signal"),  # SSH said a signal, not which
@@ -145,15 +146,15 @@ def test_exit_meanings(code, meaning):
 
 
 def test_a_failed_exit_fails_the_cell_with_the_agents_own_words(tmp_path):
-    hosts = _hosts(client=3)
+    hosts = _hosts(client=1)
     hosts["client"].files = {"client.stderr": b"connect: Connection refused\n\n"}
     ctx = _context(hosts, _experiment())
     ran = cells.CellRunner(ctx).run(_cell(), tmp_path / "cell")
-    assert ran.error == "client agent exited with status 3" and ran.exit_codes == {"client": 3, "server": 0}
+    assert ran.error == "client agent exited with status 1" and ran.exit_codes == {"client": 1, "server": 0}
     assert hosts["server"].started[0].killed  # the other side was ended at once, not waited out
     result, row = runner.finish_cell(ran, cellrow.RowSettings.of(ctx.run_id, ctx.experiment))
     assert row.status == "failed" and result.status == "failed"
-    assert row.error == ("client agent exited with status 3 (client: connect: Connection refused); "
+    assert row.error == ("client agent exited with status 1 (client: connect: Connection refused); "
                          "no client agent output")
     assert json.loads((tmp_path / "cell" / "cell.json").read_text())["error"] == row.error
 
