@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator import dimensions, hostcounters, stall, tcpinfo
-from orchestrator.agentjson import AgentReport
-from orchestrator.errors import FormatVersionError, OrchestrateError
-from orchestrator.files import append_whole, disk_error, write_atomic
-from orchestrator.perfstat import Counter, column_name
-from orchestrator.roles import ROLES
+from . import dimensions, hostcounters, stall, tcpinfo
+from .agentjson import AgentReport
+from .errors import FormatVersionError, OrchestrateError
+from .files import append_whole, disk_error, write_atomic
+from .perfstat import Counter, column_name
+from .roles import ROLES
 
 IDENTITY_COLUMNS = dimensions.IDENTITY_COLUMNS
 MEASURED_COLUMNS = (
