@@ -128,12 +128,15 @@ def _usable(report: AgentReport | None) -> AgentReport | None:
     return report
 
 
+def _sent_columns(sender: AgentReport) -> Row:
+    """What the side that sends the data that counts put on the wire: all its life's bytes, and
+    the send calls of its measured window."""
+    assert sender.total is not None and sender.window is not None
+    return {"bytes_sent": sender.total.bytes_sent, "send_calls": sender.window.send_calls}
+
+
 def _stream_columns(sender: AgentReport | None, receiver: AgentReport | None) -> Row:
-    row: Row = {}
-    if sender is not None:
-        assert sender.total is not None and sender.window is not None
-        row["bytes_sent"] = sender.total.bytes_sent
-        row["send_calls"] = sender.window.send_calls
+    row: Row = _sent_columns(sender) if sender is not None else {}
     if receiver is not None:
         assert receiver.total is not None
         row["bytes_received"] = receiver.total.bytes_received
@@ -156,9 +159,7 @@ def _window_columns(measurer: AgentReport) -> Row:
 def _rr_columns(server: AgentReport | None, client: AgentReport | None) -> Row:
     row: Row = {}
     if client is not None:
-        assert client.total is not None and client.window is not None
-        row["bytes_sent"] = client.total.bytes_sent
-        row["send_calls"] = client.window.send_calls
+        row.update(_sent_columns(client))
         row.update(_window_columns(client))
         if client.rr is not None:
             row["transactions"] = client.rr.transactions

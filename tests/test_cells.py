@@ -21,6 +21,8 @@ from orchestrator.hosts import LocalHost
 from orchestrator.inventory import HostSpec
 from orchestrator.plan import Cell
 
+from .fakes import FakeGroup
+
 CELL = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1, sender="server",
             nodelay=True, sndbuf=0, rcvbuf=0, repetition=1)
 MARKER = f"\n{cells.FILES_MARKER}\n".encode()
@@ -158,7 +160,7 @@ HANG = object()  # a side that runs until it is killed
 
 
 @dataclass
-class FakeProcess:
+class FakeProcess(FakeGroup):
     role: str
     events: list[str]
     code: object = 0  # the exit status, or HANG
@@ -184,15 +186,6 @@ class FakeProcess:
             return None, b""
         return self.code, self.output  # type: ignore[return-value]
 
-    def group(self, timeout: float) -> int | None:
-        return 4242
-
-    def kill(self) -> str | None:
-        self.killed = True
-        return None
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @dataclass

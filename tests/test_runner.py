@@ -23,6 +23,7 @@ from orchestrator.hosts import CommandResult
 from orchestrator.plan import FORMAT_VERSION as PLAN_VERSION, Cell, Plan, load_plan
 
 from .conftest import ROOT
+from .fakes import FakeGroup
 from .test_cells import tar_of
 
 CELLS = ROOT / "tests" / "fixtures" / "cells"
@@ -43,7 +44,7 @@ def _returned(files: dict[str, bytes]) -> bytes:
     return b"agent output\n\n" + cells.FILES_MARKER.encode() + b"\n" + tar_of(files)
 
 
-class FakeProcess:
+class FakeProcess(FakeGroup):
     def __init__(self, host: "FakeHost", command: str) -> None:
         self.host, self.command, self.lines, self.killed = host, command, [], False
 
@@ -57,15 +58,6 @@ class FakeProcess:
         code = self.host.exit_code
         return code, _returned(self.host.files) if self.host.sends_files else b""
 
-    def group(self, timeout: float) -> int | None:
-        return 4242
-
-    def kill(self) -> str | None:
-        self.killed = True
-        return None
-
-    def close(self) -> None:
-        pass
 
 
 class FakeHost:
