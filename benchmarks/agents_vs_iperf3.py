@@ -13,6 +13,11 @@ Equal settings: TCP_NODELAY is on in both tools or off in both. Our agent's defa
 iperf3 always write()s one buffer per call, except that our `sendfile` mode is compared with
 `iperf3 -Z` (sendfile). Both tools measure at the receiver: iperf3's `end.sum_received`, our receiver's
 `window.bytes_received / window.seconds`. Our client sends (`--sender client`), as iperf3's does.
+
+`--cpus SERVER,CLIENT` pins each side of both tools with taskset. At 1 KiB on one stream the
+result depends on where the scheduler puts the two sides (see benchmarks/syscall_profile.py and
+README "Figures measured here"): on two CPUs our receiver keeps up and every 1 KiB write becomes
+a packet of its own; on one CPU writes coalesce.
 """
 
 from __future__ import annotations
@@ -93,17 +98,21 @@ def agent_args(case: Case, duration: float, warmup: float, nodelay: bool, fields
             "--nodelay", "1" if nodelay else "0"]  # fmt: skip
 
 
-def run_iperf3(case: Case, duration: float, warmup: float, nodelay: bool) -> float:
+def pin(cpu: str | None) -> list[str]:
+    return ["taskset", "-c", cpu] if cpu is not None else []
+
+
+def run_iperf3(case: Case, duration: float, warmup: float, nodelay: bool, cpus: tuple[str | None, str | None] = (None, None)) -> float:
     """iperf3's receiver throughput in bit/s."""
     port = free_port()
     server = subprocess.Popen(
-        ["iperf3", "-s", "-1", "-B", LOOPBACK, "-p", str(port), "--forceflush"],
+        [*pin(cpus[0]), "iperf3", "-s", "-1", "-B", LOOPBACK, "-p", str(port), "--forceflush"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         wait_for_line(server, "Server listening", 10)
         client = subprocess.run(
-            iperf3_client_args(case, port, duration, warmup, nodelay),
+            [*pin(cpus[1]), *iperf3_client_args(case, port, duration, warmup, nodelay)],
             capture_output=True, text=True, timeout=duration + warmup + 30, check=True,
         )  # fmt: skip
     finally:
@@ -111,16 +120,17 @@ def run_iperf3(case: Case, duration: float, warmup: float, nodelay: bool) -> flo
     return float(json.loads(client.stdout)["end"]["sum_received"]["bits_per_second"])
 
 
-def run_agent(agent: Path, case: Case, duration: float, warmup: float, nodelay: bool, fields: int = 1) -> float:
+def run_agent(agent: Path, case: Case, duration: float, warmup: float, nodelay: bool, fields: int = 1,
+              cpus: tuple[str | None, str | None] = (None, None)) -> float:  # fmt: skip
     """Our receiver's throughput in bit/s."""
     args = agent_args(case, duration, warmup, nodelay, fields)
     server = subprocess.Popen(
-        [str(agent), "server", "--bind", LOOPBACK, "--port", "0", *args],
+        [*pin(cpus[0]), str(agent), "server", "--bind", LOOPBACK, "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     port = wait_for_line(server, "READY", 10).split()[2]
     client = subprocess.run(
-        [str(agent), "client", "--connect", LOOPBACK, "--port", port, *args],
+        [*pin(cpus[1]), str(agent), "client", "--connect", LOOPBACK, "--port", port, *args],
         capture_output=True, text=True, timeout=duration + warmup + 30,
     )  # fmt: skip
     out, err = server.communicate(timeout=30)
@@ -148,18 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", type=int, default=1,
                    help="buffers per message for our agent (default 1: one contiguous buffer per write, as iperf3)")
     p.add_argument("--agent", type=Path, help="a built agent (default: build one)")
+    p.add_argument("--cpus", help="SERVER,CLIENT: pin each side of both tools to a CPU with taskset "
+                   "(e.g. 1,0 apart, 0,0 on one CPU); default: the scheduler places them")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     nodelay = bool(a.nodelay)
+    cpus: tuple[str | None, str | None] = (None, None)
+    if a.cpus:
+        parts = a.cpus.split(",")
+        if len(parts) != 2 or not all(x.isdigit() for x in parts):
+            build_parser().error("--cpus takes SERVER,CLIENT, two CPU numbers")
+        cpus = (parts[0], parts[1])
 
     with tempfile.TemporaryDirectory() as tmp:
         agent = a.agent or build_agent(Path(tmp))
         print(f"settings: TCP_NODELAY {'on in both (agent --nodelay 1, iperf3 -N)' if nodelay else 'off in both'}; "
               f"{a.duration:g} s measured after {a.warmup:g} s warm-up (iperf3 -O); receiver throughput; "
-              f"medians of {a.repeats} alternated runs per tool; our agent sends {a.fields} buffer(s) per message")
+              f"medians of {a.repeats} alternated runs per tool; our agent sends {a.fields} buffer(s) per message; "
+              f"CPUs (server,client): {a.cpus or 'not pinned'}")
         print(f"{'case':22} {'ours Gbit/s':>12} {'iperf3 Gbit/s':>14} {'ratio':>6}")
         for mode in a.modes:
             for size, streams in CASES:
@@ -169,11 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                 for r in range(a.repeats):
                     # Alternate which tool goes first, so neither always gets the warmer machine.
                     if r % 2 == 0:
-                        ours.append(run_agent(agent, case, a.duration, a.warmup, nodelay, a.fields))
-                        theirs.append(run_iperf3(case, a.duration, a.warmup, nodelay))
+                        ours.append(run_agent(agent, case, a.duration, a.warmup, nodelay, a.fields, cpus))
+                        theirs.append(run_iperf3(case, a.duration, a.warmup, nodelay, cpus))
                     else:
-                        theirs.append(run_iperf3(case, a.duration, a.warmup, nodelay))
-                        ours.append(run_agent(agent, case, a.duration, a.warmup, nodelay, a.fields))
+                        theirs.append(run_iperf3(case, a.duration, a.warmup, nodelay, cpus))
+                        ours.append(run_agent(agent, case, a.duration, a.warmup, nodelay, a.fields, cpus))
                 o, t = statistics.median(ours), statistics.median(theirs)
                 print(f"{case.label:22} {o / 1e9:12.2f} {t / 1e9:14.2f} {o / t:6.2f}", flush=True)
     return 0
