@@ -5,6 +5,7 @@ alternating the two tools run by run so that drift in the machine hits both alik
 
     .venv/bin/python benchmarks/agents_vs_iperf3.py [--duration 3] [--repeats 3]
         [--modes one_copy two_copy zero_copy sendfile] [--nodelay 1|0] [--agent PATH]
+        [--cases 1024x1 ...] [--cpus SERVER,CLIENT]
 
 Equal settings: TCP_NODELAY is on in both tools or off in both. Our agent's default is on
 (`--nodelay 1`), so iperf3 gets `-N` then; with `--nodelay 0` neither sets it. (iperf3 without
@@ -158,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fields", type=int, default=1,
                    help="buffers per message for our agent (default 1: one contiguous buffer per write, as iperf3)")
     p.add_argument("--agent", type=Path, help="a built agent (default: build one)")
+    p.add_argument("--cases", nargs="+", metavar="SIZExSTREAMS",
+                   help="e.g. 1024x1 65536x4 (default: " + " ".join(f"{s}x{n}" for s, n in CASES) + ")")
     p.add_argument("--cpus", help="SERVER,CLIENT: pin each side of both tools to a CPU with taskset "
                    "(e.g. 1,0 apart, 0,0 on one CPU); default: the scheduler places them")
     return p
@@ -172,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(parts) != 2 or not all(x.isdigit() for x in parts):
             build_parser().error("--cpus takes SERVER,CLIENT, two CPU numbers")
         cpus = (parts[0], parts[1])
+    cases = CASES
+    if a.cases:
+        try:
+            cases = [(int(x.split("x")[0]), int(x.split("x")[1])) for x in a.cases]
+        except (ValueError, IndexError):
+            build_parser().error("--cases takes SIZExSTREAMS items, e.g. 1024x1")
 
     with tempfile.TemporaryDirectory() as tmp:
         agent = a.agent or build_agent(Path(tmp))
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
               f"CPUs (server,client): {a.cpus or 'not pinned'}")
         print(f"{'case':22} {'ours Gbit/s':>12} {'iperf3 Gbit/s':>14} {'ratio':>6}")
         for mode in a.modes:
-            for size, streams in CASES:
+            for size, streams in cases:
                 case = Case(size, streams, mode)
                 ours: list[float] = []
                 theirs: list[float] = []
