@@ -150,7 +150,11 @@ def report_section(results: pd.DataFrame) -> str:
              "method, as `orchestrate compare`).", "",
              "**one_copy is the fair comparison**: iperf3 makes one write of the message size per call, and "
              "one_copy one sendmsg per message. two_copy makes one send per field (`fields`), so its ratio also "
-             f"carries the extra system calls. A ratio below {LOW:g}× or above {HIGH:g}× is flagged for a look.", ""]
+             f"carries the extra system calls. A ratio below {LOW:g}× or above {HIGH:g}× is flagged for a look.", "",
+             "At small messages and one connection the ratio also moves with where the scheduler puts the two "
+             "ends: on loopback, 1 KiB × 1 measured 0.43 with sender and receiver on two CPUs and 1.68 on one "
+             "(README, \"Figures measured here\"), because iperf3's slower receiver lets writes coalesce into "
+             "larger packets. A flag there asks for a look at CPU placement and load before the agents.", ""]
     if table.empty:
         lines += ["No cell of ours and of iperf3 both succeeded at the same settings: no ratio.", ""]
     else:
