@@ -458,4 +458,5 @@ def read_results(path: str | Path) -> pd.DataFrame:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ResultsError(f"{path}: cannot read results: {exc}") from exc
-    return pd.DataFrame({name: _typed(name, raw[name]) for name in raw.columns})
+    # A file from before pairs existed ran on the one pair: its rows read as pair "default".
+    return dimensions.with_pair(pd.DataFrame({name: _typed(name, raw[name]) for name in raw.columns}))
