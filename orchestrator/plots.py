@@ -194,6 +194,8 @@ def _grid_figure(
                 top = max(axes[r][c].get_ylim()[1] for r, c in group)
                 for ax in drawn:
                     ax.set_ylim(0, top)
+                    if len(pairs) > 1 and top >= 10_000:  # raised by another pair's panel: same tick labels
+                        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     if handles:
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
                    ncols=min(4, len(handles)), frameon=False)
