@@ -18,12 +18,12 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator import run as runs
+from orchestrator import runner
 from orchestrator.config import load_experiment
 from orchestrator.inventory import load_inventory
 
 
-class Clock(runs.Progress):
+class Clock(runner.Progress):
     def __init__(self) -> None:
         self.loop_started = 0.0
         self.stages: list[tuple[str, float]] = []
@@ -47,10 +47,10 @@ def main() -> None:
             "mode": "one_copy", "message_size": "64KiB", "duration": 0.3, "warmup": 0.5, "order": "listed",
         }))
         experiment = load_experiment(config)
-        state = runs.create_run(experiment, load_inventory(Path(args.inventory)), Path(scratch) / "results")
+        state = runner.create_run(experiment, load_inventory(Path(args.inventory)), Path(scratch) / "results")
         clock = Clock()
         started = time.monotonic()
-        outcome = runs.execute(state, clock)
+        outcome = runner.execute(state, clock)
         ended = time.monotonic()
     cells = len(outcome.finished)
     measured = cells * (experiment.warmup + experiment.duration)

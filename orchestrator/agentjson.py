@@ -17,8 +17,9 @@ from typing import Any, Literal
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from orchestrator.config import Mode, Role, Workload
-from orchestrator.errors import OrchestrateError
+from .config import Mode, Workload
+from .roles import Role
+from .errors import OrchestrateError
 
 # Validation runs on the JSON text (validate_json), where strict mode still takes objects for
 # the dataclasses but refuses 1.0, "12" and true where the contract says integer.

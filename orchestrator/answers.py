@@ -130,10 +130,15 @@ def _thread_span(stream: pd.DataFrame) -> tuple[int, int] | str:
     return threads[0], threads[-1]
 
 
-def _q_thread_scaling(summary: pd.DataFrame, run: RunData) -> list[str]:
-    lines = ["### How does throughput scale with threads?", ""]
+def _thread_question(title: str, summary: pd.DataFrame) -> tuple[list[str], pd.DataFrame, tuple[int, int] | str]:
+    """A thread question's heading, its stream cells, and the thread counts it compares (or why
+    it cannot be answered)."""
     stream = summary[summary["workload"] == "stream"]
-    span = _thread_span(stream)
+    return [f"### {title}", ""], stream, _thread_span(stream)
+
+
+def _q_thread_scaling(summary: pd.DataFrame, run: RunData) -> list[str]:
+    lines, stream, span = _thread_question("How does throughput scale with threads?", summary)
     if isinstance(span, str):
         return lines + [span, ""]
     low, high = span
@@ -242,9 +247,8 @@ def _q_cache_level(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly())
 
 
 def _q_threads_and_contention(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly()) -> list[str]:
-    lines = ["### How does thread count interact with cache misses and context switches?", ""]
-    stream = summary[summary["workload"] == "stream"]
-    span = _thread_span(stream)
+    lines, stream, span = _thread_question("How does thread count interact with cache misses and context switches?",
+                                           summary)
     if isinstance(span, str):
         return lines + [span, ""]
     low, high = span

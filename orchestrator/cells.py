@@ -3,13 +3,12 @@ then their raw files brought home."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,7 +16,7 @@ from . import reference
 from .config import Experiment
 from .deploy import Agent
 from .errors import HostError
-from .files import disk_error, write_atomic
+from .files import disk_error
 from .hosts import Host, Process, extract_tar
 from .processes import shell_quote
 from .leftovers import GroupRecord, Started
@@ -48,12 +47,24 @@ class CellContext:
         return f"{self.hosts[role].spec.workdir}/runs/{self.run_id}/{cell.cell_id}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class CellOutcome:
+    """How a cell ran. `CellRunner.run` gives what the run itself saw (`error`: an agent's exit
+    status, a time limit, a lost host); the run then reads the raw files (cellrow.read_cell) and
+    gives the cell's final outcome, whose `status` and `error` are its results row's."""
+
     cell: Cell
     local_dir: Path
     error: str | None
     seconds: float
+    commands: dict[str, str] = field(default_factory=dict)
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+    status: str | None = None  # the row's status, once the raw files were read
+
+    def record(self) -> dict[str, Any]:
+        """cell.json: what the orchestrator ran, the exit codes, the time, and the row's verdict."""
+        return {"cell": self.cell.to_json(), "commands": self.commands, "exit_codes": self.exit_codes,
+                "seconds": self.seconds, "status": self.status, "error": self.error}
 
 
 def agent_arguments(cell: Cell, experiment: Experiment, role: str, server_address: str) -> list[str]:
@@ -185,14 +196,13 @@ class CellRunner:
             self.armed = None
 
     def run(self, cell: Cell, local_dir: Path, next_cell: Cell | None = None) -> CellOutcome:
+        """Run the cell and bring its raw files into `local_dir`; nothing is judged or written
+        about the cell here (the run does that, once, from the raw files)."""
         ctx = self.ctx
         started = time.monotonic()
         local_dir.mkdir(parents=True, exist_ok=True)
-        record: dict[str, Any] = {
-            "cell": cell.to_json(),
-            "commands": {role: agent_command(ctx, cell, role, gated=True) for role in ROLES},
-            "exit_codes": {},
-        }
+        commands = {role: agent_command(ctx, cell, role, gated=True) for role in ROLES}
+        exit_codes: dict[str, int | None] = {}
         error: str | None = None
         processes: dict[str, Process] = {}
         returned: set[str] = set()
@@ -209,13 +219,10 @@ class CellRunner:
                 self._arm(next_cell)
             limit = cell_time_limit(ctx.experiment)
             for role, (code, output) in self._finish_both(processes, limit).items():
-                record["exit_codes"][role] = code
+                exit_codes[role] = code
                 if _unpack(output, local_dir):
                     returned.add(role)
-                if code is None:
-                    error = error or f"{role} agent did not finish within {limit:g}s"
-                elif code != 0:
-                    error = error or f"{role} agent {_exit_meaning(code)}"
+                error = error or exit_problem(role, code, limit)
         except HostError as exc:
             error = str(exc)
         except BaseException:
@@ -228,14 +235,8 @@ class CellRunner:
                 process.close()
         if error:
             self.disarm()  # the armed next cell's commands are killed as they are released
-        record["seconds"] = time.monotonic() - started
         fetch_error = _fetch_missing(ctx, cell, local_dir, set(ROLES) - returned)
-        error = error or fetch_error
-        if error:
-            error = _explain(error, local_dir)
-        record["error"] = error
-        write_atomic(local_dir / "cell.json", json.dumps(record, indent=2) + "\n", local_dir.parent.parent)
-        return CellOutcome(cell, local_dir, error, time.monotonic() - started)
+        return CellOutcome(cell, local_dir, error or fetch_error, time.monotonic() - started, commands, exit_codes)
 
     def _finish_both(self, processes: dict[str, Process], limit: float) -> dict[str, tuple[int | None, bytes]]:
         """Both commands' exit codes and output, waiting on both at once: as soon as one side
@@ -288,6 +289,16 @@ _AGENT_EXITS = {
 }
 
 
+def exit_problem(role: str, code: int | None, limit: float) -> str | None:
+    """What an agent command's exit code says went wrong, None if nothing (code 0). None as the
+    code: it did not end by itself within the cell's time limit and was killed."""
+    if code is None:
+        return f"{role} agent did not finish within {limit:g}s"
+    if code != 0:
+        return f"{role} agent {_exit_meaning(code)}"
+    return None
+
+
 def _exit_meaning(code: int) -> str:
     if code == -1:
         return "was killed by a signal"
@@ -336,23 +347,3 @@ def _fetch_missing(ctx: CellContext, cell: Cell, local_dir: Path, roles: set[str
         except OSError as exc:  # unpacking here: this machine's disk
             raise disk_error(local_dir / "raw files", exc, local_dir.parent.parent) from None
     return "; ".join(problems) or None
-
-
-def _explain(error: str, local_dir: Path) -> str:
-    """Add the agents' own words to a failure: their JSON error, or the last stderr line."""
-    details = []
-    for role in ROLES:
-        message = None
-        try:
-            message = json.loads((local_dir / f"{role}.json").read_text()).get("error")
-        except (OSError, ValueError, AttributeError):
-            pass
-        if not message:
-            try:
-                lines = [l for l in (local_dir / f"{role}.stderr").read_text().splitlines() if l.strip()]
-                message = lines[-1] if lines else None
-            except OSError:
-                pass
-        if message:
-            details.append(f"{role}: {message}")
-    return error + (" (" + "; ".join(details) + ")" if details else "")

@@ -71,7 +71,7 @@ def _records(frame) -> list[dict[str, Any]]:
 
 def _summary(run_dir: Path):
     from .stats import summarize
-    from .table import read_results
+    from .results import read_results
 
     return summarize(read_results(run_dir / "results.csv"))
 
@@ -231,7 +231,7 @@ def _seed(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
-    from . import run as runs
+    from . import runner
 
     if args.retry_failed and not args.resume:
         raise ConfigError("orchestrate run: --retry-failed goes with --resume RUN_DIR")
@@ -242,10 +242,10 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     if args.dry_run:
         return dry_run(args, term)
     if args.resume:
-        state = runs.reopen_run(Path(args.resume))
+        state = runner.reopen_run(Path(args.resume))
         term.console.print(f"resuming {state.run_dir}")
         if args.retry_failed:
-            redo = runs.set_aside_unfinished(state)
+            redo = runner.set_aside_unfinished(state)
             term.console.print(f"measuring {len(redo)} failed or degraded cells again; their raw files are kept in "
                                f"{state.run_dir}/cells/<cell_id>.failed-<n>/")
     else:
@@ -253,13 +253,13 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         size = _checked_size(experiment, args.yes)
-        state = runs.create_run(experiment, inventory, Path(args.results))
+        state = runner.create_run(experiment, inventory, Path(args.results))
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
     try:
         progress = TerminalProgress(term.console, estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
         shown = show_preflight if args.verbose else _problems_only
-        outcome = runs.execute(state, progress, on_preflight=lambda report: shown(term, report))
+        outcome = runner.execute(state, progress, on_preflight=lambda report: shown(term, report))
     except KeyboardInterrupt as exc:
         _say(term, f"[yellow]interrupted[/] ({signal_name(exc)}): agents stopped on both hosts; finished cells are kept.\n"
              f"resume with: orchestrate run --resume {state.run_dir}")
@@ -278,7 +278,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         report = write_report(state.run_dir, baseline=args.baseline)
         args.doc["report"] = {"markdown": str(report), "html": str(report.with_suffix(".html"))}
         term.console.print(f"report: {report.with_suffix('.html')}")
-    counts = runs.row_counts(state.run_dir)
+    counts = runner.row_counts(state.run_dir)
     failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
     if failed or degraded:
         # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
@@ -306,13 +306,13 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     """What `run` would do, touching no host (with --check: preflight only, nothing started)."""
     import yaml
 
-    from . import run as runs
+    from . import runner
     from .plan import expand, new_seed
 
     if args.resume:
-        state = runs.reopen_run(Path(args.resume))
+        state = runner.reopen_run(Path(args.resume))
         experiment, inventory, plan = state.experiment, state.inventory, state.plan
-        done = runs.finished_cell_ids(state.run_dir / "results.csv")
+        done = runner.finished_cell_ids(state.run_dir / "results.csv")
         seed_note = "saved with the run"
     else:
         if not args.config:
@@ -362,10 +362,10 @@ def _problems_only(term: Terminal, report: Preflight) -> None:
 
 def _preflight_only(args: argparse.Namespace, term: Terminal, experiment, inventory, then: str | None = None) -> None:
     """Reach the hosts, run preflight, show and record its findings; nothing is started."""
-    from . import run as runs
+    from . import runner
     from .preflight import run_preflight
 
-    hosts = runs.connect_hosts(inventory, experiment.timeouts.connect)
+    hosts = runner.connect_hosts(inventory, experiment.timeouts.connect)
     try:
         report = run_preflight(hosts, experiment, inventory)
     finally:

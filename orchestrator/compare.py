@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from . import derive, plots, stats, zerocopy
 from .errors import NoCommonCells
+from .plan import load_plan
 from .roles import ROLES
 from .runfolder import RunData, flatten, load_run
 
@@ -219,6 +220,9 @@ def default_out_dir(run_a: Path, run_b: Path) -> Path:
 def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Comparison:
     """Compare two run folders; writes compare.md, compare.csv and the plot into out_dir
     (default: `default_out_dir`). Raises NoCommonCells, writing nothing, when they share no cell."""
+    for run_dir in (Path(run_a), Path(run_b)):
+        if (run_dir / "plan.json").exists():  # results.csv's version is checked as it is read
+            load_plan(run_dir / "plan.json")
     a, b = load_run(Path(run_a)), load_run(Path(run_b))
     cells_a, cells_b = set(a.results["cell_id"].map(stats.cell_key)), set(b.results["cell_id"].map(stats.cell_key))
     if not cells_a & cells_b:

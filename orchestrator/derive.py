@@ -1,4 +1,4 @@
-"""Reading results.csv and deriving, for every row, the metrics the study compares.
+"""Deriving, for every row of results.csv (read by `results.read_results`), the metrics the study compares.
 
 The per-row figures here are what `stats` summarises over repetitions and what the plots
 and the report show; each one is computed from columns of results.csv only, so every
@@ -8,16 +8,11 @@ number traces back to the agents' JSON and perf files of its cell.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import dimensions, table
 from .roles import ROLES
-from .table import ResultsError
-
-REQUIRED_COLUMNS = dimensions.REQUIRED_COLUMNS
 
 
 # perf events and rusage figures that exist once per role and are mapped to sender/receiver.
@@ -82,23 +77,6 @@ USER_ONLY = "user"
 PRIMARY_METRICS = ("throughput_gbps", "transactions_per_s", "latency_p50_us")
 
 
-def read_results(path: Path) -> pd.DataFrame:
-    """results.csv as typed by `table.read_results` (empty -> missing, never 0), checked for
-    the columns every analysis step needs."""
-    path = Path(path)
-    if not path.is_file():
-        raise ResultsError(f"{path}: no results.csv; is this a run folder?")
-    frame = table.read_results(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
-    for name in ("message_size", "threads", "repetition"):
-        empty = frame[name].isna()
-        if empty.any():
-            raise ResultsError(f"{path}: column {name!r} is empty on row {int(empty.idxmax()) + 2}; every row names its cell")
-    return frame
-
-
 def column(frame: pd.DataFrame, name: str) -> pd.Series:
     """A column, or all-NaN when results.csv does not have it (an event perf did not count)."""
     if name in frame.columns:
@@ -125,7 +103,7 @@ def derive_metrics(results: pd.DataFrame) -> pd.DataFrame:
 
     duration = column(out, "duration_s")
     # results.csv is the contract: throughput there is already the receiver's window bytes over
-    # its measured window (orchestrator/table.py), so it is read, not computed a second time.
+    # its measured window (orchestrator/results.py), so it is read, not computed a second time.
     out["throughput_gbps"] = column(out, "throughput_gbps").where(ok)
     for name in ("messages_per_s", "transactions_per_s", "latency_mean_us", "latency_p50_us", "latency_p99_us"):
         out[name] = column(out, name).where(ok)

@@ -1,7 +1,7 @@
 """The columns that name a cell, stated once: the matrix keys, the summary's and results.csv's
 identity columns, and what a reader of results.csv requires are all made from these.
 
-Each column comes with the type results.csv holds it as (`table.read_results` types it so).
+Each column comes with the type results.csv holds it as (`results.read_results` types it so).
 This module imports nothing from the package, so any module may use it.
 """
 

@@ -53,6 +53,21 @@ class ConfigError(OrchestrateError):
     exit_code = ExitStatus.BAD_ARGUMENT
 
 
+class FormatVersionError(ConfigError):
+    """A run folder's plan.json or results.csv in a format version this orchestrate does not
+    read (docs/results-schema.md, "Format versions"): written by an older or a newer one."""
+
+    def __init__(self, path: object, found: object, supported: int):
+        if isinstance(found, int):
+            by = "a newer" if found > supported else "an older"
+            what = f"format version {found}, written by {by} orchestrate"
+        else:
+            what = f"format version {found!r}, which no orchestrate writes"
+        super().__init__(f"{path}: {what}; this orchestrate reads format version {supported} only. "
+                         f"Use the orchestrate that wrote it, or start a new run")
+        self.found = found
+
+
 class HostError(OrchestrateError):
     """A host that cannot be reached, or a remote command that failed or timed out."""
 

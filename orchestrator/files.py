@@ -61,7 +61,7 @@ def write_atomic(path: str | Path, data: str | bytes, resume: Path | None = None
 def append_whole(path: Path, payload: bytes, resume: Path | None = None) -> None:
     """Append `payload` (whole lines) and fsync, or leave the file as it was: on a write error the
     file is cut back to its old length, so no half row is ever left (a crash mid-write leaves a
-    torn tail, which `table.repair_torn_tail` sets aside on the next start)."""
+    torn tail, which `results.repair_torn_tail` sets aside on the next start)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as exc:

@@ -6,7 +6,7 @@ throughput column come from the same bytes. Rows are appended as each cell finis
 whole fsynced write per cell (as results.csv), and written whole by `orchestrate report` for a
 run folder that predates the file (docs/results-schema.md).
 
-The stall rule is stall.py's, the one that also makes a row `degraded` (table.py), with the
+The stall rule is stall.py's, the one that also makes a row `degraded` (results.py), with the
 same `checks.min_interval_fraction`.
 """
 
@@ -27,7 +27,7 @@ from .dimensions import BASIC, REPETITION, RUN_AND_CELL
 from .errors import OrchestrateError
 from .files import append_whole, write_atomic
 from .stall import Rate, low_intervals, summed_rates
-from .table import repair_torn_tail
+from .results import repair_torn_tail
 
 FILE_NAME = "intervals.csv"
 COLUMNS = (

@@ -42,7 +42,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from orchestrator.errors import OrchestrateError
+from .errors import OrchestrateError
 
 Status = Literal["counted", "not_supported", "not_counted"]
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 import itertools
 import random
 import secrets
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from . import reference
 from .config import CELL_KEYS, Experiment
 from .dimensions import BASIC
+from .errors import ConfigError, FormatVersionError
 from .estimate import per_cell_seconds
+
+# plan.json's format (docs/results-schema.md, "Format versions"); raised when what a resumed run
+# needs from it changes. A plan.json without the key was written before versions: version 1.
+FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,27 @@ class Plan:
     cells: tuple[Cell, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"seed": self.seed, "cells": [c.to_json() for c in self.cells]}
+        return {"format_version": FORMAT_VERSION, "seed": self.seed, "cells": [c.to_json() for c in self.cells]}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Plan":
+    def from_json(cls, data: dict[str, Any], source: object = "plan.json") -> "Plan":
+        """The plan as saved; FormatVersionError if another format version wrote it."""
+        version = data.get("format_version", 1)
+        if version != FORMAT_VERSION or isinstance(version, bool):
+            raise FormatVersionError(source, version, FORMAT_VERSION)
         return cls(seed=int(data["seed"]), cells=tuple(Cell.from_json(c) for c in data["cells"]))
+
+
+def load_plan(path: Path) -> Plan:
+    """A run folder's plan.json: ConfigError if it cannot be read, FormatVersionError if another
+    format version wrote it."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return Plan.from_json(data, path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a plan this orchestrate can read: {exc}") from None
 
 
 # Over either, a plan needs --yes: it is more likely a typo in the matrix than a plan.

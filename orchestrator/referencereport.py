@@ -13,7 +13,8 @@ import pandas as pd
 
 from . import stats, zerocopy
 from .reference import CLIENT_JSON, KEYS, MODE
-from .table import MeasurementChecks, Row, _perf_columns, order_columns
+from .results import MeasurementChecks, Row, order_columns, perf_columns
+from .roles import ROLES
 
 # Ours ÷ iperf3 outside these is flagged for a look.
 LOW, HIGH = 0.8, 1.25
@@ -71,9 +72,9 @@ def cell_row(identity: Mapping[str, object], cell_dir: Path, error: str | None,
         problems += found + _setting_problems(settings, identity)
     row: Row = {key: identity.get(key) for key in identity}
     row.update(measured)
-    for role in ("server", "client"):
+    for role in ROLES:
         if perf.get(role) is not None:
-            row.update(_perf_columns(role, perf[role]))
+            row.update(perf_columns(role, perf[role]))
         row[f"{role}_perf_counts"] = perf_counts.get(role)
     doubts = []
     if checks is not None and not problems and isinstance(row.get("duration_s"), float):

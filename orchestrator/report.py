@@ -16,8 +16,8 @@ from .dimensions import with_pair
 from .files import disk_error, write_atomic
 from .reporthtml import render_html, render_pairs_html
 from .reportmd import render_markdown, render_pairs_markdown
+from .results import MeasurementChecks, check_format, repair_torn_tail
 from .runfolder import RunData, load_run, pair_view
-from .table import MeasurementChecks, repair_torn_tail
 from .variants import variant_folder, variants
 
 def _over_time(run: RunData, redo: str, series: pd.DataFrame | None = None, folder: str = "plots") -> str:
@@ -78,6 +78,7 @@ def write_report(run_dir: Path, baseline: str | None = None) -> Path:
     `--resume` does. Every file is written whole or not at all: a full disk is a DiskError."""
     run_dir = Path(run_dir)
     if (run_dir / "results.csv").is_file():
+        check_format(run_dir / "results.csv")  # another format version is refused before it is touched
         repair_torn_tail(run_dir / "results.csv")
     run = load_run(run_dir)
     base = pairs.baseline_pair(run, baseline)

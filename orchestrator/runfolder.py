@@ -15,11 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from . import derive, layout
+from . import layout
 from .dimensions import DEFAULT_PAIR
 from .errors import ConfigError, OrchestrateError
 from .roles import ROLES
-from .table import ResultsError
+from .results import ResultsError, read_results
 from .yamlfile import load_yaml
 
 
@@ -71,7 +71,7 @@ def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run folder")  # a bad argument (exit 2), not a bad run
-    results = derive.read_results(run_dir / "results.csv")
+    results = read_results(run_dir / "results.csv")
     notes: list[str] = []
     config = _read_yaml(run_dir / "config.yml", notes)
     inventory = _read_yaml(run_dir / "inventory.yml", notes)

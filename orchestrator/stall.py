@@ -1,5 +1,5 @@
 """The one stall rule: an interval whose rate, all connections summed, falls below a fraction of
-the median interval's rate. It makes a results row `degraded` (table.measurement_doubts) and
+the median interval's rate. It makes a results row `degraded` (results.measurement_doubts) and
 puts a cell in the report's stall list (intervals.stalls), with the same threshold
 (`checks.min_interval_fraction`)."""
 

@@ -345,12 +345,12 @@ def _local_inventory(tmp_path: Path) -> Path:
 def test_a_bug_inside_a_run_is_one_line_pointing_at_run_log(tmp_path, monkeypatch):
     """An unexpected exception (a bug, not a typed error): its whole traceback goes to the run's
     run.log, and the user is shown one line that names that file."""
-    from orchestrator import cli, run
+    from orchestrator import cli, runner
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the code\nwith a second line")
 
-    monkeypatch.setattr(run, "connect_hosts", broken)  # inside execute(), after run.log is opened
+    monkeypatch.setattr(runner, "connect_hosts", broken)  # inside execute(), after run.log is opened
     stdout, stderr = io.StringIO(), io.StringIO()
     code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_local_inventory(tmp_path)),
                      "--results", str(tmp_path / "results"), "-q"], stdout=stdout, stderr=stderr)

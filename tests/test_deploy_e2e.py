@@ -19,7 +19,7 @@ from orchestrator import deploy
 from orchestrator.cli import main
 from orchestrator.hosts import connect
 from orchestrator.inventory import load_inventory
-from orchestrator.table import read_results
+from orchestrator.results import read_results
 
 from .labs import running_lab
 from .conftest import ROOT

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import derive
+from orchestrator.results import read_results
 from orchestrator.errors import OrchestrateError
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -16,7 +17,7 @@ HEADER = (
     "run_id,cell_id,workload,mode,message_size,threads,repetition,sender,status,error,warmup_s,duration_s,"
     "bytes_received,window_bytes,server_cpu_s,client_cpu_s,server_cycles,client_cycles,"
     "server_context_switches,client_context_switches,zerocopy_completed_sends,zerocopy_copied_sends,"
-    # As orchestrator/table.py writes them: window bytes * 8 / duration, copied / completed.
+    # As orchestrator/results.py writes them: window bytes * 8 / duration, copied / completed.
     "throughput_gbps,zerocopy_copied_fraction\n"
 )
 
@@ -30,7 +31,7 @@ def write(tmp_path: Path, *rows: str, extra: str = "") -> Path:
 
 def test_empty_fields_are_nan_never_zero(tmp_path):
     path = write(tmp_path, "r,stream-one_copy-1024B-1t-r1,stream,one_copy,1024,1,1,server,ok,NA,2,10,1000000000,800000000,3,1,,,,,,,0.64,")
-    frame = derive.read_results(path)
+    frame = read_results(path)
     assert pd.isna(frame.loc[0, "server_cycles"])
     # "NA" in a text column is text, not missing
     assert frame.loc[0, "error"] == "NA"
@@ -44,7 +45,7 @@ def test_derived_values_from_known_inputs(tmp_path):
         "r,stream-zero_copy-4096B-2t-r1,stream,zero_copy,4096,2,1,client,ok,,2,10,2000000000,1000000000,"
         "1.0,4.0,3000000000,8000000000,100,140,50,5,0.8,0.1",
     )
-    row = derive.derive_metrics(derive.read_results(path)).iloc[0]
+    row = derive.derive_metrics(read_results(path)).iloc[0]
     # The sender's and receiver's columns are picked by `sender`: client 4 s, server 1 s.
     assert (row["sender_cpu_s"], row["receiver_cpu_s"]) == (4.0, 1.0)
     assert (row["sender_cycles"], row["receiver_cycles"]) == (8e9, 3e9)
@@ -71,7 +72,7 @@ def test_miss_and_rusage_rates_from_known_inputs(tmp_path):
         "2048,6144,512,1024,,,,",
         extra=extra,
     )
-    server_sends, client_sends = (row for _, row in derive.derive_metrics(derive.read_results(path)).iterrows())
+    server_sends, client_sends = (row for _, row in derive.derive_metrics(read_results(path)).iterrows())
     assert server_sends["sender_l1_misses_per_kib"] == pytest.approx(2.0)  # server's 2048 over 1024 KiB
     assert server_sends["receiver_l1_misses_per_kib"] == pytest.approx(6.0)
     assert server_sends["l1_misses_per_kib"] == pytest.approx(8.0)
@@ -96,7 +97,7 @@ def test_failed_rows_and_rr_rows_get_no_per_byte_figures(tmp_path):
         "r,stream-one_copy-1024B-1t-r1,stream,one_copy,1024,1,1,server,failed,peer gone,2,,,,,,,,,,,,,",
         "r,rr-one_copy-1024B-1t-r1,rr,one_copy,1024,1,1,,ok,,2,10,1000000,500000,1,1,1000,1000,10,10,,,0.0004,",
     )
-    derived = derive.derive_metrics(derive.read_results(path))
+    derived = derive.derive_metrics(read_results(path))
     assert derived["throughput_gbps"].isna().iloc[0]
     assert derived["cpu_s_per_gb"].isna().all()
     assert derived.loc[1, "throughput_gbps"] == pytest.approx(500000 * 8 / 10 / 1e9)
@@ -105,23 +106,23 @@ def test_failed_rows_and_rr_rows_get_no_per_byte_figures(tmp_path):
 def test_garbage_number_is_a_user_error(tmp_path):
     path = write(tmp_path, "r,c-r1,stream,one_copy,1024,1,1,server,ok,,2,10,<not supported>,1,1,1,,,,,,,,")
     with pytest.raises(OrchestrateError, match="bytes_received"):
-        derive.read_results(path)
+        read_results(path)
 
 
 def test_missing_results_file_is_a_user_error(tmp_path):
     with pytest.raises(OrchestrateError, match="no results.csv"):
-        derive.read_results(tmp_path / "results.csv")
+        read_results(tmp_path / "results.csv")
 
 
 def test_fixture_vm_has_no_hardware_counters_but_cpu_time():
-    derived = derive.derive_metrics(derive.read_results(VM / "results.csv"))
+    derived = derive.derive_metrics(read_results(VM / "results.csv"))
     assert derived["cycles_per_byte"].isna().all()
     assert derived["cpu_ns_per_byte"].notna().all()
     assert (derived.loc[derived["mode"] == "zero_copy", "zerocopy_copied_fraction"] == 1.0).all()
 
 
 def test_fixture_hw_throughput_is_window_bytes_over_the_window():
-    derived = derive.derive_metrics(derive.read_results(HW / "results.csv"))
+    derived = derive.derive_metrics(read_results(HW / "results.csv"))
     ok = derived["status"] == "ok"
     assert ok.sum() > 100 and (~ok).any()
     # Computed here from the window's bytes and seconds, not from the throughput column.
@@ -135,7 +136,7 @@ def test_throughput_is_the_receivers_window_in_its_raw_agent_json():
     with plain json here, give the throughput derive reports."""
     import json
 
-    derived = derive.derive_metrics(derive.read_results(STALL / "results.csv"))
+    derived = derive.derive_metrics(read_results(STALL / "results.csv"))
     ok = derived[derived["status"] == "ok"]
     assert len(ok) >= 4
     for _, row in ok.iterrows():

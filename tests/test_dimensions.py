@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config, derive, dimensions, plan, table
+from orchestrator import config, dimensions, plan
+from orchestrator.results import SCHEMA_COLUMNS, order_columns, read_results
 from orchestrator.errors import OrchestrateError
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -25,7 +26,7 @@ def test_the_experiment_and_the_plan_name_the_same_dimensions_in_the_same_order(
 
 
 def test_results_csv_begins_with_the_identity_columns():
-    assert table.SCHEMA_COLUMNS[: len(dimensions.IDENTITY_COLUMNS)] == dimensions.IDENTITY_COLUMNS
+    assert SCHEMA_COLUMNS[: len(dimensions.IDENTITY_COLUMNS)] == dimensions.IDENTITY_COLUMNS
     assert dimensions.IDENTITY_COLUMNS[:2] == ("run_id", "cell_id")
     assert set(dimensions.REQUIRED_COLUMNS) - {"status"} <= set(dimensions.IDENTITY_COLUMNS)
 
@@ -34,12 +35,12 @@ def test_results_csv_begins_with_the_identity_columns():
 def test_fixture_generator_writes_the_schema_of_the_package(run):
     with open(RUNS / run / "results.csv", newline="") as handle:
         header = next(csv.reader(handle))
-    assert header[: len(table.SCHEMA_COLUMNS)] == list(table.SCHEMA_COLUMNS)
-    assert header == table.order_columns(header)
+    assert header[: len(SCHEMA_COLUMNS)] == list(SCHEMA_COLUMNS)
+    assert header == order_columns(header)
 
 
 def test_the_reader_types_every_identity_column_as_declared():
-    frame = table.read_results(RUNS / SYNTHETIC[0] / "results.csv")
+    frame = read_results(RUNS / SYNTHETIC[0] / "results.csv")
     assert len(frame) > 0
     for name, kind in dimensions.IDENTITY_TYPES.items():
         assert str(frame[name].dtype) == PANDAS_DTYPE[kind], name
@@ -57,6 +58,6 @@ def test_the_analysis_reader_refuses_a_file_without_a_required_column(tmp_path, 
         writer.writeheader()
         writer.writerows(rows)
     with pytest.raises(OrchestrateError, match=f"missing column\\(s\\) {missing}"):
-        derive.read_results(path)
+        read_results(path)
     # The same file with the column is read.
-    assert len(derive.read_results(source)) == len(rows)
+    assert len(read_results(source)) == len(rows)

@@ -18,7 +18,7 @@ import yaml
 from orchestrator.config import load_experiment
 from orchestrator.inventory import load_inventory
 from orchestrator.scaffold import INVENTORY_TEMPLATE, init
-from orchestrator.table import read_results
+from orchestrator.results import read_results
 
 from .conftest import ROOT, require_tool
 from .test_cli import orchestrate

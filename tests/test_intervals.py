@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import intervals, report, runfolder, stall, table
+from orchestrator import intervals, report, runfolder, stall
+from orchestrator.results import read_results
 from orchestrator.agentjson import load_agent_json
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs" / "20261127T014622Z-stall-232a"
@@ -27,7 +28,7 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def test_rebuilt_intervals_load_with_one_read_csv_and_hold_the_window_bytes(run_dir: Path):
-    results = table.read_results(run_dir / "results.csv")
+    results = read_results(run_dir / "results.csv")
     intervals.rebuild(run_dir, results)
     frame = pd.read_csv(run_dir / "intervals.csv")
     assert list(frame.columns) == list(intervals.COLUMNS)
@@ -51,7 +52,7 @@ def test_rebuilt_intervals_load_with_one_read_csv_and_hold_the_window_bytes(run_
 
 
 def test_stall_list_is_exactly_the_rows_the_checks_made_degraded(run_dir: Path):
-    results = table.read_results(run_dir / "results.csv")
+    results = read_results(run_dir / "results.csv")
     degraded = set(results.loc[results["status"] == "degraded", "cell_id"])
     assert degraded == STALLED
     frame = intervals.read_intervals(intervals.rebuild(run_dir, results))
@@ -76,7 +77,7 @@ def test_stall_rule_from_the_file_equals_the_rule_from_the_agent_json():
 
 
 def test_a_threshold_below_every_interval_finds_no_stall_and_a_lower_one_still_finds_a_zero(run_dir: Path):
-    frame = intervals.read_intervals(intervals.rebuild(run_dir, table.read_results(run_dir / "results.csv")))
+    frame = intervals.read_intervals(intervals.rebuild(run_dir, read_results(run_dir / "results.csv")))
     assert intervals.stalls(frame, 0.0) == []
     assert {s.cell_id for s in intervals.stalls(frame, 0.01)} == STALLED
 
@@ -155,5 +156,5 @@ def test_an_error_document_gives_no_rows():
 
 def test_an_intervals_file_of_another_layout_is_built_again(run_dir: Path):
     (run_dir / "intervals.csv").write_text("cell_id,t,bytes\nx,1,2\n")
-    frame = intervals.ensure(run_dir, table.read_results(run_dir / "results.csv"))
+    frame = intervals.ensure(run_dir, read_results(run_dir / "results.csv"))
     assert list(frame.columns) == list(intervals.COLUMNS) and len(frame) == 240

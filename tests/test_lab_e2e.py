@@ -18,7 +18,7 @@ import yaml
 
 from orchestrator import lab
 from orchestrator.cli import main
-from orchestrator.table import read_results
+from orchestrator.results import read_results
 
 from .labs import running_lab
 from .conftest import ROOT, require_tool

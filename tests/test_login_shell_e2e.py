@@ -17,7 +17,7 @@ from orchestrator.cli import main
 from orchestrator.errors import HostError
 from orchestrator.hosts import KILL_GRACE, connect
 from orchestrator.inventory import load_inventory
-from orchestrator.table import read_results
+from orchestrator.results import read_results
 
 from .labs import running_lab
 from .conftest import ROOT, require_tool

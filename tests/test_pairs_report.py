@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scistats
 
-from orchestrator import cli, derive, dimensions, intervals, pairs, plots, report, runfolder, stats, table
+from orchestrator import cli, derive, dimensions, intervals, pairs, plots, report, results, runfolder, stats
 from orchestrator.errors import ConfigError, ExitStatus
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -33,7 +33,7 @@ def pairs_report(tmp_path_factory) -> Path:
 
 
 def test_rows_without_a_pair_column_read_as_the_default_pair():
-    frame = table.read_results(RUNS / ONE_PAIR / "results.csv")
+    frame = results.read_results(RUNS / ONE_PAIR / "results.csv")
     assert len(frame) == 64
     assert set(frame["pair"]) == {"default"}
     assert list(frame.columns).index("pair") == list(frame.columns).index("cell_id") + 1
@@ -47,7 +47,7 @@ def test_an_empty_pair_value_reads_as_the_default_pair(tmp_path):
     column = header.index("pair")
     blank = [",".join("" if i == column else v for i, v in enumerate(line.split(","))) for line in text[1:3]]
     (tmp_path / "results.csv").write_text("\n".join([text[0], *blank]) + "\n")
-    frame = table.read_results(tmp_path / "results.csv")
+    frame = results.read_results(tmp_path / "results.csv")
     assert list(frame["pair"]) == ["default", "default"]
 
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.table import read_results
+from orchestrator.results import read_results
 
 from .labs import running_lab
 from .conftest import require, require_root

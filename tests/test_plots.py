@@ -3,14 +3,15 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from orchestrator import derive, plots, stats
+from orchestrator import plots, stats
+from orchestrator.results import read_results
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def summary_of(name: str):
-    return stats.summarize(derive.read_results(RUNS / name / "results.csv"))
+    return stats.summarize(read_results(RUNS / name / "results.csv"))
 
 
 @pytest.mark.parametrize(

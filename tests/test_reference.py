@@ -19,7 +19,7 @@ from orchestrator.deploy import Agent
 from orchestrator.errors import ConfigError
 from orchestrator.inventory import HostSpec
 from orchestrator.plan import Cell, expand, plan_size
-from orchestrator.table import MeasurementChecks, SCHEMA_COLUMNS
+from orchestrator.results import MeasurementChecks, SCHEMA_COLUMNS
 
 from .conftest import require_tool
 from .test_perf_access import SpecHost

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.table import read_results
+from orchestrator.results import read_results
 
-from .conftest import ROOT, require_tool
+from .conftest import require_tool
 from .labs import running_lab
 from .test_cli import ENV, ORCHESTRATE, orchestrate
 from .test_robust_e2e import free_port, only_run

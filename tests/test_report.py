@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import answers, formatting, report, reportmd, runfolder
+from orchestrator.results import read_results
 from orchestrator.errors import OrchestrateError
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -110,31 +111,35 @@ def test_number_formatting():
 CELLS = Path(__file__).parent / "fixtures" / "cells"
 
 
-def recorded_cells_run(tmp_path: Path) -> Path:
-    """A run folder whose results.csv the real row writer built from the cell files recorded
-    with the real agent and perf (tests/fixtures/cells), loaded as run.py loads them."""
+# The events the recorded cells' perf counted (tests/fixtures/cells/README.md).
+RECORDED_EVENTS = ("cycles", "instructions", "L1-dcache-load-misses", "LLC-load-misses", "context-switches",
+                   "cpu-migrations", "task-clock")
+
+
+def recorded_cell(folder: Path):
+    """The plan's cell of a recorded cell folder, from its hand-written identity.json."""
     import json
 
-    from orchestrator.agentjson import load_agent_json
-    from orchestrator.errors import OrchestrateError
-    from orchestrator.perfstat import load_perf_file
-    from orchestrator.table import ResultsTable, cell_row
+    from orchestrator.plan import Cell
+
+    identity = json.loads((folder / "identity.json").read_text())
+    varied = ("sender",) if identity["sender"] != "server" else ()
+    return Cell(**{k: identity[k] for k in ("workload", "mode", "message_size", "threads", "fields", "sender",
+                                            "nodelay", "sndbuf", "rcvbuf", "repetition")}, varied=varied)
+
+
+def recorded_cells_run(tmp_path: Path) -> Path:
+    """A run folder whose results.csv the run's own reader (cellrow.read_cell) built from the cell
+    files recorded with the real agent and perf (tests/fixtures/cells)."""
+    from orchestrator.cellrow import RowSettings, read_cell
+    from orchestrator.results import ResultsTable
 
     run = tmp_path / "20251125T220000Z-fixture-a1b2"
     run.mkdir()
     results = ResultsTable(run / "results.csv")
+    settings = RowSettings(run.name, "process", RECORDED_EVENTS, warmup=0.5, checks=None)
     for folder in sorted(p for p in CELLS.iterdir() if p.is_dir()):
-        loaded, problems = {}, []
-        for name, loader in (("server.json", load_agent_json), ("client.json", load_agent_json),
-                             ("server.perf.csv", load_perf_file), ("client.perf.csv", load_perf_file)):
-            try:
-                loaded[name] = loader(folder / name) if (folder / name).exists() else None
-            except OrchestrateError as exc:
-                loaded[name] = None
-                problems.append(str(exc))
-        identity = json.loads((folder / "identity.json").read_text())
-        results.append(cell_row(identity, loaded["server.json"], loaded["client.json"], loaded["server.perf.csv"],
-                                loaded["client.perf.csv"], "; ".join(problems) or None))
+        results.append(read_cell(folder, recorded_cell(folder), settings).row)
     return run
 
 
@@ -159,9 +164,9 @@ def test_report_on_rows_from_the_real_row_writer(tmp_path, monkeypatch):
     for section in SECTIONS:
         assert section in text, section
     assert "config.yml is missing" in text and "hosts/server.json is missing" in text
-    rows = derive.derive_metrics(derive.read_results(run / "results.csv")).set_index("cell_id")
+    rows = derive.derive_metrics(read_results(run / "results.csv")).set_index("cell_id")
     # the client sends in this cell: the sender's figures are the client_* columns
-    zero = rows.loc["stream-zero_copy-65536B-1t-r1-sender=client"]
+    zero = rows.loc["stream-zero_copy-65536B-1t-sender=client-r1"]
     assert zero["sender_cpu_s"] == zero["client_cpu_s"]
     assert zero["sender_cpu_s_per_gb"] == pytest.approx(zero["client_cpu_s"] / (zero["bytes_received"] / 1e9))
     # By hand from the fixture files: the client's cycles over the server's bytes received.
@@ -181,7 +186,7 @@ def test_report_on_rows_from_the_real_row_writer(tmp_path, monkeypatch):
     # ... and the report states them, rounded to three figures
     assert "| one_copy | 64KiB | 2 | 0.209 (n=1) | 0.837 (n=1) | 15.7 (n=1) | 1.63 (n=1) | 7,160 (n=1) |" in text
     assert "| zero_copy: copied (not zero-copy) | 64KiB | 1 | 1.23 (n=1) | not counted |" in text
-    summary = stats.summarize(derive.read_results(run / "results.csv")).set_index("cell")
+    summary = stats.summarize(read_results(run / "results.csv")).set_index("cell")
     assert summary.loc["stream-zero_copy-65536B-1t-sender=client", "mode_label"] == "zero_copy: copied (not zero-copy)"
     assert summary.loc["stream-two_copy-4096B-1t", "failed"] == 1
     assert "1 of 1 repetitions failed" in text

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import table
 from orchestrator.agentjson import parse_agent_json
 from orchestrator.config import Experiment
 from orchestrator.errors import DiskError
 from orchestrator.estimate import CELL_OVERHEAD_S
 from orchestrator.plan import MAX_PLAN_CELLS, plan_size
 from orchestrator.stats import summarize
-from orchestrator.table import MeasurementChecks, ResultsTable, cell_row, read_results, repair_torn_tail
+from orchestrator.results import MeasurementChecks, ResultsTable, cell_row, read_results, repair_torn_tail
 
 CELLS = Path(__file__).parent / "fixtures" / "cells"
 STREAM = "stream-one_copy-65536B-2t-r1"  # the client receives, 2 connections, 0.5 s intervals, 2 s window
@@ -217,7 +216,6 @@ def test_plan_size_is_computed_without_expanding():
 
 
 def test_a_plan_over_the_limit_needs_yes(tmp_path):
-    import subprocess
     import time
 
     from orchestrator import cli

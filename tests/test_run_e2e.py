@@ -12,7 +12,7 @@ import yaml
 
 from orchestrator import intervals
 from orchestrator.cli import main
-from orchestrator.table import read_results
+from orchestrator.results import read_results
 
 from .conftest import ROOT, require_tool
 from .sshd import start_sshd

@@ -17,7 +17,7 @@ import yaml
 
 from orchestrator import deploy
 from orchestrator.cli import main
-from orchestrator.table import read_results
+from orchestrator.results import read_results
 
 from .labs import running_lab
 from .conftest import ROOT

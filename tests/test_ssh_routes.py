@@ -248,7 +248,7 @@ def test_a_connect_timeout_under_a_second_holds_behind_the_bastion(sshds, silent
 
 def test_a_resumed_run_keeps_the_inventorys_ssh_config(tmp_path):
     from orchestrator.config import load_experiment
-    from orchestrator.run import create_run, reopen_run
+    from orchestrator.runner import create_run, reopen_run
 
     from .conftest import ROOT
 

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import derive, stats
+from orchestrator import stats
+from orchestrator.results import read_results
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 
@@ -60,7 +61,7 @@ def test_cell_key_strips_only_the_repetition():
 
 
 def test_summarize_fixture_run():
-    results = derive.read_results(RUNS / "20261120T101500Z-lab-hw-a1b2" / "results.csv")
+    results = read_results(RUNS / "20261120T101500Z-lab-hw-a1b2" / "results.csv")
     summary = stats.summarize(results)
     assert len(summary) == len(results) // 3  # three repetitions per cell
     failed = summary.set_index("cell").loc["stream-one_copy-4096B-2t"]
@@ -75,7 +76,7 @@ def test_summarize_fixture_run():
 
 
 def test_summarize_labels_copied_zero_copy_cells():
-    summary = stats.summarize(derive.read_results(RUNS / "20261125T090000Z-vm-e5f6" / "results.csv"))
+    summary = stats.summarize(read_results(RUNS / "20261125T090000Z-vm-e5f6" / "results.csv"))
     zero = summary[summary["mode"] == "zero_copy"]
     assert len(zero) > 0 and zero["copied"].all()
     assert (zero["mode_label"] == "zero_copy: copied (not zero-copy)").all()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import table, tcpinfo
+from orchestrator import tcpinfo
+from orchestrator.results import ResultsTable, cell_row, read_results
 from orchestrator.agentjson import load_agent_json, parse_agent_json
 
 AGENT = Path(__file__).parent / "fixtures" / "agent"
@@ -37,7 +38,7 @@ def test_columns_from_the_senders_samples():
 
 
 def test_cell_row_takes_them_from_the_sender_and_writes_them():
-    row = table.cell_row(CELL, load_agent_json(SENDER), load_agent_json(RECEIVER), None, None, None)
+    row = cell_row(CELL, load_agent_json(SENDER), load_agent_json(RECEIVER), None, None, None)
     assert row["status"] == "ok" and row["tcp_retrans"] == 14
 
 
@@ -45,10 +46,10 @@ def test_an_agent_without_samples_leaves_the_columns_empty_never_0(tmp_path: Pat
     old = load_agent_json(AGENT / "stream_one_copy_server_send.json")
     assert all(t.tcp_info is None for t in old.threads_detail or [])
     assert tcpinfo.columns(old) == {}
-    row = table.cell_row(CELL, old, load_agent_json(AGENT / "stream_one_copy_client_receive.json"), None, None, None)
-    results = table.ResultsTable(tmp_path / "results.csv")
+    row = cell_row(CELL, old, load_agent_json(AGENT / "stream_one_copy_client_receive.json"), None, None, None)
+    results = ResultsTable(tmp_path / "results.csv")
     results.append(row)
-    frame = table.read_results(tmp_path / "results.csv")
+    frame = read_results(tmp_path / "results.csv")
     for name in tcpinfo.COLUMNS:
         assert name in frame.columns and frame[name].isna().all(), name
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import compare, derive, plots, stats
+from orchestrator import compare, plots, stats
+from orchestrator.results import read_results
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 RUN = "20261120T101500Z-lab-hw-a1b2"
@@ -27,7 +28,7 @@ def run_with_counts(tmp_path: Path, server: str, client: str, name: str = RUN) -
 
 
 def summary_of(run: Path) -> pd.DataFrame:
-    return stats.summarize(derive.read_results(run / "results.csv"))
+    return stats.summarize(read_results(run / "results.csv"))
 
 
 def test_the_summary_says_which_counter_metrics_are_user_space_only(tmp_path):

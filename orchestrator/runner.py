@@ -9,19 +9,19 @@ import logging
 import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from . import agentjson, cells, deploy, facts, hostlock, intervals, leftovers, perfstat, referencereport, table
+from . import cellrow, cells, deploy, facts, hostlock, intervals, leftovers, results
 from .config import Experiment, Perf, experiment_from_resolved
-from .errors import ConfigError, DiskError, HostError, OrchestrateError, PreflightError
+from .errors import ConfigError, DiskError, FormatVersionError, HostError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
 from .hosts import Host, connect
 from .inventory import Inventory
-from .plan import Cell, Plan, expand, new_seed
+from .plan import Cell, Plan, expand, load_plan, new_seed
 from .preflight import Preflight, run_preflight
 from .roles import ROLES
 
@@ -95,12 +95,16 @@ def create_run(experiment: Experiment, inventory: Inventory, results_root: Path)
 
 
 def reopen_run(run_dir: Path) -> RunState:
-    """A run folder to resume: its own saved config, inventory and plan, not the files today."""
+    """A run folder to resume: its own saved config, inventory and plan, not the files today.
+    A plan.json or results.csv of another format version is refused before anything is touched."""
     try:
+        plan = load_plan(run_dir / "plan.json")
+        results.check_format(run_dir / "results.csv")
         experiment = experiment_from_resolved(yaml.safe_load((run_dir / "config.yml").read_text()), run_dir / "config.yml")
         inventory = Inventory.model_validate(yaml.safe_load((run_dir / "inventory.yml").read_text()))
-        plan = Plan.from_json(json.loads((run_dir / "plan.json").read_text()))
-    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+    except FormatVersionError:
+        raise
+    except (ConfigError, OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{run_dir}: not a resumable run folder: {exc}") from None
     return RunState(run_dir, experiment, inventory, plan)
 
@@ -230,8 +234,11 @@ def _probe_data_path(state: RunState, hosts: dict[str, Host], agents: dict[str, 
     ctx = cells.CellContext(_probe_run_id(state), experiment, hosts, agents, {}, record)
     probe = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1,
                  sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, repetition=1)
-    outcome = cells.CellRunner(ctx).run(probe, state.run_dir / "preflight" / probe.cell_id)
-    if outcome.error:
+    # Judged as every cell is, from its raw files, without the window checks a 0.2 s probe
+    # cannot meet; only a failed transfer stops the run.
+    settings = cellrow.RowSettings.of(ctx.run_id, experiment, checked=False)
+    outcome, _ = finish_cell(cells.CellRunner(ctx).run(probe, state.run_dir / "preflight" / probe.cell_id), settings)
+    if outcome.status == "failed":
         server, client = state.inventory.server, state.inventory.client
         raise PreflightError(
             f"the agents could not move data from {client.label} to {server.data_address} port {experiment.port}: "
@@ -279,9 +286,9 @@ def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deplo
 
 
 def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> RunOutcome:
-    results = table.ResultsTable(state.run_dir / "results.csv", resume=state.run_dir)
-    if results.torn is not None:
-        progress.stage(f"results.csv ended in a torn row (kept in {results.torn.name}): that cell runs again")
+    results_csv = results.ResultsTable(state.run_dir / "results.csv", resume=state.run_dir)
+    if results_csv.torn is not None:
+        progress.stage(f"results.csv ended in a torn row (kept in {results_csv.torn.name}): that cell runs again")
     done = finished_cell_ids(state.run_dir / "results.csv")
     series = intervals.IntervalsFile(state.run_dir, resume=state.run_dir)
     series.keep_only(done)  # rows of cells results.csv lacks (set aside, or cut off by a crash) go
@@ -291,7 +298,7 @@ def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> R
     runner = cells.CellRunner(ctx)
     try:
         for index, cell in enumerate(todo):
-            _run_one(state, ctx, runner, cell, todo[index + 1] if index + 1 < len(todo) else None, results, outcome, progress,
+            _run_one(state, ctx, runner, cell, todo[index + 1] if index + 1 < len(todo) else None, results_csv, outcome, progress,
                      series)
     finally:
         runner.disarm()
@@ -299,24 +306,33 @@ def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> R
 
 
 def _run_one(state: RunState, ctx: cells.CellContext, runner: cells.CellRunner, cell: Cell, next_cell: Cell | None,
-             results: table.ResultsTable, outcome: RunOutcome, progress: Progress,
+             results_csv: results.ResultsTable, outcome: RunOutcome, progress: Progress,
              series: intervals.IntervalsFile | None = None) -> None:
     local_dir = _fresh_cell_dir(state.run_dir / "cells", cell.cell_id)
     progress.cell_started(cell)
-    result = runner.run(cell, local_dir, next_cell)
-    lost = _lost_host(ctx) if result.error else None
+    ran = runner.run(cell, local_dir, next_cell)
+    lost = _lost_host(ctx) if ran.error else None
+    # The status is decided here, once, from the raw files; cell.json, intervals.csv and
+    # results.csv are then written from it and nothing is changed afterwards.
+    result, row = finish_cell(ran, cellrow.RowSettings.of(state.run_id, state.experiment))
     if lost:
         # No row: the cell was not measured, and --resume runs it again once the host is back.
         raise HostError(lost, f"no longer reachable; the run stopped during {cell.cell_id} ({result.error}). "
                               f"Once the host is back: orchestrate run --resume {state.run_dir}")
-    row = _row(state, cell, result)
     if series is not None:  # before the row: a crash between the two leaves rows keep_only drops
-        series.append(intervals.cell_rows(row, result.local_dir))
-    results.append(row)
-    if row["status"] != "ok":
-        result.error = str(row["error"])  # what the raw files showed counts as much as what the run saw
+        series.append(intervals.cell_rows(row.row, result.local_dir))
+    results_csv.append(row.row)
     outcome.finished.append(result)
     progress.cell_finished(result)
+
+
+def finish_cell(ran: cells.CellOutcome, settings: cellrow.RowSettings) -> tuple[cells.CellOutcome, cellrow.CellRow]:
+    """A cell that ran, judged from its raw files (cellrow.read_cell), with its cell.json
+    written: the outcome's status and error are its row's."""
+    row = cellrow.read_cell(ran.local_dir, ran.cell, settings, ran.error)
+    result = replace(ran, status=row.status, error=row.error)
+    write_atomic(ran.local_dir / "cell.json", json.dumps(result.record(), indent=2) + "\n", ran.local_dir.parent.parent)
+    return result, row
 
 
 def row_counts(run_dir: Path) -> dict[str, int]:
@@ -324,7 +340,7 @@ def row_counts(run_dir: Path) -> dict[str, int]:
     path = run_dir / "results.csv"
     if not path.exists() or path.stat().st_size == 0:
         return {}
-    return {str(k): int(v) for k, v in table.read_results(path)["status"].astype(str).value_counts().items()}
+    return {str(k): int(v) for k, v in results.read_results(path)["status"].astype(str).value_counts().items()}
 
 
 def set_aside_unfinished(state: RunState) -> list[str]:
@@ -334,8 +350,8 @@ def set_aside_unfinished(state: RunState) -> list[str]:
     path = state.run_dir / "results.csv"
     if not path.exists() or path.stat().st_size == 0:
         return []
-    results = table.ResultsTable(path, resume=state.run_dir)
-    frame = table.read_results(path)
+    results_csv = results.ResultsTable(path, resume=state.run_dir)
+    frame = results.read_results(path)
     redo = sorted(set(frame.loc[frame["status"].astype(str) != "ok", "cell_id"].astype(str)))
     cells_dir = state.run_dir / "cells"
     for cell_id in redo:
@@ -350,14 +366,14 @@ def set_aside_unfinished(state: RunState) -> list[str]:
         except OSError as exc:
             raise disk_error(folder, exc, state.run_dir) from None
     if redo:
-        results.remove(redo)
+        results_csv.remove(redo)
     return redo
 
 
 def finished_cell_ids(path: Path) -> set[str]:
     if not path.exists() or path.stat().st_size == 0:
         return set()
-    return set(table.read_results(path)["cell_id"])
+    return set(results.read_results(path)["cell_id"])
 
 
 def _lost_host(ctx: cells.CellContext) -> str | None:
@@ -381,40 +397,3 @@ def _fresh_cell_dir(parent: Path, cell_id: str) -> Path:
         path.rename(parent / f"{cell_id}.interrupted-{n}")
     path.mkdir(parents=True)
     return path
-
-
-def _row(state: RunState, cell: Cell, result: cells.CellOutcome) -> dict:
-    experiment = state.experiment
-    identity = {
-        "run_id": state.run_id,
-        "cell_id": cell.cell_id,
-        **cell.params(),
-        "perf_scope": experiment.perf.scope if experiment.perf.enabled else "off",
-        "warmup_s": experiment.warmup,
-    }
-    reports, perf, counts, problems = {}, {}, {}, []
-    for role in ROLES:
-        path = result.local_dir / f"{role}.json"
-        try:
-            reports[role] = agentjson.load_agent_json(path)
-        except OrchestrateError as exc:
-            reports[role] = None
-            if path.exists() and not result.error:  # a missing file is reported by the row itself
-                problems.append(str(exc))
-        perf_path = result.local_dir / f"{role}.perf.csv"
-        perf[role], counts[role] = None, None
-        try:
-            if perf_path.exists():
-                # Records perf narrowed to user space (`cycles:u`) land in the columns of the
-                # events asked for; the row says what they cover (`<role>_perf_counts`).
-                perf[role], counts[role] = perfstat.counted_as_requested(
-                    perfstat.load_perf_file(perf_path), experiment.perf.events)
-        except OrchestrateError as exc:
-            problems.append(str(exc))
-    error = result.error or ("; ".join(problems) or None)
-    checks = table.MeasurementChecks(experiment.duration, experiment.checks.window_tolerance,
-                                     experiment.checks.min_interval_fraction, experiment.checks.window_slack)
-    if cell.mode == referencereport.MODE:  # issue 11: iperf3's -J output, not our agents' JSON
-        return referencereport.cell_row(identity, result.local_dir, error, perf, counts, checks)
-    return table.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"], error, checks,
-                          perf_counts=counts)

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.agentjson import AgentOutputError, AgentReport, load_agent_json
 from orchestrator.perfstat import load_perf_file
-from orchestrator.table import (
+from orchestrator.results import (
     SCHEMA_COLUMNS,
     ResultsError,
     ResultsTable,
@@ -28,7 +28,7 @@ FAILED = "stream-two_copy-4096B-1t-r1"
 
 def _row(cell_id: str, error: str | None = None, **overrides) -> dict:
     """The row the orchestrator builds from a cell folder: unreadable agent output becomes
-    a missing report plus an error, as in orchestrator/run.py."""
+    a missing report plus an error, as orchestrator/cellrow.py does."""
     folder = CELLS / cell_id
     cell = json.loads((folder / "identity.json").read_text())
     problems = [error] if error else []
@@ -263,7 +263,8 @@ def test_appending_rows_with_different_perf_columns_rewrites_with_union(tmp_path
     assert rows[1]["server_ref_cycles"] == "2250000000"
     assert rows[2]["client_cycles_u"] == "2400000000"
     header = path.read_text().splitlines()[0].split(",")
-    assert header == order_columns(set(first) | set(second) | set(third))
+    assert header == order_columns(set(first) | set(second) | set(third) | {"format_version"})
+    assert header[-1] == "format_version" and {r["format_version"] for r in rows} == {"1"}
     assert not list(tmp_path.glob(".results-*"))  # no temporary file left behind
 
 

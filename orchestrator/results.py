@@ -1,7 +1,8 @@
 """Rows of `results.csv` (docs/results-schema.md): built from a cell's raw files, appended durably.
 
 Column order is fixed: the schema's columns in `SCHEMA_COLUMNS` order, then perf columns
-sorted by role, event and then the event's `_run_pct`, then any other column, sorted.
+sorted by role, event and then the event's `_run_pct`, then any other column, sorted, and
+last `format_version` (FORMAT_VERSION). `read_results` is the file's one reader.
 
 Empty means "not measured or not supported", in the file and in memory (None when building,
 NaN/<NA> when read back), never 0. Integers are written as integers and floats always in
@@ -21,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator import dimensions, hostcounters, stall, tcpinfo
-from orchestrator.agentjson import AgentReport
-from orchestrator.errors import OrchestrateError
-from orchestrator.files import append_whole, disk_error, write_atomic
-from orchestrator.perfstat import Counter, column_name
-from orchestrator.roles import ROLES
+from . import dimensions, hostcounters, stall, tcpinfo
+from .agentjson import AgentReport
+from .errors import FormatVersionError, OrchestrateError
+from .files import append_whole, disk_error, write_atomic
+from .perfstat import Counter, column_name
+from .roles import ROLES
 
 IDENTITY_COLUMNS = dimensions.IDENTITY_COLUMNS
 MEASURED_COLUMNS = (
@@ -44,6 +45,13 @@ MEASURED_COLUMNS = (
     *tcpinfo.COLUMNS,
 )  # fmt: skip
 SCHEMA_COLUMNS = IDENTITY_COLUMNS + MEASURED_COLUMNS
+# results.csv's format (docs/results-schema.md, "Format versions"): the file's last column, the
+# same in every row, written by ResultsTable; raised when the meaning or typing of a column
+# changes. A row without it (written before versions were) is version 1.
+FORMAT_VERSION = 1
+FORMAT_COLUMN = "format_version"
+# What every reader of results.csv needs: a file without them is not one.
+REQUIRED_COLUMNS = dimensions.REQUIRED_COLUMNS
 
 # How read_results types the schema's columns; perf columns are inferred from their text.
 _INT_COLUMNS = dimensions.identity_columns_of(int) | frozenset({
@@ -51,7 +59,7 @@ _INT_COLUMNS = dimensions.identity_columns_of(int) | frozenset({
     "server_involuntary_cs", "client_voluntary_cs", "client_involuntary_cs",
     "zerocopy_sends", "zerocopy_notifications", "zerocopy_completed_sends",
     "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding", "transactions",
-    *tcpinfo.INT_COLUMNS,
+    *tcpinfo.INT_COLUMNS, FORMAT_COLUMN,
 })  # fmt: skip
 _BOOL_COLUMNS = dimensions.identity_columns_of(bool) | frozenset({"host_shared_kernel"})
 _TEXT_COLUMNS = dimensions.identity_columns_of(str) | frozenset({
@@ -71,7 +79,7 @@ class ResultsError(OrchestrateError):
     """A results.csv that cannot be read or extended."""
 
 
-def _perf_columns(role: str, counters: Mapping[str, Counter]) -> Row:
+def perf_columns(role: str, counters: Mapping[str, Counter]) -> Row:
     row: Row = {}
     for counter in counters.values():
         name = f"{role}_{column_name(counter.name)}"
@@ -120,12 +128,15 @@ def _usable(report: AgentReport | None) -> AgentReport | None:
     return report
 
 
+def _sent_columns(sender: AgentReport) -> Row:
+    """What the side that sends the data that counts put on the wire: all its life's bytes, and
+    the send calls of its measured window."""
+    assert sender.total is not None and sender.window is not None
+    return {"bytes_sent": sender.total.bytes_sent, "send_calls": sender.window.send_calls}
+
+
 def _stream_columns(sender: AgentReport | None, receiver: AgentReport | None) -> Row:
-    row: Row = {}
-    if sender is not None:
-        assert sender.total is not None and sender.window is not None
-        row["bytes_sent"] = sender.total.bytes_sent
-        row["send_calls"] = sender.window.send_calls
+    row: Row = _sent_columns(sender) if sender is not None else {}
     if receiver is not None:
         assert receiver.total is not None
         row["bytes_received"] = receiver.total.bytes_received
@@ -148,9 +159,7 @@ def _window_columns(measurer: AgentReport) -> Row:
 def _rr_columns(server: AgentReport | None, client: AgentReport | None) -> Row:
     row: Row = {}
     if client is not None:
-        assert client.total is not None and client.window is not None
-        row["bytes_sent"] = client.total.bytes_sent
-        row["send_calls"] = client.window.send_calls
+        row.update(_sent_columns(client))
         row.update(_window_columns(client))
         if client.rr is not None:
             row["transactions"] = client.rr.transactions
@@ -283,9 +292,9 @@ def cell_row(
         # the whole machine, so adding them would count it twice.
         row["host_shared_kernel"] = hostcounters.same_kernel(server_ok, client_ok)
     if server_perf is not None:
-        row.update(_perf_columns("server", server_perf))
+        row.update(perf_columns("server", server_perf))
     if client_perf is not None:
-        row.update(_perf_columns("client", client_perf))
+        row.update(perf_columns("client", client_perf))
     for role in ROLES:
         reach = (perf_counts or {}).get(role)
         if reach is not None and reach not in PERF_COUNTS:
@@ -298,6 +307,8 @@ def cell_row(
 
 
 def _column_key(name: str) -> tuple[int, object]:
+    if name == FORMAT_COLUMN:
+        return (3, name)
     if name in SCHEMA_COLUMNS:
         return (0, SCHEMA_COLUMNS.index(name))
     match = _PERF_COLUMN.match(name)
@@ -308,8 +319,8 @@ def _column_key(name: str) -> tuple[int, object]:
 
 
 def order_columns(columns: Iterable[str]) -> list[str]:
-    """Schema columns first in schema order, then perf columns, then anything else; all of
-    SCHEMA_COLUMNS is always included."""
+    """Schema columns first in schema order, then perf columns, then anything else, and
+    `format_version` last; all of SCHEMA_COLUMNS is always included."""
     return sorted(set(columns) | set(SCHEMA_COLUMNS), key=_column_key)
 
 
@@ -395,7 +406,7 @@ class ResultsTable:
                 self.columns = next(csv.reader(fh), [])
 
     def append(self, row: Mapping[str, object]) -> None:
-        columns = order_columns([*self.columns, *row])
+        columns = order_columns([*self.columns, *row, FORMAT_COLUMN])
         if self.columns and columns != self.columns:
             self._rewrite(columns)
         new_file = not self.columns
@@ -403,7 +414,7 @@ class ResultsTable:
         writer = csv.DictWriter(text, fieldnames=columns)
         if new_file:
             writer.writeheader()
-        writer.writerow({key: _text(row.get(key)) for key in columns})
+        writer.writerow({key: _text(row.get(key)) for key in columns} | {FORMAT_COLUMN: str(FORMAT_VERSION)})
         append_whole(self.path, text.getvalue().encode("utf-8"), self.resume)
         self.columns = columns
         if new_file:
@@ -448,15 +459,57 @@ def _typed(name: str, text: pd.Series) -> pd.Series:
         return text.astype("string")
 
 
+def _check_versions(versions: Iterable[str | None], path: Path) -> None:
+    """FormatVersionError unless every row is of FORMAT_VERSION (an empty one is version 1)."""
+    for version in dict.fromkeys(versions):
+        found: int | str = version or "1"
+        if isinstance(found, str) and _INTEGER_TEXT.match(found.strip()):
+            found = int(found)
+        if found != FORMAT_VERSION:
+            raise FormatVersionError(path, found, FORMAT_VERSION)
+
+
+def check_format(path: str | Path) -> None:
+    """FormatVersionError if results.csv (when there is one) holds rows of another format
+    version. Only whole records are read: a torn last row is left for repair_torn_tail."""
+    path = Path(path)
+    try:
+        data = path.read_bytes() if path.exists() else b""
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read results: {exc.strerror or exc}") from None
+    records = csv.reader(io.StringIO(data[:_record_end(data)].decode("utf-8", errors="replace"), newline=""))
+    header = next(records, [])
+    if FORMAT_COLUMN in header:
+        at = header.index(FORMAT_COLUMN)
+        _check_versions((r[at] if at < len(r) else None for r in records), path)
+
+
 def read_results(path: str | Path) -> pd.DataFrame:
     """results.csv as a DataFrame: empty cells are missing (NaN/<NA>), never 0; counts are
-    nullable Int64, so they print as 2100000000 and not 2.1e+09."""
+    nullable Int64, so they print as 2100000000 and not 2.1e+09. The one reader of the file:
+    the run, the CLI, the analysis and the report all read it here.
+
+    ResultsError if it is missing, unreadable, or lacks the columns every reader needs
+    (REQUIRED_COLUMNS, each row naming its cell); FormatVersionError if another format version
+    wrote it."""
     path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: no results.csv; is this a run folder?")
     try:
         # Everything as text first, and only an empty field as missing: "NA" or "null" in an
         # error message stays text, and each column is then typed on purpose.
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ResultsError(f"{path}: cannot read results: {exc}") from exc
+    if FORMAT_COLUMN in raw.columns:
+        _check_versions((None if pd.isna(v) else str(v) for v in raw[FORMAT_COLUMN]), path)
+    frame = pd.DataFrame({name: _typed(name, raw[name]) for name in raw.columns})
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
+    for name in ("message_size", "threads", "repetition"):
+        empty = frame[name].isna()
+        if empty.any():
+            raise ResultsError(f"{path}: column {name!r} is empty on row {int(empty.idxmax()) + 2}; every row names its cell")
     # A file from before pairs existed ran on the one pair: its rows read as pair "default".
-    return dimensions.with_pair(pd.DataFrame({name: _typed(name, raw[name]) for name in raw.columns}))
+    return dimensions.with_pair(frame)
