@@ -275,7 +275,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     if not args.no_report:
         from .report import write_report
 
-        report = write_report(state.run_dir)
+        report = write_report(state.run_dir, baseline=args.baseline)
         args.doc["report"] = {"markdown": str(report), "html": str(report.with_suffix(".html"))}
         term.console.print(f"report: {report.with_suffix('.html')}")
     counts = runner.row_counts(state.run_dir)
@@ -393,7 +393,7 @@ def cmd_report(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 
     run_dir = Path(args.run_dir)
     args.doc["run_dir"] = str(run_dir)  # where an unexpected error's traceback goes: the run's run.log
-    report = write_report(run_dir)
+    report = write_report(run_dir, baseline=args.baseline)
     summary = _summary(run_dir)
     failed = summary[summary["failed"] > 0] if not summary.empty else summary
     args.doc.update(
@@ -533,6 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "exit status); human output goes to stderr")
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (and --json's document)")
 
+    def with_baseline(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--baseline", metavar="NAME", default=None,
+                       help="with several host pairs: the pair the report divides the others by "
+                            "(default: the first pair in the inventory's order)")
+
     p = commands.add_parser("init", help="write an example inventory.yml and the shipped configs/ into a folder")
     p.add_argument("directory", nargs="?", default=".", help="where to write them (default: .)").complete = shtab.DIRECTORY
     p.add_argument("--force", action="store_true", help="overwrite files that are already there")
@@ -547,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --resume: measure failed and degraded cells again (their raw files are kept aside)")
     p.add_argument("--yes", action="store_true", help="run a plan over the size limit (24 h or 100,000 cells)")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    with_baseline(p)
     p.add_argument("-v", "--verbose", action="store_true", help="show the full preflight table")
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="print the resolved config, the hosts, the planned cells in order with their seed, and an "
@@ -565,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("report", help="write report.md, report.html, summary.csv and plots for a run")
     p.add_argument("run_dir", help="a run folder, such as results/<run-id>").complete = shtab.DIRECTORY
+    with_baseline(p)
     with_output(p)
     p.set_defaults(handler=cmd_report)
 

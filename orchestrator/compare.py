@@ -52,7 +52,7 @@ class Comparison:
 
     def text_rows(self) -> list[list[str]]:
         """The table as people read it: cell, metric, A, B, B/A with its interval, verdict."""
-        return [[row["cell"], row["metric"], _mean_ci(row, "a"), _mean_ci(row, "b"), _ratio_text(row), row["verdict"]]
+        return [[row["cell"], row["metric"], mean_ci_text(row, "a"), mean_ci_text(row, "b"), ratio_text(row), row["verdict"]]
                 for _, row in self.table.iterrows()]
 
     def difference_sections(self) -> list[tuple[str, list[str]]]:
@@ -90,14 +90,14 @@ def _fmt(value: float) -> str:
     return "—" if pd.isna(value) else f"{value:.3g}"
 
 
-def _mean_ci(row: pd.Series, side: str) -> str:
+def mean_ci_text(row: pd.Series, side: str) -> str:
     mean, low, high = row[f"{side}_mean"], row[f"{side}_ci_low"], row[f"{side}_ci_high"]
     if pd.isna(low):
         return f"{_fmt(mean)} (n={int(row[f'{side}_n'])})"
     return f"{_fmt(mean)} ± {_fmt((high - low) / 2)}"
 
 
-def _ratio_text(row: pd.Series) -> str:
+def ratio_text(row: pd.Series) -> str:
     if pd.isna(row["ratio_ci_low"]):
         return f"{_fmt(row['ratio'])}"
     return f"{_fmt(row['ratio'])} [{_fmt(row['ratio_ci_low'])}, {_fmt(row['ratio_ci_high'])}]"
@@ -128,7 +128,10 @@ def _differences(a: dict, b: dict, what: str) -> list[str]:
     return lines
 
 
-def _compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+def compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Per cell both sides measured, per COMPARED_METRICS: both means with their intervals, B/A with
+    its interval and Welch's p (stats.ratio), and a verdict. `a` and `b` are `ok_rows`; used for two
+    runs here, and for each pair against the baseline pair of one run (pairs.py)."""
     rows = []
     a_cells, b_cells = a.groupby("cell", sort=False), dict(tuple(b.groupby("cell", sort=False)))
     for cell, group_a in a_cells:
@@ -180,7 +183,7 @@ def _mode_label(rows: pd.DataFrame) -> str:
     return zerocopy.label(str(rows["mode"].iloc[0]), fraction)
 
 
-def _ok_rows(run: RunData) -> pd.DataFrame:
+def ok_rows(run: RunData) -> pd.DataFrame:
     derived = derive.derive_metrics(run.results)
     derived = derived[derived["status"].astype(str) == "ok"]
     return derived.assign(cell=derived["cell_id"].astype(str).map(stats.cell_key))
@@ -226,8 +229,8 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Compa
         raise NoCommonCells(f"{a.path.name} and {b.path.name} share no cell: nothing to compare "
                             f"(A has {len(cells_a)} cells, B has {len(cells_b)}; cells are named like "
                             f"{min(cells_a or cells_b or {'?'})})")
-    rows_a, rows_b = _ok_rows(a), _ok_rows(b)
-    table = _compare_cells(rows_a, rows_b)
+    rows_a, rows_b = ok_rows(a), ok_rows(b)
+    table = compare_cells(rows_a, rows_b)
     host_differences = []
     for role in ROLES:
         host_differences += _differences(a.hosts.get(role, {}), b.hosts.get(role, {}), f"{role}.")

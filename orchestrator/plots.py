@@ -133,7 +133,9 @@ def _grid_figure(
     empty_note: str,
     sharey_rows: bool = True,
 ) -> Figure:
-    """Rows of panels: one row per (metric, y label), one panel per value of `panel`."""
+    """Rows of panels: one row per (metric, y label), one panel per value of `panel`; when the rows
+    come from several host pairs (summary `pair`), those rows once per pair, the pair named in each
+    panel's title, and each metric's y axis shared across pairs so that their heights compare."""
     if data.empty:
         fig = Figure(figsize=(8, 2.6), layout="constrained")
         FigureCanvasAgg(fig)
@@ -142,7 +144,10 @@ def _grid_figure(
         return fig
     panel_values = sorted(data[panel].unique())
     ncols = len(panel_values)
-    nrows = len(rows)
+    pairs = list(dict.fromkeys(data["pair"])) if "pair" in data.columns else []
+    # (pair or None, metric, y label) per row of panels; one pair draws exactly as before pairs existed.
+    grid = [(pair, m, y) for pair in pairs for m, y in rows] if len(pairs) > 1 else [(None, m, y) for m, y in rows]
+    nrows = len(grid)
     # Wide enough for the title even with one panel; at most 14 in, to fit a page in landscape.
     fig = Figure(figsize=(max(7.0, min(3.4 * ncols, 14) + 0.6), 3.1 * nrows + 1.2), layout="constrained")
     FigureCanvasAgg(fig)
@@ -150,17 +155,20 @@ def _grid_figure(
     fig.suptitle(title, fontsize=13)
     xlabel, formatter = X_AXES[x]
     handles: dict[str, object] = {}
-    for r, (metric, ylabel) in enumerate(rows):
-        supported = _has(data, metric)
+    for r, (pair, metric, ylabel) in enumerate(grid):
+        rows_of = data if pair is None else data[data["pair"] == pair]
+        supported = _has(rows_of, metric)
         for c in range(ncols):
             ax = axes[r][c]
             value = panel_values[c]
-            if r == 0:
+            if pair is not None and (r == 0 or grid[r - 1][0] != pair):
+                ax.set_title(f"{pair}: {_panel_title(panel, value)}")
+            elif r == 0:
                 ax.set_title(_panel_title(panel, value))
             if not supported:
                 note(ax, f"{ylabel.split(' (')[0]}:\n{NOT_SUPPORTED}")
                 continue
-            if not _draw_lines(ax, data[data[panel] == value], x, metric):
+            if not _draw_lines(ax, rows_of[rows_of[panel] == value], x, metric):
                 note(ax, "no data for this panel")
                 continue
             _log2_axis(ax, data[x].to_numpy(float), formatter)
@@ -170,16 +178,24 @@ def _grid_figure(
             if ax.get_ylim()[1] >= 10_000:
                 ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
             if c == 0:
-                ax.set_ylabel(ylabel)
+                ax.set_ylabel(ylabel if pair is None else f"{pair}\n{ylabel}")
             if r == nrows - 1:
                 ax.set_xlabel(xlabel)
             for handle, label in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(label, handle)
-        if supported and sharey_rows:
-            top = max(axes[r][c].get_ylim()[1] for c in range(ncols))
-            for c in range(ncols):
-                if axes[r][c].has_data():
-                    axes[r][c].set_ylim(0, top)
+    for metric, _ in rows:
+        same = [r for r, (_, m, _) in enumerate(grid) if m == metric]
+        # Across the pairs always, so their heights compare; across the panels when sharey_rows.
+        groups = [[(r, c) for r in same for c in range(ncols)]] if sharey_rows else \
+            [[(r, c) for r in same] for c in range(ncols)] if len(same) > 1 else []
+        for group in groups:
+            drawn = [axes[r][c] for r, c in group if axes[r][c].has_data()]
+            if drawn:
+                top = max(axes[r][c].get_ylim()[1] for r, c in group)
+                for ax in drawn:
+                    ax.set_ylim(0, top)
+                    if len(pairs) > 1 and top >= 10_000:  # raised by another pair's panel: same tick labels
+                        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     if handles:
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
                    ncols=min(4, len(handles)), frameon=False)

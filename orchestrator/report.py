@@ -9,46 +9,70 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import hostcounters, intervals, plots, referencereport, stats, tcpinfo
+import pandas as pd
+
+from . import hostcounters, intervals, pairs, plots, referencereport, stats, tcpinfo
+from .dimensions import with_pair
 from .files import disk_error, write_atomic
-from .reporthtml import render_html
-from .reportmd import render_markdown
-from .runfolder import RunData, load_run
+from .reporthtml import render_html, render_pairs_html
+from .reportmd import render_markdown, render_pairs_markdown
 from .results import MeasurementChecks, check_format, repair_torn_tail
+from .runfolder import RunData, load_run, pair_view
 from .variants import variant_folder, variants
 
-def _over_time(run: RunData, redo: str) -> str:
+def _over_time(run: RunData, redo: str, series: pd.DataFrame | None = None, folder: str = "plots") -> str:
     """intervals.csv (rebuilt from the raw files for an older run folder), its figure and the
-    stall list, by the run's own `checks.min_interval_fraction`."""
+    stall list, by the run's own `checks.min_interval_fraction`. With several pairs, `series` is one
+    pair's rows and `folder` that pair's plots folder."""
     checks = run.config.get("checks") if isinstance(run.config.get("checks"), dict) else {}
     fraction = float(checks.get("min_interval_fraction", MeasurementChecks.min_interval_fraction))
-    series = intervals.ensure(run.path, run.results)
+    if series is None:
+        series = intervals.ensure(run.path, run.results)
     found = intervals.stalls(series, fraction)
     name = None
     if not series.empty:
         try:
             plots.write_throughput_over_time(series, {s.cell_id: [r.index for r in s.low] for s in found},
-                                             run.path / "plots")
+                                             run.path / folder)
         except OSError as exc:
-            raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
-        name = "plots/throughput_over_time"
+            raise disk_error(Path(exc.filename or run.path / folder), exc, redo=redo) from None
+        name = f"{folder}/throughput_over_time"
     return intervals.report_section(found, fraction, name, not series.empty)
 
 
-def _cpu_went(run: RunData, redo: str) -> str:
+def _cpu_went(run: RunData, redo: str, folder: str = "plots") -> str:
     bars = hostcounters.cpu_bars(run.results)
     name = None
     if not bars.empty:
         try:
-            plots.write_where_cpu_went(bars, run.path / "plots")
+            plots.write_where_cpu_went(bars, run.path / folder)
         except OSError as exc:
-            raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
-        name = "plots/where_cpu_went"
+            raise disk_error(Path(exc.filename or run.path / folder), exc, redo=redo) from None
+        name = f"{folder}/where_cpu_went"
     return hostcounters.report_section(run.results, name)
 
 
-def write_report(run_dir: Path) -> Path:
+def _pair_evidence(run: RunData, redo: str) -> dict[str, str]:
+    """The evidence sections once per pair, each from that pair's rows, figures under plots/pairs/PAIR/."""
+    # An intervals.csv without a pair column holds the "default" pair's rows (dimensions.with_pair).
+    series = with_pair(intervals.ensure(run.path, run.results))
+    evidence = {}
+    for pair in run.pairs:
+        view = pair_view(run, pair)
+        folder = f"plots/pairs/{variant_folder(pair)}"
+        own = series[series["pair"].astype(str) == pair]
+        evidence[pair] = (_over_time(view, redo, own.reset_index(drop=True), folder) + "\n"
+                          + tcpinfo.report_section(view.results) + "\n" + _cpu_went(view, redo, folder)
+                          + "\n" + referencereport.report_section(view.results))
+    return evidence
+
+
+def write_report(run_dir: Path, baseline: str | None = None) -> Path:
     """summary.csv, plots/*.png and *.svg, report.md and report.html in the run folder; returns report.md.
+
+    A run on several host pairs also gets pairs.csv and the "Pairs compared" section: each pair
+    against `baseline` (default: the run's first pair; a name the run lacks is a ConfigError,
+    raised before anything is written).
 
     A torn last row of results.csv (a crash or a full disk mid-write) is set aside first, as
     `--resume` does. Every file is written whole or not at all: a full disk is a DiskError."""
@@ -57,7 +81,10 @@ def write_report(run_dir: Path) -> Path:
         check_format(run_dir / "results.csv")  # another format version is refused before it is touched
         repair_torn_tail(run_dir / "results.csv")
     run = load_run(run_dir)
-    redo = f"orchestrate report {run.path}"
+    base = pairs.baseline_pair(run, baseline)
+    redo = f"orchestrate report {run.path}" + (f" --baseline {baseline}" if baseline else "")
+    if pairs.is_multi_pair(run):
+        return _write_pairs_report(run, base, baseline is not None, redo)
     summary = stats.summarize(run.results)
     write_atomic(run.path / "summary.csv", summary.to_csv(index=False), redo=redo)
     summary = referencereport.without_reference(summary)  # issue 11: iperf3 cells get their own section
@@ -74,4 +101,29 @@ def write_report(run_dir: Path) -> Path:
     report = run.path / "report.md"
     write_atomic(report, text, redo=redo)
     write_atomic(run.path / "report.html", render_html(run, summary, written, evidence), redo=redo)
+    return report
+
+
+def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str) -> Path:
+    """The report of a run on several pairs: the pairs compared first, the study's plots with one row
+    of panels per pair, then each pair's own findings as a one-pair report gives them."""
+    summary = stats.summarize(run.results)
+    write_atomic(run.path / "summary.csv", summary.to_csv(index=False), redo=redo)
+    table = pairs.ratio_table(run, baseline)
+    write_atomic(run.path / pairs.CSV_NAME, table.to_csv(index=False), redo=redo)
+    summary = referencereport.without_reference(summary)
+    try:
+        written = {
+            label: plots.write_plots(group, run.path / "plots" / variant_folder(label) if label else run.path / "plots")
+            for label, group in variants(summary)
+        }
+    except OSError as exc:
+        raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
+    evidence = _pair_evidence(run, redo)
+    section = pairs.section(run, baseline, table, requested)
+    text = render_pairs_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, section,
+                                 evidence)
+    report = run.path / "report.md"
+    write_atomic(report, text, redo=redo)
+    write_atomic(run.path / "report.html", render_pairs_html(run, summary, written, section, evidence), redo=redo)
     return report

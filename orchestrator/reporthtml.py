@@ -12,9 +12,9 @@ import markdown
 import pandas as pd
 
 from .answers import questions_section, summary_section
-from .reportmd import (COUNTER_PLOTS, METHOD, PLOT_TITLES, caveats_section, problems_section, rr_table, setup_section,
-                       stream_tables)
-from .runfolder import RunData, user_space_only
+from .reportmd import (COUNTER_PLOTS, METHOD, PLOT_TITLES, caveats_section, pair_body, problems_section, rr_table,
+                       setup_section, stream_tables)
+from .runfolder import RunData, pair_view, user_space_only
 from .variants import variants
 
 HTML_STYLE = """
@@ -159,3 +159,31 @@ def render_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[
     parts.append(_collapsed("How the numbers are made", _html(METHOD.split("\n", 1)[1])))
     return HTML_PAGE.format(title=html.escape(f"Run {run.run_id}"), style=HTML_STYLE, script=HTML_SCRIPT,
                             body="\n".join(parts))
+
+
+def render_pairs_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[str, list[Path]]],
+                      pairs_section: str, evidence: dict[str, str]) -> str:
+    """report.html of a run on several pairs: the pairs compared first (open), the plots with one
+    row of panels per pair, then each pair's findings, collapsed, as a one-pair report gives them."""
+    title = f"Run {run.run_id}"
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             _html(f"{len(summary)} cells over {len(run.pairs)} host pairs ({', '.join(run.pairs)}), "
+                   f"{len(run.results)} cell repetitions, from `{run.path.name}/results.csv`; "
+                   "one row per pair and cell in `summary.csv`."),
+             f'<section id="pairs">{_html(pairs_section)}</section>']
+    for label, _ in variants(summary):
+        parts.append(f"<h2>{html.escape(f'Plots with {label}' if label else 'Plots')}</h2>")
+        parts.append(_html("Each plot has one row of panels per pair, on one y scale per metric."))
+        user = user_space_only(run.results)
+        for name, paths in plot_paths.get(label, {}).items():
+            svg = next(p for p in paths if p.suffix == ".svg")
+            parts.append(_figure(svg, PLOT_TITLES.get(name, name)))
+            if user and name in COUNTER_PLOTS:
+                parts.append(_html(f"*User space only:* {user.caveat}."))
+    for pair in run.pairs:
+        view = pair_view(run, pair)
+        own = summary[summary["pair"].astype(str) == pair].reset_index(drop=True) if not summary.empty else summary
+        body = _inline_plots(_html("\n".join(pair_body(view, own, evidence.get(pair, "")))), run.path)
+        parts.append(_collapsed(f"Pair {pair}: answers, setup, problems and tables", body))
+    parts.append(_collapsed("How the numbers are made", _html(METHOD.split("\n", 1)[1])))
+    return HTML_PAGE.format(title=html.escape(title), style=HTML_STYLE, script=HTML_SCRIPT, body="\n".join(parts))

@@ -12,7 +12,8 @@ from . import derive
 from .answers import questions_section, summary_section
 from .formatting import cell_value, md_table, num, size_text, with_ci
 from .roles import ROLES
-from .runfolder import RunData, UserSpaceOnly, flatten, is_local_link, link_speed_gbps, nic_facts, user_space_only
+from .runfolder import (RunData, UserSpaceOnly, flatten, is_local_link, link_speed_gbps, nic_facts, pair_view,
+                        user_space_only)
 from .variants import variant_folder, variants
 
 def setup_section(run: RunData) -> str:
@@ -218,4 +219,47 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, l
             if user and name in COUNTER_PLOTS:
                 parts += [f"*User space only:* {user.caveat}.", ""]
         parts.append(questions_section(group, run))
+    return "\n".join(parts)
+
+
+def _plots_markdown(run: RunData, label: str, names: list[str]) -> list[str]:
+    folder = f"plots/{variant_folder(label)}/" if label else "plots/"
+    user = user_space_only(run.results)
+    parts = []
+    for name in names:
+        parts += [f"### {PLOT_TITLES.get(name, name)}", "", f"![{PLOT_TITLES.get(name, name)}]({folder}{name}.png)",
+                  "", f"[SVG]({folder}{name}.svg)", ""]
+        if user and name in COUNTER_PLOTS:
+            parts += [f"*User space only:* {user.caveat}.", ""]
+    return parts
+
+
+def pair_body(view: RunData, summary: pd.DataFrame, evidence: str) -> list[str]:
+    """One pair's findings, as a one-pair report gives them (its plots are shared, drawn per pair)."""
+    parts = [summary_section(view, summary), setup_section(view), caveats_section(view, summary),
+             problems_section(summary), evidence]
+    for label, group in variants(summary):
+        parts += [f"## Tables{f' with {label}' if label else ''}", "",
+                  stream_tables(group, user_space_only(view.results)) if not group.empty else "No cells.\n",
+                  rr_table(group) if not group.empty else "", questions_section(group, view)]
+    return parts
+
+
+def render_pairs_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, list[str]], pairs_section: str,
+                          evidence: dict[str, str]) -> str:
+    """report.md of a run on several pairs: the pairs compared, the plots (one row of panels per
+    pair), then one part per pair with that pair's answers, setup, problems and tables."""
+    parts = [f"# Run {run.run_id}", "",
+             f"{len(summary)} cells over {len(run.pairs)} host pairs ({', '.join(run.pairs)}), {len(run.results)} "
+             f"cell repetitions, from `{run.path.name}/results.csv`; one row per pair and cell in `summary.csv`.", "",
+             pairs_section]
+    for label, _ in variants(summary):
+        parts += [f"# Plots{f' with {label}' if label else ''}", "",
+                  "Each plot has one row of panels per pair, on one y scale per metric.", "",
+                  *_plots_markdown(run, label, plot_names.get(label, []))]
+    for pair in run.pairs:
+        view = pair_view(run, pair)
+        own = summary[summary["pair"].astype(str) == pair].reset_index(drop=True) if not summary.empty else summary
+        parts += [f"# Pair {pair}", "", *pair_body(view, own, evidence.get(pair, ""))]
+    parts.append(METHOD)
     return "\n".join(parts)

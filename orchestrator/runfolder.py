@@ -9,12 +9,14 @@ import ipaddress
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from . import layout
+from .dimensions import DEFAULT_PAIR
 from .errors import ConfigError, OrchestrateError
 from .roles import ROLES
 from .results import ResultsError, read_results
@@ -33,13 +35,19 @@ class RunData:
     inventory: dict[str, Any]
     hosts: dict[str, dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    # The host pairs the run ran on, in the inventory's order (issue 13), and each one's host facts
+    # (layout.hosts_dir). A run on one pair has ["default"], and `hosts` is that pair's facts.
+    pairs: list[str] = field(default_factory=lambda: [DEFAULT_PAIR])
+    pair_hosts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # Where `pairs` comes from, for the report to say: "the inventory's order" or "alphabetical order".
+    pair_order: str = "the inventory's order"
 
 
-def _read_json(path: Path, notes: list[str]) -> dict[str, Any]:
+def _read_json(path: Path, notes: list[str], where: str = "") -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        notes.append(f"{path.parent.name}/{path.name} is missing")
+        notes.append(f"{where}{path.parent.name}/{path.name} is missing")
         return {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path}: not valid JSON: {exc}") from None
@@ -67,10 +75,40 @@ def load_run(run_dir: Path) -> RunData:
     notes: list[str] = []
     config = _read_yaml(run_dir / "config.yml", notes)
     inventory = _read_yaml(run_dir / "inventory.yml", notes)
-    hosts = {role: _read_json(run_dir / "hosts" / f"{role}.json", notes) for role in ROLES}
+    pairs, order = _pairs(run_dir, results, inventory)
+    pair_hosts = {}
+    for pair in pairs:
+        where = "" if pair == DEFAULT_PAIR else f"pairs/{pair}/"
+        pair_hosts[pair] = {role: _read_json(layout.hosts_dir(run_dir, pair) / f"{role}.json", notes, where)
+                            for role in ROLES}
+    hosts = pair_hosts[pairs[0]]
     run_ids = results["run_id"].dropna().unique() if "run_id" in results.columns else []
     run_id = str(run_ids[0]) if len(run_ids) else run_dir.name
-    return RunData(run_dir, run_id, results, config, inventory, hosts, notes)
+    return RunData(run_dir, run_id, results, config, inventory, hosts, notes, pairs, pair_hosts, order)
+
+
+def _pairs(run_dir: Path, results: pd.DataFrame, inventory: dict[str, Any]) -> tuple[list[str], str]:
+    """The pairs whose rows results.csv holds, in the inventory's order (its `pairs:` keys) when it
+    names them all, else "default" first and the others alphabetically (layout.pairs_in's order)."""
+    found = {str(p) for p in results["pair"].dropna().unique()} if "pair" in results.columns else set()
+    if not found:
+        found = set(layout.pairs_in(run_dir)) or {DEFAULT_PAIR}
+    named = inventory.get("pairs") if isinstance(inventory.get("pairs"), dict) else {}
+    if found <= set(map(str, named)):
+        return [str(p) for p in named if str(p) in found], "the inventory's order"
+    return sorted(found, key=lambda p: (p != DEFAULT_PAIR, p)), "alphabetical order"
+
+
+def pair_view(run: RunData, pair: str) -> RunData:
+    """One pair of a run as a run of its own: its rows, its host facts and its inventory entry, so
+    every one-pair section of the report (setup, caveats, tables, answers) reads it unchanged."""
+    if pair not in run.pairs:
+        raise ConfigError(f"no pair named {pair!r} in this run; it has {', '.join(run.pairs)}")
+    named = run.inventory.get("pairs") if isinstance(run.inventory.get("pairs"), dict) else {}
+    inventory = named.get(pair) if isinstance(named.get(pair), dict) else run.inventory
+    results = run.results[run.results["pair"].astype(str) == pair].reset_index(drop=True)
+    return replace(run, results=results, inventory=inventory, hosts=run.pair_hosts.get(pair, {}),
+                   pairs=[pair], pair_hosts={pair: run.pair_hosts.get(pair, {})})
 
 
 @dataclass(frozen=True)

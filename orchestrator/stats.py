@@ -112,7 +112,8 @@ def cell_key(cell_id: str) -> str:
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell over its repetitions (results.csv rows, derived or not).
+    """One row per pair and cell over its repetitions (results.csv rows, derived or not); a run
+    on one pair has one row per cell, its `pair` "default".
 
     Per metric: `<metric>_mean`, `_std`, `_ci_low`, `_ci_high`, `_cv` and `_n` (repetitions
     that measured it); per perf-counter metric also `<metric>_perf_counts` (`user` when any side
@@ -120,13 +121,14 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     counted in `failed` and `degraded`. `unstable` marks a cell whose primary metric varies by more than 10%.
     """
     derived = derive.derive_metrics(results)
-    derived = derived.assign(cell=derived["cell_id"].astype(str).map(cell_key))
+    derived = dimensions.with_pair(derived.assign(cell=derived["cell_id"].astype(str).map(cell_key)))
     rows: list[dict[str, object]] = []
-    for cell, group in derived.groupby("cell", sort=False):
+    # The same cell on two pairs is two rows: pairs are compared, never pooled.
+    for (_, cell), group in derived.groupby(["pair", "cell"], sort=False):
         first = group.iloc[0]
         ok = group[group["status"].astype(str) == "ok"]
         row: dict[str, object] = {"cell": cell}
-        for name in CELL_COLUMNS:
+        for name in dimensions.SUMMARY_KEYS:
             if name in group.columns:
                 row[name] = first[name]
         row["repetitions"] = len(group)
@@ -164,7 +166,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     summary = pd.DataFrame(rows)
     if summary.empty:
         return summary
-    order = [c for c in dimensions.BASIC if c in summary.columns]
+    order = [c for c in (*dimensions.PAIR, *dimensions.BASIC) if c in summary.columns]
     return summary.sort_values(
         order, kind="stable", key=lambda col: col.map(derive.mode_rank) if col.name == "mode" else col
     ).reset_index(drop=True)

@@ -86,3 +86,47 @@ def test_report_in_a_real_browser(tmp_path):
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_of_several_pairs_in_a_real_browser(tmp_path):
+    """The pairs3 fixture's page (issue 13): it loads without errors, carries every figure, and shows
+    the pairs compared (the ratio table with Welch's p, the host facts with their differing MTU) first."""
+    require(Path(CHROMIUM).exists(), "Debian's chromium is not installed (./bootstrap.sh test installs it)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "the playwright package is not installed (pip install -e '.[test]')")
+    run_dir = Path(shutil.copytree(RUNS / "pairs3", tmp_path / "run"))
+    report.write_report(run_dir)
+    alone = tmp_path / "mailed" / "report.html"
+    alone.parent.mkdir()
+    shutil.move(run_dir / "report.html", alone)
+    shutil.rmtree(run_dir)
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(alone.as_uri(), wait_until="load")
+            images = page.eval_on_selector_all("img", "els => els.map(e => ({w: e.naturalWidth, done: e.complete}))")
+            assert len(images) == len(reportmd.PLOT_TITLES)
+            assert all(i["done"] and i["w"] > 0 for i in images), images
+            ratios = page.locator("#pairs table", has=page.locator("th", has_text="Welch p")).first
+            assert ratios.is_visible()
+            pair_column = ratios.locator("tbody tr td:nth-child(1)").all_inner_texts()
+            assert len(pair_column) > 10 and set(pair_column) == {"gen2", "gen3"}
+            facts = page.locator("#pairs table", has=page.locator("th", has_text="fact")).first
+            mtu = facts.locator("tr", has=page.locator("td", has_text="server.nic.mtu")).first.inner_text()
+            assert mtu.split() == ["server.nic.mtu", "1500", "9000", "65536", "differs"]
+            text = page.inner_text("body")
+            assert text.index("Pairs compared") < text.index("Plots")
+            for pair in ("gen1", "gen2", "gen3"):
+                assert f"Pair {pair}: answers, setup, problems and tables" in text
+            page.screenshot(path=str(tmp_path / "pairs.png"), full_page=False)
+        finally:
+            browser.close()
+    assert errors == []
+    assert (tmp_path / "pairs.png").stat().st_size > 10_000
