@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import shtab
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, ProgressColumn, TextColumn, TimeElapsedColumn
@@ -25,11 +24,9 @@ from rich.text import Text
 
 from typing import TYPE_CHECKING
 
-from . import __version__, estimate
-from .config import load_experiment
+from . import __version__
 from .errors import EXIT_MEANINGS, ConfigError, ExitStatus, OrchestrateError, PreflightError, RunFailed
 from .interrupts import exit_status, signal_name, signals_interrupt
-from .inventory import load_inventory
 from .roles import ROLES
 
 # The run, report and analysis modules (pandas, scipy, matplotlib, paramiko) are imported where
@@ -102,7 +99,9 @@ class CellEta(ProgressColumn):
         if "per_cell_s" not in fields or task.finished:
             return Text("")
         left = eta_seconds(fields["per_cell_s"], fields["after_current"], fields["current_started"], time.monotonic())
-        return Text(f"ETA {estimate.human(left)}", style="progress.remaining")
+        from .estimate import human
+
+        return Text(f"ETA {human(left)}", style="progress.remaining")
 
 
 class TerminalProgress:
@@ -217,6 +216,10 @@ def show_summary(term: Terminal, run_dir: Path, summary=None) -> None:
 
 
 def _load_inputs(args: argparse.Namespace):
+    # Imported here: pydantic's models cost `--help` and `lab` a tenth of a second they never use.
+    from .config import load_experiment
+    from .inventory import load_inventory
+
     experiment = load_experiment(Path(args.config))
     inventory = load_inventory(Path(args.inventory))
     if getattr(args, "seed", None) is not None:  # run --seed: replay the order a dry run showed
@@ -231,7 +234,7 @@ def _seed(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
-    from . import runner
+    from . import estimate, runner
 
     if args.retry_failed and not args.resume:
         raise ConfigError("orchestrate run: --retry-failed goes with --resume RUN_DIR")
@@ -306,7 +309,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     """What `run` would do, touching no host (with --check: preflight only, nothing started)."""
     import yaml
 
-    from . import runner
+    from . import estimate, runner
     from .plan import expand, new_seed
 
     if args.resume:
@@ -517,6 +520,10 @@ def exit_status_help() -> str:
     return "exit status:\n" + "\n".join(f"  {int(status):>3}  {EXIT_MEANINGS[status]}" for status in ExitStatus)
 
 
+# What an argument completes to, for `orchestrate completion`; shtab is imported only there.
+FILE, DIRECTORY = "file", "directory"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrate", description=DESCRIPTION,
                                      epilog=EXAMPLES + "\n" + exit_status_help(),
@@ -539,12 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the first pair in the inventory's order)")
 
     p = commands.add_parser("init", help="write an example inventory.yml and the shipped configs/ into a folder")
-    p.add_argument("directory", nargs="?", default=".", help="where to write them (default: .)").complete = shtab.DIRECTORY
+    p.add_argument("directory", nargs="?", default=".", help="where to write them (default: .)").complete = DIRECTORY
     p.add_argument("--force", action="store_true", help="overwrite files that are already there")
     p.set_defaults(handler=cmd_init)
 
     p = commands.add_parser("run", help="run an experiment and collect its results")
-    p.add_argument("config", nargs="?", help="experiment file, such as configs/full.yml").complete = shtab.FILE
+    p.add_argument("config", nargs="?", help="experiment file, such as configs/full.yml").complete = FILE
     with_inventory(p)
     p.add_argument("--results", default="results", help="where run folders go (default: ./results)")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run without redoing its finished cells")
@@ -564,20 +571,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_run)
 
     p = commands.add_parser("check", help="preflight only: reach the hosts and check what a run needs")
-    p.add_argument("config", help="experiment file whose needs are checked, such as configs/full.yml").complete = shtab.FILE
+    p.add_argument("config", help="experiment file whose needs are checked, such as configs/full.yml").complete = FILE
     with_inventory(p)
     with_output(p)
     p.set_defaults(handler=cmd_check)
 
     p = commands.add_parser("report", help="write report.md, report.html, summary.csv and plots for a run")
-    p.add_argument("run_dir", help="a run folder, such as results/<run-id>").complete = shtab.DIRECTORY
+    p.add_argument("run_dir", help="a run folder, such as results/<run-id>").complete = DIRECTORY
     with_baseline(p)
     with_output(p)
     p.set_defaults(handler=cmd_report)
 
     p = commands.add_parser("compare", help="compare two runs cell by cell")
-    p.add_argument("run_a", metavar="RUN_A", help="the reference run's folder, such as results/<run-id>").complete = shtab.DIRECTORY
-    p.add_argument("run_b", metavar="RUN_B", help="the run to set against it; ratios are B/A").complete = shtab.DIRECTORY
+    p.add_argument("run_a", metavar="RUN_A", help="the reference run's folder, such as results/<run-id>").complete = DIRECTORY
+    p.add_argument("run_b", metavar="RUN_B", help="the run to set against it; ratios are B/A").complete = DIRECTORY
     p.add_argument("--out", metavar="DIR", help="folder for compare.md, compare.csv and the plot "
                    "(default: compare/RUN_A_vs_RUN_B beside RUN_B)")
     with_output(p)
@@ -614,9 +621,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_completion(args: argparse.Namespace, term: Terminal) -> ExitStatus:
-    # shtab reads the parser itself: completion never falls behind the options.
-    term.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    import shtab
+
+    # shtab reads the parser itself: completion never falls behind the options. Its FILE and
+    # DIRECTORY hints replace our markers here only, so every other command skips importing it.
+    parser = build_parser()
+    hints = {FILE: shtab.FILE, DIRECTORY: shtab.DIRECTORY}
+    for action in _all_actions(parser):
+        if getattr(action, "complete", None) in hints:
+            action.complete = hints[action.complete]  # type: ignore[attr-defined]
+    term.stdout.write(shtab.complete(parser, shell=args.shell))
     return ExitStatus.OK
+
+
+def _all_actions(parser: argparse.ArgumentParser):
+    for action in parser._actions:  # argparse has no public walk of its subparsers
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_actions(sub)
 
 
 def _say(term: Terminal, message: str) -> None:

@@ -48,3 +48,16 @@ def test_the_cli_and_lab_load_no_analysis_library():
     done = subprocess.run([sys.executable, "-c", probe.replace("orchestrator.lab", "orchestrator.report")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == list(HEAVY), done.stderr
+
+
+def test_help_and_lab_load_neither_pydantic_nor_shtab():
+    """`--help` and `lab` need neither the config models nor the completion generator; each
+    cost a tenth of a second of import here."""
+    probe = ("import sys, orchestrator.cli, orchestrator.lab; orchestrator.cli.build_parser(); "
+             "print(' '.join(m for m in ('pydantic', 'shtab') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "", (done.stdout, done.stderr)
+    # The probe can fail: loading an experiment does import pydantic.
+    done = subprocess.run([sys.executable, "-c", probe.replace("orchestrator.lab", "orchestrator.config")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["pydantic"], done.stderr
