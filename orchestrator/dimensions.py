@@ -14,8 +14,9 @@ BASIC: dict[str, type] = {"workload": str, "mode": str, "message_size": int, "th
 OPTIONS: dict[str, type] = {"fields": int, "sender": str, "nodelay": bool, "sndbuf": int, "rcvbuf": int}
 # Not a matrix key, but recorded in each row because it changes what the counts mean.
 RECORDED: dict[str, type] = {"perf_scope": str}
-# What tells one results.csv row from another beyond the cell's parameters.
-RUN_AND_CELL: dict[str, type] = {"run_id": str, "cell_id": str}
+# What tells one results.csv row from another beyond the cell's parameters: the run, the cell,
+# and the pair of hosts it ran on (inventory `pairs:`; a one-pair inventory is the pair "default").
+RUN_AND_CELL: dict[str, type] = {"run_id": str, "cell_id": str, "pair": str}
 REPETITION: dict[str, type] = {"repetition": int}
 
 # The matrix keys (config.Matrix), in the order cell ids and tables list them.

@@ -93,7 +93,7 @@ def test_vm_perf_columns_missing_hardware_counters_are_none():
 def test_row_columns_are_ordered_identity_schema_then_perf():
     row = _row(ONE_COPY, server_perf=load_perf_file(PERF / "hw_all_counted.csv"))
     columns = list(row)
-    assert columns[:3] == ["run_id", "cell_id", "workload"]
+    assert columns[:4] == ["run_id", "cell_id", "pair", "workload"]
     assert columns[: len(SCHEMA_COLUMNS)] == list(SCHEMA_COLUMNS)
     perf = columns[len(SCHEMA_COLUMNS) :]
     assert perf[:4] == [

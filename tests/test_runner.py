@@ -177,9 +177,15 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _run_cells(state, ctx, pair: str = "default"):
+    """The run loop of one pair, over the run's shared results.csv and intervals.csv."""
+    return runner._run_cells(runner.PairState(state, pair), ctx, runner.Progress(),
+                             runner._SharedFiles(state.run_dir, runner.Progress()))
+
+
 def _one_cell_run(tmp_path: Path, hosts: dict[str, FakeHost], experiment: Experiment) -> tuple[dict, dict]:
     state = _state(tmp_path, experiment, (_cell(),))
-    outcome = runner._run_cells(state, _context(hosts, experiment, state.run_id), runner.Progress())
+    outcome = _run_cells(state, _context(hosts, experiment, state.run_id))
     (result,) = outcome.finished
     record = json.loads((result.local_dir / "cell.json").read_text())
     (row,) = _csv_rows(state.run_dir / "results.csv")
@@ -218,7 +224,7 @@ def test_a_lost_host_writes_no_row_and_says_how_to_resume(tmp_path):
     experiment = _experiment()
     state = _state(tmp_path, experiment, (_cell(), _cell(2)))
     with pytest.raises(HostError, match="no longer reachable.*orchestrate run --resume"):
-        runner._run_cells(state, _context(hosts, experiment, state.run_id), runner.Progress())
+        _run_cells(state, _context(hosts, experiment, state.run_id))
     assert not (state.run_dir / "results.csv").exists()
     assert json.loads((state.run_dir / "cells" / _cell().cell_id / "cell.json").read_text())["status"] == "failed"
 
@@ -230,12 +236,12 @@ def test_resume_runs_only_the_cells_results_csv_lacks(tmp_path):
     experiment = _experiment(repetitions=3)
     first = _hosts()
     state = _state(tmp_path, experiment, (_cell(1),))
-    runner._run_cells(state, _context(first, experiment, state.run_id), runner.Progress())
+    _run_cells(state, _context(first, experiment, state.run_id))
     # The cell folder of an attempt cut short before its row: kept aside, the cell run again.
     (state.run_dir / "cells" / _cell(3).cell_id).mkdir()
     again = _hosts()
     state = _state(tmp_path, experiment, (_cell(1), _cell(2), _cell(3)))
-    outcome = runner._run_cells(state, _context(again, experiment, state.run_id), runner.Progress())
+    outcome = _run_cells(state, _context(again, experiment, state.run_id))
     assert outcome.skipped == 1 and [o.cell.repetition for o in outcome.finished] == [2, 3]
     assert len(again["server"].started) == 2  # one command per cell run, none for the done one
     assert [r["cell_id"] for r in _csv_rows(state.run_dir / "results.csv")] == [_cell(n).cell_id for n in (1, 2, 3)]
@@ -249,7 +255,7 @@ def test_resume_runs_only_the_cells_results_csv_lacks(tmp_path):
 def _resumable(tmp_path: Path) -> Path:
     experiment = _experiment()
     state = _state(tmp_path, experiment, (_cell(),))
-    runner._run_cells(state, _context(_hosts(), experiment, state.run_id), runner.Progress())
+    _run_cells(state, _context(_hosts(), experiment, state.run_id))
     (state.run_dir / "plan.json").write_text(json.dumps(state.plan.to_json()))
     shutil.copy(RUNS / "20261127T014622Z-stall-232a" / "config.yml", state.run_dir / "config.yml")
     (state.run_dir / "inventory.yml").write_text("server: {host: local}\nclient: {host: local}\n")
