@@ -45,7 +45,8 @@ def interrupt_threads(idents: list[int]) -> None:
     PyThreadState_SetAsyncExc: the one way to unwind a thread that waits on its hosts without
     threading a stop flag through every wait of the host layer."""
     for ident in idents:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(PairStopped))
+        if ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(PairStopped)) != 1:
+            log.warning("thread %d: could not be interrupted (it has ended)", ident)
 
 
 def exit_status(exc: KeyboardInterrupt) -> int:

@@ -322,26 +322,35 @@ def _pairs_in_threads(state: RunState, names: list[str], progress: Progress,
     outcomes: dict[str, PairOutcome] = {}
     raised: dict[str, BaseException] = {}
     idents: dict[str, int] = {}
+    # Waited on instead of Thread.join: a signal that interrupts join() can leave a thread that
+    # still runs marked as ended (CPython 3.11's bpo-45274 clean-up), and its agents unkilled.
+    ended = {name: threading.Event() for name in names}
 
     def work(name: str) -> None:
         idents[name] = threading.get_ident()
         try:
             outcomes[name] = _pair_or_error(PairState(state, name), progress.for_pair(name), on_preflight, shared)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
+            log.info("pair %s stopped: %r", name, exc, exc_info=isinstance(exc, interrupts.PairStopped))
             raised[name] = exc
+        finally:
+            ended[name].set()
 
-    threads = [threading.Thread(target=work, args=(name,), name=f"pair-{name}", daemon=True) for name in names]
-    for thread in threads:
-        thread.start()
+    for name in names:
+        threading.Thread(target=work, args=(name,), name=f"pair-{name}", daemon=True).start()
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)  # short waits: the main thread stays free to take a signal
+        for name in names:
+            while not ended[name].wait(0.2):  # short waits: the main thread stays free to take a signal
+                pass
     except KeyboardInterrupt:
-        interrupts.interrupt_threads([idents[t.name[len("pair-"):]] for t in threads
-                                      if t.is_alive() and t.name[len("pair-"):] in idents])
-        for thread in threads:
-            thread.join()
+        for name in names:  # a thread just started has its id in a moment
+            while name not in idents and not ended[name].wait(0.01):
+                pass
+        running = {name: idents[name] for name in names if not ended[name].is_set()}
+        log.info("stopping the pairs still running: %s", ", ".join(running) or "none")
+        interrupts.interrupt_threads(list(running.values()))
+        for name in names:
+            ended[name].wait()
         raise
     for name in names:  # a full disk or a bug in any pair: the run's error, once all have ended
         exc = raised.get(name)
