@@ -344,3 +344,53 @@ def test_the_cli_refuses_another_version_with_exit_2_and_no_traceback(tmp_path):
     assert done.returncode == ExitStatus.BAD_ARGUMENT, done.stderr
     assert "results.csv: format version 2, written by a newer" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr and not (tmp_path / "c").exists()
+
+
+# ---------------------------------------------------------------- several pairs (issue 13)
+
+PAIRS_INVENTORY = {
+    "pairs": {
+        "gen9": {"server": {"host": "198.18.9.10", "data_address": "198.18.9.1"},
+                 "client": {"host": "198.18.9.20", "data_address": "198.18.9.2"}},
+        "gen8": {"server": {"host": "198.18.8.10", "data_address": "198.18.8.1"},
+                 "client": {"host": "198.18.8.20", "data_address": "198.18.8.2"}},
+    },
+}
+
+
+def test_pairs_are_selected_by_name_in_the_inventorys_order_and_an_unknown_one_names_them_all():
+    from orchestrator.errors import ConfigError
+    from orchestrator.inventory import Inventory
+
+    inventory = Inventory.model_validate(PAIRS_INVENTORY)
+    assert list(runner.select_pairs(inventory, ("gen8", "gen9")).pairs) == ["gen9", "gen8"]
+    assert list(runner.select_pairs(inventory, ("gen8",)).pairs) == ["gen8"]
+    assert runner.select_pairs(inventory, None) is inventory
+    with pytest.raises(ConfigError, match="no pair named gen7; the inventory has gen9, gen8") as caught:
+        runner.select_pairs(inventory, ("gen9", "gen7"))
+    assert caught.value.exit_code == ExitStatus.BAD_ARGUMENT
+
+
+def test_the_run_folder_keeps_every_pair_and_one_pair_as_before(tmp_path):
+    from orchestrator.inventory import Inventory
+
+    several = runner.create_run(_experiment(seed=1), Inventory.model_validate(PAIRS_INVENTORY), tmp_path / "a")
+    again = runner.reopen_run(several.run_dir)
+    assert list(again.inventory.pairs) == ["gen9", "gen8"]
+    assert again.inventory.pair("gen8").client.data_address == "198.18.8.2"
+    one = Inventory.model_validate({"server": PAIRS_INVENTORY["pairs"]["gen9"]["server"],
+                                    "client": PAIRS_INVENTORY["pairs"]["gen9"]["client"]})
+    single = runner.create_run(_experiment(seed=1), one, tmp_path / "b")
+    import yaml
+    assert set(yaml.safe_load((single.run_dir / "inventory.yml").read_text())) == {"server", "client"}
+
+
+def test_finished_cells_are_told_apart_by_pair_and_an_old_file_is_the_default_pair(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text("run_id,cell_id,workload,mode,message_size,threads,repetition,status\n"
+                    "r,c1,stream,one_copy,1024,1,1,ok\n")
+    assert runner.finished_cells(path) == {("default", "c1")}
+    assert runner.finished_cell_ids(path) == {"c1"} and runner.finished_cell_ids(path, "gen9") == set()
+    path.write_text("run_id,cell_id,pair,workload,mode,message_size,threads,repetition,status\n"
+                    "r,c1,gen9,stream,one_copy,1024,1,1,ok\nr,c1,gen8,stream,one_copy,1024,1,1,failed\n")
+    assert runner.finished_cells(path) == {("gen9", "c1"), ("gen8", "c1")}
