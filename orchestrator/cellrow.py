@@ -16,6 +16,7 @@ from . import agentjson, perfstat, reference, referencereport, results
 from .agentjson import AgentReport
 from .config import Experiment
 from .errors import OrchestrateError
+from .layout import DEFAULT_PAIR
 from .plan import Cell
 from .roles import ROLES
 
@@ -29,11 +30,13 @@ class RowSettings:
     perf_events: tuple[str, ...]  # as asked for: perf's user-space fallback lands in their columns
     warmup: float
     checks: results.MeasurementChecks | None  # None: a completed measurement is never `degraded`
+    pair: str = DEFAULT_PAIR  # the pair of hosts the rows' cells ran on
 
     @classmethod
-    def of(cls, run_id: str, experiment: Experiment, checked: bool = True) -> "RowSettings":
+    def of(cls, run_id: str, experiment: Experiment, checked: bool = True, pair: str = DEFAULT_PAIR) -> "RowSettings":
         checks = experiment.checks
         return cls(
+            pair=pair,
             run_id=run_id,
             perf_scope=experiment.perf.scope if experiment.perf.enabled else "off",
             perf_events=tuple(experiment.perf.events),
@@ -70,6 +73,7 @@ def read_cell(folder: Path, cell: Cell, settings: RowSettings, run_error: str | 
     identity: dict[str, Any] = {
         "run_id": settings.run_id,
         "cell_id": cell.cell_id,
+        "pair": settings.pair,
         **cell.params(),
         "perf_scope": settings.perf_scope,
         "warmup_s": settings.warmup,

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from rich.text import Text
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import EXIT_MEANINGS, ConfigError, ExitStatus, OrchestrateError, PreflightError, RunFailed
+from .errors import EXIT_MEANINGS, ConfigError, ExitStatus, OrchestrateError, PairsFailed, PreflightError, RunFailed
 from .interrupts import exit_status, signal_name, signals_interrupt
 from .roles import ROLES
 
@@ -105,9 +106,11 @@ class CellEta(ProgressColumn):
 
 
 class TerminalProgress:
-    """The terminal's run.Progress: stages, then a bar over the cells."""
+    """The terminal's run.Progress: stages, then a bar over the cells; in a run on several pairs,
+    one bar per pair (for_pair), all in one rich display, each line led by its pair's name."""
 
-    def __init__(self, console: Console, per_cell_s: float, repetitions: int) -> None:
+    def __init__(self, console: Console, per_cell_s: float, repetitions: int, pair: str | None = None,
+                 parent: TerminalProgress | None = None) -> None:
         self.console = console
         self.bar: RichProgress | None = None
         self.task = None
@@ -116,25 +119,45 @@ class TerminalProgress:
         self.repetitions = repetitions
         self.total = self.done = self.failed = self.ran = 0
         self.loop_started: float | None = None
+        self.pair, self.parent = pair, parent
+        self.lock = threading.Lock()  # pairs start their bars from their own threads
+
+    def for_pair(self, name: str) -> TerminalProgress:
+        return TerminalProgress(self.console, self.per_cell_s, self.repetitions, pair=name, parent=self)
+
+    def _lead(self) -> str:
+        return f"[cyan]{escape(self.pair)}[/] " if self.pair else ""
 
     def stage(self, message: str) -> None:
-        self.console.print(f"[bold]·[/] {message}")
+        self.console.print(f"[bold]·[/] {self._lead()}{message}")
+
+    def pair_failed(self, error: str) -> None:
+        self.console.print(f"[red]✗ pair {escape(self.pair or '')} failed[/]: {escape(error)}", highlight=False)
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{self.pair}: failed", current_started=None)
+
+    def _shared_bar(self) -> RichProgress:
+        root = self.parent or self
+        with root.lock:
+            if root.bar is None:
+                root.bar = RichProgress(
+                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[failed_text]}"),
+                    TimeElapsedColumn(), CellEta(), console=self.console,
+                )
+                root.bar.start()
+            return root.bar
 
     def start(self, total: int, done: int) -> None:
         self.total, self.done = total, done
         self.loop_started = time.monotonic()
-        self.bar = RichProgress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[failed_text]}"),
-            TimeElapsedColumn(), CellEta(), console=self.console,
-        )
-        self.bar.start()
-        self.task = self.bar.add_task("cells", total=total, completed=done, failed_text="",
+        self.bar = self._shared_bar()
+        self.task = self.bar.add_task(self.pair or "cells", total=total, completed=done, failed_text="",
                                       per_cell_s=self.per_cell_s, after_current=max(0, total - done), current_started=None)
 
     def cell_started(self, cell: Cell) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, description=describe_cell(cell, self.repetitions),
+            self.bar.update(self.task, description=(f"{self.pair}: " if self.pair else "") + describe_cell(cell, self.repetitions),
                             after_current=max(0, self.total - self.done - 1), current_started=time.monotonic())
 
     def cell_finished(self, outcome: CellOutcome) -> None:
@@ -146,12 +169,14 @@ class TerminalProgress:
             self.per_cell_s = (time.monotonic() - self.loop_started) / self.ran
         if self.bar is not None:
             if outcome.error:
-                self.bar.console.print(f"[red]✗[/] {outcome.cell.cell_id}: {escape(outcome.error)}", highlight=False)
+                self.bar.console.print(f"[red]✗[/] {self._lead()}{outcome.cell.cell_id}: {escape(outcome.error)}", highlight=False)
             self.bar.update(self.task, advance=1, per_cell_s=self.per_cell_s, after_current=max(0, self.total - self.done),
                             current_started=None,
                             failed_text=f"[red]{self.failed} failed[/]" if self.failed else "")
 
     def stop(self) -> None:
+        if self.parent is not None:
+            return  # the run stops the one display once, through the parent
         if self.bar is not None:
             bar, self.bar = self.bar, None
             try:
@@ -246,6 +271,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         return dry_run(args, term)
     if args.resume:
         state = runner.reopen_run(Path(args.resume))
+        state.inventory = runner.select_pairs(state.inventory, args.pairs)
         term.console.print(f"resuming {state.run_dir}")
         if args.retry_failed:
             redo = runner.set_aside_unfinished(state)
@@ -255,6 +281,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         if not args.config:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
+        inventory = runner.select_pairs(inventory, args.pairs)  # the run folder keeps only these
         size = _checked_size(experiment, args.yes)
         state = runner.create_run(experiment, inventory, Path(args.results))
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
@@ -262,9 +289,10 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     try:
         progress = TerminalProgress(term.console, estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
         shown = show_preflight if args.verbose else _problems_only
-        outcome = runner.execute(state, progress, on_preflight=lambda report: shown(term, report))
+        outcome = runner.execute(state, progress, on_preflight=lambda report: shown(term, report), serial=args.serial)
     except KeyboardInterrupt as exc:
-        _say(term, f"[yellow]interrupted[/] ({signal_name(exc)}): agents stopped on both hosts; finished cells are kept.\n"
+        hosts = "both hosts" if len(state.inventory.pairs) == 1 else "every pair's hosts"
+        _say(term, f"[yellow]interrupted[/] ({signal_name(exc)}): agents stopped on {hosts}; finished cells are kept.\n"
              f"resume with: orchestrate run --resume {state.run_dir}")
         return ExitStatus(exit_status(exc))
     summary = _summary(state.run_dir)
@@ -273,6 +301,9 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
                "failed": len(outcome.failed)},
         failures=[{"cell": o.cell.cell_id, "error": o.error} for o in outcome.failed],
         summary=_records(summary),
+        pairs={name: {"status": p.status, "planned": p.planned, "run": len(p.finished), "skipped": p.skipped,
+                      "failed": len(p.failed), "error": str(p.error) if p.error else None}
+               for name, p in outcome.pairs.items()},
     )
     show_summary(term, state.run_dir, summary)
     if not args.no_report:
@@ -281,6 +312,11 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         report = write_report(state.run_dir, baseline=args.baseline)
         args.doc["report"] = {"markdown": str(report), "html": str(report.with_suffix(".html"))}
         term.console.print(f"report: {report.with_suffix('.html')}")
+    if outcome.failed_pairs:
+        raise PairsFailed(
+            f"{len(outcome.failed_pairs)} of {len(outcome.pairs)} pairs failed; the others finished:"
+            + "".join(f"\n  {p.pair}: {p.error}" for p in outcome.failed_pairs)
+            + f"\nonce their hosts are back: orchestrate run --resume {state.run_dir}")
     counts = runner.row_counts(state.run_dir)
     failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
     if failed or degraded:
@@ -330,8 +366,12 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     todo = [c for c in plan.cells if c.cell_id not in done]
     guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
                               plot_sets=estimate.plot_sets(experiment))
-    hosts = {role: {"ssh": inventory.role(role).label, "data_address": inventory.role(role).data_address,
-                    "workdir": inventory.role(role).workdir} for role in ROLES}
+    inventory = runner.select_pairs(inventory, args.pairs)
+    by_pair = {name: {role: {"ssh": pair.role(role).label, "data_address": pair.role(role).data_address,
+                             "workdir": pair.role(role).workdir} for role in ROLES}
+               for name, pair in inventory.pairs.items()}
+    # One pair: its hosts as before pairs existed; several: the hosts of each pair by name.
+    hosts = next(iter(by_pair.values())) if len(by_pair) == 1 else by_pair
     resolved = experiment.resolved(plan.seed)
     args.doc.update(dry_run=True, config=resolved, hosts=hosts, seed=plan.seed, order=experiment.order,
                     cells={"planned": len(plan.cells), "to_run": len(todo), "done": len(done)},
@@ -342,9 +382,11 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     term.out.print("[bold]resolved config[/]")
     term.out.print(escape(yaml.safe_dump(resolved, sort_keys=False).rstrip()), highlight=False)
     term.out.print("[bold]hosts[/]")
-    for role, host in hosts.items():
-        term.out.print(f"  {role}: {escape(host['ssh'])}, data address {host['data_address']}, workdir {escape(host['workdir'])}",
-                       highlight=False)
+    for name, pair_hosts in by_pair.items():
+        for role, host in pair_hosts.items():
+            lead = f"{escape(name)} " if len(by_pair) > 1 else ""
+            term.out.print(f"  {lead}{role}: {escape(host['ssh'])}, data address {host['data_address']}, "
+                           f"workdir {escape(host['workdir'])}", highlight=False)
     term.out.print(f"[bold]plan[/]: {len(todo)} cells" + (f" ({len(done)} already done)" if done else "") +
                    f", order {experiment.order}, seed {plan.seed} ({seed_note})", highlight=False)
     for index, cell in enumerate(todo, 1):
@@ -443,6 +485,14 @@ def show_comparison(term: Terminal, comparison) -> None:
         term.out.print("The two runs' configs are the same.")
     for path in comparison.files():
         term.console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """An argparse type: a comma list of pair names."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma list of pair names, not {text!r}")
+    return names
 
 
 def _per_pair(cast):
@@ -567,6 +617,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="with --dry-run: run preflight on the hosts too")
     p.add_argument("--seed", type=_seed, default=None,
                    help="the seed that shuffles the cells (default: the config's, or a new one): replays a dry run's order")
+    p.add_argument("--pairs", type=_names, default=None, metavar="A,B",
+                   help="run only these pairs of the inventory (default: every pair, all at once)")
+    p.add_argument("--serial", action="store_true",
+                   help="run the pairs one after another, not at the same time (pairs that share a switch)")
     with_output(p)
     p.set_defaults(handler=cmd_run)
 

@@ -2,10 +2,12 @@
 identity columns, and what a reader of results.csv requires are all made from these.
 
 Each column comes with the type results.csv holds it as (`results.read_results` types it so).
-This module imports nothing from the package, so any module may use it.
+It imports only `layout` (a leaf, for the pair's default name), so any module may use it.
 """
 
 from __future__ import annotations
+
+from . import layout
 
 # Every cell has these, and its id always names them (plan.Cell.cell_id); every results.csv
 # has had them, so a reader can require them.
@@ -19,7 +21,7 @@ RUN_AND_CELL: dict[str, type] = {"run_id": str, "cell_id": str}
 # The host pair a row ran on (issue 13): not a matrix key (every pair runs the same cells), but it
 # tells rows apart. A file written before pairs existed has no such column and means this pair.
 PAIR: dict[str, type] = {"pair": str}
-DEFAULT_PAIR = "default"
+DEFAULT_PAIR = layout.DEFAULT_PAIR
 REPETITION: dict[str, type] = {"repetition": int}
 
 # The matrix keys (config.Matrix), in the order cell ids and tables list them.

@@ -13,6 +13,7 @@ class ExitStatus(IntEnum):
     LAB_FAILED = 4  # the namespace lab could not be built, inspected or removed
     DISK_FULL = 5  # a run file could not be written on this machine (full disk, quota, I/O error)
     NO_COMMON_CELLS = 6  # compare: the two runs share no cell
+    SOME_PAIRS_FAILED = 7  # several pairs: at least one failed (preflight, a lost host), at least one finished
     # A bug in orchestrate, not in the user's files or hosts; sysexits.h's EX_SOFTWARE, so scripts
     # can tell it from a failed cell.
     INTERNAL_ERROR = 70
@@ -34,6 +35,7 @@ EXIT_MEANINGS = {
     ExitStatus.LAB_FAILED: "the namespace lab failed",
     ExitStatus.DISK_FULL: "a run file could not be written on this machine (full disk, I/O error)",
     ExitStatus.NO_COMMON_CELLS: "compare: the two runs share no cell",
+    ExitStatus.SOME_PAIRS_FAILED: "some pairs failed (preflight or a lost host) while the others finished; --resume finishes them",
     ExitStatus.INTERNAL_ERROR: "a bug in orchestrate: one line names the file with its traceback",
     ExitStatus.HANGUP: "stopped by SIGHUP (terminal closed); agents stopped, finished cells kept",
     ExitStatus.INTERRUPTED: "interrupted (Ctrl-C, SIGINT); agents stopped, finished cells kept",
@@ -88,6 +90,13 @@ class RunFailed(OrchestrateError):
     """The run finished, but some cells failed."""
 
     exit_code = ExitStatus.CELLS_FAILED
+
+
+class PairsFailed(OrchestrateError):
+    """A run on several pairs: at least one pair stopped (preflight, a lost host) and at least one
+    finished; their rows are kept, and --resume finishes the pairs that failed."""
+
+    exit_code = ExitStatus.SOME_PAIRS_FAILED
 
 
 class LabError(OrchestrateError):

@@ -5,6 +5,7 @@ scheduler's `kill` leaves nothing running, as Ctrl-C does."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import signal
 import threading
@@ -31,6 +32,21 @@ class Interrupted(KeyboardInterrupt):
     def exit_status(self) -> int:
         # As a shell reports a process ended by that signal: 130 for SIGINT, 143 SIGTERM, 129 SIGHUP.
         return 128 + self.signum
+
+
+class PairStopped(KeyboardInterrupt):
+    """Raised in a pair's thread when the run is interrupted (signals reach the main thread only):
+    a KeyboardInterrupt, so that pair's clean-up (its agents killed, its hosts released) runs as
+    a one-pair run's does."""
+
+
+def interrupt_threads(idents: list[int]) -> None:
+    """Raise PairStopped in each of these threads at its next Python instruction. CPython's own
+    PyThreadState_SetAsyncExc: the one way to unwind a thread that waits on its hosts without
+    threading a stop flag through every wait of the host layer."""
+    for ident in idents:
+        if ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(PairStopped)) != 1:
+            log.warning("thread %d: could not be interrupted (it has ended)", ident)
 
 
 def exit_status(exc: KeyboardInterrupt) -> int:

@@ -34,6 +34,7 @@ COLUMNS = (
     *RUN_AND_CELL, *BASIC, *REPETITION, "status",
     "role", "connection", "interval", "interval_s", "t_start_s", "t_end_s", "length_s", "bytes", "throughput_gbps",
 )  # fmt: skip
+_IDENTITY_END = COLUMNS.index("status") + 1  # the columns a row takes from its results.csv row
 
 
 def frame_rates(cell: pd.DataFrame) -> list[Rate]:
@@ -60,7 +61,7 @@ def report_rows(identity: Mapping[str, object], role: str, report: AgentReport) 
         for index, sample in enumerate(thread.intervals):
             length = sample.t - start
             rows.append({
-                **{key: identity.get(key) for key in COLUMNS[:8]},
+                **{key: identity.get(key) for key in COLUMNS[:_IDENTITY_END]},
                 "role": role, "connection": thread.index, "interval": index, "interval_s": report.interval_s,
                 "t_start_s": round(start, 6), "t_end_s": sample.t, "length_s": round(length, 6),
                 "bytes": sample.bytes,
@@ -114,19 +115,20 @@ class IntervalsFile:
         payload = _csv(rows, header=new_file)
         append_whole(self.path, payload, self.resume)
 
-    def keep_only(self, cell_ids: Iterable[str]) -> None:
-        """Drop the rows of every cell not in `cell_ids` (cells that results.csv does not hold:
-        set aside by --retry-failed, or cut off by a crash between the two files), atomically."""
+    def keep_only(self, cells: Iterable[tuple[str, str]]) -> None:
+        """Drop the rows of every cell not in `cells`, (pair, cell_id) pairs (cells that results.csv
+        does not hold: set aside by --retry-failed, or cut off by a crash between the two files), atomically."""
         if not self.path.exists() or self.path.stat().st_size == 0:
             return
-        keep = set(cell_ids)
+        keep = set(cells)
+        at_cell, at_pair = COLUMNS.index("cell_id"), COLUMNS.index("pair")
         with self.path.open(newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)
             header = next(reader, [])
             lines = list(reader)
         if header != list(COLUMNS):
             return  # not ours to rewrite; the report rebuilds a file it cannot read
-        kept = [line for line in lines if line and line[1] in keep]
+        kept = [line for line in lines if len(line) == len(COLUMNS) and (line[at_pair], line[at_cell]) in keep]
         if len(kept) == len(lines):
             return
         text = io.StringIO()

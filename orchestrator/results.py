@@ -420,13 +420,14 @@ class ResultsTable:
         if new_file:
             _fsync_dir(self.path.parent)
 
-    def remove(self, cell_ids: Iterable[str]) -> None:
-        """Drop the rows of these cells (to measure them again), through an atomic rewrite."""
-        self._rewrite(self.columns, drop=set(cell_ids))
+    def remove(self, cells: Iterable[str | tuple[str, str]]) -> None:
+        """Drop the rows of these cells (to measure them again), through an atomic rewrite. A cell
+        is a cell id (of the pair "default") or a (pair, cell_id) tuple."""
+        self._rewrite(self.columns, drop={c if isinstance(c, tuple) else ("default", c) for c in cells})
 
-    def _rewrite(self, columns: list[str], drop: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def _rewrite(self, columns: list[str], drop: set[tuple[str, str]] = frozenset()) -> None:  # type: ignore[assignment]
         with self.path.open(newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get("cell_id") not in drop]
+            rows = [r for r in csv.DictReader(fh) if (r.get("pair") or "default", r.get("cell_id")) not in drop]
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=columns, restval="")
         writer.writeheader()
@@ -503,6 +504,9 @@ def read_results(path: str | Path) -> pd.DataFrame:
         raise ResultsError(f"{path}: cannot read results: {exc}") from exc
     if FORMAT_COLUMN in raw.columns:
         _check_versions((None if pd.isna(v) else str(v) for v in raw[FORMAT_COLUMN]), path)
+    if "pair" not in raw.columns and "cell_id" in raw.columns:
+        # A results.csv from before pairs existed: every row ran on the one pair, "default".
+        raw.insert(raw.columns.get_loc("cell_id") + 1, "pair", "default")
     frame = pd.DataFrame({name: _typed(name, raw[name]) for name in raw.columns})
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:

@@ -8,19 +8,21 @@ import json
 import logging
 import secrets
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import yaml
 
-from . import cellrow, cells, deploy, facts, hostlock, intervals, leftovers, results
+from . import cellrow, cells, deploy, facts, hostlock, interrupts, intervals, layout, leftovers, results
 from .config import Experiment, Perf, experiment_from_resolved
-from .errors import ConfigError, DiskError, FormatVersionError, HostError, PreflightError
+from .errors import ConfigError, DiskError, FormatVersionError, HostError, OrchestrateError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
 from .hosts import Host, connect
 from .inventory import Inventory
+from .layout import DEFAULT_PAIR
 from .plan import Cell, Plan, expand, load_plan, new_seed
 from .preflight import Preflight, run_preflight
 from .roles import ROLES
@@ -40,15 +42,63 @@ class RunState:
         return self.run_dir.name
 
 
+@dataclass(frozen=True)
+class PairState:
+    """One pair of a run: its own one-pair inventory (so preflight, facts and the cells see one
+    server and one client), its folders (layout.py) and the run id its hosts' folders go by."""
+
+    run: RunState
+    name: str
+
+    @property
+    def inventory(self) -> Inventory:
+        whole = self.run.inventory
+        return Inventory(ssh_config=whole.ssh_config, pairs={self.name: whole.pair(self.name)})
+
+    @property
+    def root(self) -> Path:
+        return layout.pair_root(self.run.run_dir, self.name)
+
+    @property
+    def remote_run_id(self) -> str:
+        # Pairs that run one after another may share a host: each has its own runs/ folder there.
+        return self.run.run_id if self.name == DEFAULT_PAIR else f"{self.run.run_id}-{self.name}"
+
+
+@dataclass
+class PairOutcome:
+    """What one pair did: its cells, or the error that stopped it (preflight, a lost host)."""
+
+    pair: str
+    finished: list[cells.CellOutcome] = field(default_factory=list)
+    skipped: int = 0
+    planned: int = 0
+    error: OrchestrateError | None = None
+
+    @property
+    def failed(self) -> list[cells.CellOutcome]:
+        return [o for o in self.finished if o.error]
+
+    @property
+    def status(self) -> str:
+        """failed (the pair stopped), cells_failed (some of its cells failed), or ok."""
+        return "failed" if self.error else ("cells_failed" if self.failed else "ok")
+
+
 @dataclass
 class RunOutcome:
     run_dir: Path
     finished: list[cells.CellOutcome] = field(default_factory=list)
     skipped: int = 0
+    pairs: dict[str, PairOutcome] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[cells.CellOutcome]:
         return [o for o in self.finished if o.error]
+
+    @property
+    def failed_pairs(self) -> list[PairOutcome]:
+        return [p for p in self.pairs.values() if p.error]
 
 
 class Progress:
@@ -58,7 +108,12 @@ class Progress:
     def start(self, total: int, done: int) -> None: ...
     def cell_started(self, cell: Cell) -> None: ...
     def cell_finished(self, outcome: cells.CellOutcome) -> None: ...
+    def pair_failed(self, error: str) -> None: ...
     def stop(self) -> None: ...
+
+    def for_pair(self, name: str) -> "Progress":
+        """What one pair of a several-pair run reports through (one bar per pair)."""
+        return self
 
 
 def new_run_id(name: str, now: dt.datetime | None = None) -> str:
@@ -84,14 +139,34 @@ def create_run(experiment: Experiment, inventory: Inventory, results_root: Path)
         raise ConfigError(f"{results_root}: cannot create the run folder: {exc.strerror or exc}") from None
     try:
         write_atomic(run_dir / "config.yml", yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
-        write_atomic(run_dir / "inventory.yml", yaml.safe_dump(
-            {**({"ssh_config": inventory.ssh_config} if inventory.ssh_config else {}),
-             "server": inventory.server.public(), "client": inventory.client.public()}, sort_keys=False))
+        write_atomic(run_dir / "inventory.yml", yaml.safe_dump(_saved_inventory(inventory), sort_keys=False))
         write_atomic(run_dir / "plan.json", json.dumps(plan.to_json(), indent=1) + "\n")
     except DiskError:
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: no half run folder to resume
         raise
     return RunState(run_dir, experiment.model_copy(update={"seed": seed}), inventory, plan)
+
+
+def _saved_inventory(inventory: Inventory) -> dict:
+    """The inventory as the run folder keeps it: the one-pair form for the pair "default" alone
+    (as before pairs existed), else `pairs:`."""
+    head = {"ssh_config": inventory.ssh_config} if inventory.ssh_config else {}
+    if list(inventory.pairs) == [DEFAULT_PAIR]:
+        return {**head, "server": inventory.server.public(), "client": inventory.client.public()}
+    return {**head, **({} if inventory.concurrent else {"concurrent": False}),
+            "pairs": {name: {"server": pair.server.public(), "client": pair.client.public()}
+                      for name, pair in inventory.pairs.items()}}
+
+
+def select_pairs(inventory: Inventory, names: Sequence[str] | None) -> Inventory:
+    """The inventory with only the pairs named (all of them when None), in the inventory's order;
+    a name it lacks is a ConfigError naming the pairs it has."""
+    if not names:
+        return inventory
+    unknown = [n for n in names if n not in inventory.pairs]
+    if unknown:
+        raise ConfigError(f"--pairs: no pair named {', '.join(unknown)}; the inventory has {', '.join(inventory.pairs)}")
+    return inventory.model_copy(update={"pairs": {n: p for n, p in inventory.pairs.items() if n in names}})
 
 
 def reopen_run(run_dir: Path) -> RunState:
@@ -162,51 +237,55 @@ def _attach_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
+class _SharedFiles:
+    """The files every pair of a run appends to (results.csv, intervals.csv): opened once, and
+    each cell's rows appended whole under one lock, so rows of two pairs never interleave."""
+
+    def __init__(self, run_dir: Path, progress: Progress) -> None:
+        self.results = results.ResultsTable(run_dir / "results.csv", resume=run_dir)
+        if self.results.torn is not None:
+            progress.stage(f"results.csv ended in a torn row (kept in {self.results.torn.name}): that cell runs again")
+        self.done = finished_cells(run_dir / "results.csv")
+        self.series = intervals.IntervalsFile(run_dir, resume=run_dir)
+        self.series.keep_only(self.done)  # rows of cells results.csv lacks (set aside, or cut off by a crash) go
+        self.lock = threading.Lock()
+
+    def append(self, row: results.Row, cell_dir: Path) -> None:
+        with self.lock:
+            # Intervals before the row: a crash between the two leaves rows keep_only drops.
+            self.series.append(intervals.cell_rows(row, cell_dir))
+            self.results.append(row)
+
+
 def execute(
     state: RunState,
     progress: Progress,
     on_preflight: Callable[[Preflight], None] = lambda p: None,
+    serial: bool = False,
 ) -> RunOutcome:
+    """Every pair of the run's inventory runs the plan's cells it has not finished: the one pair
+    here, several each in a thread of its own (one after another with `serial`, or an
+    inventory's `concurrent: false`). A pair that fails is reported and the others go on."""
     handler = _attach_log(state.run_dir)
-    experiment, inventory = state.experiment, state.inventory
-    hosts: dict[str, Host] = {}
-    locks = hostlock.HostLocks([])
+    names = list(state.inventory.pairs)
     try:
-        progress.stage("connecting to hosts")
-        hosts = connect_hosts(inventory, experiment.timeouts.connect)
-        # Before anything is measured or killed: a host another run holds stops this one here.
-        locks = hostlock.acquire(hosts, state.run_id, experiment.timeouts.command)
-        record = leftovers.GroupRecord(state.run_dir)
-        if record.path.exists():  # a resumed run: nothing of it may still run when it measures again
-            progress.stage("ending whatever this run left running")
-            for note in leftovers.end_leftovers(hosts, record, experiment.timeouts.command):
-                progress.stage(note)
-        progress.stage("preflight")
-        # The run's folders under runs/ are made and checked with the workdir; from here on
-        # each host carries its workdir resolved on it (`~/` expanded).
-        report = run_preflight(hosts, experiment, inventory, run_ids=(state.run_id, _probe_run_id(state)))
-        on_preflight(report)
-        if report.problems:
-            raise PreflightError(
-                "preflight found problems:\n" + "\n".join(f"  {p.host}: {p.check}: {p.detail}" for p in report.problems)
-            )
-        progress.stage("deploying agents")
-        agents = _deploy(hosts, experiment.timeouts.command, report.builds)
-        progress.stage("checking the data path")
-        _probe_data_path(state, hosts, agents, record)
-        progress.stage("gathering host facts")
-        _save_facts(state, hosts, agents, report)
-        ctx = cells.CellContext(
-            run_id=state.run_id,
-            experiment=experiment,
-            hosts=hosts,
-            agents=agents,
-            # Every requested event, supported or not: perf then writes `<not supported>` into the
-            # raw file, and the column exists, empty, instead of silently vanishing.
-            perf_events={role: list(report.perf_events(role)) for role in hosts},
-            record=record,
-        )
-        return _run_cells(state, ctx, progress)
+        shared = _SharedFiles(state.run_dir, progress)
+        if names == [DEFAULT_PAIR] or len(names) == 1:
+            # One pair: in this thread, and whatever stops it stops the run, as before pairs existed.
+            one = _execute_pair(PairState(state, names[0]), progress, on_preflight, shared)
+            return RunOutcome(state.run_dir, one.finished, one.skipped, {names[0]: one})
+        if serial or not state.inventory.concurrent:
+            outcomes = {}
+            for name in names:
+                outcomes[name] = _pair_or_error(PairState(state, name), progress.for_pair(name), on_preflight, shared)
+        else:
+            outcomes = _pairs_in_threads(state, names, progress, on_preflight, shared)
+        outcome = RunOutcome(state.run_dir, pairs=outcomes)
+        for one in outcomes.values():
+            outcome.finished += one.finished
+            outcome.skipped += one.skipped
+        _raise_if_every_pair_failed(outcome)
+        return outcome
     except OSError as exc:
         # A local file this run could not write (a cell folder on a full disk): typed, never a
         # traceback. Other OSErrors (no filename) are not the disk's doing and go up as they are.
@@ -217,37 +296,154 @@ def execute(
         try:
             progress.stop()
         finally:
-            locks.release()
-            for host in hosts.values():
-                host.close()
             logging.getLogger("orchestrator").removeHandler(handler)
             handler.close()
 
 
-def _probe_data_path(state: RunState, hosts: dict[str, Host], agents: dict[str, deploy.Agent],
+def _pair_or_error(pair: PairState, progress: Progress, on_preflight: Callable[[Preflight], None],
+                   shared: _SharedFiles) -> PairOutcome:
+    """One pair of several: what stops it (preflight, a lost host) is its outcome, not the run's.
+    A full local disk stops every pair alike, so it goes up."""
+    try:
+        return _execute_pair(pair, progress, on_preflight, shared)
+    except DiskError:
+        raise
+    except OrchestrateError as exc:
+        log.warning("pair %s failed: %s", pair.name, exc)
+        progress.pair_failed(str(exc))
+        return PairOutcome(pair.name, planned=len(pair.run.plan.cells), error=exc)
+
+
+def _pairs_in_threads(state: RunState, names: list[str], progress: Progress,
+                      on_preflight: Callable[[Preflight], None], shared: _SharedFiles) -> dict[str, PairOutcome]:
+    """A thread per pair over the same Fabric host layer. Signals land in the main thread: on
+    one, every pair's thread gets the same interrupt, so each ends its agents as a one-pair run
+    does, and the main thread waits for all of them before it goes on unwinding."""
+    outcomes: dict[str, PairOutcome] = {}
+    raised: dict[str, BaseException] = {}
+    idents: dict[str, int] = {}
+    # Waited on instead of Thread.join: a signal that interrupts join() can leave a thread that
+    # still runs marked as ended (CPython 3.11's bpo-45274 clean-up), and its agents unkilled.
+    ended = {name: threading.Event() for name in names}
+
+    def work(name: str) -> None:
+        idents[name] = threading.get_ident()
+        try:
+            outcomes[name] = _pair_or_error(PairState(state, name), progress.for_pair(name), on_preflight, shared)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
+            log.info("pair %s stopped: %r", name, exc, exc_info=isinstance(exc, interrupts.PairStopped))
+            raised[name] = exc
+        finally:
+            ended[name].set()
+
+    for name in names:
+        threading.Thread(target=work, args=(name,), name=f"pair-{name}", daemon=True).start()
+    try:
+        for name in names:
+            while not ended[name].wait(0.2):  # short waits: the main thread stays free to take a signal
+                pass
+    except KeyboardInterrupt:
+        for name in names:  # a thread just started has its id in a moment
+            while name not in idents and not ended[name].wait(0.01):
+                pass
+        running = {name: idents[name] for name in names if not ended[name].is_set()}
+        log.info("stopping the pairs still running: %s", ", ".join(running) or "none")
+        interrupts.interrupt_threads(list(running.values()))
+        for name in names:
+            ended[name].wait()
+        raise
+    for name in names:  # a full disk or a bug in any pair: the run's error, once all have ended
+        exc = raised.get(name)
+        if exc is not None and not isinstance(exc, interrupts.PairStopped):
+            raise exc
+    return {name: outcomes[name] for name in names}
+
+
+def _raise_if_every_pair_failed(outcome: RunOutcome) -> None:
+    failed = outcome.failed_pairs
+    if failed and len(failed) == len(outcome.pairs):
+        raise PreflightError("every pair failed:\n" + "\n".join(f"  {p.pair}: {p.error}" for p in failed))
+
+
+def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[Preflight], None],
+                  shared: _SharedFiles) -> PairOutcome:
+    """One pair's hosts, preflight, deploy, host facts and cells."""
+    state = pair.run
+    experiment, inventory = state.experiment, pair.inventory
+    hosts: dict[str, Host] = {}
+    locks = hostlock.HostLocks([])
+    try:
+        progress.stage("connecting to hosts")
+        hosts = connect_hosts(inventory, experiment.timeouts.connect)
+        # Before anything is measured or killed: a host another run holds stops this one here.
+        locks = hostlock.acquire(hosts, pair.remote_run_id, experiment.timeouts.command)
+        pair.root.mkdir(parents=True, exist_ok=True)
+        record = leftovers.GroupRecord(pair.root)
+        if record.path.exists():  # a resumed run: nothing of it may still run when it measures again
+            progress.stage("ending whatever this run left running")
+            for note in leftovers.end_leftovers(hosts, record, experiment.timeouts.command):
+                progress.stage(note)
+        progress.stage("preflight")
+        # The run's folders under runs/ are made and checked with the workdir; from here on
+        # each host carries its workdir resolved on it (`~/` expanded).
+        report = run_preflight(hosts, experiment, inventory, run_ids=(pair.remote_run_id, _probe_run_id(pair)))
+        on_preflight(report)
+        if report.problems:
+            raise PreflightError(
+                "preflight found problems:\n" + "\n".join(f"  {p.host}: {p.check}: {p.detail}" for p in report.problems)
+            )
+        progress.stage("deploying agents")
+        agents = _deploy(hosts, experiment.timeouts.command, report.builds)
+        progress.stage("checking the data path")
+        _probe_data_path(pair, hosts, agents, record)
+        progress.stage("gathering host facts")
+        _save_facts(pair, hosts, agents, report)
+        ctx = cells.CellContext(
+            run_id=pair.remote_run_id,
+            experiment=experiment,
+            hosts=hosts,
+            agents=agents,
+            # Every requested event, supported or not: perf then writes `<not supported>` into the
+            # raw file, and the column exists, empty, instead of silently vanishing.
+            perf_events={role: list(report.perf_events(role)) for role in hosts},
+            record=record,
+        )
+        return _run_cells(pair, ctx, progress, shared)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        raise disk_error(Path(exc.filename), exc, state.run_dir) from None
+    finally:
+        locks.release()
+        for host in hosts.values():
+            host.close()
+
+
+def _probe_data_path(pair: PairState, hosts: dict[str, Host], agents: dict[str, deploy.Agent],
                      record: leftovers.GroupRecord | None = None) -> None:
     """One tiny verified transfer between the built agents, over the data addresses, before any
     cell: a firewall, a wrong address or an agent that won't start shows up here, once."""
+    state = pair.run
     experiment = state.experiment.model_copy(
         update={"duration": 0.2, "warmup": 0.0, "interval": 0.1, "verify": True, "perf": Perf(enabled=False)}
     )
-    ctx = cells.CellContext(_probe_run_id(state), experiment, hosts, agents, {}, record)
+    ctx = cells.CellContext(_probe_run_id(pair), experiment, hosts, agents, {}, record)
     probe = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1,
                  sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, repetition=1)
     # Judged as every cell is, from its raw files, without the window checks a 0.2 s probe
     # cannot meet; only a failed transfer stops the run.
-    settings = cellrow.RowSettings.of(ctx.run_id, experiment, checked=False)
-    outcome, _ = finish_cell(cells.CellRunner(ctx).run(probe, state.run_dir / "preflight" / probe.cell_id), settings)
+    settings = cellrow.RowSettings.of(ctx.run_id, experiment, checked=False, pair=pair.name)
+    outcome, _ = finish_cell(cells.CellRunner(ctx).run(probe, pair.root / "preflight" / probe.cell_id), settings)
     if outcome.status == "failed":
-        server, client = state.inventory.server, state.inventory.client
+        server, client = pair.inventory.server, pair.inventory.client
         raise PreflightError(
             f"the agents could not move data from {client.label} to {server.data_address} port {experiment.port}: "
             f"{outcome.error} (raw files in {outcome.local_dir})"
         )
 
 
-def _probe_run_id(state: RunState) -> str:
-    return f"{state.run_id}-preflight"
+def _probe_run_id(pair: PairState) -> str:
+    return f"{pair.remote_run_id}-preflight"
 
 
 def _deploy(hosts: dict[str, Host], timeout: float, builds: dict[str, list[deploy.Builder]]) -> dict[str, deploy.Agent]:
@@ -261,10 +457,11 @@ def _deploy(hosts: dict[str, Host], timeout: float, builds: dict[str, list[deplo
         return {role: built[(h.spec.label, h.spec.workdir)].result() for role, h in hosts.items()}
 
 
-def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deploy.Agent], report: Preflight) -> None:
-    folder = state.run_dir / "hosts"
-    folder.mkdir(exist_ok=True)
-    server_address = state.inventory.server.data_address
+def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deploy.Agent], report: Preflight) -> None:
+    state = pair.run
+    folder = layout.hosts_dir(state.run_dir, pair.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    server_address = pair.inventory.server.data_address
     with ThreadPoolExecutor(max_workers=2) as pool:
         gathered = {role: pool.submit(facts.gather, host, server_address, state.experiment.timeouts.command) for role, host in hosts.items()}
     for role, future in gathered.items():
@@ -285,43 +482,36 @@ def _save_facts(state: RunState, hosts: dict[str, Host], agents: dict[str, deplo
         write_atomic(path, json.dumps(data, indent=2) + "\n", state.run_dir)
 
 
-def _run_cells(state: RunState, ctx: cells.CellContext, progress: Progress) -> RunOutcome:
-    results_csv = results.ResultsTable(state.run_dir / "results.csv", resume=state.run_dir)
-    if results_csv.torn is not None:
-        progress.stage(f"results.csv ended in a torn row (kept in {results_csv.torn.name}): that cell runs again")
-    done = finished_cell_ids(state.run_dir / "results.csv")
-    series = intervals.IntervalsFile(state.run_dir, resume=state.run_dir)
-    series.keep_only(done)  # rows of cells results.csv lacks (set aside, or cut off by a crash) go
-    todo = [c for c in state.plan.cells if c.cell_id not in done]
-    outcome = RunOutcome(state.run_dir, skipped=len(state.plan.cells) - len(todo))
+def _run_cells(pair: PairState, ctx: cells.CellContext, progress: Progress, shared: _SharedFiles) -> PairOutcome:
+    state = pair.run
+    todo = [c for c in state.plan.cells if (pair.name, c.cell_id) not in shared.done]
+    outcome = PairOutcome(pair.name, skipped=len(state.plan.cells) - len(todo), planned=len(state.plan.cells))
     progress.start(len(state.plan.cells), outcome.skipped)
     runner = cells.CellRunner(ctx)
     try:
         for index, cell in enumerate(todo):
-            _run_one(state, ctx, runner, cell, todo[index + 1] if index + 1 < len(todo) else None, results_csv, outcome, progress,
-                     series)
+            _run_one(pair, ctx, runner, cell, todo[index + 1] if index + 1 < len(todo) else None, shared, outcome, progress)
     finally:
         runner.disarm()
     return outcome
 
 
-def _run_one(state: RunState, ctx: cells.CellContext, runner: cells.CellRunner, cell: Cell, next_cell: Cell | None,
-             results_csv: results.ResultsTable, outcome: RunOutcome, progress: Progress,
-             series: intervals.IntervalsFile | None = None) -> None:
-    local_dir = _fresh_cell_dir(state.run_dir / "cells", cell.cell_id)
+def _run_one(pair: PairState, ctx: cells.CellContext, runner: cells.CellRunner, cell: Cell, next_cell: Cell | None,
+             shared: _SharedFiles, outcome: PairOutcome, progress: Progress) -> None:
+    state = pair.run
+    local_dir = _fresh_cell_dir(layout.cells_dir(state.run_dir, pair.name), cell.cell_id)
     progress.cell_started(cell)
     ran = runner.run(cell, local_dir, next_cell)
     lost = _lost_host(ctx) if ran.error else None
     # The status is decided here, once, from the raw files; cell.json, intervals.csv and
     # results.csv are then written from it and nothing is changed afterwards.
-    result, row = finish_cell(ran, cellrow.RowSettings.of(state.run_id, state.experiment))
+    result, row = finish_cell(ran, cellrow.RowSettings.of(state.run_id, state.experiment, pair=pair.name))
     if lost:
         # No row: the cell was not measured, and --resume runs it again once the host is back.
-        raise HostError(lost, f"no longer reachable; the run stopped during {cell.cell_id} ({result.error}). "
+        where = "" if pair.name == DEFAULT_PAIR else f"pair {pair.name}: "
+        raise HostError(lost, f"{where}no longer reachable; the run stopped during {cell.cell_id} ({result.error}). "
                               f"Once the host is back: orchestrate run --resume {state.run_dir}")
-    if series is not None:  # before the row: a crash between the two leaves rows keep_only drops
-        series.append(intervals.cell_rows(row.row, result.local_dir))
-    results_csv.append(row.row)
+    shared.append(row.row, result.local_dir)
     outcome.finished.append(result)
     progress.cell_finished(result)
 
@@ -345,16 +535,18 @@ def row_counts(run_dir: Path) -> dict[str, int]:
 
 def set_aside_unfinished(state: RunState) -> list[str]:
     """For --retry-failed: the cells whose rows are not `ok` (failed or degraded) are measured
-    again. Their raw files move to cells/<cell_id>.failed-<n>/ and their rows leave
-    results.csv (rewritten whole, atomically), so each cell ends with one row, its new one."""
+    again. Their raw files move to <pair's cells>/<cell_id>.failed-<n>/ (layout.py) and their
+    rows leave results.csv (rewritten whole, atomically), so each cell ends with one row, its new one."""
     path = state.run_dir / "results.csv"
     if not path.exists() or path.stat().st_size == 0:
         return []
     results_csv = results.ResultsTable(path, resume=state.run_dir)
     frame = results.read_results(path)
-    redo = sorted(set(frame.loc[frame["status"].astype(str) != "ok", "cell_id"].astype(str)))
-    cells_dir = state.run_dir / "cells"
-    for cell_id in redo:
+    pairs = frame["pair"].fillna(DEFAULT_PAIR).astype(str) if "pair" in frame else [DEFAULT_PAIR] * len(frame)
+    redo = sorted({(p or DEFAULT_PAIR, str(c)) for p, c, status in zip(pairs, frame["cell_id"], frame["status"].astype(str))
+                   if status != "ok"})
+    for pair, cell_id in redo:
+        cells_dir = layout.cells_dir(state.run_dir, pair)
         folder = cells_dir / cell_id
         if not folder.exists():
             continue
@@ -367,13 +559,23 @@ def set_aside_unfinished(state: RunState) -> list[str]:
             raise disk_error(folder, exc, state.run_dir) from None
     if redo:
         results_csv.remove(redo)
-    return redo
+    return [cell_id if pair == DEFAULT_PAIR else f"{pair}/{cell_id}" for pair, cell_id in redo]
 
 
-def finished_cell_ids(path: Path) -> set[str]:
+def finished_cell_ids(path: Path, pair: str = DEFAULT_PAIR) -> set[str]:
+    """The cells of one pair that results.csv holds a row of."""
+    return {cell_id for p, cell_id in finished_cells(path) if p == pair}
+
+
+def finished_cells(path: Path) -> set[tuple[str, str]]:
+    """(pair, cell_id) of every row of results.csv; a row without a pair (a results.csv from
+    before pairs existed) is the pair "default"."""
     if not path.exists() or path.stat().st_size == 0:
         return set()
-    return set(results.read_results(path)["cell_id"])
+    frame = results.read_results(path)
+    pairs = frame["pair"].astype(object).where(frame["pair"].notna(), DEFAULT_PAIR) if "pair" in frame else \
+        [DEFAULT_PAIR] * len(frame)
+    return {(str(p) if p not in ("", None) else DEFAULT_PAIR, str(c)) for p, c in zip(pairs, frame["cell_id"])}
 
 
 def _lost_host(ctx: cells.CellContext) -> str | None:

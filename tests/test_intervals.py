@@ -122,17 +122,19 @@ def test_report_without_raw_files_says_so():
 def test_appended_cells_are_whole_lines_and_keep_only_drops_the_rest(tmp_path: Path):
     doc = load_agent_json(FIXTURE / "cells" / "stream-zero_copy-1024B-2t-r2" / "client.json")
     series = intervals.IntervalsFile(tmp_path)
-    rows_a = intervals.report_rows({"cell_id": "a", "workload": "stream"}, "client", doc)
-    rows_b = intervals.report_rows({"cell_id": "b", "workload": "stream"}, "client", doc)
+    rows_a = intervals.report_rows({"cell_id": "a", "pair": "default", "workload": "stream"}, "client", doc)
+    rows_b = intervals.report_rows({"cell_id": "b", "pair": "default", "workload": "stream"}, "client", doc)
+    rows_b_p2 = intervals.report_rows({"cell_id": "b", "pair": "p2", "workload": "stream"}, "client", doc)
     series.append(rows_a)
     series.append(rows_b)
+    series.append(rows_b_p2)
     series.append([])  # a cell with no usable document adds nothing
     frame = pd.read_csv(tmp_path / "intervals.csv")
-    assert len(frame) == len(rows_a) + len(rows_b) == 80
+    assert len(frame) == len(rows_a) + len(rows_b) + len(rows_b_p2) == 120
     assert (tmp_path / "intervals.csv").read_bytes().count(b"run_id") == 1
-    series.keep_only({"b"})
+    series.keep_only({("default", "b")})  # the same cell on another pair is another cell
     frame = pd.read_csv(tmp_path / "intervals.csv")
-    assert set(frame["cell_id"]) == {"b"} and len(frame) == 40
+    assert set(frame["cell_id"]) == {"b"} and set(frame["pair"]) == {"default"} and len(frame) == 40
 
 
 def test_a_torn_last_line_is_set_aside_when_the_file_is_opened(tmp_path: Path):

@@ -169,9 +169,15 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _run_cells(state, ctx, pair: str = "default"):
+    """The run loop of one pair, over the run's shared results.csv and intervals.csv."""
+    return runner._run_cells(runner.PairState(state, pair), ctx, runner.Progress(),
+                             runner._SharedFiles(state.run_dir, runner.Progress()))
+
+
 def _one_cell_run(tmp_path: Path, hosts: dict[str, FakeHost], experiment: Experiment) -> tuple[dict, dict]:
     state = _state(tmp_path, experiment, (_cell(),))
-    outcome = runner._run_cells(state, _context(hosts, experiment, state.run_id), runner.Progress())
+    outcome = _run_cells(state, _context(hosts, experiment, state.run_id))
     (result,) = outcome.finished
     record = json.loads((result.local_dir / "cell.json").read_text())
     (row,) = _csv_rows(state.run_dir / "results.csv")
@@ -210,7 +216,7 @@ def test_a_lost_host_writes_no_row_and_says_how_to_resume(tmp_path):
     experiment = _experiment()
     state = _state(tmp_path, experiment, (_cell(), _cell(2)))
     with pytest.raises(HostError, match="no longer reachable.*orchestrate run --resume"):
-        runner._run_cells(state, _context(hosts, experiment, state.run_id), runner.Progress())
+        _run_cells(state, _context(hosts, experiment, state.run_id))
     assert not (state.run_dir / "results.csv").exists()
     assert json.loads((state.run_dir / "cells" / _cell().cell_id / "cell.json").read_text())["status"] == "failed"
 
@@ -222,12 +228,12 @@ def test_resume_runs_only_the_cells_results_csv_lacks(tmp_path):
     experiment = _experiment(repetitions=3)
     first = _hosts()
     state = _state(tmp_path, experiment, (_cell(1),))
-    runner._run_cells(state, _context(first, experiment, state.run_id), runner.Progress())
+    _run_cells(state, _context(first, experiment, state.run_id))
     # The cell folder of an attempt cut short before its row: kept aside, the cell run again.
     (state.run_dir / "cells" / _cell(3).cell_id).mkdir()
     again = _hosts()
     state = _state(tmp_path, experiment, (_cell(1), _cell(2), _cell(3)))
-    outcome = runner._run_cells(state, _context(again, experiment, state.run_id), runner.Progress())
+    outcome = _run_cells(state, _context(again, experiment, state.run_id))
     assert outcome.skipped == 1 and [o.cell.repetition for o in outcome.finished] == [2, 3]
     assert len(again["server"].started) == 2  # one command per cell run, none for the done one
     assert [r["cell_id"] for r in _csv_rows(state.run_dir / "results.csv")] == [_cell(n).cell_id for n in (1, 2, 3)]
@@ -241,7 +247,7 @@ def test_resume_runs_only_the_cells_results_csv_lacks(tmp_path):
 def _resumable(tmp_path: Path) -> Path:
     experiment = _experiment()
     state = _state(tmp_path, experiment, (_cell(),))
-    runner._run_cells(state, _context(_hosts(), experiment, state.run_id), runner.Progress())
+    _run_cells(state, _context(_hosts(), experiment, state.run_id))
     (state.run_dir / "plan.json").write_text(json.dumps(state.plan.to_json()))
     shutil.copy(RUNS / "20261127T014622Z-stall-232a" / "config.yml", state.run_dir / "config.yml")
     (state.run_dir / "inventory.yml").write_text("server: {host: local}\nclient: {host: local}\n")
@@ -330,3 +336,53 @@ def test_the_cli_refuses_another_version_with_exit_2_and_no_traceback(tmp_path):
     assert done.returncode == ExitStatus.BAD_ARGUMENT, done.stderr
     assert "results.csv: format version 2, written by a newer" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr and not (tmp_path / "c").exists()
+
+
+# ---------------------------------------------------------------- several pairs (issue 13)
+
+PAIRS_INVENTORY = {
+    "pairs": {
+        "gen9": {"server": {"host": "198.18.9.10", "data_address": "198.18.9.1"},
+                 "client": {"host": "198.18.9.20", "data_address": "198.18.9.2"}},
+        "gen8": {"server": {"host": "198.18.8.10", "data_address": "198.18.8.1"},
+                 "client": {"host": "198.18.8.20", "data_address": "198.18.8.2"}},
+    },
+}
+
+
+def test_pairs_are_selected_by_name_in_the_inventorys_order_and_an_unknown_one_names_them_all():
+    from orchestrator.errors import ConfigError
+    from orchestrator.inventory import Inventory
+
+    inventory = Inventory.model_validate(PAIRS_INVENTORY)
+    assert list(runner.select_pairs(inventory, ("gen8", "gen9")).pairs) == ["gen9", "gen8"]
+    assert list(runner.select_pairs(inventory, ("gen8",)).pairs) == ["gen8"]
+    assert runner.select_pairs(inventory, None) is inventory
+    with pytest.raises(ConfigError, match="no pair named gen7; the inventory has gen9, gen8") as caught:
+        runner.select_pairs(inventory, ("gen9", "gen7"))
+    assert caught.value.exit_code == ExitStatus.BAD_ARGUMENT
+
+
+def test_the_run_folder_keeps_every_pair_and_one_pair_as_before(tmp_path):
+    from orchestrator.inventory import Inventory
+
+    several = runner.create_run(_experiment(seed=1), Inventory.model_validate(PAIRS_INVENTORY), tmp_path / "a")
+    again = runner.reopen_run(several.run_dir)
+    assert list(again.inventory.pairs) == ["gen9", "gen8"]
+    assert again.inventory.pair("gen8").client.data_address == "198.18.8.2"
+    one = Inventory.model_validate({"server": PAIRS_INVENTORY["pairs"]["gen9"]["server"],
+                                    "client": PAIRS_INVENTORY["pairs"]["gen9"]["client"]})
+    single = runner.create_run(_experiment(seed=1), one, tmp_path / "b")
+    import yaml
+    assert set(yaml.safe_load((single.run_dir / "inventory.yml").read_text())) == {"server", "client"}
+
+
+def test_finished_cells_are_told_apart_by_pair_and_an_old_file_is_the_default_pair(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text("run_id,cell_id,workload,mode,message_size,threads,repetition,status\n"
+                    "r,c1,stream,one_copy,1024,1,1,ok\n")
+    assert runner.finished_cells(path) == {("default", "c1")}
+    assert runner.finished_cell_ids(path) == {"c1"} and runner.finished_cell_ids(path, "gen9") == set()
+    path.write_text("run_id,cell_id,pair,workload,mode,message_size,threads,repetition,status\n"
+                    "r,c1,gen9,stream,one_copy,1024,1,1,ok\nr,c1,gen8,stream,one_copy,1024,1,1,failed\n")
+    assert runner.finished_cells(path) == {("gen9", "c1"), ("gen8", "c1")}
