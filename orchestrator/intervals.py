@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import reference
 from .agentjson import AgentReport, load_agent_json
-from .dimensions import BASIC, REPETITION, RUN_AND_CELL
+from .dimensions import BASIC, PAIR, REPETITION, RUN_AND_CELL
 from .errors import OrchestrateError
 from .files import append_whole, write_atomic
 from .stall import Rate, low_intervals, summed_rates
@@ -31,7 +31,7 @@ from .results import repair_torn_tail
 
 FILE_NAME = "intervals.csv"
 COLUMNS = (
-    *RUN_AND_CELL, *BASIC, *REPETITION, "status",
+    *RUN_AND_CELL, *PAIR, *BASIC, *REPETITION, "status",
     "role", "connection", "interval", "interval_s", "t_start_s", "t_end_s", "length_s", "bytes", "throughput_gbps",
 )  # fmt: skip
 _IDENTITY_END = COLUMNS.index("status") + 1  # the columns a row takes from its results.csv row

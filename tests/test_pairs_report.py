@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scistats
 
-from orchestrator import cli, derive, dimensions, intervals, pairs, plots, report, results, runfolder, stats
+from orchestrator import cli, derive, dimensions, pairs, plots, report, results, runfolder, stats
 from orchestrator.errors import ConfigError, ExitStatus
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
