@@ -455,7 +455,7 @@ def cmd_report(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 def cmd_compare(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from .compare import compare_runs
 
-    comparison = compare_runs(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None)
+    comparison = compare_runs(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None, args.pair)
     args.doc.update(
         run_a=comparison.run_a, run_b=comparison.run_b, out_dir=str(comparison.out_dir),
         files=[str(p) for p in comparison.files()], rows=_records(comparison.table),
@@ -641,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_b", metavar="RUN_B", help="the run to set against it; ratios are B/A").complete = DIRECTORY
     p.add_argument("--out", metavar="DIR", help="folder for compare.md, compare.csv and the plot "
                    "(default: compare/RUN_A_vs_RUN_B beside RUN_B)")
+    p.add_argument("--pair", metavar="NAME", help="for runs on several host pairs: the pair of each run to compare")
     with_output(p)
     p.set_defaults(handler=cmd_compare)
 

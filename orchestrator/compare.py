@@ -17,10 +17,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from . import derive, plots, stats, zerocopy
-from .errors import NoCommonCells
+from .errors import ConfigError, NoCommonCells
 from .plan import load_plan
 from .roles import ROLES
-from .runfolder import RunData, flatten, load_run
+from .runfolder import RunData, flatten, load_run, pair_view
 
 COMPARED_METRICS = (
     "throughput_gbps",
@@ -217,13 +217,25 @@ def default_out_dir(run_a: Path, run_b: Path) -> Path:
     return Path(run_b).parent / "compare" / f"{Path(run_a).name}_vs_{Path(run_b).name}"
 
 
-def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Comparison:
-    """Compare two run folders; writes compare.md, compare.csv and the plot into out_dir
-    (default: `default_out_dir`). Raises NoCommonCells, writing nothing, when they share no cell."""
+def _one_pair(run: RunData, pair: str | None) -> RunData:
+    """The pair of a run that compare sets against the other run's: the one asked for, or the
+    run's only one. Pooling several pairs' rows would make one cell of different hosts."""
+    if pair is not None:
+        return pair_view(run, pair)
+    if len(run.pairs) > 1:
+        raise ConfigError(f"{run.path.name} ran on {len(run.pairs)} host pairs ({', '.join(run.pairs)}): name one "
+                          "with --pair NAME (its report compares the pairs with each other)")
+    return run
+
+
+def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None, pair: str | None = None) -> Comparison:
+    """Compare two run folders (one host pair of each: `pair`, or each run's only one); writes
+    compare.md, compare.csv and the plot into out_dir (default: `default_out_dir`). Raises
+    NoCommonCells, writing nothing, when they share no cell."""
     for run_dir in (Path(run_a), Path(run_b)):
         if (run_dir / "plan.json").exists():  # results.csv's version is checked as it is read
             load_plan(run_dir / "plan.json")
-    a, b = load_run(Path(run_a)), load_run(Path(run_b))
+    a, b = (_one_pair(load_run(Path(path)), pair) for path in (run_a, run_b))
     cells_a, cells_b = set(a.results["cell_id"].map(stats.cell_key)), set(b.results["cell_id"].map(stats.cell_key))
     if not cells_a & cells_b:
         raise NoCommonCells(f"{a.path.name} and {b.path.name} share no cell: nothing to compare "

@@ -88,3 +88,24 @@ def test_copied_zero_copy_is_named_apart_from_real_zero_copy(tmp_path):
     assert zero["cell"].str.contains(r"\(A: zero_copy: copied \(not zero-copy\); B: zero_copy\)").all()
     plain = comparison.table[comparison.table["cell"].str.startswith("stream-one_copy")]
     assert not plain["cell"].str.contains("copied").any()
+
+
+def test_a_run_on_several_pairs_is_compared_one_pair_at_a_time(tmp_path):
+    """Pooling pairs would make one cell of different hosts: compare asks which pair, and with
+    --pair compares that pair of both runs (here gen2's bytes are gen1's x 1.5, by construction)."""
+    pairs3 = RUNS / "pairs3"
+    with pytest.raises(compare.ConfigError, match=r"3 host pairs \(gen1, gen2, gen3\).*--pair"):
+        compare.compare_runs(pairs3, pairs3, tmp_path / "pooled")
+    assert not (tmp_path / "pooled").exists()
+    one = compare.compare_runs(pairs3, pairs3, tmp_path / "gen2", pair="gen2")
+    throughput = one.table[one.table["metric"] == "throughput_gbps"]
+    cell = throughput[throughput["cell"] == "stream-two_copy-65536B-1t"]
+    assert len(cell) == 1
+    rows = pd.read_csv(pairs3 / "results.csv")
+    rows = rows[(rows["status"] == "ok") & (rows["cell_id"].map(compare.stats.cell_key) == "stream-two_copy-65536B-1t")]
+    by_pair = rows.groupby("pair")["throughput_gbps"].mean()
+    # The mean compare used is gen2's alone: 1.5 x gen1's by construction, not the three pooled.
+    assert cell.iloc[0]["a_mean"] == pytest.approx(by_pair["gen2"])
+    assert by_pair["gen2"] == pytest.approx(1.5 * by_pair["gen1"], rel=0.01)
+    with pytest.raises(compare.ConfigError, match="no pair named 'gen9'"):
+        compare.compare_runs(pairs3, pairs3, tmp_path / "x", pair="gen9")
