@@ -127,6 +127,15 @@ def test_three_pairs_run_smoke_at_once_each_with_its_own_mtu(pairs_lab, tmp_path
     series = pd.read_csv(run_dir / "intervals.csv")
     assert set(series["pair"]) == set(PAIRS)
     assert not wait_until_none_of_ours(5)
+    # The report of the real run shows the three pairs: against the baseline, and their MTUs apart.
+    made = orchestrate("report", str(run_dir), "--baseline", "p2", timeout=300)
+    assert made.returncode == 0, made.stderr
+    text = (run_dir / "report.md").read_text()
+    assert "## Pairs compared" in text and "p2" in text.split("## Pairs compared", 1)[1].split("\n\n", 2)[1]
+    mtu_rows = [line for line in text.splitlines() if "mtu" in line.lower() and "differs" in line]
+    assert mtu_rows and all(str(m) in mtu_rows[0] for m in MTUS), mtu_rows
+    compared = pd.read_csv(run_dir / "pairs.csv")
+    assert set(compared["pair"]) == {"p1", "p3"}, compared.columns.tolist()
 
 
 def test_a_pair_whose_server_sshd_stops_fails_alone_and_resume_completes_it(pairs_lab, tmp_path):
