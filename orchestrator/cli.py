@@ -25,7 +25,7 @@ from rich.text import Text
 
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, layout
 from .errors import EXIT_MEANINGS, ConfigError, ExitStatus, OrchestrateError, PairsFailed, PreflightError, RunFailed
 from .interrupts import exit_status, signal_name, signals_interrupt
 from .roles import ROLES
@@ -276,7 +276,8 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         if args.retry_failed:
             redo = runner.set_aside_unfinished(state)
             term.console.print(f"measuring {len(redo)} failed or degraded cells again; their raw files are kept in "
-                               f"{state.run_dir}/cells/<cell_id>.failed-<n>/")
+                               f"{layout.cells_dir(state.run_dir, '<pair>' if len(state.inventory.pairs) > 1 else layout.DEFAULT_PAIR)}"
+                               "/<cell_id>.failed-<n>/")
     else:
         if not args.config:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
@@ -323,7 +324,8 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
         listing = "".join(f"\n  {o.cell.cell_id}: {o.error}" for o in outcome.failed)
         raise RunFailed(
-            f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in {state.run_dir}/cells)"
+            f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in "
+            f"{layout.cells_dir(state.run_dir, '<pair>' if len(state.inventory.pairs) > 1 else layout.DEFAULT_PAIR)})"
             f"{listing}\nmeasure them again with: orchestrate run --resume {state.run_dir} --retry-failed")
     term.console.print(f"[green]done[/]: {len(outcome.finished)} cells run, {outcome.skipped} already done, results in {state.run_dir}/results.csv")
     return ExitStatus.OK
@@ -351,7 +353,10 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     if args.resume:
         state = runner.reopen_run(Path(args.resume))
         experiment, inventory, plan = state.experiment, state.inventory, state.plan
-        done = runner.finished_cell_ids(state.run_dir / "results.csv")
+        inventory = runner.select_pairs(inventory, args.pairs)
+        # A cell is still to run while any selected pair lacks its row.
+        finished = runner.finished_cells(state.run_dir / "results.csv")
+        done = {c.cell_id for c in plan.cells if all((p, c.cell_id) in finished for p in inventory.pairs)}
         seed_note = "saved with the run"
     else:
         if not args.config:

@@ -18,7 +18,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .errors import HostError, OrchestrateError
+from .errors import ExitStatus, HostError, OrchestrateError
 from .hosts import Host, Process
 from .processes import shell_quote
 
@@ -33,7 +33,7 @@ OWN_RUN_WAIT = 10.0
 class HostBusy(OrchestrateError):
     """Another run holds a host: this one stops before it measures or kills anything."""
 
-    exit_code = 3
+    exit_code = ExitStatus.HOST_FAILED
 
 
 def _holder_line(run_id: str) -> str:

@@ -87,13 +87,13 @@ class HostSpec(SshTarget):
 
 
 # A pair's name becomes a folder name and a CSV column, so it is held to a plain alphabet.
-_PAIR_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_PAIR_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")  # fullmatch: no trailing newline slips through
 # Keys a pair may set for both its hosts; a host that sets one itself keeps its own.
 PAIR_DEFAULTS = ("user", "port", "key", "known_hosts", "jump", "workdir", "perf_access")
 
 
 def _pair_name(value: str) -> str:
-    if not _PAIR_NAME_RE.match(value):
+    if not _PAIR_NAME_RE.fullmatch(value):
         raise ValueError("a pair name is 1..32 letters, digits, '_' and '-', starting with a letter or digit "
                          "(it names a folder and fills a column of results.csv)")
     return value

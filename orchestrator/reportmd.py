@@ -23,7 +23,7 @@ def setup_section(run: RunData) -> str:
     keys = [k for k in dict.fromkeys([*server, *client]) if not k.startswith("nic.offloads.")]
     parts += ["### Hosts", ""]
     if keys:
-        parts += [md_table(["fact", "server", "client"],
+        parts += [md_table(["fact", *ROLES],
                                           [[k, server.get(k, "—"), client.get(k, "—")] for k in keys]), ""]
         for role in ROLES:
             offloads = nic_facts(run, role).get("offloads")

@@ -113,7 +113,7 @@ def _agent_problems(role: str, report: AgentReport | None, cell: Mapping[str, ob
         # The agent splits a message into at most one field per byte (agents/README.md).
         expected["fields"] = min(cell["fields"], cell["message_size"])
     problems = []
-    for key in ("workload", "mode", "message_size", "threads", "fields", "sender"):
+    for key in (*dimensions.BASIC, "fields", "sender"):  # what the agent echoes back of its cell
         if key in expected and getattr(report, key) != expected[key]:
             problems.append(
                 f"{role} agent ran {key}={getattr(report, key)!r}, the cell has {expected[key]!r}"
@@ -423,11 +423,11 @@ class ResultsTable:
     def remove(self, cells: Iterable[str | tuple[str, str]]) -> None:
         """Drop the rows of these cells (to measure them again), through an atomic rewrite. A cell
         is a cell id (of the pair "default") or a (pair, cell_id) tuple."""
-        self._rewrite(self.columns, drop={c if isinstance(c, tuple) else ("default", c) for c in cells})
+        self._rewrite(self.columns, drop={c if isinstance(c, tuple) else (dimensions.DEFAULT_PAIR, c) for c in cells})
 
     def _rewrite(self, columns: list[str], drop: set[tuple[str, str]] = frozenset()) -> None:  # type: ignore[assignment]
         with self.path.open(newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if (r.get("pair") or "default", r.get("cell_id")) not in drop]
+            rows = [r for r in csv.DictReader(fh) if (r.get("pair") or dimensions.DEFAULT_PAIR, r.get("cell_id")) not in drop]
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=columns, restval="")
         writer.writeheader()
@@ -504,9 +504,6 @@ def read_results(path: str | Path) -> pd.DataFrame:
         raise ResultsError(f"{path}: cannot read results: {exc}") from exc
     if FORMAT_COLUMN in raw.columns:
         _check_versions((None if pd.isna(v) else str(v) for v in raw[FORMAT_COLUMN]), path)
-    if "pair" not in raw.columns and "cell_id" in raw.columns:
-        # A results.csv from before pairs existed: every row ran on the one pair, "default".
-        raw.insert(raw.columns.get_loc("cell_id") + 1, "pair", "default")
     frame = pd.DataFrame({name: _typed(name, raw[name]) for name in raw.columns})
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:

@@ -270,16 +270,22 @@ def execute(
     names = list(state.inventory.pairs)
     try:
         shared = _SharedFiles(state.run_dir, progress)
-        if names == [DEFAULT_PAIR] or len(names) == 1:
+        if len(names) == 1:
             # One pair: in this thread, and whatever stops it stops the run, as before pairs existed.
             one = _execute_pair(PairState(state, names[0]), progress, on_preflight, shared)
             return RunOutcome(state.run_dir, one.finished, one.skipped, {names[0]: one})
+        # On --resume, a pair with every cell done is not contacted: its hosts may be gone by now.
+        total = len(state.plan.cells)
+        finished = {n: PairOutcome(n, skipped=total, planned=total) for n in names
+                    if all((n, c.cell_id) in shared.done for c in state.plan.cells)}
+        names = [n for n in names if n not in finished]
         if serial or not state.inventory.concurrent:
             outcomes = {}
             for name in names:
                 outcomes[name] = _pair_or_error(PairState(state, name), progress.for_pair(name), on_preflight, shared)
         else:
-            outcomes = _pairs_in_threads(state, names, progress, on_preflight, shared)
+            outcomes = _pairs_in_threads(state, names, progress, on_preflight, shared) if names else {}
+        outcomes = {n: outcomes.get(n) or finished[n] for n in state.inventory.pairs}
         outcome = RunOutcome(state.run_dir, pairs=outcomes)
         for one in outcomes.values():
             outcome.finished += one.finished
@@ -433,7 +439,8 @@ def _probe_data_path(pair: PairState, hosts: dict[str, Host], agents: dict[str, 
     # Judged as every cell is, from its raw files, without the window checks a 0.2 s probe
     # cannot meet; only a failed transfer stops the run.
     settings = cellrow.RowSettings.of(ctx.run_id, experiment, checked=False, pair=pair.name)
-    outcome, _ = finish_cell(cells.CellRunner(ctx).run(probe, pair.root / "preflight" / probe.cell_id), settings)
+    outcome, _ = finish_cell(cells.CellRunner(ctx).run(probe, pair.root / "preflight" / probe.cell_id), settings,
+                             pair.run.run_dir)
     if outcome.status == "failed":
         server, client = pair.inventory.server, pair.inventory.client
         raise PreflightError(
@@ -505,7 +512,7 @@ def _run_one(pair: PairState, ctx: cells.CellContext, runner: cells.CellRunner, 
     lost = _lost_host(ctx) if ran.error else None
     # The status is decided here, once, from the raw files; cell.json, intervals.csv and
     # results.csv are then written from it and nothing is changed afterwards.
-    result, row = finish_cell(ran, cellrow.RowSettings.of(state.run_id, state.experiment, pair=pair.name))
+    result, row = finish_cell(ran, cellrow.RowSettings.of(state.run_id, state.experiment, pair=pair.name), state.run_dir)
     if lost:
         # No row: the cell was not measured, and --resume runs it again once the host is back.
         where = "" if pair.name == DEFAULT_PAIR else f"pair {pair.name}: "
@@ -516,12 +523,15 @@ def _run_one(pair: PairState, ctx: cells.CellContext, runner: cells.CellRunner, 
     progress.cell_finished(result)
 
 
-def finish_cell(ran: cells.CellOutcome, settings: cellrow.RowSettings) -> tuple[cells.CellOutcome, cellrow.CellRow]:
+def finish_cell(ran: cells.CellOutcome, settings: cellrow.RowSettings,
+                run_dir: Path | None = None) -> tuple[cells.CellOutcome, cellrow.CellRow]:
     """A cell that ran, judged from its raw files (cellrow.read_cell), with its cell.json
-    written: the outcome's status and error are its row's."""
+    written: the outcome's status and error are its row's. `run_dir` is what a full disk's
+    message tells the user to resume (a named pair's cells are two folders further down)."""
     row = cellrow.read_cell(ran.local_dir, ran.cell, settings, ran.error)
     result = replace(ran, status=row.status, error=row.error)
-    write_atomic(ran.local_dir / "cell.json", json.dumps(result.record(), indent=2) + "\n", ran.local_dir.parent.parent)
+    write_atomic(ran.local_dir / "cell.json", json.dumps(result.record(), indent=2) + "\n",
+                 run_dir if run_dir is not None else ran.local_dir.parent.parent)
     return result, row
 
 
@@ -541,10 +551,10 @@ def set_aside_unfinished(state: RunState) -> list[str]:
     if not path.exists() or path.stat().st_size == 0:
         return []
     results_csv = results.ResultsTable(path, resume=state.run_dir)
-    frame = results.read_results(path)
-    pairs = frame["pair"].fillna(DEFAULT_PAIR).astype(str) if "pair" in frame else [DEFAULT_PAIR] * len(frame)
-    redo = sorted({(p or DEFAULT_PAIR, str(c)) for p, c, status in zip(pairs, frame["cell_id"], frame["status"].astype(str))
-                   if status != "ok"})
+    frame = results.read_results(path)  # its pair column is always filled ("default" for older files)
+    selected = set(state.inventory.pairs)  # with --pairs, only those pairs run again: only theirs move aside
+    redo = sorted({(str(p), str(c)) for p, c, status in zip(frame["pair"], frame["cell_id"], frame["status"].astype(str))
+                   if status != "ok" and str(p) in selected})
     for pair, cell_id in redo:
         cells_dir = layout.cells_dir(state.run_dir, pair)
         folder = cells_dir / cell_id
@@ -572,10 +582,8 @@ def finished_cells(path: Path) -> set[tuple[str, str]]:
     before pairs existed) is the pair "default"."""
     if not path.exists() or path.stat().st_size == 0:
         return set()
-    frame = results.read_results(path)
-    pairs = frame["pair"].astype(object).where(frame["pair"].notna(), DEFAULT_PAIR) if "pair" in frame else \
-        [DEFAULT_PAIR] * len(frame)
-    return {(str(p) if p not in ("", None) else DEFAULT_PAIR, str(c)) for p, c in zip(pairs, frame["cell_id"])}
+    frame = results.read_results(path)  # its pair column is always filled ("default" for older files)
+    return {(str(p), str(c)) for p, c in zip(frame["pair"], frame["cell_id"])}
 
 
 def _lost_host(ctx: cells.CellContext) -> str | None:
