@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import reference
+from . import layout, reference
 from .agentjson import AgentReport, load_agent_json
-from .dimensions import BASIC, PAIR, REPETITION, RUN_AND_CELL
+from .dimensions import BASIC, PAIR, REPETITION, RUN_AND_CELL, with_pair
 from .errors import OrchestrateError
 from .files import append_whole, write_atomic
 from .stall import Rate, low_intervals, summed_rates
@@ -127,9 +127,18 @@ class IntervalsFile:
             header = next(reader, [])
             lines = list(reader)
         if header != list(COLUMNS):
-            return  # not ours to rewrite; the report rebuilds a file it cannot read
+            # A file from an older version (before the `pair` column): written again in today's
+            # columns before anything is appended, or appended rows would not match its header.
+            # A header that is not an older form of ours is left alone (the report rebuilds it).
+            if "cell_id" not in header or not set(header) <= set(COLUMNS):
+                return
+            old = [dict(zip(header, line)) for line in lines if len(line) == len(header)]
+            lines = [[row.get(c) or (layout.DEFAULT_PAIR if c == "pair" else "") for c in COLUMNS] for row in old]
+            rewrite = True
+        else:
+            rewrite = False
         kept = [line for line in lines if len(line) == len(COLUMNS) and (line[at_pair], line[at_cell]) in keep]
-        if len(kept) == len(lines):
+        if len(kept) == len(lines) and not rewrite:
             return
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
@@ -138,13 +147,20 @@ class IntervalsFile:
         write_atomic(self.path, text.getvalue(), self.resume)
 
 
+def _pair(value: object) -> str:
+    """A row's pair; none (a file from before pairs existed) is "default", as dimensions.with_pair."""
+    return layout.DEFAULT_PAIR if value is None or value is pd.NA or value == "" or (
+        isinstance(value, float) and np.isnan(value)) else str(value)
+
+
 def rebuild(run_dir: Path, results: pd.DataFrame) -> Path:
     """intervals.csv written whole from the cells' raw files, for every results.csv row."""
     run_dir = Path(run_dir)
     rows: list[dict[str, object]] = []
-    for record in results.to_dict("records"):
+    for record in with_pair(results).to_dict("records"):
         clean = {k: (None if v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v) for k, v in record.items()}
-        rows += cell_rows(clean, run_dir / "cells" / str(clean["cell_id"]))
+        clean["pair"] = _pair(clean.get("pair"))  # each pair's cells are in its own folder (layout.py)
+        rows += cell_rows(clean, layout.cell_dir(run_dir, str(clean["cell_id"]), clean["pair"]))
     path = run_dir / FILE_NAME
     write_atomic(path, _csv(rows, header=True), redo=f"orchestrate report {run_dir}")
     return path
@@ -167,20 +183,23 @@ def read_intervals(path: Path) -> pd.DataFrame:
 def ensure(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
     """The run's intervals, rebuilt from its raw files when intervals.csv is missing or lacks
     cells that results.csv has (a run from before the file existed)."""
-    path = Path(run_dir) / FILE_NAME
+    run_dir = Path(run_dir)
+    path = run_dir / FILE_NAME
+    results = with_pair(results)
     if path.is_file():
         repair_torn_tail(path)
         try:
             frame = read_intervals(path)
         except OrchestrateError:
             frame = pd.DataFrame(columns=list(COLUMNS))  # unreadable or another layout: built again below
-        have = set(frame["cell_id"].astype(str))
-        wanted = {str(c) for c, mode in zip(results["cell_id"], results["mode"])
-                  if (Path(run_dir) / "cells" / str(c)).is_dir()
+        # A cell is (pair, cell_id): the same cell id on two pairs is two cells.
+        have = {(_pair(p), str(c)) for p, c in zip(frame["pair"], frame["cell_id"])}
+        wanted = {(_pair(p), str(c)) for p, c, mode in zip(results["pair"], results["cell_id"], results["mode"])
+                  if layout.cell_dir(run_dir, str(c), _pair(p)).is_dir()
                   and mode != reference.MODE}  # issue 11: iperf3 reference cells have no rows here
         if wanted <= have and not frame.empty:
             return frame
-    if not (Path(run_dir) / "cells").is_dir():
+    if not any(layout.cells_dir(run_dir, pair).is_dir() for pair in layout.pairs_in(run_dir)):
         return pd.DataFrame(columns=list(COLUMNS))  # no raw files to build it from
     return read_intervals(rebuild(run_dir, results))
 

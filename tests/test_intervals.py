@@ -7,6 +7,8 @@ three zero_copy repetitions stalled in their first interval and are `degraded`.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import intervals, report, runfolder, stall
+from orchestrator import intervals, layout, report, runfolder, stall
 from orchestrator.results import read_results
 from orchestrator.agentjson import load_agent_json
 
@@ -160,3 +162,62 @@ def test_an_intervals_file_of_another_layout_is_built_again(run_dir: Path):
     (run_dir / "intervals.csv").write_text("cell_id,t,bytes\nx,1,2\n")
     frame = intervals.ensure(run_dir, read_results(run_dir / "results.csv"))
     assert list(frame.columns) == list(intervals.COLUMNS) and len(frame) == 240
+
+
+def _swap(cell_id: str) -> str:
+    return cell_id[:-1] + ("2" if cell_id.endswith("r1") else "1")
+
+
+def _two_pair_run(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """The recorded cells run on two named pairs: p1's folders as recorded, p2's each holding the
+    other repetition's raw files (r1 and r2 swapped), so a row read from the wrong pair's folder shows."""
+    run_dir = tmp_path / "two-pairs"
+    for cell in (FIXTURE / "cells").iterdir():
+        shutil.copytree(cell, layout.cell_dir(run_dir, cell.name, "p1"))
+        shutil.copytree(cell, layout.cell_dir(run_dir, _swap(cell.name), "p2"))
+    results = read_results(FIXTURE / "results.csv")
+    both = pd.concat([results.assign(pair=p) for p in ("p1", "p2")], ignore_index=True)
+    both.to_csv(run_dir / "results.csv", index=False)
+    return run_dir, read_results(run_dir / "results.csv")
+
+
+def _check_two_pairs(frame: pd.DataFrame, results: pd.DataFrame) -> None:
+    window = results[results["pair"] == "p1"].set_index("cell_id")["window_bytes"]
+    assert len(frame) == 2 * int((results[results["pair"] == "p1"]["threads"] * 20).sum()) == 480
+    per_cell = frame.groupby(["pair", "cell_id"])["bytes"].sum()
+    for cell_id in window.index:
+        assert window[cell_id] != window[_swap(cell_id)]  # the two pairs' files do differ
+        assert per_cell["p1", cell_id] == window[cell_id], cell_id
+        assert per_cell["p2", cell_id] == window[_swap(cell_id)], cell_id
+
+
+def test_rebuild_and_ensure_read_each_pairs_cells_from_its_own_folder(tmp_path: Path):
+    run_dir, results = _two_pair_run(tmp_path)
+    assert set(results["pair"]) == {"p1", "p2"} and not (run_dir / "cells").exists()
+    frame = intervals.ensure(run_dir, results)  # no intervals.csv yet: built from pairs/*/cells
+    _check_two_pairs(frame, results)
+    _check_two_pairs(intervals.read_intervals(intervals.rebuild(run_dir, results)), results)
+    # A file that holds only p1's cells lacks p2's (the same cell ids): ensure builds it again.
+    only_p1 = frame[frame["pair"] == "p1"]
+    only_p1.to_csv(run_dir / "intervals.csv", index=False)
+    _check_two_pairs(intervals.ensure(run_dir, results), results)
+
+
+def test_keep_only_rewrites_a_file_from_before_the_pair_column_before_append(tmp_path: Path):
+    doc = load_agent_json(FIXTURE / "cells" / "stream-zero_copy-1024B-2t-r2" / "client.json")
+    old_columns = [c for c in intervals.COLUMNS if c != "pair"]
+    old_rows = [intervals.report_rows({"cell_id": c, "workload": "stream"}, "client", doc) for c in ("a", "b")]
+    path = tmp_path / "intervals.csv"
+    pd.DataFrame([*old_rows[0], *old_rows[1]])[old_columns].to_csv(path, index=False)
+    series = intervals.IntervalsFile(tmp_path)
+    series.keep_only({("default", "a"), ("default", "b")})  # nothing to drop, but the header is old
+    series.keep_only({("default", "a")})
+    series.append(intervals.report_rows({"cell_id": "c", "pair": "p2", "workload": "stream"}, "client", doc))
+    lines = list(csv.reader(path.open(newline="")))
+    assert lines[0] == list(intervals.COLUMNS)
+    assert len(lines) == 1 + 40 + 40 and {len(line) for line in lines} == {len(intervals.COLUMNS)}
+    frame = intervals.read_intervals(path)
+    assert set(zip(frame["pair"], frame["cell_id"])) == {("default", "a"), ("p2", "c")}
+    kept = frame[frame["cell_id"] == "a"].reset_index(drop=True)
+    assert kept["bytes"].tolist() == [r["bytes"] for r in old_rows[0]]
+    assert kept["t_end_s"].tolist() == pytest.approx([r["t_end_s"] for r in old_rows[0]])
