@@ -386,3 +386,24 @@ def test_finished_cells_are_told_apart_by_pair_and_an_old_file_is_the_default_pa
     path.write_text("run_id,cell_id,pair,workload,mode,message_size,threads,repetition,status\n"
                     "r,c1,gen9,stream,one_copy,1024,1,1,ok\nr,c1,gen8,stream,one_copy,1024,1,1,failed\n")
     assert runner.finished_cells(path) == {("gen9", "c1"), ("gen8", "c1")}
+
+
+def test_retry_failed_with_pairs_selected_moves_aside_only_their_failed_cells(tmp_path):
+    """--resume --pairs gen8 --retry-failed runs gen8 again: gen9's failed row must stay, or
+    gen9 would be left with neither its row nor a run to replace it."""
+    from orchestrator import layout, results
+    from orchestrator.inventory import Inventory
+
+    state = runner.create_run(_experiment(seed=1), Inventory.model_validate(PAIRS_INVENTORY), tmp_path / "r")
+    cell_id = state.plan.cells[0].cell_id
+    for pair in ("gen9", "gen8"):
+        layout.cell_dir(state.run_dir, cell_id, pair).mkdir(parents=True)
+    (state.run_dir / "results.csv").write_text(
+        "run_id,cell_id,pair,workload,mode,message_size,threads,repetition,status\n"
+        f"r,{cell_id},gen9,stream,one_copy,65536,2,1,failed\nr,{cell_id},gen8,stream,one_copy,65536,2,1,failed\n")
+    state.inventory = runner.select_pairs(state.inventory, ("gen8",))
+    assert runner.set_aside_unfinished(state) == [f"gen8/{cell_id}"]
+    assert results.read_results(state.run_dir / "results.csv")["pair"].tolist() == ["gen9"]
+    assert layout.cell_dir(state.run_dir, cell_id, "gen9").is_dir()
+    assert not layout.cell_dir(state.run_dir, cell_id, "gen8").exists()
+    assert (layout.cells_dir(state.run_dir, "gen8") / f"{cell_id}.failed-1").is_dir()
