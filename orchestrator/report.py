@@ -85,16 +85,7 @@ def write_report(run_dir: Path, baseline: str | None = None) -> Path:
     redo = f"orchestrate report {run.path}" + (f" --baseline {baseline}" if baseline else "")
     if pairs.is_multi_pair(run):
         return _write_pairs_report(run, base, baseline is not None, redo)
-    summary = stats.summarize(run.results)
-    write_atomic(run.path / "summary.csv", summary.to_csv(index=False), redo=redo)
-    summary = referencereport.without_reference(summary)  # issue 11: iperf3 cells get their own section
-    try:
-        written = {
-            label: plots.write_plots(group, run.path / "plots" / variant_folder(label) if label else run.path / "plots")
-            for label, group in variants(summary)
-        }
-    except OSError as exc:
-        raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
+    summary, written = _summary_and_plots(run, redo)
     evidence = _over_time(run, redo) + "\n" + tcpinfo.report_section(run.results) + "\n" + _cpu_went(run, redo)
     evidence += "\n" + referencereport.report_section(run.results)
     text = render_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, evidence)
@@ -104,13 +95,11 @@ def write_report(run_dir: Path, baseline: str | None = None) -> Path:
     return report
 
 
-def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str) -> Path:
-    """The report of a run on several pairs: the pairs compared first, the study's plots with one row
-    of panels per pair, then each pair's own findings as a one-pair report gives them."""
+def _summary_and_plots(run: RunData, redo: str) -> tuple[pd.DataFrame, dict[str, dict[str, list[Path]]]]:
+    """summary.csv written whole (iperf3 cells included), then the study's plots per variant from
+    our cells only: iperf3's reference cells get a section of their own (issue 11)."""
     summary = stats.summarize(run.results)
     write_atomic(run.path / "summary.csv", summary.to_csv(index=False), redo=redo)
-    table = pairs.ratio_table(run, baseline)
-    write_atomic(run.path / pairs.CSV_NAME, table.to_csv(index=False), redo=redo)
     summary = referencereport.without_reference(summary)
     try:
         written = {
@@ -119,6 +108,15 @@ def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str)
         }
     except OSError as exc:
         raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
+    return summary, written
+
+
+def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str) -> Path:
+    """The report of a run on several pairs: the pairs compared first, the study's plots with one row
+    of panels per pair, then each pair's own findings as a one-pair report gives them."""
+    table = pairs.ratio_table(run, baseline)
+    write_atomic(run.path / pairs.CSV_NAME, table.to_csv(index=False), redo=redo)
+    summary, written = _summary_and_plots(run, redo)
     evidence = _pair_evidence(run, redo)
     section = pairs.section(run, baseline, table, requested)
     text = render_pairs_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, section,

@@ -144,12 +144,7 @@ def render_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[
         if label:
             parts.append(f"<h1>{html.escape(f'With {label}')}</h1>")
         parts.append("<h2>Plots</h2>")
-        user = user_space_only(run.results)
-        for name, paths in plot_paths.get(label, {}).items():
-            svg = next(p for p in paths if p.suffix == ".svg")
-            parts.append(_figure(svg, PLOT_TITLES.get(name, name)))
-            if user and name in COUNTER_PLOTS:
-                parts.append(_html(f"*User space only:* {user.caveat}."))
+        parts += _plot_figures(run, plot_paths.get(label, {}))
         parts.append(_html(questions_section(group, run)))
         tables = (stream_tables(group, user_space_only(run.results)) + "\n" + rr_table(group)) if not group.empty else "No cells.\n"
         parts.append(_collapsed("Tables: every cell (click a column to sort)", _html(tables)))
@@ -159,6 +154,19 @@ def render_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[
     parts.append(_collapsed("How the numbers are made", _html(METHOD.split("\n", 1)[1])))
     return HTML_PAGE.format(title=html.escape(f"Run {run.run_id}"), style=HTML_STYLE, script=HTML_SCRIPT,
                             body="\n".join(parts))
+
+
+def _plot_figures(run: RunData, paths_by_name: dict[str, list[Path]]) -> list[str]:
+    """One variant's plots as figures, each counter plot with its user-space-only note where perf
+    counted user space only."""
+    user = user_space_only(run.results)
+    parts = []
+    for name, paths in paths_by_name.items():
+        svg = next(p for p in paths if p.suffix == ".svg")
+        parts.append(_figure(svg, PLOT_TITLES.get(name, name)))
+        if user and name in COUNTER_PLOTS:
+            parts.append(_html(f"*User space only:* {user.caveat}."))
+    return parts
 
 
 def render_pairs_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[str, list[Path]]],
@@ -174,12 +182,7 @@ def render_pairs_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str,
     for label, _ in variants(summary):
         parts.append(f"<h2>{html.escape(f'Plots with {label}' if label else 'Plots')}</h2>")
         parts.append(_html("Each plot has one row of panels per pair, on one y scale per metric."))
-        user = user_space_only(run.results)
-        for name, paths in plot_paths.get(label, {}).items():
-            svg = next(p for p in paths if p.suffix == ".svg")
-            parts.append(_figure(svg, PLOT_TITLES.get(name, name)))
-            if user and name in COUNTER_PLOTS:
-                parts.append(_html(f"*User space only:* {user.caveat}."))
+        parts += _plot_figures(run, plot_paths.get(label, {}))
     for pair in run.pairs:
         view = pair_view(run, pair)
         own = summary[summary["pair"].astype(str) == pair].reset_index(drop=True) if not summary.empty else summary

@@ -20,7 +20,7 @@ from orchestrator import lab
 from orchestrator.cli import main
 from orchestrator.results import read_results
 
-from .labs import running_lab
+from .labs import namespace_processes, running_lab
 from .conftest import ROOT, require_tool
 from .test_cli import ENV, ORCHESTRATE, orchestrate
 
@@ -39,17 +39,7 @@ def lab_inventory(tmp_path_factory) -> Path:
 
 def lab_processes() -> list[tuple[str, int, list[str]]]:
     """(namespace, pid, argv) of every process in the lab's namespaces."""
-    found = []
-    for namespace in NAMESPACES:
-        pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-            except OSError:
-                continue
-            if argv and argv[0]:  # a zombie has an empty command line
-                found.append((namespace, int(pid), argv))
-    return found
+    return namespace_processes(NAMESPACES)
 
 
 def agents_alive() -> list[str]:

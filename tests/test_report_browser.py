@@ -26,20 +26,25 @@ QUESTIONS = [
 pytestmark = pytest.mark.integration
 
 
-def test_report_in_a_real_browser(tmp_path):
+def _mailed_page(tmp_path: Path, fixture: str):
+    """Playwright's sync API, and a recorded run's report.html made here and then moved away from
+    its run folder, so that nothing on the page can lean on files beside it."""
     require(Path(CHROMIUM).exists(), "Debian's chromium is not installed (./bootstrap.sh test installs it)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         require(False, "the playwright package is not installed (pip install -e '.[test]')")
-    # A real recorded run; its report is made here, then moved away from the run folder, so that
-    # nothing on the page can lean on files beside it.
-    run_dir = Path(shutil.copytree(RUNS / "20261125T222925Z-vmcheck-598f", tmp_path / "run"))
+    run_dir = Path(shutil.copytree(RUNS / fixture, tmp_path / "run"))
     report.write_report(run_dir)
     alone = tmp_path / "mailed" / "report.html"
     alone.parent.mkdir()
     shutil.move(run_dir / "report.html", alone)
     shutil.rmtree(run_dir)
+    return sync_playwright, alone
+
+
+def test_report_in_a_real_browser(tmp_path):
+    sync_playwright, alone = _mailed_page(tmp_path, "20261125T222925Z-vmcheck-598f")
 
     errors: list[str] = []
     requests: list[str] = []
@@ -91,17 +96,7 @@ def test_report_in_a_real_browser(tmp_path):
 def test_report_of_several_pairs_in_a_real_browser(tmp_path):
     """The pairs3 fixture's page (issue 13): it loads without errors, carries every figure, and shows
     the pairs compared (the ratio table with Welch's p, the host facts with their differing MTU) first."""
-    require(Path(CHROMIUM).exists(), "Debian's chromium is not installed (./bootstrap.sh test installs it)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(False, "the playwright package is not installed (pip install -e '.[test]')")
-    run_dir = Path(shutil.copytree(RUNS / "pairs3", tmp_path / "run"))
-    report.write_report(run_dir)
-    alone = tmp_path / "mailed" / "report.html"
-    alone.parent.mkdir()
-    shutil.move(run_dir / "report.html", alone)
-    shutil.rmtree(run_dir)
+    sync_playwright, alone = _mailed_page(tmp_path, "pairs3")
 
     errors: list[str] = []
     with sync_playwright() as p:

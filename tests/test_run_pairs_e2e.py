@@ -21,7 +21,7 @@ from orchestrator.errors import ExitStatus
 from orchestrator.results import read_results
 
 from .conftest import ROOT
-from .labs import running_lab
+from .labs import namespace_processes, running_lab
 from .test_cli import ENV, ORCHESTRATE, orchestrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
@@ -45,17 +45,7 @@ def namespaces(pairs=PAIRS) -> list[str]:
 
 def lab_processes(pairs=PAIRS) -> list[tuple[str, int, list[str]]]:
     """(namespace, pid, argv) of every live process in these pairs' namespaces."""
-    found = []
-    for namespace in namespaces(pairs):
-        pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-            except OSError:
-                continue
-            if argv and argv[0]:
-                found.append((namespace, int(pid), argv))
-    return found
+    return namespace_processes(namespaces(pairs))
 
 
 def agents_in(pair: str, size: str = "16384") -> list[int]:
