@@ -15,6 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -194,8 +195,9 @@ def show_preflight(term: Terminal, report: Preflight) -> None:
     term.console.print(grid)
 
 
-def show_summary(term: Terminal, run_dir: Path, summary=None) -> None:
-    """One line per cell, from the same summary the report uses: the figures a user looks at first."""
+def show_summary(term: Terminal, run_dir: Path, summary=None, pairs: Sequence[str] = ()) -> None:
+    """One line per cell (per pair and cell on several pairs, each pair's rows together, in the
+    order of `pairs`), from the same summary the report uses: the figures a user looks at first."""
     from .units import format_size
 
     summary = _summary(run_dir) if summary is None else summary
@@ -205,13 +207,19 @@ def show_summary(term: Terminal, run_dir: Path, summary=None) -> None:
     from .variants import VARIANT_COLUMNS
 
     extra = [k for k in VARIANT_COLUMNS if k in summary and summary[k].nunique(dropna=False) > 1]
+    with_pair = "pair" in summary and summary["pair"].nunique() > 1
+    if with_pair:
+        # Rows come in the order the pairs finished their cells; a reader wants each pair's together.
+        order = list(pairs) if pairs else sorted(summary["pair"].astype(str).unique())
+        rank = {name: i for i, name in enumerate(order)}
+        summary = summary.iloc[sorted(range(len(summary)), key=lambda i: rank.get(str(summary["pair"].iloc[i]), len(rank)))]
     with_workload = summary["workload"].nunique() > 1
     with_latency = summary["latency_p99_us_mean"].notna().any()
-    columns = (["workload"] if with_workload else []) + ["mode", "size", "thr", *extra, "ok", "Gbit/s", "sd"] + \
-        (["p99 µs"] if with_latency else []) + ["CPU s/GB"]
+    columns = (["pair"] if with_pair else []) + (["workload"] if with_workload else []) + \
+        ["mode", "size", "thr", *extra, "ok", "Gbit/s", "sd"] + (["p99 µs"] if with_latency else []) + ["CPU s/GB"]
     grid = Table(title=f"{run_dir.name} (means over ok repetitions)")
     for column in columns:
-        if column in ("workload", "mode"):
+        if column in ("pair", "workload", "mode"):
             grid.add_column(column, no_wrap=True, min_width=len("zero_copy*") if column == "mode" else 6)
         else:
             grid.add_column(column, justify="right")
@@ -227,7 +235,7 @@ def show_summary(term: Terminal, run_dir: Path, summary=None) -> None:
             return "—" if value != value else format(value, spec)
 
         grid.add_row(
-            *([str(cell["workload"])] if with_workload else []), mode, format_size(int(cell["message_size"])),
+            *([str(cell["pair"])] if with_pair else []), *([str(cell["workload"])] if with_workload else []), mode, format_size(int(cell["message_size"])),
             str(cell["threads"]), *(str(cell[k]) for k in extra), f"{cell['ok']}/{cell['repetitions']}",
             figure("throughput_gbps_mean", ".3g"), figure("throughput_gbps_std", ".2g"),
             *([figure("latency_p99_us_mean", ".0f")] if with_latency else []), figure("cpu_s_per_gb_mean", ".3g"),
@@ -300,13 +308,14 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     args.doc.update(
         cells={"planned": len(state.plan.cells), "run": len(outcome.finished), "skipped": outcome.skipped,
                "failed": len(outcome.failed)},
-        failures=[{"cell": o.cell.cell_id, "error": o.error} for o in outcome.failed],
+        failures=[{"pair": name, "cell": o.cell.cell_id, "error": o.error}
+                  for name, p in outcome.pairs.items() for o in p.failed],
         summary=_records(summary),
         pairs={name: {"status": p.status, "planned": p.planned, "run": len(p.finished), "skipped": p.skipped,
                       "failed": len(p.failed), "error": str(p.error) if p.error else None}
                for name, p in outcome.pairs.items()},
     )
-    show_summary(term, state.run_dir, summary)
+    show_summary(term, state.run_dir, summary, list(state.inventory.pairs))
     if not args.no_report:
         from .report import write_report
 
@@ -322,12 +331,16 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
     if failed or degraded:
         # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
-        listing = "".join(f"\n  {o.cell.cell_id}: {o.error}" for o in outcome.failed)
+        named = len(outcome.pairs) > 1
+        listing = "".join(f"\n  {f'{name}/' if named else ''}{o.cell.cell_id}: {o.error}"
+                          for name, p in outcome.pairs.items() for o in p.failed)
         raise RunFailed(
             f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in "
             f"{layout.cells_dir(state.run_dir, '<pair>' if len(state.inventory.pairs) > 1 else layout.DEFAULT_PAIR)})"
             f"{listing}\nmeasure them again with: orchestrate run --resume {state.run_dir} --retry-failed")
-    term.console.print(f"[green]done[/]: {len(outcome.finished)} cells run, {outcome.skipped} already done, results in {state.run_dir}/results.csv")
+    on_pairs = f" on {len(outcome.pairs)} pairs" if len(outcome.pairs) > 1 else ""
+    term.console.print(f"[green]done[/]: {len(outcome.finished)} cells run{on_pairs}, {outcome.skipped} already done, "
+                       f"results in {state.run_dir}/results.csv")
     return ExitStatus.OK
 
 
