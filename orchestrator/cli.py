@@ -475,7 +475,8 @@ def cmd_compare(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 
     comparison = compare_runs(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None, args.pair)
     args.doc.update(
-        run_a=comparison.run_a, run_b=comparison.run_b, out_dir=str(comparison.out_dir),
+        run_a=comparison.run_a, run_b=comparison.run_b, pair_a=comparison.pair_a, pair_b=comparison.pair_b,
+        out_dir=str(comparison.out_dir),
         files=[str(p) for p in comparison.files()], rows=_records(comparison.table),
         only_in_a=comparison.only_in_a, only_in_b=comparison.only_in_b,
         config_differences=comparison.config_differences, host_differences=comparison.host_differences,
@@ -487,7 +488,7 @@ def cmd_compare(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 def show_comparison(term: Terminal, comparison) -> None:
     from .compare import TEXT_COLUMNS
 
-    grid = Table(title=f"B = {comparison.run_b}  vs  A = {comparison.run_a}")
+    grid = Table(title=f"B = {comparison.label_b}  vs  A = {comparison.label_a}")
     for name in TEXT_COLUMNS:
         grid.add_column(name, justify="right" if name in ("A", "B", "B/A [95% CI]") else "left",
                         no_wrap=name == "cell")
@@ -659,7 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_b", metavar="RUN_B", help="the run to set against it; ratios are B/A").complete = DIRECTORY
     p.add_argument("--out", metavar="DIR", help="folder for compare.md, compare.csv and the plot "
                    "(default: compare/RUN_A_vs_RUN_B beside RUN_B)")
-    p.add_argument("--pair", metavar="NAME", help="for runs on several host pairs: the pair of each run to compare")
+    p.add_argument("--pair", metavar="NAME[:NAME]", help="for runs on several host pairs: the pair of each run to "
+                   "compare (A_NAME:B_NAME when their names differ; a run on one pair gives its own)")
     with_output(p)
     p.set_defaults(handler=cmd_compare)
 
