@@ -103,6 +103,10 @@ def test_report_of_several_pairs_in_a_real_browser(tmp_path):
         assert len(images) == len(reportmd.PLOT_TITLES)
         assert all(i["done"] and i["w"] > 0 for i in images), images
         ratios = page.locator("#pairs table", has=page.locator("th", has_text="Welch p")).first
+        glance = page.locator("#pairs table", has=page.locator("th", has_text="geomean")).first
+        # The answer is open; the cell-by-cell detail is folded away until asked for.
+        assert glance.is_visible() and not ratios.is_visible()
+        page.click("#pairs summary:has-text('cell by cell')")
         assert ratios.is_visible()
         pair_column = ratios.locator("tbody tr td:nth-child(1)").all_inner_texts()
         assert len(pair_column) > 10 and set(pair_column) == {"gen2", "gen3"}
@@ -110,7 +114,7 @@ def test_report_of_several_pairs_in_a_real_browser(tmp_path):
         mtu = facts.locator("tr", has=page.locator("td", has_text="server.nic.mtu")).first.inner_text()
         assert mtu.split() == ["server.nic.mtu", "1500", "9000", "65536", "differs"]
         text = page.inner_text("body")
-        assert text.index("Pairs compared") < text.index("Plots")
+        assert text.index("Pairs compared") < text.index("At a glance") < text.index("Host facts per pair") < text.index("Plots")
         for pair in ("gen1", "gen2", "gen3"):
             assert f"Pair {pair}: answers, setup, problems and tables" in text
         page.screenshot(path=str(tmp_path / "pairs.png"), full_page=False)
