@@ -291,7 +291,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs)  # the run folder keeps only these
-        size = _checked_size(experiment, args.yes)
+        size = _checked_size(experiment, args.yes, len(inventory.pairs), args.serial or not inventory.concurrent)
         state = runner.create_run(experiment, inventory, Path(args.results))
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
@@ -344,11 +344,11 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _checked_size(experiment, yes: bool):
+def _checked_size(experiment, yes: bool, pairs: int = 1, serial: bool = False):
     """The plan's size, said before anything runs; a plan over the limit needs --yes."""
     from .plan import MAX_PLAN_CELLS, MAX_PLAN_SECONDS, format_seconds, plan_size
 
-    size = plan_size(experiment)
+    size = plan_size(experiment, pairs, serial)
     if size.too_big and not yes:
         raise ConfigError(
             f"{experiment.name}: this plan is {size.describe()}: over the limit of {MAX_PLAN_CELLS:,} cells or "
@@ -375,7 +375,8 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         if not args.config:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
-        _checked_size(experiment, args.yes)
+        inventory = runner.select_pairs(inventory, args.pairs)
+        _checked_size(experiment, args.yes, len(inventory.pairs), args.serial or not inventory.concurrent)
         seed = experiment.seed if experiment.seed is not None else new_seed()
         plan = expand(experiment, seed)
         done = set()
@@ -383,8 +384,8 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             f"drawn now: to run this order, add --seed {seed}"
     todo = [c for c in plan.cells if c.cell_id not in done]
     guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
-                              plot_sets=estimate.plot_sets(experiment))
-    inventory = runner.select_pairs(inventory, args.pairs)
+                              plot_sets=estimate.plot_sets(experiment), pairs=len(inventory.pairs),
+                              serial=args.serial or not inventory.concurrent)
     by_pair = {name: {role: {"ssh": pair.role(role).label, "data_address": pair.role(role).data_address,
                              "workdir": pair.role(role).workdir} for role in ROLES}
                for name, pair in inventory.pairs.items()}
@@ -395,7 +396,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
                     cells={"planned": len(plan.cells), "to_run": len(todo), "done": len(done)},
                     plan=[c.cell_id for c in todo],
                     estimate={"total_s": round(guess.total_s, 1), "setup_s": guess.setup_s, "per_cell_s": guess.per_cell_s,
-                              "report_s": guess.report_s})
+                              "report_s": guess.report_s, "pairs": guess.pairs, "serial": guess.serial})
 
     term.out.print("[bold]resolved config[/]")
     term.out.print(escape(yaml.safe_dump(resolved, sort_keys=False).rstrip()), highlight=False)
@@ -405,7 +406,8 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             lead = f"{escape(name)} " if len(by_pair) > 1 else ""
             term.out.print(f"  {lead}{role}: {escape(host['ssh'])}, data address {host['data_address']}, "
                            f"workdir {escape(host['workdir'])}", highlight=False)
-    term.out.print(f"[bold]plan[/]: {len(todo)} cells" + (f" ({len(done)} already done)" if done else "") +
+    on_pairs = f" on each of {len(inventory.pairs)} pairs" if len(inventory.pairs) > 1 else ""
+    term.out.print(f"[bold]plan[/]: {len(todo)} cells{on_pairs}" + (f" ({len(done)} already done)" if done else "") +
                    f", order {experiment.order}, seed {plan.seed} ({seed_note})", highlight=False)
     for index, cell in enumerate(todo, 1):
         term.out.print(f"  {index:>4}  {cell.cell_id}", highlight=False)
