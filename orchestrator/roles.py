@@ -1,6 +1,6 @@
 """The two roles a host plays in a run, stated once.
 
-This module imports nothing from the package, so any module may use it (lab.py among them).
+This module imports nothing from the package, so any module may use it (the lab package among them).
 """
 
 from __future__ import annotations

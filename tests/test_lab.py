@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ import yaml
 
 from .conftest import require, require_root
 from orchestrator import lab
+from orchestrator.lab import build, pids, tools
 from orchestrator.errors import LabError
 from orchestrator.inventory import load_inventory
 from orchestrator.processes import KILL_GRACE
@@ -45,7 +47,7 @@ def _require_lab() -> None:
     require_root()
     for tool, package in (("ip", "iproute2"), ("tc", "iproute2"), ("sshd", "openssh-server"), ("ssh-keygen", "openssh-client"),
                           ("ssh", "openssh-client")):
-        require(lab.shutil.which(tool, path=lab._TOOL_PATH) is not None, f"`{tool}` missing; install {package}")
+        require(shutil.which(tool, path=tools.TOOL_PATH) is not None, f"`{tool}` missing; install {package}")
 
 
 def _netns() -> set[str]:
@@ -249,7 +251,7 @@ def test_up_repairs_a_damaged_lab(plain):
     new = _sshd_pids(repaired)
     assert set(new.values()).isdisjoint(old.values())
     # The client's old sshd, orphaned in its deleted namespace, was stopped rather than leaked.
-    assert not lab._alive(old[f"sshd {client_ns}"])
+    assert not pids.alive(old[f"sshd {client_ns}"])
 
 
 @pytest.mark.integration
@@ -325,7 +327,7 @@ def test_down_removes_everything_including_stray_processes(lab_opts, tmp_path):
     assert not {f"{opts.prefix}-server", f"{opts.prefix}-client"} & _netns()
     assert not _link_json(f"{opts.prefix}-ms") and not _link_json(f"{opts.prefix}-mc")
     for pid in sshd_pids:
-        assert not lab._alive(pid)
+        assert not pids.alive(pid)
     assert not opts.resolved_state_dir.exists()
     assert not opts.resolved_inventory_path.exists()
     assert not any(w.exists() for w in workdirs)
@@ -386,7 +388,7 @@ def test_a_lab_command_that_hangs_is_ended_with_its_whole_group(tmp_path):
     token = _token()
     started = time.monotonic()
     with pytest.raises(LabError, match=r"`sh -c .*` did not finish within 0\.5 s"):
-        lab._run(["sh", "-c", f"echo $$ > {tmp_path}/pgid; sleep 30{token} & sleep 31{token}"], timeout=0.5)
+        tools.run(["sh", "-c", f"echo $$ > {tmp_path}/pgid; sleep 30{token} & sleep 31{token}"], timeout=0.5)
     assert time.monotonic() - started < 0.5 + KILL_GRACE + 3
     pgid = int((tmp_path / "pgid").read_text())
     assert pgid > 1
@@ -394,10 +396,10 @@ def test_a_lab_command_that_hangs_is_ended_with_its_whole_group(tmp_path):
 
 
 def test_a_lab_command_gives_its_status_and_output():
-    proc = lab._run(["sh", "-c", "echo out; echo err >&2; exit 3"], check=False)
+    proc = tools.run(["sh", "-c", "echo out; echo err >&2; exit 3"], check=False)
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "out\n", "err\n")
     with pytest.raises(LabError, match=r"failed: err"):
-        lab._run(["sh", "-c", "echo err >&2; exit 3"])
+        tools.run(["sh", "-c", "echo err >&2; exit 3"])
 
 
 # ---------------------------------------------------------------- a lab that looks like a real site
@@ -441,7 +443,7 @@ def _require_site() -> None:
     _require_lab()
     for tool, package in (("useradd", "passwd"), ("visudo", "sudo"), ("sudo", "sudo"), ("perf", "linux-perf"),
                           ("unshare", "util-linux")):
-        require(lab.shutil.which(tool, path=lab._TOOL_PATH) is not None, f"`{tool}` missing; install {package}")
+        require(shutil.which(tool, path=tools.TOOL_PATH) is not None, f"`{tool}` missing; install {package}")
 
 
 @pytest.fixture(scope="module")
@@ -596,7 +598,7 @@ def test_a_no_compiler_host_has_no_compiler_and_the_rest_of_usr_bin(site):
     assert st.row(f"compilers {site.prefix}-server").state == "ok"
     assert not [r for r in st.rows if r.name == f"compilers {site.prefix}-client"]
     # The hiding is sshd's own: the machine outside still has its compilers.
-    assert lab.shutil.which("cc") is not None
+    assert shutil.which("cc") is not None
 
 
 @pytest.mark.integration
@@ -622,7 +624,7 @@ def test_site_lab_up_again_changes_nothing_and_repairs(site):
     subprocess.run(["ip", "netns", "del", f"{site.prefix}-bastion"], check=True)
     assert lab.status(site).row(f"{site.prefix}-bastion").state == "missing"
     assert lab.up(site).ok
-    assert not lab._alive(old_bastion_sshd)  # orphaned in the deleted namespace, then stopped
+    assert not pids.alive(old_bastion_sshd)  # orphaned in the deleted namespace, then stopped
     with _through_bastion(_inventory(site)["server"]) as host:
         assert _run_on(host, "id -un")[1].strip() == site.user
 
@@ -675,7 +677,7 @@ def test_site_down_and_reshape_leave_nothing_behind(tmp_path):
         removed = lab.down(full)
     assert any(r.startswith("account ") for r in removed) and any(r.startswith("route ") for r in removed)
     for pid in sshd_pids:
-        assert not lab._alive(pid)
+        assert not pids.alive(pid)
     assert _leftovers(full, user) == []
     assert metric_route not in subprocess.run(["ip", "route", "show", "type", "unreachable"],
                                               capture_output=True, text=True).stdout
@@ -715,7 +717,7 @@ def test_a_fresh_up_that_fails_half_way_removes_the_account_it_made(tmp_path, mo
         assert pwd.getpwnam(user)  # the account exists by now: the failure comes after it
         raise LabError("sudoers broke")
 
-    monkeypatch.setattr(lab, "_ensure_sudoers", broken)
+    monkeypatch.setattr(build, "ensure_sudoers", broken)
     try:
         with pytest.raises(LabError, match="sudoers broke"):
             lab.up(opts)

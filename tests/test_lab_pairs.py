@@ -15,6 +15,7 @@ import paramiko
 import pytest
 
 from orchestrator import lab
+from orchestrator.lab import build, topology
 from orchestrator.cli import main
 from orchestrator.errors import LabError
 from orchestrator.inventory import HostSpec, load_inventory
@@ -85,13 +86,13 @@ def test_pair_options_are_checked_before_anything_is_built(kwargs, message):
 def test_pair_address_blocks_do_not_overlap():
     nets = []
     for block in range(lab.MAX_PAIRS + 1):
-        data = {a.network for a in lab._data_addresses(block).values()}
+        data = {a.network for a in topology.data_addresses(block).values()}
         assert len(data) == 1  # server and client share their data link's subnet
-        nets += [*data, *lab._jump_networks(block).values()]
+        nets += [*data, *topology.jump_networks(block).values()]
     assert all(net.subnet_of(lab.LAB_RANGE) for net in nets)
     assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
     # Block 0 is the one-pair lab's, unchanged.
-    assert lab._data_addresses(0)["server"] == ipaddress.IPv4Interface("198.18.0.1/24")
+    assert topology.data_addresses(0)["server"] == ipaddress.IPv4Interface("198.18.0.1/24")
 
 
 def test_per_pair_values_on_the_command_line_must_be_numbers(capsys):
@@ -179,16 +180,16 @@ def test_a_pair_that_fails_to_build_leaves_no_pair_behind(tmp_path):
 def test_a_fresh_lab_whose_second_pair_fails_removes_the_first(tmp_path, monkeypatch):
     _require_lab()
     opts = lab.LabOptions(prefix=PREFIX + "h", inventory_path=tmp_path / "inv.yml", pairs=2)
-    real_build = lab._build
+    real_build = build.build_lab
     built: list[str] = []
 
-    def build(sub, state):
+    def build_or_fail(sub, state):
         if sub.prefix.endswith("-p2"):
             raise LabError("pair 2 cannot be built (test)")
         real_build(sub, state)
         built.append(sub.prefix)
 
-    monkeypatch.setattr(lab, "_build", build)
+    monkeypatch.setattr(build, "build_lab", build_or_fail)
     try:
         with pytest.raises(LabError, match="pair 2 cannot be built"):
             lab.up(opts)

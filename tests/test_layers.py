@@ -7,6 +7,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from .conftest import ROOT, require
@@ -23,17 +24,33 @@ def test_import_contracts_hold():
     assert "3 kept, 0 broken" in done.stdout, done.stdout  # every contract was read and checked
 
 
+def _lab_modules(graph) -> set[str]:
+    return {"orchestrator.lab", *graph.find_descendants("orchestrator.lab")}
+
+
 def test_lab_imports_only_leaf_modules():
-    """The rule behind the lab contract, for every module, including ones added after it was written."""
+    """The rule behind the lab contract, for every module of the lab package, including ones
+    added after it was written: from outside the package, only modules that import nothing."""
     require(importlib.util.find_spec("grimp") is not None, "grimp (installed with import-linter) is missing")
     import grimp
 
     graph = grimp.build_graph("orchestrator", cache_dir=None)  # no cache folder left in the repository
-    imported = graph.find_modules_directly_imported_by("orchestrator.lab")
-    assert "orchestrator.errors" in imported  # the graph is the real one
+    lab = _lab_modules(graph)
+    imported = {m for module in lab for m in graph.find_modules_directly_imported_by(module)} - lab
+    assert "orchestrator.errors" in imported and len(lab) > 1  # the graph is the real one
     for module in imported:
         inner = graph.find_modules_directly_imported_by(module)
         assert not inner, f"lab imports {module}, which imports {sorted(inner)} from the package"
+
+
+def test_the_lab_contract_names_every_lab_module():
+    """The contract lists the lab's modules by name, so that a reader sees them; none may be left out."""
+    require(importlib.util.find_spec("grimp") is not None, "grimp (installed with import-linter) is missing")
+    import grimp
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    [contract] = [c for c in contracts if c["name"].startswith("lab imports only")]
+    assert set(contract["source_modules"]) == _lab_modules(grimp.build_graph("orchestrator", cache_dir=None))
 
 
 def test_the_cli_and_lab_load_no_analysis_library():

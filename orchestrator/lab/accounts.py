@@ -1,0 +1,113 @@
+"""The unprivileged login account (``--user``): refused if the lab did not create it, created
+with a mark, given the lab's key as its own file, and removed with its processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+from pathlib import Path
+from typing import Any
+
+from ..errors import LabError
+from .options import LabOptions
+from .pids import stop_all, uid_pids
+from .state import write_state
+from .tools import run, tool
+
+_ACCOUNT_MARK = "orchestrate lab {prefix}"  # the GECOS field of an account the lab created
+
+
+def find_account(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def is_our_account(name: str, prefix: str, state: dict[str, Any] | None) -> bool:
+    """Ours: recorded in this lab's state, and marked by the lab in its comment field."""
+    account = find_account(name)
+    record = (state or {}).get("user") or {}
+    return (
+        account is not None
+        and record.get("name") == name
+        and account.pw_gecos == _ACCOUNT_MARK.format(prefix=prefix)
+        and record.get("uid") in (None, account.pw_uid)
+    )
+
+
+def _home(name: str) -> Path:
+    return Path("/home") / name
+
+
+def check_user(opts: LabOptions, state: dict[str, Any] | None) -> None:
+    """Refuse, before anything is built, an account (or home) the lab did not create."""
+    if opts.user is None or is_our_account(opts.user, opts.prefix, state):
+        return
+    if find_account(opts.user) is not None:
+        raise LabError(f"an account named {opts.user!r} exists and was not created by this lab; choose another --user")
+    if _home(opts.user).exists() or os.path.lexists(_home(opts.user)):
+        raise LabError(f"{_home(opts.user)} exists and was not created by this lab; choose another --user")
+    tool("useradd")
+    tool("userdel")
+
+
+def create_user(opts: LabOptions, state: dict[str, Any]) -> pwd.struct_passwd:
+    assert opts.user is not None
+    account = find_account(opts.user)
+    if account is None:
+        # Recorded before it exists, so that a crash between the two still lets down find it.
+        state["user"] = {"name": opts.user, "uid": None}
+        write_state(opts, state)
+        run([tool("useradd"), "--create-home", "--home-dir", str(_home(opts.user)), "--user-group",
+              "--shell", "/bin/sh", "--comment", _ACCOUNT_MARK.format(prefix=opts.prefix),
+              # `*`: no password can log in, yet the account is not locked (`!`), which sshd
+              # without PAM would refuse.
+              "--password", "*", opts.user])
+        account = pwd.getpwnam(opts.user)
+    state["user"] = {"name": opts.user, "uid": account.pw_uid, "home": account.pw_dir}
+    write_state(opts, state)
+    return account
+
+
+def install_user_key(account: pwd.struct_passwd, line: str) -> Path:
+    """Write ~/.ssh/authorized_keys as the user's own file, never following a link the user made."""
+    uid, gid = account.pw_uid, account.pw_gid
+    home = os.open(account.pw_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if os.fstat(home).st_uid != uid:
+            raise LabError(f"{account.pw_dir} is not owned by {account.pw_name}; run `orchestrate lab down`")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(".ssh", 0o700, dir_fd=home)
+        ssh_dir = os.open(".ssh", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=home)
+        try:
+            os.fchown(ssh_dir, uid, gid)
+            os.fchmod(ssh_dir, 0o700)
+            fd = os.open("authorized_keys", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600,
+                         dir_fd=ssh_dir)
+            with os.fdopen(fd, "w") as f:
+                os.fchown(f.fileno(), uid, gid)
+                os.fchmod(f.fileno(), 0o600)
+                f.write(line)
+        finally:
+            os.close(ssh_dir)
+    finally:
+        os.close(home)
+    return Path(account.pw_dir) / ".ssh" / "authorized_keys"
+
+
+def remove_user(prefix: str, state: dict[str, Any] | None, removed: list[str]) -> None:
+    record = (state or {}).get("user") or {}
+    name = record.get("name")
+    if not name or not is_our_account(name, prefix, state):
+        return
+    account = find_account(name)
+    assert account is not None
+    # userdel refuses an account with processes; they are the lab's (sessions, agents).
+    stop_all(uid_pids(account.pw_uid))
+    proc = run([tool("userdel"), "--remove", name], check=False)
+    if find_account(name) is not None:
+        raise LabError(f"userdel could not remove the lab's account {name}: {proc.stderr.strip()}")
+    removed.append(f"account {name} and its home {account.pw_dir}")
