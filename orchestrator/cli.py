@@ -318,7 +318,9 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             f"{len(outcome.failed_pairs)} of {len(outcome.pairs)} pairs failed; the others finished:"
             + "".join(f"\n  {p.pair}: {p.error}" for p in outcome.failed_pairs)
             + f"\nonce their hosts are back: orchestrate run --resume {state.run_dir}")
-    counts = runner.row_counts(state.run_dir)
+    from .results import row_counts
+
+    counts = row_counts(state.run_dir / "results.csv")
     failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
     if failed or degraded:
         # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
@@ -349,13 +351,14 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 
     from . import estimate, runner
     from .plan import expand, new_seed
+    from .results import finished_cells
 
     if args.resume:
         state = runner.reopen_run(Path(args.resume))
         experiment, inventory, plan = state.experiment, state.inventory, state.plan
         inventory = runner.select_pairs(inventory, args.pairs)
         # A cell is still to run while any selected pair lacks its row.
-        finished = runner.finished_cells(state.run_dir / "results.csv")
+        finished = finished_cells(state.run_dir / "results.csv")
         done = {c.cell_id for c in plan.cells if all((p, c.cell_id) in finished for p in inventory.pairs)}
         seed_note = "saved with the run"
     else:

@@ -16,12 +16,13 @@ from typing import Callable, Sequence
 
 import yaml
 
-from . import cellrow, cells, deploy, facts, hostlock, interrupts, intervals, layout, leftovers, results
+from . import cellrow, cells, deploy, facts, hostlock, intervals, layout, leftovers, pairrun, results
 from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, DiskError, FormatVersionError, HostError, OrchestrateError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
 from .hosts import Host, connect
 from .inventory import Inventory
+from .pairrun import PairOutcome
 from .layout import DEFAULT_PAIR
 from .plan import Cell, Plan, expand, load_plan, new_seed
 from .preflight import Preflight, run_preflight
@@ -63,26 +64,6 @@ class PairState:
     def remote_run_id(self) -> str:
         # Pairs that run one after another may share a host: each has its own runs/ folder there.
         return self.run.run_id if self.name == DEFAULT_PAIR else f"{self.run.run_id}-{self.name}"
-
-
-@dataclass
-class PairOutcome:
-    """What one pair did: its cells, or the error that stopped it (preflight, a lost host)."""
-
-    pair: str
-    finished: list[cells.CellOutcome] = field(default_factory=list)
-    skipped: int = 0
-    planned: int = 0
-    error: OrchestrateError | None = None
-
-    @property
-    def failed(self) -> list[cells.CellOutcome]:
-        return [o for o in self.finished if o.error]
-
-    @property
-    def status(self) -> str:
-        """failed (the pair stopped), cells_failed (some of its cells failed), or ok."""
-        return "failed" if self.error else ("cells_failed" if self.failed else "ok")
 
 
 @dataclass
@@ -245,7 +226,7 @@ class _SharedFiles:
         self.results = results.ResultsTable(run_dir / "results.csv", resume=run_dir)
         if self.results.torn is not None:
             progress.stage(f"results.csv ended in a torn row (kept in {self.results.torn.name}): that cell runs again")
-        self.done = finished_cells(run_dir / "results.csv")
+        self.done = results.finished_cells(run_dir / "results.csv")
         self.series = intervals.IntervalsFile(run_dir, resume=run_dir)
         self.series.keep_only(self.done)  # rows of cells results.csv lacks (set aside, or cut off by a crash) go
         self.lock = threading.Lock()
@@ -267,30 +248,19 @@ def execute(
     here, several each in a thread of its own (one after another with `serial`, or an
     inventory's `concurrent: false`). A pair that fails is reported and the others go on."""
     handler = _attach_log(state.run_dir)
-    names = list(state.inventory.pairs)
     try:
         shared = _SharedFiles(state.run_dir, progress)
-        if len(names) == 1:
-            # One pair: in this thread, and whatever stops it stops the run, as before pairs existed.
-            one = _execute_pair(PairState(state, names[0]), progress, on_preflight, shared)
-            return RunOutcome(state.run_dir, one.finished, one.skipped, {names[0]: one})
-        # On --resume, a pair with every cell done is not contacted: its hosts may be gone by now.
-        total = len(state.plan.cells)
-        finished = {n: PairOutcome(n, skipped=total, planned=total) for n in names
-                    if all((n, c.cell_id) in shared.done for c in state.plan.cells)}
-        names = [n for n in names if n not in finished]
-        if serial or not state.inventory.concurrent:
-            outcomes = {}
-            for name in names:
-                outcomes[name] = _pair_or_error(PairState(state, name), progress.for_pair(name), on_preflight, shared)
-        else:
-            outcomes = _pairs_in_threads(state, names, progress, on_preflight, shared) if names else {}
-        outcomes = {n: outcomes.get(n) or finished[n] for n in state.inventory.pairs}
+
+        def run_pair(name: str, pair_progress: Progress) -> PairOutcome:
+            return _execute_pair(PairState(state, name), pair_progress, on_preflight, shared)
+
+        outcomes = pairrun.run_pairs(list(state.inventory.pairs), run_pair, progress,  # type: ignore[arg-type]
+                                     [c.cell_id for c in state.plan.cells], shared.done,
+                                     serial=serial or not state.inventory.concurrent)
         outcome = RunOutcome(state.run_dir, pairs=outcomes)
         for one in outcomes.values():
             outcome.finished += one.finished
             outcome.skipped += one.skipped
-        _raise_if_every_pair_failed(outcome)
         return outcome
     except OSError as exc:
         # A local file this run could not write (a cell folder on a full disk): typed, never a
@@ -304,71 +274,6 @@ def execute(
         finally:
             logging.getLogger("orchestrator").removeHandler(handler)
             handler.close()
-
-
-def _pair_or_error(pair: PairState, progress: Progress, on_preflight: Callable[[Preflight], None],
-                   shared: _SharedFiles) -> PairOutcome:
-    """One pair of several: what stops it (preflight, a lost host) is its outcome, not the run's.
-    A full local disk stops every pair alike, so it goes up."""
-    try:
-        return _execute_pair(pair, progress, on_preflight, shared)
-    except DiskError:
-        raise
-    except OrchestrateError as exc:
-        log.warning("pair %s failed: %s", pair.name, exc)
-        progress.pair_failed(str(exc))
-        return PairOutcome(pair.name, planned=len(pair.run.plan.cells), error=exc)
-
-
-def _pairs_in_threads(state: RunState, names: list[str], progress: Progress,
-                      on_preflight: Callable[[Preflight], None], shared: _SharedFiles) -> dict[str, PairOutcome]:
-    """A thread per pair over the same Fabric host layer. Signals land in the main thread: on
-    one, every pair's thread gets the same interrupt, so each ends its agents as a one-pair run
-    does, and the main thread waits for all of them before it goes on unwinding."""
-    outcomes: dict[str, PairOutcome] = {}
-    raised: dict[str, BaseException] = {}
-    idents: dict[str, int] = {}
-    # Waited on instead of Thread.join: a signal that interrupts join() can leave a thread that
-    # still runs marked as ended (CPython 3.11's bpo-45274 clean-up), and its agents unkilled.
-    ended = {name: threading.Event() for name in names}
-
-    def work(name: str) -> None:
-        idents[name] = threading.get_ident()
-        try:
-            outcomes[name] = _pair_or_error(PairState(state, name), progress.for_pair(name), on_preflight, shared)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
-            log.info("pair %s stopped: %r", name, exc, exc_info=isinstance(exc, interrupts.PairStopped))
-            raised[name] = exc
-        finally:
-            ended[name].set()
-
-    for name in names:
-        threading.Thread(target=work, args=(name,), name=f"pair-{name}", daemon=True).start()
-    try:
-        for name in names:
-            while not ended[name].wait(0.2):  # short waits: the main thread stays free to take a signal
-                pass
-    except KeyboardInterrupt:
-        for name in names:  # a thread just started has its id in a moment
-            while name not in idents and not ended[name].wait(0.01):
-                pass
-        running = {name: idents[name] for name in names if not ended[name].is_set()}
-        log.info("stopping the pairs still running: %s", ", ".join(running) or "none")
-        interrupts.interrupt_threads(list(running.values()))
-        for name in names:
-            ended[name].wait()
-        raise
-    for name in names:  # a full disk or a bug in any pair: the run's error, once all have ended
-        exc = raised.get(name)
-        if exc is not None and not isinstance(exc, interrupts.PairStopped):
-            raise exc
-    return {name: outcomes[name] for name in names}
-
-
-def _raise_if_every_pair_failed(outcome: RunOutcome) -> None:
-    failed = outcome.failed_pairs
-    if failed and len(failed) == len(outcome.pairs):
-        raise PreflightError("every pair failed:\n" + "\n".join(f"  {p.pair}: {p.error}" for p in failed))
 
 
 def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[Preflight], None],
@@ -535,14 +440,6 @@ def finish_cell(ran: cells.CellOutcome, settings: cellrow.RowSettings,
     return result, row
 
 
-def row_counts(run_dir: Path) -> dict[str, int]:
-    """How many rows of the run's results.csv have each status (ok, failed, degraded)."""
-    path = run_dir / "results.csv"
-    if not path.exists() or path.stat().st_size == 0:
-        return {}
-    return {str(k): int(v) for k, v in results.read_results(path)["status"].astype(str).value_counts().items()}
-
-
 def set_aside_unfinished(state: RunState) -> list[str]:
     """For --retry-failed: the cells whose rows are not `ok` (failed or degraded) are measured
     again. Their raw files move to <pair's cells>/<cell_id>.failed-<n>/ (layout.py) and their
@@ -550,11 +447,9 @@ def set_aside_unfinished(state: RunState) -> list[str]:
     path = state.run_dir / "results.csv"
     if not path.exists() or path.stat().st_size == 0:
         return []
-    results_csv = results.ResultsTable(path, resume=state.run_dir)
-    frame = results.read_results(path)  # its pair column is always filled ("default" for older files)
-    selected = set(state.inventory.pairs)  # with --pairs, only those pairs run again: only theirs move aside
-    redo = sorted({(str(p), str(c)) for p, c, status in zip(frame["pair"], frame["cell_id"], frame["status"].astype(str))
-                   if status != "ok" and str(p) in selected})
+    results_csv = results.ResultsTable(path, resume=state.run_dir)  # a torn last row is repaired first
+    # With --pairs, only those pairs run again: only theirs move aside.
+    redo = results.unfinished_cells(path, state.inventory.pairs)
     for pair, cell_id in redo:
         cells_dir = layout.cells_dir(state.run_dir, pair)
         folder = cells_dir / cell_id
@@ -570,20 +465,6 @@ def set_aside_unfinished(state: RunState) -> list[str]:
     if redo:
         results_csv.remove(redo)
     return [cell_id if pair == DEFAULT_PAIR else f"{pair}/{cell_id}" for pair, cell_id in redo]
-
-
-def finished_cell_ids(path: Path, pair: str = DEFAULT_PAIR) -> set[str]:
-    """The cells of one pair that results.csv holds a row of."""
-    return {cell_id for p, cell_id in finished_cells(path) if p == pair}
-
-
-def finished_cells(path: Path) -> set[tuple[str, str]]:
-    """(pair, cell_id) of every row of results.csv; a row without a pair (a results.csv from
-    before pairs existed) is the pair "default"."""
-    if not path.exists() or path.stat().st_size == 0:
-        return set()
-    frame = results.read_results(path)  # its pair column is always filled ("default" for older files)
-    return {(str(p), str(c)) for p, c in zip(frame["pair"], frame["cell_id"])}
 
 
 def _lost_host(ctx: cells.CellContext) -> str | None:

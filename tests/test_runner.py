@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import cellrow, cells, runner
+from orchestrator import cellrow, cells, results, runner
 from orchestrator.results import FORMAT_VERSION, read_results
 from orchestrator.config import Experiment
 from orchestrator.deploy import Agent
@@ -238,7 +238,7 @@ def test_resume_runs_only_the_cells_results_csv_lacks(tmp_path):
     assert len(again["server"].started) == 2  # one command per cell run, none for the done one
     assert [r["cell_id"] for r in _csv_rows(state.run_dir / "results.csv")] == [_cell(n).cell_id for n in (1, 2, 3)]
     assert (state.run_dir / "cells" / f"{_cell(3).cell_id}.interrupted-1").is_dir()
-    assert runner.row_counts(state.run_dir) == {"ok": 3}
+    assert results.row_counts(state.run_dir / "results.csv") == {"ok": 3}
 
 
 # ---------------------------------------------------------------------------- format versions
@@ -381,11 +381,11 @@ def test_finished_cells_are_told_apart_by_pair_and_an_old_file_is_the_default_pa
     path = tmp_path / "results.csv"
     path.write_text("run_id,cell_id,workload,mode,message_size,threads,repetition,status\n"
                     "r,c1,stream,one_copy,1024,1,1,ok\n")
-    assert runner.finished_cells(path) == {("default", "c1")}
-    assert runner.finished_cell_ids(path) == {"c1"} and runner.finished_cell_ids(path, "gen9") == set()
+    assert results.finished_cells(path) == {("default", "c1")}
+    assert results.finished_cell_ids(path) == {"c1"} and results.finished_cell_ids(path, "gen9") == set()
     path.write_text("run_id,cell_id,pair,workload,mode,message_size,threads,repetition,status\n"
                     "r,c1,gen9,stream,one_copy,1024,1,1,ok\nr,c1,gen8,stream,one_copy,1024,1,1,failed\n")
-    assert runner.finished_cells(path) == {("gen9", "c1"), ("gen8", "c1")}
+    assert results.finished_cells(path) == {("gen9", "c1"), ("gen8", "c1")}
 
 
 def test_retry_failed_with_pairs_selected_moves_aside_only_their_failed_cells(tmp_path):
