@@ -71,7 +71,7 @@ def _summary(run_dir: Path):
     from .stats import summarize
     from .results import read_results
 
-    return summarize(read_results(run_dir / "results.csv"))
+    return summarize(read_results(run_dir / layout.RESULTS))
 
 
 def describe_cell(cell: Cell, repetitions: int) -> str:
@@ -320,7 +320,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             + f"\nonce their hosts are back: orchestrate run --resume {state.run_dir}")
     from .results import row_counts
 
-    counts = row_counts(state.run_dir / "results.csv")
+    counts = row_counts(state.run_dir / layout.RESULTS)
     failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
     if failed or degraded:
         # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
@@ -358,7 +358,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         experiment, inventory, plan = state.experiment, state.inventory, state.plan
         inventory = runner.select_pairs(inventory, args.pairs)
         # A cell is still to run while any selected pair lacks its row.
-        finished = finished_cells(state.run_dir / "results.csv")
+        finished = finished_cells(state.run_dir / layout.RESULTS)
         done = {c.cell_id for c in plan.cells if all((p, c.cell_id) in finished for p in inventory.pairs)}
         seed_note = "saved with the run"
     else:
@@ -721,9 +721,9 @@ def _save_traceback(exc: Exception, run_dir: str | None) -> Path | None:
     text = logging.Formatter("%(asctime)s %(name)s %(message)s").format(record) + "\n"
     if run_dir and Path(run_dir).is_dir():
         try:
-            with open(Path(run_dir) / "run.log", "a", encoding="utf-8") as log:
+            with open(Path(run_dir) / layout.RUN_LOG, "a", encoding="utf-8") as log:
                 log.write(text)
-            return Path(run_dir) / "run.log"
+            return Path(run_dir) / layout.RUN_LOG
         except OSError:
             pass
     try:

@@ -119,9 +119,9 @@ def create_run(experiment: Experiment, inventory: Inventory, results_root: Path)
             raise disk_error(results_root, exc) from None
         raise ConfigError(f"{results_root}: cannot create the run folder: {exc.strerror or exc}") from None
     try:
-        write_atomic(run_dir / "config.yml", yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
-        write_atomic(run_dir / "inventory.yml", yaml.safe_dump(_saved_inventory(inventory), sort_keys=False))
-        write_atomic(run_dir / "plan.json", json.dumps(plan.to_json(), indent=1) + "\n")
+        write_atomic(run_dir / layout.CONFIG, yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
+        write_atomic(run_dir / layout.INVENTORY, yaml.safe_dump(_saved_inventory(inventory), sort_keys=False))
+        write_atomic(run_dir / layout.PLAN, json.dumps(plan.to_json(), indent=1) + "\n")
     except DiskError:
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: no half run folder to resume
         raise
@@ -154,10 +154,11 @@ def reopen_run(run_dir: Path) -> RunState:
     """A run folder to resume: its own saved config, inventory and plan, not the files today.
     A plan.json or results.csv of another format version is refused before anything is touched."""
     try:
-        plan = load_plan(run_dir / "plan.json")
-        results.check_format(run_dir / "results.csv")
-        experiment = experiment_from_resolved(yaml.safe_load((run_dir / "config.yml").read_text()), run_dir / "config.yml")
-        inventory = Inventory.model_validate(yaml.safe_load((run_dir / "inventory.yml").read_text()))
+        plan = load_plan(run_dir / layout.PLAN)
+        results.check_format(run_dir / layout.RESULTS)
+        config = run_dir / layout.CONFIG
+        experiment = experiment_from_resolved(yaml.safe_load(config.read_text()), config)
+        inventory = Inventory.model_validate(yaml.safe_load((run_dir / layout.INVENTORY).read_text()))
     except FormatVersionError:
         raise
     except (ConfigError, OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
@@ -208,9 +209,9 @@ class _RunLog(logging.FileHandler):
 
 def _attach_log(run_dir: Path) -> logging.Handler:
     try:
-        handler: logging.Handler = _RunLog(run_dir / "run.log")
+        handler: logging.Handler = _RunLog(run_dir / layout.RUN_LOG)
     except OSError as exc:
-        raise disk_error(run_dir / "run.log", exc, run_dir) from None
+        raise disk_error(run_dir / layout.RUN_LOG, exc, run_dir) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
     root = logging.getLogger("orchestrator")
     root.addHandler(handler)
@@ -223,10 +224,10 @@ class _SharedFiles:
     each cell's rows appended whole under one lock, so rows of two pairs never interleave."""
 
     def __init__(self, run_dir: Path, progress: Progress) -> None:
-        self.results = results.ResultsTable(run_dir / "results.csv", resume=run_dir)
+        self.results = results.ResultsTable(run_dir / layout.RESULTS, resume=run_dir)
         if self.results.torn is not None:
             progress.stage(f"results.csv ended in a torn row (kept in {self.results.torn.name}): that cell runs again")
-        self.done = results.finished_cells(run_dir / "results.csv")
+        self.done = results.finished_cells(run_dir / layout.RESULTS)
         self.series = intervals.IntervalsFile(run_dir, resume=run_dir)
         self.series.keep_only(self.done)  # rows of cells results.csv lacks (set aside, or cut off by a crash) go
         self.lock = threading.Lock()
@@ -344,7 +345,7 @@ def _probe_data_path(pair: PairState, hosts: dict[str, Host], agents: dict[str, 
     # Judged as every cell is, from its raw files, without the window checks a 0.2 s probe
     # cannot meet; only a failed transfer stops the run.
     settings = cellrow.RowSettings.of(ctx.run_id, experiment, checked=False, pair=pair.name)
-    outcome, _ = finish_cell(cells.CellRunner(ctx).run(probe, pair.root / "preflight" / probe.cell_id), settings,
+    outcome, _ = finish_cell(cells.CellRunner(ctx).run(probe, layout.preflight_dir(state.run_dir, pair.name) / probe.cell_id), settings,
                              pair.run.run_dir)
     if outcome.status == "failed":
         server, client = pair.inventory.server, pair.inventory.client
@@ -435,7 +436,7 @@ def finish_cell(ran: cells.CellOutcome, settings: cellrow.RowSettings,
     message tells the user to resume (a named pair's cells are two folders further down)."""
     row = cellrow.read_cell(ran.local_dir, ran.cell, settings, ran.error)
     result = replace(ran, status=row.status, error=row.error)
-    write_atomic(ran.local_dir / "cell.json", json.dumps(result.record(), indent=2) + "\n",
+    write_atomic(ran.local_dir / layout.CELL_RECORD, json.dumps(result.record(), indent=2) + "\n",
                  run_dir if run_dir is not None else ran.local_dir.parent.parent)
     return result, row
 
@@ -444,7 +445,7 @@ def set_aside_unfinished(state: RunState) -> list[str]:
     """For --retry-failed: the cells whose rows are not `ok` (failed or degraded) are measured
     again. Their raw files move to <pair's cells>/<cell_id>.failed-<n>/ (layout.py) and their
     rows leave results.csv (rewritten whole, atomically), so each cell ends with one row, its new one."""
-    path = state.run_dir / "results.csv"
+    path = state.run_dir / layout.RESULTS
     if not path.exists() or path.stat().st_size == 0:
         return []
     results_csv = results.ResultsTable(path, resume=state.run_dir)  # a torn last row is repaired first
@@ -455,11 +456,8 @@ def set_aside_unfinished(state: RunState) -> list[str]:
         folder = cells_dir / cell_id
         if not folder.exists():
             continue
-        n = 1
-        while (cells_dir / f"{cell_id}.failed-{n}").exists():
-            n += 1
         try:
-            folder.rename(cells_dir / f"{cell_id}.failed-{n}")
+            folder.rename(layout.aside_dir(cells_dir, cell_id, layout.FAILED))
         except OSError as exc:
             raise disk_error(folder, exc, state.run_dir) from None
     if redo:
@@ -482,9 +480,6 @@ def _fresh_cell_dir(parent: Path, cell_id: str) -> Path:
     """A cell folder that holds only this attempt; an interrupted earlier attempt is kept aside."""
     path = parent / cell_id
     if path.exists():
-        n = 1
-        while (parent / f"{cell_id}.interrupted-{n}").exists():
-            n += 1
-        path.rename(parent / f"{cell_id}.interrupted-{n}")
+        path.rename(layout.aside_dir(parent, cell_id, layout.INTERRUPTED))
     path.mkdir(parents=True)
     return path

@@ -407,3 +407,28 @@ def test_retry_failed_with_pairs_selected_moves_aside_only_their_failed_cells(tm
     assert layout.cell_dir(state.run_dir, cell_id, "gen9").is_dir()
     assert not layout.cell_dir(state.run_dir, cell_id, "gen8").exists()
     assert (layout.cells_dir(state.run_dir, "gen8") / f"{cell_id}.failed-1").is_dir()
+
+
+def test_the_run_folder_names_are_layouts_and_readme_lists_each(tmp_path):
+    """Every file and folder the code builds a path to is named in layout.py once; README's
+    "Results" listing shows each, and a cell's earlier attempts count up from 1."""
+    from orchestrator import layout
+
+    listing = (ROOT / "README.md").read_text().split("### Results", 1)[1].split("```")[1]
+    names = [layout.CONFIG, layout.INVENTORY, layout.PLAN, layout.RESULTS, layout.RUN_LOG, layout.PROCESSES,
+             layout.PREFLIGHT + "/", layout.INTERVALS]
+    assert [n for n in names if n not in listing] == []
+    state = runner.create_run(_experiment(seed=1), _one_pair_inventory(), tmp_path)
+    assert sorted(p.name for p in state.run_dir.iterdir()) == sorted([layout.CONFIG, layout.INVENTORY, layout.PLAN])
+    cells_dir = layout.cells_dir(state.run_dir)
+    assert layout.aside_dir(cells_dir, "c1", layout.FAILED) == cells_dir / "c1.failed-1"
+    (cells_dir / "c1.failed-1").mkdir(parents=True)
+    assert layout.aside_dir(cells_dir, "c1", layout.FAILED) == cells_dir / "c1.failed-2"
+    assert layout.aside_dir(cells_dir, "c1", layout.INTERRUPTED) == cells_dir / "c1.interrupted-1"
+    assert layout.preflight_dir(state.run_dir, "gen9") == state.run_dir / "pairs" / "gen9" / "preflight"
+
+
+def _one_pair_inventory():
+    from orchestrator.inventory import Inventory
+
+    return Inventory.model_validate({"server": {"host": "local"}, "client": {"host": "local"}})
