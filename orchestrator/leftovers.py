@@ -24,7 +24,7 @@ from .errors import HostError, OrchestrateError
 from .hosts import Host, kill_group_script
 from .processes import shell_quote
 
-log = logging.getLogger("orchestrator.run")
+log = logging.getLogger(__name__)
 
 # After the kill scripts (TERM, then KILL a second later): how long the groups have to be gone.
 GONE_TIMEOUT = 5.0

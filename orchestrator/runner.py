@@ -3,6 +3,7 @@ the plan, appending each cell's row as soon as it is known."""
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -21,14 +22,19 @@ from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, DiskError, FormatVersionError, HostError, OrchestrateError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
 from .hosts import Host, connect
-from .inventory import Inventory
+from .processes import KILL_GRACE
+from .inventory import Inventory, concurrent_pairs_share_nothing
 from .pairrun import PairOutcome
 from .layout import DEFAULT_PAIR
 from .plan import Cell, Plan, expand, load_plan, new_seed
 from .preflight import Preflight, run_preflight
 from .roles import ROLES
 
-log = logging.getLogger("orchestrator.run")
+log = logging.getLogger(__name__)
+
+
+# Ends the data-path probe's remote run id; a pair name cannot hold its '.'.
+PROBE_SUFFIX = ".preflight"
 
 
 @dataclass
@@ -64,6 +70,12 @@ class PairState:
     def remote_run_id(self) -> str:
         # Pairs that run one after another may share a host: each has its own runs/ folder there.
         return self.run.run_id if self.name == DEFAULT_PAIR else f"{self.run.run_id}-{self.name}"
+
+    @property
+    def probe_run_id(self) -> str:
+        """The data-path probe's runs/ folder: its separator is one no pair name holds, so it is
+        never another pair's (pair `a`'s probe and a pair named `a-preflight`)."""
+        return f"{self.remote_run_id}{PROBE_SUFFIX}"
 
 
 @dataclass
@@ -139,15 +151,18 @@ def _saved_inventory(inventory: Inventory) -> dict:
                       for name, pair in inventory.pairs.items()}}
 
 
-def select_pairs(inventory: Inventory, names: Sequence[str] | None) -> Inventory:
+def select_pairs(inventory: Inventory, names: Sequence[str] | None, serial: bool = False) -> Inventory:
     """The inventory with only the pairs named (all of them when None), in the inventory's order;
-    a name it lacks is a ConfigError naming the pairs it has."""
-    if not names:
-        return inventory
-    unknown = [n for n in names if n not in inventory.pairs]
-    if unknown:
-        raise ConfigError(f"--pairs: no pair named {', '.join(unknown)}; the inventory has {', '.join(inventory.pairs)}")
-    return inventory.model_copy(update={"pairs": {n: p for n, p in inventory.pairs.items() if n in names}})
+    a name it lacks is a ConfigError naming the pairs it has. Pairs that will run at the same
+    time (not `serial`, not `concurrent: false`) may share no host: a ConfigError names both."""
+    if names:
+        unknown = [n for n in names if n not in inventory.pairs]
+        if unknown:
+            raise ConfigError(f"--pairs: no pair named {', '.join(unknown)}; the inventory has {', '.join(inventory.pairs)}")
+        inventory = inventory.model_copy(update={"pairs": {n: p for n, p in inventory.pairs.items() if n in names}})
+    if not serial and inventory.concurrent:
+        concurrent_pairs_share_nothing(inventory)
+    return inventory
 
 
 def reopen_run(run_dir: Path) -> RunState:
@@ -168,8 +183,8 @@ def reopen_run(run_dir: Path) -> RunState:
 
 def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
     """Both hosts at once; every host that can't be reached is named in one error."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {role: pool.submit(connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ROLES}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # copy_context: a pool thread logs for its pair too
+        futures = {role: pool.submit(contextvars.copy_context().run, connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ROLES}
     hosts, problems, config_error = {}, [], None
     for role, future in futures.items():
         try:
@@ -185,6 +200,31 @@ def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
             raise config_error
         raise PreflightError("cannot reach:\n" + "\n".join(problems))
     return hosts
+
+
+def preflight_pairs(inventory: Inventory, experiment: Experiment) -> dict[str, Preflight | OrchestrateError]:
+    """`check`: each pair's preflight report, or the error that kept it from one (a host out of
+    reach, a bad ssh_config entry), every pair at once (one after another on `concurrent: false`).
+    Nothing is started and no run folder is used."""
+
+    def one(name: str) -> Preflight | OrchestrateError:
+        pair = Inventory(ssh_config=inventory.ssh_config, pairs={name: inventory.pair(name)})
+        try:
+            hosts = connect_hosts(pair, experiment.timeouts.connect)
+        except OrchestrateError as exc:
+            return exc
+        try:
+            return run_preflight(hosts, experiment, pair)
+        except OrchestrateError as exc:
+            return exc
+        finally:
+            for host in hosts.values():
+                host.close()
+
+    names = list(inventory.pairs)
+    with ThreadPoolExecutor(max_workers=len(names) if inventory.concurrent else 1) as pool:
+        found = {name: pool.submit(one, name) for name in names}
+        return {name: future.result() for name, future in found.items()}
 
 
 class _RunLog(logging.FileHandler):
@@ -212,7 +252,9 @@ def _attach_log(run_dir: Path) -> logging.Handler:
         handler: logging.Handler = _RunLog(run_dir / layout.RUN_LOG)
     except OSError as exc:
         raise disk_error(run_dir / layout.RUN_LOG, exc, run_dir) from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    # Each line names the pair it was logged for (`-`: the run's own), then the module.
+    handler.setFormatter(logging.Formatter("%(asctime)s %(pair)s %(name)s %(message)s"))
+    handler.addFilter(pairrun.PairTag())
     root = logging.getLogger("orchestrator")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -239,6 +281,12 @@ class _SharedFiles:
             self.results.append(row)
 
 
+def stop_within(experiment: Experiment) -> float:
+    """How long a stopped pair has to end its agents and release its hosts: a remote command's
+    timeout, plus the kill's TERM-to-KILL grace."""
+    return experiment.timeouts.command + KILL_GRACE
+
+
 def execute(
     state: RunState,
     progress: Progress,
@@ -257,7 +305,8 @@ def execute(
 
         outcomes = pairrun.run_pairs(list(state.inventory.pairs), run_pair, progress,  # type: ignore[arg-type]
                                      [c.cell_id for c in state.plan.cells], shared.done,
-                                     serial=serial or not state.inventory.concurrent)
+                                     serial=serial or not state.inventory.concurrent,
+                                     stop_within=stop_within(state.experiment))
         outcome = RunOutcome(state.run_dir, pairs=outcomes)
         for one in outcomes.values():
             outcome.finished += one.finished
@@ -298,7 +347,7 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
         progress.stage("preflight")
         # The run's folders under runs/ are made and checked with the workdir; from here on
         # each host carries its workdir resolved on it (`~/` expanded).
-        report = run_preflight(hosts, experiment, inventory, run_ids=(pair.remote_run_id, _probe_run_id(pair)))
+        report = run_preflight(hosts, experiment, inventory, run_ids=(pair.remote_run_id, pair.probe_run_id))
         on_preflight(report)
         if report.problems:
             raise PreflightError(
@@ -339,7 +388,7 @@ def _probe_data_path(pair: PairState, hosts: dict[str, Host], agents: dict[str, 
     experiment = state.experiment.model_copy(
         update={"duration": 0.2, "warmup": 0.0, "interval": 0.1, "verify": True, "perf": Perf(enabled=False)}
     )
-    ctx = cells.CellContext(_probe_run_id(pair), experiment, hosts, agents, {}, record)
+    ctx = cells.CellContext(pair.probe_run_id, experiment, hosts, agents, {}, record)
     probe = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1,
                  sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, repetition=1)
     # Judged as every cell is, from its raw files, without the window checks a 0.2 s probe
@@ -355,17 +404,13 @@ def _probe_data_path(pair: PairState, hosts: dict[str, Host], agents: dict[str, 
         )
 
 
-def _probe_run_id(pair: PairState) -> str:
-    return f"{pair.remote_run_id}-preflight"
-
-
 def _deploy(hosts: dict[str, Host], timeout: float, builds: dict[str, list[deploy.Builder]]) -> dict[str, deploy.Agent]:
     """Deploy on each distinct host and workdir once; two roles on one host share the agent."""
     places: dict[tuple[str, str], Host] = {}
     for host in hosts.values():
         places.setdefault((host.spec.label, host.spec.workdir), host)
     with ThreadPoolExecutor(max_workers=len(places)) as pool:
-        built = {place: pool.submit(deploy.deploy, host, timeout, builds.get(host.role), hosts)
+        built = {place: pool.submit(contextvars.copy_context().run, deploy.deploy, host, timeout, builds.get(host.role), hosts)
                  for place, host in places.items()}
         return {role: built[(h.spec.label, h.spec.workdir)].result() for role, h in hosts.items()}
 
@@ -376,7 +421,7 @@ def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deplo
     folder.mkdir(parents=True, exist_ok=True)
     server_address = pair.inventory.server.data_address
     with ThreadPoolExecutor(max_workers=2) as pool:
-        gathered = {role: pool.submit(facts.gather, host, server_address, state.experiment.timeouts.command) for role, host in hosts.items()}
+        gathered = {role: pool.submit(contextvars.copy_context().run, facts.gather, host, server_address, state.experiment.timeouts.command) for role, host in hosts.items()}
     for role, future in gathered.items():
         data = future.result()
         data["agent_hash"] = agents[role].source_hash
