@@ -134,7 +134,8 @@ def _pairs_in_threads(names: list[str], run_pair: RunPair, progress: RunProgress
         try:
             outcomes[name] = _pair_or_error(name, run_pair, progress.for_pair(name), planned)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
-            log.info("pair %s stopped: %r", name, exc, exc_info=isinstance(exc, interrupts.PairStopped))
+            with _working_for(name):
+                log.info("pair %s stopped: %r", name, exc, exc_info=isinstance(exc, interrupts.PairStopped))
             raised[name] = exc
             if not isinstance(exc, interrupts.PairStopped):
                 any_stopped.set()
