@@ -15,6 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -194,8 +195,9 @@ def show_preflight(term: Terminal, report: Preflight, title: str = "preflight") 
     term.console.print(grid)
 
 
-def show_summary(term: Terminal, run_dir: Path, summary=None) -> None:
-    """One line per cell, from the same summary the report uses: the figures a user looks at first."""
+def show_summary(term: Terminal, run_dir: Path, summary=None, pairs: Sequence[str] = ()) -> None:
+    """One line per cell (per pair and cell on several pairs, each pair's rows together, in the
+    order of `pairs`), from the same summary the report uses: the figures a user looks at first."""
     from .units import format_size
 
     summary = _summary(run_dir) if summary is None else summary
@@ -205,13 +207,19 @@ def show_summary(term: Terminal, run_dir: Path, summary=None) -> None:
     from .variants import VARIANT_COLUMNS
 
     extra = [k for k in VARIANT_COLUMNS if k in summary and summary[k].nunique(dropna=False) > 1]
+    with_pair = "pair" in summary and summary["pair"].nunique() > 1
+    if with_pair:
+        # Rows come in the order the pairs finished their cells; a reader wants each pair's together.
+        order = list(pairs) if pairs else sorted(summary["pair"].astype(str).unique())
+        rank = {name: i for i, name in enumerate(order)}
+        summary = summary.iloc[sorted(range(len(summary)), key=lambda i: rank.get(str(summary["pair"].iloc[i]), len(rank)))]
     with_workload = summary["workload"].nunique() > 1
     with_latency = summary["latency_p99_us_mean"].notna().any()
-    columns = (["workload"] if with_workload else []) + ["mode", "size", "thr", *extra, "ok", "Gbit/s", "sd"] + \
-        (["p99 µs"] if with_latency else []) + ["CPU s/GB"]
+    columns = (["pair"] if with_pair else []) + (["workload"] if with_workload else []) + \
+        ["mode", "size", "thr", *extra, "ok", "Gbit/s", "sd"] + (["p99 µs"] if with_latency else []) + ["CPU s/GB"]
     grid = Table(title=f"{run_dir.name} (means over ok repetitions)")
     for column in columns:
-        if column in ("workload", "mode"):
+        if column in ("pair", "workload", "mode"):
             grid.add_column(column, no_wrap=True, min_width=len("zero_copy*") if column == "mode" else 6)
         else:
             grid.add_column(column, justify="right")
@@ -227,7 +235,7 @@ def show_summary(term: Terminal, run_dir: Path, summary=None) -> None:
             return "—" if value != value else format(value, spec)
 
         grid.add_row(
-            *([str(cell["workload"])] if with_workload else []), mode, format_size(int(cell["message_size"])),
+            *([str(cell["pair"])] if with_pair else []), *([str(cell["workload"])] if with_workload else []), mode, format_size(int(cell["message_size"])),
             str(cell["threads"]), *(str(cell[k]) for k in extra), f"{cell['ok']}/{cell['repetitions']}",
             figure("throughput_gbps_mean", ".3g"), figure("throughput_gbps_std", ".2g"),
             *([figure("latency_p99_us_mean", ".0f")] if with_latency else []), figure("cpu_s_per_gb_mean", ".3g"),
@@ -283,7 +291,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)  # the run folder keeps only these
-        size = _checked_size(experiment, args.yes)
+        size = _checked_size(experiment, args.yes, len(inventory.pairs), args.serial or not inventory.concurrent)
         state = runner.create_run(experiment, inventory, Path(args.results))
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
@@ -300,13 +308,14 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     args.doc.update(
         cells={"planned": len(state.plan.cells), "run": len(outcome.finished), "skipped": outcome.skipped,
                "failed": len(outcome.failed)},
-        failures=[{"cell": o.cell.cell_id, "error": o.error} for o in outcome.failed],
+        failures=[{"pair": name, "cell": o.cell.cell_id, "error": o.error}
+                  for name, p in outcome.pairs.items() for o in p.failed],
         summary=_records(summary),
         pairs={name: {"status": p.status, "planned": p.planned, "run": len(p.finished), "skipped": p.skipped,
                       "failed": len(p.failed), "error": str(p.error) if p.error else None}
                for name, p in outcome.pairs.items()},
     )
-    show_summary(term, state.run_dir, summary)
+    show_summary(term, state.run_dir, summary, list(state.inventory.pairs))
     if not args.no_report:
         from .report import write_report
 
@@ -325,20 +334,24 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
     if failed or degraded:
         # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
-        listing = "".join(f"\n  {o.cell.cell_id}: {o.error}" for o in outcome.failed)
+        named = len(outcome.pairs) > 1
+        listing = "".join(f"\n  {f'{name}/' if named else ''}{o.cell.cell_id}: {o.error}"
+                          for name, p in outcome.pairs.items() for o in p.failed)
         raise RunFailed(
             f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in "
             f"{layout.cells_dir(state.run_dir, '<pair>' if len(state.inventory.pairs) > 1 else layout.DEFAULT_PAIR)})"
             f"{listing}\nmeasure them again with: orchestrate run --resume {state.run_dir} --retry-failed")
-    term.console.print(f"[green]done[/]: {len(outcome.finished)} cells run, {outcome.skipped} already done, results in {state.run_dir}/results.csv")
+    on_pairs = f" on {len(outcome.pairs)} pairs" if len(outcome.pairs) > 1 else ""
+    term.console.print(f"[green]done[/]: {len(outcome.finished)} cells run{on_pairs}, {outcome.skipped} already done, "
+                       f"results in {state.run_dir}/results.csv")
     return ExitStatus.OK
 
 
-def _checked_size(experiment, yes: bool):
+def _checked_size(experiment, yes: bool, pairs: int = 1, serial: bool = False):
     """The plan's size, said before anything runs; a plan over the limit needs --yes."""
     from .plan import MAX_PLAN_CELLS, MAX_PLAN_SECONDS, format_seconds, plan_size
 
-    size = plan_size(experiment)
+    size = plan_size(experiment, pairs, serial)
     if size.too_big and not yes:
         raise ConfigError(
             f"{experiment.name}: this plan is {size.describe()}: over the limit of {MAX_PLAN_CELLS:,} cells or "
@@ -366,7 +379,8 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         if not args.config:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
-        _checked_size(experiment, args.yes)
+        inventory = runner.select_pairs(inventory, args.pairs, args.serial)
+        _checked_size(experiment, args.yes, len(inventory.pairs), args.serial or not inventory.concurrent)
         seed = experiment.seed if experiment.seed is not None else new_seed()
         plan = expand(experiment, seed)
         done = set()
@@ -374,8 +388,8 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             f"drawn now: to run this order, add --seed {seed}"
     todo = [c for c in plan.cells if c.cell_id not in done]
     guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
-                              plot_sets=estimate.plot_sets(experiment))
-    inventory = runner.select_pairs(inventory, args.pairs, args.serial)
+                              plot_sets=estimate.plot_sets(experiment), pairs=len(inventory.pairs),
+                              serial=args.serial or not inventory.concurrent)
     by_pair = {name: {role: {"ssh": pair.role(role).label, "data_address": pair.role(role).data_address,
                              "workdir": pair.role(role).workdir} for role in ROLES}
                for name, pair in inventory.pairs.items()}
@@ -386,7 +400,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
                     cells={"planned": len(plan.cells), "to_run": len(todo), "done": len(done)},
                     plan=[c.cell_id for c in todo],
                     estimate={"total_s": round(guess.total_s, 1), "setup_s": guess.setup_s, "per_cell_s": guess.per_cell_s,
-                              "report_s": guess.report_s})
+                              "report_s": guess.report_s, "pairs": guess.pairs, "serial": guess.serial})
 
     term.out.print("[bold]resolved config[/]")
     term.out.print(escape(yaml.safe_dump(resolved, sort_keys=False).rstrip()), highlight=False)
@@ -396,7 +410,8 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             lead = f"{escape(name)} " if len(by_pair) > 1 else ""
             term.out.print(f"  {lead}{role}: {escape(host['ssh'])}, data address {host['data_address']}, "
                            f"workdir {escape(host['workdir'])}", highlight=False)
-    term.out.print(f"[bold]plan[/]: {len(todo)} cells" + (f" ({len(done)} already done)" if done else "") +
+    on_pairs = f" on each of {len(inventory.pairs)} pairs" if len(inventory.pairs) > 1 else ""
+    term.out.print(f"[bold]plan[/]: {len(todo)} cells{on_pairs}" + (f" ({len(done)} already done)" if done else "") +
                    f", order {experiment.order}, seed {plan.seed} ({seed_note})", highlight=False)
     for index, cell in enumerate(todo, 1):
         term.out.print(f"  {index:>4}  {cell.cell_id}", highlight=False)
@@ -485,7 +500,8 @@ def cmd_compare(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 
     comparison = compare_runs(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None, args.pair)
     args.doc.update(
-        run_a=comparison.run_a, run_b=comparison.run_b, out_dir=str(comparison.out_dir),
+        run_a=comparison.run_a, run_b=comparison.run_b, pair_a=comparison.pair_a, pair_b=comparison.pair_b,
+        out_dir=str(comparison.out_dir),
         files=[str(p) for p in comparison.files()], rows=_records(comparison.table),
         only_in_a=comparison.only_in_a, only_in_b=comparison.only_in_b,
         config_differences=comparison.config_differences, host_differences=comparison.host_differences,
@@ -497,7 +513,7 @@ def cmd_compare(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 def show_comparison(term: Terminal, comparison) -> None:
     from .compare import TEXT_COLUMNS
 
-    grid = Table(title=f"B = {comparison.run_b}  vs  A = {comparison.run_a}")
+    grid = Table(title=f"B = {comparison.label_b}  vs  A = {comparison.label_a}")
     for name in TEXT_COLUMNS:
         grid.add_column(name, justify="right" if name in ("A", "B", "B/A [95% CI]") else "left",
                         no_wrap=name == "cell")
@@ -671,7 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_b", metavar="RUN_B", help="the run to set against it; ratios are B/A").complete = DIRECTORY
     p.add_argument("--out", metavar="DIR", help="folder for compare.md, compare.csv and the plot "
                    "(default: compare/RUN_A_vs_RUN_B beside RUN_B)")
-    p.add_argument("--pair", metavar="NAME", help="for runs on several host pairs: the pair of each run to compare")
+    p.add_argument("--pair", metavar="NAME[:NAME]", help="for runs on several host pairs: the pair of each run to "
+                   "compare (A_NAME:B_NAME when their names differ; a run on one pair gives its own)")
     with_output(p)
     p.set_defaults(handler=cmd_compare)
 

@@ -44,6 +44,17 @@ class Comparison:
     only_in_b: list[str] = field(default_factory=list)
     plot_paths: list[Path] = field(default_factory=list)
     out_dir: Path | None = None
+    # The host pair of each run compared, when that run ran on several (else None: its only pair).
+    pair_a: str | None = None
+    pair_b: str | None = None
+
+    @property
+    def label_a(self) -> str:
+        return self.run_a if self.pair_a is None else f"{self.run_a} (pair {self.pair_a})"
+
+    @property
+    def label_b(self) -> str:
+        return self.run_b if self.pair_b is None else f"{self.run_b} (pair {self.pair_b})"
 
     def files(self) -> list[Path]:
         """What was written: compare.md, compare.csv and the plot, all in out_dir."""
@@ -60,7 +71,7 @@ class Comparison:
                 ("Cells only in A", self.only_in_a), ("Cells only in B", self.only_in_b)]
 
     def markdown(self) -> str:
-        lines = [f"# B = {self.run_b} vs A = {self.run_a}", "",
+        lines = [f"# B = {self.label_b} vs A = {self.label_a}", "",
                  "Per cell and metric: both means ± the half-width of their 95% intervals, the ratio B/A with its "
                  "95% interval, and the verdict of Welch's test. compare.csv has the same rows as plain numbers.", ""]
         lines.append(_markdown_table(TEXT_COLUMNS, self.text_rows()))
@@ -212,30 +223,46 @@ def _ratio_plot(table: pd.DataFrame, run_a: str, run_b: str) -> Figure:
     return fig
 
 
-def default_out_dir(run_a: Path, run_b: Path) -> Path:
-    """`compare/<A>_vs_<B>/` beside run B's folder: named after both runs, and inside neither."""
-    return Path(run_b).parent / "compare" / f"{Path(run_a).name}_vs_{Path(run_b).name}"
+def default_out_dir(run_a: Path, run_b: Path, pair_a: str | None = None, pair_b: str | None = None) -> Path:
+    """`compare/<A>_vs_<B>/` beside run B's folder: named after both runs, and inside neither; with
+    the pairs compared as `<A>.<pair>` (a pair name has no dot), so two pairs' comparisons of the
+    same runs do not overwrite each other."""
+    a = Path(run_a).name + (f".{pair_a}" if pair_a else "")
+    b = Path(run_b).name + (f".{pair_b}" if pair_b else "")
+    return Path(run_b).parent / "compare" / f"{a}_vs_{b}"
 
 
-def _one_pair(run: RunData, pair: str | None) -> RunData:
-    """The pair of a run that compare sets against the other run's: the one asked for, or the
-    run's only one. Pooling several pairs' rows would make one cell of different hosts."""
+def split_pair(pair: str | None) -> tuple[str | None, str | None]:
+    """`--pair NAME` names the pair in both runs; `--pair A_NAME:B_NAME` one in each (a run
+    reproduced on new hardware has pairs of other names)."""
+    if pair is None:
+        return None, None
+    a, _, b = pair.partition(":")
+    return a or None, (b if _ else a) or None
+
+
+def _one_pair(run: RunData, pair: str | None) -> tuple[RunData, str | None]:
+    """The pair of a run that compare sets against the other run's, and its name when the run
+    has several: the one asked for, or the run's only one (whatever name was asked for the other
+    run). Pooling several pairs' rows would make one cell of different hosts."""
+    if len(run.pairs) == 1 and (pair is None or pair not in run.pairs):
+        return run, None
     if pair is not None:
-        return pair_view(run, pair)
-    if len(run.pairs) > 1:
-        raise ConfigError(f"{run.path.name} ran on {len(run.pairs)} host pairs ({', '.join(run.pairs)}): name one "
-                          "with --pair NAME (its report compares the pairs with each other)")
-    return run
+        return pair_view(run, pair), pair if len(run.pairs) > 1 else None
+    raise ConfigError(f"{run.path.name} ran on {len(run.pairs)} host pairs ({', '.join(run.pairs)}): name one "
+                      "with --pair NAME, or --pair A_NAME:B_NAME for a pair of each run (its report compares "
+                      "the pairs with each other)")
 
 
 def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None, pair: str | None = None) -> Comparison:
-    """Compare two run folders (one host pair of each: `pair`, or each run's only one); writes
+    """Compare two run folders (one host pair of each: `pair`, split by `split_pair`, or each run's
+    only one); writes
     compare.md, compare.csv and the plot into out_dir (default: `default_out_dir`). Raises
     NoCommonCells, writing nothing, when they share no cell."""
     for run_dir in (Path(run_a), Path(run_b)):
         if (run_dir / layout.PLAN).exists():  # results.csv's version is checked as it is read
             load_plan(run_dir / layout.PLAN)
-    a, b = (_one_pair(load_run(Path(path)), pair) for path in (run_a, run_b))
+    (a, pair_a), (b, pair_b) = (_one_pair(load_run(Path(path)), name) for path, name in zip((run_a, run_b), split_pair(pair)))
     cells_a, cells_b = set(a.results["cell_id"].map(stats.cell_key)), set(b.results["cell_id"].map(stats.cell_key))
     if not cells_a & cells_b:
         raise NoCommonCells(f"{a.path.name} and {b.path.name} share no cell: nothing to compare "
@@ -246,13 +273,13 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None, pair: st
     host_differences = []
     for role in ROLES:
         host_differences += _differences(a.hosts.get(role, {}), b.hosts.get(role, {}), f"{role}.")
-    out = Path(out_dir) if out_dir is not None else default_out_dir(a.path, b.path)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(a.path, b.path, pair_a, pair_b)
     comparison = Comparison(
         run_a=a.run_id, run_b=b.run_id, table=table,
         config_differences=_differences(a.config, b.config, ""),
         host_differences=host_differences,
         only_in_a=sorted(cells_a - cells_b), only_in_b=sorted(cells_b - cells_a),
-        out_dir=out,
+        out_dir=out, pair_a=pair_a, pair_b=pair_b,
     )
     comparison.plot_paths = plots.save(_ratio_plot(table, a.run_id, b.run_id), out, "compare_throughput")
     (out / "compare.csv").write_text(table.to_csv(index=False))

@@ -32,22 +32,34 @@ REPORT_S = 5.0
 
 @dataclass(frozen=True)
 class Estimate:
-    cells: int
+    cells: int  # per pair
     per_cell_s: float  # warm-up + duration + CELL_OVERHEAD_S
-    setup_s: float  # SETUP_S, plus BUILD_S when a build is expected
+    setup_s: float  # SETUP_S, plus BUILD_S when a build is expected (per pair)
     report_s: float
+    # Pairs at once (issue 13) each set up and run their cells side by side: one pair's time.
+    # One after another (`serial`), each pair's setup and cells follow the last's.
+    pairs: int = 1
+    serial: bool = False
+
+    @property
+    def rounds(self) -> int:
+        return self.pairs if self.serial else 1
 
     @property
     def cells_s(self) -> float:
-        return self.cells * self.per_cell_s
+        return self.cells * self.per_cell_s * self.rounds
 
     @property
     def total_s(self) -> float:
-        return self.setup_s + self.cells_s + self.report_s
+        return self.setup_s * self.rounds + self.cells_s + self.report_s
 
     def breakdown(self) -> str:
-        return (f"setup {self.setup_s:.1f} s + {self.cells} cells × {self.per_cell_s:.2f} s"
-                f" + report {self.report_s:.0f} s")
+        one = f"setup {self.setup_s:.1f} s + {self.cells} cells × {self.per_cell_s:.2f} s"
+        if self.pairs == 1:
+            return f"{one} + report {self.report_s:.0f} s"
+        if self.serial:
+            return f"{self.pairs} pairs one after another × ({one}) + report {self.report_s:.0f} s"
+        return f"{one}, on {self.pairs} pairs at once, + report {self.report_s:.0f} s"
 
 
 def per_cell_seconds(experiment: Experiment) -> float:
@@ -56,11 +68,12 @@ def per_cell_seconds(experiment: Experiment) -> float:
 
 
 def estimate(experiment: Experiment, cells: int, *, build: bool = True, report: bool = True,
-             plot_sets: int = 1) -> Estimate:
+             plot_sets: int = 1, pairs: int = 1, serial: bool = False) -> Estimate:
     return Estimate(
         cells=cells, per_cell_s=per_cell_seconds(experiment),
         setup_s=SETUP_S + (BUILD_S if build else 0.0),
         report_s=REPORT_S * plot_sets if report else 0.0,
+        pairs=pairs, serial=serial and pairs > 1,
     )
 
 

@@ -95,26 +95,33 @@ MAX_PLAN_SECONDS = 24 * 3600
 
 @dataclass(frozen=True)
 class PlanSize:
-    cells: int
-    seconds: float
+    cells: int  # per pair: every pair runs the whole plan
+    seconds: float  # the whole run: pairs at once take one pair's time, one after another their sum
+    pairs: int = 1
+    serial: bool = False
 
     @property
     def too_big(self) -> bool:
         return self.cells > MAX_PLAN_CELLS or self.seconds > MAX_PLAN_SECONDS
 
     def describe(self) -> str:
-        return f"{self.cells:,} cells, about {format_seconds(self.seconds)}"
+        if self.pairs == 1:
+            return f"{self.cells:,} cells, about {format_seconds(self.seconds)}"
+        how = "one pair after another" if self.serial else "the pairs at once"
+        return (f"{self.cells:,} cells on each of {self.pairs} pairs ({self.cells * self.pairs:,} in all), "
+                f"about {format_seconds(self.seconds)} with {how}")
 
 
-def plan_size(experiment: Experiment) -> PlanSize:
+def plan_size(experiment: Experiment, pairs: int = 1, serial: bool = False) -> PlanSize:
     """The plan's cells and time, from the matrix alone: nothing is expanded, so a plan of
-    millions of cells is sized at once."""
+    millions of cells is sized at once. Pairs at once (issue 13) take as long as one; one after
+    another (`--serial`, `concurrent: false`), as long as all of them."""
     cells = experiment.repetitions
     for key in CELL_KEYS:
         cells *= len(experiment.dimension(key))
     cells += reference.cell_count(experiment)  # issue 11: iperf3 reference cells
     # Per cell: warm-up, duration and the measured overhead, from the one place dry runs use too.
-    return PlanSize(cells, cells * per_cell_seconds(experiment))
+    return PlanSize(cells, cells * per_cell_seconds(experiment) * (pairs if serial else 1), pairs, serial and pairs > 1)
 
 
 def format_seconds(seconds: float) -> str:

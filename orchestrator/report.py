@@ -120,7 +120,7 @@ def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str)
     summary, written = _summary_and_plots(run, redo)
     evidence = _pair_evidence(run, redo)
     section = pairs.section(run, baseline, table, requested)
-    text = render_pairs_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, section,
+    text = render_pairs_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, section.markdown(),
                                  evidence)
     report = run.path / "report.md"
     write_atomic(report, text, redo=redo)

@@ -12,6 +12,7 @@ import markdown
 import pandas as pd
 
 from .answers import questions_section, summary_section
+from .pairs import Section
 from .reportmd import (COUNTER_PLOTS, METHOD, PLOT_TITLES, caveats_section, pair_body, problems_section, rr_table,
                        setup_section, stream_tables)
 from .runfolder import RunData, pair_view, user_space_only
@@ -170,7 +171,7 @@ def _plot_figures(run: RunData, paths_by_name: dict[str, list[Path]]) -> list[st
 
 
 def render_pairs_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[str, list[Path]]],
-                      pairs_section: str, evidence: dict[str, str]) -> str:
+                      pairs_section: Section, evidence: dict[str, str]) -> str:
     """report.html of a run on several pairs: the pairs compared first (open), the plots with one
     row of panels per pair, then each pair's findings, collapsed, as a one-pair report gives them."""
     title = f"Run {run.run_id}"
@@ -178,7 +179,9 @@ def render_pairs_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str,
              _html(f"{len(summary)} cells over {len(run.pairs)} host pairs ({', '.join(run.pairs)}), "
                    f"{len(run.results)} cell repetitions, from `{run.path.name}/results.csv`; "
                    "one row per pair and cell in `summary.csv`."),
-             f'<section id="pairs">{_html(pairs_section)}</section>']
+             f'<section id="pairs">{_html(pairs_section.head)}{_html(pairs_section.facts)}'
+             + _collapsed(f"{pairs_section.detail_title} (click a column to sort)", _html(pairs_section.detail))
+             + "</section>"]
     for label, _ in variants(summary):
         parts.append(f"<h2>{html.escape(f'Plots with {label}' if label else 'Plots')}</h2>")
         parts.append(_html("Each plot has one row of panels per pair, on one y scale per metric."))

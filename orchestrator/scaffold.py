@@ -53,6 +53,22 @@ client:
     user: bench
   data_address: 198.18.0.2            # where the client's traffic to the server leaves from
   perf_access: user-only
+
+# Several pairs of hosts (one per hardware generation, say), measured in one run: instead of the
+# server and client above, name each pair under `pairs`. Keys beside a pair's server and client
+# are defaults both its hosts take. The report then compares the pairs (README, "The inventory").
+#  concurrent: true                   # the default: all pairs at once; false: one after another
+#                                     # (pairs that share a host or a switch)
+#  pairs:
+#    gen9:
+#      user: bench
+#      jump: {host: bastion.example.org, user: bench}
+#      server: {host: a9.example.org, data_address: 198.18.9.1}
+#      client: {host: b9.example.org, data_address: 198.18.9.2}
+#    gen8:
+#      user: bench
+#      server: {host: a8.example.org, data_address: 198.18.8.1}
+#      client: {host: b8.example.org, data_address: 198.18.8.2}
 """
 
 

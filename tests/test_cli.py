@@ -86,6 +86,20 @@ def test_summary_marks_copied_zero_copy_and_splits_varied_parameters():
     assert len([line for line in text.splitlines() if "one_copy" in line]) == 4
 
 
+
+def test_summary_of_several_pairs_names_the_pair_and_keeps_each_pairs_rows_together():
+    from orchestrator import cli
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    # results.csv holds the pairs' rows interleaved, as they finished; the table follows the order given.
+    cli.show_summary(cli.Terminal.over(stdout, stderr), ROOT / "tests" / "fixtures" / "runs" / "pairs3",
+                     pairs=["gen3", "gen1", "gen2"])
+    rows = [line.split("│")[1].strip() for line in stdout.getvalue().splitlines()
+            if line.startswith("│") and "gen" in line]
+    assert "pair" in stdout.getvalue().splitlines()[2]
+    per_pair = len(rows) // 3
+    assert per_pair > 1 and rows == ["gen3"] * per_pair + ["gen1"] * per_pair + ["gen2"] * per_pair
+
 HOSTILE = ["exp-billion-laughs.yml", "exp-not-utf8.yml", "exp-affinity-newline.yml", "exp-affinity-huge.yml",
            "inv-key-dev-zero.yml", "inv-known-hosts-dev-zero.yml", "inv-missing-key.yml", "inv-key-is-a-folder.yml",
            "inv-root-workdir.yml"]

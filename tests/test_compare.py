@@ -109,3 +109,22 @@ def test_a_run_on_several_pairs_is_compared_one_pair_at_a_time(tmp_path):
     assert by_pair["gen2"] == pytest.approx(1.5 * by_pair["gen1"], rel=0.01)
     with pytest.raises(compare.ConfigError, match="no pair named 'gen9'"):
         compare.compare_runs(pairs3, pairs3, tmp_path / "x", pair="gen9")
+
+
+def test_a_pair_of_each_run_by_name_and_a_one_pair_run_against_a_pair(tmp_path):
+    """A run reproduced on new hardware has pairs of other names: `--pair A_NAME:B_NAME`. A run on
+    one pair gives its only pair whatever name the other run's pair has."""
+    pairs3 = Path(shutil.copytree(RUNS / "pairs3", tmp_path / "runs" / "pairs3"))
+    crossed = compare.compare_runs(pairs3, pairs3, None, pair="gen1:gen2")
+    # The pairs are in the default folder's name, so another pair's comparison does not overwrite it.
+    assert crossed.out_dir == tmp_path / "runs" / "compare" / "pairs3.gen1_vs_pairs3.gen2"
+    assert (crossed.out_dir / "compare.md").read_text().startswith(
+        f"# B = {crossed.run_b} (pair gen2) vs A = {crossed.run_a} (pair gen1)")
+    throughput = crossed.table[crossed.table["metric"] == "throughput_gbps"]
+    assert len(throughput) > 10 and throughput["ratio"].tolist() == pytest.approx([1.5] * len(throughput), rel=1e-4)
+    # pairs3's rows are the recorded one-pair run's, gen3's bytes scaled by 0.6 (make_pairs_fixture.py).
+    against = compare.compare_runs(RUNS / "20261125T222925Z-vmcheck-598f", pairs3, tmp_path / "one", pair="gen3")
+    assert (against.pair_a, against.pair_b) == (None, "gen3")
+    throughput = against.table[against.table["metric"] == "throughput_gbps"]
+    assert len(throughput) > 10 and throughput["ratio"].tolist() == pytest.approx([0.6] * len(throughput), rel=1e-3)
+    assert f"vs A = {against.run_a}\n" in against.markdown()

@@ -55,6 +55,19 @@ def test_every_commented_key_of_the_example_is_a_real_key(tmp_path, monkeypatch)
     assert inventory.server.workdir == "~/.cache/orchestrate"
 
 
+
+def test_the_examples_several_pairs_block_is_a_valid_inventory(tmp_path):
+    """The commented `pairs:` example, uncommented in place of server: and client:, loads as two pairs."""
+    lines = INVENTORY_TEMPLATE.splitlines()
+    start = lines.index("#  concurrent: true                   # the default: all pairs at once; false: one after another")
+    block = [line[1:] for line in lines[start:] if line.startswith("#  ")]
+    path = tmp_path / "inventory.yml"
+    path.write_text("\n".join(block) + "\n")
+    inventory = load_inventory(path)
+    assert list(inventory.pairs) == ["gen9", "gen8"] and inventory.concurrent
+    assert inventory.pair("gen9").server.user == "bench" and inventory.pair("gen9").client.jump.host == "bastion.example.org"
+    assert inventory.pair("gen8").client.data_address == "198.18.8.2"
+
 def test_init_refuses_to_overwrite_unless_forced(tmp_path):
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "quick.yml").write_text("mine\n")

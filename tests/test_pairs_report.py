@@ -143,6 +143,39 @@ def test_ratio_table_leaves_out_metrics_the_hosts_did_not_count():
     assert {"throughput_gbps", "cpu_s_per_gb"} <= set(got["metric"])
 
 
+
+def test_glance_sums_up_each_pair_against_the_baseline():
+    table = pairs.ratio_table(runfolder.load_run(RUNS / PAIRS3), "gen1")
+    got = pairs.glance(table)
+    assert set(got["pair"]) == {"gen2", "gen3"}
+    for _, row in got.iterrows():
+        detail = table[(table["pair"] == row["pair"]) & (table["metric"] == row["metric"])]
+        assert row["cells"] == len(detail) > 0
+        assert row["better"] + row["worse"] + row["no_clear_difference"] + row["undecided"] == row["cells"]
+        assert row["min_ratio"] <= row["geomean_ratio"] <= row["max_ratio"]
+    throughput = got.set_index(["pair", "metric"]).loc[("gen2", "throughput_gbps")]
+    assert throughput["geomean_ratio"] == pytest.approx(FACTORS["gen2"], rel=1e-4)
+    # gen2 moved 1.5x the bytes: Welch calls some cells better and none worse, on throughput and CPU per GB alike.
+    cpu = got.set_index(["pair", "metric"]).loc[("gen2", "cpu_s_per_gb")]
+    assert throughput["better"] > 0 and throughput["worse"] == 0 and cpu["better"] > 0 and cpu["worse"] == 0
+    slower = got.set_index(["pair", "metric"]).loc[("gen3", "throughput_gbps")]
+    assert slower["geomean_ratio"] == pytest.approx(FACTORS["gen3"], rel=1e-4) and slower["worse"] > 0 == slower["better"]
+
+
+def test_a_pair_without_rows_is_named_in_the_report(tmp_path):
+    """A pair that failed before its first cell has no row: the report says so, and how to finish it."""
+    import yaml
+
+    run_dir = Path(shutil.copytree(RUNS / PAIRS3, tmp_path / "run"))
+    inventory = yaml.safe_load((run_dir / "inventory.yml").read_text())
+    inventory["pairs"]["gen4"] = inventory["pairs"]["gen3"]
+    (run_dir / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    report.write_report(run_dir)
+    md = (run_dir / "report.md").read_text()
+    assert "The inventory also named gen4: no cell of it was measured" in md
+    assert f"orchestrate run --resume {run_dir.name}" in md
+    assert "# Pair gen4" not in md
+
 def test_report_of_several_pairs(pairs_report):
     md = (pairs_report / "report.md").read_text()
     assert "## Pairs compared" in md
@@ -153,6 +186,9 @@ def test_report_of_several_pairs(pairs_report):
     assert "| fact | gen1 | gen2 | gen3 |  |" in md
     assert "| server.nic.mtu | 1500 | 9000 | 65536 | differs |" in md
     assert "| server.cpu_model | AMD EPYC | AMD EPYC | AMD EPYC |  |" in md
+    # At a glance, before the per-cell detail: gen2's throughput is 1.5x gen1's over all 32 cells.
+    assert md.index("### At a glance") < md.index("### Each pair against gen1")
+    assert "| gen2 | Throughput | 32 | 1.5 | 1.5 – 1.5 |" in md
     ratio_rows = [line for line in md.splitlines() if line.startswith("| gen2 | stream-one_copy-65536B-1t | Throughput")]
     assert len(ratio_rows) == 1 and "| 1.5 [" in ratio_rows[0]
     written = pd.read_csv(pairs_report / "pairs.csv")

@@ -3,6 +3,7 @@ loads, the script runs without errors, tables sort, and the study's questions ar
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -26,9 +27,11 @@ QUESTIONS = [
 pytestmark = pytest.mark.integration
 
 
+@contextlib.contextmanager
 def _mailed_page(tmp_path: Path, fixture: str):
-    """Playwright's sync API, and a recorded run's report.html made here and then moved away from
-    its run folder, so that nothing on the page can lean on files beside it."""
+    """A recorded run's report.html, made here and then moved away from its run folder (so that
+    nothing on the page can lean on files beside it), opened in Chromium through Playwright's sync
+    API. Yields the page, the console and page errors, and every URL the page requested."""
     require(Path(CHROMIUM).exists(), "Debian's chromium is not installed (./bootstrap.sh test installs it)")
     try:
         from playwright.sync_api import sync_playwright
@@ -40,12 +43,6 @@ def _mailed_page(tmp_path: Path, fixture: str):
     alone.parent.mkdir()
     shutil.move(run_dir / "report.html", alone)
     shutil.rmtree(run_dir)
-    return sync_playwright, alone
-
-
-def test_report_in_a_real_browser(tmp_path):
-    sync_playwright, alone = _mailed_page(tmp_path, "20261125T222925Z-vmcheck-598f")
-
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as p:
@@ -56,38 +53,43 @@ def test_report_in_a_real_browser(tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("request", lambda r: requests.append(r.url))
             page.goto(alone.as_uri(), wait_until="load")
-            images = page.eval_on_selector_all(
-                "img", "els => els.map(e => ({src: e.src.slice(0, 30), w: e.naturalWidth, done: e.complete}))")
-            assert len(images) == 1 + len(reportmd.PLOT_TITLES)
-            assert all(i["done"] and i["w"] > 0 for i in images), images
-            text = page.inner_text("body")
-            for question in QUESTIONS:
-                assert question in text, question
-            assert text.index("What this run shows") < text.index("Failed, degraded and unstable cells")
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
-
-            # Sorting: open the tables, click the Gbit/s header twice, and the column is in descending order.
-            page.click("summary:has-text('Tables')")
-            table = page.locator("table", has=page.locator("th", has_text="Gbit/s")).first
-            header = table.locator("th", has_text="Gbit/s").first
-            column = page.evaluate("h => h.cellIndex", header.element_handle())
-            header.click()
-            header.click()
-            assert header.get_attribute("aria-sort") == "descending"
-            values = [float(t.split()[0].replace(",", "")) for t in
-                      table.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts() if t.strip() != "—"]
-            assert len(values) > 3 and values == sorted(values, reverse=True)
-
-            page.evaluate("window.scrollTo(0, 0)")
-            page.emulate_media(media="print")
-            # On paper: a light background, and each figure as wide as the page.
-            assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
-            body_width = page.evaluate("document.body.clientWidth")
-            widths = page.eval_on_selector_all("figure img", "els => els.map(e => e.getBoundingClientRect().width)")
-            assert widths and all(w >= 0.95 * body_width for w in widths), (widths, body_width)
-            page.screenshot(path=str(tmp_path / "report-print.png"), full_page=False)
+            yield page, errors, requests
         finally:
             browser.close()
+
+
+def test_report_in_a_real_browser(tmp_path):
+    with _mailed_page(tmp_path, "20261125T222925Z-vmcheck-598f") as (page, errors, requests):
+        images = page.eval_on_selector_all(
+            "img", "els => els.map(e => ({src: e.src.slice(0, 30), w: e.naturalWidth, done: e.complete}))")
+        assert len(images) == 1 + len(reportmd.PLOT_TITLES)
+        assert all(i["done"] and i["w"] > 0 for i in images), images
+        text = page.inner_text("body")
+        for question in QUESTIONS:
+            assert question in text, question
+        assert text.index("What this run shows") < text.index("Failed, degraded and unstable cells")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=False)
+
+        # Sorting: open the tables, click the Gbit/s header twice, and the column is in descending order.
+        page.click("summary:has-text('Tables')")
+        table = page.locator("table", has=page.locator("th", has_text="Gbit/s")).first
+        header = table.locator("th", has_text="Gbit/s").first
+        column = page.evaluate("h => h.cellIndex", header.element_handle())
+        header.click()
+        header.click()
+        assert header.get_attribute("aria-sort") == "descending"
+        values = [float(t.split()[0].replace(",", "")) for t in
+                  table.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts() if t.strip() != "—"]
+        assert len(values) > 3 and values == sorted(values, reverse=True)
+
+        page.evaluate("window.scrollTo(0, 0)")
+        page.emulate_media(media="print")
+        # On paper: a light background, and each figure as wide as the page.
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
+        body_width = page.evaluate("document.body.clientWidth")
+        widths = page.eval_on_selector_all("figure img", "els => els.map(e => e.getBoundingClientRect().width)")
+        assert widths and all(w >= 0.95 * body_width for w in widths), (widths, body_width)
+        page.screenshot(path=str(tmp_path / "report-print.png"), full_page=False)
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     assert (tmp_path / "report.png").stat().st_size > 10_000
@@ -96,32 +98,26 @@ def test_report_in_a_real_browser(tmp_path):
 def test_report_of_several_pairs_in_a_real_browser(tmp_path):
     """The pairs3 fixture's page (issue 13): it loads without errors, carries every figure, and shows
     the pairs compared (the ratio table with Welch's p, the host facts with their differing MTU) first."""
-    sync_playwright, alone = _mailed_page(tmp_path, "pairs3")
-
-    errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(alone.as_uri(), wait_until="load")
-            images = page.eval_on_selector_all("img", "els => els.map(e => ({w: e.naturalWidth, done: e.complete}))")
-            assert len(images) == len(reportmd.PLOT_TITLES)
-            assert all(i["done"] and i["w"] > 0 for i in images), images
-            ratios = page.locator("#pairs table", has=page.locator("th", has_text="Welch p")).first
-            assert ratios.is_visible()
-            pair_column = ratios.locator("tbody tr td:nth-child(1)").all_inner_texts()
-            assert len(pair_column) > 10 and set(pair_column) == {"gen2", "gen3"}
-            facts = page.locator("#pairs table", has=page.locator("th", has_text="fact")).first
-            mtu = facts.locator("tr", has=page.locator("td", has_text="server.nic.mtu")).first.inner_text()
-            assert mtu.split() == ["server.nic.mtu", "1500", "9000", "65536", "differs"]
-            text = page.inner_text("body")
-            assert text.index("Pairs compared") < text.index("Plots")
-            for pair in ("gen1", "gen2", "gen3"):
-                assert f"Pair {pair}: answers, setup, problems and tables" in text
-            page.screenshot(path=str(tmp_path / "pairs.png"), full_page=False)
-        finally:
-            browser.close()
+    with _mailed_page(tmp_path, "pairs3") as (page, errors, requests):
+        images = page.eval_on_selector_all("img", "els => els.map(e => ({w: e.naturalWidth, done: e.complete}))")
+        assert len(images) == len(reportmd.PLOT_TITLES)
+        assert all(i["done"] and i["w"] > 0 for i in images), images
+        ratios = page.locator("#pairs table", has=page.locator("th", has_text="Welch p")).first
+        glance = page.locator("#pairs table", has=page.locator("th", has_text="geomean")).first
+        # The answer is open; the cell-by-cell detail is folded away until asked for.
+        assert glance.is_visible() and not ratios.is_visible()
+        page.click("#pairs summary:has-text('cell by cell')")
+        assert ratios.is_visible()
+        pair_column = ratios.locator("tbody tr td:nth-child(1)").all_inner_texts()
+        assert len(pair_column) > 10 and set(pair_column) == {"gen2", "gen3"}
+        facts = page.locator("#pairs table", has=page.locator("th", has_text="fact")).first
+        mtu = facts.locator("tr", has=page.locator("td", has_text="server.nic.mtu")).first.inner_text()
+        assert mtu.split() == ["server.nic.mtu", "1500", "9000", "65536", "differs"]
+        text = page.inner_text("body")
+        assert text.index("Pairs compared") < text.index("At a glance") < text.index("Host facts per pair") < text.index("Plots")
+        for pair in ("gen1", "gen2", "gen3"):
+            assert f"Pair {pair}: answers, setup, problems and tables" in text
+        page.screenshot(path=str(tmp_path / "pairs.png"), full_page=False)
     assert errors == []
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
     assert (tmp_path / "pairs.png").stat().st_size > 10_000

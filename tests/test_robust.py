@@ -215,6 +215,27 @@ def test_plan_size_is_computed_without_expanding():
     assert not plan_size(quick).too_big
 
 
+
+def test_pairs_at_once_take_one_pairs_time_and_one_after_another_their_sum():
+    from orchestrator import estimate
+
+    quick = Experiment.model_validate({"name": "x", "matrix": {"mode": ["one_copy", "two_copy"]}, "duration": "1s",
+                                       "warmup": "0.5s", "repetitions": 2})
+    one, at_once, serial = plan_size(quick), plan_size(quick, 3), plan_size(quick, 3, serial=True)
+    assert at_once.cells == serial.cells == one.cells == 4  # per pair
+    assert at_once.seconds == pytest.approx(one.seconds) and serial.seconds == pytest.approx(3 * one.seconds)
+    assert "4 cells on each of 3 pairs (12 in all)" in at_once.describe() and "the pairs at once" in at_once.describe()
+    assert "one pair after another" in serial.describe()
+    # Over the limit only one after another: 15 h of cells per pair, twice.
+    long = Experiment.model_validate({"name": "x", "matrix": {"threads": [1, 2, 3]}, "repetitions": 5,
+                                      "duration": "60m", "warmup": "0s"})
+    assert not plan_size(long, 2).too_big and plan_size(long, 2, serial=True).too_big
+    base = estimate.estimate(quick, 4)
+    together, apart = estimate.estimate(quick, 4, pairs=3), estimate.estimate(quick, 4, pairs=3, serial=True)
+    assert together.total_s == pytest.approx(base.total_s)
+    assert apart.total_s == pytest.approx(3 * (base.setup_s + base.cells_s) + base.report_s)
+    assert "3 pairs one after another" in apart.breakdown() and "on 3 pairs at once" in together.breakdown()
+
 def test_a_plan_over_the_limit_needs_yes(tmp_path):
     import time
 
