@@ -11,7 +11,7 @@ import signal
 import threading
 from typing import Iterator
 
-log = logging.getLogger("orchestrator.run")
+log = logging.getLogger(__name__)
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
