@@ -154,13 +154,17 @@ def _saved_inventory(inventory: Inventory) -> dict:
 def select_pairs(inventory: Inventory, names: Sequence[str] | None, serial: bool = False) -> Inventory:
     """The inventory with only the pairs named (all of them when None), in the inventory's order;
     a name it lacks is a ConfigError naming the pairs it has. Pairs that will run at the same
-    time (not `serial`, not `concurrent: false`) may share no host: a ConfigError names both."""
+    time (not `serial`, not `concurrent: false`) may share no host: a ConfigError names both.
+    With `serial` the inventory says `concurrent: false`, so the run folder keeps the choice and
+    `--resume` runs the pairs one after another too, without being told again."""
     if names:
         unknown = [n for n in names if n not in inventory.pairs]
         if unknown:
             raise ConfigError(f"--pairs: no pair named {', '.join(unknown)}; the inventory has {', '.join(inventory.pairs)}")
         inventory = inventory.model_copy(update={"pairs": {n: p for n, p in inventory.pairs.items() if n in names}})
-    if not serial and inventory.concurrent:
+    if serial and len(inventory.pairs) > 1:
+        inventory = inventory.model_copy(update={"concurrent": False})
+    if inventory.concurrent:
         concurrent_pairs_share_nothing(inventory)
     return inventory
 

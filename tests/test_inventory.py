@@ -161,6 +161,19 @@ def test_the_shared_host_check_applies_to_the_pairs_that_run_together(tmp_path):
     assert list(runner.select_pairs(inventory, None, serial=True).pairs) == ["a", "b", "c"]
 
 
+
+def test_serial_is_kept_with_the_run_so_resume_runs_the_pairs_one_after_another_too(tmp_path):
+    from orchestrator.config import Experiment
+
+    inventory = runner.select_pairs(load_inventory(_write(tmp_path, THREE_PAIRS_B_AND_C_SHARE)), None, serial=True)
+    assert inventory.concurrent is False
+    state = runner.create_run(Experiment.model_validate({"name": "x", "matrix": {"threads": [1]}}), inventory,
+                              tmp_path / "results")
+    reopened = runner.reopen_run(state.run_dir)
+    assert reopened.inventory.concurrent is False and list(reopened.inventory.pairs) == ["a", "b", "c"]
+    # --resume without --serial: still one after another, so the shared host s is not refused.
+    assert runner.select_pairs(reopened.inventory, None).concurrent is False
+
 def test_loopback_data_addresses_are_shared_only_on_the_same_machine(tmp_path):
     """127.0.0.1, the default data address, is each machine's own: two pairs on four machines
     that all leave it as it is share nothing; on one SSH host they do."""
