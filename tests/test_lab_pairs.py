@@ -250,16 +250,29 @@ def _lab_leftovers(prefix: str, user: str, uid: int | None, state_dir: Path, inv
                               state_dir, inventory) if p.exists()]
     left += [f"sshd {pid}" for pid in _sshds_of(state_dir)]
     if uid is not None:
-        left += [f"process {pid} of uid {uid}" for pid in _uid_pids(uid)]
+        left += [f"process {pid} of uid {uid}: {_cmdline(pid)}" for pid in _uid_pids(uid)]
     return left
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "(gone)"
+
+
 def _uid_pids(uid: int) -> list[int]:
+    """Processes of a removed account's uid. Other sessions on this machine make lab accounts too:
+    once one of theirs has the uid, its processes are not ours, and nothing here can tell."""
+    if uid in {account.pw_uid for account in pwd.getpwall()}:
+        return []
     found = []
     for entry in os.listdir("/proc"):
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, IndexError):
             if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
-                found.append(int(entry))
+                # A zombie has ended; it waits for init (here slow to reap) to collect its status.
+                if Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(entry))
     return found
 
 
@@ -393,3 +406,51 @@ def test_a_user_lab_whose_second_pair_fails_leaves_no_account_after_up_or_down(t
         monkeypatch.undo()
         lab.down(opts)
     assert _lab_leftovers(prefix, user, uid, opts.resolved_state_dir, inventory_path) == []
+
+
+@pytest.mark.integration
+@pytest.mark.lab
+def test_a_pairs_lab_up_again_with_another_account_or_none_swaps_it_once(tmp_path):
+    _require_site()
+    prefix = PREFIX + "a"
+    first, second = _site_user(prefix), _site_user(prefix) + "2"
+    inventory_path = tmp_path / "inv.yml"
+
+    def opts(**site) -> lab.LabOptions:
+        return lab.LabOptions(prefix=prefix, inventory_path=inventory_path, pairs=2, **site)
+
+    def logins() -> set[str]:
+        inventory = load_inventory(inventory_path)
+        names = set()
+        for pair in inventory.pairs.values():
+            for role in ("server", "client"):
+                with _ssh(pair.role(role)) as conn:
+                    names.add(conn.run("id -un", hide=True, in_stream=False).stdout.strip())
+        return names
+
+    lab.down(opts())
+    uids: list[int] = []
+    try:
+        assert lab.up(opts(user=first, sudo_perf=True)).ok
+        uids.append(pwd.getpwnam(first).pw_uid)
+        assert logins() == {first}
+        # Another account: the old one and its rule go, the new one logs in on every pair.
+        st = lab.up(opts(user=second))
+        assert st.ok, [r for r in st.rows if r.state != "ok"]
+        uids.append(pwd.getpwnam(second).pw_uid)
+        with pytest.raises(KeyError):
+            pwd.getpwnam(first)
+        assert not Path(f"/etc/sudoers.d/orchestrate-lab-{prefix}").exists()
+        assert [r.name for r in st.rows if r.kind in ("user", "sudoers")] == [f"user {second}"]
+        assert logins() == {second}
+        # No account at all: root logs in again, and the account is gone.
+        st = lab.up(opts())
+        assert st.ok and not [r for r in st.rows if r.kind == "user"]
+        with pytest.raises(KeyError):
+            pwd.getpwnam(second)
+        assert logins() == {"root"}
+    finally:
+        lab.down(opts())
+    for user, uid in zip((first, second), uids):
+        assert _lab_leftovers(prefix, user, uid, opts().resolved_state_dir, inventory_path) == []
+    assert len(uids) == 2
