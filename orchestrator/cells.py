@@ -183,12 +183,14 @@ class CellRunner:
         ctx = self.ctx
         if ctx.record is None:
             return
+        started = []
         for role in ROLES:
             host = ctx.hosts[role]
             pgid = processes[role].group(max(2.0, ctx.experiment.timeouts.connect))
             if pgid is None:
                 raise HostError(host.name, "the command's process group id did not come back; the cell was not started")
-            ctx.record.add(Started(role, host.spec.label, pgid, ctx.remote_dir(role, cell), cell.cell_id))
+            started.append(Started(role, host.spec.label, pgid, ctx.remote_dir(role, cell), cell.cell_id))
+        ctx.record.add(*started)
 
     def disarm(self) -> None:
         if self.armed is not None:

@@ -72,7 +72,7 @@ def _summary(run_dir: Path):
     from .stats import summarize
     from .results import read_results
 
-    return summarize(read_results(run_dir / "results.csv"))
+    return summarize(read_results(run_dir / layout.RESULTS))
 
 
 def describe_cell(cell: Cell, repetitions: int) -> str:
@@ -186,8 +186,8 @@ class TerminalProgress:
                 pass  # the terminal is gone (SIGHUP): the run's clean-up must go on regardless
 
 
-def show_preflight(term: Terminal, report: Preflight) -> None:
-    grid = Table(title="preflight")
+def show_preflight(term: Terminal, report: Preflight, title: str = "preflight") -> None:
+    grid = Table(title=escape(title))
     for column in ("host", "check", "", "detail"):
         grid.add_column(column)
     for f in report.findings:
@@ -279,7 +279,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         return dry_run(args, term)
     if args.resume:
         state = runner.reopen_run(Path(args.resume))
-        state.inventory = runner.select_pairs(state.inventory, args.pairs)
+        state.inventory = runner.select_pairs(state.inventory, args.pairs, args.serial)
         term.console.print(f"resuming {state.run_dir}")
         if args.retry_failed:
             redo = runner.set_aside_unfinished(state)
@@ -290,7 +290,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         if not args.config:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
-        inventory = runner.select_pairs(inventory, args.pairs)  # the run folder keeps only these
+        inventory = runner.select_pairs(inventory, args.pairs, args.serial)  # the run folder keeps only these
         size = _checked_size(experiment, args.yes, len(inventory.pairs), args.serial or not inventory.concurrent)
         state = runner.create_run(experiment, inventory, Path(args.results))
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
@@ -326,8 +326,11 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         raise PairsFailed(
             f"{len(outcome.failed_pairs)} of {len(outcome.pairs)} pairs failed; the others finished:"
             + "".join(f"\n  {p.pair}: {p.error}" for p in outcome.failed_pairs)
-            + f"\nonce their hosts are back: orchestrate run --resume {state.run_dir}")
-    counts = runner.row_counts(state.run_dir)
+            + f"\nonce their hosts are back: orchestrate run --resume {state.run_dir}",
+            [p.error for p in outcome.failed_pairs if p.error is not None], every=False)
+    from .results import row_counts
+
+    counts = row_counts(state.run_dir / layout.RESULTS)
     failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
     if failed or degraded:
         # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
@@ -362,20 +365,21 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 
     from . import estimate, runner
     from .plan import expand, new_seed
+    from .results import finished_cells
 
     if args.resume:
         state = runner.reopen_run(Path(args.resume))
         experiment, inventory, plan = state.experiment, state.inventory, state.plan
-        inventory = runner.select_pairs(inventory, args.pairs)
+        inventory = runner.select_pairs(inventory, args.pairs, args.serial)
         # A cell is still to run while any selected pair lacks its row.
-        finished = runner.finished_cells(state.run_dir / "results.csv")
+        finished = finished_cells(state.run_dir / layout.RESULTS)
         done = {c.cell_id for c in plan.cells if all((p, c.cell_id) in finished for p in inventory.pairs)}
         seed_note = "saved with the run"
     else:
         if not args.config:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
-        inventory = runner.select_pairs(inventory, args.pairs)
+        inventory = runner.select_pairs(inventory, args.pairs, args.serial)
         _checked_size(experiment, args.yes, len(inventory.pairs), args.serial or not inventory.concurrent)
         seed = experiment.seed if experiment.seed is not None else new_seed()
         plan = expand(experiment, seed)
@@ -426,29 +430,48 @@ def _problems_only(term: Terminal, report: Preflight) -> None:
 
 
 def _preflight_only(args: argparse.Namespace, term: Terminal, experiment, inventory, then: str | None = None) -> None:
-    """Reach the hosts, run preflight, show and record its findings; nothing is started."""
+    """Reach every pair's hosts, run preflight on them all at once, show and record the findings
+    of each pair; nothing is started."""
     from . import runner
-    from .preflight import run_preflight
 
-    hosts = runner.connect_hosts(inventory, experiment.timeouts.connect)
-    try:
-        report = run_preflight(hosts, experiment, inventory)
-    finally:
-        for host in hosts.values():
-            host.close()
-    args.doc.update(findings=[{"host": f.host, "check": f.check, "ok": f.ok, "detail": f.detail} for f in report.findings],
-                    problems=len(report.problems))
-    show_preflight(term, report)
+    several = len(inventory.pairs) > 1
+    checked = runner.preflight_pairs(inventory, experiment)
+    if not several and isinstance(checked[next(iter(checked))], OrchestrateError):
+        raise checked[next(iter(checked))]  # one pair: its error is the command's, as before pairs existed
+    findings, problems, errors = [], 0, {}
+    for name, report in checked.items():
+        if isinstance(report, OrchestrateError):
+            errors[name] = report
+            _say(term, f"[red]✗ pair {escape(name)}[/]: {escape(str(report))}")
+            continue
+        findings += [{**({"pair": name} if several else {}), "host": f.host, "check": f.check, "ok": f.ok,
+                      "detail": f.detail} for f in report.findings]
+        problems += len(report.problems)
+        show_preflight(term, report, f"preflight: pair {name}" if several else "preflight")
+    args.doc.update(findings=findings, problems=problems)
+    if several:
+        args.doc["pairs"] = {name: {"problems": None if isinstance(r, OrchestrateError) else len(r.problems),
+                                    "error": str(r) if isinstance(r, OrchestrateError) else None}
+                             for name, r in checked.items()}
     if then:
         term.console.print(then)
-    if report.problems:
-        raise PreflightError(f"{len(report.problems)} problem(s) found")
+    if errors:
+        failed = [f"  {name}: {exc}" for name, exc in errors.items()]
+        message = f"{len(errors)} of {len(checked)} pairs could not be checked:\n" + "\n".join(failed)
+        if any(isinstance(e, ConfigError) for e in errors.values()):
+            raise ConfigError(message)
+        raise PreflightError(message + (f"\nand {problems} problem(s) found on the others" if problems else ""))
+    if problems:
+        raise PreflightError(f"{problems} problem(s) found" + (" (the table of each pair above)" if several else ""))
 
 
 def cmd_check(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from .plan import plan_size
 
-    experiment, inventory = _load_inputs(args)
+    experiment, inventory = _load_inputs(args)  # a bad file is refused before the run modules load
+    from .runner import select_pairs
+
+    inventory = select_pairs(inventory, args.pairs)
     _preflight_only(args, term, experiment, inventory, then=f"plan: {plan_size(experiment).describe()}")
     return ExitStatus.OK
 
@@ -648,6 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("check", help="preflight only: reach the hosts and check what a run needs")
     p.add_argument("config", help="experiment file whose needs are checked, such as configs/full.yml").complete = FILE
     with_inventory(p)
+    p.add_argument("--pairs", type=_names, default=None, metavar="A,B",
+                   help="check only these pairs of the inventory (default: every pair, all at once)")
     with_output(p)
     p.set_defaults(handler=cmd_check)
 
@@ -735,9 +760,9 @@ def _save_traceback(exc: Exception, run_dir: str | None) -> Path | None:
     text = logging.Formatter("%(asctime)s %(name)s %(message)s").format(record) + "\n"
     if run_dir and Path(run_dir).is_dir():
         try:
-            with open(Path(run_dir) / "run.log", "a", encoding="utf-8") as log:
+            with open(Path(run_dir) / layout.RUN_LOG, "a", encoding="utf-8") as log:
                 log.write(text)
-            return Path(run_dir) / "run.log"
+            return Path(run_dir) / layout.RUN_LOG
         except OSError:
             pass
     try:

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import derive, plots, stats, zerocopy
+from . import derive, layout, plots, stats, zerocopy
 from .errors import ConfigError, NoCommonCells
 from .plan import load_plan
 from .roles import ROLES
@@ -260,8 +260,8 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None, pair: st
     compare.md, compare.csv and the plot into out_dir (default: `default_out_dir`). Raises
     NoCommonCells, writing nothing, when they share no cell."""
     for run_dir in (Path(run_a), Path(run_b)):
-        if (run_dir / "plan.json").exists():  # results.csv's version is checked as it is read
-            load_plan(run_dir / "plan.json")
+        if (run_dir / layout.PLAN).exists():  # results.csv's version is checked as it is read
+            load_plan(run_dir / layout.PLAN)
     (a, pair_a), (b, pair_b) = (_one_pair(load_run(Path(path)), name) for path, name in zip((run_a, run_b), split_pair(pair)))
     cells_a, cells_b = set(a.results["cell_id"].map(stats.cell_key)), set(b.results["cell_id"].map(stats.cell_key))
     if not cells_a & cells_b:

@@ -1,6 +1,7 @@
 """The one exception family, and the exit status each kind maps to at the CLI."""
 
 from enum import IntEnum
+from typing import Sequence
 
 
 class ExitStatus(IntEnum):
@@ -93,10 +94,22 @@ class RunFailed(OrchestrateError):
 
 
 class PairsFailed(OrchestrateError):
-    """A run on several pairs: at least one pair stopped (preflight, a lost host) and at least one
-    finished; their rows are kept, and --resume finishes the pairs that failed."""
+    """A run on several pairs in which pairs stopped (preflight, a lost host, a bad ssh_config
+    entry); the rows of the others are kept, and --resume finishes the pairs that failed.
+
+    Its exit status says what to do next: BAD_ARGUMENT when a pair's error is the user's file
+    (a ConfigError: fix it first); when every pair failed, the status their errors share (every
+    host lost: HOST_FAILED), else HOST_FAILED; when others finished, SOME_PAIRS_FAILED."""
 
     exit_code = ExitStatus.SOME_PAIRS_FAILED
+
+    def __init__(self, message: str, errors: "Sequence[OrchestrateError]", every: bool):
+        super().__init__(message)
+        statuses = {ExitStatus(e.exit_code) for e in errors}
+        if any(isinstance(e, ConfigError) for e in errors):
+            self.exit_code = ExitStatus.BAD_ARGUMENT
+        elif every:
+            self.exit_code = statuses.pop() if len(statuses) == 1 else ExitStatus.HOST_FAILED
 
 
 class LabError(OrchestrateError):

@@ -22,7 +22,7 @@ from .errors import ExitStatus, HostError, OrchestrateError
 from .hosts import Host, Process
 from .processes import shell_quote
 
-log = logging.getLogger("orchestrator.run")
+log = logging.getLogger(__name__)
 
 MARK = "@@orchestrate-lock"
 # A run resumed right after its own orchestrator was killed may find its old lock not yet let go

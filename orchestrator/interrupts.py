@@ -11,7 +11,7 @@ import signal
 import threading
 from typing import Iterator
 
-log = logging.getLogger("orchestrator.run")
+log = logging.getLogger(__name__)
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -74,7 +74,7 @@ def signals_interrupt() -> Iterator[None]:
             log.warning("%s received while stopping: ignored, the clean-up goes on", signal.Signals(signum).name)
             return
         stopping = True
-        log.warning("%s received: stopping the agents on both hosts", signal.Signals(signum).name)
+        log.warning("%s received: stopping the agents on the run's hosts", signal.Signals(signum).name)
         raise Interrupted(signum)
 
     previous = {signum: signal.signal(signum, handler) for signum in HANDLED}

@@ -29,7 +29,7 @@ from .files import append_whole, write_atomic
 from .stall import Rate, low_intervals, summed_rates
 from .results import repair_torn_tail
 
-FILE_NAME = "intervals.csv"
+FILE_NAME = layout.INTERVALS
 COLUMNS = (
     *RUN_AND_CELL, *PAIR, *BASIC, *REPETITION, "status",
     "role", "connection", "interval", "interval_s", "t_start_s", "t_end_s", "length_s", "bytes", "throughput_gbps",

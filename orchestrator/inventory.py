@@ -165,6 +165,16 @@ def _endpoint(spec: HostSpec) -> str:
     return LOCAL if spec.is_local else f"{spec.host}:{spec.port or 22}"
 
 
+def _known_by(spec: HostSpec) -> tuple[str, str]:
+    """What a host is known by, for the shared-host check: its SSH endpoint, and its data
+    address. A loopback address (the default 127.0.0.1) is one machine's own: the same one on
+    two machines is two addresses, so it counts only with its endpoint."""
+    address = f"data address {spec.data_address}"
+    if ipaddress.ip_address(spec.data_address).is_loopback:
+        address += f" on {_endpoint(spec)}"
+    return f"host {_endpoint(spec)}", address
+
+
 class Inventory(BaseModel):
     """Named pairs of hosts, in the file's order. The one-pair form means one pair, `default`."""
 
@@ -188,27 +198,9 @@ class Inventory(BaseModel):
         return {**rest, "pairs": {DEFAULT_PAIR: pair}}
 
     @model_validator(mode="after")
-    def _concurrent_pairs_share_nothing(self) -> "Inventory":
+    def _has_pairs(self) -> "Inventory":
         if not self.pairs:
             raise ValueError("pairs: give at least one pair, each with a server and a client")
-        if not self.concurrent:
-            return self
-        seen: dict[str, str] = {}  # what a host is known by -> the pair.role that uses it
-        for name, pair in self.pairs.items():
-            mine: dict[str, str] = {}
-            for role in ROLES:
-                spec = pair.role(role)  # type: ignore[arg-type]
-                for thing in (f"host {_endpoint(spec)}", f"data address {spec.data_address}"):
-                    mine.setdefault(thing, f"{name}.{role}")
-            for thing, where in mine.items():
-                if thing in seen:
-                    raise ValueError(
-                        f"pairs {seen[thing].split('.')[0]} and {name} both use {thing} "
-                        f"({seen[thing]} and {where}); pairs that run at the same time would disturb each "
-                        "other's traffic: give each pair its own hosts, or set `concurrent: false` to run "
-                        "the pairs one after another"
-                    )
-            seen.update(mine)
         return self
 
     def pair(self, name: str) -> Pair:
@@ -235,6 +227,27 @@ class Inventory(BaseModel):
 
     def role(self, name: Role) -> HostSpec:
         return self.only_pair.role(name)
+
+
+def concurrent_pairs_share_nothing(inventory: Inventory) -> None:
+    """ConfigError when two of the inventory's pairs, run at the same time, would share a host (the
+    same SSH endpoint) or a data address: their traffic would disturb each other's. Checked on
+    the pairs that will run at once (after --pairs, and not with --serial or `concurrent: false`)."""
+    seen: dict[str, str] = {}  # what a host is known by -> the pair.role that uses it
+    for name, pair in inventory.pairs.items():
+        mine: dict[str, str] = {}
+        for role in ROLES:
+            for thing in _known_by(pair.role(role)):
+                mine.setdefault(thing, f"{name}.{role}")
+        for thing, where in mine.items():
+            if thing in seen:
+                raise ConfigError(
+                    f"pairs {seen[thing].split('.')[0]} and {name} both use {thing} "
+                    f"({seen[thing]} and {where}); pairs that run at the same time would disturb each "
+                    "other's traffic: give each pair its own hosts, run the pairs one after another "
+                    "(`concurrent: false` in the inventory, or --serial), or choose pairs with --pairs"
+                )
+        seen.update(mine)
 
 
 def load_inventory(path: Path) -> Inventory:

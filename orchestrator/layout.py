@@ -3,9 +3,14 @@ readers that load it (resume, report, compare) never disagree.
 
 A leaf: it imports nothing from the package.
 
-    RUN/plan.json, results.csv, intervals.csv, run.log, ...   the whole run, every pair
-    RUN/cells/CELL/, RUN/hosts/ROLE.json                       the pair named "default"
-    RUN/pairs/PAIR/cells/CELL/, RUN/pairs/PAIR/hosts/ROLE.json every other pair
+    RUN/config.yml, inventory.yml, plan.json, results.csv, intervals.csv, run.log
+                                            the whole run, every pair
+    RUN/cells/CELL/cell.json, RUN/hosts/ROLE.json, RUN/preflight/, RUN/processes.jsonl
+                                            the pair named "default"
+    RUN/pairs/PAIR/cells/CELL/, RUN/pairs/PAIR/hosts/, ...
+                                            every other pair, laid out as "default" is
+    RUN/.../cells/CELL.failed-N/, CELL.interrupted-N/
+                                            a cell's earlier attempts, kept aside
 
 An inventory with one server and one client is the pair "default", so a one-pair run folder is laid
 out as it was before pairs existed.
@@ -16,6 +21,21 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_PAIR = "default"
+
+# The whole run's files, at the top of its folder.
+CONFIG = "config.yml"  # the experiment with every default filled in, and the seed
+INVENTORY = "inventory.yml"  # the hosts, without secrets
+PLAN = "plan.json"
+RESULTS = "results.csv"
+INTERVALS = "intervals.csv"
+RUN_LOG = "run.log"
+# Each pair's own, in its pair_root.
+PROCESSES = "processes.jsonl"  # leftovers.py: every remote process group this pair started
+PREFLIGHT = "preflight"  # the data-path probe's cell folder goes here
+CELL_RECORD = "cell.json"  # in each cell folder: what ran and the row's verdict
+# Why an earlier attempt of a cell was kept aside: --retry-failed, or a run cut off mid-cell.
+FAILED = "failed"
+INTERRUPTED = "interrupted"
 
 
 def pair_root(run_dir: Path, pair: str = DEFAULT_PAIR) -> Path:
@@ -33,6 +53,18 @@ def cell_dir(run_dir: Path, cell_id: str, pair: str = DEFAULT_PAIR) -> Path:
 
 def hosts_dir(run_dir: Path, pair: str = DEFAULT_PAIR) -> Path:
     return pair_root(run_dir, pair) / "hosts"
+
+
+def preflight_dir(run_dir: Path, pair: str = DEFAULT_PAIR) -> Path:
+    return pair_root(run_dir, pair) / PREFLIGHT
+
+
+def aside_dir(cells_dir: Path, cell_id: str, why: str) -> Path:
+    """Where an earlier attempt of a cell is kept: the first free `<cell_id>.<why>-<n>` (n from 1)."""
+    n = 1
+    while (Path(cells_dir) / f"{cell_id}.{why}-{n}").exists():
+        n += 1
+    return Path(cells_dir) / f"{cell_id}.{why}-{n}"
 
 
 def pairs_in(run_dir: Path) -> list[str]:

@@ -19,13 +19,13 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import layout
 from .errors import HostError, OrchestrateError
 from .hosts import Host, kill_group_script
 from .processes import shell_quote
 
-log = logging.getLogger("orchestrator.run")
+log = logging.getLogger(__name__)
 
-RECORD = "processes.jsonl"
 # After the kill scripts (TERM, then KILL a second later): how long the groups have to be gone.
 GONE_TIMEOUT = 5.0
 
@@ -40,16 +40,18 @@ class Started:
 
 
 class GroupRecord:
-    """`processes.jsonl` in the run folder: one line per command, fsynced before the command is
+    """`processes.jsonl` (layout.PROCESSES) in a pair's folder: one line per command, fsynced before the command is
     let go (cells gate their commands on a `go` line), so it survives SIGKILL of the orchestrator."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / RECORD
+        self.path = Path(run_dir) / layout.PROCESSES
 
-    def add(self, started: Started) -> None:
+    def add(self, *started: Started) -> None:
+        """One line per command, all in one write and one fsync: a cell's commands are let go
+        together, and each fsync is time between two cells."""
         try:
             with open(self.path, "a", encoding="utf-8") as file:
-                file.write(json.dumps(asdict(started)) + "\n")
+                file.write("".join(json.dumps(asdict(s)) + "\n" for s in started))
                 file.flush()
                 os.fsync(file.fileno())
         except OSError as exc:

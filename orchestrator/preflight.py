@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -352,6 +353,7 @@ def run_preflight(hosts: dict[str, Host], experiment: Experiment, inventory: Inv
     (created and checked with the workdir). Hosts leave with their workdir resolved."""
     run_dirs = [f"runs/{run_id}" for run_id in run_ids]
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        futures = [pool.submit(_check_host, host, experiment, inventory, run_dirs) for host in hosts.values()]
+        # copy_context: the checks log for the pair that runs them (run.log's pair tag).
+        futures = [pool.submit(contextvars.copy_context().run, _check_host, host, experiment, inventory, run_dirs) for host in hosts.values()]
         reports = [f.result() for f in futures]
     return Preflight(reports, _check_compilers(reports, controller or deploy.controller_toolchain))

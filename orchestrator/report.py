@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import hostcounters, intervals, pairs, plots, referencereport, stats, tcpinfo
+from . import hostcounters, intervals, layout, pairs, plots, referencereport, stats, tcpinfo
 from .dimensions import with_pair
 from .files import disk_error, write_atomic
 from .reporthtml import render_html, render_pairs_html
@@ -77,9 +77,10 @@ def write_report(run_dir: Path, baseline: str | None = None) -> Path:
     A torn last row of results.csv (a crash or a full disk mid-write) is set aside first, as
     `--resume` does. Every file is written whole or not at all: a full disk is a DiskError."""
     run_dir = Path(run_dir)
-    if (run_dir / "results.csv").is_file():
-        check_format(run_dir / "results.csv")  # another format version is refused before it is touched
-        repair_torn_tail(run_dir / "results.csv")
+    rows = run_dir / layout.RESULTS
+    if rows.is_file():
+        check_format(rows)  # another format version is refused before it is touched
+        repair_torn_tail(rows)
     run = load_run(run_dir)
     base = pairs.baseline_pair(run, baseline)
     redo = f"orchestrate report {run.path}" + (f" --baseline {baseline}" if baseline else "")

@@ -514,3 +514,45 @@ def read_results(path: str | Path) -> pd.DataFrame:
             raise ResultsError(f"{path}: column {name!r} is empty on row {int(empty.idxmax()) + 2}; every row names its cell")
     # A file from before pairs existed ran on the one pair: its rows read as pair "default".
     return dimensions.with_pair(frame)
+
+
+# ---------------------------------------------------------------- what a run's rows say about it
+
+
+def _has_rows(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def finished_cells(path: str | Path) -> set[tuple[str, str]]:
+    """(pair, cell_id) of every row of results.csv; a row without a pair (a results.csv from
+    before pairs existed) is the pair "default"."""
+    path = Path(path)
+    if not _has_rows(path):
+        return set()
+    frame = read_results(path)  # its pair column is always filled ("default" for older files)
+    return {(str(p), str(c)) for p, c in zip(frame["pair"], frame["cell_id"])}
+
+
+def finished_cell_ids(path: str | Path, pair: str = dimensions.DEFAULT_PAIR) -> set[str]:
+    """The cells of one pair that results.csv holds a row of."""
+    return {cell_id for p, cell_id in finished_cells(path) if p == pair}
+
+
+def row_counts(path: str | Path) -> dict[str, int]:
+    """How many rows of results.csv have each status (ok, failed, degraded)."""
+    path = Path(path)
+    if not _has_rows(path):
+        return {}
+    return {str(k): int(v) for k, v in read_results(path)["status"].astype(str).value_counts().items()}
+
+
+def unfinished_cells(path: str | Path, pairs: Iterable[str]) -> list[tuple[str, str]]:
+    """(pair, cell_id), sorted, of the rows of these pairs that are not `ok` (failed or
+    degraded): what --retry-failed measures again."""
+    path = Path(path)
+    if not _has_rows(path):
+        return []
+    frame = read_results(path)
+    selected = set(pairs)
+    return sorted({(str(p), str(c)) for p, c, status in zip(frame["pair"], frame["cell_id"], frame["status"].astype(str))
+                   if status != "ok" and str(p) in selected})

@@ -71,10 +71,10 @@ def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run folder")  # a bad argument (exit 2), not a bad run
-    results = read_results(run_dir / "results.csv")
+    results = read_results(run_dir / layout.RESULTS)
     notes: list[str] = []
-    config = _read_yaml(run_dir / "config.yml", notes)
-    inventory = _read_yaml(run_dir / "inventory.yml", notes)
+    config = _read_yaml(run_dir / layout.CONFIG, notes)
+    inventory = _read_yaml(run_dir / layout.INVENTORY, notes)
     pairs, order = _pairs(run_dir, results, inventory)
     pair_hosts = {}
     for pair in pairs:

@@ -3,6 +3,7 @@ the plan, appending each cell's row as soon as it is known."""
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -16,18 +17,24 @@ from typing import Callable, Sequence
 
 import yaml
 
-from . import cellrow, cells, deploy, facts, hostlock, interrupts, intervals, layout, leftovers, results
+from . import cellrow, cells, deploy, facts, hostlock, intervals, layout, leftovers, pairrun, results
 from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, DiskError, FormatVersionError, HostError, OrchestrateError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
 from .hosts import Host, connect
-from .inventory import Inventory
+from .processes import KILL_GRACE
+from .inventory import Inventory, concurrent_pairs_share_nothing
+from .pairrun import PairOutcome
 from .layout import DEFAULT_PAIR
 from .plan import Cell, Plan, expand, load_plan, new_seed
 from .preflight import Preflight, run_preflight
 from .roles import ROLES
 
-log = logging.getLogger("orchestrator.run")
+log = logging.getLogger(__name__)
+
+
+# Ends the data-path probe's remote run id; a pair name cannot hold its '.'.
+PROBE_SUFFIX = ".preflight"
 
 
 @dataclass
@@ -64,25 +71,11 @@ class PairState:
         # Pairs that run one after another may share a host: each has its own runs/ folder there.
         return self.run.run_id if self.name == DEFAULT_PAIR else f"{self.run.run_id}-{self.name}"
 
-
-@dataclass
-class PairOutcome:
-    """What one pair did: its cells, or the error that stopped it (preflight, a lost host)."""
-
-    pair: str
-    finished: list[cells.CellOutcome] = field(default_factory=list)
-    skipped: int = 0
-    planned: int = 0
-    error: OrchestrateError | None = None
-
     @property
-    def failed(self) -> list[cells.CellOutcome]:
-        return [o for o in self.finished if o.error]
-
-    @property
-    def status(self) -> str:
-        """failed (the pair stopped), cells_failed (some of its cells failed), or ok."""
-        return "failed" if self.error else ("cells_failed" if self.failed else "ok")
+    def probe_run_id(self) -> str:
+        """The data-path probe's runs/ folder: its separator is one no pair name holds, so it is
+        never another pair's (pair `a`'s probe and a pair named `a-preflight`)."""
+        return f"{self.remote_run_id}{PROBE_SUFFIX}"
 
 
 @dataclass
@@ -138,9 +131,9 @@ def create_run(experiment: Experiment, inventory: Inventory, results_root: Path)
             raise disk_error(results_root, exc) from None
         raise ConfigError(f"{results_root}: cannot create the run folder: {exc.strerror or exc}") from None
     try:
-        write_atomic(run_dir / "config.yml", yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
-        write_atomic(run_dir / "inventory.yml", yaml.safe_dump(_saved_inventory(inventory), sort_keys=False))
-        write_atomic(run_dir / "plan.json", json.dumps(plan.to_json(), indent=1) + "\n")
+        write_atomic(run_dir / layout.CONFIG, yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
+        write_atomic(run_dir / layout.INVENTORY, yaml.safe_dump(_saved_inventory(inventory), sort_keys=False))
+        write_atomic(run_dir / layout.PLAN, json.dumps(plan.to_json(), indent=1) + "\n")
     except DiskError:
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: no half run folder to resume
         raise
@@ -158,25 +151,33 @@ def _saved_inventory(inventory: Inventory) -> dict:
                       for name, pair in inventory.pairs.items()}}
 
 
-def select_pairs(inventory: Inventory, names: Sequence[str] | None) -> Inventory:
+def select_pairs(inventory: Inventory, names: Sequence[str] | None, serial: bool = False) -> Inventory:
     """The inventory with only the pairs named (all of them when None), in the inventory's order;
-    a name it lacks is a ConfigError naming the pairs it has."""
-    if not names:
-        return inventory
-    unknown = [n for n in names if n not in inventory.pairs]
-    if unknown:
-        raise ConfigError(f"--pairs: no pair named {', '.join(unknown)}; the inventory has {', '.join(inventory.pairs)}")
-    return inventory.model_copy(update={"pairs": {n: p for n, p in inventory.pairs.items() if n in names}})
+    a name it lacks is a ConfigError naming the pairs it has. Pairs that will run at the same
+    time (not `serial`, not `concurrent: false`) may share no host: a ConfigError names both.
+    With `serial` the inventory says `concurrent: false`, so the run folder keeps the choice and
+    `--resume` runs the pairs one after another too, without being told again."""
+    if names:
+        unknown = [n for n in names if n not in inventory.pairs]
+        if unknown:
+            raise ConfigError(f"--pairs: no pair named {', '.join(unknown)}; the inventory has {', '.join(inventory.pairs)}")
+        inventory = inventory.model_copy(update={"pairs": {n: p for n, p in inventory.pairs.items() if n in names}})
+    if serial and len(inventory.pairs) > 1:
+        inventory = inventory.model_copy(update={"concurrent": False})
+    if inventory.concurrent:
+        concurrent_pairs_share_nothing(inventory)
+    return inventory
 
 
 def reopen_run(run_dir: Path) -> RunState:
     """A run folder to resume: its own saved config, inventory and plan, not the files today.
     A plan.json or results.csv of another format version is refused before anything is touched."""
     try:
-        plan = load_plan(run_dir / "plan.json")
-        results.check_format(run_dir / "results.csv")
-        experiment = experiment_from_resolved(yaml.safe_load((run_dir / "config.yml").read_text()), run_dir / "config.yml")
-        inventory = Inventory.model_validate(yaml.safe_load((run_dir / "inventory.yml").read_text()))
+        plan = load_plan(run_dir / layout.PLAN)
+        results.check_format(run_dir / layout.RESULTS)
+        config = run_dir / layout.CONFIG
+        experiment = experiment_from_resolved(yaml.safe_load(config.read_text()), config)
+        inventory = Inventory.model_validate(yaml.safe_load((run_dir / layout.INVENTORY).read_text()))
     except FormatVersionError:
         raise
     except (ConfigError, OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
@@ -186,8 +187,8 @@ def reopen_run(run_dir: Path) -> RunState:
 
 def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
     """Both hosts at once; every host that can't be reached is named in one error."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {role: pool.submit(connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ROLES}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # copy_context: a pool thread logs for its pair too
+        futures = {role: pool.submit(contextvars.copy_context().run, connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ROLES}
     hosts, problems, config_error = {}, [], None
     for role, future in futures.items():
         try:
@@ -203,6 +204,31 @@ def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
             raise config_error
         raise PreflightError("cannot reach:\n" + "\n".join(problems))
     return hosts
+
+
+def preflight_pairs(inventory: Inventory, experiment: Experiment) -> dict[str, Preflight | OrchestrateError]:
+    """`check`: each pair's preflight report, or the error that kept it from one (a host out of
+    reach, a bad ssh_config entry), every pair at once (one after another on `concurrent: false`).
+    Nothing is started and no run folder is used."""
+
+    def one(name: str) -> Preflight | OrchestrateError:
+        pair = Inventory(ssh_config=inventory.ssh_config, pairs={name: inventory.pair(name)})
+        try:
+            hosts = connect_hosts(pair, experiment.timeouts.connect)
+        except OrchestrateError as exc:
+            return exc
+        try:
+            return run_preflight(hosts, experiment, pair)
+        except OrchestrateError as exc:
+            return exc
+        finally:
+            for host in hosts.values():
+                host.close()
+
+    names = list(inventory.pairs)
+    with ThreadPoolExecutor(max_workers=len(names) if inventory.concurrent else 1) as pool:
+        found = {name: pool.submit(one, name) for name in names}
+        return {name: future.result() for name, future in found.items()}
 
 
 class _RunLog(logging.FileHandler):
@@ -227,10 +253,12 @@ class _RunLog(logging.FileHandler):
 
 def _attach_log(run_dir: Path) -> logging.Handler:
     try:
-        handler: logging.Handler = _RunLog(run_dir / "run.log")
+        handler: logging.Handler = _RunLog(run_dir / layout.RUN_LOG)
     except OSError as exc:
-        raise disk_error(run_dir / "run.log", exc, run_dir) from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        raise disk_error(run_dir / layout.RUN_LOG, exc, run_dir) from None
+    # Each line names the pair it was logged for (`-`: the run's own), then the module.
+    handler.setFormatter(logging.Formatter("%(asctime)s %(pair)s %(name)s %(message)s"))
+    handler.addFilter(pairrun.PairTag())
     root = logging.getLogger("orchestrator")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -242,10 +270,10 @@ class _SharedFiles:
     each cell's rows appended whole under one lock, so rows of two pairs never interleave."""
 
     def __init__(self, run_dir: Path, progress: Progress) -> None:
-        self.results = results.ResultsTable(run_dir / "results.csv", resume=run_dir)
+        self.results = results.ResultsTable(run_dir / layout.RESULTS, resume=run_dir)
         if self.results.torn is not None:
             progress.stage(f"results.csv ended in a torn row (kept in {self.results.torn.name}): that cell runs again")
-        self.done = finished_cells(run_dir / "results.csv")
+        self.done = results.finished_cells(run_dir / layout.RESULTS)
         self.series = intervals.IntervalsFile(run_dir, resume=run_dir)
         self.series.keep_only(self.done)  # rows of cells results.csv lacks (set aside, or cut off by a crash) go
         self.lock = threading.Lock()
@@ -255,6 +283,12 @@ class _SharedFiles:
             # Intervals before the row: a crash between the two leaves rows keep_only drops.
             self.series.append(intervals.cell_rows(row, cell_dir))
             self.results.append(row)
+
+
+def stop_within(experiment: Experiment) -> float:
+    """How long a stopped pair has to end its agents and release its hosts: a remote command's
+    timeout, plus the kill's TERM-to-KILL grace."""
+    return experiment.timeouts.command + KILL_GRACE
 
 
 def execute(
@@ -267,30 +301,20 @@ def execute(
     here, several each in a thread of its own (one after another with `serial`, or an
     inventory's `concurrent: false`). A pair that fails is reported and the others go on."""
     handler = _attach_log(state.run_dir)
-    names = list(state.inventory.pairs)
     try:
         shared = _SharedFiles(state.run_dir, progress)
-        if len(names) == 1:
-            # One pair: in this thread, and whatever stops it stops the run, as before pairs existed.
-            one = _execute_pair(PairState(state, names[0]), progress, on_preflight, shared)
-            return RunOutcome(state.run_dir, one.finished, one.skipped, {names[0]: one})
-        # On --resume, a pair with every cell done is not contacted: its hosts may be gone by now.
-        total = len(state.plan.cells)
-        finished = {n: PairOutcome(n, skipped=total, planned=total) for n in names
-                    if all((n, c.cell_id) in shared.done for c in state.plan.cells)}
-        names = [n for n in names if n not in finished]
-        if serial or not state.inventory.concurrent:
-            outcomes = {}
-            for name in names:
-                outcomes[name] = _pair_or_error(PairState(state, name), progress.for_pair(name), on_preflight, shared)
-        else:
-            outcomes = _pairs_in_threads(state, names, progress, on_preflight, shared) if names else {}
-        outcomes = {n: outcomes.get(n) or finished[n] for n in state.inventory.pairs}
+
+        def run_pair(name: str, pair_progress: Progress) -> PairOutcome:
+            return _execute_pair(PairState(state, name), pair_progress, on_preflight, shared)
+
+        outcomes = pairrun.run_pairs(list(state.inventory.pairs), run_pair, progress,  # type: ignore[arg-type]
+                                     [c.cell_id for c in state.plan.cells], shared.done,
+                                     serial=serial or not state.inventory.concurrent,
+                                     stop_within=stop_within(state.experiment))
         outcome = RunOutcome(state.run_dir, pairs=outcomes)
         for one in outcomes.values():
             outcome.finished += one.finished
             outcome.skipped += one.skipped
-        _raise_if_every_pair_failed(outcome)
         return outcome
     except OSError as exc:
         # A local file this run could not write (a cell folder on a full disk): typed, never a
@@ -304,71 +328,6 @@ def execute(
         finally:
             logging.getLogger("orchestrator").removeHandler(handler)
             handler.close()
-
-
-def _pair_or_error(pair: PairState, progress: Progress, on_preflight: Callable[[Preflight], None],
-                   shared: _SharedFiles) -> PairOutcome:
-    """One pair of several: what stops it (preflight, a lost host) is its outcome, not the run's.
-    A full local disk stops every pair alike, so it goes up."""
-    try:
-        return _execute_pair(pair, progress, on_preflight, shared)
-    except DiskError:
-        raise
-    except OrchestrateError as exc:
-        log.warning("pair %s failed: %s", pair.name, exc)
-        progress.pair_failed(str(exc))
-        return PairOutcome(pair.name, planned=len(pair.run.plan.cells), error=exc)
-
-
-def _pairs_in_threads(state: RunState, names: list[str], progress: Progress,
-                      on_preflight: Callable[[Preflight], None], shared: _SharedFiles) -> dict[str, PairOutcome]:
-    """A thread per pair over the same Fabric host layer. Signals land in the main thread: on
-    one, every pair's thread gets the same interrupt, so each ends its agents as a one-pair run
-    does, and the main thread waits for all of them before it goes on unwinding."""
-    outcomes: dict[str, PairOutcome] = {}
-    raised: dict[str, BaseException] = {}
-    idents: dict[str, int] = {}
-    # Waited on instead of Thread.join: a signal that interrupts join() can leave a thread that
-    # still runs marked as ended (CPython 3.11's bpo-45274 clean-up), and its agents unkilled.
-    ended = {name: threading.Event() for name in names}
-
-    def work(name: str) -> None:
-        idents[name] = threading.get_ident()
-        try:
-            outcomes[name] = _pair_or_error(PairState(state, name), progress.for_pair(name), on_preflight, shared)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
-            log.info("pair %s stopped: %r", name, exc, exc_info=isinstance(exc, interrupts.PairStopped))
-            raised[name] = exc
-        finally:
-            ended[name].set()
-
-    for name in names:
-        threading.Thread(target=work, args=(name,), name=f"pair-{name}", daemon=True).start()
-    try:
-        for name in names:
-            while not ended[name].wait(0.2):  # short waits: the main thread stays free to take a signal
-                pass
-    except KeyboardInterrupt:
-        for name in names:  # a thread just started has its id in a moment
-            while name not in idents and not ended[name].wait(0.01):
-                pass
-        running = {name: idents[name] for name in names if not ended[name].is_set()}
-        log.info("stopping the pairs still running: %s", ", ".join(running) or "none")
-        interrupts.interrupt_threads(list(running.values()))
-        for name in names:
-            ended[name].wait()
-        raise
-    for name in names:  # a full disk or a bug in any pair: the run's error, once all have ended
-        exc = raised.get(name)
-        if exc is not None and not isinstance(exc, interrupts.PairStopped):
-            raise exc
-    return {name: outcomes[name] for name in names}
-
-
-def _raise_if_every_pair_failed(outcome: RunOutcome) -> None:
-    failed = outcome.failed_pairs
-    if failed and len(failed) == len(outcome.pairs):
-        raise PreflightError("every pair failed:\n" + "\n".join(f"  {p.pair}: {p.error}" for p in failed))
 
 
 def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[Preflight], None],
@@ -392,7 +351,7 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
         progress.stage("preflight")
         # The run's folders under runs/ are made and checked with the workdir; from here on
         # each host carries its workdir resolved on it (`~/` expanded).
-        report = run_preflight(hosts, experiment, inventory, run_ids=(pair.remote_run_id, _probe_run_id(pair)))
+        report = run_preflight(hosts, experiment, inventory, run_ids=(pair.remote_run_id, pair.probe_run_id))
         on_preflight(report)
         if report.problems:
             raise PreflightError(
@@ -433,13 +392,13 @@ def _probe_data_path(pair: PairState, hosts: dict[str, Host], agents: dict[str, 
     experiment = state.experiment.model_copy(
         update={"duration": 0.2, "warmup": 0.0, "interval": 0.1, "verify": True, "perf": Perf(enabled=False)}
     )
-    ctx = cells.CellContext(_probe_run_id(pair), experiment, hosts, agents, {}, record)
+    ctx = cells.CellContext(pair.probe_run_id, experiment, hosts, agents, {}, record)
     probe = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1,
                  sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, repetition=1)
     # Judged as every cell is, from its raw files, without the window checks a 0.2 s probe
     # cannot meet; only a failed transfer stops the run.
     settings = cellrow.RowSettings.of(ctx.run_id, experiment, checked=False, pair=pair.name)
-    outcome, _ = finish_cell(cells.CellRunner(ctx).run(probe, pair.root / "preflight" / probe.cell_id), settings,
+    outcome, _ = finish_cell(cells.CellRunner(ctx).run(probe, layout.preflight_dir(state.run_dir, pair.name) / probe.cell_id), settings,
                              pair.run.run_dir)
     if outcome.status == "failed":
         server, client = pair.inventory.server, pair.inventory.client
@@ -449,17 +408,13 @@ def _probe_data_path(pair: PairState, hosts: dict[str, Host], agents: dict[str, 
         )
 
 
-def _probe_run_id(pair: PairState) -> str:
-    return f"{pair.remote_run_id}-preflight"
-
-
 def _deploy(hosts: dict[str, Host], timeout: float, builds: dict[str, list[deploy.Builder]]) -> dict[str, deploy.Agent]:
     """Deploy on each distinct host and workdir once; two roles on one host share the agent."""
     places: dict[tuple[str, str], Host] = {}
     for host in hosts.values():
         places.setdefault((host.spec.label, host.spec.workdir), host)
     with ThreadPoolExecutor(max_workers=len(places)) as pool:
-        built = {place: pool.submit(deploy.deploy, host, timeout, builds.get(host.role), hosts)
+        built = {place: pool.submit(contextvars.copy_context().run, deploy.deploy, host, timeout, builds.get(host.role), hosts)
                  for place, host in places.items()}
         return {role: built[(h.spec.label, h.spec.workdir)].result() for role, h in hosts.items()}
 
@@ -470,7 +425,7 @@ def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deplo
     folder.mkdir(parents=True, exist_ok=True)
     server_address = pair.inventory.server.data_address
     with ThreadPoolExecutor(max_workers=2) as pool:
-        gathered = {role: pool.submit(facts.gather, host, server_address, state.experiment.timeouts.command) for role, host in hosts.items()}
+        gathered = {role: pool.submit(contextvars.copy_context().run, facts.gather, host, server_address, state.experiment.timeouts.command) for role, host in hosts.items()}
     for role, future in gathered.items():
         data = future.result()
         data["agent_hash"] = agents[role].source_hash
@@ -530,60 +485,33 @@ def finish_cell(ran: cells.CellOutcome, settings: cellrow.RowSettings,
     message tells the user to resume (a named pair's cells are two folders further down)."""
     row = cellrow.read_cell(ran.local_dir, ran.cell, settings, ran.error)
     result = replace(ran, status=row.status, error=row.error)
-    write_atomic(ran.local_dir / "cell.json", json.dumps(result.record(), indent=2) + "\n",
+    write_atomic(ran.local_dir / layout.CELL_RECORD, json.dumps(result.record(), indent=2) + "\n",
                  run_dir if run_dir is not None else ran.local_dir.parent.parent)
     return result, row
-
-
-def row_counts(run_dir: Path) -> dict[str, int]:
-    """How many rows of the run's results.csv have each status (ok, failed, degraded)."""
-    path = run_dir / "results.csv"
-    if not path.exists() or path.stat().st_size == 0:
-        return {}
-    return {str(k): int(v) for k, v in results.read_results(path)["status"].astype(str).value_counts().items()}
 
 
 def set_aside_unfinished(state: RunState) -> list[str]:
     """For --retry-failed: the cells whose rows are not `ok` (failed or degraded) are measured
     again. Their raw files move to <pair's cells>/<cell_id>.failed-<n>/ (layout.py) and their
     rows leave results.csv (rewritten whole, atomically), so each cell ends with one row, its new one."""
-    path = state.run_dir / "results.csv"
+    path = state.run_dir / layout.RESULTS
     if not path.exists() or path.stat().st_size == 0:
         return []
-    results_csv = results.ResultsTable(path, resume=state.run_dir)
-    frame = results.read_results(path)  # its pair column is always filled ("default" for older files)
-    selected = set(state.inventory.pairs)  # with --pairs, only those pairs run again: only theirs move aside
-    redo = sorted({(str(p), str(c)) for p, c, status in zip(frame["pair"], frame["cell_id"], frame["status"].astype(str))
-                   if status != "ok" and str(p) in selected})
+    results_csv = results.ResultsTable(path, resume=state.run_dir)  # a torn last row is repaired first
+    # With --pairs, only those pairs run again: only theirs move aside.
+    redo = results.unfinished_cells(path, state.inventory.pairs)
     for pair, cell_id in redo:
         cells_dir = layout.cells_dir(state.run_dir, pair)
         folder = cells_dir / cell_id
         if not folder.exists():
             continue
-        n = 1
-        while (cells_dir / f"{cell_id}.failed-{n}").exists():
-            n += 1
         try:
-            folder.rename(cells_dir / f"{cell_id}.failed-{n}")
+            folder.rename(layout.aside_dir(cells_dir, cell_id, layout.FAILED))
         except OSError as exc:
             raise disk_error(folder, exc, state.run_dir) from None
     if redo:
         results_csv.remove(redo)
     return [cell_id if pair == DEFAULT_PAIR else f"{pair}/{cell_id}" for pair, cell_id in redo]
-
-
-def finished_cell_ids(path: Path, pair: str = DEFAULT_PAIR) -> set[str]:
-    """The cells of one pair that results.csv holds a row of."""
-    return {cell_id for p, cell_id in finished_cells(path) if p == pair}
-
-
-def finished_cells(path: Path) -> set[tuple[str, str]]:
-    """(pair, cell_id) of every row of results.csv; a row without a pair (a results.csv from
-    before pairs existed) is the pair "default"."""
-    if not path.exists() or path.stat().st_size == 0:
-        return set()
-    frame = results.read_results(path)  # its pair column is always filled ("default" for older files)
-    return {(str(p), str(c)) for p, c in zip(frame["pair"], frame["cell_id"])}
 
 
 def _lost_host(ctx: cells.CellContext) -> str | None:
@@ -601,9 +529,6 @@ def _fresh_cell_dir(parent: Path, cell_id: str) -> Path:
     """A cell folder that holds only this attempt; an interrupted earlier attempt is kept aside."""
     path = parent / cell_id
     if path.exists():
-        n = 1
-        while (parent / f"{cell_id}.interrupted-{n}").exists():
-            n += 1
-        path.rename(parent / f"{cell_id}.interrupted-{n}")
+        path.rename(layout.aside_dir(parent, cell_id, layout.INTERRUPTED))
     path.mkdir(parents=True)
     return path

@@ -44,3 +44,40 @@ def test_the_default_is_nodelay_on_as_the_agents():
     bench = _bench()
     assert bench.build_parser().parse_args([]).nodelay == 1
     assert bench.build_parser().parse_args(["--nodelay", "0"]).nodelay == 0
+
+
+OVERHEAD = BENCH.parent / "orchestrator_overhead.py"
+
+
+def _overhead():
+    spec = importlib.util.spec_from_file_location("orchestrator_overhead", OVERHEAD)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_overhead_split_counts_each_cpu_second_once_and_new_processes_whole():
+    bench = _overhead()
+    first = bench.Window(0.0, 10.0, {1: ("other", 1.0), 2: ("ssh", 0.5)}, 100.0,
+                         bench.LabSample(sshd={(5, 1): 1.0}, commands={(5, 1): 2.0}))
+    # Thread 3 (a transport) started inside the window; process 6 too (counted whole); 7 ended (gone).
+    last = bench.Window(8.0, 11.2, {1: ("other", 1.6), 2: ("ssh", 0.9), 3: ("ssh", 0.1)}, 104.0,
+                        bench.LabSample(sshd={(5, 1): 1.2}, commands={(5, 1): 3.0, (6, 2): 0.5}))
+    split = bench._split(first, last, pair_threads={1}, ran=4)
+    expected = {"window": 8.0, "ours": 0.3, "ours_pair_threads": 0.15, "ours_ssh_threads": 0.125, "ours_rest": 0.025,
+                "machine": 1.0, "lab_sshd": 0.05, "lab_commands": 0.375, "others": 0.275}
+    assert split.keys() == expected.keys()
+    for key, value in expected.items():
+        assert abs(split[key] - value) < 1e-9, (key, split[key], value)
+
+
+def test_importing_the_overhead_benchmark_changes_no_host_class():
+    from orchestrator import hosts, processes
+
+    before = (hosts.SshProcess.__init__, hosts.SshProcess.group, processes.GroupProcess.read_line,
+              processes.GroupProcess.finish)
+    _overhead()
+    assert (hosts.SshProcess.__init__, hosts.SshProcess.group, processes.GroupProcess.read_line,
+            processes.GroupProcess.finish) == before

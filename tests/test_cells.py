@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cells
+from orchestrator import cells, leftovers
 from orchestrator.config import Experiment
 from orchestrator.deploy import Agent
 from orchestrator.errors import HostError
@@ -248,6 +248,29 @@ def test_a_good_cell_opens_the_gates_in_order_and_keeps_both_sides_files(tmp_pat
     # The runner judges nothing and writes no cell.json: the run does, once, from the raw files.
     assert outcome.exit_codes == {"server": 0, "client": 0} and not (outcome.local_dir / "cell.json").exists()
     assert hosts["server"].fetched == [] and hosts["client"].fetched == []  # everything came with the commands
+
+
+def test_both_commands_are_recorded_in_one_fsync_before_the_first_go(tmp_path, monkeypatch):
+    """Each fsync is time between two cells, and with several pairs their fsyncs queue on the disk:
+    a cell's two process groups are written down together."""
+    events: list[str] = []
+    real_fsync = leftovers.os.fsync
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(leftovers.os, "fsync", fsync)
+    server = FakeProcess("server", events, output=returned("server", ready=True))
+    client = FakeProcess("client", events, output=returned("client"))
+    hosts = {"server": FakeHost("server", server), "client": FakeHost("client", client)}
+    agents = {role: Agent("0" * 16, "/w/agents/x/bin/agent") for role in hosts}
+    record = leftovers.GroupRecord(tmp_path)
+    ctx = cells.CellContext("run-1", experiment(), hosts, agents, {}, record)  # type: ignore[arg-type]
+    outcome = cells.CellRunner(ctx).run(CELL, tmp_path / "cells" / CELL.cell_id)
+    assert outcome.error is None
+    assert events[:2] == ["fsync", "server <- go"] and events.count("fsync") == 1
+    assert [(s.role, s.pgid, s.cell) for s in record.read()] == [("server", 4242, CELL.cell_id), ("client", 4242, CELL.cell_id)]
 
 
 def test_a_server_that_never_becomes_ready_keeps_the_clients_gate_shut(tmp_path):

@@ -417,3 +417,106 @@ def test_main_writes_to_the_streams_it_is_given(tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["--version"], stdout=stdout, stderr=stderr)
     assert stdout.getvalue().startswith("orchestrate ")
+
+
+# ---------------------------------------------------------------- several pairs: check, exit statuses
+
+TWO_PAIRS = """
+pairs:
+  a: {server: {host: 198.18.1.10, data_address: 198.18.1.1}, client: {host: 198.18.1.20, data_address: 198.18.1.2}}
+  b: {server: {host: 198.18.2.10, data_address: 198.18.2.1}, client: {host: 198.18.2.20, data_address: 198.18.2.2}}
+"""
+
+
+def _two_pairs(tmp_path: Path) -> Path:
+    inventory = tmp_path / "pairs.yml"
+    inventory.write_text(TWO_PAIRS)
+    return inventory
+
+
+def test_a_bad_ssh_config_entry_in_one_pair_exits_2_while_the_other_pair_finishes(tmp_path, monkeypatch):
+    """A ConfigError inside one pair (its ssh_config entry) is the user's file to fix: exit 2,
+    not "some pairs failed" (7); the other pair's outcome is kept, and --resume is offered."""
+    import pandas as pd
+
+    from orchestrator import cli, runner
+    from orchestrator.errors import ConfigError
+    from orchestrator.pairrun import PairOutcome
+
+    def pair(pair_state, progress, on_preflight, shared):
+        if pair_state.name == "b":
+            raise ConfigError("ssh_config entry for 198.18.2.10: bad ProxyCommand")
+        return PairOutcome(pair_state.name, planned=len(pair_state.run.plan.cells))
+
+    monkeypatch.setattr(runner, "_execute_pair", pair)
+    monkeypatch.setattr(cli, "_summary", lambda run_dir: pd.DataFrame())  # no cell ran here, so no rows
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
+                     "--results", str(tmp_path / "results"), "--no-report", "--json"], stdout=stdout, stderr=stderr)
+    doc = json.loads(stdout.getvalue())
+    assert code == doc["exit_status"] == ExitStatus.BAD_ARGUMENT, stderr.getvalue()
+    assert doc["pairs"]["a"]["status"] == "ok" and doc["pairs"]["b"]["status"] == "failed"
+    assert "bad ProxyCommand" in doc["error"] and "--resume" in doc["error"]
+
+
+def _fake_pair_hosts(monkeypatch, problem_on: str | None = None):
+    """connect_hosts and run_preflight without hosts: pair b cannot be reached; both pairs must be
+    connecting at the same moment (a barrier of two), or the check did not run them at once."""
+    import threading
+    from types import SimpleNamespace
+
+    from orchestrator import runner
+    from orchestrator.errors import PreflightError
+
+    together = threading.Barrier(2, timeout=10)
+
+    def connect(inventory, timeout):
+        together.wait()
+        (name,) = inventory.pairs
+        if name == "b":
+            raise PreflightError("cannot reach:\nserver (198.18.2.10): connection refused")
+        return {}
+
+    def preflight(hosts, experiment, inventory):
+        (name,) = inventory.pairs
+        finding = SimpleNamespace(host=f"server ({name})", check="perf", ok=name != problem_on, detail="perf stat works")
+        return SimpleNamespace(findings=[finding], problems=[finding] if not finding.ok else [])
+
+    monkeypatch.setattr(runner, "connect_hosts", connect)
+    monkeypatch.setattr(runner, "run_preflight", preflight)
+
+
+@pytest.mark.parametrize("command", [["check"], ["run", "--dry-run", "--check"]])
+def test_check_checks_every_pair_at_once_and_names_the_pair_it_cannot_reach(tmp_path, monkeypatch, command):
+    from orchestrator import cli
+
+    _fake_pair_hosts(monkeypatch)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main([*command, str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)), "--json"],
+                    stdout=stdout, stderr=stderr)
+    doc = json.loads(stdout.getvalue())
+    assert code == ExitStatus.HOST_FAILED, stderr.getvalue()
+    assert doc["pairs"]["a"] == {"problems": 0, "error": None}
+    assert "connection refused" in doc["pairs"]["b"]["error"] and doc["pairs"]["b"]["problems"] is None
+    assert [f["pair"] for f in doc["findings"]] == ["a"]
+    assert "preflight: pair a" in stderr.getvalue() and "✗ pair b" in stderr.getvalue()
+    assert "1 of 2 pairs could not be checked" in doc["error"]
+
+
+def test_check_with_pairs_checks_only_those(tmp_path, monkeypatch):
+    from orchestrator import cli, runner
+
+    seen: list[str] = []
+    monkeypatch.setattr(runner, "connect_hosts", lambda inventory, timeout: seen.extend(inventory.pairs) or {})
+    monkeypatch.setattr(runner, "run_preflight", lambda hosts, experiment, inventory: _no_problems())
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main(["check", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
+                     "--pairs", "b", "--json"], stdout=stdout, stderr=stderr)
+    assert code == ExitStatus.OK, stderr.getvalue()
+    assert seen == ["b"] and "pairs" not in json.loads(stdout.getvalue())  # one pair: reported as before pairs
+
+
+def _no_problems():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(findings=[SimpleNamespace(host="server", check="perf", ok=True, detail="ok")], problems=[])

@@ -8,7 +8,6 @@ three zero_copy repetitions stalled in their first interval and are `degraded`.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 from pathlib import Path

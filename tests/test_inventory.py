@@ -3,7 +3,8 @@ import re
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.inventory import Inventory, load_inventory
+from orchestrator import runner
+from orchestrator.inventory import Inventory, concurrent_pairs_share_nothing, load_inventory
 
 from .conftest import ROOT
 from .test_config import expected_message
@@ -132,12 +133,71 @@ pairs:
   two: {{server: {{host: c, data_address: 198.18.2.1}}, client: {second}}}
 """
     with pytest.raises(ConfigError) as caught:
-        load_inventory(_write(tmp_path, text))
+        runner.select_pairs(load_inventory(_write(tmp_path, text)), None)
     message = str(caught.value)
     assert "pairs one and two" in message and shared in message and "one.server" in message and "two.client" in message
-    # The same pairs run one after another are allowed.
+    # The same pairs run one after another are allowed: by the inventory, or by --serial.
     inventory = load_inventory(_write(tmp_path, "concurrent: false\n" + text))
-    assert list(inventory.pairs) == ["one", "two"] and inventory.concurrent is False
+    assert list(runner.select_pairs(inventory, None).pairs) == ["one", "two"] and inventory.concurrent is False
+    assert list(runner.select_pairs(load_inventory(_write(tmp_path, text)), None, serial=True).pairs) == ["one", "two"]
+
+
+THREE_PAIRS_B_AND_C_SHARE = """
+pairs:
+  a: {server: {host: a1, data_address: 198.18.1.1}, client: {host: a2, data_address: 198.18.1.2}}
+  b: {server: {host: s, data_address: 198.18.2.1}, client: {host: b2, data_address: 198.18.2.2}}
+  c: {server: {host: s, data_address: 198.18.3.1}, client: {host: c2, data_address: 198.18.3.2}}
+"""
+
+
+def test_the_shared_host_check_applies_to_the_pairs_that_run_together(tmp_path):
+    inventory = load_inventory(_write(tmp_path, THREE_PAIRS_B_AND_C_SHARE))  # loading alone refuses nothing
+    assert list(runner.select_pairs(inventory, ("a",)).pairs) == ["a"]
+    assert list(runner.select_pairs(inventory, ("a", "b")).pairs) == ["a", "b"]
+    with pytest.raises(ConfigError, match="pairs b and c both use host s:22"):
+        runner.select_pairs(inventory, ("b", "c"))
+    with pytest.raises(ConfigError, match="--serial"):
+        runner.select_pairs(inventory, None)
+    assert list(runner.select_pairs(inventory, None, serial=True).pairs) == ["a", "b", "c"]
+
+
+
+def test_serial_is_kept_with_the_run_so_resume_runs_the_pairs_one_after_another_too(tmp_path):
+    from orchestrator.config import Experiment
+
+    inventory = runner.select_pairs(load_inventory(_write(tmp_path, THREE_PAIRS_B_AND_C_SHARE)), None, serial=True)
+    assert inventory.concurrent is False
+    state = runner.create_run(Experiment.model_validate({"name": "x", "matrix": {"threads": [1]}}), inventory,
+                              tmp_path / "results")
+    reopened = runner.reopen_run(state.run_dir)
+    assert reopened.inventory.concurrent is False and list(reopened.inventory.pairs) == ["a", "b", "c"]
+    # --resume without --serial: still one after another, so the shared host s is not refused.
+    assert runner.select_pairs(reopened.inventory, None).concurrent is False
+
+def test_loopback_data_addresses_are_shared_only_on_the_same_machine(tmp_path):
+    """127.0.0.1, the default data address, is each machine's own: two pairs on four machines
+    that all leave it as it is share nothing; on one SSH host they do."""
+    apart = load_inventory(_write(tmp_path, """
+pairs:
+  one: {server: {host: a}, client: {host: b}}
+  two: {server: {host: c}, client: {host: d, data_address: "::1"}}
+  three: {server: {host: e, data_address: 127.0.0.2}, client: {host: f, data_address: "::1"}}
+"""))
+    concurrent_pairs_share_nothing(apart)
+    same = load_inventory(_write(tmp_path, """
+pairs:
+  one: {server: {host: a}, client: {host: b}}
+  two: {server: {host: c, data_address: 198.18.3.1}, client: {host: a, port: 22}}
+"""))
+    with pytest.raises(ConfigError, match=re.escape("pairs one and two both use host a:22 (one.server and two.client)")):
+        concurrent_pairs_share_nothing(same)
+    # A real data address on two machines is one address on the data link: shared.
+    with pytest.raises(ConfigError, match=re.escape("data address 198.18.0.1 (one.server and two.server)")):
+        concurrent_pairs_share_nothing(load_inventory(_write(tmp_path, """
+pairs:
+  one: {server: {host: a, data_address: 198.18.0.1}, client: {host: b}}
+  two: {server: {host: c, data_address: 198.18.0.1}, client: {host: d}}
+""")))
 
 
 def test_concurrent_pairs_on_separate_hosts_are_allowed(tmp_path):

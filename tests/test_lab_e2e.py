@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator import lab
+from orchestrator import lab, runner
 from orchestrator.cli import main
 from orchestrator.results import read_results
 
@@ -485,7 +485,7 @@ def test_a_second_run_on_the_same_hosts_fails_fast_and_leaves_the_first_alone(la
                         cwd = os.readlink(f"/proc/{pid}/cwd")
                     except OSError:
                         continue
-                    seen_runs.add(cwd.split("/runs/")[1].split("/")[0].removesuffix("-preflight"))
+                    seen_runs.add(cwd.split("/runs/")[1].split("/")[0].removesuffix(runner.PROBE_SUFFIX))
             time.sleep(0.02)
 
     poller = threading.Thread(target=poll, daemon=True)

@@ -1,6 +1,6 @@
 """One experiment on several lab pairs at once (issue 13), for real: three pairs of namespaces with
 three MTUs, each with its own sshds, agents and perf; a pair that loses its server fails alone;
-a signal ends every pair's agents; --pairs and --serial."""
+a signal ends every pair's agents; --pairs and --serial; check on every pair at once."""
 
 from __future__ import annotations
 
@@ -218,3 +218,13 @@ def test_pairs_selects_and_serial_runs_one_pair_after_the_other(pairs_lab, tmp_p
     assert not layout.pair_root(run_dir, "p2").exists()
     saved = yaml.safe_load((run_dir / "inventory.yml").read_text())
     assert list(saved["pairs"]) == ["p1", "p3"]  # --resume runs exactly these
+
+
+def test_check_checks_every_pair_of_the_lab_at_once(pairs_lab, tmp_path):
+    done = orchestrate("check", str(SMOKE), "--inventory", str(pairs_lab), "--json", timeout=240)
+    doc = json.loads(done.stdout)
+    assert done.returncode == doc["exit_status"] == 0, done.stderr
+    assert doc["pairs"] == {p: {"problems": 0, "error": None} for p in PAIRS}
+    assert {f["pair"] for f in doc["findings"]} == set(PAIRS)
+    assert all(f"preflight: pair {p}" in done.stderr for p in PAIRS)
+    assert not wait_until_none_of_ours(5)  # check starts nothing

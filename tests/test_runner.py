@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import cellrow, cells, runner
+from orchestrator import cellrow, cells, results, runner
 from orchestrator.results import FORMAT_VERSION, read_results
 from orchestrator.config import Experiment
 from orchestrator.deploy import Agent
@@ -238,7 +238,7 @@ def test_resume_runs_only_the_cells_results_csv_lacks(tmp_path):
     assert len(again["server"].started) == 2  # one command per cell run, none for the done one
     assert [r["cell_id"] for r in _csv_rows(state.run_dir / "results.csv")] == [_cell(n).cell_id for n in (1, 2, 3)]
     assert (state.run_dir / "cells" / f"{_cell(3).cell_id}.interrupted-1").is_dir()
-    assert runner.row_counts(state.run_dir) == {"ok": 3}
+    assert results.row_counts(state.run_dir / "results.csv") == {"ok": 3}
 
 
 # ---------------------------------------------------------------------------- format versions
@@ -381,11 +381,11 @@ def test_finished_cells_are_told_apart_by_pair_and_an_old_file_is_the_default_pa
     path = tmp_path / "results.csv"
     path.write_text("run_id,cell_id,workload,mode,message_size,threads,repetition,status\n"
                     "r,c1,stream,one_copy,1024,1,1,ok\n")
-    assert runner.finished_cells(path) == {("default", "c1")}
-    assert runner.finished_cell_ids(path) == {"c1"} and runner.finished_cell_ids(path, "gen9") == set()
+    assert results.finished_cells(path) == {("default", "c1")}
+    assert results.finished_cell_ids(path) == {"c1"} and results.finished_cell_ids(path, "gen9") == set()
     path.write_text("run_id,cell_id,pair,workload,mode,message_size,threads,repetition,status\n"
                     "r,c1,gen9,stream,one_copy,1024,1,1,ok\nr,c1,gen8,stream,one_copy,1024,1,1,failed\n")
-    assert runner.finished_cells(path) == {("gen9", "c1"), ("gen8", "c1")}
+    assert results.finished_cells(path) == {("gen9", "c1"), ("gen8", "c1")}
 
 
 def test_retry_failed_with_pairs_selected_moves_aside_only_their_failed_cells(tmp_path):
@@ -407,3 +407,28 @@ def test_retry_failed_with_pairs_selected_moves_aside_only_their_failed_cells(tm
     assert layout.cell_dir(state.run_dir, cell_id, "gen9").is_dir()
     assert not layout.cell_dir(state.run_dir, cell_id, "gen8").exists()
     assert (layout.cells_dir(state.run_dir, "gen8") / f"{cell_id}.failed-1").is_dir()
+
+
+def test_the_run_folder_names_are_layouts_and_readme_lists_each(tmp_path):
+    """Every file and folder the code builds a path to is named in layout.py once; README's
+    "Results" listing shows each, and a cell's earlier attempts count up from 1."""
+    from orchestrator import layout
+
+    listing = (ROOT / "README.md").read_text().split("### Results", 1)[1].split("```")[1]
+    names = [layout.CONFIG, layout.INVENTORY, layout.PLAN, layout.RESULTS, layout.RUN_LOG, layout.PROCESSES,
+             layout.PREFLIGHT + "/", layout.INTERVALS]
+    assert [n for n in names if n not in listing] == []
+    state = runner.create_run(_experiment(seed=1), _one_pair_inventory(), tmp_path)
+    assert sorted(p.name for p in state.run_dir.iterdir()) == sorted([layout.CONFIG, layout.INVENTORY, layout.PLAN])
+    cells_dir = layout.cells_dir(state.run_dir)
+    assert layout.aside_dir(cells_dir, "c1", layout.FAILED) == cells_dir / "c1.failed-1"
+    (cells_dir / "c1.failed-1").mkdir(parents=True)
+    assert layout.aside_dir(cells_dir, "c1", layout.FAILED) == cells_dir / "c1.failed-2"
+    assert layout.aside_dir(cells_dir, "c1", layout.INTERRUPTED) == cells_dir / "c1.interrupted-1"
+    assert layout.preflight_dir(state.run_dir, "gen9") == state.run_dir / "pairs" / "gen9" / "preflight"
+
+
+def _one_pair_inventory():
+    from orchestrator.inventory import Inventory
+
+    return Inventory.model_validate({"server": {"host": "local"}, "client": {"host": "local"}})
