@@ -37,12 +37,6 @@ def baseline_pair(run: RunData, requested: str | None = None) -> str:
     return requested
 
 
-def _verdict(text: str, pair: str, baseline: str) -> str:
-    # compare's verdicts speak of A and B; here A is the baseline pair and B the pair on the row.
-    return (text.replace("B better", f"better than {baseline}").replace("B worse", f"worse than {baseline}")
-            .replace("A counted", f"{baseline} counted").replace(", B ", f", {pair} "))
-
-
 def ratio_table(run: RunData, baseline: str) -> pd.DataFrame:
     """One row per (pair other than the baseline, cell, metric) that both measured; compare's columns
     (`a_*` the baseline, `b_*` the pair, `ratio` = pair / baseline), led by `pair` and `baseline`."""
@@ -51,10 +45,9 @@ def ratio_table(run: RunData, baseline: str) -> pd.DataFrame:
     for pair in run.pairs:
         if pair == baseline:
             continue
-        table = compare.compare_cells(base, compare.ok_rows(pair_view(run, pair)))
+        # The baseline is side A, the pair on the row side B: compare words its verdicts and notes with their names.
+        table = compare.compare_cells(base, compare.ok_rows(pair_view(run, pair)), baseline, pair)
         table = table.sort_values("cell", kind="stable").reset_index(drop=True)  # metrics stay in compare's order
-        table["verdict"] = [_verdict(v, pair, baseline) for v in table["verdict"]]
-        table["cell"] = [c.replace("(A: ", f"({baseline}: ").replace("; B: ", f"; {pair}: ") for c in table["cell"]]
         table.insert(0, "baseline", baseline)
         table.insert(0, "pair", pair)
         frames.append(table)
@@ -78,9 +71,9 @@ def glance(table: pd.DataFrame) -> pd.DataFrame:
             "geomean_ratio": float(np.exp(np.log(ratios).mean())) if len(ratios) else float("nan"),
             "min_ratio": float(ratios.min()) if len(ratios) else float("nan"),
             "max_ratio": float(ratios.max()) if len(ratios) else float("nan"),
-            "better": int(verdicts.str.startswith("better than").sum()),
-            "worse": int(verdicts.str.startswith("worse than").sum()),
-            "no_clear_difference": int(verdicts.str.startswith("no clear difference").sum()),
+            "better": int(verdicts.str.startswith(compare.better_verdict(pair)).sum()),
+            "worse": int(verdicts.str.startswith(compare.worse_verdict(pair)).sum()),
+            "no_clear_difference": int(verdicts.str.startswith(compare.NO_CLEAR_DIFFERENCE).sum()),
         })
     frame = pd.DataFrame(rows, columns=["pair", "metric", "cells", "geomean_ratio", "min_ratio", "max_ratio",
                                         "better", "worse", "no_clear_difference"])

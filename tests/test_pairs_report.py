@@ -191,6 +191,8 @@ def test_report_of_several_pairs(pairs_report):
     assert "| gen2 | Throughput | 32 | 1.5 | 1.5 – 1.5 |" in md
     ratio_rows = [line for line in md.splitlines() if line.startswith("| gen2 | stream-one_copy-65536B-1t | Throughput")]
     assert len(ratio_rows) == 1 and "| 1.5 [" in ratio_rows[0]
+    # compare words the verdicts with the pairs' names: gen3 (0.6x the bytes) is worse than the baseline.
+    assert "| gen3 worse |" in md and "| B worse |" not in md and "| B better |" not in md
     written = pd.read_csv(pairs_report / "pairs.csv")
     assert len(written) > 0 and set(written["pair"]) == {"gen2", "gen3"}
     summary = pd.read_csv(pairs_report / "summary.csv")
