@@ -1,5 +1,5 @@
 """One run on several host pairs (issue 13): each pair against a baseline pair, cell by cell, and
-the host facts that set the pairs apart.
+the host facts that set the pairs apart. The analysis only: reportmd.py words it for report.md.
 
 The per-cell comparison is `compare`'s own (compare.compare_cells: means with 95% intervals, the
 ratio with its interval, Welch's test), applied to the baseline pair as A and each other pair as B.
@@ -7,14 +7,11 @@ ratio with its interval, Welch's test), applied to the baseline pair as A and ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-from . import compare, derive
+from . import compare
 from .errors import ConfigError
-from .formatting import md_table
 from .roles import ROLES
 from .runfolder import RunData, flatten, pair_view
 
@@ -101,70 +98,3 @@ def host_facts(run: RunData) -> tuple[list[str], list[list[str]]]:
         if differs or key.split(".", 1)[1] in KEY_FACTS:
             rows.append([key, *values, "differs" if differs else ""])
     return ["fact", *run.pairs, ""], rows
-
-
-@dataclass(frozen=True)
-class Section:
-    """The "Pairs compared" section in its three parts: the answer (baseline, missing pairs, the
-    table at a glance), the host facts side by side, and the per-cell detail, which report.html
-    folds away (it has a row per pair, cell and metric)."""
-
-    head: str
-    facts: str
-    detail_title: str
-    detail: str
-
-    def markdown(self) -> str:
-        return "\n".join([self.head, self.facts, f"### {self.detail_title}", "", self.detail])
-
-
-def section(run: RunData, baseline: str, table: pd.DataFrame, requested: bool) -> Section:
-    """The "Pairs compared" section: the baseline and why, the pairs at a glance, the host facts,
-    and the ratio table cell by cell (report.md gives all three in that order)."""
-    why = ("chosen with `--baseline`" if requested else
-           f"the first pair in {run.pair_order}; choose another with `orchestrate report RUN --baseline NAME`")
-    head = ["## Pairs compared", "",
-            f"This run ran the same cells on {len(run.pairs)} host pairs: {', '.join(run.pairs)} ({run.pair_order}). "
-            f"The baseline is **{baseline}** ({why}).", ""]
-    missing = missing_pairs(run)
-    if missing:
-        head += [f"The inventory also named {', '.join(missing)}: no cell of {'it' if len(missing) == 1 else 'theirs'} "
-                 f"was measured (the pair failed before its first cell; `run.log` says why, and "
-                 f"`orchestrate run --resume {run.path.name}` runs it once its hosts are back).", ""]
-    summary = glance(table)
-    if not summary.empty:
-        def ratio(value: float) -> str:
-            return "—" if pd.isna(value) else f"{value:.3g}"
-
-        rows = [[r["pair"], _label(r["metric"]), str(r["cells"]), ratio(r["geomean_ratio"]),
-                 f"{ratio(r['min_ratio'])} – {ratio(r['max_ratio'])}",
-                 str(r["better"]), str(r["worse"]), str(r["no_clear_difference"]), str(r["undecided"])]
-                for _, r in summary.iterrows()]
-        head += ["### At a glance", "",
-                 f"Per pair and metric, over the cells measured on both: the geometric mean of pair / {baseline} "
-                 f"and its range, and how many cells Welch's test (p < 0.05, as cell by cell below) calls better or "
-                 f"worse than {baseline}; \"undecided\" cells had too few repetitions or counts that cannot be compared.",
-                 "", md_table(["pair", "metric", "cells", f"geomean pair / {baseline}", "range", "better", "worse",
-                               "no clear difference", "undecided"], rows), ""]
-    headers, rows = host_facts(run)
-    facts = ["### Host facts per pair", "",
-             "What facts.py recorded on each pair's hosts, side by side: the main facts, and every other fact "
-             "on which the pairs differ.", "",
-             md_table(headers, rows) if rows else "No host facts were recorded.", ""]
-    detail = [f"Per cell, throughput and the per-byte costs the hosts counted (metrics not counted are left out): "
-              f"the baseline's and the pair's means ± the half-width of their 95% intervals, the ratio pair / "
-              f"{baseline} with its 95% interval, and Welch's test, as `orchestrate compare` gives for two runs. "
-              f"`{CSV_NAME}` has the same rows as plain numbers.", ""]
-    if table.empty:
-        detail += [f"No cell was measured on both {baseline} and another pair.", ""]
-    else:
-        rows = [[r["pair"], r["cell"], _label(r["metric"]), compare.mean_ci_text(r, "a"), compare.mean_ci_text(r, "b"),
-                 compare.ratio_text(r), "—" if pd.isna(r["p_value"]) else f"{r['p_value']:.3g}", r["verdict"]]
-                for _, r in table.iterrows()]
-        detail += [md_table(["pair", "cell", "metric", baseline, "pair's", f"pair / {baseline} [95% CI]",
-                             "Welch p", "verdict"], rows), ""]
-    return Section("\n".join(head), "\n".join(facts), f"Each pair against {baseline}, cell by cell", "\n".join(detail))
-
-
-def _label(metric: str) -> str:
-    return derive.METRICS[metric].label if metric in derive.METRICS else metric

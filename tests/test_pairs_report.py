@@ -5,6 +5,7 @@ report that is as it was. `pairs3` is made by tests/fixtures/runs/make_pairs_fix
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import shutil
@@ -17,6 +18,8 @@ from scipy import stats as scistats
 
 from orchestrator import cli, derive, dimensions, pairs, plots, report, results, runfolder, stats
 from orchestrator.errors import ConfigError, ExitStatus
+
+from .conftest import require
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 ONE_PAIR = "20261125T222925Z-vmcheck-598f"  # recorded before pairs existed: no pair column
@@ -197,6 +200,24 @@ def test_report_of_several_pairs(pairs_report):
     assert len(written) > 0 and set(written["pair"]) == {"gen2", "gen3"}
     summary = pd.read_csv(pairs_report / "summary.csv")
     assert len(summary) == 96 and set(summary["pair"]) == {"gen1", "gen2", "gen3"}
+
+
+def test_pairs_is_the_analysis_and_reportmd_words_it():
+    """pairs.py computes (ratio table, glance, host facts); report.md's wording of them is reportmd's."""
+    require(importlib.util.find_spec("grimp") is not None, "grimp (installed with import-linter) is missing")
+    import grimp
+
+    from orchestrator import reportmd
+
+    graph = grimp.build_graph("orchestrator", cache_dir=None)
+    imported = graph.find_modules_directly_imported_by("orchestrator.pairs")
+    assert "orchestrator.compare" in imported  # the graph is the real one
+    assert not imported & {"orchestrator.formatting", "orchestrator.reportmd", "orchestrator.reporthtml"}
+    assert not [name for name in vars(pairs) if name.lower().endswith("section") or name == "md_table"]
+    assert "orchestrator.pairs" in graph.find_modules_directly_imported_by("orchestrator.reportmd")
+    assert reportmd.pairs_compared(runfolder.load_run(RUNS / PAIRS3), "gen1",
+                                   pairs.ratio_table(runfolder.load_run(RUNS / PAIRS3), "gen1"),
+                                   False).markdown().startswith("## Pairs compared\n")
 
 
 def test_each_study_plot_has_a_row_of_panels_per_pair():
