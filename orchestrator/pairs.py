@@ -19,6 +19,10 @@ from .runfolder import RunData, flatten, pair_view
 KEY_FACTS = ("cpu_model", "cores", "kernel", "nic.interface", "nic.driver", "nic.driver_version", "nic.firmware",
              "nic.speed", "nic.mtu")
 CSV_NAME = "pairs.csv"
+# Facts that say where a pair ran, not what it is (another host, address or folder): they differ
+# between any two pairs, so they are listed apart and never called a difference. Besides these,
+# any fact named like a path or folder (`..._path`, `..._dir`, `workdir`) is one.
+IDENTITY_FACTS = ("hostname", "ssh_target", "data_address", "nic.addresses", "agent_path")
 
 
 def is_multi_pair(run: RunData) -> bool:
@@ -85,16 +89,38 @@ def missing_pairs(run: RunData) -> list[str]:
     return [str(p) for p in named if str(p) not in run.pairs]
 
 
-def host_facts(run: RunData) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows): one row per host fact, one column per pair; the key facts, then every other
-    fact on which the pairs differ (NIC offloads included). The last column says whether they differ."""
+def is_identity_fact(name: str) -> bool:
+    """Whether a host fact (named without its role: `nic.mtu`) says where a pair ran."""
+    last = name.rsplit(".", 1)[-1]
+    return name in IDENTITY_FACTS or last == "workdir" or last.endswith(("_path", "_dir"))
+
+
+def _flat_facts(run: RunData) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Each pair's host facts as `role.fact` keys, and every key in the order first recorded."""
     flat = {pair: {f"{role}.{k}": v for role in ROLES for k, v in flatten(run.pair_hosts.get(pair, {}).get(role, {})).items()}
             for pair in run.pairs}
-    keys = list(dict.fromkeys(k for pair in run.pairs for k in flat[pair]))
+    return flat, list(dict.fromkeys(k for pair in run.pairs for k in flat[pair]))
+
+
+def host_facts(run: RunData) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): one row per host fact of the hardware, software or settings, one column per
+    pair; the key facts, then every other fact on which the pairs differ (NIC offloads included).
+    The last column says whether they differ. Identity facts are `where_facts`'."""
+    flat, keys = _flat_facts(run)
     rows = []
     for key in keys:
+        name = key.split(".", 1)[1]
+        if is_identity_fact(name):
+            continue
         values = [flat[pair].get(key, "—") for pair in run.pairs]
         differs = len(set(values)) > 1
-        if differs or key.split(".", 1)[1] in KEY_FACTS:
+        if differs or name in KEY_FACTS:
             rows.append([key, *values, "differs" if differs else ""])
     return ["fact", *run.pairs, ""], rows
+
+
+def where_facts(run: RunData) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows): the identity facts (IDENTITY_FACTS, paths) recorded, one column per pair."""
+    flat, keys = _flat_facts(run)
+    return ["fact", *run.pairs], [[key, *(flat[pair].get(key, "—") for pair in run.pairs)]
+                                  for key in keys if is_identity_fact(key.split(".", 1)[1])]

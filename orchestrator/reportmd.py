@@ -293,8 +293,13 @@ def pairs_compared(run: RunData, baseline: str, table: pd.DataFrame, requested: 
     headers, rows = pairs.host_facts(run)
     facts = ["### Host facts per pair", "",
              "What facts.py recorded on each pair's hosts, side by side: the main facts, and every other fact "
-             "on which the pairs differ.", "",
+             "of the hardware, software or settings on which the pairs differ.", "",
              md_table(headers, rows) if rows else "No host facts were recorded.", ""]
+    headers, rows = pairs.where_facts(run)
+    if rows:
+        facts += ["Where each pair ran: names, addresses and paths, which tell the hosts apart rather than describe "
+                  "them, so the table above leaves them out.",
+                  "", md_table(headers, rows), ""]
     detail = [f"Per cell, throughput and the per-byte costs the hosts counted (metrics not counted are left out): "
               f"the baseline's and the pair's means ± the half-width of their 95% intervals, the ratio pair / "
               f"{baseline} with its 95% interval, and Welch's test, as `orchestrate compare` gives for two runs. "

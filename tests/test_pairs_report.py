@@ -220,6 +220,39 @@ def test_pairs_is_the_analysis_and_reportmd_words_it():
                                    False).markdown().startswith("## Pairs compared\n")
 
 
+def test_host_facts_list_where_each_pair_ran_apart_from_its_differences(tmp_path):
+    """Names, addresses and paths differ between any two pairs: they are listed apart, never as
+    "differs", so that a real difference (the MTU here) stands out."""
+    import json
+
+    run_dir = Path(shutil.copytree(RUNS / PAIRS3, tmp_path / "run"))
+    for number, pair in enumerate(("gen1", "gen2", "gen3"), start=1):
+        for role in ("server", "client"):
+            path = run_dir / "pairs" / pair / "hosts" / f"{role}.json"
+            facts = json.loads(path.read_text())
+            facts.update(ssh_target=f"root@198.19.{number}.2:22", data_address=f"198.18.{number}.1",
+                         agent_path=f"/tmp/orchestrate-lab/x-{pair}/{role}/agents/f27f")
+            facts["nic"]["addresses"] = [f"198.18.{number}.1", f"fe80::{number}"]
+            path.write_text(json.dumps(facts))
+    run = runfolder.load_run(run_dir)
+    _, rows = pairs.host_facts(run)
+    differing = {row[0] for row in rows if row[-1] == "differs"}
+    assert {"server.nic.mtu", "client.nic.mtu"} <= differing
+    assert not {f"{role}.{name}" for role in ("server", "client")
+                for name in ("ssh_target", "data_address", "agent_path", "nic.addresses", "hostname")} & differing
+    assert {row[0] for row in rows} >= {"server.cpu_model", "client.nic.driver"}  # the key facts stay
+    _, where = pairs.where_facts(run)
+    assert ["server.ssh_target", "root@198.19.1.2:22", "root@198.19.2.2:22", "root@198.19.3.2:22"] in where
+    assert {row[0] for row in where} == {f"{role}.{name}" for role in ("server", "client") for name in
+                                         ("hostname", "ssh_target", "data_address", "agent_path", "nic.addresses")}
+    report.write_report(run_dir)
+    md = (run_dir / "report.md").read_text()
+    facts = md[md.index("### Host facts per pair"):md.index("### Each pair against gen1")]
+    assert "| server.nic.mtu | 1500 | 9000 | 65536 | differs |" in facts
+    assert "| server.ssh_target | root@198.19.1.2:22 | root@198.19.2.2:22 | root@198.19.3.2:22 |\n" in facts
+    assert not [line for line in facts.splitlines() if "ssh_target" in line and "differs" in line]
+
+
 def test_each_study_plot_has_a_row_of_panels_per_pair():
     summary = stats.summarize(runfolder.load_run(RUNS / PAIRS3).results)
     fig = plots.throughput_vs_size(summary)
