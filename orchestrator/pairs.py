@@ -83,8 +83,9 @@ def glance(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def missing_pairs(run: RunData) -> list[str]:
-    """Pairs the run's inventory names that have no row in results.csv: they failed before their
-    first cell (preflight, an unreachable host), so the report says so instead of leaving them out."""
+    """Pairs the run's inventory names that have no row in results.csv: they failed before finishing
+    any cell (preflight, an unreachable host, a crash in the first cell), so the report says so
+    instead of leaving them out."""
     named = run.inventory.get("pairs") if isinstance(run.inventory.get("pairs"), dict) else {}
     return [str(p) for p in named if str(p) not in run.pairs]
 

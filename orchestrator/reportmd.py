@@ -5,6 +5,7 @@ and the markdown page they make with the study's answers."""
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass
 
 import pandas as pd
@@ -272,9 +273,11 @@ def pairs_compared(run: RunData, baseline: str, table: pd.DataFrame, requested: 
             f"The baseline is **{baseline}** ({why}).", ""]
     missing = pairs.missing_pairs(run)
     if missing:
+        # The folder's absolute path, quoted: the command works pasted into a shell in any directory.
         head += [f"The inventory also named {', '.join(missing)}: no cell of {'it' if len(missing) == 1 else 'theirs'} "
-                 f"was measured (the pair failed before its first cell; `run.log` says why, and "
-                 f"`orchestrate run --resume {run.path.name}` runs it once its hosts are back).", ""]
+                 f"was measured (the pair failed before finishing any cell; `run.log` says why, and "
+                 f"`orchestrate run --resume {shlex.quote(str(run.path.resolve()))}` runs it once its hosts are back).",
+                 ""]
     summary = pairs.glance(table)
     if not summary.empty:
         def ratio(value: float) -> str:

@@ -166,7 +166,7 @@ def test_glance_sums_up_each_pair_against_the_baseline():
 
 
 def test_a_pair_without_rows_is_named_in_the_report(tmp_path):
-    """A pair that failed before its first cell has no row: the report says so, and how to finish it."""
+    """A pair that failed before finishing any cell has no row: the report says so, and how to finish it."""
     import yaml
 
     run_dir = Path(shutil.copytree(RUNS / PAIRS3, tmp_path / "run"))
@@ -175,9 +175,27 @@ def test_a_pair_without_rows_is_named_in_the_report(tmp_path):
     (run_dir / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
     report.write_report(run_dir)
     md = (run_dir / "report.md").read_text()
-    assert "The inventory also named gen4: no cell of it was measured" in md
-    assert f"orchestrate run --resume {run_dir.name}" in md
+    assert "The inventory also named gen4: no cell of it was measured (the pair failed before finishing any cell;" in md
+    # The folder's absolute path, so that the command works pasted in any directory.
+    assert run_dir.is_absolute() and f"`orchestrate run --resume {run_dir.resolve()}` runs it" in md
     assert "# Pair gen4" not in md
+
+
+def test_the_resume_hint_is_a_path_a_shell_takes_whole(tmp_path, monkeypatch):
+    """A relative folder given to `report` still gives an absolute path; a space in it is quoted."""
+    import shlex
+
+    import yaml
+
+    run_dir = Path(shutil.copytree(RUNS / PAIRS3, tmp_path / "my runs" / "run"))
+    inventory = yaml.safe_load((run_dir / "inventory.yml").read_text())
+    inventory["pairs"]["gen4"] = inventory["pairs"]["gen3"]
+    (run_dir / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    report.write_report(Path("my runs") / "run")
+    md = (run_dir / "report.md").read_text()
+    [command] = [part for part in md.split("`") if part.startswith("orchestrate run --resume")]
+    assert shlex.split(command) == ["orchestrate", "run", "--resume", str(run_dir.resolve())]
 
 def test_report_of_several_pairs(pairs_report):
     md = (pairs_report / "report.md").read_text()
