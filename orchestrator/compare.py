@@ -114,13 +114,25 @@ def ratio_text(row: pd.Series) -> str:
     return f"{_fmt(row['ratio'])} [{_fmt(row['ratio_ci_low'])}, {_fmt(row['ratio_ci_high'])}]"
 
 
-def _verdict(metric: str, result: stats.Ratio, a_n: int, b_n: int) -> str:
+NO_CLEAR_DIFFERENCE = "no clear difference"
+
+
+def better_verdict(label_b: str = "B") -> str:
+    """The verdict of a cell where side B measured better (Welch's test: p < 0.05)."""
+    return f"{label_b} better"
+
+
+def worse_verdict(label_b: str = "B") -> str:
+    return f"{label_b} worse"
+
+
+def _verdict(metric: str, result: stats.Ratio, a_n: int, b_n: int, label_b: str) -> str:
     if a_n < 2 or b_n < 2:
         return "too few repetitions to tell"
     if not result.differs():
-        return "no clear difference"
+        return NO_CLEAR_DIFFERENCE
     better = (result.ratio > 1) == derive.METRICS[metric].higher_is_better
-    return "B better" if better else "B worse"
+    return better_verdict(label_b) if better else worse_verdict(label_b)
 
 
 def _differences(a: dict, b: dict, what: str) -> list[str]:
@@ -139,10 +151,11 @@ def _differences(a: dict, b: dict, what: str) -> list[str]:
     return lines
 
 
-def compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+def compare_cells(a: pd.DataFrame, b: pd.DataFrame, label_a: str = "A", label_b: str = "B") -> pd.DataFrame:
     """Per cell both sides measured, per COMPARED_METRICS: both means with their intervals, B/A with
     its interval and Welch's p (stats.ratio), and a verdict. `a` and `b` are `ok_rows`; used for two
-    runs here, and for each pair against the baseline pair of one run (pairs.py)."""
+    runs here, and for each pair against the baseline pair of one run (pairs.py). The verdicts and
+    the cell notes name the sides `label_a` and `label_b` (a pair's name, say)."""
     rows = []
     a_cells, b_cells = a.groupby("cell", sort=False), dict(tuple(b.groupby("cell", sort=False)))
     for cell, group_a in a_cells:
@@ -150,8 +163,8 @@ def compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         if group_b is None:
             continue
         # A zero_copy cell that one run's kernel copied is not the same technique as one it did not.
-        label_a, label_b = _mode_label(group_a), _mode_label(group_b)
-        shown = cell if label_a == label_b == group_a["mode"].iloc[0] else f"{cell} (A: {label_a}; B: {label_b})"
+        mode_a, mode_b = _mode_label(group_a), _mode_label(group_b)
+        shown = cell if mode_a == mode_b == group_a["mode"].iloc[0] else f"{cell} ({label_a}: {mode_a}; {label_b}: {mode_b})"
         for metric in COMPARED_METRICS:
             values_a = group_a[metric].dropna().tolist()
             values_b = group_b[metric].dropna().tolist()
@@ -159,12 +172,12 @@ def compare_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
                 continue
             est_a, est_b = stats.estimate(values_a), stats.estimate(values_b)
             result = stats.ratio(values_a, values_b)
-            verdict = _verdict(metric, result, est_a.n, est_b.n)
+            verdict = _verdict(metric, result, est_a.n, est_b.n, label_b)
             if metric in derive.COUNTER_METRICS:
                 counts_a, counts_b = _counts(group_a, metric), _counts(group_b, metric)
                 if (counts_a == derive.USER_ONLY) != (counts_b == derive.USER_ONLY):
                     # A user-space-only count beside a whole one: the ratio would measure the kernel's share.
-                    verdict = f"not comparable: A counted {_covers(counts_a)}, B {_covers(counts_b)}"
+                    verdict = f"not comparable: {label_a} counted {_covers(counts_a)}, {label_b} {_covers(counts_b)}"
                     result = stats.Ratio(float("nan"), float("nan"), float("nan"), float("nan"))
                 elif counts_a == derive.USER_ONLY:
                     verdict += " (both counted user space only)"

@@ -15,7 +15,7 @@ from . import hostcounters, intervals, layout, pairs, plots, referencereport, st
 from .dimensions import with_pair
 from .files import disk_error, write_atomic
 from .reporthtml import render_html, render_pairs_html
-from .reportmd import render_markdown, render_pairs_markdown
+from .reportmd import pairs_compared, render_markdown, render_pairs_markdown
 from .results import MeasurementChecks, check_format, repair_torn_tail
 from .runfolder import RunData, load_run, pair_view
 from .variants import variant_folder, variants
@@ -119,7 +119,7 @@ def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str)
     write_atomic(run.path / pairs.CSV_NAME, table.to_csv(index=False), redo=redo)
     summary, written = _summary_and_plots(run, redo)
     evidence = _pair_evidence(run, redo)
-    section = pairs.section(run, baseline, table, requested)
+    section = pairs_compared(run, baseline, table, requested)
     text = render_pairs_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, section.markdown(),
                                  evidence)
     report = run.path / "report.md"

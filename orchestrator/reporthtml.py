@@ -12,9 +12,8 @@ import markdown
 import pandas as pd
 
 from .answers import questions_section, summary_section
-from .pairs import Section
-from .reportmd import (COUNTER_PLOTS, METHOD, PLOT_TITLES, caveats_section, pair_body, problems_section, rr_table,
-                       setup_section, stream_tables)
+from .reportmd import (COUNTER_PLOTS, METHOD, PLOT_TITLES, PairsSection, caveats_section, pair_body, problems_section,
+                       rr_table, setup_section, stream_tables)
 from .runfolder import RunData, pair_view, user_space_only
 from .variants import variants
 
@@ -171,7 +170,7 @@ def _plot_figures(run: RunData, paths_by_name: dict[str, list[Path]]) -> list[st
 
 
 def render_pairs_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[str, list[Path]]],
-                      pairs_section: Section, evidence: dict[str, str]) -> str:
+                      pairs_section: PairsSection, evidence: dict[str, str]) -> str:
     """report.html of a run on several pairs: the pairs compared first (open), the plots with one
     row of panels per pair, then each pair's findings, collapsed, as a one-pair report gives them."""
     title = f"Run {run.run_id}"

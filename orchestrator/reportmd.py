@@ -1,14 +1,17 @@
 """report.md's sections: the setup, how the numbers are made, the caveats of this run, the
-problem cells and the tables, and the markdown page they make with the study's answers."""
+problem cells and the tables, the pairs compared (a run on several pairs; pairs.py's analysis),
+and the markdown page they make with the study's answers."""
 
 from __future__ import annotations
 
 import math
+import shlex
+from dataclasses import dataclass
 
 import pandas as pd
 import yaml
 
-from . import derive
+from . import compare, derive, pairs
 from .answers import questions_section, summary_section
 from .formatting import cell_value, md_table, num, size_text, with_ci
 from .roles import ROLES
@@ -243,6 +246,81 @@ def pair_body(view: RunData, summary: pd.DataFrame, evidence: str) -> list[str]:
                   stream_tables(group, user_space_only(view.results)) if not group.empty else "No cells.\n",
                   rr_table(group) if not group.empty else "", questions_section(group, view)]
     return parts
+
+
+@dataclass(frozen=True)
+class PairsSection:
+    """The "Pairs compared" section in its three parts: the answer (baseline, missing pairs, the
+    table at a glance), the host facts side by side, and the per-cell detail, which report.html
+    folds away (it has a row per pair, cell and metric)."""
+
+    head: str
+    facts: str
+    detail_title: str
+    detail: str
+
+    def markdown(self) -> str:
+        return "\n".join([self.head, self.facts, f"### {self.detail_title}", "", self.detail])
+
+
+def pairs_compared(run: RunData, baseline: str, table: pd.DataFrame, requested: bool) -> PairsSection:
+    """The "Pairs compared" section: the baseline and why, the pairs at a glance, the host facts,
+    and the ratio table cell by cell (report.md gives all three in that order)."""
+    why = ("chosen with `--baseline`" if requested else
+           f"the first pair in {run.pair_order}; choose another with `orchestrate report RUN --baseline NAME`")
+    head = ["## Pairs compared", "",
+            f"This run ran the same cells on {len(run.pairs)} host pairs: {', '.join(run.pairs)} ({run.pair_order}). "
+            f"The baseline is **{baseline}** ({why}).", ""]
+    missing = pairs.missing_pairs(run)
+    if missing:
+        # The folder's absolute path, quoted: the command works pasted into a shell in any directory.
+        head += [f"The inventory also named {', '.join(missing)}: no cell of {'it' if len(missing) == 1 else 'theirs'} "
+                 f"was measured (the pair failed before finishing any cell; `run.log` says why, and "
+                 f"`orchestrate run --resume {shlex.quote(str(run.path.resolve()))}` runs it once its hosts are back).",
+                 ""]
+    summary = pairs.glance(table)
+    if not summary.empty:
+        def ratio(value: float) -> str:
+            return "—" if pd.isna(value) else f"{value:.3g}"
+
+        rows = [[r["pair"], _metric_label(r["metric"]), str(r["cells"]), ratio(r["geomean_ratio"]),
+                 f"{ratio(r['min_ratio'])} – {ratio(r['max_ratio'])}",
+                 str(r["better"]), str(r["worse"]), str(r["no_clear_difference"]), str(r["undecided"])]
+                for _, r in summary.iterrows()]
+        head += ["### At a glance", "",
+                 f"Per pair and metric, over the cells measured on both: the geometric mean of pair / {baseline} "
+                 f"and its range, and how many cells Welch's test (p < 0.05, as cell by cell below) calls better or "
+                 f"worse than {baseline}; \"undecided\" cells had too few repetitions or counts that cannot be compared.",
+                 "", md_table(["pair", "metric", "cells", f"geomean pair / {baseline}", "range", "better", "worse",
+                               "no clear difference", "undecided"], rows), ""]
+    headers, rows = pairs.host_facts(run)
+    facts = ["### Host facts per pair", "",
+             "What facts.py recorded on each pair's hosts, side by side: the main facts, and every other fact "
+             "of the hardware, software or settings on which the pairs differ.", "",
+             md_table(headers, rows) if rows else "No host facts were recorded.", ""]
+    headers, rows = pairs.where_facts(run)
+    if rows:
+        facts += ["Where each pair ran: names, addresses and paths, which tell the hosts apart rather than describe "
+                  "them, so the table above leaves them out.",
+                  "", md_table(headers, rows), ""]
+    detail = [f"Per cell, throughput and the per-byte costs the hosts counted (metrics not counted are left out): "
+              f"the baseline's and the pair's means ± the half-width of their 95% intervals, the ratio pair / "
+              f"{baseline} with its 95% interval, and Welch's test, as `orchestrate compare` gives for two runs. "
+              f"`{pairs.CSV_NAME}` has the same rows as plain numbers.", ""]
+    if table.empty:
+        detail += [f"No cell was measured on both {baseline} and another pair.", ""]
+    else:
+        rows = [[r["pair"], r["cell"], _metric_label(r["metric"]), compare.mean_ci_text(r, "a"),
+                 compare.mean_ci_text(r, "b"), compare.ratio_text(r),
+                 "—" if pd.isna(r["p_value"]) else f"{r['p_value']:.3g}", r["verdict"]]
+                for _, r in table.iterrows()]
+        detail += [md_table(["pair", "cell", "metric", baseline, "pair's", f"pair / {baseline} [95% CI]",
+                             "Welch p", "verdict"], rows), ""]
+    return PairsSection("\n".join(head), "\n".join(facts), f"Each pair against {baseline}, cell by cell", "\n".join(detail))
+
+
+def _metric_label(metric: str) -> str:
+    return derive.METRICS[metric].label if metric in derive.METRICS else metric
 
 
 def render_pairs_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, list[str]], pairs_section: str,

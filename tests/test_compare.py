@@ -90,6 +90,29 @@ def test_copied_zero_copy_is_named_apart_from_real_zero_copy(tmp_path):
     assert not plain["cell"].str.contains("copied").any()
 
 
+def test_compare_cells_words_its_verdicts_and_notes_with_the_sides_names():
+    """pairs.py passes the pairs' names: the verdicts and the cell notes use them, and no A or B is
+    left for it to rewrite."""
+    vm, lab = compare.ok_rows(compare.load_run(VM)), compare.ok_rows(compare.load_run(A))
+    default = compare.compare_cells(vm, lab)
+    named = compare.compare_cells(vm, lab, "gen1", "gen2")
+    assert len(named) == len(default) > 0
+    assert (named[["ratio", "p_value"]].fillna(-1) == default[["ratio", "p_value"]].fillna(-1)).all().all()
+    notes = named[named["cell"].str.startswith("stream-zero_copy")]["cell"]
+    assert len(notes) > 0 and notes.str.contains(r"\(gen1: zero_copy: copied \(not zero-copy\); gen2: zero_copy\)").all()
+    assert not named["cell"].str.contains(r"\(A: |; B: ").any()
+    said = set(named["verdict"])
+    assert {"gen2 better", "gen2 worse"} & said
+    assert said <= {"gen2 better", "gen2 worse", "no clear difference", "too few repetitions to tell"}
+    assert {v.replace("gen2 ", "B ") for v in said} == set(default["verdict"])
+    # The counts one side took in user space only are named by the sides' names too.
+    user = lab.assign(cycles_per_byte_perf_counts="user")
+    mixed = compare.compare_cells(lab, user, "gen1", "gen2")
+    cycles = mixed[mixed["metric"] == "cycles_per_byte"]["verdict"]
+    assert len(cycles) > 0
+    assert cycles.eq("not comparable: gen1 counted user and kernel space, gen2 user space only").all()
+
+
 def test_a_run_on_several_pairs_is_compared_one_pair_at_a_time(tmp_path):
     """Pooling pairs would make one cell of different hosts: compare asks which pair, and with
     --pair compares that pair of both runs (here gen2's bytes are gen1's x 1.5, by construction)."""

@@ -5,6 +5,7 @@ report that is as it was. `pairs3` is made by tests/fixtures/runs/make_pairs_fix
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import shutil
@@ -17,6 +18,8 @@ from scipy import stats as scistats
 
 from orchestrator import cli, derive, dimensions, pairs, plots, report, results, runfolder, stats
 from orchestrator.errors import ConfigError, ExitStatus
+
+from .conftest import require
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 ONE_PAIR = "20261125T222925Z-vmcheck-598f"  # recorded before pairs existed: no pair column
@@ -163,7 +166,7 @@ def test_glance_sums_up_each_pair_against_the_baseline():
 
 
 def test_a_pair_without_rows_is_named_in_the_report(tmp_path):
-    """A pair that failed before its first cell has no row: the report says so, and how to finish it."""
+    """A pair that failed before finishing any cell has no row: the report says so, and how to finish it."""
     import yaml
 
     run_dir = Path(shutil.copytree(RUNS / PAIRS3, tmp_path / "run"))
@@ -172,9 +175,27 @@ def test_a_pair_without_rows_is_named_in_the_report(tmp_path):
     (run_dir / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
     report.write_report(run_dir)
     md = (run_dir / "report.md").read_text()
-    assert "The inventory also named gen4: no cell of it was measured" in md
-    assert f"orchestrate run --resume {run_dir.name}" in md
+    assert "The inventory also named gen4: no cell of it was measured (the pair failed before finishing any cell;" in md
+    # The folder's absolute path, so that the command works pasted in any directory.
+    assert run_dir.is_absolute() and f"`orchestrate run --resume {run_dir.resolve()}` runs it" in md
     assert "# Pair gen4" not in md
+
+
+def test_the_resume_hint_is_a_path_a_shell_takes_whole(tmp_path, monkeypatch):
+    """A relative folder given to `report` still gives an absolute path; a space in it is quoted."""
+    import shlex
+
+    import yaml
+
+    run_dir = Path(shutil.copytree(RUNS / PAIRS3, tmp_path / "my runs" / "run"))
+    inventory = yaml.safe_load((run_dir / "inventory.yml").read_text())
+    inventory["pairs"]["gen4"] = inventory["pairs"]["gen3"]
+    (run_dir / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    report.write_report(Path("my runs") / "run")
+    md = (run_dir / "report.md").read_text()
+    [command] = [part for part in md.split("`") if part.startswith("orchestrate run --resume")]
+    assert shlex.split(command) == ["orchestrate", "run", "--resume", str(run_dir.resolve())]
 
 def test_report_of_several_pairs(pairs_report):
     md = (pairs_report / "report.md").read_text()
@@ -191,10 +212,63 @@ def test_report_of_several_pairs(pairs_report):
     assert "| gen2 | Throughput | 32 | 1.5 | 1.5 – 1.5 |" in md
     ratio_rows = [line for line in md.splitlines() if line.startswith("| gen2 | stream-one_copy-65536B-1t | Throughput")]
     assert len(ratio_rows) == 1 and "| 1.5 [" in ratio_rows[0]
+    # compare words the verdicts with the pairs' names: gen3 (0.6x the bytes) is worse than the baseline.
+    assert "| gen3 worse |" in md and "| B worse |" not in md and "| B better |" not in md
     written = pd.read_csv(pairs_report / "pairs.csv")
     assert len(written) > 0 and set(written["pair"]) == {"gen2", "gen3"}
     summary = pd.read_csv(pairs_report / "summary.csv")
     assert len(summary) == 96 and set(summary["pair"]) == {"gen1", "gen2", "gen3"}
+
+
+def test_pairs_is_the_analysis_and_reportmd_words_it():
+    """pairs.py computes (ratio table, glance, host facts); report.md's wording of them is reportmd's."""
+    require(importlib.util.find_spec("grimp") is not None, "grimp (installed with import-linter) is missing")
+    import grimp
+
+    from orchestrator import reportmd
+
+    graph = grimp.build_graph("orchestrator", cache_dir=None)
+    imported = graph.find_modules_directly_imported_by("orchestrator.pairs")
+    assert "orchestrator.compare" in imported  # the graph is the real one
+    assert not imported & {"orchestrator.formatting", "orchestrator.reportmd", "orchestrator.reporthtml"}
+    assert not [name for name in vars(pairs) if name.lower().endswith("section") or name == "md_table"]
+    assert "orchestrator.pairs" in graph.find_modules_directly_imported_by("orchestrator.reportmd")
+    assert reportmd.pairs_compared(runfolder.load_run(RUNS / PAIRS3), "gen1",
+                                   pairs.ratio_table(runfolder.load_run(RUNS / PAIRS3), "gen1"),
+                                   False).markdown().startswith("## Pairs compared\n")
+
+
+def test_host_facts_list_where_each_pair_ran_apart_from_its_differences(tmp_path):
+    """Names, addresses and paths differ between any two pairs: they are listed apart, never as
+    "differs", so that a real difference (the MTU here) stands out."""
+    import json
+
+    run_dir = Path(shutil.copytree(RUNS / PAIRS3, tmp_path / "run"))
+    for number, pair in enumerate(("gen1", "gen2", "gen3"), start=1):
+        for role in ("server", "client"):
+            path = run_dir / "pairs" / pair / "hosts" / f"{role}.json"
+            facts = json.loads(path.read_text())
+            facts.update(ssh_target=f"root@198.19.{number}.2:22", data_address=f"198.18.{number}.1",
+                         agent_path=f"/tmp/orchestrate-lab/x-{pair}/{role}/agents/f27f")
+            facts["nic"]["addresses"] = [f"198.18.{number}.1", f"fe80::{number}"]
+            path.write_text(json.dumps(facts))
+    run = runfolder.load_run(run_dir)
+    _, rows = pairs.host_facts(run)
+    differing = {row[0] for row in rows if row[-1] == "differs"}
+    assert {"server.nic.mtu", "client.nic.mtu"} <= differing
+    assert not {f"{role}.{name}" for role in ("server", "client")
+                for name in ("ssh_target", "data_address", "agent_path", "nic.addresses", "hostname")} & differing
+    assert {row[0] for row in rows} >= {"server.cpu_model", "client.nic.driver"}  # the key facts stay
+    _, where = pairs.where_facts(run)
+    assert ["server.ssh_target", "root@198.19.1.2:22", "root@198.19.2.2:22", "root@198.19.3.2:22"] in where
+    assert {row[0] for row in where} == {f"{role}.{name}" for role in ("server", "client") for name in
+                                         ("hostname", "ssh_target", "data_address", "agent_path", "nic.addresses")}
+    report.write_report(run_dir)
+    md = (run_dir / "report.md").read_text()
+    facts = md[md.index("### Host facts per pair"):md.index("### Each pair against gen1")]
+    assert "| server.nic.mtu | 1500 | 9000 | 65536 | differs |" in facts
+    assert "| server.ssh_target | root@198.19.1.2:22 | root@198.19.2.2:22 | root@198.19.3.2:22 |\n" in facts
+    assert not [line for line in facts.splitlines() if "ssh_target" in line and "differs" in line]
 
 
 def test_each_study_plot_has_a_row_of_panels_per_pair():

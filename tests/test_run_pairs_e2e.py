@@ -121,9 +121,13 @@ def test_three_pairs_run_smoke_at_once_each_with_its_own_mtu(pairs_lab, tmp_path
     made = orchestrate("report", str(run_dir), "--baseline", "p2", timeout=300)
     assert made.returncode == 0, made.stderr
     text = (run_dir / "report.md").read_text()
-    assert "## Pairs compared" in text and "p2" in text.split("## Pairs compared", 1)[1].split("\n\n", 2)[1]
+    assert "## Pairs compared" in text and "The baseline is **p2** (chosen with `--baseline`)" in text
     mtu_rows = [line for line in text.splitlines() if "mtu" in line.lower() and "differs" in line]
     assert mtu_rows and all(str(m) in mtu_rows[0] for m in MTUS), mtu_rows
+    # Each pair has its own sshds and addresses: listed where each pair ran, not as differences.
+    differing = [line for line in text.splitlines() if line.endswith("| differs |")]
+    assert not [line for line in differing if "ssh_target" in line or "data_address" in line], differing
+    assert [line for line in text.splitlines() if line.startswith("| server.ssh_target | ")]
     compared = pd.read_csv(run_dir / "pairs.csv")
     assert set(compared["pair"]) == {"p1", "p3"}, compared.columns.tolist()
 
