@@ -304,8 +304,8 @@ def execute(
     try:
         shared = _SharedFiles(state.run_dir, progress)
 
-        def run_pair(name: str, pair_progress: Progress) -> PairOutcome:
-            return _execute_pair(PairState(state, name), pair_progress, on_preflight, shared)
+        def run_pair(outcome: PairOutcome, pair_progress: Progress) -> None:
+            _execute_pair(PairState(state, outcome.pair), pair_progress, on_preflight, shared, outcome)
 
         outcomes = pairrun.run_pairs(list(state.inventory.pairs), run_pair, progress,  # type: ignore[arg-type]
                                      [c.cell_id for c in state.plan.cells], shared.done,
@@ -331,8 +331,9 @@ def execute(
 
 
 def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[Preflight], None],
-                  shared: _SharedFiles) -> PairOutcome:
-    """One pair's hosts, preflight, deploy, host facts and cells."""
+                  shared: _SharedFiles, outcome: PairOutcome) -> None:
+    """One pair's hosts, preflight, deploy, host facts and cells, each cell kept in `outcome`
+    as it finishes (what stops the pair goes up; the cells before it stay counted)."""
     state = pair.run
     experiment, inventory = state.experiment, pair.inventory
     hosts: dict[str, Host] = {}
@@ -373,7 +374,7 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
             perf_events={role: list(report.perf_events(role)) for role in hosts},
             record=record,
         )
-        return _run_cells(pair, ctx, progress, shared)
+        _run_cells(pair, ctx, progress, shared, outcome)
     except OSError as exc:
         if exc.filename is None:
             raise
@@ -444,10 +445,11 @@ def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deplo
         write_atomic(path, json.dumps(data, indent=2) + "\n", state.run_dir)
 
 
-def _run_cells(pair: PairState, ctx: cells.CellContext, progress: Progress, shared: _SharedFiles) -> PairOutcome:
+def _run_cells(pair: PairState, ctx: cells.CellContext, progress: Progress, shared: _SharedFiles,
+               outcome: PairOutcome) -> None:
     state = pair.run
     todo = [c for c in state.plan.cells if (pair.name, c.cell_id) not in shared.done]
-    outcome = PairOutcome(pair.name, skipped=len(state.plan.cells) - len(todo), planned=len(state.plan.cells))
+    outcome.skipped, outcome.planned = len(state.plan.cells) - len(todo), len(state.plan.cells)
     progress.start(len(state.plan.cells), outcome.skipped)
     runner = cells.CellRunner(ctx)
     try:
@@ -455,7 +457,6 @@ def _run_cells(pair: PairState, ctx: cells.CellContext, progress: Progress, shar
             _run_one(pair, ctx, runner, cell, todo[index + 1] if index + 1 < len(todo) else None, shared, outcome, progress)
     finally:
         runner.disarm()
-    return outcome
 
 
 def _run_one(pair: PairState, ctx: cells.CellContext, runner: cells.CellRunner, cell: Cell, next_cell: Cell | None,

@@ -441,12 +441,10 @@ def test_a_bad_ssh_config_entry_in_one_pair_exits_2_while_the_other_pair_finishe
 
     from orchestrator import cli, runner
     from orchestrator.errors import ConfigError
-    from orchestrator.pairrun import PairOutcome
 
-    def pair(pair_state, progress, on_preflight, shared):
+    def pair(pair_state, progress, on_preflight, shared, outcome):
         if pair_state.name == "b":
             raise ConfigError("ssh_config entry for 198.18.2.10: bad ProxyCommand")
-        return PairOutcome(pair_state.name, planned=len(pair_state.run.plan.cells))
 
     monkeypatch.setattr(runner, "_execute_pair", pair)
     monkeypatch.setattr(cli, "_summary", lambda run_dir: pd.DataFrame())  # no cell ran here, so no rows
@@ -457,6 +455,30 @@ def test_a_bad_ssh_config_entry_in_one_pair_exits_2_while_the_other_pair_finishe
     assert code == doc["exit_status"] == ExitStatus.BAD_ARGUMENT, stderr.getvalue()
     assert doc["pairs"]["a"]["status"] == "ok" and doc["pairs"]["b"]["status"] == "failed"
     assert "bad ProxyCommand" in doc["error"] and "--resume" in doc["error"]
+
+
+def test_a_pair_that_loses_its_host_after_two_cells_counts_them_in_json(tmp_path, monkeypatch):
+    """The cells a pair finished before it lost a host have rows in results.csv: --json counts them."""
+    import pandas as pd
+
+    from orchestrator import cli, runner
+    from orchestrator.cells import CellOutcome
+    from orchestrator.errors import HostError
+
+    def pair(pair_state, progress, on_preflight, shared, outcome):
+        if pair_state.name == "b":
+            outcome.finished += [CellOutcome(c, tmp_path, None, 1.0, status="ok") for c in pair_state.run.plan.cells[:2]]
+            raise HostError("server", "pair b: no longer reachable")
+
+    monkeypatch.setattr(runner, "_execute_pair", pair)
+    monkeypatch.setattr(cli, "_summary", lambda run_dir: pd.DataFrame())
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
+                     "--results", str(tmp_path / "results"), "--no-report", "--json"], stdout=stdout, stderr=stderr)
+    doc = json.loads(stdout.getvalue())
+    assert code == ExitStatus.SOME_PAIRS_FAILED, stderr.getvalue()
+    assert doc["pairs"]["b"]["status"] == "failed" and doc["pairs"]["b"]["run"] == 2
+    assert doc["cells"]["run"] == 2
 
 
 def _fake_pair_hosts(monkeypatch, problem_on: str | None = None):

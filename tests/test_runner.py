@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator import cellrow, cells, results, runner
+from orchestrator.pairrun import PairOutcome
 from orchestrator.results import FORMAT_VERSION, read_results
 from orchestrator.config import Experiment
 from orchestrator.deploy import Agent
@@ -171,8 +172,10 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 def _run_cells(state, ctx, pair: str = "default"):
     """The run loop of one pair, over the run's shared results.csv and intervals.csv."""
-    return runner._run_cells(runner.PairState(state, pair), ctx, runner.Progress(),
-                             runner._SharedFiles(state.run_dir, runner.Progress()))
+    outcome = PairOutcome(pair)
+    runner._run_cells(runner.PairState(state, pair), ctx, runner.Progress(),
+                      runner._SharedFiles(state.run_dir, runner.Progress()), outcome)
+    return outcome
 
 
 def _one_cell_run(tmp_path: Path, hosts: dict[str, FakeHost], experiment: Experiment) -> tuple[dict, dict]:
