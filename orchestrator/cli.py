@@ -98,7 +98,7 @@ class CellEta(ProgressColumn):
 
     def render(self, task) -> Text:
         fields = task.fields
-        if "per_cell_s" not in fields or task.finished:
+        if "per_cell_s" not in fields or task.finished or fields.get("stopped"):
             return Text("")
         left = eta_seconds(fields["per_cell_s"], fields["after_current"], fields["current_started"], time.monotonic())
         from .estimate import human
@@ -133,9 +133,12 @@ class TerminalProgress:
         self.console.print(f"[bold]·[/] {self._lead()}{message}")
 
     def pair_failed(self, error: str) -> None:
-        self.console.print(f"[red]✗ pair {escape(self.pair or '')} failed[/]: {escape(error)}", highlight=False)
+        # Its error is said once, with the others', when the run ends (PairsFailed), and in run.log.
+        self.console.print(f"[red]✗ pair {escape(self.pair or '')} failed[/]; the other pairs go on "
+                           "(why: when the run ends)", highlight=False)
         if self.bar is not None:
-            self.bar.update(self.task, description=f"{self.pair}: failed", current_started=None)
+            # No ETA for a pair that will run no more cells.
+            self.bar.update(self.task, description=f"{self.pair}: failed", current_started=None, stopped=True)
 
     def _shared_bar(self) -> RichProgress:
         root = self.parent or self

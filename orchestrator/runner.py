@@ -471,9 +471,7 @@ def _run_one(pair: PairState, ctx: cells.CellContext, runner: cells.CellRunner, 
     result, row = finish_cell(ran, cellrow.RowSettings.of(state.run_id, state.experiment, pair=pair.name), state.run_dir)
     if lost:
         # No row: the cell was not measured, and --resume runs it again once the host is back.
-        where = "" if pair.name == DEFAULT_PAIR else f"pair {pair.name}: "
-        raise HostError(lost, f"{where}no longer reachable; the run stopped during {cell.cell_id} ({result.error}). "
-                              f"Once the host is back: orchestrate run --resume {state.run_dir}")
+        raise _lost_error(pair, ctx, cell, lost, result)
     shared.append(row.row, result.local_dir)
     outcome.finished.append(result)
     progress.cell_finished(result)
@@ -513,6 +511,24 @@ def set_aside_unfinished(state: RunState) -> list[str]:
     if redo:
         results_csv.remove(redo)
     return [cell_id if pair == DEFAULT_PAIR else f"{pair}/{cell_id}" for pair, cell_id in redo]
+
+
+def _lost_error(pair: PairState, ctx: cells.CellContext, cell: Cell, lost: str, result: cells.CellOutcome) -> HostError:
+    """What the user reads about a host lost during a cell: the host, our process groups that may
+    still run there, and what to do, once. The cell's own error (the commands, each failed kill)
+    goes to run.log and cell.json."""
+    log.warning("%s no longer reachable during %s: %s", lost, cell.cell_id, result.error)
+    state = pair.run
+    one_pair = len(state.inventory.pairs) == 1
+    where = f"pair {pair.name}: " if one_pair and pair.name != DEFAULT_PAIR else ""
+    roles = {role for role, host in ctx.hosts.items() if host.name == lost}
+    groups = sorted({str(s.pgid) for s in (ctx.record.read() if ctx.record else [])
+                     if s.cell == cell.cell_id and s.role in roles})
+    still = f"; our process group {', '.join(groups)} may still run there (--resume ends it)" if groups else ""
+    # One pair: this is the run's error and says what to do; of several, the run's PairsFailed
+    # says it once for every pair that failed.
+    then = f"\nonce the host is back: orchestrate run --resume {state.run_dir}" if one_pair else ""
+    return HostError(lost, f"{where}no longer reachable during {cell.cell_id}{still}{then}")
 
 
 def _lost_host(ctx: cells.CellContext) -> str | None:

@@ -339,6 +339,26 @@ def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_
     assert "✗ stream-zero_copy-65536B-4t-r2: agent exited 1" in shown
 
 
+def test_a_failed_pairs_bar_shows_no_eta_and_its_error_waits_for_the_end():
+    from rich.console import Console
+
+    from orchestrator import cli
+
+    screen = Console(file=io.StringIO(), force_terminal=True, width=200, color_system=None)
+    run = cli.TerminalProgress(screen, per_cell_s=12.1, repetitions=1)
+    lost = run.for_pair("p2")
+    lost.start(total=3, done=1)
+    try:
+        task = lost.bar.tasks[0]
+        assert cli.CellEta().render(task).plain.startswith("ETA")
+        lost.pair_failed("server (root@198.18.2.10): no longer reachable; long details")
+        assert cli.CellEta().render(task).plain == "" and task.description == "p2: failed"
+    finally:
+        run.stop()
+    shown = screen.file.getvalue()
+    assert "✗ pair p2 failed" in shown and "no longer reachable" not in shown  # said once, at the end
+
+
 def test_check_json_lists_the_findings(tmp_path):
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(f"server: {{host: local, workdir: {tmp_path / 'work'}}}\nclient: {{host: local, workdir: {tmp_path / 'work'}}}\n")

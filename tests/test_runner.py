@@ -213,15 +213,39 @@ def test_a_byte_mismatch_fails_the_row_and_cell_json(tmp_path):
     assert record["error"] == row["error"] == "server sent 13738180608 bytes but client received 13738180607"
 
 
-def test_a_lost_host_writes_no_row_and_says_how_to_resume(tmp_path):
+ONE_PAIR = {"server": {"host": "local"}, "client": {"host": "local"}}
+TWO_PAIRS = {"pairs": {"a": ONE_PAIR, "b": ONE_PAIR}, "concurrent": False}
+
+
+@pytest.mark.parametrize("inventory", [ONE_PAIR, TWO_PAIRS])
+def test_a_lost_host_writes_no_row_and_says_how_to_resume(tmp_path, caplog, inventory):
+    """The user reads the host, our process group that may still run there and what to do, once
+    (of several pairs, the run's own error says --resume for them all); the cell's own error,
+    with the commands, is run.log's."""
+    from orchestrator.inventory import Inventory
+    from orchestrator.leftovers import GroupRecord
+
     hosts = _hosts(client=255)
     hosts["client"].reachable = False
     experiment = _experiment()
     state = _state(tmp_path, experiment, (_cell(), _cell(2)))
-    with pytest.raises(HostError, match="no longer reachable.*orchestrate run --resume"):
-        _run_cells(state, _context(hosts, experiment, state.run_id))
+    state.inventory = Inventory.model_validate(inventory)
+    pair = next(iter(state.inventory.pairs))
+    ctx = _context(hosts, experiment, state.run_id)
+    ctx = cells.CellContext(ctx.run_id, ctx.experiment, ctx.hosts, ctx.agents, {}, GroupRecord(tmp_path))
+    with caplog.at_level("WARNING", logger="orchestrator.runner"), pytest.raises(HostError) as lost:
+        _run_cells(state, ctx, pair)
+    said = f"fake-client: no longer reachable during {_cell().cell_id}; our process group 4242 may still run there " \
+           "(--resume ends it)"
+    if len(state.inventory.pairs) == 1:
+        said += f"\nonce the host is back: orchestrate run --resume {state.run_dir}"
+    assert str(lost.value) == said
+    assert any("fake-client no longer reachable during" in r.getMessage() and "client agent" in r.getMessage()
+               for r in caplog.records)
     assert not (state.run_dir / "results.csv").exists()
-    assert json.loads((state.run_dir / "cells" / _cell().cell_id / "cell.json").read_text())["status"] == "failed"
+    from orchestrator import layout
+
+    assert json.loads((layout.cells_dir(state.run_dir, pair) / _cell().cell_id / "cell.json").read_text())["status"] == "failed"
 
 
 # ---------------------------------------------------------------------------- resume
