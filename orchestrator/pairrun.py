@@ -141,7 +141,9 @@ def _pairs_in_threads(names: list[str], run_pair: RunPair, progress: RunProgress
             outcomes[name] = _pair_or_error(name, run_pair, progress.for_pair(name), planned)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
             with _working_for(name):
-                log.info("pair %s stopped: %r", name, exc, exc_info=isinstance(exc, interrupts.PairStopped))
+                # One line for a pair stopped (a signal) or a typed error (a full disk); a bug's traceback.
+                log.info("pair %s stopped: %r", name, exc,
+                         exc_info=not isinstance(exc, (interrupts.PairStopped, OrchestrateError)))
             raised[name] = exc
             if not isinstance(exc, interrupts.PairStopped):
                 any_stopped.set()

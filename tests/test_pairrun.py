@@ -110,7 +110,7 @@ def test_a_full_disk_in_one_pair_stops_every_pair_and_goes_up():
     assert pairs.stopped == {"gen9", "gen7"}  # each one's clean-up ran (its agents ended)
 
 
-def test_a_signal_in_the_main_thread_stops_every_pair_and_goes_up():
+def test_a_signal_in_the_main_thread_stops_every_pair_and_goes_up(caplog):
     pairs = Pairs(gen9="wait", gen8="wait")
 
     def signal_once_running() -> None:
@@ -119,9 +119,21 @@ def test_a_signal_in_the_main_thread_stops_every_pair_and_goes_up():
         _thread.interrupt_main()  # as a SIGINT lands: a KeyboardInterrupt in the main thread
 
     threading.Thread(target=signal_once_running, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
+    with caplog.at_level(logging.INFO, logger="orchestrator.pairrun"), pytest.raises(KeyboardInterrupt):
         run(pairs)
     assert pairs.stopped == {"gen9", "gen8"}
+    # run.log: one line per pair stopped by a plain Ctrl-C, no traceback.
+    stopped = [r for r in caplog.records if r.getMessage().startswith("pair gen")]
+    assert sorted(r.getMessage().split(":")[0] for r in stopped) == ["pair gen8 stopped", "pair gen9 stopped"]
+    assert not any(r.exc_info for r in stopped)
+
+
+def test_a_bug_in_a_pair_has_its_traceback_in_run_log(caplog):
+    pairs = Pairs(gen9="wait", gen8=ZeroDivisionError("a bug"))
+    with caplog.at_level(logging.INFO, logger="orchestrator.pairrun"), pytest.raises(ZeroDivisionError):
+        run(pairs)
+    (bug,) = [r for r in caplog.records if r.getMessage().startswith("pair gen8 stopped")]
+    assert bug.exc_info and bug.exc_info[0] is ZeroDivisionError
 
 
 def test_a_pair_that_does_not_end_when_stopped_does_not_hang_the_run(caplog):
