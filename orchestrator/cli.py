@@ -309,8 +309,9 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         return ExitStatus(exit_status(exc))
     summary = _summary(state.run_dir)
     args.doc.update(
-        cells={"planned": len(state.plan.cells), "run": len(outcome.finished), "skipped": outcome.skipped,
-               "failed": len(outcome.failed)},
+        # Totals over the pairs, as `run` and `skipped` are; each pair's own figures are under `pairs`.
+        cells={"planned": sum(p.planned for p in outcome.pairs.values()), "run": len(outcome.finished),
+               "skipped": outcome.skipped, "failed": len(outcome.failed)},
         failures=[{"pair": name, "cell": o.cell.cell_id, "error": o.error}
                   for name, p in outcome.pairs.items() for o in p.failed],
         summary=_records(summary),
@@ -344,7 +345,9 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in "
             f"{layout.cells_dir(state.run_dir, '<pair>' if len(state.inventory.pairs) > 1 else layout.DEFAULT_PAIR)})"
             f"{listing}\nmeasure them again with: orchestrate run --resume {state.run_dir} --retry-failed")
-    on_pairs = f" on {len(outcome.pairs)} pairs" if len(outcome.pairs) > 1 else ""
+    ran = sum(1 for p in outcome.pairs.values() if p.finished)  # on --resume, maybe not every pair
+    on_pairs = "" if len(outcome.pairs) == 1 else \
+        f" on {ran} pairs" if ran == len(outcome.pairs) else f" on {ran} of {len(outcome.pairs)} pairs"
     term.console.print(f"[green]done[/]: {len(outcome.finished)} cells run{on_pairs}, {outcome.skipped} already done, "
                        f"results in {state.run_dir}/results.csv")
     return ExitStatus.OK

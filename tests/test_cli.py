@@ -501,6 +501,36 @@ def test_a_pair_that_loses_its_host_after_two_cells_counts_them_in_json(tmp_path
     assert doc["cells"]["run"] == 2
 
 
+def test_json_cells_are_totals_and_done_counts_the_pairs_that_ran(tmp_path, monkeypatch):
+    """cells.planned, run and skipped are all totals over the pairs; a pair with every cell done
+    (as on --resume) did not run, and the done line says so."""
+    import pandas as pd
+
+    from orchestrator import cli, runner
+    from orchestrator.cells import CellOutcome
+
+    def pair(pair_state, progress, on_preflight, shared, outcome):
+        planned = pair_state.run.plan.cells
+        outcome.planned = len(planned)
+        if pair_state.name == "a":
+            outcome.finished += [CellOutcome(c, tmp_path, None, 1.0, status="ok") for c in planned]
+        else:
+            outcome.skipped = len(planned)
+
+    monkeypatch.setattr(runner, "_execute_pair", pair)
+    monkeypatch.setattr(cli, "_summary", lambda run_dir: pd.DataFrame())
+    monkeypatch.setattr("orchestrator.results.row_counts", lambda path: {})
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
+                     "--results", str(tmp_path / "results"), "--no-report", "--json"], stdout=stdout, stderr=stderr)
+    doc = json.loads(stdout.getvalue())
+    assert code == ExitStatus.OK, stderr.getvalue()
+    each = doc["pairs"]["a"]["planned"]
+    assert each > 0 and doc["pairs"]["b"]["planned"] == each
+    assert doc["cells"] == {"planned": 2 * each, "run": each, "skipped": each, "failed": 0}
+    assert f"done: {each} cells run on 1 of 2 pairs, {each} already done" in " ".join(stderr.getvalue().split())
+
+
 def _fake_pair_hosts(monkeypatch, problem_on: str | None = None):
     """connect_hosts and run_preflight without hosts: pair b cannot be reached; both pairs must be
     connecting at the same moment (a barrier of two), or the check did not run them at once."""
