@@ -294,14 +294,14 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)  # the run folder keeps only these
-        size = _checked_size(experiment, args.yes, len(inventory.pairs), args.serial or not inventory.concurrent)
+        size = _checked_size(experiment, args.yes, inventory)
         state = runner.create_run(experiment, inventory, Path(args.results))
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
     try:
         progress = TerminalProgress(term.console, estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
         shown = show_preflight if args.verbose else _problems_only
-        outcome = runner.execute(state, progress, on_preflight=lambda report: shown(term, report), serial=args.serial)
+        outcome = runner.execute(state, progress, on_preflight=lambda report: shown(term, report))
     except KeyboardInterrupt as exc:
         hosts = "both hosts" if len(state.inventory.pairs) == 1 else "every pair's hosts"
         _say(term, f"[yellow]interrupted[/] ({signal_name(exc)}): agents stopped on {hosts}; finished cells are kept.\n"
@@ -353,11 +353,12 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _checked_size(experiment, yes: bool, pairs: int = 1, serial: bool = False):
-    """The plan's size, said before anything runs; a plan over the limit needs --yes."""
+def _checked_size(experiment, yes: bool, inventory):
+    """The plan's size, said before anything runs; a plan over the limit needs --yes. The
+    inventory is select_pairs' (its `concurrent` already says --serial)."""
     from .plan import MAX_PLAN_CELLS, MAX_PLAN_SECONDS, format_seconds, plan_size
 
-    size = plan_size(experiment, pairs, serial)
+    size = plan_size(experiment, len(inventory.pairs), not inventory.concurrent)
     if size.too_big and not yes:
         raise ConfigError(
             f"{experiment.name}: this plan is {size.describe()}: over the limit of {MAX_PLAN_CELLS:,} cells or "
@@ -386,7 +387,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)
-        _checked_size(experiment, args.yes, len(inventory.pairs), args.serial or not inventory.concurrent)
+        _checked_size(experiment, args.yes, inventory)
         seed = experiment.seed if experiment.seed is not None else new_seed()
         plan = expand(experiment, seed)
         done = set()
@@ -395,7 +396,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     todo = [c for c in plan.cells if c.cell_id not in done]
     guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
                               plot_sets=estimate.plot_sets(experiment), pairs=len(inventory.pairs),
-                              serial=args.serial or not inventory.concurrent)
+                              serial=not inventory.concurrent)
     by_pair = {name: {role: {"ssh": pair.role(role).label, "data_address": pair.role(role).data_address,
                              "workdir": pair.role(role).workdir} for role in ROLES}
                for name, pair in inventory.pairs.items()}

@@ -295,11 +295,11 @@ def execute(
     state: RunState,
     progress: Progress,
     on_preflight: Callable[[Preflight], None] = lambda p: None,
-    serial: bool = False,
 ) -> RunOutcome:
     """Every pair of the run's inventory runs the plan's cells it has not finished: the one pair
-    here, several each in a thread of its own (one after another with `serial`, or an
-    inventory's `concurrent: false`). A pair that fails is reported and the others go on."""
+    here, several each in a thread of its own (one after another when the inventory says
+    `concurrent: false`, which select_pairs sets for --serial). A pair that fails is reported
+    and the others go on."""
     handler = _attach_log(state.run_dir)
     try:
         shared = _SharedFiles(state.run_dir, progress)
@@ -309,7 +309,7 @@ def execute(
 
         outcomes = pairrun.run_pairs(list(state.inventory.pairs), run_pair, progress,  # type: ignore[arg-type]
                                      [c.cell_id for c in state.plan.cells], shared.done,
-                                     serial=serial or not state.inventory.concurrent,
+                                     serial=not state.inventory.concurrent,
                                      stop_within=stop_within(state.experiment))
         outcome = RunOutcome(state.run_dir, pairs=outcomes)
         for one in outcomes.values():

@@ -459,3 +459,21 @@ def _one_pair_inventory():
     from orchestrator.inventory import Inventory
 
     return Inventory.model_validate({"server": {"host": "local"}, "client": {"host": "local"}})
+
+
+def test_serial_is_said_once_by_the_inventory():
+    """select_pairs turns --serial into the inventory's `concurrent: false` (kept with the run for
+    --resume); execute reads only that, with no second `serial` to disagree with it."""
+    import inspect
+
+    from orchestrator.inventory import Inventory
+
+    assert "serial" not in inspect.signature(runner.execute).parameters
+    pair = {"server": {"host": "local"}, "client": {"host": "local"}}
+    both = Inventory.model_validate({"pairs": {"a": pair, "b": pair}, "concurrent": False})
+    assert runner.select_pairs(both, None).concurrent is False
+    apart = {"server": {"host": "198.18.1.1"}, "client": {"host": "198.18.1.2"}}
+    other = {"server": {"host": "198.18.2.1"}, "client": {"host": "198.18.2.2"}}
+    free = Inventory.model_validate({"pairs": {"a": apart, "b": other}})
+    assert runner.select_pairs(free, None).concurrent is True
+    assert runner.select_pairs(free, None, serial=True).concurrent is False
