@@ -294,7 +294,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)  # the run folder keeps only these
-        size = _checked_size(experiment, args.yes, inventory)
+        size = _checked_size(experiment, args.yes, inventory, report=not args.no_report)
         state = runner.create_run(experiment, inventory, Path(args.results))
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
@@ -329,7 +329,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     if outcome.failed_pairs:
         raise PairsFailed(
             f"{len(outcome.failed_pairs)} of {len(outcome.pairs)} pairs failed; the others finished:"
-            + "".join(f"\n  {p.pair}: {p.error}" for p in outcome.failed_pairs)
+            + "".join(f"\n{_listed(p.pair, p.error)}" for p in outcome.failed_pairs)
             + f"\nonce their hosts are back: orchestrate run --resume {state.run_dir}",
             [p.error for p in outcome.failed_pairs if p.error is not None], every=False)
     from .results import row_counts
@@ -353,12 +353,18 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _checked_size(experiment, yes: bool, inventory):
+def _listed(pair: str, error: object) -> str:
+    """A pair's error in a list of them: its own further lines indented under it."""
+    return f"  {pair}: " + str(error).replace("\n", "\n    ")
+
+
+def _checked_size(experiment, yes: bool, inventory=None, report: bool = True):
     """The plan's size, said before anything runs; a plan over the limit needs --yes. The
-    inventory is select_pairs' (its `concurrent` already says --serial)."""
+    inventory is select_pairs' (its `concurrent` already says --serial); none: one pair."""
     from .plan import MAX_PLAN_CELLS, MAX_PLAN_SECONDS, format_seconds, plan_size
 
-    size = plan_size(experiment, len(inventory.pairs), not inventory.concurrent)
+    pairs, serial = (len(inventory.pairs), not inventory.concurrent) if inventory is not None else (1, False)
+    size = plan_size(experiment, pairs, serial, report)
     if size.too_big and not yes:
         raise ConfigError(
             f"{experiment.name}: this plan is {size.describe()}: over the limit of {MAX_PLAN_CELLS:,} cells or "
@@ -387,7 +393,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)
-        _checked_size(experiment, args.yes, inventory)
+        _checked_size(experiment, args.yes, inventory, report=not args.no_report)
         seed = experiment.seed if experiment.seed is not None else new_seed()
         plan = expand(experiment, seed)
         done = set()
@@ -463,7 +469,7 @@ def _preflight_only(args: argparse.Namespace, term: Terminal, experiment, invent
     if then:
         term.console.print(then)
     if errors:
-        failed = [f"  {name}: {exc}" for name, exc in errors.items()]
+        failed = [_listed(name, exc) for name, exc in errors.items()]
         message = f"{len(errors)} of {len(checked)} pairs could not be checked:\n" + "\n".join(failed)
         if any(isinstance(e, ConfigError) for e in errors.values()):
             raise ConfigError(message)
@@ -479,7 +485,8 @@ def cmd_check(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from .runner import select_pairs
 
     inventory = select_pairs(inventory, args.pairs)
-    _preflight_only(args, term, experiment, inventory, then=f"plan: {plan_size(experiment).describe()}")
+    size = plan_size(experiment, len(inventory.pairs), not inventory.concurrent)  # as `run` will say it
+    _preflight_only(args, term, experiment, inventory, then=f"plan: {size.describe()}")
     return ExitStatus.OK
 
 

@@ -558,6 +558,22 @@ def _fake_pair_hosts(monkeypatch, problem_on: str | None = None):
     monkeypatch.setattr(runner, "run_preflight", preflight)
 
 
+def test_check_run_and_dry_run_say_the_same_plan_size_with_the_pairs(tmp_path, monkeypatch):
+    from orchestrator import cli
+    from orchestrator.plan import format_seconds
+
+    _fake_pair_hosts(monkeypatch)
+    args = [str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path))]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    assert cli.main(["run", "--dry-run", *args, "--json"], stdout=stdout, stderr=stderr) == 0, stderr.getvalue()
+    guess = json.loads(stdout.getvalue())["estimate"]
+    assert guess["pairs"] == 2
+    stdout, stderr = io.StringIO(), io.StringIO()
+    cli.main(["check", *args], stdout=stdout, stderr=stderr)
+    said = " ".join((stdout.getvalue() + stderr.getvalue()).split())
+    assert f"on each of 2 pairs" in said and f"about {format_seconds(guess['total_s'])} with the pairs at once" in said, said
+
+
 @pytest.mark.parametrize("command", [["check"], ["run", "--dry-run", "--check"]])
 def test_check_checks_every_pair_at_once_and_names_the_pair_it_cannot_reach(tmp_path, monkeypatch, command):
     from orchestrator import cli
@@ -573,6 +589,8 @@ def test_check_checks_every_pair_at_once_and_names_the_pair_it_cannot_reach(tmp_
     assert [f["pair"] for f in doc["findings"]] == ["a"]
     assert "preflight: pair a" in stderr.getvalue() and "✗ pair b" in stderr.getvalue()
     assert "1 of 2 pairs could not be checked" in doc["error"]
+    # The pair's own further line sits under it, indented (exit 3: check fails on any pair, README).
+    assert "\n  b: cannot reach:\n    server (198.18.2.10): connection refused" in doc["error"], doc["error"]
 
 
 def test_check_with_pairs_checks_only_those(tmp_path, monkeypatch):
