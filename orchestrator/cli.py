@@ -445,10 +445,10 @@ def _problems_only(term: Terminal, report: Preflight) -> None:
 def _preflight_only(args: argparse.Namespace, term: Terminal, experiment, inventory, then: str | None = None) -> None:
     """Reach every pair's hosts, run preflight on them all at once, show and record the findings
     of each pair; nothing is started."""
-    from . import runner
+    from .preflight import preflight_pairs
 
     several = len(inventory.pairs) > 1
-    checked = runner.preflight_pairs(inventory, experiment)
+    checked = preflight_pairs(inventory, experiment)
     if not several and isinstance(checked[next(iter(checked))], OrchestrateError):
         raise checked[next(iter(checked))]  # one pair: its error is the command's, as before pairs existed
     findings, problems, errors = [], 0, {}

@@ -19,16 +19,15 @@ import yaml
 
 from . import cellrow, cells, deploy, facts, hostlock, intervals, layout, leftovers, pairrun, results
 from .config import Experiment, Perf, experiment_from_resolved
-from .errors import ConfigError, DiskError, FormatVersionError, HostError, OrchestrateError, PreflightError
+from .errors import ConfigError, DiskError, FormatVersionError, HostError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
-from .hosts import Host, connect
+from .hosts import Host
 from .processes import KILL_GRACE
 from .inventory import Inventory, concurrent_pairs_share_nothing
 from .pairrun import PairOutcome
 from .layout import DEFAULT_PAIR
 from .plan import Cell, Plan, expand, load_plan, new_seed
-from .preflight import Preflight, run_preflight
-from .roles import ROLES
+from .preflight import Preflight, connect_hosts, run_preflight
 
 log = logging.getLogger(__name__)
 
@@ -183,52 +182,6 @@ def reopen_run(run_dir: Path) -> RunState:
     except (ConfigError, OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{run_dir}: not a resumable run folder: {exc}") from None
     return RunState(run_dir, experiment, inventory, plan)
-
-
-def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
-    """Both hosts at once; every host that can't be reached is named in one error."""
-    with ThreadPoolExecutor(max_workers=2) as pool:  # copy_context: a pool thread logs for its pair too
-        futures = {role: pool.submit(contextvars.copy_context().run, connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ROLES}
-    hosts, problems, config_error = {}, [], None
-    for role, future in futures.items():
-        try:
-            hosts[role] = future.result()
-        except HostError as exc:
-            problems.append(str(exc))
-        except ConfigError as exc:  # a bad ssh_config: the same for both roles
-            config_error = exc
-    if problems or config_error:
-        for host in hosts.values():
-            host.close()
-        if config_error:
-            raise config_error
-        raise PreflightError("cannot reach:\n" + "\n".join(problems))
-    return hosts
-
-
-def preflight_pairs(inventory: Inventory, experiment: Experiment) -> dict[str, Preflight | OrchestrateError]:
-    """`check`: each pair's preflight report, or the error that kept it from one (a host out of
-    reach, a bad ssh_config entry), every pair at once (one after another on `concurrent: false`).
-    Nothing is started and no run folder is used."""
-
-    def one(name: str) -> Preflight | OrchestrateError:
-        pair = Inventory(ssh_config=inventory.ssh_config, pairs={name: inventory.pair(name)})
-        try:
-            hosts = connect_hosts(pair, experiment.timeouts.connect)
-        except OrchestrateError as exc:
-            return exc
-        try:
-            return run_preflight(hosts, experiment, pair)
-        except OrchestrateError as exc:
-            return exc
-        finally:
-            for host in hosts.values():
-                host.close()
-
-    names = list(inventory.pairs)
-    with ThreadPoolExecutor(max_workers=len(names) if inventory.concurrent else 1) as pool:
-        found = {name: pool.submit(one, name) for name in names}
-        return {name: future.result() for name, future in found.items()}
 
 
 class _RunLog(logging.FileHandler):

@@ -537,7 +537,7 @@ def _fake_pair_hosts(monkeypatch, problem_on: str | None = None):
     import threading
     from types import SimpleNamespace
 
-    from orchestrator import runner
+    from orchestrator import preflight as preflight_module
     from orchestrator.errors import PreflightError
 
     together = threading.Barrier(2, timeout=10)
@@ -554,8 +554,8 @@ def _fake_pair_hosts(monkeypatch, problem_on: str | None = None):
         finding = SimpleNamespace(host=f"server ({name})", check="perf", ok=name != problem_on, detail="perf stat works")
         return SimpleNamespace(findings=[finding], problems=[finding] if not finding.ok else [])
 
-    monkeypatch.setattr(runner, "connect_hosts", connect)
-    monkeypatch.setattr(runner, "run_preflight", preflight)
+    monkeypatch.setattr(preflight_module, "connect_hosts", connect)
+    monkeypatch.setattr(preflight_module, "run_preflight", preflight)
 
 
 def test_check_run_and_dry_run_say_the_same_plan_size_with_the_pairs(tmp_path, monkeypatch):
@@ -594,11 +594,11 @@ def test_check_checks_every_pair_at_once_and_names_the_pair_it_cannot_reach(tmp_
 
 
 def test_check_with_pairs_checks_only_those(tmp_path, monkeypatch):
-    from orchestrator import cli, runner
+    from orchestrator import cli, preflight
 
     seen: list[str] = []
-    monkeypatch.setattr(runner, "connect_hosts", lambda inventory, timeout: seen.extend(inventory.pairs) or {})
-    monkeypatch.setattr(runner, "run_preflight", lambda hosts, experiment, inventory: _no_problems())
+    monkeypatch.setattr(preflight, "connect_hosts", lambda inventory, timeout: seen.extend(inventory.pairs) or {})
+    monkeypatch.setattr(preflight, "run_preflight", lambda hosts, experiment, inventory: _no_problems())
     stdout, stderr = io.StringIO(), io.StringIO()
     code = cli.main(["check", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
                      "--pairs", "b", "--json"], stdout=stdout, stderr=stderr)
