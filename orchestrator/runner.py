@@ -215,7 +215,16 @@ def _attach_log(run_dir: Path) -> logging.Handler:
     root = logging.getLogger("orchestrator")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # Paramiko's own warnings and errors (a banner read from a dying sshd, with its traceback)
+    # go to run.log too: without a handler, logging's last resort prints them on the terminal.
+    logging.getLogger("paramiko").addHandler(handler)
     return handler
+
+
+def _detach_log(handler: logging.Handler) -> None:
+    for name in ("orchestrator", "paramiko"):
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()
 
 
 class _SharedFiles:
@@ -279,8 +288,7 @@ def execute(
         try:
             progress.stop()
         finally:
-            logging.getLogger("orchestrator").removeHandler(handler)
-            handler.close()
+            _detach_log(handler)
 
 
 def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[Preflight], None],

@@ -228,13 +228,30 @@ def test_run_log_names_the_pair_of_each_line_pool_threads_included(tmp_path):
         pairrun.run_pairs(["gen9", "gen8"], run_pair, Told(), CELLS, set(), serial=False, stop_within=1)
         pairrun.run_pairs(["solo"], run_pair, Told(), CELLS, set(), serial=False, stop_within=1)
     finally:
-        logging.getLogger("orchestrator").removeHandler(handler)
-        handler.close()
+        runner._detach_log(handler)
     lines = [line.split(" ", 2)[2] for line in (tmp_path / "run.log").read_text().splitlines()]
     for name in ("gen9", "gen8", "solo"):
         assert f"{name} orchestrator.remote in {name}'s own thread" in lines
         assert f"{name} orchestrator.deploy from a pool thread of {name}" in lines
     assert "- orchestrator.runner the run's own line" in lines
+
+
+def test_paramikos_own_errors_go_to_run_log_not_the_terminal(tmp_path, capsys):
+    """A banner read from a dying sshd: paramiko logs an error with its traceback, which
+    logging's last resort would print on the user's terminal."""
+    handler = runner._attach_log(tmp_path)
+    try:
+        try:
+            raise EOFError("Error reading SSH protocol banner")
+        except EOFError:
+            logging.getLogger("paramiko.transport").error("Exception (client): Error reading SSH protocol banner",
+                                                          exc_info=True)
+    finally:
+        runner._detach_log(handler)
+    assert "Traceback" not in capsys.readouterr().err
+    logged = (tmp_path / "run.log").read_text()
+    assert "paramiko.transport Exception (client): Error reading SSH protocol banner" in logged and "Traceback" in logged
+    assert handler not in logging.getLogger("paramiko").handlers
 
 
 @pytest.mark.parametrize("names", [("a", "a-preflight"), ("default", "preflight"), ("x", "x-preflight", "preflight")])
