@@ -6,6 +6,10 @@
 
 #include "agent.h"
 #include "msg.h"
+#include "run.h"
+
+#include <stddef.h>
+#include <stdint.h>
 
 static inline int in_window(int ph)
 {

@@ -1,25 +1,17 @@
-/* Types shared by every part of the agent. See agents/README.md for the design. */
+/* Types and limits shared by every part of the agent, and nothing else: no functions, no
+ * state. Each module's own header declares what it exports; the run's one shared instance is
+ * in run.h. See agents/README.md for the design. */
 #ifndef AGENT_H
 #define AGENT_H
 
-/* CPU affinity, accept4, sendfile and friends. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-
 #include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdint.h>
-#include <stddef.h>
-#include <sys/uio.h>
 
 #define AGENT_MAX_SIZE (4u << 20)
 #define AGENT_MAX_THREADS 64
 #define AGENT_MAX_FIELDS 64
 /* Per-thread interval arrays are allocated up front; this bounds their memory. */
 #define AGENT_MAX_INTERVALS 100000
-#define AGENT_ERR_LEN 512
 
 enum mode { MODE_TWO_COPY, MODE_ONE_COPY, MODE_ZERO_COPY, MODE_SENDFILE };
 enum workload { WL_STREAM, WL_RR };
@@ -51,36 +43,10 @@ struct counts {
     uint64_t send_calls, recv_calls;
 };
 
-struct zc_stats {
-    uint64_t sends, notifications, completed_sends, copied_sends, copied_notifications;
-    uint64_t enobufs, outstanding_at_end;
-};
-
-/* Completion tracking for MSG_ZEROCOPY: ids are the kernel's 32-bit per-socket counter. */
-#define ZC_WINDOW 65536u
-struct zc {
-    uint32_t next_id;   /* id the next accepted MSG_ZEROCOPY sendmsg gets */
-    uint32_t low;       /* lowest id whose completion has not arrived */
-    uint64_t bits[ZC_WINDOW / 64];
-    struct zc_stats st;
-};
-
-#define HIST_SUB 64
-#define HIST_BUCKETS (HIST_SUB + 58 * HIST_SUB)
-struct hist {
-    uint64_t count, sum_ns, max_ns;
-    uint64_t b[HIST_BUCKETS];
-};
-
-/* One message's memory: `fields` separate, cache-line aligned pieces carved from one block. */
-struct msgbuf {
-    uint8_t *block;
-    uint32_t nfields;
-    struct iovec *iov;     /* nfields entries */
-    uint32_t zc_last_id;   /* zero_copy: id of the last sendmsg that used this buffer */
-    int zc_pending;
-};
-
+/* Each module's own types, which the per-thread state points to (hist.h, zc.h, msg.h, tcpinfo.h). */
+struct hist;
+struct zc;
+struct msgbuf;
 struct tcpi_sample;
 
 struct thread_state {
@@ -124,33 +90,5 @@ struct run {
     uint8_t *pattern;          /* the expected message body, for --verify */
     int sndbuf_eff, rcvbuf_eff;
 };
-
-extern struct run g_run;
-
-/* control.c: the first error wins; abort wakes every blocked thread. */
-void agent_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int agent_aborted(void);
-const char *agent_error(void);
-void agent_register_fd(int fd);
-void agent_unregister_fd(int fd);
-void agent_wake_timekeeper(void);
-double mono_now(void);
-double real_now(void);
-
-/* Whether this side sends data: both rr sides do, and the configured sender in stream. */
-static inline int side_sends(void)
-{
-    return g_run.cfg.workload == WL_RR || g_run.cfg.sender == g_run.cfg.role;
-}
-
-static inline int side_receives(void)
-{
-    return g_run.cfg.workload == WL_RR || g_run.cfg.sender != g_run.cfg.role;
-}
-
-static inline int phase_now(void)
-{
-    return atomic_load_explicit(&g_run.phase, memory_order_relaxed);
-}
 
 #endif

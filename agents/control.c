@@ -1,20 +1,25 @@
 /* Run-wide failure handling: the first error is kept, and aborting shuts down every socket
  * so that threads blocked in accept/recv/send return at once instead of hanging. */
+#include "control.h"
+
 #include "agent.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 
-struct run g_run;
+#define AGENT_ERR_LEN 512
 
 static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int aborted;
 static char first_error[AGENT_ERR_LEN];
 static int fds[AGENT_MAX_THREADS + 1];
 static int nfds;
+/* Set before the threads start (pthread_create orders it before their calls), so it is read unlocked. */
+static void (*abort_waker)(void);
 
 /* clock_gettime cannot fail for these clocks with a valid pointer, so it is not checked. */
 double mono_now(void)
@@ -53,6 +58,11 @@ void agent_unregister_fd(int fd)
     pthread_mutex_unlock(&ctl_lock);
 }
 
+void agent_on_abort(void (*wake)(void))
+{
+    abort_waker = wake;
+}
+
 void agent_fail(const char *fmt, ...)
 {
     pthread_mutex_lock(&ctl_lock);
@@ -67,7 +77,8 @@ void agent_fail(const char *fmt, ...)
             (void)shutdown(fds[i], SHUT_RDWR);
     }
     pthread_mutex_unlock(&ctl_lock);
-    agent_wake_timekeeper();
+    if (abort_waker)
+        abort_waker();
 }
 
 int agent_aborted(void)

@@ -3,7 +3,14 @@
 #ifndef HIST_H
 #define HIST_H
 
-#include "agent.h"
+#include <stdint.h>
+
+#define HIST_SUB 64
+#define HIST_BUCKETS (HIST_SUB + 58 * HIST_SUB)
+struct hist {
+    uint64_t count, sum_ns, max_ns;
+    uint64_t b[HIST_BUCKETS];
+};
 
 void hist_add(struct hist *h, uint64_t ns);
 void hist_merge(struct hist *into, const struct hist *from);

@@ -1,9 +1,8 @@
 #include "hostsnap.h"
 
-#include "json.h"
+#include "jsonstr.h"
 #include "tcpinfo.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>

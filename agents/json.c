@@ -1,28 +1,20 @@
 #include "json.h"
 
+#include "agent.h"
 #include "args.h"
+#include "control.h"
 #include "hist.h"
 #include "hostsnap.h"
+#include "jsonstr.h"
+#include "run.h"
 #include "tcpinfo.h"
+#include "zc.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-
-void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20 || *p >= 0x7f)
-            fprintf(f, "\\u%04x", *p); /* keeps the document valid whatever the bytes */
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
 
 static void str(FILE *f, const char *s)
 {

@@ -2,12 +2,9 @@
 #ifndef JSON_H
 #define JSON_H
 
-#include "agent.h"
-
 #include <stdio.h>
 
+/* The whole document, from g_run and each module's own part (tcp_info, host_counters). */
 void json_write(FILE *f);
-/* A JSON string of `s`, escaped. */
-void json_str(FILE *f, const char *s);
 
 #endif

@@ -1,20 +1,25 @@
 /* The agent: one binary, server or client. main sets up the connections, releases one worker
  * thread per connection, waits for them and writes the JSON document. */
 #include "agent.h"
-
 #include "args.h"
+#include "control.h"
 #include "hostsnap.h"
 #include "json.h"
 #include "modes.h"
 #include "msg.h"
 #include "net.h"
+#include "run.h"
 #include "timekeeper.h"
 #include "worker.h"
 #include "zc.h"
 
 #include <errno.h>
 #include <math.h>
+#include <netdb.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,9 @@
 #include "modes.h"
 
 #include "account.h"
+#include "control.h"
 #include "msg.h"
+#include "run.h"
 #include "zc.h"
 
 #include <errno.h>

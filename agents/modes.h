@@ -5,6 +5,8 @@
 
 #include "agent.h"
 
+#include <stdint.h>
+
 /* Sends the whole message `m` (ignored for sendfile) on ts->fd in the run's mode.
  * 0 on success, -1 when the run failed (the error is already recorded). */
 int send_message(struct thread_state *ts, struct msgbuf *m);

@@ -1,5 +1,8 @@
 #include "msg.h"
 
+#include "agent.h"
+#include "run.h"
+
 #include <stdlib.h>
 #include <string.h>
 

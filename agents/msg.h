@@ -4,7 +4,18 @@
 #ifndef MSG_H
 #define MSG_H
 
-#include "agent.h"
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* One message's memory: `fields` separate, cache-line aligned pieces carved from one block. */
+struct msgbuf {
+    uint8_t *block;
+    uint32_t nfields;
+    struct iovec *iov;     /* nfields entries */
+    uint32_t zc_last_id;   /* zero_copy: id of the last sendmsg that used this buffer */
+    int zc_pending;
+};
 
 uint8_t pattern_byte(uint64_t offset);
 /* `fields` pieces of sizes as even as possible summing to `size`, filled with the pattern. */

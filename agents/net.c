@@ -1,6 +1,9 @@
 #include "net.h"
 
+#include "agent.h"
 #include "args.h"
+#include "control.h"
+#include "run.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -8,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>

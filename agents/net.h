@@ -5,6 +5,7 @@
 #include "agent.h"
 
 #include <netdb.h>
+#include <stddef.h>
 
 /* Binds and listens; exits with status 2 when the address or port cannot be used.
  * Writes the bound numeric address and port for the READY line. */

@@ -1,7 +1,11 @@
 #include "tcpinfo.h"
 
+#include "control.h"
+#include "run.h"
+
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>

@@ -6,6 +6,7 @@
 
 #include "agent.h"
 
+#include <stdint.h>
 #include <stdio.h>
 
 /* Samples per connection when every boundary is sampled: n_intervals + 1. Above this many

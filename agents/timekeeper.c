@@ -2,12 +2,17 @@
  * so send loops learn the time with a plain load instead of a clock call per send. */
 #include "timekeeper.h"
 
+#include "agent.h"
+#include "control.h"
 #include "hostsnap.h"
+#include "run.h"
 #include "tcpinfo.h"
 
 #include <errno.h>
 #include <math.h>
-#include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <time.h>
 
 static pthread_mutex_t tk_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -33,7 +38,8 @@ void timekeeper_open_gate(void)
     pthread_mutex_unlock(&tk_lock);
 }
 
-void agent_wake_timekeeper(void)
+/* agent_fail's waker (agent_on_abort): an abort ends every wait at once. */
+static void wake(void)
 {
     pthread_mutex_lock(&tk_lock);
     pthread_cond_broadcast(&tk_cond);
@@ -136,6 +142,7 @@ int timekeeper_init(void)
         pthread_cond_init(&tk_cond, &ca))
         return -1;
     pthread_condattr_destroy(&ca);
+    agent_on_abort(wake);
     return 0;
 }
 

@@ -3,9 +3,7 @@
 #ifndef TIMEKEEPER_H
 #define TIMEKEEPER_H
 
-#include "agent.h"
-
-/* Once, before anything can call agent_fail(). */
+/* Once, before anything can call agent_fail(): it registers how an abort wakes the timekeeper. */
 int timekeeper_init(void);
 /* Starts the thread; it takes t0, then opens the gate the workers wait at, so they all
  * start together and the clock starts with them. */

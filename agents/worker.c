@@ -1,15 +1,21 @@
 #include "worker.h"
 
 #include "account.h"
+#include "control.h"
 #include "hist.h"
 #include "modes.h"
 #include "msg.h"
 #include "net.h"
+#include "run.h"
 #include "tcpinfo.h"
 #include "timekeeper.h"
 #include "zc.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>

@@ -1,6 +1,9 @@
 #include "zc.h"
 
+#include "control.h"
+
 #include <errno.h>
+#include <time.h> /* struct timespec, which <linux/errqueue.h> uses but does not include */
 #include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <poll.h>

@@ -4,7 +4,21 @@
 #ifndef ZC_H
 #define ZC_H
 
-#include "agent.h"
+#include <stdint.h>
+
+struct zc_stats {
+    uint64_t sends, notifications, completed_sends, copied_sends, copied_notifications;
+    uint64_t enobufs, outstanding_at_end;
+};
+
+/* Completion tracking for MSG_ZEROCOPY: ids are the kernel's 32-bit per-socket counter. */
+#define ZC_WINDOW 65536u
+struct zc {
+    uint32_t next_id;   /* id the next accepted MSG_ZEROCOPY sendmsg gets */
+    uint32_t low;       /* lowest id whose completion has not arrived */
+    uint64_t bits[ZC_WINDOW / 64];
+    struct zc_stats st;
+};
 
 /* setsockopt(SO_ZEROCOPY); on failure sets the run error (kernel without MSG_ZEROCOPY). */
 int zc_enable(int fd);

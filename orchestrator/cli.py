@@ -282,6 +282,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         return dry_run(args, term)
     if args.resume:
         state = runner.reopen_run(Path(args.resume))
+        _check_baseline(args.baseline, list(state.inventory.pairs))  # the report compares all the run's pairs
         state.inventory = runner.select_pairs(state.inventory, args.pairs, args.serial)
         term.console.print(f"resuming {state.run_dir}")
         if args.retry_failed:
@@ -294,6 +295,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)  # the run folder keeps only these
+        _check_baseline(args.baseline, list(inventory.pairs))
         size = _checked_size(experiment, args.yes, inventory, report=not args.no_report)
         state = runner.create_run(experiment, inventory, Path(args.results))
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
@@ -351,6 +353,14 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     term.console.print(f"[green]done[/]: {len(outcome.finished)} cells run{on_pairs}, {outcome.skipped} already done, "
                        f"results in {state.run_dir}/results.csv")
     return ExitStatus.OK
+
+
+def _check_baseline(baseline: str | None, pairs: list[str]) -> None:
+    """A --baseline the run cannot have is refused before any cell runs, not after them all."""
+    if baseline is not None:
+        from .pairs import check_baseline
+
+        check_baseline(baseline, pairs)
 
 
 def _listed(pair: str, error: object) -> str:

@@ -118,6 +118,13 @@ class LabError(OrchestrateError):
     exit_code = ExitStatus.LAB_FAILED
 
 
+class LabOptionsError(LabError, ConfigError):
+    """Lab options that cannot make a lab (a value out of range, a bad combination): a usage
+    error like any bad option, so it exits 2; nothing was built."""
+
+    exit_code = ExitStatus.BAD_ARGUMENT
+
+
 class DiskError(OrchestrateError):
     """A run file could not be written or read back on this machine: a full disk, a quota, an
     I/O error. Nothing half-written is left behind; the run can be finished once there is room."""

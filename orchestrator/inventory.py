@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
@@ -165,14 +166,15 @@ def _endpoint(spec: HostSpec) -> str:
     return LOCAL if spec.is_local else f"{spec.host}:{spec.port or 22}"
 
 
-def _known_by(spec: HostSpec) -> tuple[str, str]:
+def _known_by(spec: HostSpec, endpoint: Callable[[HostSpec], str]) -> tuple[str, str]:
     """What a host is known by, for the shared-host check: its SSH endpoint, and its data
     address. A loopback address (the default 127.0.0.1) is one machine's own: the same one on
     two machines is two addresses, so it counts only with its endpoint."""
+    where = LOCAL if spec.is_local else endpoint(spec)
     address = f"data address {spec.data_address}"
     if ipaddress.ip_address(spec.data_address).is_loopback:
-        address += f" on {_endpoint(spec)}"
-    return f"host {_endpoint(spec)}", address
+        address += f" on {where}"
+    return f"host {where}", address
 
 
 class Inventory(BaseModel):
@@ -229,15 +231,17 @@ class Inventory(BaseModel):
         return self.only_pair.role(name)
 
 
-def concurrent_pairs_share_nothing(inventory: Inventory) -> None:
+def concurrent_pairs_share_nothing(inventory: Inventory, endpoint: Callable[[HostSpec], str] = _endpoint) -> None:
     """ConfigError when two of the inventory's pairs, run at the same time, would share a host (the
     same SSH endpoint) or a data address: their traffic would disturb each other's. Checked on
-    the pairs that will run at once (after --pairs, and not with --serial or `concurrent: false`)."""
+    the pairs that will run at once (after --pairs, and not with --serial or `concurrent: false`).
+    `endpoint` says where a host's connection ends up: the runner gives one that resolves
+    ssh_config aliases and bastions (sshconnect.endpoint); by default, host and port as written."""
     seen: dict[str, str] = {}  # what a host is known by -> the pair.role that uses it
     for name, pair in inventory.pairs.items():
         mine: dict[str, str] = {}
         for role in ROLES:
-            for thing in _known_by(pair.role(role)):
+            for thing in _known_by(pair.role(role), endpoint):
                 mine.setdefault(thing, f"{name}.{role}")
         for thing, where in mine.items():
             if thing in seen:

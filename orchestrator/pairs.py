@@ -7,6 +7,7 @@ ratio with its interval, Welch's test), applied to the baseline pair as A and ea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,13 +29,17 @@ def is_multi_pair(run: RunData) -> bool:
     return len(run.pairs) > 1
 
 
+def check_baseline(requested: str | None, pairs: Sequence[str]) -> None:
+    """`--baseline NAME` must name one of the run's pairs: checked by `run` before any cell, and by
+    the report."""
+    if requested is not None and requested not in pairs:
+        raise ConfigError(f"--baseline {requested!r}: this run has no such pair; its pairs are {', '.join(pairs)}")
+
+
 def baseline_pair(run: RunData, requested: str | None = None) -> str:
     """The pair the others are divided by: `requested` (`--baseline NAME`), else the run's first pair."""
-    if requested is None:
-        return run.pairs[0]
-    if requested not in run.pairs:
-        raise ConfigError(f"--baseline {requested!r}: this run has no such pair; its pairs are {', '.join(run.pairs)}")
-    return requested
+    check_baseline(requested, run.pairs)
+    return run.pairs[0] if requested is None else requested
 
 
 def _verdict(text: str, pair: str, baseline: str) -> str:

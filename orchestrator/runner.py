@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import yaml
 
-from . import cellrow, cells, deploy, facts, hostlock, intervals, layout, leftovers, pairrun, results
+from . import cellrow, cells, deploy, facts, hostlock, intervals, layout, leftovers, pairrun, results, sshconnect
 from .config import Experiment, Perf, experiment_from_resolved
 from .errors import ConfigError, DiskError, FormatVersionError, HostError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
@@ -164,7 +164,8 @@ def select_pairs(inventory: Inventory, names: Sequence[str] | None, serial: bool
     if serial and len(inventory.pairs) > 1:
         inventory = inventory.model_copy(update={"concurrent": False})
     if inventory.concurrent:
-        concurrent_pairs_share_nothing(inventory)
+        # Where each host's connection ends up, as it will connect: aliases resolved, bastions counted.
+        concurrent_pairs_share_nothing(inventory, lambda spec: sshconnect.endpoint(spec, inventory.ssh_config))
     return inventory
 
 

@@ -122,6 +122,16 @@ def build_route(spec: HostSpec, ssh_config: str | None, timeout: float) -> Route
     return route
 
 
+def endpoint(spec: HostSpec, ssh_config: str | None) -> str:
+    """Where an SSH connection to `spec` ends up, as the connection itself resolves it (ssh_config's
+    HostName and Port, and the hops before it): two aliases of one machine are one endpoint, and
+    one private address behind two bastions is two. Nothing is opened."""
+    route = build_route(spec, ssh_config, timeout=1.0)
+    proxy = route.hops[-1].connection.gateway
+    hops = [f"{hop.connection.host}:{hop.connection.port}" for hop in route.hops]
+    return " via ".join(reversed(hops)) + (f" via ProxyCommand `{proxy}`" if isinstance(proxy, str) else "")
+
+
 def _jump_hop(jump: JumpSpec, config: fabric.Config, host_known: list[str], timeout: float) -> Hop:
     connection = _connection(jump.host, jump.user, jump.port, jump.key, config, timeout)
     # Its own file, else its alias's UserKnownHostsFile, else the host's.

@@ -610,3 +610,25 @@ def _no_problems():
     from types import SimpleNamespace
 
     return SimpleNamespace(findings=[SimpleNamespace(host="server", check="perf", ok=True, detail="ok")], problems=[])
+
+
+def test_a_baseline_the_run_cannot_have_is_refused_before_any_cell(tmp_path):
+    """`run --baseline` is checked against the pairs that will run before anything starts (no run
+    folder, no host contacted: the hosts below do not exist), not when the report is written."""
+    from orchestrator import cli
+
+    inventory = tmp_path / "pairs.yml"
+    inventory.write_text(
+        "pairs:\n"
+        "  p1: {server: {host: p1s.invalid, data_address: 198.18.4.1}, client: {host: p1c.invalid, data_address: 198.18.4.2}}\n"
+        "  p2: {server: {host: p2s.invalid, data_address: 198.18.8.1}, client: {host: p2c.invalid, data_address: 198.18.8.2}}\n")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    status = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(inventory), "--pairs", "p1,p2",
+                       "--baseline", "p3", "--results", str(tmp_path / "results")], stdout=stdout, stderr=stderr)
+    assert status == 2
+    assert "--baseline 'p3'" in stderr.getvalue() and "p1, p2" in stderr.getvalue()
+    assert not (tmp_path / "results").exists()
+    # Only the pairs that run can be the baseline: p2 left out by --pairs is refused too.
+    status = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(inventory), "--pairs", "p1",
+                       "--baseline", "p2", "--results", str(tmp_path / "results")], stdout=stdout, stderr=stderr)
+    assert status == 2 and not (tmp_path / "results").exists()

@@ -174,6 +174,32 @@ def test_serial_is_kept_with_the_run_so_resume_runs_the_pairs_one_after_another_
     # --resume without --serial: still one after another, so the shared host s is not refused.
     assert runner.select_pairs(reopened.inventory, None).concurrent is False
 
+
+def test_the_shared_host_check_sees_through_ssh_config_aliases_and_counts_bastions(tmp_path):
+    """Where a connection ends up decides: two aliases of one machine are one host, and one
+    private address behind two different bastions is two hosts."""
+    (tmp_path / "ssh_config").write_text("Host gen9-a\n  HostName 10.1.0.5\n  Port 2222\n"
+                                         "Host gen9-b\n  HostName 10.1.0.5\n  Port 2222\n")
+    aliased = load_inventory(_write(tmp_path, """
+ssh_config: ssh_config
+pairs:
+  one: {server: {host: gen9-a, data_address: 198.18.1.1}, client: {host: b, data_address: 198.18.1.2}}
+  two: {server: {host: gen9-b, data_address: 198.18.2.1}, client: {host: d, data_address: 198.18.2.2}}
+"""))
+    concurrent_pairs_share_nothing(aliased)  # as written, the names differ...
+    with pytest.raises(ConfigError, match=re.escape("pairs one and two both use host 10.1.0.5:2222 (one.server and two.server)")):
+        runner.select_pairs(aliased, None)  # ...but both connect to 10.1.0.5 port 2222
+    assert list(runner.select_pairs(aliased, None, serial=True).pairs) == ["one", "two"]
+    behind = load_inventory(_write(tmp_path, """
+pairs:
+  one: {server: {host: 10.0.0.5, jump: {host: bastion-one}, data_address: 198.18.1.1}, client: {host: b, data_address: 198.18.1.2}}
+  two: {server: {host: 10.0.0.5, jump: {host: bastion-two}, data_address: 198.18.2.1}, client: {host: d, data_address: 198.18.2.2}}
+"""))
+    assert list(runner.select_pairs(behind, None).pairs) == ["one", "two"]
+    with pytest.raises(ConfigError, match="both use host 10.0.0.5:22 via bastion-one:22"):
+        runner.select_pairs(behind.model_copy(update={"pairs": {**behind.pairs, "three": behind.pairs["one"]}}), None)
+
+
 def test_loopback_data_addresses_are_shared_only_on_the_same_machine(tmp_path):
     """127.0.0.1, the default data address, is each machine's own: two pairs on four machines
     that all leave it as it is share nothing; on one SSH host they do."""

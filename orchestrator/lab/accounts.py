@@ -72,8 +72,24 @@ def create_user(opts: LabOptions, state: dict[str, Any]) -> pwd.struct_passwd:
     return account
 
 
-def install_user_key(account: pwd.struct_passwd, line: str) -> Path:
-    """Write ~/.ssh/authorized_keys as the user's own file, never following a link the user made."""
+def pair_account(opts: LabOptions) -> pwd.struct_passwd:
+    """A pair's account: the one its lab of several made (before any pair), never another."""
+    assert opts.user is not None and opts.parent is not None
+    account = find_account(opts.user)
+    if account is None or account.pw_gecos != _ACCOUNT_MARK.format(prefix=opts.parent):
+        raise LabError(f"the account {opts.user!r} of lab {opts.parent} is missing or not the lab's; "
+                       f"run `orchestrate lab down --prefix {opts.parent}`")
+    return account
+
+
+def key_file_name(opts: LabOptions) -> str:
+    # The pairs of a lab of several share the account and its home, but each pair has its own
+    # key (and address block): one file per pair, named in that pair's sshd_config.
+    return "authorized_keys" if opts.parent is None else f"authorized_keys-{opts.prefix}"
+
+
+def install_user_key(account: pwd.struct_passwd, line: str, name: str = "authorized_keys") -> Path:
+    """Write ~/.ssh/<name> as the user's own file, never following a link the user made."""
     uid, gid = account.pw_uid, account.pw_gid
     home = os.open(account.pw_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
@@ -85,7 +101,7 @@ def install_user_key(account: pwd.struct_passwd, line: str) -> Path:
         try:
             os.fchown(ssh_dir, uid, gid)
             os.fchmod(ssh_dir, 0o700)
-            fd = os.open("authorized_keys", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600,
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600,
                          dir_fd=ssh_dir)
             with os.fdopen(fd, "w") as f:
                 os.fchown(f.fileno(), uid, gid)
@@ -95,12 +111,14 @@ def install_user_key(account: pwd.struct_passwd, line: str) -> Path:
             os.close(ssh_dir)
     finally:
         os.close(home)
-    return Path(account.pw_dir) / ".ssh" / "authorized_keys"
+    return Path(account.pw_dir) / ".ssh" / name
 
 
 def remove_user(prefix: str, state: dict[str, Any] | None, removed: list[str]) -> None:
     record = (state or {}).get("user") or {}
     name = record.get("name")
+    if record.get("owner") not in (None, prefix):
+        return  # a pair's: its lab of several removes the account once, after every pair
     if not name or not is_our_account(name, prefix, state):
         return
     account = find_account(name)

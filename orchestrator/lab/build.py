@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import LabError
 from ..roles import ROLES
-from .accounts import check_user, create_user, install_user_key, remove_user
+from .accounts import check_user, create_user, install_user_key, key_file_name, pair_account, remove_user
 from .inventory import (check_inventory_path, inventory_text, is_our_inventory, pairs_inventory_text,
                         pairs_ssh_config_text, ssh_config_text, write_inventory)
 from .links import (choose_index, ensure_data_link, ensure_jump_link, ensure_mgmt_link, ensure_netns, ensure_route,
@@ -34,6 +34,17 @@ def _check_paths(opts: LabOptions) -> None:
     # The state dir ends up in mount options, sshd_config and ssh_config; keep it plain.
     if not _SAFE_PATH_RE.match(str(opts.resolved_state_dir.absolute())):
         raise LabError(f"lab state dir {opts.resolved_state_dir} must be a plain path (letters, digits, _ . / + -)")
+
+
+def _check_sudoers(opts: LabOptions) -> str:
+    """Before anything is built: the tools --sudo-perf needs, and no rule of another's in the way."""
+    perf = perf_path()
+    tool("visudo")
+    tool("sudo")
+    sudoers = sudoers_path(opts.prefix)
+    if sudoers.exists() and not is_our_sudoers(sudoers, opts.prefix):
+        raise LabError(f"{sudoers} exists and was not written by this lab; remove it or use another prefix")
+    return perf
 
 
 def _reshape(opts: LabOptions, state: dict[str, Any], index: int) -> None:
@@ -78,14 +89,11 @@ def build_lab(opts: LabOptions, state: dict[str, Any] | None) -> None:
     # Everything that can refuse does so before anything is built.
     _check_paths(opts)
     check_inventory_path(inventory, opts.prefix)
-    check_user(opts, state)
-    perf = perf_path() if opts.sudo_perf else None
-    if opts.sudo_perf:
-        tool("visudo")
-        tool("sudo")
-        sudoers = sudoers_path(opts.prefix)
-        if sudoers.exists() and not is_our_sudoers(sudoers, opts.prefix):
-            raise LabError(f"{sudoers} exists and was not written by this lab; remove it or use another prefix")
+    # A pair of a lab of several: that lab made the account and the sudoers rule (build_pairs).
+    owns_account = opts.parent is None
+    if owns_account:
+        check_user(opts, state)
+    perf = _check_sudoers(opts) if opts.sudo_perf and owns_account else None
     if opts.no_compiler:
         tool("unshare")
         tool("mount")
@@ -145,7 +153,13 @@ def build_lab(opts: LabOptions, state: dict[str, Any] | None) -> None:
     authorized_keys.write_text(key_line)
     user_keys = None
     if opts.user is not None:
-        user_keys = install_user_key(create_user(opts, state), key_line)
+        if owns_account:
+            account = create_user(opts, state)
+        else:
+            account = pair_account(opts)
+            state["user"] = {"name": opts.user, "owner": opts.parent}
+            write_state(opts, state)
+        user_keys = install_user_key(account, key_line, key_file_name(opts))
     known_hosts = state_dir / "known_hosts"
     lines = []
     for host in hosts.values():
@@ -157,7 +171,7 @@ def build_lab(opts: LabOptions, state: dict[str, Any] | None) -> None:
         if host.role in ROLES and opts.user is None:
             Path(host.workdir).mkdir(parents=True, exist_ok=True)
 
-    if opts.sudo_perf:
+    if opts.sudo_perf and owns_account:
         assert opts.user is not None and perf is not None
         state.update(sudoers=str(sudoers_path(opts.prefix)), perf=perf)
         write_state(opts, state)
@@ -179,17 +193,40 @@ def build_pairs(opts: LabOptions) -> None:
         # A one-pair lab of that name would share the namespaces; refuse rather than adopt it.
         if (STATE_ROOT / sub.prefix / "state.json").exists():
             raise LabError(f"a lab with the prefix {sub.prefix} exists; remove it or choose another prefix")
-    opts.resolved_state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     old = read_state(opts) or {}
-    # Recorded first, so that down finds every pair even if the build stops half-way.
-    write_state(opts, {"version": 2, "prefix": opts.prefix, "pairs": opts.pair_names,
-                        "inventory_path": str(inventory), "previous_inventory_path": old.get("inventory_path")})
+    # The account and the sudoers rule are this lab's, made once for all its pairs.
+    check_user(opts, old)
+    perf = _check_sudoers(opts) if opts.sudo_perf else None
+    opts.resolved_state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Recorded first, so that down finds every pair (and the account) even if the build stops half-way.
+    state = {"version": 2, "prefix": opts.prefix, "pairs": opts.pair_names, "inventory_path": str(inventory),
+             "previous_inventory_path": old.get("inventory_path"),
+             "user": old.get("user"), "sudoers": old.get("sudoers"), "perf": old.get("perf")}
+    write_state(opts, state)
     previous = old.get("inventory_path")
     if previous and previous != str(inventory) and is_our_inventory(Path(previous), opts.prefix):
         Path(previous).unlink()
+    # What the new options no longer want goes first; each pair then restarts its sshds without it.
+    old_user = (old.get("user") or {}).get("name")
+    removed: list[str] = []
+    if old.get("sudoers") and (not opts.sudo_perf or opts.user != old_user):
+        remove_sudoers(opts.prefix, removed)
+        state["sudoers"] = None
+        write_state(opts, state)
+    if old_user and old_user != opts.user:
+        remove_user(opts.prefix, state, removed)
+        state["user"] = None
+        write_state(opts, state)
+    if opts.user is not None:
+        create_user(opts, state)  # recorded before it is made, like every part
     for sub in subs:
         build_lab(sub, read_state(sub))
+    if opts.sudo_perf:
+        assert opts.user is not None and perf is not None
+        state.update(sudoers=str(sudoers_path(opts.prefix)), perf=perf)
+        write_state(opts, state)
+        ensure_sudoers(opts.prefix, sudoers_text(opts.prefix, opts.user, perf))
     opts.ssh_config_path.write_text(pairs_ssh_config_text(subs))
     write_inventory(inventory, pairs_inventory_text(opts, subs), opts.prefix)
-    write_state(opts, {"version": 2, "prefix": opts.prefix, "pairs": opts.pair_names,
-                        "inventory_path": str(inventory), "previous_inventory_path": None})
+    state["previous_inventory_path"] = None
+    write_state(opts, state)

@@ -93,10 +93,9 @@ def status(opts: LabOptions) -> LabStatus:
         name = f"unreachable {LAB_RANGE} metric {metric}"
         rows.append(LabRow(name, "route", "ok" if has_route(metric) else "missing",
                            "the root namespace cannot reach the hosts behind the bastion"))
-    if shape.user:
-        rows.append(_user_row(opts.prefix, shape.user, state))
-    if shape.sudo_perf:
-        rows.append(_sudoers_row(opts.prefix, shape.user, (state or {}).get("perf")))
+    # A pair of a lab of several: the account and the sudoers rule are that lab's rows, not the pair's.
+    if opts.parent is None and not ((state or {}).get("user") or {}).get("owner"):
+        rows += _account_rows(opts.prefix, shape.user, shape.sudo_perf, state)
 
     ssh_config = opts.ssh_config_path
     rows.append(LabRow(str(ssh_config), "ssh_config", "ok" if ssh_config.exists() else "missing",
@@ -120,6 +119,10 @@ def _pairs_status(opts: LabOptions, state: dict[str, Any] | None) -> LabStatus:
         rows += [r for r in sub.rows if r.kind not in ("state", "inventory", "ssh_config")]
         # The pair's own state, inventory and ssh_config are parts of this lab's; named as such.
         rows += [dataclasses.replace(r, kind=f"p{i} {r.kind}") for r in sub.rows if r.kind in ("state", "inventory", "ssh_config")]
+    # One account and one sudoers rule for every pair, as on a real site.
+    user = ((state or {}).get("user") or {}).get("name") if state else opts.user
+    sudo_perf = bool(state.get("sudoers")) if state else opts.sudo_perf
+    rows += _account_rows(opts.prefix, user, sudo_perf, state)
     ssh_config = opts.ssh_config_path
     rows.append(LabRow(str(ssh_config), "ssh_config", "ok" if ssh_config.exists() else "missing"))
     if inventory.exists():
@@ -207,6 +210,15 @@ def _compiler_row(host: Host) -> LabRow:
         return LabRow(name, "no compiler", "wrong", f"sshd pid {pid} sees {', '.join(visible[:5])}")
     hidden = sum(len(compilers_in(d)) for d in compiler_dirs())
     return LabRow(name, "no compiler", "ok", f"{hidden} compiler names hidden from sshd pid {pid} and its sessions")
+
+
+def _account_rows(prefix: str, user: str | None, sudo_perf: bool, state: dict[str, Any] | None) -> list[LabRow]:
+    rows = []
+    if user:
+        rows.append(_user_row(prefix, user, state))
+    if sudo_perf:
+        rows.append(_sudoers_row(prefix, user, (state or {}).get("perf")))
+    return rows
 
 
 def _user_row(prefix: str, name: str, state: dict[str, Any] | None) -> LabRow:

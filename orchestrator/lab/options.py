@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LabError
+from ..errors import LabOptionsError
 from ..roles import ROLES
 
 DEFAULT_PREFIX = "orch"
@@ -56,50 +56,54 @@ class LabOptions:
     rates_mbit: tuple[float, ...] = ()
     # Which address block the data (and jump) links use: 0 for a one-pair lab, i for pair i.
     address_block: int = 0
+    # Pair i of a lab of several: that lab's prefix. The lab of several owns the account
+    # (--user) and the sudoers rule (--sudo-perf), made once for all its pairs, as a real
+    # site has one account on every host; the pair only lets the account log in.
+    parent: str | None = None
 
     def __post_init__(self) -> None:
         # Root-side management veths are named "<prefix>-ms" / "<prefix>-mc" / "<prefix>-mb".
         longest = IFNAMSIZ - len("-ms")
         if not _PREFIX_RE.match(self.prefix) or len(self.prefix) > longest:
-            raise LabError(
+            raise LabOptionsError(
                 f"lab prefix {self.prefix!r} must be 1..{longest} characters of a-z, 0-9 and '-', "
                 "starting with a letter (interface names are limited to 15 characters)"
             )
+        if self.parent is not None and not _PREFIX_RE.match(self.parent):
+            raise LabOptionsError(f"lab prefix {self.parent!r} must be letters a-z, digits and '-'")
         if not 68 <= self.mtu <= 65535:
-            raise LabError(f"MTU {self.mtu} is out of range; use 68..65535")
+            raise LabOptionsError(f"MTU {self.mtu} is out of range; use 68..65535")
         if self.delay_ms is not None and not 0 < self.delay_ms <= 10_000:
-            raise LabError(f"delay {self.delay_ms} ms is out of range; use more than 0 and at most 10000")
+            raise LabOptionsError(f"delay {self.delay_ms} ms is out of range; use more than 0 and at most 10000")
         if self.rate_mbit is not None and not 0.01 <= self.rate_mbit <= 100_000:
-            raise LabError(f"rate {self.rate_mbit} Mbit/s is out of range; use 0.01..100000")
+            raise LabOptionsError(f"rate {self.rate_mbit} Mbit/s is out of range; use 0.01..100000")
         if self.mgmt_index is not None and not 0 <= self.mgmt_index <= MAX_MGMT_INDEX:
-            raise LabError(f"management index {self.mgmt_index} is out of range; use 0..{MAX_MGMT_INDEX}")
+            raise LabOptionsError(f"management index {self.mgmt_index} is out of range; use 0..{MAX_MGMT_INDEX}")
         if self.user is not None and (not _USER_RE.match(self.user) or self.user == "root"):
-            raise LabError(
+            raise LabOptionsError(
                 f"lab user {self.user!r} must be 1..31 characters of a-z, 0-9, '_' and '-', starting "
                 "with a letter or '_', and not root"
             )
         if self.sudo_perf and self.user is None:
-            raise LabError("--sudo-perf needs --user: root runs perf without sudo")
+            raise LabOptionsError("--sudo-perf needs --user: root runs perf without sudo")
         roles = tuple(self.no_compiler)
         unknown = sorted(set(roles) - set(ROLES))
         if unknown:
-            raise LabError(f"--no-compiler takes {' or '.join(ROLES)}, not {', '.join(unknown)}")
+            raise LabOptionsError(f"--no-compiler takes {' or '.join(ROLES)}, not {', '.join(unknown)}")
         # One spelling for one meaning, so that two equal option sets compare equal.
         object.__setattr__(self, "no_compiler", tuple(r for r in ROLES if r in roles))
         if not 1 <= self.pairs <= MAX_PAIRS:
-            raise LabError(f"--pairs {self.pairs} is out of range; use 1..{MAX_PAIRS}")
+            raise LabOptionsError(f"--pairs {self.pairs} is out of range; use 1..{MAX_PAIRS}")
         if not 0 <= self.address_block <= MAX_PAIRS:
-            raise LabError(f"address block {self.address_block} is out of range; use 0..{MAX_PAIRS}")
+            raise LabOptionsError(f"address block {self.address_block} is out of range; use 0..{MAX_PAIRS}")
         for name, values in (("--mtu", self.mtus), ("--rate-mbit", self.rates_mbit)):
             if values and len(values) != self.pairs:
-                raise LabError(f"{name} gives {len(values)} values for {self.pairs} pairs; give one, or one per pair")
+                raise LabOptionsError(f"{name} gives {len(values)} values for {self.pairs} pairs; give one, or one per pair")
         if self.pairs > 1:
             longest = IFNAMSIZ - len("-ms") - len(f"-p{self.pairs}")
             if len(self.prefix) > longest:
-                raise LabError(f"with --pairs {self.pairs} the lab prefix may have at most {longest} characters "
+                raise LabOptionsError(f"with --pairs {self.pairs} the lab prefix may have at most {longest} characters "
                                f"(each pair's interfaces are named <prefix>-p<i>-m…)")
-            if self.user is not None:
-                raise LabError("--user works with one pair only: the pairs would share one account")
             for i in range(1, self.pairs + 1):
                 self.pair_options(i)  # each pair's values are checked now, before anything is built
 
@@ -118,8 +122,11 @@ class LabOptions:
             state_dir=self.resolved_state_dir / f"p{i}",
             workdir_root=self.workdir_root,
             bastion=self.bastion,
+            user=self.user,
+            sudo_perf=self.sudo_perf,
             no_compiler=self.no_compiler,
             address_block=i,
+            parent=self.prefix,
         )
 
     @property
