@@ -98,7 +98,7 @@ class CellEta(ProgressColumn):
 
     def render(self, task) -> Text:
         fields = task.fields
-        if "per_cell_s" not in fields or task.finished:
+        if "per_cell_s" not in fields or task.finished or fields.get("stopped"):
             return Text("")
         left = eta_seconds(fields["per_cell_s"], fields["after_current"], fields["current_started"], time.monotonic())
         from .estimate import human
@@ -133,9 +133,12 @@ class TerminalProgress:
         self.console.print(f"[bold]·[/] {self._lead()}{message}")
 
     def pair_failed(self, error: str) -> None:
-        self.console.print(f"[red]✗ pair {escape(self.pair or '')} failed[/]: {escape(error)}", highlight=False)
+        # Its error is said once, with the others', when the run ends (PairsFailed), and in run.log.
+        self.console.print(f"[red]✗ pair {escape(self.pair or '')} failed[/]; the other pairs go on "
+                           "(why: when the run ends)", highlight=False)
         if self.bar is not None:
-            self.bar.update(self.task, description=f"{self.pair}: failed", current_started=None)
+            # No ETA for a pair that will run no more cells.
+            self.bar.update(self.task, description=f"{self.pair}: failed", current_started=None, stopped=True)
 
     def _shared_bar(self) -> RichProgress:
         root = self.parent or self
@@ -293,14 +296,14 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)  # the run folder keeps only these
         _check_baseline(args.baseline, list(inventory.pairs))
-        size = _checked_size(experiment, args.yes, len(inventory.pairs), args.serial or not inventory.concurrent)
+        size = _checked_size(experiment, args.yes, inventory, report=not args.no_report)
         state = runner.create_run(experiment, inventory, Path(args.results))
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
     try:
         progress = TerminalProgress(term.console, estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
         shown = show_preflight if args.verbose else _problems_only
-        outcome = runner.execute(state, progress, on_preflight=lambda report: shown(term, report), serial=args.serial)
+        outcome = runner.execute(state, progress, on_preflight=lambda report: shown(term, report))
     except KeyboardInterrupt as exc:
         hosts = "both hosts" if len(state.inventory.pairs) == 1 else "every pair's hosts"
         _say(term, f"[yellow]interrupted[/] ({signal_name(exc)}): agents stopped on {hosts}; finished cells are kept.\n"
@@ -308,8 +311,9 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         return ExitStatus(exit_status(exc))
     summary = _summary(state.run_dir)
     args.doc.update(
-        cells={"planned": len(state.plan.cells), "run": len(outcome.finished), "skipped": outcome.skipped,
-               "failed": len(outcome.failed)},
+        # Totals over the pairs, as `run` and `skipped` are; each pair's own figures are under `pairs`.
+        cells={"planned": sum(p.planned for p in outcome.pairs.values()), "run": len(outcome.finished),
+               "skipped": outcome.skipped, "failed": len(outcome.failed)},
         failures=[{"pair": name, "cell": o.cell.cell_id, "error": o.error}
                   for name, p in outcome.pairs.items() for o in p.failed],
         summary=_records(summary),
@@ -327,7 +331,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     if outcome.failed_pairs:
         raise PairsFailed(
             f"{len(outcome.failed_pairs)} of {len(outcome.pairs)} pairs failed; the others finished:"
-            + "".join(f"\n  {p.pair}: {p.error}" for p in outcome.failed_pairs)
+            + "".join(f"\n{_listed(p.pair, p.error)}" for p in outcome.failed_pairs)
             + f"\nonce their hosts are back: orchestrate run --resume {state.run_dir}",
             [p.error for p in outcome.failed_pairs if p.error is not None], every=False)
     from .results import row_counts
@@ -343,7 +347,9 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in "
             f"{layout.cells_dir(state.run_dir, '<pair>' if len(state.inventory.pairs) > 1 else layout.DEFAULT_PAIR)})"
             f"{listing}\nmeasure them again with: orchestrate run --resume {state.run_dir} --retry-failed")
-    on_pairs = f" on {len(outcome.pairs)} pairs" if len(outcome.pairs) > 1 else ""
+    ran = sum(1 for p in outcome.pairs.values() if p.finished)  # on --resume, maybe not every pair
+    on_pairs = "" if len(outcome.pairs) == 1 else \
+        f" on {ran} pairs" if ran == len(outcome.pairs) else f" on {ran} of {len(outcome.pairs)} pairs"
     term.console.print(f"[green]done[/]: {len(outcome.finished)} cells run{on_pairs}, {outcome.skipped} already done, "
                        f"results in {state.run_dir}/results.csv")
     return ExitStatus.OK
@@ -357,11 +363,18 @@ def _check_baseline(baseline: str | None, pairs: list[str]) -> None:
         check_baseline(baseline, pairs)
 
 
-def _checked_size(experiment, yes: bool, pairs: int = 1, serial: bool = False):
-    """The plan's size, said before anything runs; a plan over the limit needs --yes."""
+def _listed(pair: str, error: object) -> str:
+    """A pair's error in a list of them: its own further lines indented under it."""
+    return f"  {pair}: " + str(error).replace("\n", "\n    ")
+
+
+def _checked_size(experiment, yes: bool, inventory=None, report: bool = True):
+    """The plan's size, said before anything runs; a plan over the limit needs --yes. The
+    inventory is select_pairs' (its `concurrent` already says --serial); none: one pair."""
     from .plan import MAX_PLAN_CELLS, MAX_PLAN_SECONDS, format_seconds, plan_size
 
-    size = plan_size(experiment, pairs, serial)
+    pairs, serial = (len(inventory.pairs), not inventory.concurrent) if inventory is not None else (1, False)
+    size = plan_size(experiment, pairs, serial, report)
     if size.too_big and not yes:
         raise ConfigError(
             f"{experiment.name}: this plan is {size.describe()}: over the limit of {MAX_PLAN_CELLS:,} cells or "
@@ -390,7 +403,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)
-        _checked_size(experiment, args.yes, len(inventory.pairs), args.serial or not inventory.concurrent)
+        _checked_size(experiment, args.yes, inventory, report=not args.no_report)
         seed = experiment.seed if experiment.seed is not None else new_seed()
         plan = expand(experiment, seed)
         done = set()
@@ -399,7 +412,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     todo = [c for c in plan.cells if c.cell_id not in done]
     guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
                               plot_sets=estimate.plot_sets(experiment), pairs=len(inventory.pairs),
-                              serial=args.serial or not inventory.concurrent)
+                              serial=not inventory.concurrent)
     by_pair = {name: {role: {"ssh": pair.role(role).label, "data_address": pair.role(role).data_address,
                              "workdir": pair.role(role).workdir} for role in ROLES}
                for name, pair in inventory.pairs.items()}
@@ -442,10 +455,10 @@ def _problems_only(term: Terminal, report: Preflight) -> None:
 def _preflight_only(args: argparse.Namespace, term: Terminal, experiment, inventory, then: str | None = None) -> None:
     """Reach every pair's hosts, run preflight on them all at once, show and record the findings
     of each pair; nothing is started."""
-    from . import runner
+    from .preflight import preflight_pairs
 
     several = len(inventory.pairs) > 1
-    checked = runner.preflight_pairs(inventory, experiment)
+    checked = preflight_pairs(inventory, experiment)
     if not several and isinstance(checked[next(iter(checked))], OrchestrateError):
         raise checked[next(iter(checked))]  # one pair: its error is the command's, as before pairs existed
     findings, problems, errors = [], 0, {}
@@ -466,7 +479,7 @@ def _preflight_only(args: argparse.Namespace, term: Terminal, experiment, invent
     if then:
         term.console.print(then)
     if errors:
-        failed = [f"  {name}: {exc}" for name, exc in errors.items()]
+        failed = [_listed(name, exc) for name, exc in errors.items()]
         message = f"{len(errors)} of {len(checked)} pairs could not be checked:\n" + "\n".join(failed)
         if any(isinstance(e, ConfigError) for e in errors.values()):
             raise ConfigError(message)
@@ -482,7 +495,8 @@ def cmd_check(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from .runner import select_pairs
 
     inventory = select_pairs(inventory, args.pairs)
-    _preflight_only(args, term, experiment, inventory, then=f"plan: {plan_size(experiment).describe()}")
+    size = plan_size(experiment, len(inventory.pairs), not inventory.concurrent)  # as `run` will say it
+    _preflight_only(args, term, experiment, inventory, then=f"plan: {size.describe()}")
     return ExitStatus.OK
 
 

@@ -13,6 +13,12 @@ benchmarks/orchestrator_overhead.py measures them again (README, "Figures measur
   written, tests/test_lab_e2e.py's dry-run test); under load (load average 9) it took 6.8 s.
 - REPORT_S: writing summary.csv, intervals.csv, the plots (PNG and SVG) and the report, per set
   of plots (one, unless the run varies sender, nodelay or buffers). 5.0 s on the idle VM.
+- REPORT_PAIR_S: what each pair beyond the first adds to the report (its rows, its plots, "Pairs
+  compared"). `orchestrate report` on a copy of tests/fixtures/runs/pairs3 (3 pairs, 64 cells
+  each) against 20261125T222925Z-vmcheck-598f (the same 64 cells on one pair), three series of 3
+  each on the 2-core VM under other work (load average 2.5 to 5): medians 9.4/13.8, 8.7/15.1 and
+  8.3/18.4 s; over all 9 runs 8.8 s on one pair, 16.7 s on three, so 4.0 s per pair beyond the first
+  (an earlier review measured 5.1 s and 14.0 s).
 
 The figures are an idle machine's: a loaded controller or host runs slower than estimated.
 """
@@ -28,6 +34,7 @@ CELL_OVERHEAD_S = 0.1
 SETUP_S = 1.4
 BUILD_S = 2.0
 REPORT_S = 5.0
+REPORT_PAIR_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,7 @@ class Estimate:
     cells: int  # per pair
     per_cell_s: float  # warm-up + duration + CELL_OVERHEAD_S
     setup_s: float  # SETUP_S, plus BUILD_S when a build is expected (per pair)
-    report_s: float
+    report_s: float  # REPORT_S per set of plots, plus REPORT_PAIR_S per pair beyond the first
     # Pairs at once (issue 13) each set up and run their cells side by side: one pair's time.
     # One after another (`serial`), each pair's setup and cells follow the last's.
     pairs: int = 1
@@ -72,7 +79,7 @@ def estimate(experiment: Experiment, cells: int, *, build: bool = True, report: 
     return Estimate(
         cells=cells, per_cell_s=per_cell_seconds(experiment),
         setup_s=SETUP_S + (BUILD_S if build else 0.0),
-        report_s=REPORT_S * plot_sets if report else 0.0,
+        report_s=REPORT_S * plot_sets + REPORT_PAIR_S * (max(1, pairs) - 1) if report else 0.0,
         pairs=pairs, serial=serial and pairs > 1,
     )
 

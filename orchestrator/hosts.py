@@ -251,7 +251,7 @@ class SshProcess(GroupProcess):
             return ""  # its shell has ended; its group id may be reused by now
         self._await_pgid(max(2.0, self.ssh_host.connect_timeout))
         if self.pgid is None:
-            return f"{self.host} may still run our command (its process group is unknown): {self.command}"
+            return f"{self.host} may still run our command (its process group is unknown)"
         return self.ssh_host.kill_group(self.pgid, self.command)
 
     def _release(self) -> None:
@@ -319,7 +319,8 @@ class SshHost:
             except HostError as exc:
                 problem = str(exc)
                 self.close()  # a dead connection: the second attempt reconnects
-        return f"{self.name} may still run our process group {pgid} ({command}): could not kill it: {problem}"
+        # The command is in run.log (GroupProcess.kill); the note is for the user's terminal.
+        return f"{self.name} may still run our process group {pgid}: could not kill it: {problem}"
 
     def push_dir(self, local: Path, remote: str, timeout: float) -> None:
         result, _ = self._run_binary(f"mkdir -p {shell_quote(remote)} && tar -C {shell_quote(remote)} -xf -", timeout, _tar_of(local))

@@ -72,8 +72,9 @@ class RunProgress(Protocol):
     def for_pair(self, name: str) -> PairProgress: ...
 
 
-# Runs one pair's cells, reporting through the progress given; raises what stops it.
-RunPair = Callable[[str, PairProgress], PairOutcome]
+# Runs one pair's cells into the outcome given (the caller's, so the cells a pair finished are
+# kept when it stops), reporting through the progress given; raises what stops it.
+RunPair = Callable[[PairOutcome, PairProgress], None]
 
 
 def run_pairs(names: Sequence[str], run_pair: RunPair, progress: RunProgress, cell_ids: Sequence[str],
@@ -82,11 +83,13 @@ def run_pairs(names: Sequence[str], run_pair: RunPair, progress: RunProgress, ce
     it stops the run, as before pairs existed. Several run each in a thread of its own (one
     after another with `serial`): a pair that fails is reported and the others go on; a full
     disk, a bug or a signal stops them all, each given `stop_within` seconds to end its agents."""
+    total = len(cell_ids)
     if len(names) == 1:
         with _working_for(names[0]):
-            return {names[0]: run_pair(names[0], progress)}  # type: ignore[arg-type]
+            only = PairOutcome(names[0], planned=total)
+            run_pair(only, progress)  # type: ignore[arg-type]
+            return {names[0]: only}
     # On --resume, a pair with every cell done is not contacted: its hosts may be gone by now.
-    total = len(cell_ids)
     finished = {n: PairOutcome(n, skipped=total, planned=total) for n in names
                 if all((n, c) in done for c in cell_ids)}
     todo = [n for n in names if n not in finished]
@@ -103,16 +106,19 @@ def run_pairs(names: Sequence[str], run_pair: RunPair, progress: RunProgress, ce
 
 def _pair_or_error(name: str, run_pair: RunPair, progress: PairProgress, planned: int) -> PairOutcome:
     """One pair of several: what stops it (preflight, a lost host, its hosts' ssh_config entry)
-    is its outcome, not the run's. A full local disk stops every pair alike, so it goes up."""
+    is its outcome, not the run's, beside the cells it finished before. A full local disk stops
+    every pair alike, so it goes up."""
+    outcome = PairOutcome(name, planned=planned)
     with _working_for(name):
         try:
-            return run_pair(name, progress)
+            run_pair(outcome, progress)
         except DiskError:
             raise
         except OrchestrateError as exc:
             log.warning("pair %s failed: %s", name, exc)
             progress.pair_failed(str(exc))
-            return PairOutcome(name, planned=planned, error=exc)
+            outcome.error = exc
+        return outcome
 
 
 def _pairs_in_threads(names: list[str], run_pair: RunPair, progress: RunProgress, planned: int,
@@ -135,7 +141,9 @@ def _pairs_in_threads(names: list[str], run_pair: RunPair, progress: RunProgress
             outcomes[name] = _pair_or_error(name, run_pair, progress.for_pair(name), planned)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
             with _working_for(name):
-                log.info("pair %s stopped: %r", name, exc, exc_info=isinstance(exc, interrupts.PairStopped))
+                # One line for a pair stopped (a signal) or a typed error (a full disk); a bug's traceback.
+                log.info("pair %s stopped: %r", name, exc,
+                         exc_info=not isinstance(exc, (interrupts.PairStopped, OrchestrateError)))
             raised[name] = exc
             if not isinstance(exc, interrupts.PairStopped):
                 any_stopped.set()

@@ -14,7 +14,7 @@ from . import reference
 from .config import CELL_KEYS, Experiment
 from .dimensions import BASIC
 from .errors import ConfigError, FormatVersionError
-from .estimate import per_cell_seconds
+from . import estimate
 
 # plan.json's format (docs/results-schema.md, "Format versions"); raised when what a resumed run
 # needs from it changes. A plan.json without the key was written before versions: version 1.
@@ -96,7 +96,7 @@ MAX_PLAN_SECONDS = 24 * 3600
 @dataclass(frozen=True)
 class PlanSize:
     cells: int  # per pair: every pair runs the whole plan
-    seconds: float  # the whole run: pairs at once take one pair's time, one after another their sum
+    seconds: float  # the whole run, as `run --dry-run` estimates it (estimate.Estimate.total_s)
     pairs: int = 1
     serial: bool = False
 
@@ -112,16 +112,17 @@ class PlanSize:
                 f"about {format_seconds(self.seconds)} with {how}")
 
 
-def plan_size(experiment: Experiment, pairs: int = 1, serial: bool = False) -> PlanSize:
+def plan_size(experiment: Experiment, pairs: int = 1, serial: bool = False, report: bool = True) -> PlanSize:
     """The plan's cells and time, from the matrix alone: nothing is expanded, so a plan of
-    millions of cells is sized at once. Pairs at once (issue 13) take as long as one; one after
-    another (`--serial`, `concurrent: false`), as long as all of them."""
+    millions of cells is sized at once. The time is estimate.py's, the one rule for pairs at
+    once and one after another, so `run`, `run --dry-run` and `check` say the same."""
     cells = experiment.repetitions
     for key in CELL_KEYS:
         cells *= len(experiment.dimension(key))
     cells += reference.cell_count(experiment)  # issue 11: iperf3 reference cells
-    # Per cell: warm-up, duration and the measured overhead, from the one place dry runs use too.
-    return PlanSize(cells, cells * per_cell_seconds(experiment) * (pairs if serial else 1), pairs, serial and pairs > 1)
+    guess = estimate.estimate(experiment, cells, report=report, plot_sets=estimate.plot_sets(experiment),
+                              pairs=pairs, serial=serial)
+    return PlanSize(cells, guess.total_s, pairs, guess.serial)
 
 
 def format_seconds(seconds: float) -> str:

@@ -12,8 +12,9 @@ from typing import Callable, Iterable
 from . import deploy, perfstat, reference, workdir
 from .config import Experiment
 from .deploy import Builder, Toolchain
-from .errors import HostError
-from .hosts import Host
+from .errors import ConfigError, HostError, OrchestrateError, PreflightError
+from .hosts import Host, connect
+from .roles import ROLES
 from .processes import shell_quote
 from .inventory import Inventory
 
@@ -357,3 +358,52 @@ def run_preflight(hosts: dict[str, Host], experiment: Experiment, inventory: Inv
         futures = [pool.submit(contextvars.copy_context().run, _check_host, host, experiment, inventory, run_dirs) for host in hosts.values()]
         reports = [f.result() for f in futures]
     return Preflight(reports, _check_compilers(reports, controller or deploy.controller_toolchain))
+
+
+# ---------------------------------------------------------------------------- reaching the hosts
+
+
+def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
+    """Both hosts at once; every host that can't be reached is named in one error."""
+    with ThreadPoolExecutor(max_workers=2) as pool:  # copy_context: a pool thread logs for its pair too
+        futures = {role: pool.submit(contextvars.copy_context().run, connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ROLES}
+    hosts, problems, config_error = {}, [], None
+    for role, future in futures.items():
+        try:
+            hosts[role] = future.result()
+        except HostError as exc:
+            problems.append(str(exc))
+        except ConfigError as exc:  # a bad ssh_config: the same for both roles
+            config_error = exc
+    if problems or config_error:
+        for host in hosts.values():
+            host.close()
+        if config_error:
+            raise config_error
+        raise PreflightError("cannot reach:\n" + "\n".join(problems))
+    return hosts
+
+
+def preflight_pairs(inventory: Inventory, experiment: Experiment) -> dict[str, Preflight | OrchestrateError]:
+    """`check`: each pair's preflight report, or the error that kept it from one (a host out of
+    reach, a bad ssh_config entry), every pair at once (one after another on `concurrent: false`).
+    Nothing is started and no run folder is used."""
+
+    def one(name: str) -> Preflight | OrchestrateError:
+        pair = Inventory(ssh_config=inventory.ssh_config, pairs={name: inventory.pair(name)})
+        try:
+            hosts = connect_hosts(pair, experiment.timeouts.connect)
+        except OrchestrateError as exc:
+            return exc
+        try:
+            return run_preflight(hosts, experiment, pair)
+        except OrchestrateError as exc:
+            return exc
+        finally:
+            for host in hosts.values():
+                host.close()
+
+    names = list(inventory.pairs)
+    with ThreadPoolExecutor(max_workers=len(names) if inventory.concurrent else 1) as pool:
+        found = {name: pool.submit(one, name) for name in names}
+        return {name: future.result() for name, future in found.items()}

@@ -169,9 +169,10 @@ class GroupProcess:
         try:
             note = self._kill_group()
         except Exception as exc:  # noqa: BLE001 - killing is best effort and must not mask the cause
-            note = f"{self.host} may still run our process group {self.pgid} ({self.command}): {exc}"
+            note = f"{self.host} may still run our process group {self.pgid}: {exc}"
         if note:
-            log.warning("%s", note)
+            # The whole command only here: a note the user reads names the host and the group.
+            log.warning("%s $ %s", note, self.command)
         elif note is None:
             self.killed = True
             log.info("%s killed process group %s $ %s", self.host, self.pgid, self.command)

@@ -19,16 +19,15 @@ import yaml
 
 from . import cellrow, cells, deploy, facts, hostlock, intervals, layout, leftovers, pairrun, results, sshconnect
 from .config import Experiment, Perf, experiment_from_resolved
-from .errors import ConfigError, DiskError, FormatVersionError, HostError, OrchestrateError, PreflightError
+from .errors import ConfigError, DiskError, FormatVersionError, HostError, PreflightError
 from .files import DISK_ERRNOS, disk_error, write_atomic
-from .hosts import Host, connect
+from .hosts import Host
 from .processes import KILL_GRACE
 from .inventory import Inventory, concurrent_pairs_share_nothing
 from .pairrun import PairOutcome
 from .layout import DEFAULT_PAIR
 from .plan import Cell, Plan, expand, load_plan, new_seed
-from .preflight import Preflight, run_preflight
-from .roles import ROLES
+from .preflight import Preflight, connect_hosts, run_preflight
 
 log = logging.getLogger(__name__)
 
@@ -186,52 +185,6 @@ def reopen_run(run_dir: Path) -> RunState:
     return RunState(run_dir, experiment, inventory, plan)
 
 
-def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
-    """Both hosts at once; every host that can't be reached is named in one error."""
-    with ThreadPoolExecutor(max_workers=2) as pool:  # copy_context: a pool thread logs for its pair too
-        futures = {role: pool.submit(contextvars.copy_context().run, connect, role, inventory.role(role), timeout, inventory.ssh_config) for role in ROLES}
-    hosts, problems, config_error = {}, [], None
-    for role, future in futures.items():
-        try:
-            hosts[role] = future.result()
-        except HostError as exc:
-            problems.append(str(exc))
-        except ConfigError as exc:  # a bad ssh_config: the same for both roles
-            config_error = exc
-    if problems or config_error:
-        for host in hosts.values():
-            host.close()
-        if config_error:
-            raise config_error
-        raise PreflightError("cannot reach:\n" + "\n".join(problems))
-    return hosts
-
-
-def preflight_pairs(inventory: Inventory, experiment: Experiment) -> dict[str, Preflight | OrchestrateError]:
-    """`check`: each pair's preflight report, or the error that kept it from one (a host out of
-    reach, a bad ssh_config entry), every pair at once (one after another on `concurrent: false`).
-    Nothing is started and no run folder is used."""
-
-    def one(name: str) -> Preflight | OrchestrateError:
-        pair = Inventory(ssh_config=inventory.ssh_config, pairs={name: inventory.pair(name)})
-        try:
-            hosts = connect_hosts(pair, experiment.timeouts.connect)
-        except OrchestrateError as exc:
-            return exc
-        try:
-            return run_preflight(hosts, experiment, pair)
-        except OrchestrateError as exc:
-            return exc
-        finally:
-            for host in hosts.values():
-                host.close()
-
-    names = list(inventory.pairs)
-    with ThreadPoolExecutor(max_workers=len(names) if inventory.concurrent else 1) as pool:
-        found = {name: pool.submit(one, name) for name in names}
-        return {name: future.result() for name, future in found.items()}
-
-
 class _RunLog(logging.FileHandler):
     """run.log; a full disk must not print logging's own traceback on the user's terminal (the
     next results or raw file that cannot be written stops the run with a DiskError)."""
@@ -263,7 +216,16 @@ def _attach_log(run_dir: Path) -> logging.Handler:
     root = logging.getLogger("orchestrator")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # Paramiko's own warnings and errors (a banner read from a dying sshd, with its traceback)
+    # go to run.log too: without a handler, logging's last resort prints them on the terminal.
+    logging.getLogger("paramiko").addHandler(handler)
     return handler
+
+
+def _detach_log(handler: logging.Handler) -> None:
+    for name in ("orchestrator", "paramiko"):
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()
 
 
 class _SharedFiles:
@@ -296,21 +258,21 @@ def execute(
     state: RunState,
     progress: Progress,
     on_preflight: Callable[[Preflight], None] = lambda p: None,
-    serial: bool = False,
 ) -> RunOutcome:
     """Every pair of the run's inventory runs the plan's cells it has not finished: the one pair
-    here, several each in a thread of its own (one after another with `serial`, or an
-    inventory's `concurrent: false`). A pair that fails is reported and the others go on."""
+    here, several each in a thread of its own (one after another when the inventory says
+    `concurrent: false`, which select_pairs sets for --serial). A pair that fails is reported
+    and the others go on."""
     handler = _attach_log(state.run_dir)
     try:
         shared = _SharedFiles(state.run_dir, progress)
 
-        def run_pair(name: str, pair_progress: Progress) -> PairOutcome:
-            return _execute_pair(PairState(state, name), pair_progress, on_preflight, shared)
+        def run_pair(outcome: PairOutcome, pair_progress: Progress) -> None:
+            _execute_pair(PairState(state, outcome.pair), pair_progress, on_preflight, shared, outcome)
 
         outcomes = pairrun.run_pairs(list(state.inventory.pairs), run_pair, progress,  # type: ignore[arg-type]
                                      [c.cell_id for c in state.plan.cells], shared.done,
-                                     serial=serial or not state.inventory.concurrent,
+                                     serial=not state.inventory.concurrent,
                                      stop_within=stop_within(state.experiment))
         outcome = RunOutcome(state.run_dir, pairs=outcomes)
         for one in outcomes.values():
@@ -327,13 +289,13 @@ def execute(
         try:
             progress.stop()
         finally:
-            logging.getLogger("orchestrator").removeHandler(handler)
-            handler.close()
+            _detach_log(handler)
 
 
 def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[Preflight], None],
-                  shared: _SharedFiles) -> PairOutcome:
-    """One pair's hosts, preflight, deploy, host facts and cells."""
+                  shared: _SharedFiles, outcome: PairOutcome) -> None:
+    """One pair's hosts, preflight, deploy, host facts and cells, each cell kept in `outcome`
+    as it finishes (what stops the pair goes up; the cells before it stay counted)."""
     state = pair.run
     experiment, inventory = state.experiment, pair.inventory
     hosts: dict[str, Host] = {}
@@ -374,7 +336,7 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
             perf_events={role: list(report.perf_events(role)) for role in hosts},
             record=record,
         )
-        return _run_cells(pair, ctx, progress, shared)
+        _run_cells(pair, ctx, progress, shared, outcome)
     except OSError as exc:
         if exc.filename is None:
             raise
@@ -445,10 +407,11 @@ def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deplo
         write_atomic(path, json.dumps(data, indent=2) + "\n", state.run_dir)
 
 
-def _run_cells(pair: PairState, ctx: cells.CellContext, progress: Progress, shared: _SharedFiles) -> PairOutcome:
+def _run_cells(pair: PairState, ctx: cells.CellContext, progress: Progress, shared: _SharedFiles,
+               outcome: PairOutcome) -> None:
     state = pair.run
     todo = [c for c in state.plan.cells if (pair.name, c.cell_id) not in shared.done]
-    outcome = PairOutcome(pair.name, skipped=len(state.plan.cells) - len(todo), planned=len(state.plan.cells))
+    outcome.skipped, outcome.planned = len(state.plan.cells) - len(todo), len(state.plan.cells)
     progress.start(len(state.plan.cells), outcome.skipped)
     runner = cells.CellRunner(ctx)
     try:
@@ -456,7 +419,6 @@ def _run_cells(pair: PairState, ctx: cells.CellContext, progress: Progress, shar
             _run_one(pair, ctx, runner, cell, todo[index + 1] if index + 1 < len(todo) else None, shared, outcome, progress)
     finally:
         runner.disarm()
-    return outcome
 
 
 def _run_one(pair: PairState, ctx: cells.CellContext, runner: cells.CellRunner, cell: Cell, next_cell: Cell | None,
@@ -471,9 +433,7 @@ def _run_one(pair: PairState, ctx: cells.CellContext, runner: cells.CellRunner, 
     result, row = finish_cell(ran, cellrow.RowSettings.of(state.run_id, state.experiment, pair=pair.name), state.run_dir)
     if lost:
         # No row: the cell was not measured, and --resume runs it again once the host is back.
-        where = "" if pair.name == DEFAULT_PAIR else f"pair {pair.name}: "
-        raise HostError(lost, f"{where}no longer reachable; the run stopped during {cell.cell_id} ({result.error}). "
-                              f"Once the host is back: orchestrate run --resume {state.run_dir}")
+        raise _lost_error(pair, ctx, cell, lost, result)
     shared.append(row.row, result.local_dir)
     outcome.finished.append(result)
     progress.cell_finished(result)
@@ -513,6 +473,24 @@ def set_aside_unfinished(state: RunState) -> list[str]:
     if redo:
         results_csv.remove(redo)
     return [cell_id if pair == DEFAULT_PAIR else f"{pair}/{cell_id}" for pair, cell_id in redo]
+
+
+def _lost_error(pair: PairState, ctx: cells.CellContext, cell: Cell, lost: str, result: cells.CellOutcome) -> HostError:
+    """What the user reads about a host lost during a cell: the host, our process groups that may
+    still run there, and what to do, once. The cell's own error (the commands, each failed kill)
+    goes to run.log and cell.json."""
+    log.warning("%s no longer reachable during %s: %s", lost, cell.cell_id, result.error)
+    state = pair.run
+    one_pair = len(state.inventory.pairs) == 1
+    where = f"pair {pair.name}: " if one_pair and pair.name != DEFAULT_PAIR else ""
+    roles = {role for role, host in ctx.hosts.items() if host.name == lost}
+    groups = sorted({str(s.pgid) for s in (ctx.record.read() if ctx.record else [])
+                     if s.cell == cell.cell_id and s.role in roles})
+    still = f"; our process group {', '.join(groups)} may still run there (--resume ends it)" if groups else ""
+    # One pair: this is the run's error and says what to do; of several, the run's PairsFailed
+    # says it once for every pair that failed.
+    then = f"\nonce the host is back: orchestrate run --resume {state.run_dir}" if one_pair else ""
+    return HostError(lost, f"{where}no longer reachable during {cell.cell_id}{still}{then}")
 
 
 def _lost_host(ctx: cells.CellContext) -> str | None:

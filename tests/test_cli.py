@@ -339,6 +339,26 @@ def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_
     assert "✗ stream-zero_copy-65536B-4t-r2: agent exited 1" in shown
 
 
+def test_a_failed_pairs_bar_shows_no_eta_and_its_error_waits_for_the_end():
+    from rich.console import Console
+
+    from orchestrator import cli
+
+    screen = Console(file=io.StringIO(), force_terminal=True, width=200, color_system=None)
+    run = cli.TerminalProgress(screen, per_cell_s=12.1, repetitions=1)
+    lost = run.for_pair("p2")
+    lost.start(total=3, done=1)
+    try:
+        task = lost.bar.tasks[0]
+        assert cli.CellEta().render(task).plain.startswith("ETA")
+        lost.pair_failed("server (root@198.18.2.10): no longer reachable; long details")
+        assert cli.CellEta().render(task).plain == "" and task.description == "p2: failed"
+    finally:
+        run.stop()
+    shown = screen.file.getvalue()
+    assert "✗ pair p2 failed" in shown and "no longer reachable" not in shown  # said once, at the end
+
+
 def test_check_json_lists_the_findings(tmp_path):
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(f"server: {{host: local, workdir: {tmp_path / 'work'}}}\nclient: {{host: local, workdir: {tmp_path / 'work'}}}\n")
@@ -441,12 +461,10 @@ def test_a_bad_ssh_config_entry_in_one_pair_exits_2_while_the_other_pair_finishe
 
     from orchestrator import cli, runner
     from orchestrator.errors import ConfigError
-    from orchestrator.pairrun import PairOutcome
 
-    def pair(pair_state, progress, on_preflight, shared):
+    def pair(pair_state, progress, on_preflight, shared, outcome):
         if pair_state.name == "b":
             raise ConfigError("ssh_config entry for 198.18.2.10: bad ProxyCommand")
-        return PairOutcome(pair_state.name, planned=len(pair_state.run.plan.cells))
 
     monkeypatch.setattr(runner, "_execute_pair", pair)
     monkeypatch.setattr(cli, "_summary", lambda run_dir: pd.DataFrame())  # no cell ran here, so no rows
@@ -459,13 +477,67 @@ def test_a_bad_ssh_config_entry_in_one_pair_exits_2_while_the_other_pair_finishe
     assert "bad ProxyCommand" in doc["error"] and "--resume" in doc["error"]
 
 
+def test_a_pair_that_loses_its_host_after_two_cells_counts_them_in_json(tmp_path, monkeypatch):
+    """The cells a pair finished before it lost a host have rows in results.csv: --json counts them."""
+    import pandas as pd
+
+    from orchestrator import cli, runner
+    from orchestrator.cells import CellOutcome
+    from orchestrator.errors import HostError
+
+    def pair(pair_state, progress, on_preflight, shared, outcome):
+        if pair_state.name == "b":
+            outcome.finished += [CellOutcome(c, tmp_path, None, 1.0, status="ok") for c in pair_state.run.plan.cells[:2]]
+            raise HostError("server", "pair b: no longer reachable")
+
+    monkeypatch.setattr(runner, "_execute_pair", pair)
+    monkeypatch.setattr(cli, "_summary", lambda run_dir: pd.DataFrame())
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
+                     "--results", str(tmp_path / "results"), "--no-report", "--json"], stdout=stdout, stderr=stderr)
+    doc = json.loads(stdout.getvalue())
+    assert code == ExitStatus.SOME_PAIRS_FAILED, stderr.getvalue()
+    assert doc["pairs"]["b"]["status"] == "failed" and doc["pairs"]["b"]["run"] == 2
+    assert doc["cells"]["run"] == 2
+
+
+def test_json_cells_are_totals_and_done_counts_the_pairs_that_ran(tmp_path, monkeypatch):
+    """cells.planned, run and skipped are all totals over the pairs; a pair with every cell done
+    (as on --resume) did not run, and the done line says so."""
+    import pandas as pd
+
+    from orchestrator import cli, runner
+    from orchestrator.cells import CellOutcome
+
+    def pair(pair_state, progress, on_preflight, shared, outcome):
+        planned = pair_state.run.plan.cells
+        outcome.planned = len(planned)
+        if pair_state.name == "a":
+            outcome.finished += [CellOutcome(c, tmp_path, None, 1.0, status="ok") for c in planned]
+        else:
+            outcome.skipped = len(planned)
+
+    monkeypatch.setattr(runner, "_execute_pair", pair)
+    monkeypatch.setattr(cli, "_summary", lambda run_dir: pd.DataFrame())
+    monkeypatch.setattr("orchestrator.results.row_counts", lambda path: {})
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
+                     "--results", str(tmp_path / "results"), "--no-report", "--json"], stdout=stdout, stderr=stderr)
+    doc = json.loads(stdout.getvalue())
+    assert code == ExitStatus.OK, stderr.getvalue()
+    each = doc["pairs"]["a"]["planned"]
+    assert each > 0 and doc["pairs"]["b"]["planned"] == each
+    assert doc["cells"] == {"planned": 2 * each, "run": each, "skipped": each, "failed": 0}
+    assert f"done: {each} cells run on 1 of 2 pairs, {each} already done" in " ".join(stderr.getvalue().split())
+
+
 def _fake_pair_hosts(monkeypatch, problem_on: str | None = None):
     """connect_hosts and run_preflight without hosts: pair b cannot be reached; both pairs must be
     connecting at the same moment (a barrier of two), or the check did not run them at once."""
     import threading
     from types import SimpleNamespace
 
-    from orchestrator import runner
+    from orchestrator import preflight as preflight_module
     from orchestrator.errors import PreflightError
 
     together = threading.Barrier(2, timeout=10)
@@ -482,8 +554,24 @@ def _fake_pair_hosts(monkeypatch, problem_on: str | None = None):
         finding = SimpleNamespace(host=f"server ({name})", check="perf", ok=name != problem_on, detail="perf stat works")
         return SimpleNamespace(findings=[finding], problems=[finding] if not finding.ok else [])
 
-    monkeypatch.setattr(runner, "connect_hosts", connect)
-    monkeypatch.setattr(runner, "run_preflight", preflight)
+    monkeypatch.setattr(preflight_module, "connect_hosts", connect)
+    monkeypatch.setattr(preflight_module, "run_preflight", preflight)
+
+
+def test_check_run_and_dry_run_say_the_same_plan_size_with_the_pairs(tmp_path, monkeypatch):
+    from orchestrator import cli
+    from orchestrator.plan import format_seconds
+
+    _fake_pair_hosts(monkeypatch)
+    args = [str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path))]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    assert cli.main(["run", "--dry-run", *args, "--json"], stdout=stdout, stderr=stderr) == 0, stderr.getvalue()
+    guess = json.loads(stdout.getvalue())["estimate"]
+    assert guess["pairs"] == 2
+    stdout, stderr = io.StringIO(), io.StringIO()
+    cli.main(["check", *args], stdout=stdout, stderr=stderr)
+    said = " ".join((stdout.getvalue() + stderr.getvalue()).split())
+    assert f"on each of 2 pairs" in said and f"about {format_seconds(guess['total_s'])} with the pairs at once" in said, said
 
 
 @pytest.mark.parametrize("command", [["check"], ["run", "--dry-run", "--check"]])
@@ -501,14 +589,16 @@ def test_check_checks_every_pair_at_once_and_names_the_pair_it_cannot_reach(tmp_
     assert [f["pair"] for f in doc["findings"]] == ["a"]
     assert "preflight: pair a" in stderr.getvalue() and "✗ pair b" in stderr.getvalue()
     assert "1 of 2 pairs could not be checked" in doc["error"]
+    # The pair's own further line sits under it, indented (exit 3: check fails on any pair, README).
+    assert "\n  b: cannot reach:\n    server (198.18.2.10): connection refused" in doc["error"], doc["error"]
 
 
 def test_check_with_pairs_checks_only_those(tmp_path, monkeypatch):
-    from orchestrator import cli, runner
+    from orchestrator import cli, preflight
 
     seen: list[str] = []
-    monkeypatch.setattr(runner, "connect_hosts", lambda inventory, timeout: seen.extend(inventory.pairs) or {})
-    monkeypatch.setattr(runner, "run_preflight", lambda hosts, experiment, inventory: _no_problems())
+    monkeypatch.setattr(preflight, "connect_hosts", lambda inventory, timeout: seen.extend(inventory.pairs) or {})
+    monkeypatch.setattr(preflight, "run_preflight", lambda hosts, experiment, inventory: _no_problems())
     stdout, stderr = io.StringIO(), io.StringIO()
     code = cli.main(["check", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
                      "--pairs", "b", "--json"], stdout=stdout, stderr=stderr)

@@ -285,9 +285,11 @@ def test_a_host_gone_for_good_is_named_with_what_may_still_run(tmp_path, caplog)
         _cut(host)  # ...until now
         with caplog.at_level(logging.WARNING, logger="orchestrator.remote"):
             with pytest.raises(HostError, match=rf"^server \(root@127\.0\.0\.1:{server.port}\): connection lost.*"
-                                                rf"may still run our process group {pgid} \(sleep 30{token}\)"):
+                                                rf"may still run our process group {pgid}: could not kill it") as lost:
                 process.finish(10)
-        assert any(f"process group {pgid}" in r.getMessage() for r in caplog.records if r.name == "orchestrator.remote")
+        assert f"sleep 30{token}" not in str(lost.value)  # the command is run.log's, not the user's
+        assert any(f"process group {pgid}" in r.getMessage() and f"sleep 30{token}" in r.getMessage()
+                   for r in caplog.records if r.name == "orchestrator.remote")
         process.close()
         host.close()
     finally:

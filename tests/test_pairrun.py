@@ -14,7 +14,7 @@ import contextvars
 
 import pytest
 
-from orchestrator import interrupts, pairrun, runner
+from orchestrator import cells, interrupts, pairrun, runner
 from orchestrator.errors import ConfigError, DiskError, ExitStatus, HostError, PairsFailed, PreflightError
 from orchestrator.pairrun import PairOutcome
 from orchestrator.results import ResultsError
@@ -50,13 +50,14 @@ class Pairs:
         self.release = threading.Event()  # lets a stubborn pair go at the end of a test
         self.all_started = threading.Event()
 
-    def __call__(self, name: str, progress) -> PairOutcome:
+    def __call__(self, outcome: PairOutcome, progress) -> None:
+        name = outcome.pair
         self.started.add(name)
         if self.started >= set(self.plan):
             self.all_started.set()
         what = self.plan[name]
         if what == "ok":
-            return PairOutcome(name, planned=len(CELLS))
+            return
         if isinstance(what, BaseException):
             if self.together:
                 self.all_started.wait(5)  # raised once every pair runs, so the others are there to stop
@@ -64,7 +65,6 @@ class Pairs:
         try:
             while not self.release.wait(0.02):  # "wait": runs until stopped
                 pass
-            return PairOutcome(name, planned=len(CELLS))
         except interrupts.PairStopped:
             self.stopped.add(name)
             if what == "stubborn":  # a clean-up that never returns (a host that does not answer)
@@ -87,6 +87,20 @@ def test_a_pair_that_fails_fails_alone_and_is_told_so():
     assert told.failed == {"gen8": "b8: connection lost"}
 
 
+def test_a_pair_that_loses_its_host_keeps_the_cells_it_finished():
+    """Their rows are in results.csv: the outcome counts them (run, failures, the done line)."""
+    def run_pair(outcome, progress):
+        if outcome.pair == "gen8":
+            outcome.finished += [cells.CellOutcome(None, None, None, 1.0, status="ok")] * 2  # type: ignore[arg-type]
+            raise HostError("b8", "no longer reachable")
+
+    for serial in (False, True):
+        outcomes = pairrun.run_pairs(["gen9", "gen8"], run_pair, Told(), CELLS, set(), serial=serial, stop_within=1)
+        lost = outcomes["gen8"]
+        assert (lost.status, len(lost.finished), lost.planned) == ("failed", 2, 2), serial
+        assert isinstance(lost.error, HostError)
+
+
 def test_a_full_disk_in_one_pair_stops_every_pair_and_goes_up():
     pairs = Pairs(gen9="wait", gen8=DiskError("results.csv: no space left on device"), gen7="wait")
     started = time.monotonic()
@@ -96,7 +110,7 @@ def test_a_full_disk_in_one_pair_stops_every_pair_and_goes_up():
     assert pairs.stopped == {"gen9", "gen7"}  # each one's clean-up ran (its agents ended)
 
 
-def test_a_signal_in_the_main_thread_stops_every_pair_and_goes_up():
+def test_a_signal_in_the_main_thread_stops_every_pair_and_goes_up(caplog):
     pairs = Pairs(gen9="wait", gen8="wait")
 
     def signal_once_running() -> None:
@@ -105,9 +119,21 @@ def test_a_signal_in_the_main_thread_stops_every_pair_and_goes_up():
         _thread.interrupt_main()  # as a SIGINT lands: a KeyboardInterrupt in the main thread
 
     threading.Thread(target=signal_once_running, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
+    with caplog.at_level(logging.INFO, logger="orchestrator.pairrun"), pytest.raises(KeyboardInterrupt):
         run(pairs)
     assert pairs.stopped == {"gen9", "gen8"}
+    # run.log: one line per pair stopped by a plain Ctrl-C, no traceback.
+    stopped = [r for r in caplog.records if r.getMessage().startswith("pair gen")]
+    assert sorted(r.getMessage().split(":")[0] for r in stopped) == ["pair gen8 stopped", "pair gen9 stopped"]
+    assert not any(r.exc_info for r in stopped)
+
+
+def test_a_bug_in_a_pair_has_its_traceback_in_run_log(caplog):
+    pairs = Pairs(gen9="wait", gen8=ZeroDivisionError("a bug"))
+    with caplog.at_level(logging.INFO, logger="orchestrator.pairrun"), pytest.raises(ZeroDivisionError):
+        run(pairs)
+    (bug,) = [r for r in caplog.records if r.getMessage().startswith("pair gen8 stopped")]
+    assert bug.exc_info and bug.exc_info[0] is ZeroDivisionError
 
 
 def test_a_pair_that_does_not_end_when_stopped_does_not_hang_the_run(caplog):
@@ -156,10 +182,9 @@ def test_a_second_signal_while_the_pairs_stop_goes_up_at_once():
 def test_serial_pairs_run_in_order_and_a_finished_pair_is_not_contacted():
     order: list[str] = []
 
-    def run_pair(name, progress):
-        order.append(name)
+    def run_pair(outcome, progress):
+        order.append(outcome.pair)
         assert threading.current_thread() is threading.main_thread()
-        return PairOutcome(name, planned=2)
 
     done = {("gen9", "c1"), ("gen9", "c2"), ("gen8", "c1")}
     outcomes = pairrun.run_pairs(["gen9", "gen8", "gen7"], run_pair, Told(), CELLS, done, serial=True, stop_within=1)
@@ -190,12 +215,12 @@ def test_some_pairs_failing_exits_7_unless_one_is_the_users_file():
 
 
 def test_run_log_names_the_pair_of_each_line_pool_threads_included(tmp_path):
-    def run_pair(name, progress):
+    def run_pair(outcome, progress):
+        name = outcome.pair
         logging.getLogger("orchestrator.remote").info("in %s's own thread", name)
         with ThreadPoolExecutor(max_workers=1) as pool:
             pool.submit(contextvars.copy_context().run, logging.getLogger("orchestrator.deploy").info,
                         "from a pool thread of %s", name).result()
-        return PairOutcome(name)
 
     handler = runner._attach_log(tmp_path)
     try:
@@ -203,13 +228,30 @@ def test_run_log_names_the_pair_of_each_line_pool_threads_included(tmp_path):
         pairrun.run_pairs(["gen9", "gen8"], run_pair, Told(), CELLS, set(), serial=False, stop_within=1)
         pairrun.run_pairs(["solo"], run_pair, Told(), CELLS, set(), serial=False, stop_within=1)
     finally:
-        logging.getLogger("orchestrator").removeHandler(handler)
-        handler.close()
+        runner._detach_log(handler)
     lines = [line.split(" ", 2)[2] for line in (tmp_path / "run.log").read_text().splitlines()]
     for name in ("gen9", "gen8", "solo"):
         assert f"{name} orchestrator.remote in {name}'s own thread" in lines
         assert f"{name} orchestrator.deploy from a pool thread of {name}" in lines
     assert "- orchestrator.runner the run's own line" in lines
+
+
+def test_paramikos_own_errors_go_to_run_log_not_the_terminal(tmp_path, capsys):
+    """A banner read from a dying sshd: paramiko logs an error with its traceback, which
+    logging's last resort would print on the user's terminal."""
+    handler = runner._attach_log(tmp_path)
+    try:
+        try:
+            raise EOFError("Error reading SSH protocol banner")
+        except EOFError:
+            logging.getLogger("paramiko.transport").error("Exception (client): Error reading SSH protocol banner",
+                                                          exc_info=True)
+    finally:
+        runner._detach_log(handler)
+    assert "Traceback" not in capsys.readouterr().err
+    logged = (tmp_path / "run.log").read_text()
+    assert "paramiko.transport Exception (client): Error reading SSH protocol banner" in logged and "Traceback" in logged
+    assert handler not in logging.getLogger("paramiko").handlers
 
 
 @pytest.mark.parametrize("names", [("a", "a-preflight"), ("default", "preflight"), ("x", "x-preflight", "preflight")])

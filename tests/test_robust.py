@@ -210,8 +210,12 @@ def test_plan_size_is_computed_without_expanding():
     assert size.too_big and "years" in size.describe()
     quick = Experiment.model_validate({"name": "x", "matrix": {"mode": ["one_copy", "two_copy"]}, "duration": "1s",
                                        "warmup": "0.5s", "repetitions": 2})
-    # Per cell: warm-up + duration + the measured overhead that dry runs use too.
-    assert plan_size(quick).cells == 4 and plan_size(quick).seconds == pytest.approx(4 * (1.5 + CELL_OVERHEAD_S))
+    # The dry run's estimate: setup, then per cell warm-up + duration + the measured overhead, then the report.
+    from orchestrator.estimate import BUILD_S, REPORT_S, SETUP_S
+
+    assert plan_size(quick).cells == 4
+    assert plan_size(quick).seconds == pytest.approx(SETUP_S + BUILD_S + 4 * (1.5 + CELL_OVERHEAD_S) + REPORT_S)
+    assert plan_size(quick, report=False).seconds == pytest.approx(SETUP_S + BUILD_S + 4 * (1.5 + CELL_OVERHEAD_S))
     assert not plan_size(quick).too_big
 
 
@@ -223,7 +227,10 @@ def test_pairs_at_once_take_one_pairs_time_and_one_after_another_their_sum():
                                        "warmup": "0.5s", "repetitions": 2})
     one, at_once, serial = plan_size(quick), plan_size(quick, 3), plan_size(quick, 3, serial=True)
     assert at_once.cells == serial.cells == one.cells == 4  # per pair
-    assert at_once.seconds == pytest.approx(one.seconds) and serial.seconds == pytest.approx(3 * one.seconds)
+    # The plan's time is the dry run's estimate, one rule for both (estimate.py).
+    for size, pairs, apart in ((one, 1, False), (at_once, 3, False), (serial, 3, True)):
+        assert size.seconds == pytest.approx(estimate.estimate(quick, 4, pairs=pairs, serial=apart).total_s)
+    assert one.seconds < at_once.seconds < serial.seconds
     assert "4 cells on each of 3 pairs (12 in all)" in at_once.describe() and "the pairs at once" in at_once.describe()
     assert "one pair after another" in serial.describe()
     # Over the limit only one after another: 15 h of cells per pair, twice.
@@ -232,8 +239,9 @@ def test_pairs_at_once_take_one_pairs_time_and_one_after_another_their_sum():
     assert not plan_size(long, 2).too_big and plan_size(long, 2, serial=True).too_big
     base = estimate.estimate(quick, 4)
     together, apart = estimate.estimate(quick, 4, pairs=3), estimate.estimate(quick, 4, pairs=3, serial=True)
-    assert together.total_s == pytest.approx(base.total_s)
-    assert apart.total_s == pytest.approx(3 * (base.setup_s + base.cells_s) + base.report_s)
+    # The report grows with the pairs, at once or not (measured: estimate.REPORT_PAIR_S).
+    assert together.total_s == pytest.approx(base.total_s + 2 * estimate.REPORT_PAIR_S)
+    assert apart.total_s == pytest.approx(3 * (base.setup_s + base.cells_s) + base.report_s + 2 * estimate.REPORT_PAIR_S)
     assert "3 pairs one after another" in apart.breakdown() and "on 3 pairs at once" in together.breakdown()
 
 def test_a_plan_over_the_limit_needs_yes(tmp_path):

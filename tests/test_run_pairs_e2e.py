@@ -162,6 +162,10 @@ def test_a_pair_whose_server_sshd_stops_fails_alone_and_resume_completes_it(pair
         assert all(doc["pairs"][p]["status"] == "ok" for p in PAIRS if p != victim), doc["pairs"]
         assert "Traceback" not in done.stderr
         run_dir = only_run(results)
+        # Said once, short: the host, our process group there and --resume; the commands are run.log's.
+        assert done.stderr.count("no longer reachable") == done.stderr.count("orchestrate run --resume") == 1, done.stderr
+        assert "may still run there" in doc["error"] and len(doc["error"]) < 600, doc["error"]
+        assert "mkdir -p" not in done.stderr and "mkdir -p" in (run_dir / layout.RUN_LOG).read_text()
         found = rows_by_pair(run_dir)
         for pair in PAIRS:
             if pair != victim:

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator import cellrow, cells, results, runner
+from orchestrator.pairrun import PairOutcome
 from orchestrator.results import FORMAT_VERSION, read_results
 from orchestrator.config import Experiment
 from orchestrator.deploy import Agent
@@ -171,8 +172,10 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 def _run_cells(state, ctx, pair: str = "default"):
     """The run loop of one pair, over the run's shared results.csv and intervals.csv."""
-    return runner._run_cells(runner.PairState(state, pair), ctx, runner.Progress(),
-                             runner._SharedFiles(state.run_dir, runner.Progress()))
+    outcome = PairOutcome(pair)
+    runner._run_cells(runner.PairState(state, pair), ctx, runner.Progress(),
+                      runner._SharedFiles(state.run_dir, runner.Progress()), outcome)
+    return outcome
 
 
 def _one_cell_run(tmp_path: Path, hosts: dict[str, FakeHost], experiment: Experiment) -> tuple[dict, dict]:
@@ -210,15 +213,39 @@ def test_a_byte_mismatch_fails_the_row_and_cell_json(tmp_path):
     assert record["error"] == row["error"] == "server sent 13738180608 bytes but client received 13738180607"
 
 
-def test_a_lost_host_writes_no_row_and_says_how_to_resume(tmp_path):
+ONE_PAIR = {"server": {"host": "local"}, "client": {"host": "local"}}
+TWO_PAIRS = {"pairs": {"a": ONE_PAIR, "b": ONE_PAIR}, "concurrent": False}
+
+
+@pytest.mark.parametrize("inventory", [ONE_PAIR, TWO_PAIRS])
+def test_a_lost_host_writes_no_row_and_says_how_to_resume(tmp_path, caplog, inventory):
+    """The user reads the host, our process group that may still run there and what to do, once
+    (of several pairs, the run's own error says --resume for them all); the cell's own error,
+    with the commands, is run.log's."""
+    from orchestrator.inventory import Inventory
+    from orchestrator.leftovers import GroupRecord
+
     hosts = _hosts(client=255)
     hosts["client"].reachable = False
     experiment = _experiment()
     state = _state(tmp_path, experiment, (_cell(), _cell(2)))
-    with pytest.raises(HostError, match="no longer reachable.*orchestrate run --resume"):
-        _run_cells(state, _context(hosts, experiment, state.run_id))
+    state.inventory = Inventory.model_validate(inventory)
+    pair = next(iter(state.inventory.pairs))
+    ctx = _context(hosts, experiment, state.run_id)
+    ctx = cells.CellContext(ctx.run_id, ctx.experiment, ctx.hosts, ctx.agents, {}, GroupRecord(tmp_path))
+    with caplog.at_level("WARNING", logger="orchestrator.runner"), pytest.raises(HostError) as lost:
+        _run_cells(state, ctx, pair)
+    said = f"fake-client: no longer reachable during {_cell().cell_id}; our process group 4242 may still run there " \
+           "(--resume ends it)"
+    if len(state.inventory.pairs) == 1:
+        said += f"\nonce the host is back: orchestrate run --resume {state.run_dir}"
+    assert str(lost.value) == said
+    assert any("fake-client no longer reachable during" in r.getMessage() and "client agent" in r.getMessage()
+               for r in caplog.records)
     assert not (state.run_dir / "results.csv").exists()
-    assert json.loads((state.run_dir / "cells" / _cell().cell_id / "cell.json").read_text())["status"] == "failed"
+    from orchestrator import layout
+
+    assert json.loads((layout.cells_dir(state.run_dir, pair) / _cell().cell_id / "cell.json").read_text())["status"] == "failed"
 
 
 # ---------------------------------------------------------------------------- resume
@@ -432,3 +459,21 @@ def _one_pair_inventory():
     from orchestrator.inventory import Inventory
 
     return Inventory.model_validate({"server": {"host": "local"}, "client": {"host": "local"}})
+
+
+def test_serial_is_said_once_by_the_inventory():
+    """select_pairs turns --serial into the inventory's `concurrent: false` (kept with the run for
+    --resume); execute reads only that, with no second `serial` to disagree with it."""
+    import inspect
+
+    from orchestrator.inventory import Inventory
+
+    assert "serial" not in inspect.signature(runner.execute).parameters
+    pair = {"server": {"host": "local"}, "client": {"host": "local"}}
+    both = Inventory.model_validate({"pairs": {"a": pair, "b": pair}, "concurrent": False})
+    assert runner.select_pairs(both, None).concurrent is False
+    apart = {"server": {"host": "198.18.1.1"}, "client": {"host": "198.18.1.2"}}
+    other = {"server": {"host": "198.18.2.1"}, "client": {"host": "198.18.2.2"}}
+    free = Inventory.model_validate({"pairs": {"a": apart, "b": other}})
+    assert runner.select_pairs(free, None).concurrent is True
+    assert runner.select_pairs(free, None, serial=True).concurrent is False
