@@ -571,7 +571,7 @@ def test_check_run_and_dry_run_say_the_same_plan_size_with_the_pairs(tmp_path, m
     stdout, stderr = io.StringIO(), io.StringIO()
     cli.main(["check", *args], stdout=stdout, stderr=stderr)
     said = " ".join((stdout.getvalue() + stderr.getvalue()).split())
-    assert f"on each of 2 pairs" in said and f"about {format_seconds(guess['total_s'])} with the pairs at once" in said, said
+    assert "on each of 2 pairs" in said and f"about {format_seconds(guess['total_s'])} with the pairs at once" in said, said
 
 
 @pytest.mark.parametrize("command", [["check"], ["run", "--dry-run", "--check"]])
