@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator import lab, runner
+from orchestrator import lab, runner, tcpinfo
 from orchestrator.cli import main
 from orchestrator.results import read_results
 
@@ -592,8 +592,8 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
     path MTU in tcp_pmtu, the kernel's delivery-rate estimate near the rate, the busy time of the
     window counted, and the columns that say what bounded each cell: with default buffers neither
     the receive window nor the send buffer (the link's queue did: the RTT grows by its queueing
-    delay), with a small receive buffer the receive window; the report's TCP section names each
-    bound and flags the cells that retransmitted. The veth's counters are there, its IRQs blank.
+    delay); a small receive buffer shows in the receive-window column; the report's TCP section
+    names each bound by its rule and flags the cells that retransmitted. The veth's counters are there, its IRQs blank.
     (A small send buffer is not asserted: its limited share was 33 % with 16 KiB and 1 % with
     4 KiB on this VM, not a bound a test can rely on.)"""
     results, bounded = tmp_path / "results", tmp_path / "bounded"
@@ -641,13 +641,19 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
     assert len(frame) == 2 and frame["status"].isin(["ok", "degraded"]).all(), frame["error"]
     (default,) = frame[frame["rcvbuf"] == 0].itertuples()
     (rwnd,) = frame[frame["rcvbuf"] == 16384].itertuples()
-    assert rwnd.tcp_rwnd_limited_fraction >= 0.5, rwnd.tcp_rwnd_limited_fraction
+    # The small receive buffer shows in its column. On a rate-limited link the queue the window
+    # feeds is the link's, so the sender waits on the window about half the time, not all of it:
+    # 0.47 with 16 KiB in one CI run, 0.54 with 4 KiB in another: a 0.5 line is not asserted.
+    assert rwnd.tcp_rwnd_limited_fraction > default.tcp_rwnd_limited_fraction + 0.25, \
+        (rwnd.tcp_rwnd_limited_fraction, default.tcp_rwnd_limited_fraction)
     assert default.tcp_rwnd_limited_fraction < 0.5 and default.tcp_sndbuf_limited_fraction < 0.5
     text = (only_run(bounded) / "report.md").read_text()
     section = text[text.index("## TCP: retransmits and limits"):]
     bounds = {line.split("|")[1].strip(" `"): line.split("|")[-2].strip() for line in section.splitlines()
               if line.startswith("| `stream-")}
-    assert bounds[rwnd.cell_id.replace("-r1", "")] == "receive window", bounds
+    # The report names the bound by its rule (tcpinfo.LIMIT_FRACTION) on the fraction measured.
+    assert bounds[rwnd.cell_id.replace("-r1", "")] == \
+        ("receive window" if rwnd.tcp_rwnd_limited_fraction >= tcpinfo.LIMIT_FRACTION else "neither"), bounds
     assert bounds[default.cell_id.replace("-r1", "")] == "neither", bounds
     # A cell that retransmitted in its window is flagged by name.
     for row in frame.itertuples():
