@@ -22,7 +22,10 @@ def test_both_sides_bracket_their_window(built_agent: Path, sender: str) -> None
         counters = doc["host_counters"]
         assert counters["clk_tck"] > 0
         start, end = counters["start"], counters["end"]
-        assert start["t"] == pytest.approx(0, abs=0.02)
+        # Near the window's edges, within a tenth of the 0.5 s window: the agent reads five /proc
+        # files there, and a busy 2-core machine delayed the first read by 27 ms in one CI run.
+        # The exact times are recorded (`t`), and the host counters' rates divide by them.
+        assert 0 <= start["t"] <= 0.05, start["t"]
         assert end["t"] == pytest.approx(doc["window"]["seconds"], abs=0.05)
         for key in ("stat", "softirqs", "interrupts", "snmp", "netstat"):
             assert start[key] and end[key], key
