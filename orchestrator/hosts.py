@@ -252,7 +252,7 @@ class SshProcess(GroupProcess):
         self._await_pgid(max(2.0, self.ssh_host.connect_timeout))
         if self.pgid is None:
             return f"{self.host} may still run our command (its process group is unknown)"
-        return self.ssh_host.kill_group(self.pgid, self.command)
+        return self.ssh_host.kill_group(self.pgid)
 
     def _release(self) -> None:
         self.channel.close()
@@ -301,7 +301,7 @@ class SshHost:
     def start(self, command: str) -> SshProcess:
         return SshProcess(self, command)
 
-    def kill_group(self, pgid: int, command: str) -> str | None:
+    def kill_group(self, pgid: int) -> str | None:
         """TERM then KILL to one of our process groups, over a fresh channel; reconnects once if the
         connection died. A note naming the host and group when that cannot be done."""
         problem = "no answer"

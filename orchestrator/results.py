@@ -533,11 +533,6 @@ def finished_cells(path: str | Path) -> set[tuple[str, str]]:
     return {(str(p), str(c)) for p, c in zip(frame["pair"], frame["cell_id"])}
 
 
-def finished_cell_ids(path: str | Path, pair: str = dimensions.DEFAULT_PAIR) -> set[str]:
-    """The cells of one pair that results.csv holds a row of."""
-    return {cell_id for p, cell_id in finished_cells(path) if p == pair}
-
-
 def row_counts(path: str | Path) -> dict[str, int]:
     """How many rows of results.csv have each status (ok, failed, degraded)."""
     path = Path(path)
