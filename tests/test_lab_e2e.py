@@ -344,7 +344,10 @@ def test_data_link_down_inside_the_window_is_not_a_plain_ok(lab_inventory, tmp_p
     assert series["bytes"].sum() == row["window_bytes"]
     median = series["bytes"].median()
     dark = series.loc[series["bytes"] < 0.1 * median, "interval"].tolist()
-    assert dark and set(dark) <= {1, 2, 3, 4, 5}, series[["interval", "t_start_s", "bytes"]]
+    # Inside the window, never its first or last interval: the 1.5 s outage starts about 1 s in,
+    # later on a busy machine, and TCP's retransmission backoff can keep the next interval dark
+    # after the link is up (intervals 3 to 6 in one CI run).
+    assert dark and set(dark) <= {1, 2, 3, 4, 5, 6}, series[["interval", "t_start_s", "bytes"]]
     assert "intervals below" in row["error"]
     report = orchestrate("report", str(run_dir), timeout=120)
     assert report.returncode == 0, report.stderr
