@@ -46,9 +46,11 @@ from pathlib import Path
 import paramiko
 import yaml
 
-from orchestrator import hosts, processes, runner
-from orchestrator.config import load_experiment
-from orchestrator.inventory import load_inventory
+from orchestrator.remote import hosts
+from orchestrator import processes
+from orchestrator.run import runner
+from orchestrator.experiment.config import load_experiment
+from orchestrator.experiment.inventory import load_inventory
 
 LINE_UP_TIMEOUT = 300.0  # a pair that failed before its first cell never arrives: the window is then void
 TICK = os.sysconf("SC_CLK_TCK")

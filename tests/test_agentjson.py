@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.agentjson import (
+from orchestrator.rows.agentjson import (
     AgentOutputError,
     AgentReport,
     load_agent_json,

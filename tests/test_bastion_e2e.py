@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.results import read_results
+from orchestrator.rows.results import read_results
 
 from .labs import running_lab
 from .conftest import ROOT

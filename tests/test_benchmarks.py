@@ -74,7 +74,8 @@ def test_the_overhead_split_counts_each_cpu_second_once_and_new_processes_whole(
 
 
 def test_importing_the_overhead_benchmark_changes_no_host_class():
-    from orchestrator import hosts, processes
+    from orchestrator.remote import hosts
+    from orchestrator import processes
 
     before = (hosts.SshProcess.__init__, hosts.SshProcess.group, processes.GroupProcess.read_line,
               processes.GroupProcess.finish)

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cells, leftovers
-from orchestrator.config import Experiment
-from orchestrator.deploy import Agent
+from orchestrator.run import cell as cells
+from orchestrator.run import leftovers
+from orchestrator.experiment.config import Experiment
+from orchestrator.remote.deploy import Agent
 from orchestrator.errors import HostError
-from orchestrator.hosts import LocalHost
-from orchestrator.inventory import HostSpec
-from orchestrator.plan import Cell
+from orchestrator.remote.hosts import LocalHost
+from orchestrator.experiment.inventory import HostSpec
+from orchestrator.experiment.plan import Cell
 
 from .fakes import FakeGroup
 

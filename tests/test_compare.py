@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import compare
+from orchestrator.report import compare
 from orchestrator.errors import ExitStatus, NoCommonCells
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import CELL_KEYS, load_experiment
+from orchestrator.experiment.config import CELL_KEYS, load_experiment
 from orchestrator.errors import ConfigError
-from orchestrator.inventory import load_inventory
+from orchestrator.experiment.inventory import load_inventory
 
 from .conftest import ROOT
 
@@ -88,7 +88,7 @@ def test_shipped_inventory_is_local_loopback():
 
 
 def test_resolved_config_loads_back_as_the_same_experiment():
-    from orchestrator.config import experiment_from_resolved
+    from orchestrator.experiment.config import experiment_from_resolved
 
     experiment = load_experiment(ROOT / "configs" / "full.yml")
     again = experiment_from_resolved(experiment.resolved(seed=5), ROOT / "x")

@@ -14,12 +14,12 @@ from typing import Callable
 
 import pytest
 
-from orchestrator import deploy, workdir
-from orchestrator.deploy import Builder, Toolchain
+from orchestrator.remote import deploy, workdir
+from orchestrator.remote.deploy import Builder, Toolchain
 from orchestrator.errors import HostError, PreflightError, UnsafeWorkdir
-from orchestrator.hosts import CommandResult
-from orchestrator.inventory import HostSpec
-from orchestrator.preflight import HostReport, _check_compilers
+from orchestrator.remote.hosts import CommandResult
+from orchestrator.experiment.inventory import HostSpec
+from orchestrator.run.preflight import HostReport, _check_compilers
 
 DIGEST = deploy.source_hash()
 HOME = "/home/bench"
@@ -284,7 +284,7 @@ def test_an_architecture_without_a_known_cross_toolchain_says_so(monkeypatch):
 def test_a_build_takes_no_flags_from_the_users_environment(monkeypatch, tmp_path):
     """CFLAGS_EXTRA (or CPATH …) in the environment would change the binary but not its source
     hash, --version or manifest: deploy's builds never see them, on the controller or on a host."""
-    from orchestrator.hosts import LocalHost
+    from orchestrator.remote.hosts import LocalHost
 
     compiler = shutil.which("cc")
     if compiler is None:
@@ -331,7 +331,7 @@ class CountingLocalHost:
     """This machine as a host (no SSH): deploy's scripts run for real in a workdir under tmp."""
 
     def __init__(self, workdir_path: Path) -> None:
-        from orchestrator.hosts import LocalHost
+        from orchestrator.remote.hosts import LocalHost
 
         self.inner = LocalHost("server", HostSpec(host="local", workdir=str(workdir_path)))
         self.role, self.commands = "server", []

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import deploy
-from orchestrator.cli import main
-from orchestrator.hosts import connect
-from orchestrator.inventory import load_inventory
-from orchestrator.results import read_results
+from orchestrator.remote import deploy
+from orchestrator.cli.commands import main
+from orchestrator.remote.hosts import connect
+from orchestrator.experiment.inventory import load_inventory
+from orchestrator.rows.results import read_results
 
 from .labs import running_lab
 from .conftest import ROOT

@@ -4,8 +4,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import derive
-from orchestrator.results import read_results
+from orchestrator.report import derive
+from orchestrator.rows.results import read_results
 from orchestrator.errors import OrchestrateError
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import config, dimensions, plan
-from orchestrator.results import SCHEMA_COLUMNS, order_columns, read_results
+from orchestrator.experiment import config, dimensions, plan
+from orchestrator.rows.results import SCHEMA_COLUMNS, order_columns, read_results
 from orchestrator.errors import OrchestrateError
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"

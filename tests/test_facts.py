@@ -1,4 +1,4 @@
-from orchestrator.facts import data_interface_command, parse_facts
+from orchestrator.remote.facts import data_interface_command, parse_facts
 
 from .conftest import ROOT
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import hostcounters as hc
+from orchestrator.rows import hostcounters as hc
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hostcounters"
 
@@ -111,7 +111,7 @@ AGENT = Path(__file__).parent / "fixtures" / "agent"
 
 
 def _doc(name: str):
-    from orchestrator.agentjson import load_agent_json
+    from orchestrator.rows.agentjson import load_agent_json
 
     return load_agent_json(AGENT / name)
 
@@ -132,7 +132,7 @@ def test_columns_from_the_agents_snapshots_on_one_kernel():
 def test_without_the_tick_length_cpu_columns_are_blank(tmp_path: Path):
     import json
 
-    from orchestrator.agentjson import parse_agent_json
+    from orchestrator.rows.agentjson import parse_agent_json
 
     doc = json.loads((AGENT / "stream_one_copy_hostcounters_server_send.json").read_text())
     doc["host_counters"]["clk_tck"] = None
@@ -146,7 +146,7 @@ def test_nic_columns_from_an_agent_document():
     """The agent's NIC name, bus and ethtool snapshots reach results.csv's columns."""
     import json
 
-    from orchestrator.agentjson import parse_agent_json
+    from orchestrator.rows.agentjson import parse_agent_json
 
     doc = json.loads((AGENT / "stream_one_copy_hostcounters_server_send.json").read_text())
     hw = {name: snapshot(name) for name in ("mlx5-start", "mlx5-end")}

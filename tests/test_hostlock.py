@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from orchestrator import hostlock
+from orchestrator.remote import hostlock
 from orchestrator.errors import HostError
-from orchestrator.hosts import LocalHost
-from orchestrator.inventory import HostSpec
+from orchestrator.remote.hosts import LocalHost
+from orchestrator.experiment.inventory import HostSpec
 
 from .conftest import require_tool
 
@@ -64,8 +64,8 @@ def test_the_lock_goes_with_its_holder_when_the_holder_is_killed(tmp_path):
     """SIGKILL of the orchestrator: the kernel closes the lock command's stdin, and it lets go."""
     work = tmp_path / "work"
     code = (f"import sys, time; sys.path.insert(0, {str(os.getcwd())!r});"
-            "from orchestrator import hostlock; from orchestrator.hosts import LocalHost;"
-            "from orchestrator.inventory import HostSpec;"
+            "from orchestrator.remote import hostlock; from orchestrator.remote.hosts import LocalHost;"
+            "from orchestrator.experiment.inventory import HostSpec;"
             f"h = LocalHost('server', HostSpec(host='local', workdir={str(work)!r}));"
             "hostlock.acquire({'server': h}, '20261127T000000Z-killed-ffff', 10); print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

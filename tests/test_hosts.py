@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import HostError
-from orchestrator.hosts import KILL_GRACE, LocalHost, SshHost, connect
-from orchestrator.inventory import HostSpec
+from orchestrator.remote.hosts import KILL_GRACE, LocalHost, SshHost, connect
+from orchestrator.experiment.inventory import HostSpec
 
 from .sshd import start_sshd
 
@@ -304,7 +304,7 @@ def test_a_host_gone_for_good_is_named_with_what_may_still_run(tmp_path, caplog)
 def test_kill_agents_ends_exactly_the_given_commands(host):
     """Not every command that looks the same: another run's agents built from the same sources
     run the same binary with the same path."""
-    from orchestrator.cells import kill_agents
+    from orchestrator.run.cell import kill_agents
 
     token = _token()
     ours, pgid = _started(host, token)
@@ -325,7 +325,7 @@ def test_kill_agents_ends_exactly_the_given_commands(host):
 
 
 def test_a_garbled_pgid_marker_is_a_clear_error_not_a_traceback():
-    from orchestrator.hosts import SshProcess
+    from orchestrator.remote.hosts import SshProcess
     process = SshProcess.__new__(SshProcess)  # only the stderr parsing, no channel
     process.host, process.errors, process.pgid, process.own_group, process.keep_stderr, process.ended = \
         "server (x)", bytearray(), None, True, True, False
@@ -338,7 +338,7 @@ def test_a_garbled_pgid_marker_is_a_clear_error_not_a_traceback():
 
 @pytest.mark.parametrize("shell", ["sh", "bash", "fish", "csh", "tcsh"])
 def test_a_command_means_the_same_under_any_login_shell(shell):
-    from orchestrator.hosts import login_shell_command
+    from orchestrator.remote.hosts import login_shell_command
     import subprocess
     path = shutil.which(shell)
     if path is None:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config import load_experiment
-from orchestrator.inventory import load_inventory
-from orchestrator.scaffold import INVENTORY_TEMPLATE, init
-from orchestrator.results import read_results
+from orchestrator.experiment.config import load_experiment
+from orchestrator.experiment.inventory import load_inventory
+from orchestrator.experiment.scaffold import INVENTORY_TEMPLATE, init
+from orchestrator.rows.results import read_results
 
 from .conftest import ROOT, require_tool
 from .test_cli import orchestrate
@@ -127,7 +127,7 @@ def test_a_wheel_in_a_fresh_venv_runs_the_smoke_experiment_from_anywhere(tmp_pat
     smoke = project / "configs" / "smoke.yml"
     smoke.write_text(smoke.read_text() + f"port: {_free_port()}\n")
 
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "from orchestrator import shipped; print(shipped.agent_sources())"],
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "from orchestrator.experiment import shipped; print(shipped.agent_sources())"],
                            cwd=project, capture_output=True, text=True, env=env, timeout=60)
     assert where.stdout.strip().startswith(str(venv)), where.stdout + where.stderr
 

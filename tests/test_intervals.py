@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import intervals, layout, report, runfolder, stall
-from orchestrator.results import read_results
-from orchestrator.agentjson import load_agent_json
+from orchestrator.rows import intervals, layout, stall
+from orchestrator.report import write as report, runfolder
+from orchestrator.rows.results import read_results
+from orchestrator.rows.agentjson import load_agent_json
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs" / "20261127T014622Z-stall-232a"
 STALLED = {"stream-zero_copy-1024B-1t-r1", "stream-zero_copy-1024B-1t-r2", "stream-zero_copy-1024B-2t-r2"}

@@ -3,8 +3,8 @@ import re
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator import runner
-from orchestrator.inventory import Inventory, concurrent_pairs_share_nothing, load_inventory
+from orchestrator.run import runner
+from orchestrator.experiment.inventory import Inventory, concurrent_pairs_share_nothing, load_inventory
 
 from .conftest import ROOT
 from .test_config import expected_message
@@ -163,7 +163,7 @@ def test_the_shared_host_check_applies_to_the_pairs_that_run_together(tmp_path):
 
 
 def test_serial_is_kept_with_the_run_so_resume_runs_the_pairs_one_after_another_too(tmp_path):
-    from orchestrator.config import Experiment
+    from orchestrator.experiment.config import Experiment
 
     inventory = runner.select_pairs(load_inventory(_write(tmp_path, THREE_PAIRS_B_AND_C_SHARE)), None, serial=True)
     assert inventory.concurrent is False

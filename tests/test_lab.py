@@ -32,7 +32,7 @@ from .conftest import require, require_root
 from orchestrator import lab
 from orchestrator.lab import build, pids, tools
 from orchestrator.errors import LabError
-from orchestrator.inventory import load_inventory
+from orchestrator.experiment.inventory import load_inventory
 from orchestrator.processes import KILL_GRACE
 
 from .test_hosts import _gone, _members, _token
@@ -425,7 +425,7 @@ def test_no_compiler_roles_have_one_spelling():
 
 
 def test_cli_flags_reach_the_lab_options(monkeypatch, tmp_path):
-    from orchestrator import cli
+    from orchestrator.cli import commands as cli
 
     seen = []
     monkeypatch.setattr(lab, "status", lambda opts: (seen.append(opts), lab.LabStatus(opts.prefix, tmp_path, None))[1])

@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator import lab, runner, tcpinfo
-from orchestrator.cli import main
-from orchestrator.results import read_results
+from orchestrator import lab
+from orchestrator.run import runner
+from orchestrator.rows import tcpinfo
+from orchestrator.cli.commands import main
+from orchestrator.rows.results import read_results
 
 from .labs import namespace_processes, running_lab
 from .conftest import ROOT, require_tool

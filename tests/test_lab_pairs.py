@@ -18,10 +18,10 @@ import pytest
 
 from orchestrator import lab
 from orchestrator.lab import accounts, build, topology, updown
-from orchestrator.cli import main
+from orchestrator.cli.commands import main
 from orchestrator.errors import ConfigError, ExitStatus, LabError
-from orchestrator.inventory import HostSpec, load_inventory
-from orchestrator.results import read_results
+from orchestrator.experiment.inventory import HostSpec, load_inventory
+from orchestrator.rows.results import read_results
 
 from .conftest import ROOT
 from .test_cli import orchestrate

@@ -8,9 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from orchestrator.hosts import LocalHost
-from orchestrator.inventory import HostSpec
-from orchestrator.leftovers import GroupRecord, Member, Started, classify, end_leftovers, parse_scan
+from orchestrator.remote.hosts import LocalHost
+from orchestrator.experiment.inventory import HostSpec
+from orchestrator.run.leftovers import GroupRecord, Member, Started, classify, end_leftovers, parse_scan
 
 
 def started(pgid: int, cwd: str, role: str = "server") -> Started:

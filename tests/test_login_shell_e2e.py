@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli import main
+from orchestrator.cli.commands import main
 from orchestrator.errors import HostError
-from orchestrator.hosts import KILL_GRACE, connect
-from orchestrator.inventory import load_inventory
-from orchestrator.results import read_results
+from orchestrator.remote.hosts import KILL_GRACE, connect
+from orchestrator.experiment.inventory import load_inventory
+from orchestrator.rows.results import read_results
 
 from .labs import running_lab
 from .conftest import ROOT, require_tool

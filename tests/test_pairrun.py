@@ -14,10 +14,10 @@ import contextvars
 
 import pytest
 
-from orchestrator import cells, interrupts, pairrun, runner
+from orchestrator.run import cell as cells, interrupts, pairs as pairrun, runner
 from orchestrator.errors import ConfigError, DiskError, ExitStatus, HostError, PairsFailed, PreflightError
-from orchestrator.pairrun import PairOutcome
-from orchestrator.results import ResultsError
+from orchestrator.run.pairs import PairOutcome
+from orchestrator.rows.results import ResultsError
 
 CELLS = ["c1", "c2"]
 
@@ -119,7 +119,7 @@ def test_a_signal_in_the_main_thread_stops_every_pair_and_goes_up(caplog):
         _thread.interrupt_main()  # as a SIGINT lands: a KeyboardInterrupt in the main thread
 
     threading.Thread(target=signal_once_running, daemon=True).start()
-    with caplog.at_level(logging.INFO, logger="orchestrator.pairrun"), pytest.raises(KeyboardInterrupt):
+    with caplog.at_level(logging.INFO, logger="orchestrator.run.pairs"), pytest.raises(KeyboardInterrupt):
         run(pairs)
     assert pairs.stopped == {"gen9", "gen8"}
     # run.log: one line per pair stopped by a plain Ctrl-C, no traceback.
@@ -130,7 +130,7 @@ def test_a_signal_in_the_main_thread_stops_every_pair_and_goes_up(caplog):
 
 def test_a_bug_in_a_pair_has_its_traceback_in_run_log(caplog):
     pairs = Pairs(gen9="wait", gen8=ZeroDivisionError("a bug"))
-    with caplog.at_level(logging.INFO, logger="orchestrator.pairrun"), pytest.raises(ZeroDivisionError):
+    with caplog.at_level(logging.INFO, logger="orchestrator.run.pairs"), pytest.raises(ZeroDivisionError):
         run(pairs)
     (bug,) = [r for r in caplog.records if r.getMessage().startswith("pair gen8 stopped")]
     assert bug.exc_info and bug.exc_info[0] is ZeroDivisionError
@@ -147,7 +147,7 @@ def test_a_pair_that_does_not_end_when_stopped_does_not_hang_the_run(caplog):
     threading.Thread(target=signal_once_running, daemon=True).start()
     started = time.monotonic()
     try:
-        with caplog.at_level(logging.INFO, logger="orchestrator.pairrun"), pytest.raises(KeyboardInterrupt):
+        with caplog.at_level(logging.INFO, logger="orchestrator.run.pairs"), pytest.raises(KeyboardInterrupt):
             run(pairs, stop_within=1.0)
         waited = time.monotonic() - started
     finally:
@@ -219,12 +219,12 @@ def test_run_log_names_the_pair_of_each_line_pool_threads_included(tmp_path):
         name = outcome.pair
         logging.getLogger("orchestrator.remote").info("in %s's own thread", name)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(contextvars.copy_context().run, logging.getLogger("orchestrator.deploy").info,
+            pool.submit(contextvars.copy_context().run, logging.getLogger("orchestrator.remote.deploy").info,
                         "from a pool thread of %s", name).result()
 
     handler = runner._attach_log(tmp_path)
     try:
-        logging.getLogger("orchestrator.runner").info("the run's own line")
+        logging.getLogger("orchestrator.run.runner").info("the run's own line")
         pairrun.run_pairs(["gen9", "gen8"], run_pair, Told(), CELLS, set(), serial=False, stop_within=1)
         pairrun.run_pairs(["solo"], run_pair, Told(), CELLS, set(), serial=False, stop_within=1)
     finally:
@@ -232,8 +232,8 @@ def test_run_log_names_the_pair_of_each_line_pool_threads_included(tmp_path):
     lines = [line.split(" ", 2)[2] for line in (tmp_path / "run.log").read_text().splitlines()]
     for name in ("gen9", "gen8", "solo"):
         assert f"{name} orchestrator.remote in {name}'s own thread" in lines
-        assert f"{name} orchestrator.deploy from a pool thread of {name}" in lines
-    assert "- orchestrator.runner the run's own line" in lines
+        assert f"{name} orchestrator.remote.deploy from a pool thread of {name}" in lines
+    assert "- orchestrator.run.runner the run's own line" in lines
 
 
 def test_paramikos_own_errors_go_to_run_log_not_the_terminal(tmp_path, capsys):

@@ -16,7 +16,10 @@ import pandas as pd
 import pytest
 from scipy import stats as scistats
 
-from orchestrator import cli, derive, dimensions, pairs, plots, report, results, runfolder, stats
+from orchestrator.cli import commands as cli
+from orchestrator.report import derive, pairs, plots, write as report, runfolder, stats
+from orchestrator.experiment import dimensions
+from orchestrator.rows import results
 from orchestrator.errors import ConfigError, ExitStatus
 
 from .conftest import require
@@ -225,14 +228,14 @@ def test_pairs_is_the_analysis_and_reportmd_words_it():
     require(importlib.util.find_spec("grimp") is not None, "grimp (installed with import-linter) is missing")
     import grimp
 
-    from orchestrator import reportmd
+    from orchestrator.report import markdown as reportmd
 
     graph = grimp.build_graph("orchestrator", cache_dir=None)
-    imported = graph.find_modules_directly_imported_by("orchestrator.pairs")
-    assert "orchestrator.compare" in imported  # the graph is the real one
-    assert not imported & {"orchestrator.formatting", "orchestrator.reportmd", "orchestrator.reporthtml"}
+    imported = graph.find_modules_directly_imported_by("orchestrator.report.pairs")
+    assert "orchestrator.report.compare" in imported  # the graph is the real one
+    assert not imported & {"orchestrator.report.formatting", "orchestrator.report.markdown", "orchestrator.report.html"}
     assert not [name for name in vars(pairs) if name.lower().endswith("section") or name == "md_table"]
-    assert "orchestrator.pairs" in graph.find_modules_directly_imported_by("orchestrator.reportmd")
+    assert "orchestrator.report.pairs" in graph.find_modules_directly_imported_by("orchestrator.report.markdown")
     assert reportmd.pairs_compared(runfolder.load_run(RUNS / PAIRS3), "gen1",
                                    pairs.ratio_table(runfolder.load_run(RUNS / PAIRS3), "gen1"),
                                    False).markdown().startswith("## Pairs compared\n")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cells
-from orchestrator.config import Experiment
-from orchestrator.deploy import Agent
-from orchestrator.inventory import HostSpec
-from orchestrator.perfstat import load_perf_file
-from orchestrator.plan import Cell
+from orchestrator.run import cell as cells
+from orchestrator.experiment.config import Experiment
+from orchestrator.remote.deploy import Agent
+from orchestrator.experiment.inventory import HostSpec
+from orchestrator.rows.perfstat import load_perf_file
+from orchestrator.experiment.plan import Cell
 
 from .conftest import require, require_root, require_tool
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli import main
-from orchestrator.results import read_results
+from orchestrator.cli.commands import main
+from orchestrator.rows.results import read_results
 
 from .labs import running_lab
 from .conftest import require, require_root

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import OrchestrateError
-from orchestrator.perfstat import (
+from orchestrator.rows.perfstat import (
     Counter,
     ParseError,
     canonical_event,
@@ -221,7 +221,7 @@ def test_real_perf_stat_output_parses(tmp_path):
 
 # ---------------------------------------------------------------- user-space-only counts
 
-from orchestrator.perfstat import (  # noqa: E402
+from orchestrator.rows.perfstat import (  # noqa: E402
     counted_as_requested,
     is_user_only_fallback,
     reach_of,

@@ -1,7 +1,7 @@
 from collections import Counter
 
-from orchestrator.config import load_experiment
-from orchestrator.plan import Plan, expand
+from orchestrator.experiment.config import load_experiment
+from orchestrator.experiment.plan import Plan, expand
 
 from .conftest import ROOT
 

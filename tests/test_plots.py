@@ -3,8 +3,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from orchestrator import plots, stats
-from orchestrator.results import read_results
+from orchestrator.report import plots, stats
+from orchestrator.rows.results import read_results
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

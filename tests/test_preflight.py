@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import deploy, workdir
-from orchestrator.config import Experiment
+from orchestrator.remote import deploy, workdir
+from orchestrator.experiment.config import Experiment
 from orchestrator.errors import HostError
-from orchestrator.hosts import CommandResult
-from orchestrator.inventory import HostSpec, Inventory
-from orchestrator.preflight import classify_probe, probe_perf, run_preflight
+from orchestrator.remote.hosts import CommandResult
+from orchestrator.experiment.inventory import HostSpec, Inventory
+from orchestrator.run.preflight import classify_probe, probe_perf, run_preflight
 
 PROBES = Path(__file__).parent / "fixtures" / "perf" / "probe"
 EVENTS = ["cycles", "instructions", "context-switches", "task-clock", "page-faults"]

@@ -1,4 +1,4 @@
-"""iperf3 as a reference (orchestrator/reference.py): command lines at equal settings, -J output
+"""iperf3 as a reference (experiment/, run/, rows/ and report/iperf3.py): command lines at equal settings, -J output
 recorded from a real iperf3 3.12 over loopback (tests/fixtures/iperf3/), rows, plan and report."""
 
 from __future__ import annotations
@@ -13,13 +13,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import cells, reference, referencereport, stats
-from orchestrator.config import Experiment
-from orchestrator.deploy import Agent
+from orchestrator.run import cell as cells
+from orchestrator.run import iperf3 as reference
+from orchestrator.rows import iperf3 as referencereport
+from orchestrator.rows import layout
+from orchestrator.report import iperf3 as referencetable
+from orchestrator.report import stats
+from orchestrator.experiment.config import Experiment
+from orchestrator.remote.deploy import Agent
 from orchestrator.errors import ConfigError
-from orchestrator.inventory import HostSpec
-from orchestrator.plan import Cell, expand, plan_size
-from orchestrator.results import MeasurementChecks, SCHEMA_COLUMNS
+from orchestrator.experiment.inventory import HostSpec
+from orchestrator.experiment.plan import Cell, expand, plan_size
+from orchestrator.rows.results import MeasurementChecks, SCHEMA_COLUMNS
 
 from .conftest import require_tool
 from .test_perf_access import SpecHost
@@ -169,7 +174,7 @@ def identity(**changes) -> dict:
 
 
 def cell_dir(tmp_path: Path, fixture: str) -> Path:
-    shutil.copy(FIXTURES / f"{fixture}.client.json", tmp_path / referencereport.CLIENT_JSON)
+    shutil.copy(FIXTURES / f"{fixture}.client.json", tmp_path / layout.iperf3_json("client"))
     return tmp_path
 
 
@@ -258,7 +263,7 @@ def results(ours: dict[str, list[float]], iperf3: list[float]) -> pd.DataFrame:
 
 def test_ratio_table_gives_ours_over_iperf3_with_the_stats_interval():
     frame = results({"one_copy": [9.0, 10.0, 11.0], "two_copy": [4.0, 5.0, 6.0]}, [10.0, 10.5, 9.5])
-    table = referencereport.ratio_table(frame)
+    table = referencetable.ratio_table(frame)
     assert list(table["mode"]) == ["one_copy", "two_copy"]  # the fair comparison first
     one, two = table.iloc[0], table.iloc[1]
     expected = stats.ratio([10.0, 10.5, 9.5], [9.0, 10.0, 11.0])  # the failed 100 Gbit/s row is left out
@@ -269,19 +274,19 @@ def test_ratio_table_gives_ours_over_iperf3_with_the_stats_interval():
 
 def test_a_copied_zero_copy_cell_is_named_so_in_the_ratio_table():
     frame = results({"zero_copy": [5.0, 5.0]}, [10.0, 10.0]).assign(zerocopy_copied_fraction=1.0)
-    assert list(referencereport.ratio_table(frame)["mode"]) == ["zero_copy: copied (not zero-copy)"]
+    assert list(referencetable.ratio_table(frame)["mode"]) == ["zero_copy: copied (not zero-copy)"]
 
 
 def test_report_section_flags_and_names_the_fair_comparison():
-    text = referencereport.report_section(results({"one_copy": [13.0, 13.5], "two_copy": [10.0, 10.1]}, [10.0, 10.2]))
+    text = referencetable.report_section(results({"one_copy": [13.0, 13.5], "two_copy": [10.0, 10.1]}, [10.0, 10.2]))
     assert "one_copy is the fair comparison" in text
     one = next(line for line in text.splitlines() if line.startswith("| one_copy"))
     two = next(line for line in text.splitlines() if line.startswith("| two_copy"))
     assert "**for a look**" in one and "for a look" not in two
     assert "`stream-iperf3-1024B-1t-r9` failed: iperf3: boom" in text
-    assert referencereport.report_section(results({"one_copy": [1.0]}, []).query("mode != 'iperf3'")) == ""
+    assert referencetable.report_section(results({"one_copy": [1.0]}, []).query("mode != 'iperf3'")) == ""
 
 
 def test_without_reference_keeps_our_modes():
     summary = pd.DataFrame({"mode": ["one_copy", "iperf3"], "x": [1, 2]})
-    assert list(referencereport.without_reference(summary)["mode"]) == ["one_copy"]
+    assert list(referencetable.without_reference(summary)["mode"]) == ["one_copy"]

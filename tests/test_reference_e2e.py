@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.results import read_results
+from orchestrator.rows.results import read_results
 
 from .conftest import require_tool
 from .labs import running_lab

@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import answers, formatting, report, reportmd, runfolder
-from orchestrator.results import read_results
+from orchestrator.report import answers, formatting, write as report, markdown as reportmd, runfolder
+from orchestrator.rows.results import read_results
 from orchestrator.errors import OrchestrateError
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
@@ -65,7 +65,7 @@ def test_vm_run_report_is_honest_about_missing_data(tmp_path):
 
 def test_crossover_on_fixture():
     run = runfolder.load_run(RUNS / "20261120T101500Z-lab-hw-a1b2")
-    from orchestrator import stats
+    from orchestrator.report import stats
 
     summary = stats.summarize(run.results)
     found = answers.crossover(summary, "zero_copy", "one_copy", "cycles_per_byte")
@@ -120,7 +120,7 @@ def recorded_cell(folder: Path):
     """The plan's cell of a recorded cell folder, from its hand-written identity.json."""
     import json
 
-    from orchestrator.plan import Cell
+    from orchestrator.experiment.plan import Cell
 
     identity = json.loads((folder / "identity.json").read_text())
     varied = ("sender",) if identity["sender"] != "server" else ()
@@ -131,8 +131,8 @@ def recorded_cell(folder: Path):
 def recorded_cells_run(tmp_path: Path) -> Path:
     """A run folder whose results.csv the run's own reader (cellrow.read_cell) built from the cell
     files recorded with the real agent and perf (tests/fixtures/cells)."""
-    from orchestrator.cellrow import RowSettings, read_cell
-    from orchestrator.results import ResultsTable
+    from orchestrator.rows.cellrow import RowSettings, read_cell
+    from orchestrator.rows.results import ResultsTable
 
     run = tmp_path / "20251125T220000Z-fixture-a1b2"
     run.mkdir()
@@ -156,7 +156,7 @@ def hardware_cells(tmp_path: Path) -> Path:
 
 
 def test_report_on_rows_from_the_real_row_writer(tmp_path, monkeypatch):
-    from orchestrator import derive, stats
+    from orchestrator.report import derive, stats
 
     monkeypatch.setattr(f"{__name__}.CELLS", hardware_cells(tmp_path))
     run = recorded_cells_run(tmp_path)
@@ -223,7 +223,7 @@ def test_a_run_varying_sender_and_nodelay_reports_each_combination_apart(tmp_pat
 
 def _markdown(run_dir: Path) -> str:
     """report.md's text without drawing the plots (named as if they were drawn)."""
-    from orchestrator import stats
+    from orchestrator.report import stats
 
     run = runfolder.load_run(run_dir)
     return reportmd.render_markdown(run, stats.summarize(run.results), {"": list(reportmd.PLOT_TITLES)})

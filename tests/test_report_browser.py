@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import report, reportmd
+from orchestrator.report import write as report, markdown as reportmd
 
 from .conftest import require
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.agentjson import AgentOutputError, AgentReport, load_agent_json
-from orchestrator.perfstat import load_perf_file
-from orchestrator.results import (
+from orchestrator.rows.agentjson import AgentOutputError, AgentReport, load_agent_json
+from orchestrator.rows.perfstat import load_perf_file
+from orchestrator.rows.results import (
     SCHEMA_COLUMNS,
     ResultsError,
     ResultsTable,
@@ -340,7 +340,7 @@ def test_fields_clamped_to_the_message_size_is_not_a_mismatch():
 
 # ---------------------------------------------------------------- what perf's counts cover
 
-from orchestrator.perfstat import counted_as_requested  # noqa: E402
+from orchestrator.rows.perfstat import counted_as_requested  # noqa: E402
 
 STUDY_EVENTS = ["cycles", "instructions", "L1-dcache-load-misses", "LLC-load-misses",
                 "context-switches", "cpu-migrations", "task-clock"]  # fmt: skip

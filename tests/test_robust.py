@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.agentjson import parse_agent_json
-from orchestrator.config import Experiment
+from orchestrator.rows.agentjson import parse_agent_json
+from orchestrator.experiment.config import Experiment
 from orchestrator.errors import DiskError
-from orchestrator.estimate import CELL_OVERHEAD_S
-from orchestrator.plan import MAX_PLAN_CELLS, plan_size
-from orchestrator.stats import summarize
-from orchestrator.results import MeasurementChecks, ResultsTable, cell_row, read_results, repair_torn_tail
+from orchestrator.experiment.estimate import CELL_OVERHEAD_S
+from orchestrator.experiment.plan import MAX_PLAN_CELLS, plan_size
+from orchestrator.report.stats import summarize
+from orchestrator.rows.results import MeasurementChecks, ResultsTable, cell_row, read_results, repair_torn_tail
 
 CELLS = Path(__file__).parent / "fixtures" / "cells"
 STREAM = "stream-one_copy-65536B-2t-r1"  # the client receives, 2 connections, 0.5 s intervals, 2 s window
@@ -211,7 +211,7 @@ def test_plan_size_is_computed_without_expanding():
     quick = Experiment.model_validate({"name": "x", "matrix": {"mode": ["one_copy", "two_copy"]}, "duration": "1s",
                                        "warmup": "0.5s", "repetitions": 2})
     # The dry run's estimate: setup, then per cell warm-up + duration + the measured overhead, then the report.
-    from orchestrator.estimate import BUILD_S, REPORT_S, SETUP_S
+    from orchestrator.experiment.estimate import BUILD_S, REPORT_S, SETUP_S
 
     assert plan_size(quick).cells == 4
     assert plan_size(quick).seconds == pytest.approx(SETUP_S + BUILD_S + 4 * (1.5 + CELL_OVERHEAD_S) + REPORT_S)
@@ -221,7 +221,7 @@ def test_plan_size_is_computed_without_expanding():
 
 
 def test_pairs_at_once_take_one_pairs_time_and_one_after_another_their_sum():
-    from orchestrator import estimate
+    from orchestrator.experiment import estimate
 
     quick = Experiment.model_validate({"name": "x", "matrix": {"mode": ["one_copy", "two_copy"]}, "duration": "1s",
                                        "warmup": "0.5s", "repetitions": 2})
@@ -247,7 +247,7 @@ def test_pairs_at_once_take_one_pairs_time_and_one_after_another_their_sum():
 def test_a_plan_over_the_limit_needs_yes(tmp_path):
     import time
 
-    from orchestrator import cli
+    from orchestrator.cli import commands as cli
     from orchestrator.errors import ConfigError
 
     from .conftest import ROOT

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.results import read_results
+from orchestrator.rows.results import read_results
 
 from .conftest import require_root, require_tool
 from .test_cli import orchestrate

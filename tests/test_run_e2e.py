@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator import intervals
-from orchestrator.cli import main
-from orchestrator.results import read_results
+from orchestrator.rows import intervals
+from orchestrator.cli.commands import main
+from orchestrator.rows.results import read_results
 
 from .conftest import ROOT, require_tool
 from .sshd import start_sshd

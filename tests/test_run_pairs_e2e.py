@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator import lab, layout
+from orchestrator import lab
+from orchestrator.rows import layout
 from orchestrator.errors import ExitStatus
-from orchestrator.results import read_results
+from orchestrator.rows.results import read_results
 
 from .conftest import ROOT
 from .labs import namespace_processes, running_lab

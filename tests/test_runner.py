@@ -14,14 +14,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import cellrow, cells, results, runner
-from orchestrator.pairrun import PairOutcome
-from orchestrator.results import FORMAT_VERSION, read_results
-from orchestrator.config import Experiment
-from orchestrator.deploy import Agent
+from orchestrator.rows import cellrow, results
+from orchestrator.run import cell as cells, runner
+from orchestrator.run.pairs import PairOutcome
+from orchestrator.rows.results import FORMAT_VERSION, read_results
+from orchestrator.experiment.config import Experiment
+from orchestrator.remote.deploy import Agent
 from orchestrator.errors import ExitStatus, FormatVersionError, HostError
-from orchestrator.hosts import CommandResult
-from orchestrator.plan import FORMAT_VERSION as PLAN_VERSION, Cell, Plan, load_plan
+from orchestrator.remote.hosts import CommandResult
+from orchestrator.experiment.plan import FORMAT_VERSION as PLAN_VERSION, Cell, Plan, load_plan
 
 from .conftest import ROOT
 from .fakes import FakeGroup
@@ -222,8 +223,8 @@ def test_a_lost_host_writes_no_row_and_says_how_to_resume(tmp_path, caplog, inve
     """The user reads the host, our process group that may still run there and what to do, once
     (of several pairs, the run's own error says --resume for them all); the cell's own error,
     with the commands, is run.log's."""
-    from orchestrator.inventory import Inventory
-    from orchestrator.leftovers import GroupRecord
+    from orchestrator.experiment.inventory import Inventory
+    from orchestrator.run.leftovers import GroupRecord
 
     hosts = _hosts(client=255)
     hosts["client"].reachable = False
@@ -233,7 +234,7 @@ def test_a_lost_host_writes_no_row_and_says_how_to_resume(tmp_path, caplog, inve
     pair = next(iter(state.inventory.pairs))
     ctx = _context(hosts, experiment, state.run_id)
     ctx = cells.CellContext(ctx.run_id, ctx.experiment, ctx.hosts, ctx.agents, {}, GroupRecord(tmp_path))
-    with caplog.at_level("WARNING", logger="orchestrator.runner"), pytest.raises(HostError) as lost:
+    with caplog.at_level("WARNING", logger="orchestrator.run.runner"), pytest.raises(HostError) as lost:
         _run_cells(state, ctx, pair)
     said = f"fake-client: no longer reachable during {_cell().cell_id}; our process group 4242 may still run there " \
            "(--resume ends it)"
@@ -243,7 +244,7 @@ def test_a_lost_host_writes_no_row_and_says_how_to_resume(tmp_path, caplog, inve
     assert any("fake-client no longer reachable during" in r.getMessage() and "client agent" in r.getMessage()
                for r in caplog.records)
     assert not (state.run_dir / "results.csv").exists()
-    from orchestrator import layout
+    from orchestrator.rows import layout
 
     assert json.loads((layout.cells_dir(state.run_dir, pair) / _cell().cell_id / "cell.json").read_text())["status"] == "failed"
 
@@ -322,7 +323,7 @@ def test_resume_and_the_reader_refuse_results_of_another_version(tmp_path, versi
 
 
 def test_report_refuses_results_of_another_version_before_touching_them(tmp_path):
-    from orchestrator import report
+    from orchestrator.report import write as report
 
     run_dir = Path(shutil.copytree(RUNS / "20261125T231027Z-variants-85df", tmp_path / "newer"))
     _set_results_version(run_dir / "results.csv", "3")
@@ -379,7 +380,7 @@ PAIRS_INVENTORY = {
 
 def test_pairs_are_selected_by_name_in_the_inventorys_order_and_an_unknown_one_names_them_all():
     from orchestrator.errors import ConfigError
-    from orchestrator.inventory import Inventory
+    from orchestrator.experiment.inventory import Inventory
 
     inventory = Inventory.model_validate(PAIRS_INVENTORY)
     assert list(runner.select_pairs(inventory, ("gen8", "gen9")).pairs) == ["gen9", "gen8"]
@@ -391,7 +392,7 @@ def test_pairs_are_selected_by_name_in_the_inventorys_order_and_an_unknown_one_n
 
 
 def test_the_run_folder_keeps_every_pair_and_one_pair_as_before(tmp_path):
-    from orchestrator.inventory import Inventory
+    from orchestrator.experiment.inventory import Inventory
 
     several = runner.create_run(_experiment(seed=1), Inventory.model_validate(PAIRS_INVENTORY), tmp_path / "a")
     again = runner.reopen_run(several.run_dir)
@@ -417,8 +418,8 @@ def test_finished_cells_are_told_apart_by_pair_and_an_old_file_is_the_default_pa
 def test_retry_failed_with_pairs_selected_moves_aside_only_their_failed_cells(tmp_path):
     """--resume --pairs gen8 --retry-failed runs gen8 again: gen9's failed row must stay, or
     gen9 would be left with neither its row nor a run to replace it."""
-    from orchestrator import layout, results
-    from orchestrator.inventory import Inventory
+    from orchestrator.rows import layout, results
+    from orchestrator.experiment.inventory import Inventory
 
     state = runner.create_run(_experiment(seed=1), Inventory.model_validate(PAIRS_INVENTORY), tmp_path / "r")
     cell_id = state.plan.cells[0].cell_id
@@ -438,7 +439,7 @@ def test_retry_failed_with_pairs_selected_moves_aside_only_their_failed_cells(tm
 def test_the_run_folder_names_are_layouts_and_readme_lists_each(tmp_path):
     """Every file and folder the code builds a path to is named in layout.py once; README's
     "Results" listing shows each, and a cell's earlier attempts count up from 1."""
-    from orchestrator import layout
+    from orchestrator.rows import layout
 
     listing = (ROOT / "README.md").read_text().split("### Results", 1)[1].split("```")[1]
     names = [layout.CONFIG, layout.INVENTORY, layout.PLAN, layout.RESULTS, layout.RUN_LOG, layout.PROCESSES,
@@ -455,7 +456,7 @@ def test_the_run_folder_names_are_layouts_and_readme_lists_each(tmp_path):
 
 
 def _one_pair_inventory():
-    from orchestrator.inventory import Inventory
+    from orchestrator.experiment.inventory import Inventory
 
     return Inventory.model_validate({"server": {"host": "local"}, "client": {"host": "local"}})
 
@@ -465,7 +466,7 @@ def test_serial_is_said_once_by_the_inventory():
     --resume); execute reads only that, with no second `serial` to disagree with it."""
     import inspect
 
-    from orchestrator.inventory import Inventory
+    from orchestrator.experiment.inventory import Inventory
 
     assert "serial" not in inspect.signature(runner.execute).parameters
     pair = {"server": {"host": "local"}, "client": {"host": "local"}}

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import deploy
-from orchestrator.cli import main
-from orchestrator.results import read_results
+from orchestrator.remote import deploy
+from orchestrator.cli.commands import main
+from orchestrator.rows.results import read_results
 
 from .labs import running_lab
 from .conftest import ROOT

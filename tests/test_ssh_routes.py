@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ConfigError, HostError
-from orchestrator.hosts import SshHost, connect
-from orchestrator.inventory import HostSpec, Inventory
+from orchestrator.remote.hosts import SshHost, connect
+from orchestrator.experiment.inventory import HostSpec, Inventory
 
 from .conftest import require_tool
 from .sshd import Sshd, start_sshd
@@ -247,8 +247,8 @@ def test_a_connect_timeout_under_a_second_holds_behind_the_bastion(sshds, silent
 
 
 def test_a_resumed_run_keeps_the_inventorys_ssh_config(tmp_path):
-    from orchestrator.config import load_experiment
-    from orchestrator.runner import create_run, reopen_run
+    from orchestrator.experiment.config import load_experiment
+    from orchestrator.run.runner import create_run, reopen_run
 
     from .conftest import ROOT
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import stats
-from orchestrator.results import read_results
+from orchestrator.report import stats
+from orchestrator.rows.results import read_results
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import tcpinfo
-from orchestrator.results import ResultsTable, cell_row, read_results
-from orchestrator.agentjson import load_agent_json, parse_agent_json
+from orchestrator.rows import tcpinfo
+from orchestrator.rows.results import ResultsTable, cell_row, read_results
+from orchestrator.rows.agentjson import load_agent_json, parse_agent_json
 
 AGENT = Path(__file__).parent / "fixtures" / "agent"
 SENDER = AGENT / "stream_one_copy_tcpinfo_server_send.json"

@@ -1,6 +1,6 @@
 import pytest
 
-from orchestrator.units import format_size, parse_duration, parse_size
+from orchestrator.experiment.units import format_size, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import compare, plots, stats
-from orchestrator.results import read_results
+from orchestrator.report import compare, plots, stats
+from orchestrator.rows.results import read_results
 
 RUNS = Path(__file__).parent / "fixtures" / "runs"
 RUN = "20261120T101500Z-lab-hw-a1b2"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import deploy, workdir
+from orchestrator.remote import deploy, workdir
 from orchestrator.errors import UnsafeWorkdir
-from orchestrator.hosts import LocalHost, connect
-from orchestrator.inventory import HostSpec
+from orchestrator.remote.hosts import LocalHost, connect
+from orchestrator.experiment.inventory import HostSpec
 
 from .conftest import ROOT, require_root, require_tool
 from .sshd import start_sshd

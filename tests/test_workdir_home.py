@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import workdir
+from orchestrator.remote import workdir
 
 
 def run_with_home(home: str | None, tmp_path: Path) -> workdir.WorkdirCheck:

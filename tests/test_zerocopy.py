@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from orchestrator import zerocopy
-from orchestrator.zerocopy import Copying
+from orchestrator.rows import zerocopy
+from orchestrator.rows.zerocopy import Copying
 
 COPIED_LABEL = "zero_copy: copied (not zero-copy)"
 UNVERIFIED_LABEL = "zero_copy (unverified: no completions counted)"

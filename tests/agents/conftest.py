@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.agentjson import parse_agent_json
+from orchestrator.rows.agentjson import parse_agent_json
 
 LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 10.0

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.agentjson import parse_agent_json
-from orchestrator.cells import _exit_meaning
+from orchestrator.rows.agentjson import parse_agent_json
+from orchestrator.run.cell import _exit_meaning
 
 from .conftest import LOOPBACK, finish, kill_quietly, run_pair, start_server
 

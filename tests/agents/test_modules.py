@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import deploy
+from orchestrator.remote import deploy
 from tests.conftest import ROOT, require
 
 pytestmark = pytest.mark.integration

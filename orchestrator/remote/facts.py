@@ -1,0 +1,136 @@
+"""What each host is: gathered once per run and saved with it, so a result can be traced to
+the kernel, CPU, NIC and settings that produced it."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..version import __version__
+from .hosts import Host
+from ..processes import shell_quote
+
+SYSCTLS = (
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.core.rmem_max",
+    "net.core.wmem_max",
+    "net.core.optmem_max",
+    "net.ipv4.tcp_congestion_control",
+    "kernel.perf_event_paranoid",
+)
+
+_MARK = "@@@ "
+
+
+def _script(data_iface_command: str) -> str:
+    sysctls = " ".join(shell_quote(s) for s in SYSCTLS)
+    return "; ".join(
+        [
+            f"echo '{_MARK}hostname'; hostname",
+            f"echo '{_MARK}kernel'; uname -srvm",
+            f"echo '{_MARK}lscpu'; lscpu -J 2>/dev/null",
+            f"echo '{_MARK}meminfo'; grep -E '^MemTotal' /proc/meminfo",
+            f"echo '{_MARK}sysctl'; for k in {sysctls}; do printf '%s=%s\\n' \"$k\" \"$(sysctl -n \"$k\" 2>/dev/null)\"; done",
+            f"iface=$({data_iface_command})",
+            f"echo '{_MARK}iface'; echo \"$iface\"",
+            f"echo '{_MARK}link'; ip -d -j addr show dev \"$iface\" 2>/dev/null",
+            f"echo '{_MARK}ethtool_i'; ethtool -i \"$iface\" 2>/dev/null",
+            f"echo '{_MARK}ethtool'; ethtool \"$iface\" 2>/dev/null",
+            f"echo '{_MARK}ethtool_k'; ethtool -k \"$iface\" 2>/dev/null",
+            f"echo '{_MARK}perf'; perf --version 2>/dev/null",
+            f"echo '{_MARK}cc'; cc --version 2>/dev/null | head -n 1",
+        ]
+    )
+
+
+def data_interface_command(role: str, server_data_address: str) -> str:
+    """The shell that names the interface carrying the data: where the server's address lives,
+    or the client's route to it."""
+    if role == "server":
+        return f"ip -o addr show to {shell_quote(server_data_address)} | awk '{{print $2; exit}}'"
+    return f"ip -o route get {shell_quote(server_data_address)} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'"
+
+
+def _sections(text: str) -> dict[str, str]:
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith(_MARK):
+            current = line[len(_MARK):].strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    return {k: "\n".join(v).strip() for k, v in sections.items()}
+
+
+def _colon_pairs(text: str) -> dict[str, str]:
+    pairs = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _lscpu(text: str) -> dict[str, str]:
+    try:
+        rows = json.loads(text)["lscpu"]
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return {row["field"].rstrip(":"): row["data"] for row in rows if isinstance(row, dict) and "field" in row}
+
+
+def parse_facts(text: str) -> dict[str, Any]:
+    s = _sections(text)
+    cpu = _lscpu(s.get("lscpu", ""))
+    mem = re.search(r"(\d+)\s*kB", s.get("meminfo", ""))
+    sysctls = dict(line.split("=", 1) for line in s.get("sysctl", "").splitlines() if "=" in line)
+    link: dict[str, Any] = {}
+    try:
+        parsed = json.loads(s.get("link") or "[]")
+        link = parsed[0] if parsed else {}
+    except ValueError:
+        pass
+    driver = _colon_pairs(s.get("ethtool_i", ""))
+    settings = _colon_pairs(s.get("ethtool", ""))
+    offloads = {k: v.split()[0] for k, v in _colon_pairs(s.get("ethtool_k", "")).items() if not k.startswith("Features")}
+    return {
+        "hostname": s.get("hostname", ""),
+        "kernel": s.get("kernel", ""),
+        "cpu_model": cpu.get("Model name"),
+        "architecture": cpu.get("Architecture"),
+        "cores": int(cpu["CPU(s)"]) if cpu.get("CPU(s)", "").isdigit() else None,
+        "threads_per_core": cpu.get("Thread(s) per core"),
+        "numa_nodes": cpu.get("NUMA node(s)"),
+        "numa": {k: v for k, v in cpu.items() if k.startswith("NUMA node") and "CPU" in k},
+        "caches": {k: v for k, v in cpu.items() if k.endswith("cache")},
+        "memory_bytes": int(mem.group(1)) * 1024 if mem else None,
+        "sysctls": sysctls,
+        "nic": {
+            "interface": s.get("iface") or None,
+            "addresses": [a.get("local") for a in link.get("addr_info", []) if a.get("local")],
+            "mtu": link.get("mtu"),
+            "kind": (link.get("linkinfo") or {}).get("info_kind"),
+            "driver": driver.get("driver"),
+            "driver_version": driver.get("version"),
+            "firmware": driver.get("firmware-version"),
+            "bus": driver.get("bus-info"),
+            "speed": settings.get("Speed"),
+            "duplex": settings.get("Duplex"),
+            "offloads": offloads,
+        },
+        "perf_version": s.get("perf") or None,
+        "compiler": s.get("cc") or None,
+        "orchestrate_version": __version__,
+    }
+
+
+def gather(host: Host, server_data_address: str, timeout: float) -> dict[str, Any]:
+    result = host.run(_script(data_interface_command(host.role, server_data_address)), timeout)
+    facts = parse_facts(result.stdout)
+    facts["role"] = host.role
+    facts["ssh_target"] = host.spec.label
+    facts["data_address"] = host.spec.data_address
+    return facts

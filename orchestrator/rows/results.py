@@ -1,0 +1,554 @@
+"""Rows of `results.csv` (docs/results-schema.md): built from a cell's raw files, appended durably.
+
+Column order is fixed: the schema's columns in `SCHEMA_COLUMNS` order, then perf columns
+sorted by role, event and then the event's `_run_pct`, then any other column, sorted, and
+last `format_version` (FORMAT_VERSION). `read_results` is the file's one reader.
+
+Empty means "not measured or not supported", in the file and in memory (None when building,
+NaN/<NA> when read back), never 0. Integers are written as integers and floats always in
+positional notation, so no count ever appears as `2.1e+09`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..experiment import dimensions
+from . import hostcounters, stall, tcpinfo
+from .agentjson import AgentReport
+from ..errors import FormatVersionError, OrchestrateError
+from .durable import append_whole, disk_error, write_atomic
+from .perfstat import Counter, column_name
+from ..roles import ROLES
+
+IDENTITY_COLUMNS = dimensions.IDENTITY_COLUMNS
+MEASURED_COLUMNS = (
+    "status", "error", "warmup_s", "duration_s", "bytes_sent", "bytes_received",
+    "window_bytes", "throughput_gbps", "messages_per_s", "send_calls",
+    "server_cpu_s", "client_cpu_s", "server_user_s", "server_sys_s", "client_user_s",
+    "client_sys_s", "server_voluntary_cs", "server_involuntary_cs", "client_voluntary_cs",
+    "client_involuntary_cs",
+    "zerocopy_sends", "zerocopy_notifications", "zerocopy_completed_sends",
+    "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding",
+    "zerocopy_copied_fraction",
+    "transactions", "transactions_per_s", "latency_mean_us", "latency_p50_us",
+    "latency_p90_us", "latency_p99_us", "latency_max_us",
+    "server_perf_counts", "client_perf_counts",
+    *tcpinfo.COLUMNS,
+)  # fmt: skip
+SCHEMA_COLUMNS = IDENTITY_COLUMNS + MEASURED_COLUMNS
+# results.csv's format (docs/results-schema.md, "Format versions"): the file's last column, the
+# same in every row, written by ResultsTable; raised when the meaning or typing of a column
+# changes. A row without it (written before versions were) is version 1.
+FORMAT_VERSION = 1
+FORMAT_COLUMN = "format_version"
+# What every reader of results.csv needs: a file without them is not one.
+REQUIRED_COLUMNS = dimensions.REQUIRED_COLUMNS
+
+# How read_results types the schema's columns; perf columns are inferred from their text.
+_INT_COLUMNS = dimensions.identity_columns_of(int) | frozenset({
+    "bytes_sent", "bytes_received", "window_bytes", "send_calls", "server_voluntary_cs",
+    "server_involuntary_cs", "client_voluntary_cs", "client_involuntary_cs",
+    "zerocopy_sends", "zerocopy_notifications", "zerocopy_completed_sends",
+    "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding", "transactions",
+    *tcpinfo.INT_COLUMNS, FORMAT_COLUMN,
+})  # fmt: skip
+_BOOL_COLUMNS = dimensions.identity_columns_of(bool) | frozenset({"host_shared_kernel"})
+_TEXT_COLUMNS = dimensions.identity_columns_of(str) | frozenset({
+    "status", "error",
+    "server_perf_counts", "client_perf_counts",
+})  # fmt: skip
+# What a role's perf counts cover (perfstat.Reach): `user+kernel`, or `user` when perf could
+# count user space only. Empty when perf did not run or counted nothing.
+PERF_COUNTS = ("user+kernel", "user")
+_PERF_COLUMN = re.compile(r"^(server|client)_(.+?)(_run_pct)?\Z")
+_INTEGER_TEXT = re.compile(r"^-?\d+\Z")
+
+Row = dict[str, object]
+
+
+class ResultsError(OrchestrateError):
+    """A results.csv that cannot be read or extended."""
+
+
+def perf_columns(role: str, counters: Mapping[str, Counter]) -> Row:
+    row: Row = {}
+    for counter in counters.values():
+        name = f"{role}_{column_name(counter.name)}"
+        if name in row:
+            raise ResultsError(f"two {role} perf events share the column {name!r}")
+        row[name] = counter.value
+        row[f"{name}_run_pct"] = counter.run_pct
+    return row
+
+
+def _rusage_columns(role: str, report: AgentReport | None) -> Row:
+    usage = report.rusage if report is not None else None
+    if usage is None:
+        return {}
+    return {
+        f"{role}_cpu_s": round(usage.user_s + usage.sys_s, 6),
+        f"{role}_user_s": usage.user_s,
+        f"{role}_sys_s": usage.sys_s,
+        f"{role}_voluntary_cs": usage.voluntary_ctxt_switches,
+        f"{role}_involuntary_cs": usage.involuntary_ctxt_switches,
+    }
+
+
+def _agent_problems(role: str, report: AgentReport | None, cell: Mapping[str, object]) -> list[str]:
+    if report is None:
+        return [f"no {role} agent output"]
+    if report.status == "error":
+        return [f"{role} agent: {report.error}"]
+    expected = dict(cell)
+    if isinstance(cell.get("fields"), int) and isinstance(cell.get("message_size"), int):
+        # The agent splits a message into at most one field per byte (agents/README.md).
+        expected["fields"] = min(cell["fields"], cell["message_size"])
+    problems = []
+    for key in (*dimensions.BASIC, "fields", "sender"):  # what the agent echoes back of its cell
+        if key in expected and getattr(report, key) != expected[key]:
+            problems.append(
+                f"{role} agent ran {key}={getattr(report, key)!r}, the cell has {expected[key]!r}"
+            )
+    return problems
+
+
+def _usable(report: AgentReport | None) -> AgentReport | None:
+    """The report if its measured sections are there (ok documents always have them)."""
+    if report is None or report.window is None or report.total is None:
+        return None
+    return report
+
+
+def _sent_columns(sender: AgentReport) -> Row:
+    """What the side that sends the data that counts put on the wire: all its life's bytes, and
+    the send calls of its measured window."""
+    assert sender.total is not None and sender.window is not None
+    return {"bytes_sent": sender.total.bytes_sent, "send_calls": sender.window.send_calls}
+
+
+def _stream_columns(sender: AgentReport | None, receiver: AgentReport | None) -> Row:
+    row: Row = _sent_columns(sender) if sender is not None else {}
+    if receiver is not None:
+        assert receiver.total is not None
+        row["bytes_received"] = receiver.total.bytes_received
+        row.update(_window_columns(receiver))
+    return row
+
+
+def _window_columns(measurer: AgentReport) -> Row:
+    """The measured window of the side that receives the data that counts: its length, its
+    bytes, and the rates over its own measured seconds (never the nominal duration)."""
+    assert measurer.window is not None
+    seconds = measurer.window.seconds
+    row: Row = {"duration_s": seconds, "window_bytes": measurer.window.bytes_received}
+    if seconds > 0:
+        row["throughput_gbps"] = measurer.window.bytes_received * 8 / seconds / 1e9
+        row["messages_per_s"] = measurer.window.messages_received / seconds
+    return row
+
+
+def _rr_columns(server: AgentReport | None, client: AgentReport | None) -> Row:
+    row: Row = {}
+    if client is not None:
+        row.update(_sent_columns(client))
+        row.update(_window_columns(client))
+        if client.rr is not None:
+            row["transactions"] = client.rr.transactions
+            row["transactions_per_s"] = client.rr.transactions_per_s
+            latency = client.rr.latency_us
+            if latency is not None:
+                row["latency_mean_us"] = latency.mean
+                row["latency_p50_us"] = latency.p50
+                row["latency_p90_us"] = latency.p90
+                row["latency_p99_us"] = latency.p99
+                row["latency_max_us"] = latency.max
+    if server is not None:
+        assert server.total is not None
+        row["bytes_received"] = server.total.bytes_received
+    return row
+
+
+def _zerocopy_columns(report: AgentReport | None) -> Row:
+    zc = report.zerocopy if report is not None else None
+    if zc is None:
+        return {}
+    return {
+        "zerocopy_sends": zc.sends,
+        "zerocopy_notifications": zc.notifications,
+        "zerocopy_completed_sends": zc.completed_sends,
+        "zerocopy_copied_sends": zc.copied_sends,
+        "zerocopy_enobufs": zc.enobufs,
+        "zerocopy_outstanding": zc.outstanding_at_end,
+        "zerocopy_copied_fraction": (
+            zc.copied_sends / zc.completed_sends if zc.completed_sends else None
+        ),
+    }
+
+
+def _byte_count_problems(
+    first: AgentReport | None, second: AgentReport | None, first_role: str, second_role: str
+) -> list[str]:
+    """first's total bytes_sent must equal second's total bytes_received, to the byte."""
+    if first is None or second is None:
+        return []
+    assert first.total is not None and second.total is not None
+    sent, received = first.total.bytes_sent, second.total.bytes_received
+    if sent == received:
+        return []
+    return [f"{first_role} sent {sent} bytes but {second_role} received {received}"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasurementChecks:
+    """What a measurement must show to be `ok` (config `checks:`, docs/results-schema.md)."""
+
+    duration: float  # the configured window, seconds
+    window_tolerance: float = 0.05
+    min_interval_fraction: float = 0.1
+    window_slack: float = 0.1  # seconds; the allowed difference is the larger of this and the tolerance
+
+
+def measurement_doubts(measurer: AgentReport | None, checks: MeasurementChecks) -> list[str]:
+    """Why a measurement that completed cannot be trusted as it is: a window that is not the
+    configured duration (a stall that delayed the last byte, an early end), or an interval
+    whose rate fell far below the cell's median (a link outage, a stall). `measurer` is the side
+    whose window gives the row's figures: the stream receiver, the rr client."""
+    if measurer is None or measurer.window is None or not measurer.threads_detail:
+        return []
+    doubts = []
+    seconds = measurer.window.seconds
+    allowed = max(checks.window_tolerance * checks.duration, checks.window_slack)
+    if abs(seconds - checks.duration) > allowed:
+        doubts.append(f"measured window {seconds:.3f}s, expected {checks.duration:g}s ± {allowed:.3g}s")
+    rates = stall.report_rates(measurer)
+    low, median = stall.low_intervals(rates, checks.min_interval_fraction)
+    if low:
+        judged = len(rates)
+        worst = min(low, key=lambda r: r.rate)
+        doubts.append(f"{len(low)} of {judged} intervals below {checks.min_interval_fraction:.0%} of the "
+                      f"median rate (lowest {worst.rate / median:.0%}, {worst.start:.2f}-{worst.end:.2f}s)")
+    return doubts
+
+
+def cell_row(
+    cell: Mapping[str, object],
+    server: AgentReport | None,
+    client: AgentReport | None,
+    server_perf: Mapping[str, Counter] | None,
+    client_perf: Mapping[str, Counter] | None,
+    error: str | None,
+    checks: MeasurementChecks | None = None,
+    perf_counts: Mapping[str, str | None] | None = None,
+) -> Row:
+    """One results row: `cell`'s identity and option columns plus what the raw files show.
+
+    Any problem (the `error` passed in, a missing or failed agent, a mismatch between the
+    agents and the cell, bytes lost between sender and receiver) makes the row `failed`
+    with every problem in `error`; whatever was measured is still filled in. A row with no
+    problem whose measurement fails `checks` is `degraded`, with the reasons in `error`.
+    `perf_counts` says per role what its perf counts cover (`PERF_COUNTS`), None if nothing.
+    """
+    problems = [error] if error else []
+    problems += _agent_problems("server", server, cell)
+    problems += _agent_problems("client", client, cell)
+    server_ok, client_ok = _usable(server), _usable(client)
+
+    row: Row = {key: cell.get(key) for key in IDENTITY_COLUMNS}
+    row["warmup_s"] = cell.get("warmup_s")
+    if cell.get("workload") == "rr":
+        row.update(_rr_columns(server_ok, client_ok))
+        measurer = client_ok
+        problems += _byte_count_problems(client_ok, server_ok, "client", "server")
+        problems += _byte_count_problems(server_ok, client_ok, "server", "client")
+        zerocopy_side = client_ok  # the requests: the same side bytes_sent is taken from
+        row.update(tcpinfo.columns(client_ok))
+    else:
+        by_role = {"server": server_ok, "client": client_ok}
+        sender_role = "client" if cell.get("sender") == "client" else "server"
+        receiver_role = "server" if sender_role == "client" else "client"
+        sender, receiver = by_role[sender_role], by_role[receiver_role]
+        row.update(_stream_columns(sender, receiver))
+        measurer = receiver
+        problems += _byte_count_problems(sender, receiver, sender_role, receiver_role)
+        zerocopy_side = sender
+        row.update(tcpinfo.columns(sender))
+    if cell.get("mode") == "zero_copy":
+        row.update(_zerocopy_columns(zerocopy_side))
+    row.update(_rusage_columns("server", server))
+    row.update(_rusage_columns("client", client))
+    row.update(hostcounters.report_columns("server", server_ok))
+    row.update(hostcounters.report_columns("client", client_ok))
+    if server_ok is not None and client_ok is not None:
+        # One kernel under both roles (loopback, the namespace lab): each side's host columns are
+        # the whole machine, so adding them would count it twice.
+        row["host_shared_kernel"] = hostcounters.same_kernel(server_ok, client_ok)
+    if server_perf is not None:
+        row.update(perf_columns("server", server_perf))
+    if client_perf is not None:
+        row.update(perf_columns("client", client_perf))
+    for role in ROLES:
+        reach = (perf_counts or {}).get(role)
+        if reach is not None and reach not in PERF_COUNTS:
+            raise ResultsError(f"{role} perf counts {reach!r}: expected one of {', '.join(PERF_COUNTS)}")
+        row[f"{role}_perf_counts"] = reach
+    doubts = measurement_doubts(measurer, checks) if checks is not None and not problems else []
+    row["status"] = "failed" if problems else "degraded" if doubts else "ok"
+    row["error"] = "; ".join(problems or doubts) or None
+    return {key: row.get(key) for key in order_columns(row)}
+
+
+def _column_key(name: str) -> tuple[int, object]:
+    if name == FORMAT_COLUMN:
+        return (3, name)
+    if name in SCHEMA_COLUMNS:
+        return (0, SCHEMA_COLUMNS.index(name))
+    match = _PERF_COLUMN.match(name)
+    if match:
+        role, event, run_pct = match.groups()
+        return (1, (role != "server", event, run_pct is not None))
+    return (2, name)
+
+
+def order_columns(columns: Iterable[str]) -> list[str]:
+    """Schema columns first in schema order, then perf columns, then anything else, and
+    `format_version` last; all of SCHEMA_COLUMNS is always included."""
+    return sorted(set(columns) | set(SCHEMA_COLUMNS), key=_column_key)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return ""
+        # Positional and shortest round-trip; trim="0" keeps a ".0" so a float reads back
+        # as a float and an int column never gets a ".0".
+        return np.format_float_positional(value, trim="0")
+    return str(value)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _record_end(data: bytes) -> int:
+    """Where the last whole CSV record of `data` ends: after its last line break that is not
+    inside a quoted field (an error message may hold a line break)."""
+    in_quotes, end = False, 0
+    for position, byte in enumerate(data):
+        if byte == 0x22:  # '"': a doubled "" inside a field toggles twice, so it cancels out
+            in_quotes = not in_quotes
+        elif byte == 0x0A and not in_quotes:
+            end = position + 1
+    return end
+
+
+def repair_torn_tail(path: str | Path) -> Path | None:
+    """A results.csv whose last row was cut short (a full disk, a crash mid-write) loses that
+    row, and only that row: it is kept beside the file as `results.csv.torn-<n>` and dropped,
+    so the cell counts as not measured and is run again. Returns the kept copy, if any."""
+    path = Path(path)
+    try:
+        data = path.read_bytes() if path.exists() else b""
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read results: {exc.strerror or exc}") from None
+    end = _record_end(data)
+    if end == len(data):
+        return None
+    n = 1
+    while path.with_name(f"{path.name}.torn-{n}").exists():
+        n += 1
+    kept = path.with_name(f"{path.name}.torn-{n}")
+    try:
+        write_atomic(kept, data[end:])
+        with path.open("r+b") as fh:
+            fh.truncate(end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise disk_error(path, exc) from None
+    return kept
+
+
+class ResultsTable:
+    """results.csv, one row appended per finished cell and on disk before `append` returns.
+
+    Each row goes to the file in one write() of the whole line, then fsync; a write that fails
+    part-way (ENOSPC) is cut back off, so the file never ends in half a row. A torn last row
+    left by a crash is repaired when the table is opened (repair_torn_tail).
+
+    A row that brings columns the file lacks (a new perf event) makes the file be rewritten
+    with the union of columns, through a temporary file and an atomic rename.
+    """
+
+    def __init__(self, path: str | Path, resume: Path | None = None):
+        self.path = Path(path)
+        self.resume = resume
+        self.columns: list[str] = []
+        self.torn = repair_torn_tail(self.path)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open(newline="", encoding="utf-8") as fh:
+                self.columns = next(csv.reader(fh), [])
+
+    def append(self, row: Mapping[str, object]) -> None:
+        columns = order_columns([*self.columns, *row, FORMAT_COLUMN])
+        if self.columns and columns != self.columns:
+            self._rewrite(columns)
+        new_file = not self.columns
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns)
+        if new_file:
+            writer.writeheader()
+        writer.writerow({key: _text(row.get(key)) for key in columns} | {FORMAT_COLUMN: str(FORMAT_VERSION)})
+        append_whole(self.path, text.getvalue().encode("utf-8"), self.resume)
+        self.columns = columns
+        if new_file:
+            _fsync_dir(self.path.parent)
+
+    def remove(self, cells: Iterable[str | tuple[str, str]]) -> None:
+        """Drop the rows of these cells (to measure them again), through an atomic rewrite. A cell
+        is a cell id (of the pair "default") or a (pair, cell_id) tuple."""
+        self._rewrite(self.columns, drop={c if isinstance(c, tuple) else (dimensions.DEFAULT_PAIR, c) for c in cells})
+
+    def _rewrite(self, columns: list[str], drop: set[tuple[str, str]] = frozenset()) -> None:  # type: ignore[assignment]
+        with self.path.open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if (r.get("pair") or dimensions.DEFAULT_PAIR, r.get("cell_id")) not in drop]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.path, text.getvalue().encode("utf-8"), self.resume)
+        try:
+            _fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise disk_error(self.path, exc, self.resume) from None
+
+
+def _typed(name: str, text: pd.Series) -> pd.Series:
+    if name in _TEXT_COLUMNS:
+        return text.astype("string")
+    if name in _BOOL_COLUMNS:
+        return text.str.lower().map({"true": True, "false": False}).astype("boolean")
+    present = text.dropna()
+    is_int_column = name in _INT_COLUMNS or (
+        name not in SCHEMA_COLUMNS
+        and not name.endswith("_run_pct")
+        and present.str.fullmatch(_INTEGER_TEXT.pattern).all()
+    )
+    try:
+        if is_int_column:
+            return text.astype("Int64")
+        return pd.to_numeric(text).astype("float64")
+    except (ValueError, TypeError):
+        if name in SCHEMA_COLUMNS:
+            raise ResultsError(f"column {name!r} holds a value that is not a number") from None
+        return text.astype("string")
+
+
+def _check_versions(versions: Iterable[str | None], path: Path) -> None:
+    """FormatVersionError unless every row is of FORMAT_VERSION (an empty one is version 1)."""
+    for version in dict.fromkeys(versions):
+        found: int | str = version or "1"
+        if isinstance(found, str) and _INTEGER_TEXT.match(found.strip()):
+            found = int(found)
+        if found != FORMAT_VERSION:
+            raise FormatVersionError(path, found, FORMAT_VERSION)
+
+
+def check_format(path: str | Path) -> None:
+    """FormatVersionError if results.csv (when there is one) holds rows of another format
+    version. Only whole records are read: a torn last row is left for repair_torn_tail."""
+    path = Path(path)
+    try:
+        data = path.read_bytes() if path.exists() else b""
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read results: {exc.strerror or exc}") from None
+    records = csv.reader(io.StringIO(data[:_record_end(data)].decode("utf-8", errors="replace"), newline=""))
+    header = next(records, [])
+    if FORMAT_COLUMN in header:
+        at = header.index(FORMAT_COLUMN)
+        _check_versions((r[at] if at < len(r) else None for r in records), path)
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """results.csv as a DataFrame: empty cells are missing (NaN/<NA>), never 0; counts are
+    nullable Int64, so they print as 2100000000 and not 2.1e+09. The one reader of the file:
+    the run, the CLI, the analysis and the report all read it here.
+
+    ResultsError if it is missing, unreadable, or lacks the columns every reader needs
+    (REQUIRED_COLUMNS, each row naming its cell); FormatVersionError if another format version
+    wrote it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: no results.csv; is this a run folder?")
+    try:
+        # Everything as text first, and only an empty field as missing: "NA" or "null" in an
+        # error message stays text, and each column is then typed on purpose.
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ResultsError(f"{path}: cannot read results: {exc}") from exc
+    if FORMAT_COLUMN in raw.columns:
+        _check_versions((None if pd.isna(v) else str(v) for v in raw[FORMAT_COLUMN]), path)
+    frame = pd.DataFrame({name: _typed(name, raw[name]) for name in raw.columns})
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
+    for name in ("message_size", "threads", "repetition"):
+        empty = frame[name].isna()
+        if empty.any():
+            raise ResultsError(f"{path}: column {name!r} is empty on row {int(empty.idxmax()) + 2}; every row names its cell")
+    # A file from before pairs existed ran on the one pair: its rows read as pair "default".
+    return dimensions.with_pair(frame)
+
+
+# ---------------------------------------------------------------- what a run's rows say about it
+
+
+def _has_rows(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def finished_cells(path: str | Path) -> set[tuple[str, str]]:
+    """(pair, cell_id) of every row of results.csv; a row without a pair (a results.csv from
+    before pairs existed) is the pair "default"."""
+    path = Path(path)
+    if not _has_rows(path):
+        return set()
+    frame = read_results(path)  # its pair column is always filled ("default" for older files)
+    return {(str(p), str(c)) for p, c in zip(frame["pair"], frame["cell_id"])}
+
+
+def row_counts(path: str | Path) -> dict[str, int]:
+    """How many rows of results.csv have each status (ok, failed, degraded)."""
+    path = Path(path)
+    if not _has_rows(path):
+        return {}
+    return {str(k): int(v) for k, v in read_results(path)["status"].astype(str).value_counts().items()}
+
+
+def unfinished_cells(path: str | Path, pairs: Iterable[str]) -> list[tuple[str, str]]:
+    """(pair, cell_id), sorted, of the rows of these pairs that are not `ok` (failed or
+    degraded): what --retry-failed measures again."""
+    path = Path(path)
+    if not _has_rows(path):
+        return []
+    frame = read_results(path)
+    selected = set(pairs)
+    return sorted({(str(p), str(c)) for p, c, status in zip(frame["pair"], frame["cell_id"], frame["status"].astype(str))
+                   if status != "ok" and str(p) in selected})
