@@ -47,4 +47,6 @@ fi
 if [ "$action" = run ]; then
   exec .venv/bin/orchestrate run "${1:-configs/quick.yml}" "${@:2}"
 fi
+# The package's layers (pyproject.toml's import-linter contracts): a broken one stops here, before any test.
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"
