@@ -3,7 +3,7 @@ a deadline, then its exit status; and if it has not ended by the time we stop ca
 process group ended (TERM, then KILL). Also the commands of this machine, which the lab's setup
 and a local host both run through `run_local`.
 
-A leaf: it imports nothing from the package, so the lab can use it without SSH (hosts.py adds
+A leaf: it imports nothing from the package, so the lab can use it without SSH (remote/hosts.py adds
 the SSH kind of process on top).
 """
 

@@ -565,7 +565,7 @@ def _fake_pair_hosts(monkeypatch, problem_on: str | None = None):
 
 def test_check_run_and_dry_run_say_the_same_plan_size_with_the_pairs(tmp_path, monkeypatch):
     from orchestrator.cli import commands as cli
-    from orchestrator.experiment.plan import format_seconds
+    from orchestrator.experiment.units import format_duration as format_seconds
 
     _fake_pair_hosts(monkeypatch)
     args = [str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path))]

@@ -17,7 +17,7 @@ HEADER = (
     "run_id,cell_id,workload,mode,message_size,threads,repetition,sender,status,error,warmup_s,duration_s,"
     "bytes_received,window_bytes,server_cpu_s,client_cpu_s,server_cycles,client_cycles,"
     "server_context_switches,client_context_switches,zerocopy_completed_sends,zerocopy_copied_sends,"
-    # As orchestrator/results.py writes them: window bytes * 8 / duration, copied / completed.
+    # As orchestrator/rows/results.py writes them: window bytes * 8 / duration, copied / completed.
     "throughput_gbps,zerocopy_copied_fraction\n"
 )
 

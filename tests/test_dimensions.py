@@ -1,4 +1,4 @@
-"""The cell dimensions are stated once (orchestrator/dimensions.py); the places that cannot be
+"""The cell dimensions are stated once (orchestrator/experiment/dimensions.py); the places that cannot be
 made from them (pydantic fields, the plan's dataclass) must agree with them, and the readers of
 results.csv require and type them from that one source."""
 

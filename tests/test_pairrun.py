@@ -1,4 +1,4 @@
-"""How a run's pairs run beside each other (orchestrator/pairrun.py), with fake pairs (no host):
+"""How a run's pairs run beside each other (orchestrator/run/pairs.py), with fake pairs (no host):
 a pair that fails fails alone, a full disk or a signal stops every pair and goes up, a pair
 that does not end when stopped cannot hang the run, what the exit status is when pairs fail,
 and that run.log names the pair of each line. The real thing: tests/test_run_pairs_e2e.py."""

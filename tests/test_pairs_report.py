@@ -1,4 +1,4 @@
-"""The analysis side of several host pairs (issue 13), on recorded fixtures: the pair column's
+"""The analysis side of several host pairs, on recorded fixtures: the pair column's
 default, one summary row per pair and cell, host facts per pair, each pair's ratio to a baseline
 pair (checked against a hand computation), `--baseline`, the host-facts table, and a one-pair
 report that is as it was. `pairs3` is made by tests/fixtures/runs/make_pairs_fixture.py."""
@@ -224,7 +224,7 @@ def test_report_of_several_pairs(pairs_report):
 
 
 def test_pairs_is_the_analysis_and_reportmd_words_it():
-    """pairs.py computes (ratio table, glance, host facts); report.md's wording of them is reportmd's."""
+    """pairs.py computes (ratio table, glance, host facts); report.md's wording of them is report/markdown.py's."""
     require(importlib.util.find_spec("grimp") is not None, "grimp (installed with import-linter) is missing")
     import grimp
 

@@ -96,7 +96,7 @@ def test_report_in_a_real_browser(tmp_path):
 
 
 def test_report_of_several_pairs_in_a_real_browser(tmp_path):
-    """The pairs3 fixture's page (issue 13): it loads without errors, carries every figure, and shows
+    """The pairs3 fixture's page: it loads without errors, carries every figure, and shows
     the pairs compared (the ratio table with Welch's p, the host facts with their differing MTU) first."""
     with _mailed_page(tmp_path, "pairs3") as (page, errors, requests):
         images = page.eval_on_selector_all("img", "els => els.map(e => ({w: e.naturalWidth, done: e.complete}))")

@@ -28,7 +28,7 @@ FAILED = "stream-two_copy-4096B-1t-r1"
 
 def _row(cell_id: str, error: str | None = None, **overrides) -> dict:
     """The row the orchestrator builds from a cell folder: unreadable agent output becomes
-    a missing report plus an error, as orchestrator/cellrow.py does."""
+    a missing report plus an error, as orchestrator/rows/cellrow.py does."""
     folder = CELLS / cell_id
     cell = json.loads((folder / "identity.json").read_text())
     problems = [error] if error else []
@@ -93,7 +93,7 @@ def test_vm_perf_columns_missing_hardware_counters_are_none():
 def test_row_columns_are_ordered_identity_schema_then_perf():
     row = _row(ONE_COPY, server_perf=load_perf_file(PERF / "hw_all_counted.csv"))
     columns = list(row)
-    assert columns[:4] == ["run_id", "cell_id", "pair", "workload"]  # pair: issue 13, an identity column
+    assert columns[:4] == ["run_id", "cell_id", "pair", "workload"]  # pair: an identity column
     assert columns[: len(SCHEMA_COLUMNS)] == list(SCHEMA_COLUMNS)
     perf = columns[len(SCHEMA_COLUMNS) :]
     assert perf[:4] == [

@@ -1,4 +1,4 @@
-"""Issue 9, on recorded inputs: torn rows, appends that fail part-way, degraded measurements,
+"""Robustness, on recorded inputs: torn rows, appends that fail part-way, degraded measurements,
 the plan's size."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 9 end to end on this machine (real agents on loopback, real perf): a torn row, a full
+"""Robustness end to end on this machine (real agents on loopback, real perf): a torn row, a full
 disk, a failed cell measured again."""
 
 from __future__ import annotations
@@ -218,6 +218,6 @@ def test_check_states_the_plan_time(tmp_path):
     config, inventory = local_run_files(tmp_path, threads=(1, 2, 3), duration="2s")
     done = orchestrate("check", str(config), "--inventory", str(inventory), timeout=120)
     assert done.returncode == 0, done.stderr
-    # As `run` would say it (orchestrator/estimate.py): setup 3.4 s, 3 cells of 0.2 s warm-up + 2 s +
+    # As `run` would say it (orchestrator/experiment/estimate.py): setup 3.4 s, 3 cells of 0.2 s warm-up + 2 s +
     # 0.1 s overhead each, then the report's 5 s.
     assert "plan: 3 cells, about 15 s" in " ".join(done.stderr.split())

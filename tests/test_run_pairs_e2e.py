@@ -1,4 +1,4 @@
-"""One experiment on several lab pairs at once (issue 13), for real: three pairs of namespaces with
+"""One experiment on several lab pairs at once, for real: three pairs of namespaces with
 three MTUs, each with its own sshds, agents and perf; a pair that loses its server fails alone;
 a signal ends every pair's agents; --pairs and --serial; check on every pair at once."""
 

@@ -366,7 +366,7 @@ def test_the_cli_refuses_another_version_with_exit_2_and_no_traceback(tmp_path):
     assert "Traceback" not in done.stderr and not (tmp_path / "c").exists()
 
 
-# ---------------------------------------------------------------- several pairs (issue 13)
+# ---------------------------------------------------------------- several pairs
 
 PAIRS_INVENTORY = {
     "pairs": {

@@ -1,4 +1,4 @@
-"""The one rule for whether a zero_copy result is shown as zero-copy (orchestrator/zerocopy.py)."""
+"""The one rule for whether a zero_copy result is shown as zero-copy (orchestrator/rows/zerocopy.py)."""
 
 import math
 

@@ -102,9 +102,9 @@ class CellEta(ProgressColumn):
         if "per_cell_s" not in fields or task.finished or fields.get("stopped"):
             return Text("")
         left = eta_seconds(fields["per_cell_s"], fields["after_current"], fields["current_started"], time.monotonic())
-        from ..experiment.estimate import human
+        from ..experiment.units import format_duration
 
-        return Text(f"ETA {human(left)}", style="progress.remaining")
+        return Text(f"ETA {format_duration(left)}", style="progress.remaining")
 
 
 class TerminalProgress:
@@ -373,14 +373,15 @@ def _listed(pair: str, error: object) -> str:
 def _checked_size(experiment, yes: bool, inventory=None, report: bool = True):
     """The plan's size, said before anything runs; a plan over the limit needs --yes. The
     inventory is select_pairs' (its `concurrent` already says --serial); none: one pair."""
-    from ..experiment.plan import MAX_PLAN_CELLS, MAX_PLAN_SECONDS, format_seconds, plan_size
+    from ..experiment.plan import MAX_PLAN_CELLS, MAX_PLAN_SECONDS, plan_size
+    from ..experiment.units import format_duration
 
     pairs, serial = (len(inventory.pairs), not inventory.concurrent) if inventory is not None else (1, False)
     size = plan_size(experiment, pairs, serial, report)
     if size.too_big and not yes:
         raise ConfigError(
             f"{experiment.name}: this plan is {size.describe()}: over the limit of {MAX_PLAN_CELLS:,} cells or "
-            f"{format_seconds(MAX_PLAN_SECONDS)}; check the matrix, or run it anyway with --yes")
+            f"{format_duration(MAX_PLAN_SECONDS)}; check the matrix, or run it anyway with --yes")
     return size
 
 
@@ -391,6 +392,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from ..experiment import estimate
     from ..run import runner
     from ..experiment.plan import expand, new_seed
+    from ..experiment.units import format_duration
     from ..rows.results import finished_cells
 
     if args.resume:
@@ -441,7 +443,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
                    f", order {experiment.order}, seed {plan.seed} ({seed_note})", highlight=False)
     for index, cell in enumerate(todo, 1):
         term.out.print(f"  {index:>4}  {cell.cell_id}", highlight=False)
-    term.out.print(f"[bold]estimate[/]: {estimate.human(guess.total_s)} = {guess.breakdown()}"
+    term.out.print(f"[bold]estimate[/]: {format_duration(guess.total_s)} = {guess.breakdown()}"
                    f" (warm-up {experiment.warmup:g} s + duration {experiment.duration:g} s + "
                    f"{estimate.CELL_OVERHEAD_S:g} s overhead per cell; setup includes building the agents)", highlight=False)
     if args.check:

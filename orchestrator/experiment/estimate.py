@@ -43,7 +43,7 @@ class Estimate:
     per_cell_s: float  # warm-up + duration + CELL_OVERHEAD_S
     setup_s: float  # SETUP_S, plus BUILD_S when a build is expected (per pair)
     report_s: float  # REPORT_S per set of plots, plus REPORT_PAIR_S per pair beyond the first
-    # Pairs at once (issue 13) each set up and run their cells side by side: one pair's time.
+    # Pairs at once each set up and run their cells side by side: one pair's time.
     # One after another (`serial`), each pair's setup and cells follow the last's.
     pairs: int = 1
     serial: bool = False
@@ -91,13 +91,3 @@ def plot_sets(experiment: Experiment) -> int:
         count *= len(experiment.dimension(key))
     return count
 
-
-def human(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"

@@ -15,6 +15,7 @@ from .config import CELL_KEYS, Experiment
 from .dimensions import BASIC
 from ..errors import ConfigError, FormatVersionError
 from . import estimate
+from .units import format_duration
 
 # plan.json's format (docs/results-schema.md, "Format versions"); raised when what a resumed run
 # needs from it changes. A plan.json without the key was written before versions: version 1.
@@ -106,10 +107,10 @@ class PlanSize:
 
     def describe(self) -> str:
         if self.pairs == 1:
-            return f"{self.cells:,} cells, about {format_seconds(self.seconds)}"
+            return f"{self.cells:,} cells, about {format_duration(self.seconds)}"
         how = "one pair after another" if self.serial else "the pairs at once"
         return (f"{self.cells:,} cells on each of {self.pairs} pairs ({self.cells * self.pairs:,} in all), "
-                f"about {format_seconds(self.seconds)} with {how}")
+                f"about {format_duration(self.seconds)} with {how}")
 
 
 def plan_size(experiment: Experiment, pairs: int = 1, serial: bool = False, report: bool = True) -> PlanSize:
@@ -123,13 +124,6 @@ def plan_size(experiment: Experiment, pairs: int = 1, serial: bool = False, repo
     guess = estimate.estimate(experiment, cells, report=report, plot_sets=estimate.plot_sets(experiment),
                               pairs=pairs, serial=serial)
     return PlanSize(cells, guess.total_s, pairs, guess.serial)
-
-
-def format_seconds(seconds: float) -> str:
-    for unit, size in (("years", 365 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= 2 * size or (unit in ("h", "min") and seconds >= size):
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:.0f} s"
 
 
 def new_seed() -> int:

@@ -43,3 +43,18 @@ def format_size(size: int) -> str:
         if size >= factor and size % factor == 0:
             return f"{size // factor}{unit}"
     return f"{size}B"
+
+
+def format_duration(seconds: float) -> str:
+    """A span of time as the estimate, the plan's size and the progress bar's ETA print it:
+    `12 s`, `1 min 37 s`, `2 h 05 min`; from two days on, `3.5 days` or `1.2 years`."""
+    for unit, size in (("years", 365 * 86400), ("days", 86400)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.3g} {unit}"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"

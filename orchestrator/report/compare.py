@@ -60,7 +60,7 @@ class Comparison:
     def files(self) -> list[Path]:
         """What was written: compare.md, compare.csv and the plot, all in out_dir."""
         assert self.out_dir is not None
-        return [self.out_dir / "compare.md", self.out_dir / "compare.csv", *self.plot_paths]
+        return [self.out_dir / layout.COMPARE_MD, self.out_dir / layout.COMPARE_CSV, *self.plot_paths]
 
     def text_rows(self) -> list[list[str]]:
         """The table as people read it: cell, metric, A, B, B/A with its interval, verdict."""
@@ -296,6 +296,6 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None, pair: st
         out_dir=out, pair_a=pair_a, pair_b=pair_b,
     )
     comparison.plot_paths = plots.save(_ratio_plot(table, a.run_id, b.run_id), out, "compare_throughput")
-    (out / "compare.csv").write_text(table.to_csv(index=False))
-    (out / "compare.md").write_text(comparison.markdown())
+    (out / layout.COMPARE_CSV).write_text(table.to_csv(index=False))
+    (out / layout.COMPARE_MD).write_text(comparison.markdown())
     return comparison

@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from . import compare, derive, pairs
+from ..rows import layout
 from .answers import questions_section, summary_section
 from .formatting import cell_value, md_table, num, size_text, with_ci
 from ..roles import ROLES
@@ -306,7 +307,7 @@ def pairs_compared(run: RunData, baseline: str, table: pd.DataFrame, requested: 
     detail = [f"Per cell, throughput and the per-byte costs the hosts counted (metrics not counted are left out): "
               f"the baseline's and the pair's means ± the half-width of their 95% intervals, the ratio pair / "
               f"{baseline} with its 95% interval, and Welch's test, as `orchestrate compare` gives for two runs. "
-              f"`{pairs.CSV_NAME}` has the same rows as plain numbers.", ""]
+              f"`{layout.PAIRS}` has the same rows as plain numbers.", ""]
     if table.empty:
         detail += [f"No cell was measured on both {baseline} and another pair.", ""]
     else:

@@ -1,4 +1,4 @@
-"""One run on several host pairs (issue 13): each pair against a baseline pair, cell by cell, and
+"""One run on several host pairs: each pair against a baseline pair, cell by cell, and
 the host facts that set the pairs apart. The analysis only: reportmd.py words it for report.md.
 
 The per-cell comparison is `compare`'s own (compare.compare_cells: means with 95% intervals, the
@@ -20,7 +20,6 @@ from .runfolder import RunData, flatten, pair_view
 # Facts a reader compares pairs by first (facts.py's names); shown even where the pairs agree.
 KEY_FACTS = ("cpu_model", "cores", "kernel", "nic.interface", "nic.driver", "nic.driver_version", "nic.firmware",
              "nic.speed", "nic.mtu")
-CSV_NAME = "pairs.csv"
 # Facts that say where a pair ran, not what it is (another host, address or folder): they differ
 # between any two pairs, so they are listed apart and never called a difference. Besides these,
 # any fact named like a path or folder (`..._path`, `..._dir`, `workdir`) is one.

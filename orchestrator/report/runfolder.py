@@ -35,7 +35,7 @@ class RunData:
     inventory: dict[str, Any]
     hosts: dict[str, dict[str, Any]]
     notes: list[str] = field(default_factory=list)
-    # The host pairs the run ran on, in the inventory's order (issue 13), and each one's host facts
+    # The host pairs the run ran on, in the inventory's order, and each one's host facts
     # (layout.hosts_dir). A run on one pair has ["default"], and `hosts` is that pair's facts.
     pairs: list[str] = field(default_factory=lambda: [DEFAULT_PAIR])
     pair_hosts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -79,7 +79,7 @@ def load_run(run_dir: Path) -> RunData:
     pair_hosts = {}
     for pair in pairs:
         where = "" if pair == DEFAULT_PAIR else f"pairs/{pair}/"
-        pair_hosts[pair] = {role: _read_json(layout.hosts_dir(run_dir, pair) / f"{role}.json", notes, where)
+        pair_hosts[pair] = {role: _read_json(layout.hosts_dir(run_dir, pair) / layout.host_facts(role), notes, where)
                             for role in ROLES}
     hosts = pair_hosts[pairs[0]]
     run_ids = results["run_id"].dropna().unique() if "run_id" in results.columns else []

@@ -21,7 +21,7 @@ from ..rows.results import MeasurementChecks, check_format, repair_torn_tail
 from .runfolder import RunData, load_run, pair_view
 from .variants import variant_folder, variants
 
-def _over_time(run: RunData, redo: str, series: pd.DataFrame | None = None, folder: str = "plots") -> str:
+def _over_time(run: RunData, redo: str, series: pd.DataFrame | None = None, folder: str = layout.PLOTS) -> str:
     """intervals.csv (rebuilt from the raw files for an older run folder), its figure and the
     stall list, by the run's own `checks.min_interval_fraction`. With several pairs, `series` is one
     pair's rows and `folder` that pair's plots folder."""
@@ -41,7 +41,7 @@ def _over_time(run: RunData, redo: str, series: pd.DataFrame | None = None, fold
     return intervals.report_section(found, fraction, name, not series.empty)
 
 
-def _cpu_went(run: RunData, redo: str, folder: str = "plots") -> str:
+def _cpu_went(run: RunData, redo: str, folder: str = layout.PLOTS) -> str:
     bars = hostcounters.cpu_bars(run.results)
     name = None
     if not bars.empty:
@@ -91,25 +91,25 @@ def write_report(run_dir: Path, baseline: str | None = None) -> Path:
     evidence = _over_time(run, redo) + "\n" + tcpinfo.report_section(run.results) + "\n" + _cpu_went(run, redo)
     evidence += "\n" + iperf3.report_section(run.results)
     text = render_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, evidence)
-    report = run.path / "report.md"
+    report = run.path / layout.REPORT_MD
     write_atomic(report, text, redo=redo)
-    write_atomic(run.path / "report.html", render_html(run, summary, written, evidence), redo=redo)
+    write_atomic(run.path / layout.REPORT_HTML, render_html(run, summary, written, evidence), redo=redo)
     return report
 
 
 def _summary_and_plots(run: RunData, redo: str) -> tuple[pd.DataFrame, dict[str, dict[str, list[Path]]]]:
     """summary.csv written whole (iperf3 cells included), then the study's plots per variant from
-    our cells only: iperf3's reference cells get a section of their own (issue 11)."""
+    our cells only: iperf3's reference cells get a section of their own."""
     summary = stats.summarize(run.results)
-    write_atomic(run.path / "summary.csv", summary.to_csv(index=False), redo=redo)
+    write_atomic(run.path / layout.SUMMARY, summary.to_csv(index=False), redo=redo)
     summary = iperf3.without_reference(summary)
     try:
         written = {
-            label: plots.write_plots(group, run.path / "plots" / variant_folder(label) if label else run.path / "plots")
+            label: plots.write_plots(group, run.path / layout.PLOTS / variant_folder(label) if label else run.path / layout.PLOTS)
             for label, group in variants(summary)
         }
     except OSError as exc:
-        raise disk_error(Path(exc.filename or run.path / "plots"), exc, redo=redo) from None
+        raise disk_error(Path(exc.filename or run.path / layout.PLOTS), exc, redo=redo) from None
     return summary, written
 
 
@@ -117,13 +117,13 @@ def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str)
     """The report of a run on several pairs: the pairs compared first, the study's plots with one row
     of panels per pair, then each pair's own findings as a one-pair report gives them."""
     table = pairs.ratio_table(run, baseline)
-    write_atomic(run.path / pairs.CSV_NAME, table.to_csv(index=False), redo=redo)
+    write_atomic(run.path / layout.PAIRS, table.to_csv(index=False), redo=redo)
     summary, written = _summary_and_plots(run, redo)
     evidence = _pair_evidence(run, redo)
     section = pairs_compared(run, baseline, table, requested)
     text = render_pairs_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, section.markdown(),
                                  evidence)
-    report = run.path / "report.md"
+    report = run.path / layout.REPORT_MD
     write_atomic(report, text, redo=redo)
-    write_atomic(run.path / "report.html", render_pairs_html(run, summary, written, section, evidence), redo=redo)
+    write_atomic(run.path / layout.REPORT_HTML, render_pairs_html(run, summary, written, section, evidence), redo=redo)
     return report

@@ -84,14 +84,14 @@ def read_cell(folder: Path, cell: Cell, settings: RowSettings, run_error: str | 
     counts: dict[str, str | None] = {}
     problems: list[str] = []
     for role in ROLES:
-        path = folder / f"{role}.json"
+        path = folder / layout.agent_json(role)
         reports[role] = None
         try:
             reports[role] = agentjson.load_agent_json(path)
         except OrchestrateError as exc:
             if path.exists() and not run_error:  # a missing file is reported by the row itself
                 problems.append(str(exc))
-        perf_path = folder / f"{role}.perf.csv"
+        perf_path = folder / layout.perf_csv(role)
         perf[role], counts[role] = None, None
         try:
             if perf_path.exists():
@@ -117,7 +117,7 @@ def explain(error: str, folder: Path, reports: dict[str, AgentReport | None]) ->
         message = report.error if report is not None else None
         if not message:
             try:
-                lines = [line for line in (folder / f"{role}.stderr").read_text().splitlines() if line.strip()]
+                lines = [line for line in (folder / layout.agent_stderr(role)).read_text().splitlines() if line.strip()]
                 message = lines[-1] if lines else None
             except (OSError, UnicodeDecodeError):
                 pass

@@ -26,6 +26,7 @@ from ..experiment.iperf3 import MODE as IPERF3
 from .agentjson import AgentReport, load_agent_json
 from ..experiment.dimensions import BASIC, PAIR, REPETITION, RUN_AND_CELL, with_pair
 from ..errors import OrchestrateError
+from ..roles import measuring_role
 from .durable import append_whole, write_atomic
 from .stall import Rate, low_intervals, summed_rates
 from .results import repair_torn_tail
@@ -43,13 +44,6 @@ def frame_rates(cell: pd.DataFrame) -> list[Rate]:
     nominal = float(cell["interval_s"].max()) if cell["interval_s"].notna().any() else 0.0
     by_interval = cell.groupby("interval", sort=True).agg(end=("t_end_s", "max"), moved=("bytes", "sum"))
     return summed_rates(by_interval["end"].tolist(), by_interval["moved"].tolist(), nominal)
-
-
-def measurer_role(workload: object, sender: object) -> str:
-    """The side whose window gives a row's figures: the rr client, the stream receiver."""
-    if workload == "rr":
-        return "client"
-    return "server" if sender == "client" else "client"
 
 
 def report_rows(identity: Mapping[str, object], role: str, report: AgentReport) -> list[dict[str, object]]:
@@ -75,9 +69,9 @@ def report_rows(identity: Mapping[str, object], role: str, report: AgentReport) 
 def cell_rows(row: Mapping[str, object], cell_dir: Path) -> list[dict[str, object]]:
     """intervals.csv rows for one results.csv row, from the measurer's JSON in its cell folder;
     none when that file is missing or unreadable (results.csv already says why)."""
-    role = measurer_role(row.get("workload"), row.get("sender"))
+    role = measuring_role(row.get("workload"), row.get("sender"))
     try:
-        report = load_agent_json(cell_dir / f"{role}.json")
+        report = load_agent_json(cell_dir / layout.agent_json(role))
     except OrchestrateError:
         return []
     return report_rows(row, role, report)

@@ -28,7 +28,7 @@ from .agentjson import AgentReport
 from ..errors import FormatVersionError, OrchestrateError
 from .durable import append_whole, disk_error, write_atomic
 from .perfstat import Counter, column_name
-from ..roles import ROLES
+from ..roles import ROLES, measuring_role, stream_roles
 
 IDENTITY_COLUMNS = dimensions.IDENTITY_COLUMNS
 MEASURED_COLUMNS = (
@@ -265,20 +265,18 @@ def cell_row(
 
     row: Row = {key: cell.get(key) for key in IDENTITY_COLUMNS}
     row["warmup_s"] = cell.get("warmup_s")
+    by_role = {"server": server_ok, "client": client_ok}
+    measurer = by_role[measuring_role(cell.get("workload"), cell.get("sender"))]
     if cell.get("workload") == "rr":
         row.update(_rr_columns(server_ok, client_ok))
-        measurer = client_ok
         problems += _byte_count_problems(client_ok, server_ok, "client", "server")
         problems += _byte_count_problems(server_ok, client_ok, "server", "client")
         zerocopy_side = client_ok  # the requests: the same side bytes_sent is taken from
         row.update(tcpinfo.columns(client_ok))
     else:
-        by_role = {"server": server_ok, "client": client_ok}
-        sender_role = "client" if cell.get("sender") == "client" else "server"
-        receiver_role = "server" if sender_role == "client" else "client"
+        sender_role, receiver_role = stream_roles(cell.get("sender"))
         sender, receiver = by_role[sender_role], by_role[receiver_role]
         row.update(_stream_columns(sender, receiver))
-        measurer = receiver
         problems += _byte_count_problems(sender, receiver, sender_role, receiver_role)
         zerocopy_side = sender
         row.update(tcpinfo.columns(sender))

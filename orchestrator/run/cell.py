@@ -16,6 +16,7 @@ from . import iperf3
 from ..experiment.config import Experiment
 from ..remote.deploy import Agent
 from ..errors import HostError
+from ..rows import layout
 from ..rows.durable import disk_error
 from ..remote.hosts import Host, Process, extract_tar
 from ..processes import shell_quote
@@ -83,7 +84,7 @@ def agent_arguments(cell: Cell, experiment: Experiment, role: str, server_addres
         "--nodelay", "1" if cell.nodelay else "0",
         "--sndbuf", str(cell.sndbuf),
         "--rcvbuf", str(cell.rcvbuf),
-        "--output", f"{role}.json",
+        "--output", layout.agent_json(role),
         "--lifetime", f"{cell_time_limit(experiment):g}",
     ]
     cpus = getattr(experiment.affinity, role)
@@ -105,11 +106,11 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     if cell.mode == iperf3.MODE:  # iperf3 in the agent's place, under the same perf stat
         agent = iperf3.program(cell, experiment, role, server_address, cell_time_limit(experiment))
     events = ctx.perf_events.get(role) or []
-    perf_file = shell_quote(f"{role}.perf.csv")
+    perf_file = shell_quote(layout.perf_csv(role))
     command = agent
     if experiment.perf.enabled and events:
         access = ctx.hosts[role].spec.perf_access
-        perf = [*perf_prefix(access), "stat", "-x,", "-o", f"{role}.perf.csv", "-e", ",".join(events)]
+        perf = [*perf_prefix(access), "stat", "-x,", "-o", layout.perf_csv(role), "-e", ",".join(events)]
         if experiment.perf.scope == "system":
             perf.append("-a")
         perf.append("--")
@@ -128,7 +129,7 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     # session's own start-up is not on the critical path after the server is ready.
     gate = f"IFS= read -r go && [ \"$go\" = {GO} ] && " if gated else ""
     return (
-        f"{gate}mkdir -p {shell_quote(directory)} && cd {shell_quote(directory)} && {{ {command} 2>{shell_quote(role + '.stderr')}; "
+        f"{gate}mkdir -p {shell_quote(directory)} && cd {shell_quote(directory)} && {{ {command} 2>{shell_quote(layout.agent_stderr(role))}; "
         f"rc=$?; printf '\\n%s\\n' {shell_quote(FILES_MARKER)}; tar -cf - {shell_quote(role)}.*; exit $rc; }}"
     )
 

@@ -1,4 +1,4 @@
-"""Running a run's pairs (issue 13): the one pair in the caller's thread, several each in a thread
+"""Running a run's pairs: the one pair in the caller's thread, several each in a thread
 of its own or one after another, a pair that fails reported apart from the others, and a pair
 whose every cell is done on --resume not contacted at all.
 
@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Sequence
 
-from . import cell as cells, interrupts
+from . import interrupts
+from .cell import CellOutcome
 from ..errors import DiskError, OrchestrateError, PairsFailed
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,13 @@ class PairOutcome:
     """What one pair did: its cells, or the error that stopped it (preflight, a lost host)."""
 
     pair: str
-    finished: list[cells.CellOutcome] = field(default_factory=list)
+    finished: list[CellOutcome] = field(default_factory=list)
     skipped: int = 0
     planned: int = 0
     error: OrchestrateError | None = None
 
     @property
-    def failed(self) -> list[cells.CellOutcome]:
+    def failed(self) -> list[CellOutcome]:
         return [o for o in self.finished if o.error]
 
     @property

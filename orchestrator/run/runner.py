@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import yaml
 
 from ..rows import cellrow, intervals, layout, results
-from . import cell as cells, pairs as pairrun
+from .cell import CellContext, CellOutcome, CellRunner
 from ..remote import deploy, facts, hostlock, sshconnect
 from . import leftovers
 from ..experiment.config import Experiment, Perf, experiment_from_resolved
@@ -27,7 +27,7 @@ from ..rows.durable import DISK_ERRNOS, disk_error, write_atomic
 from ..remote.hosts import Host
 from ..processes import KILL_GRACE
 from ..experiment.inventory import Inventory, concurrent_pairs_share_nothing
-from .pairs import PairOutcome
+from .pairs import PairOutcome, PairTag, run_pairs
 from ..rows.layout import DEFAULT_PAIR
 from ..experiment.plan import Cell, Plan, expand, load_plan, new_seed
 from .preflight import Preflight, connect_hosts, run_preflight
@@ -83,12 +83,12 @@ class PairState:
 @dataclass
 class RunOutcome:
     run_dir: Path
-    finished: list[cells.CellOutcome] = field(default_factory=list)
+    finished: list[CellOutcome] = field(default_factory=list)
     skipped: int = 0
     pairs: dict[str, PairOutcome] = field(default_factory=dict)
 
     @property
-    def failed(self) -> list[cells.CellOutcome]:
+    def failed(self) -> list[CellOutcome]:
         return [o for o in self.finished if o.error]
 
     @property
@@ -102,7 +102,7 @@ class Progress:
     def stage(self, message: str) -> None: ...
     def start(self, total: int, done: int) -> None: ...
     def cell_started(self, cell: Cell) -> None: ...
-    def cell_finished(self, outcome: cells.CellOutcome) -> None: ...
+    def cell_finished(self, outcome: CellOutcome) -> None: ...
     def pair_failed(self, error: str) -> None: ...
     def stop(self) -> None: ...
 
@@ -215,7 +215,7 @@ def _attach_log(run_dir: Path) -> logging.Handler:
         raise disk_error(run_dir / layout.RUN_LOG, exc, run_dir) from None
     # Each line names the pair it was logged for (`-`: the run's own), then the module.
     handler.setFormatter(logging.Formatter("%(asctime)s %(pair)s %(name)s %(message)s"))
-    handler.addFilter(pairrun.PairTag())
+    handler.addFilter(PairTag())
     root = logging.getLogger("orchestrator")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -273,7 +273,7 @@ def execute(
         def run_pair(outcome: PairOutcome, pair_progress: Progress) -> None:
             _execute_pair(PairState(state, outcome.pair), pair_progress, on_preflight, shared, outcome)
 
-        outcomes = pairrun.run_pairs(list(state.inventory.pairs), run_pair, progress,  # type: ignore[arg-type]
+        outcomes = run_pairs(list(state.inventory.pairs), run_pair, progress,  # type: ignore[arg-type]
                                      [c.cell_id for c in state.plan.cells], shared.done,
                                      serial=not state.inventory.concurrent,
                                      stop_within=stop_within(state.experiment))
@@ -329,7 +329,7 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
         _probe_data_path(pair, hosts, agents, record)
         progress.stage("gathering host facts")
         _save_facts(pair, hosts, agents, report)
-        ctx = cells.CellContext(
+        ctx = CellContext(
             run_id=pair.remote_run_id,
             experiment=experiment,
             hosts=hosts,
@@ -358,13 +358,13 @@ def _probe_data_path(pair: PairState, hosts: dict[str, Host], agents: dict[str, 
     experiment = state.experiment.model_copy(
         update={"duration": 0.2, "warmup": 0.0, "interval": 0.1, "verify": True, "perf": Perf(enabled=False)}
     )
-    ctx = cells.CellContext(pair.probe_run_id, experiment, hosts, agents, {}, record)
+    ctx = CellContext(pair.probe_run_id, experiment, hosts, agents, {}, record)
     probe = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1,
                  sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, repetition=1)
     # Judged as every cell is, from its raw files, without the window checks a 0.2 s probe
     # cannot meet; only a failed transfer stops the run.
     settings = cellrow.RowSettings.of(ctx.run_id, experiment, checked=False, pair=pair.name)
-    outcome, _ = finish_cell(cells.CellRunner(ctx).run(probe, layout.preflight_dir(state.run_dir, pair.name) / probe.cell_id), settings,
+    outcome, _ = finish_cell(CellRunner(ctx).run(probe, layout.preflight_dir(state.run_dir, pair.name) / probe.cell_id), settings,
                              pair.run.run_dir)
     if outcome.status == "failed":
         server, client = pair.inventory.server, pair.inventory.client
@@ -404,19 +404,19 @@ def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deplo
         check = report.perf_check(role)
         if check is not None:
             data["perf_check"] = check.to_json()
-        path = folder / f"{role}.json"
+        path = folder / layout.host_facts(role)
         if path.exists():  # a resumed run keeps the first facts and adds the new ones beside them
             path = folder / f"{role}.{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
         write_atomic(path, json.dumps(data, indent=2) + "\n", state.run_dir)
 
 
-def _run_cells(pair: PairState, ctx: cells.CellContext, progress: Progress, shared: _SharedFiles,
+def _run_cells(pair: PairState, ctx: CellContext, progress: Progress, shared: _SharedFiles,
                outcome: PairOutcome) -> None:
     state = pair.run
     todo = [c for c in state.plan.cells if (pair.name, c.cell_id) not in shared.done]
     outcome.skipped, outcome.planned = len(state.plan.cells) - len(todo), len(state.plan.cells)
     progress.start(len(state.plan.cells), outcome.skipped)
-    runner = cells.CellRunner(ctx)
+    runner = CellRunner(ctx)
     try:
         for index, cell in enumerate(todo):
             _run_one(pair, ctx, runner, cell, todo[index + 1] if index + 1 < len(todo) else None, shared, outcome, progress)
@@ -424,7 +424,7 @@ def _run_cells(pair: PairState, ctx: cells.CellContext, progress: Progress, shar
         runner.disarm()
 
 
-def _run_one(pair: PairState, ctx: cells.CellContext, runner: cells.CellRunner, cell: Cell, next_cell: Cell | None,
+def _run_one(pair: PairState, ctx: CellContext, runner: CellRunner, cell: Cell, next_cell: Cell | None,
              shared: _SharedFiles, outcome: PairOutcome, progress: Progress) -> None:
     state = pair.run
     local_dir = _fresh_cell_dir(layout.cells_dir(state.run_dir, pair.name), cell.cell_id)
@@ -442,8 +442,8 @@ def _run_one(pair: PairState, ctx: cells.CellContext, runner: cells.CellRunner, 
     progress.cell_finished(result)
 
 
-def finish_cell(ran: cells.CellOutcome, settings: cellrow.RowSettings,
-                run_dir: Path | None = None) -> tuple[cells.CellOutcome, cellrow.CellRow]:
+def finish_cell(ran: CellOutcome, settings: cellrow.RowSettings,
+                run_dir: Path | None = None) -> tuple[CellOutcome, cellrow.CellRow]:
     """A cell that ran, judged from its raw files (cellrow.read_cell), with its cell.json
     written: the outcome's status and error are its row's. `run_dir` is what a full disk's
     message tells the user to resume (a named pair's cells are two folders further down)."""
@@ -478,7 +478,7 @@ def set_aside_unfinished(state: RunState) -> list[str]:
     return [cell_id if pair == DEFAULT_PAIR else f"{pair}/{cell_id}" for pair, cell_id in redo]
 
 
-def _lost_error(pair: PairState, ctx: cells.CellContext, cell: Cell, lost: str, result: cells.CellOutcome) -> HostError:
+def _lost_error(pair: PairState, ctx: CellContext, cell: Cell, lost: str, result: CellOutcome) -> HostError:
     """What the user reads about a host lost during a cell: the host, our process groups that may
     still run there, and what to do, once. The cell's own error (the commands, each failed kill)
     goes to run.log and cell.json."""
@@ -496,7 +496,7 @@ def _lost_error(pair: PairState, ctx: cells.CellContext, cell: Cell, lost: str, 
     return HostError(lost, f"{where}no longer reachable during {cell.cell_id}{still}{then}")
 
 
-def _lost_host(ctx: cells.CellContext) -> str | None:
+def _lost_host(ctx: CellContext) -> str | None:
     """After a failed cell, a host that no longer answers ends the run instead of failing every
     remaining cell the same way."""
     for host in ctx.hosts.values():
