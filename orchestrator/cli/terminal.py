@@ -19,6 +19,7 @@ from rich.text import Text
 from typing import TYPE_CHECKING
 
 from ..rows import layout
+from ..run.progress import Progress
 
 if TYPE_CHECKING:
     from ..run.cell import CellOutcome
@@ -96,8 +97,8 @@ class CellEta(ProgressColumn):
         return Text(f"ETA {human(left)}", style="progress.remaining")
 
 
-class TerminalProgress:
-    """The terminal's run.Progress: stages, then a bar over the cells; in a run on several pairs,
+class TerminalProgress(Progress):
+    """The terminal's run Progress: stages, then a bar over the cells; in a run on several pairs,
     one bar per pair (for_pair), all in one rich display, each line led by its pair's name."""
 
     def __init__(self, console: Console, per_cell_s: float, repetitions: int, pair: str | None = None,

@@ -31,6 +31,7 @@ from .pairs import PairOutcome
 from ..rows.layout import DEFAULT_PAIR
 from ..experiment.plan import Cell, Plan, expand, load_plan, new_seed
 from .preflight import Preflight, connect_hosts, run_preflight
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +95,6 @@ class RunOutcome:
     @property
     def failed_pairs(self) -> list[PairOutcome]:
         return [p for p in self.pairs.values() if p.error]
-
-
-class Progress:
-    """What a run tells its user as it goes; the CLI gives a rich implementation."""
-
-    def stage(self, message: str) -> None: ...
-    def start(self, total: int, done: int) -> None: ...
-    def cell_started(self, cell: Cell) -> None: ...
-    def cell_finished(self, outcome: cells.CellOutcome) -> None: ...
-    def pair_failed(self, error: str) -> None: ...
-    def stop(self) -> None: ...
-
-    def for_pair(self, name: str) -> "Progress":
-        """What one pair of a several-pair run reports through (one bar per pair)."""
-        return self
 
 
 def new_run_id(name: str, now: dt.datetime | None = None) -> str:
@@ -273,7 +259,7 @@ def execute(
         def run_pair(outcome: PairOutcome, pair_progress: Progress) -> None:
             _execute_pair(PairState(state, outcome.pair), pair_progress, on_preflight, shared, outcome)
 
-        outcomes = pairrun.run_pairs(list(state.inventory.pairs), run_pair, progress,  # type: ignore[arg-type]
+        outcomes = pairrun.run_pairs(list(state.inventory.pairs), run_pair, progress,
                                      [c.cell_id for c in state.plan.cells], shared.done,
                                      serial=not state.inventory.concurrent,
                                      stop_within=stop_within(state.experiment))
