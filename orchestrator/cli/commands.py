@@ -155,17 +155,14 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     import yaml
 
     from ..experiment import estimate
-    from ..run import runner
+    from ..run import remaining, runner
     from ..experiment.plan import expand, new_seed
-    from ..rows.results import finished_cells
 
     if args.resume:
         state = runner.reopen_run(Path(args.resume))
         experiment, inventory, plan = state.experiment, state.inventory, state.plan
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)
-        # A cell is still to run while any selected pair lacks its row.
-        finished = finished_cells(state.run_dir / layout.RESULTS)
-        done = {c.cell_id for c in plan.cells if all((p, c.cell_id) in finished for p in inventory.pairs)}
+        finished = remaining.finished(state.run_dir)
         seed_note = "saved with the run"
     else:
         if not args.config:
@@ -175,10 +172,12 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         _checked_size(experiment, args.yes, inventory, report=not args.no_report)
         seed = experiment.seed if experiment.seed is not None else new_seed()
         plan = expand(experiment, seed)
-        done = set()
+        finished = set()
         seed_note = ("from --seed" if args.seed is not None else "from the config") if experiment.seed is not None else \
             f"drawn now: to run this order, add --seed {seed}"
-    todo = [c for c in plan.cells if c.cell_id not in done]
+    # A cell is still to run while any selected pair lacks its row.
+    todo = remaining.cells_left(plan.cells, inventory.pairs, finished)
+    done = len(plan.cells) - len(todo)
     guess = estimate.estimate(experiment, len(todo), report=not args.no_report,
                               plot_sets=estimate.plot_sets(experiment), pairs=len(inventory.pairs),
                               serial=not inventory.concurrent)
@@ -189,7 +188,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     hosts = next(iter(by_pair.values())) if len(by_pair) == 1 else by_pair
     resolved = experiment.resolved(plan.seed)
     args.doc.update(dry_run=True, config=resolved, hosts=hosts, seed=plan.seed, order=experiment.order,
-                    cells={"planned": len(plan.cells), "to_run": len(todo), "done": len(done)},
+                    cells={"planned": len(plan.cells), "to_run": len(todo), "done": done},
                     plan=[c.cell_id for c in todo],
                     estimate={"total_s": round(guess.total_s, 1), "setup_s": guess.setup_s, "per_cell_s": guess.per_cell_s,
                               "report_s": guess.report_s, "pairs": guess.pairs, "serial": guess.serial})
@@ -203,7 +202,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             term.out.print(f"  {lead}{role}: {escape(host['ssh'])}, data address {host['data_address']}, "
                            f"workdir {escape(host['workdir'])}", highlight=False)
     on_pairs = f" on each of {len(inventory.pairs)} pairs" if len(inventory.pairs) > 1 else ""
-    term.out.print(f"[bold]plan[/]: {len(todo)} cells{on_pairs}" + (f" ({len(done)} already done)" if done else "") +
+    term.out.print(f"[bold]plan[/]: {len(todo)} cells{on_pairs}" + (f" ({done} already done)" if done else "") +
                    f", order {experiment.order}, seed {plan.seed} ({seed_note})", highlight=False)
     for index, cell in enumerate(todo, 1):
         term.out.print(f"  {index:>4}  {cell.cell_id}", highlight=False)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
-from . import cell as cells, interrupts
+from . import cell as cells, interrupts, remaining
 from ..errors import DiskError, OrchestrateError, PairsFailed
 from .progress import Progress
 
@@ -82,7 +82,7 @@ def run_pairs(names: Sequence[str], run_pair: RunPair, progress: Progress, cell_
             return {names[0]: only}
     # On --resume, a pair with every cell done is not contacted: its hosts may be gone by now.
     finished = {n: PairOutcome(n, skipped=total, planned=total) for n in names
-                if all((n, c) in done for c in cell_ids)}
+                if not remaining.cells_left(cell_ids, [n], done)}
     todo = [n for n in names if n not in finished]
     if serial:
         outcomes = {name: _pair_or_error(name, run_pair, progress.for_pair(name), total) for name in todo}

@@ -20,7 +20,7 @@ import yaml
 from ..rows import cellrow, intervals, layout, results
 from . import cell as cells, pairs as pairrun
 from ..remote import deploy, facts, hostlock, sshconnect
-from . import leftovers
+from . import leftovers, remaining
 from ..experiment.config import Experiment, Perf, experiment_from_resolved
 from ..errors import ConfigError, DiskError, FormatVersionError, HostError, PreflightError
 from ..rows.durable import DISK_ERRNOS, disk_error, write_atomic
@@ -225,7 +225,7 @@ class _SharedFiles:
         self.results = results.ResultsTable(run_dir / layout.RESULTS, resume=run_dir)
         if self.results.torn is not None:
             progress.stage(f"results.csv ended in a torn row (kept in {self.results.torn.name}): that cell runs again")
-        self.done = results.finished_cells(run_dir / layout.RESULTS)
+        self.done = remaining.finished(run_dir)
         self.series = intervals.IntervalsFile(run_dir, resume=run_dir)
         self.series.keep_only(self.done)  # rows of cells results.csv lacks (set aside, or cut off by a crash) go
         self.lock = threading.Lock()
@@ -399,7 +399,7 @@ def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deplo
 def _run_cells(pair: PairState, ctx: cells.CellContext, progress: Progress, shared: _SharedFiles,
                outcome: PairOutcome) -> None:
     state = pair.run
-    todo = [c for c in state.plan.cells if (pair.name, c.cell_id) not in shared.done]
+    todo = remaining.cells_left(state.plan.cells, [pair.name], shared.done)
     outcome.skipped, outcome.planned = len(state.plan.cells) - len(todo), len(state.plan.cells)
     progress.start(len(state.plan.cells), outcome.skipped)
     runner = cells.CellRunner(ctx)
