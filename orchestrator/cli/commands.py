@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     except KeyboardInterrupt as exc:
         hosts = "both hosts" if len(state.inventory.pairs) == 1 else "every pair's hosts"
         term.say(f"[yellow]interrupted[/] ({signal_name(exc)}): agents stopped on {hosts}; finished cells are kept.\n"
-             f"resume with: orchestrate run --resume {state.run_dir}")
+                 f"resume with: orchestrate run --resume {state.run_dir}")
         return ExitStatus(exit_status(exc))
     summary = _summary(state.run_dir)
     args.doc.update(
