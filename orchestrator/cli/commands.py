@@ -11,7 +11,7 @@ from typing import Any
 from rich.markup import escape
 
 from ..rows import layout
-from ..errors import ConfigError, ExitStatus, OrchestrateError, PairsFailed, PreflightError, RunFailed
+from ..errors import ConfigError, ExitStatus, OrchestrateError, PreflightError
 from ..run.interrupts import exit_status, signal_name
 from ..roles import ROLES
 from .terminal import (Terminal, TerminalProgress, _problems_only, _summary, show_comparison, show_lab,
@@ -96,25 +96,9 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         report = write_report(state.run_dir, baseline=args.baseline)
         args.doc["report"] = {"markdown": str(report), "html": str(report.with_suffix(".html"))}
         term.console.print(f"report: {report.with_suffix('.html')}")
-    if outcome.failed_pairs:
-        raise PairsFailed(
-            f"{len(outcome.failed_pairs)} of {len(outcome.pairs)} pairs failed; the others finished:"
-            + "".join(f"\n{_listed(p.pair, p.error)}" for p in outcome.failed_pairs)
-            + f"\nonce their hosts are back: orchestrate run --resume {state.run_dir}",
-            [p.error for p in outcome.failed_pairs if p.error is not None], every=False)
-    from ..rows.results import row_counts
-
-    counts = row_counts(state.run_dir / layout.RESULTS)
-    failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
-    if failed or degraded:
-        # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
-        named = len(outcome.pairs) > 1
-        listing = "".join(f"\n  {f'{name}/' if named else ''}{o.cell.cell_id}: {o.error}"
-                          for name, p in outcome.pairs.items() for o in p.failed)
-        raise RunFailed(
-            f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in "
-            f"{layout.cells_dir(state.run_dir, '<pair>' if len(state.inventory.pairs) > 1 else layout.DEFAULT_PAIR)})"
-            f"{listing}\nmeasure them again with: orchestrate run --resume {state.run_dir} --retry-failed")
+    failure = outcome.verdict()
+    if failure is not None:
+        raise failure
     ran = sum(1 for p in outcome.pairs.values() if p.finished)  # on --resume, maybe not every pair
     on_pairs = "" if len(outcome.pairs) == 1 else \
         f" on {ran} pairs" if ran == len(outcome.pairs) else f" on {ran} of {len(outcome.pairs)} pairs"
@@ -129,11 +113,6 @@ def _check_baseline(baseline: str | None, pairs: list[str]) -> None:
         from ..report.pairs import check_baseline
 
         check_baseline(baseline, pairs)
-
-
-def _listed(pair: str, error: object) -> str:
-    """A pair's error in a list of them: its own further lines indented under it."""
-    return f"  {pair}: " + str(error).replace("\n", "\n    ")
 
 
 def _checked_size(experiment, yes: bool, inventory=None, report: bool = True):
@@ -218,6 +197,7 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 def _preflight_only(args: argparse.Namespace, term: Terminal, experiment, inventory, then: str | None = None) -> None:
     """Reach every pair's hosts, run preflight on them all at once, show and record the findings
     of each pair; nothing is started."""
+    from ..run.pairs import listed
     from ..run.preflight import preflight_pairs
 
     several = len(inventory.pairs) > 1
@@ -242,7 +222,7 @@ def _preflight_only(args: argparse.Namespace, term: Terminal, experiment, invent
     if then:
         term.console.print(then)
     if errors:
-        failed = [_listed(name, exc) for name, exc in errors.items()]
+        failed = [listed(name, exc) for name, exc in errors.items()]
         message = f"{len(errors)} of {len(checked)} pairs could not be checked:\n" + "\n".join(failed)
         if any(isinstance(e, ConfigError) for e in errors.values()):
             raise ConfigError(message)

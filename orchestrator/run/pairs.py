@@ -180,3 +180,8 @@ def _stop(names: list[str], idents: dict[str, int], ended: dict[str, threading.E
 def every_pair_failed(failed: Sequence[PairOutcome]) -> PairsFailed:
     return PairsFailed("every pair failed:\n" + "\n".join(f"  {p.pair}: {p.error}" for p in failed),
                        [p.error for p in failed if p.error is not None], every=True)
+
+
+def listed(pair: str, error: object) -> str:
+    """A pair's error in a list of them: its own further lines indented under it."""
+    return f"  {pair}: " + str(error).replace("\n", "\n    ")

@@ -22,7 +22,7 @@ from . import cell as cells, pairs as pairrun
 from ..remote import deploy, facts, hostlock, sshconnect
 from . import leftovers, remaining
 from ..experiment.config import Experiment, Perf, experiment_from_resolved
-from ..errors import ConfigError, DiskError, FormatVersionError, HostError, PreflightError
+from ..errors import ConfigError, DiskError, FormatVersionError, HostError, PairsFailed, PreflightError, RunFailed
 from ..rows.durable import DISK_ERRNOS, disk_error, write_atomic
 from ..remote.hosts import Host
 from ..processes import KILL_GRACE
@@ -95,6 +95,28 @@ class RunOutcome:
     @property
     def failed_pairs(self) -> list[PairOutcome]:
         return [p for p in self.pairs.values() if p.error]
+
+    def verdict(self) -> PairsFailed | RunFailed | None:
+        """What the run ends in, once its cells are done: PairsFailed when a pair failed (the others
+        finished), else RunFailed when results.csv has a failed or degraded row; None: it is done."""
+        if self.failed_pairs:
+            return PairsFailed(
+                f"{len(self.failed_pairs)} of {len(self.pairs)} pairs failed; the others finished:"
+                + "".join(f"\n{pairrun.listed(p.pair, p.error)}" for p in self.failed_pairs)
+                + f"\nonce their hosts are back: orchestrate run --resume {self.run_dir}",
+                [p.error for p in self.failed_pairs if p.error is not None], every=False)
+        counts = results.row_counts(self.run_dir / layout.RESULTS)
+        failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
+        if failed or degraded:
+            # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
+            named = len(self.pairs) > 1
+            listing = "".join(f"\n  {f'{name}/' if named else ''}{o.cell.cell_id}: {o.error}"
+                              for name, p in self.pairs.items() for o in p.failed)
+            return RunFailed(
+                f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in "
+                f"{layout.cells_dir(self.run_dir, '<pair>' if named else DEFAULT_PAIR)})"
+                f"{listing}\nmeasure them again with: orchestrate run --resume {self.run_dir} --retry-failed")
+        return None
 
 
 def new_run_id(name: str, now: dt.datetime | None = None) -> str:
