@@ -14,8 +14,8 @@ from ..rows import layout
 from ..errors import ConfigError, ExitStatus, OrchestrateError, PreflightError
 from ..run.interrupts import exit_status, signal_name
 from ..roles import ROLES
-from .terminal import (Terminal, TerminalProgress, _problems_only, _summary, show_comparison, show_lab,
-                       show_preflight, show_summary)
+from .terminal import (Terminal, TerminalProgress, _summary, show_comparison, show_lab, show_preflight,
+                       show_preflight_problems, show_summary)
 
 # The run, report and analysis modules (pandas, scipy, matplotlib, paramiko) are imported where
 # they are used: a bad file is then refused in well under a second, before any of them loads.
@@ -24,6 +24,7 @@ from .terminal import (Terminal, TerminalProgress, _problems_only, _summary, sho
 def _records(frame) -> list[dict[str, Any]]:
     """DataFrame rows as JSON-safe dicts (NaN becomes null)."""
     return json.loads(frame.to_json(orient="records"))
+
 
 def _load_inputs(args: argparse.Namespace):
     # Imported here: pydantic's models cost `--help` and `lab` a tenth of a second they never use.
@@ -35,6 +36,7 @@ def _load_inputs(args: argparse.Namespace):
     if getattr(args, "seed", None) is not None:  # run --seed: replay the order a dry run showed
         experiment = experiment.model_copy(update={"seed": args.seed})
     return experiment, inventory
+
 
 def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     from ..experiment import estimate
@@ -70,7 +72,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
     try:
         progress = TerminalProgress(term.console, estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
-        shown = show_preflight if args.verbose else _problems_only
+        shown = show_preflight if args.verbose else show_preflight_problems
         outcome = runner.execute(state, progress, on_preflight=lambda report: shown(term, report))
     except KeyboardInterrupt as exc:
         hosts = "both hosts" if len(state.inventory.pairs) == 1 else "every pair's hosts"

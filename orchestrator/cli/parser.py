@@ -186,4 +186,3 @@ def _all_actions(parser: argparse.ArgumentParser):
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 yield from _all_actions(sub)
-

@@ -242,7 +242,7 @@ def show_summary(term: Terminal, run_dir: Path, summary=None, pairs: Sequence[st
         term.out.print("? no zero-copy completion was counted for these cells: unverified")
 
 
-def _problems_only(term: Terminal, report: Preflight) -> None:
+def show_preflight_problems(term: Terminal, report: Preflight) -> None:
     if report.problems:
         show_preflight(term, report)
 
@@ -266,7 +266,6 @@ def show_comparison(term: Terminal, comparison) -> None:
         term.out.print("The two runs' configs are the same.")
     for path in comparison.files():
         term.console.print(f"wrote {path}", markup=False, highlight=False)
-
 
 
 def show_lab(term: Terminal, status) -> None:
