@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence, Set
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ..rows import layout, results
+from ..rows import layout
 
 if TYPE_CHECKING:
     from ..experiment.plan import Cell
@@ -19,6 +19,9 @@ CellOrId = TypeVar("CellOrId", "Cell", str)
 def finished(run_dir: Path) -> set[tuple[str, str]]:
     """(pair, cell_id) of every row of the run's results.csv: cells that are not run again. A
     failed or degraded row counts too; --retry-failed takes those rows out of results.csv first."""
+    # Imported here: pairs.py imports this module, and `check` imports pairs.py without pandas.
+    from ..rows import results
+
     return results.finished_cells(run_dir / layout.RESULTS)
 
 
