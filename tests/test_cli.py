@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli.commands import build_parser
+from orchestrator.cli import build_parser
 from orchestrator.errors import ExitStatus
 
 from .conftest import ROOT
@@ -75,7 +75,7 @@ def test_every_command_is_wired():
 
 
 def test_summary_marks_copied_zero_copy_and_splits_varied_parameters():
-    from orchestrator.cli import commands as cli
+    from orchestrator.cli import terminal as cli
 
     stdout, stderr = io.StringIO(), io.StringIO()
     cli.show_summary(cli.Terminal.over(stdout, stderr), ROOT / "tests" / "fixtures" / "runs" / "20261125T231027Z-variants-85df")
@@ -88,7 +88,7 @@ def test_summary_marks_copied_zero_copy_and_splits_varied_parameters():
 
 
 def test_summary_of_several_pairs_names_the_pair_and_keeps_each_pairs_rows_together():
-    from orchestrator.cli import commands as cli
+    from orchestrator.cli import terminal as cli
 
     stdout, stderr = io.StringIO(), io.StringIO()
     # results.csv holds the pairs' rows interleaved, as they finished; the table follows the order given.
@@ -298,7 +298,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
 def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_cell_time():
     from rich.console import Console
 
-    from orchestrator.cli import commands as cli
+    from orchestrator.cli import terminal as cli
     from orchestrator.run.cell import CellOutcome
     from orchestrator.experiment.plan import Cell
 
@@ -342,7 +342,7 @@ def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_
 def test_a_failed_pairs_bar_shows_no_eta_and_its_error_waits_for_the_end():
     from rich.console import Console
 
-    from orchestrator.cli import commands as cli
+    from orchestrator.cli import terminal as cli
 
     screen = Console(file=io.StringIO(), force_terminal=True, width=200, color_system=None)
     run = cli.TerminalProgress(screen, per_cell_s=12.1, repetitions=1)
@@ -379,7 +379,7 @@ def _local_inventory(tmp_path: Path) -> Path:
 def test_a_bug_inside_a_run_is_one_line_pointing_at_run_log(tmp_path, monkeypatch):
     """An unexpected exception (a bug, not a typed error): its whole traceback goes to the run's
     run.log, and the user is shown one line that names that file."""
-    from orchestrator.cli import commands as cli
+    from orchestrator import cli
     from orchestrator.run import runner
 
     def broken(*args, **kwargs):
@@ -405,7 +405,7 @@ def test_a_bug_inside_a_run_is_one_line_pointing_at_run_log(tmp_path, monkeypatc
 def test_a_bug_before_there_is_a_run_folder_goes_to_a_file_of_its_own(tmp_path, monkeypatch):
     import tempfile
 
-    from orchestrator.cli import commands as cli
+    from orchestrator import cli
     from orchestrator.report import compare
 
     def broken(*args, **kwargs):
@@ -425,7 +425,7 @@ def test_a_bug_before_there_is_a_run_folder_goes_to_a_file_of_its_own(tmp_path, 
 
 def test_main_writes_to_the_streams_it_is_given(tmp_path):
     """No global capture: the command's stdout and stderr are arguments."""
-    from orchestrator.cli import commands as cli
+    from orchestrator import cli
 
     run_dir = Path(shutil.copytree(RUNS / "20261125T090000Z-vm-e5f6", tmp_path / "run"))
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -461,7 +461,8 @@ def test_a_bad_ssh_config_entry_in_one_pair_exits_2_while_the_other_pair_finishe
     not "some pairs failed" (7); the other pair's outcome is kept, and --resume is offered."""
     import pandas as pd
 
-    from orchestrator.cli import commands as cli
+    from orchestrator import cli
+    from orchestrator.cli import commands
     from orchestrator.run import runner
     from orchestrator.errors import ConfigError
 
@@ -470,7 +471,7 @@ def test_a_bad_ssh_config_entry_in_one_pair_exits_2_while_the_other_pair_finishe
             raise ConfigError("ssh_config entry for 198.18.2.10: bad ProxyCommand")
 
     monkeypatch.setattr(runner, "_execute_pair", pair)
-    monkeypatch.setattr(cli, "_summary", lambda run_dir: pd.DataFrame())  # no cell ran here, so no rows
+    monkeypatch.setattr(commands, "_summary", lambda run_dir: pd.DataFrame())  # no cell ran here, so no rows
     stdout, stderr = io.StringIO(), io.StringIO()
     code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
                      "--results", str(tmp_path / "results"), "--no-report", "--json"], stdout=stdout, stderr=stderr)
@@ -484,7 +485,8 @@ def test_a_pair_that_loses_its_host_after_two_cells_counts_them_in_json(tmp_path
     """The cells a pair finished before it lost a host have rows in results.csv: --json counts them."""
     import pandas as pd
 
-    from orchestrator.cli import commands as cli
+    from orchestrator import cli
+    from orchestrator.cli import commands
     from orchestrator.run import runner
     from orchestrator.run.cell import CellOutcome
     from orchestrator.errors import HostError
@@ -495,7 +497,7 @@ def test_a_pair_that_loses_its_host_after_two_cells_counts_them_in_json(tmp_path
             raise HostError("server", "pair b: no longer reachable")
 
     monkeypatch.setattr(runner, "_execute_pair", pair)
-    monkeypatch.setattr(cli, "_summary", lambda run_dir: pd.DataFrame())
+    monkeypatch.setattr(commands, "_summary", lambda run_dir: pd.DataFrame())
     stdout, stderr = io.StringIO(), io.StringIO()
     code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
                      "--results", str(tmp_path / "results"), "--no-report", "--json"], stdout=stdout, stderr=stderr)
@@ -510,7 +512,8 @@ def test_json_cells_are_totals_and_done_counts_the_pairs_that_ran(tmp_path, monk
     (as on --resume) did not run, and the done line says so."""
     import pandas as pd
 
-    from orchestrator.cli import commands as cli
+    from orchestrator import cli
+    from orchestrator.cli import commands
     from orchestrator.run import runner
     from orchestrator.run.cell import CellOutcome
 
@@ -523,7 +526,7 @@ def test_json_cells_are_totals_and_done_counts_the_pairs_that_ran(tmp_path, monk
             outcome.skipped = len(planned)
 
     monkeypatch.setattr(runner, "_execute_pair", pair)
-    monkeypatch.setattr(cli, "_summary", lambda run_dir: pd.DataFrame())
+    monkeypatch.setattr(commands, "_summary", lambda run_dir: pd.DataFrame())
     monkeypatch.setattr("orchestrator.rows.results.row_counts", lambda path: {})
     stdout, stderr = io.StringIO(), io.StringIO()
     code = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(_two_pairs(tmp_path)),
@@ -564,7 +567,7 @@ def _fake_pair_hosts(monkeypatch, problem_on: str | None = None):
 
 
 def test_check_run_and_dry_run_say_the_same_plan_size_with_the_pairs(tmp_path, monkeypatch):
-    from orchestrator.cli import commands as cli
+    from orchestrator import cli
     from orchestrator.experiment.units import format_duration as format_seconds
 
     _fake_pair_hosts(monkeypatch)
@@ -581,7 +584,7 @@ def test_check_run_and_dry_run_say_the_same_plan_size_with_the_pairs(tmp_path, m
 
 @pytest.mark.parametrize("command", [["check"], ["run", "--dry-run", "--check"]])
 def test_check_checks_every_pair_at_once_and_names_the_pair_it_cannot_reach(tmp_path, monkeypatch, command):
-    from orchestrator.cli import commands as cli
+    from orchestrator import cli
 
     _fake_pair_hosts(monkeypatch)
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -599,7 +602,7 @@ def test_check_checks_every_pair_at_once_and_names_the_pair_it_cannot_reach(tmp_
 
 
 def test_check_with_pairs_checks_only_those(tmp_path, monkeypatch):
-    from orchestrator.cli import commands as cli
+    from orchestrator import cli
     from orchestrator.run import preflight
 
     seen: list[str] = []
@@ -621,7 +624,7 @@ def _no_problems():
 def test_a_baseline_the_run_cannot_have_is_refused_before_any_cell(tmp_path):
     """`run --baseline` is checked against the pairs that will run before anything starts (no run
     folder, no host contacted: the hosts below do not exist), not when the report is written."""
-    from orchestrator.cli import commands as cli
+    from orchestrator import cli
 
     inventory = tmp_path / "pairs.yml"
     inventory.write_text(

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from orchestrator.remote import deploy
-from orchestrator.cli.commands import main
+from orchestrator.cli import main
 from orchestrator.remote.hosts import connect
 from orchestrator.experiment.inventory import load_inventory
 from orchestrator.rows.results import read_results

@@ -425,13 +425,13 @@ def test_no_compiler_roles_have_one_spelling():
 
 
 def test_cli_flags_reach_the_lab_options(monkeypatch, tmp_path):
-    from orchestrator.cli import commands as cli
+    from orchestrator.cli import commands, parser, terminal
 
     seen = []
     monkeypatch.setattr(lab, "status", lambda opts: (seen.append(opts), lab.LabStatus(opts.prefix, tmp_path, None))[1])
-    args = cli.build_parser().parse_args(["lab", "status", "--prefix", "x", "--bastion", "--user", "bob",
+    args = parser.build_parser().parse_args(["lab", "status", "--prefix", "x", "--bastion", "--user", "bob",
                                           "--sudo-perf", "--no-compiler", "server", "--no-compiler", "client"])
-    assert cli.cmd_lab(args, cli.Terminal.over(io.StringIO(), io.StringIO())) == 0
+    assert commands.cmd_lab(args, terminal.Terminal.over(io.StringIO(), io.StringIO())) == 0
     assert (seen[0].bastion, seen[0].user, seen[0].sudo_perf, seen[0].no_compiler) == (True, "bob", True, ("server", "client"))
 
 

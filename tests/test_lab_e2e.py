@@ -19,7 +19,7 @@ import yaml
 from orchestrator import lab
 from orchestrator.run import runner
 from orchestrator.rows import tcpinfo
-from orchestrator.cli.commands import main
+from orchestrator.cli import main
 from orchestrator.rows.results import read_results
 
 from .labs import namespace_processes, running_lab

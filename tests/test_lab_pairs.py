@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator import lab
 from orchestrator.lab import accounts, build, topology, updown
-from orchestrator.cli.commands import main
+from orchestrator.cli import main
 from orchestrator.errors import ConfigError, ExitStatus, LabError
 from orchestrator.experiment.inventory import HostSpec, load_inventory
 from orchestrator.rows.results import read_results

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli.commands import main
+from orchestrator.cli import main
 from orchestrator.errors import HostError
 from orchestrator.remote.hosts import KILL_GRACE, connect
 from orchestrator.experiment.inventory import load_inventory

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scistats
 
-from orchestrator.cli import commands as cli
+from orchestrator import cli
 from orchestrator.report import derive, pairs, plots, write as report, runfolder, stats
 from orchestrator.experiment import dimensions
 from orchestrator.rows import results

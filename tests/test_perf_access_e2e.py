@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli.commands import main
+from orchestrator.cli import main
 from orchestrator.rows.results import read_results
 
 from .labs import running_lab

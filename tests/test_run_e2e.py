@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from orchestrator.rows import intervals
-from orchestrator.cli.commands import main
+from orchestrator.cli import main
 from orchestrator.rows.results import read_results
 
 from .conftest import ROOT, require_tool

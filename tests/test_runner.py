@@ -17,6 +17,7 @@ import pytest
 from orchestrator.rows import cellrow, results
 from orchestrator.run import cell as cells, runner
 from orchestrator.run.pairs import PairOutcome
+from orchestrator.run.progress import NoProgress
 from orchestrator.rows.results import FORMAT_VERSION, read_results
 from orchestrator.experiment.config import Experiment
 from orchestrator.remote.deploy import Agent
@@ -174,8 +175,8 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 def _run_cells(state, ctx, pair: str = "default"):
     """The run loop of one pair, over the run's shared results.csv and intervals.csv."""
     outcome = PairOutcome(pair)
-    runner._run_cells(runner.PairState(state, pair), ctx, runner.Progress(),
-                      runner._SharedFiles(state.run_dir, runner.Progress()), outcome)
+    runner._run_cells(runner.PairState(state, pair), ctx, NoProgress(),
+                      runner._SharedFiles(state.run_dir, NoProgress()), outcome)
     return outcome
 
 

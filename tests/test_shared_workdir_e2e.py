@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from orchestrator.remote import deploy
-from orchestrator.cli.commands import main
+from orchestrator.cli import main
 from orchestrator.rows.results import read_results
 
 from .labs import running_lab

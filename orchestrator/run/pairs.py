@@ -13,11 +13,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Sequence
 
-from . import interrupts
+from . import interrupts, remaining
 from .cell import CellOutcome
 from ..errors import DiskError, OrchestrateError, PairsFailed
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +64,12 @@ class PairOutcome:
         return "failed" if self.error else ("cells_failed" if self.failed else "ok")
 
 
-class PairProgress(Protocol):
-    """What a pair's failure is told to (the run's Progress, for one pair)."""
-
-    def pair_failed(self, error: str) -> None: ...
-
-
-class RunProgress(Protocol):
-    def for_pair(self, name: str) -> PairProgress: ...
-
-
 # Runs one pair's cells into the outcome given (the caller's, so the cells a pair finished are
 # kept when it stops), reporting through the progress given; raises what stops it.
-RunPair = Callable[[PairOutcome, PairProgress], None]
+RunPair = Callable[[PairOutcome, Progress], None]
 
 
-def run_pairs(names: Sequence[str], run_pair: RunPair, progress: RunProgress, cell_ids: Sequence[str],
+def run_pairs(names: Sequence[str], run_pair: RunPair, progress: Progress, cell_ids: Sequence[str],
               done: set[tuple[str, str]], serial: bool, stop_within: float) -> dict[str, PairOutcome]:
     """Every pair's outcome, in `names`' order. One pair runs in this thread, and whatever stops
     it stops the run, as before pairs existed. Several run each in a thread of its own (one
@@ -88,11 +79,11 @@ def run_pairs(names: Sequence[str], run_pair: RunPair, progress: RunProgress, ce
     if len(names) == 1:
         with _working_for(names[0]):
             only = PairOutcome(names[0], planned=total)
-            run_pair(only, progress)  # type: ignore[arg-type]
+            run_pair(only, progress)
             return {names[0]: only}
     # On --resume, a pair with every cell done is not contacted: its hosts may be gone by now.
     finished = {n: PairOutcome(n, skipped=total, planned=total) for n in names
-                if all((n, c) in done for c in cell_ids)}
+                if not remaining.cells_left(cell_ids, [n], done)}
     todo = [n for n in names if n not in finished]
     if serial:
         outcomes = {name: _pair_or_error(name, run_pair, progress.for_pair(name), total) for name in todo}
@@ -105,7 +96,7 @@ def run_pairs(names: Sequence[str], run_pair: RunPair, progress: RunProgress, ce
     return outcomes
 
 
-def _pair_or_error(name: str, run_pair: RunPair, progress: PairProgress, planned: int) -> PairOutcome:
+def _pair_or_error(name: str, run_pair: RunPair, progress: Progress, planned: int) -> PairOutcome:
     """One pair of several: what stops it (preflight, a lost host, its hosts' ssh_config entry)
     is its outcome, not the run's, beside the cells it finished before. A full local disk stops
     every pair alike, so it goes up."""
@@ -122,7 +113,7 @@ def _pair_or_error(name: str, run_pair: RunPair, progress: PairProgress, planned
         return outcome
 
 
-def _pairs_in_threads(names: list[str], run_pair: RunPair, progress: RunProgress, planned: int,
+def _pairs_in_threads(names: list[str], run_pair: RunPair, progress: Progress, planned: int,
                       stop_within: float) -> dict[str, PairOutcome]:
     """A thread per pair over the same Fabric host layer. Signals land in the main thread: on
     one, every pair's thread gets the same interrupt, so each ends its agents as a one-pair run
@@ -190,3 +181,8 @@ def _stop(names: list[str], idents: dict[str, int], ended: dict[str, threading.E
 def every_pair_failed(failed: Sequence[PairOutcome]) -> PairsFailed:
     return PairsFailed("every pair failed:\n" + "\n".join(f"  {p.pair}: {p.error}" for p in failed),
                        [p.error for p in failed if p.error is not None], every=True)
+
+
+def listed(pair: str, error: object) -> str:
+    """A pair's error in a list of them: its own further lines indented under it."""
+    return f"  {pair}: " + str(error).replace("\n", "\n    ")

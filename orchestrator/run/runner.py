@@ -20,17 +20,18 @@ import yaml
 from ..rows import cellrow, intervals, layout, results
 from .cell import CellContext, CellOutcome, CellRunner
 from ..remote import deploy, facts, hostlock, sshconnect
-from . import leftovers
+from . import leftovers, remaining
 from ..experiment.config import Experiment, Perf, experiment_from_resolved
-from ..errors import ConfigError, DiskError, FormatVersionError, HostError, PreflightError
+from ..errors import ConfigError, DiskError, FormatVersionError, HostError, PairsFailed, PreflightError, RunFailed
 from ..rows.durable import DISK_ERRNOS, disk_error, write_atomic
 from ..remote.hosts import Host
 from ..processes import KILL_GRACE
 from ..experiment.inventory import Inventory, concurrent_pairs_share_nothing
-from .pairs import PairOutcome, PairTag, run_pairs
+from .pairs import PairOutcome, PairTag, listed, run_pairs
 from ..rows.layout import DEFAULT_PAIR
 from ..experiment.plan import Cell, Plan, expand, load_plan, new_seed
 from .preflight import Preflight, connect_hosts, run_preflight
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +96,27 @@ class RunOutcome:
     def failed_pairs(self) -> list[PairOutcome]:
         return [p for p in self.pairs.values() if p.error]
 
-
-class Progress:
-    """What a run tells its user as it goes; the CLI gives a rich implementation."""
-
-    def stage(self, message: str) -> None: ...
-    def start(self, total: int, done: int) -> None: ...
-    def cell_started(self, cell: Cell) -> None: ...
-    def cell_finished(self, outcome: CellOutcome) -> None: ...
-    def pair_failed(self, error: str) -> None: ...
-    def stop(self) -> None: ...
-
-    def for_pair(self, name: str) -> "Progress":
-        """What one pair of a several-pair run reports through (one bar per pair)."""
-        return self
+    def verdict(self) -> PairsFailed | RunFailed | None:
+        """What the run ends in, once its cells are done: PairsFailed when a pair failed (the others
+        finished), else RunFailed when results.csv has a failed or degraded row; None: it is done."""
+        if self.failed_pairs:
+            return PairsFailed(
+                f"{len(self.failed_pairs)} of {len(self.pairs)} pairs failed; the others finished:"
+                + "".join(f"\n{listed(p.pair, p.error)}" for p in self.failed_pairs)
+                + f"\nonce their hosts are back: orchestrate run --resume {self.run_dir}",
+                [p.error for p in self.failed_pairs if p.error is not None], every=False)
+        counts = results.row_counts(self.run_dir / layout.RESULTS)
+        failed, degraded = counts.get("failed", 0), counts.get("degraded", 0)
+        if failed or degraded:
+            # Every row of the run counts, not only this session's: a resumed run with failed rows is not done.
+            named = len(self.pairs) > 1
+            listing = "".join(f"\n  {f'{name}/' if named else ''}{o.cell.cell_id}: {o.error}"
+                              for name, p in self.pairs.items() for o in p.failed)
+            return RunFailed(
+                f"{failed} failed and {degraded} degraded of {sum(counts.values())} cells (raw logs in "
+                f"{layout.cells_dir(self.run_dir, '<pair>' if named else DEFAULT_PAIR)})"
+                f"{listing}\nmeasure them again with: orchestrate run --resume {self.run_dir} --retry-failed")
+        return None
 
 
 def new_run_id(name: str, now: dt.datetime | None = None) -> str:
@@ -239,7 +247,7 @@ class _SharedFiles:
         self.results = results.ResultsTable(run_dir / layout.RESULTS, resume=run_dir)
         if self.results.torn is not None:
             progress.stage(f"results.csv ended in a torn row (kept in {self.results.torn.name}): that cell runs again")
-        self.done = results.finished_cells(run_dir / layout.RESULTS)
+        self.done = remaining.finished(run_dir)
         self.series = intervals.IntervalsFile(run_dir, resume=run_dir)
         self.series.keep_only(self.done)  # rows of cells results.csv lacks (set aside, or cut off by a crash) go
         self.lock = threading.Lock()
@@ -273,7 +281,7 @@ def execute(
         def run_pair(outcome: PairOutcome, pair_progress: Progress) -> None:
             _execute_pair(PairState(state, outcome.pair), pair_progress, on_preflight, shared, outcome)
 
-        outcomes = run_pairs(list(state.inventory.pairs), run_pair, progress,  # type: ignore[arg-type]
+        outcomes = run_pairs(list(state.inventory.pairs), run_pair, progress,
                                      [c.cell_id for c in state.plan.cells], shared.done,
                                      serial=not state.inventory.concurrent,
                                      stop_within=stop_within(state.experiment))
@@ -413,7 +421,7 @@ def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deplo
 def _run_cells(pair: PairState, ctx: CellContext, progress: Progress, shared: _SharedFiles,
                outcome: PairOutcome) -> None:
     state = pair.run
-    todo = [c for c in state.plan.cells if (pair.name, c.cell_id) not in shared.done]
+    todo = remaining.cells_left(state.plan.cells, [pair.name], shared.done)
     outcome.skipped, outcome.planned = len(state.plan.cells) - len(todo), len(state.plan.cells)
     progress.start(len(state.plan.cells), outcome.skipped)
     runner = CellRunner(ctx)
