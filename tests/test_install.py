@@ -21,7 +21,7 @@ from orchestrator.experiment.scaffold import INVENTORY_TEMPLATE, init
 from orchestrator.rows.results import read_results
 
 from .conftest import ROOT, require_tool
-from .test_cli import orchestrate
+from .cli.test_cli import orchestrate
 
 COMMENTED_KEY = re.compile(r"^(\s*)# ([a-z_]+: \S+)")
 

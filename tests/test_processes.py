@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.processes import run_local
 
-from .test_hosts import _gone, _token
+from .remote.test_hosts import _gone, _token
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from orchestrator.experiment.plan import Cell, expand, plan_size
 from orchestrator.rows.results import MeasurementChecks, SCHEMA_COLUMNS
 
 from .conftest import require_tool
-from .test_perf_access import SpecHost
+from .run.test_perf_access import SpecHost
 
 FIXTURES = Path(__file__).parent / "fixtures" / "iperf3"
 

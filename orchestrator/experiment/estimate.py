@@ -10,7 +10,7 @@ benchmarks/orchestrator_overhead.py measures them again (README, "Figures measur
   compiling the agents on a host whose workdir has no build of these sources yet (the first run,
   or after the agents changed), the data-path probe (0.2 s of traffic), host facts. 3.4 s in all
   on the idle VM over the lab, both hosts building at once (run folder created to host facts
-  written, tests/test_lab_e2e.py's dry-run test); under load (load average 9) it took 6.8 s.
+  written, tests/lab/test_lab_e2e.py's dry-run test); under load (load average 9) it took 6.8 s.
 - REPORT_S: writing summary.csv, intervals.csv, the plots (PNG and SVG) and the report, per set
   of plots (one, unless the run varies sender, nodelay or buffers). 5.0 s on the idle VM.
 - REPORT_PAIR_S: what each pair beyond the first adds to the report (its rows, its plots, "Pairs

@@ -1,0 +1,83 @@
+import math
+from pathlib import Path
+
+import pytest
+
+from orchestrator.report import stats
+from orchestrator.rows.results import read_results
+
+RUNS = Path(__file__).parents[1] / "fixtures" / "runs"
+
+
+def test_estimate_on_fixed_values():
+    est = stats.estimate([10.0, 12.0, 14.0])
+    assert est.n == 3
+    assert est.mean == pytest.approx(12.0)
+    assert est.std == pytest.approx(2.0)
+    # t(0.975, 2) = 4.302653 -> half width 4.302653 * 2 / sqrt(3)
+    assert est.half_width == pytest.approx(4.968275, rel=1e-6)
+    assert est.ci_low == pytest.approx(12.0 - 4.968275, rel=1e-6)
+    assert est.cv == pytest.approx(2.0 / 12.0)
+
+
+def test_estimate_ignores_missing_values():
+    est = stats.estimate([5.0, math.nan, 7.0])
+    assert est.n == 2
+    assert est.mean == pytest.approx(6.0)
+    # t(0.975, 1) = 12.7062
+    assert est.half_width == pytest.approx(12.7062 * math.sqrt(2) / math.sqrt(2), rel=1e-4)
+
+
+def test_single_repetition_has_no_interval():
+    est = stats.estimate([3.0])
+    assert est.mean == 3.0
+    assert math.isnan(est.std) and math.isnan(est.ci_low) and math.isnan(est.cv)
+
+
+def test_no_values():
+    est = stats.estimate([math.nan])
+    assert est.n == 0 and math.isnan(est.mean)
+
+
+def test_ratio_of_known_samples():
+    result = stats.ratio([10.0, 10.5, 9.5], [20.0, 21.0, 19.0])
+    assert result.ratio == pytest.approx(2.0)
+    assert result.ci_low < 2.0 < result.ci_high
+    assert result.differs()
+    same = stats.ratio([10.0, 11.0, 9.0], [10.5, 9.5, 10.0])
+    assert not same.differs()
+    assert same.ci_low < 1.0 < same.ci_high
+
+
+def test_ratio_needs_two_repetitions_for_an_interval():
+    result = stats.ratio([10.0], [12.0, 13.0])
+    assert result.ratio == pytest.approx(1.25)
+    assert math.isnan(result.ci_low) and math.isnan(result.p_value)
+
+
+def test_cell_key_strips_only_the_repetition():
+    assert stats.cell_key("stream-one_copy-65536B-4t-r2") == "stream-one_copy-65536B-4t"
+    assert stats.cell_key("rr-two_copy-1024B-1t-r10-rcvbuf=0") == "rr-two_copy-1024B-1t-rcvbuf=0"
+
+
+def test_summarize_fixture_run():
+    results = read_results(RUNS / "20261120T101500Z-lab-hw-a1b2" / "results.csv")
+    summary = stats.summarize(results)
+    assert len(summary) == len(results) // 3  # three repetitions per cell
+    failed = summary.set_index("cell").loc["stream-one_copy-4096B-2t"]
+    assert failed["failed"] == 1 and failed["ok"] == 2 and failed["throughput_gbps_n"] == 2
+    assert "connection reset" in failed["errors"]
+    noisy = summary.set_index("cell").loc["stream-two_copy-4096B-2t"]
+    assert noisy["unstable"] and noisy["throughput_gbps_cv"] > stats.CV_THRESHOLD
+    assert summary["unstable"].sum() == 1
+    cell = summary.set_index("cell").loc["stream-one_copy-65536B-1t"]
+    rows = results[results["cell_id"].str.startswith("stream-one_copy-65536B-1t-")]
+    assert cell["throughput_gbps_mean"] == pytest.approx(rows["throughput_gbps"].mean(), rel=1e-5)
+
+
+def test_summarize_labels_copied_zero_copy_cells():
+    summary = stats.summarize(read_results(RUNS / "20261125T090000Z-vm-e5f6" / "results.csv"))
+    zero = summary[summary["mode"] == "zero_copy"]
+    assert len(zero) > 0 and zero["copied"].all()
+    assert (zero["mode_label"] == "zero_copy: copied (not zero-copy)").all()
+    assert summary["cycles_per_byte_mean"].isna().all()
