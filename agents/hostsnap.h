@@ -1,7 +1,7 @@
 /* Host counter snapshots: this host's /proc/stat, /proc/softirqs, /proc/interrupts,
  * /proc/net/snmp and /proc/net/netstat as text, and the data NIC's `ethtool -S` statistics, at the window's start and at its deadline, taken
  * by the timekeeper so they bracket the window as closely as the agent's own clock does. The
- * orchestrator parses them (orchestrator/hostcounters.py). */
+ * orchestrator parses them (orchestrator/rows/hostcounters.py). */
 #ifndef HOSTSNAP_H
 #define HOSTSNAP_H
 

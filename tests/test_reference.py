@@ -278,13 +278,13 @@ def test_a_copied_zero_copy_cell_is_named_so_in_the_ratio_table():
 
 
 def test_report_section_flags_and_names_the_fair_comparison():
-    text = referencetable.report_section(results({"one_copy": [13.0, 13.5], "two_copy": [10.0, 10.1]}, [10.0, 10.2]))
+    text = referencetable.section(results({"one_copy": [13.0, 13.5], "two_copy": [10.0, 10.1]}, [10.0, 10.2]))
     assert "one_copy is the fair comparison" in text
     one = next(line for line in text.splitlines() if line.startswith("| one_copy"))
     two = next(line for line in text.splitlines() if line.startswith("| two_copy"))
     assert "**for a look**" in one and "for a look" not in two
     assert "`stream-iperf3-1024B-1t-r9` failed: iperf3: boom" in text
-    assert referencetable.report_section(results({"one_copy": [1.0]}, []).query("mode != 'iperf3'")) == ""
+    assert referencetable.section(results({"one_copy": [1.0]}, []).query("mode != 'iperf3'")) == ""
 
 
 def test_without_reference_keeps_our_modes():

@@ -180,11 +180,11 @@ class TerminalProgress(Progress):
                 pass  # the terminal is gone (SIGHUP): the run's clean-up must go on regardless
 
 
-def show_preflight(term: Terminal, report: Preflight, title: str = "preflight") -> None:
+def show_preflight(term: Terminal, preflight: Preflight, title: str = "preflight") -> None:
     grid = Table(title=escape(title))
     for column in ("host", "check", "", "detail"):
         grid.add_column(column)
-    for f in report.findings:
+    for f in preflight.findings:
         grid.add_row(escape(f.host), f.check, "[green]ok[/]" if f.ok else "[red]FAIL[/]", escape(f.detail))
     term.console.print(grid)
 
@@ -242,9 +242,9 @@ def show_summary(term: Terminal, run_dir: Path, summary=None, pairs: Sequence[st
         term.out.print("? no zero-copy completion was counted for these cells: unverified")
 
 
-def show_preflight_problems(term: Terminal, report: Preflight) -> None:
-    if report.problems:
-        show_preflight(term, report)
+def show_preflight_problems(term: Terminal, preflight: Preflight) -> None:
+    if preflight.problems:
+        show_preflight(term, preflight)
 
 
 def show_comparison(term: Terminal, comparison) -> None:

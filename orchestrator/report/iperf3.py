@@ -65,7 +65,7 @@ def _size(value: int) -> str:
     return f"{value}B"
 
 
-def report_section(results: pd.DataFrame) -> str:
+def section(results: pd.DataFrame) -> str:
     """The report's "Against iperf3" section; empty when the run has no reference cells."""
     if results.empty or MODE not in set(results["mode"].astype(str)):
         return ""

@@ -1,5 +1,5 @@
 """One run on several host pairs: each pair against a baseline pair, cell by cell, and
-the host facts that set the pairs apart. The analysis only: reportmd.py words it for report.md.
+the host facts that set the pairs apart. The analysis only: markdown.py words it for report.md.
 
 The per-cell comparison is `compare`'s own (compare.compare_cells: means with 95% intervals, the
 ratio with its interval, Welch's test), applied to the baseline pair as A and each other pair as B.

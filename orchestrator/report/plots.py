@@ -399,7 +399,7 @@ CPU_KINDS = (("user", "#0072B2"), ("system", "#D55E00"), ("softirq", "#009E73"),
 
 def where_cpu_went(bars: pd.DataFrame) -> Figure:
     """Stacked horizontal bars, one per (cell, host): CPU seconds per GB split into user, system,
-    softirq and irq. `bars` has `label` and `<kind>_s_per_gb` columns (hostcounters.cpu_bars)."""
+    softirq and irq. `bars` has `label` and `<kind>_s_per_gb` columns (evidence.cpu_bars)."""
     if bars.empty:
         fig = Figure(figsize=(8, 2.6), layout="constrained")
         FigureCanvasAgg(fig)

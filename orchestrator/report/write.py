@@ -1,8 +1,8 @@
 """`orchestrate report`: summary.csv, the plots, and report.md/report.html beside a run.
 
 The report answers the lab study's questions from this run's numbers only (answers.py);
-report.md's sections are in reportmd.py, report.html's page in reporthtml.py. This module
-writes them, with the figures of the evidence sections, each file whole or not at all.
+report.md's sections are in markdown.py, report.html's page in html.py, the evidence sections
+and their figures in evidence.py. This module writes them, each file whole or not at all.
 """
 
 from __future__ import annotations
@@ -11,61 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..rows import hostcounters, intervals, layout, tcpinfo
 from . import iperf3, pairs, plots, stats
-from ..experiment.dimensions import with_pair
-from ..rows.durable import disk_error, write_atomic
+from .evidence import per_pair, sections
 from .html import render_html, render_pairs_html
 from .markdown import pairs_compared, render_markdown, render_pairs_markdown
-from ..rows.results import MeasurementChecks, check_format, repair_torn_tail
-from .runfolder import RunData, load_run, pair_view
+from .runfolder import RunData, load_run
 from .variants import variant_folder, variants
-
-def _over_time(run: RunData, redo: str, series: pd.DataFrame | None = None, folder: str = layout.PLOTS) -> str:
-    """intervals.csv (rebuilt from the raw files for an older run folder), its figure and the
-    stall list, by the run's own `checks.min_interval_fraction`. With several pairs, `series` is one
-    pair's rows and `folder` that pair's plots folder."""
-    checks = run.config.get("checks") if isinstance(run.config.get("checks"), dict) else {}
-    fraction = float(checks.get("min_interval_fraction", MeasurementChecks.min_interval_fraction))
-    if series is None:
-        series = intervals.ensure(run.path, run.results)
-    found = intervals.stalls(series, fraction)
-    name = None
-    if not series.empty:
-        try:
-            plots.write_throughput_over_time(series, {s.cell_id: [r.index for r in s.low] for s in found},
-                                             run.path / folder)
-        except OSError as exc:
-            raise disk_error(Path(exc.filename or run.path / folder), exc, redo=redo) from None
-        name = f"{folder}/throughput_over_time"
-    return intervals.report_section(found, fraction, name, not series.empty)
-
-
-def _cpu_went(run: RunData, redo: str, folder: str = layout.PLOTS) -> str:
-    bars = hostcounters.cpu_bars(run.results)
-    name = None
-    if not bars.empty:
-        try:
-            plots.write_where_cpu_went(bars, run.path / folder)
-        except OSError as exc:
-            raise disk_error(Path(exc.filename or run.path / folder), exc, redo=redo) from None
-        name = f"{folder}/where_cpu_went"
-    return hostcounters.report_section(run.results, name)
-
-
-def _pair_evidence(run: RunData, redo: str) -> dict[str, str]:
-    """The evidence sections once per pair, each from that pair's rows, figures under plots/pairs/PAIR/."""
-    # An intervals.csv without a pair column holds the "default" pair's rows (dimensions.with_pair).
-    series = with_pair(intervals.ensure(run.path, run.results))
-    evidence = {}
-    for pair in run.pairs:
-        view = pair_view(run, pair)
-        folder = f"plots/pairs/{variant_folder(pair)}"
-        own = series[series["pair"].astype(str) == pair]
-        evidence[pair] = (_over_time(view, redo, own.reset_index(drop=True), folder) + "\n"
-                          + tcpinfo.report_section(view.results) + "\n" + _cpu_went(view, redo, folder)
-                          + "\n" + iperf3.report_section(view.results))
-    return evidence
+from ..rows import layout
+from ..rows.durable import disk_error, write_atomic
+from ..rows.results import check_format, repair_torn_tail
 
 
 def write_report(run_dir: Path, baseline: str | None = None) -> Path:
@@ -88,8 +42,7 @@ def write_report(run_dir: Path, baseline: str | None = None) -> Path:
     if pairs.is_multi_pair(run):
         return _write_pairs_report(run, base, baseline is not None, redo)
     summary, written = _summary_and_plots(run, redo)
-    evidence = _over_time(run, redo) + "\n" + tcpinfo.report_section(run.results) + "\n" + _cpu_went(run, redo)
-    evidence += "\n" + iperf3.report_section(run.results)
+    evidence = sections(run, redo)
     text = render_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, evidence)
     report = run.path / layout.REPORT_MD
     write_atomic(report, text, redo=redo)
@@ -119,7 +72,7 @@ def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str)
     table = pairs.ratio_table(run, baseline)
     write_atomic(run.path / layout.PAIRS, table.to_csv(index=False), redo=redo)
     summary, written = _summary_and_plots(run, redo)
-    evidence = _pair_evidence(run, redo)
+    evidence = per_pair(run, redo)
     section = pairs_compared(run, baseline, table, requested)
     text = render_pairs_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, section.markdown(),
                                  evidence)

@@ -164,7 +164,7 @@ class HostCounters:
 
 
 @dataclass(frozen=True, config=_CONTRACT)
-class AgentReport:
+class AgentDocument:
     agent: Literal["orchestrate-agent"]
     schema: Literal[1]
     status: Literal["ok", "error"]
@@ -202,7 +202,7 @@ _NULLABLE_WHEN_OK = ("error", "zerocopy", "rr")
 _SUMMED = ("bytes_sent", "bytes_received", "messages_sent", "messages_received",
            "send_calls", "recv_calls")  # fmt: skip
 
-_ADAPTER = TypeAdapter(AgentReport)
+_ADAPTER = TypeAdapter(AgentDocument)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -210,25 +210,25 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
-def _check_ok_document(doc: dict[str, Any], report: AgentReport, source: str) -> None:
-    missing = [key for key in _REQUIRED_WHEN_OK if getattr(report, key) is None]
+def _check_ok_document(doc: dict[str, Any], agent: AgentDocument, source: str) -> None:
+    missing = [key for key in _REQUIRED_WHEN_OK if getattr(agent, key) is None]
     missing += [key for key in _NULLABLE_WHEN_OK if key not in doc]
     if missing:
         raise AgentOutputError(f"{source}: missing key {missing[0]!r} in an ok document")
-    assert report.threads_detail is not None and report.window is not None
-    assert report.total is not None
-    if report.error is not None:
+    assert agent.threads_detail is not None and agent.window is not None
+    assert agent.total is not None
+    if agent.error is not None:
         raise AgentOutputError(f"{source}: key 'error' must be null when status is ok")
     # One entry per connection, and the totals are their sums: this is what catches a
     # report that kept only the last thread's figures.
-    if len(report.threads_detail) != report.threads:
+    if len(agent.threads_detail) != agent.threads:
         raise AgentOutputError(
-            f"{source}: key 'threads_detail' has {len(report.threads_detail)} entries "
-            f"for threads={report.threads}"
+            f"{source}: key 'threads_detail' has {len(agent.threads_detail)} entries "
+            f"for threads={agent.threads}"
         )
-    for thread in report.threads_detail:
+    for thread in agent.threads_detail:
         # Intervals count the bytes this side moved in its direction (rr: received).
-        key = "bytes_sent" if report.direction == "send" else "bytes_received"
+        key = "bytes_sent" if agent.direction == "send" else "bytes_received"
         moved = getattr(thread.window, key)
         sampled = sum(interval.bytes for interval in thread.intervals)
         if sampled != moved:
@@ -237,9 +237,9 @@ def _check_ok_document(doc: dict[str, Any], report: AgentReport, source: str) ->
                 f"bytes but its window.{key} is {moved}"
             )
     for section in ("window", "total"):
-        whole = getattr(report, section)
+        whole = getattr(agent, section)
         for key in _SUMMED:
-            parts = sum(getattr(getattr(t, section), key) for t in report.threads_detail)
+            parts = sum(getattr(getattr(t, section), key) for t in agent.threads_detail)
             if parts != getattr(whole, key):
                 raise AgentOutputError(
                     f"{source}: key '{section}.{key}' is {getattr(whole, key)} but the "
@@ -247,8 +247,8 @@ def _check_ok_document(doc: dict[str, Any], report: AgentReport, source: str) ->
                 )
 
 
-def parse_agent_json(text: str, source: str = "<agent JSON>") -> AgentReport:
-    """An AgentReport from the document's text; AgentOutputError names `source` and the key."""
+def parse_agent_json(text: str, source: str = "<agent JSON>") -> AgentDocument:
+    """An AgentDocument from the document's text; AgentOutputError names `source` and the key."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -259,7 +259,7 @@ def parse_agent_json(text: str, source: str = "<agent JSON>") -> AgentReport:
         if key not in doc:
             raise AgentOutputError(f"{source}: missing key {key!r}")
     try:
-        report = _ADAPTER.validate_json(text)
+        agent = _ADAPTER.validate_json(text)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = _location(first["loc"])
@@ -268,14 +268,14 @@ def parse_agent_json(text: str, source: str = "<agent JSON>") -> AgentReport:
         raise AgentOutputError(
             f"{source}: key {where!r}: {first['msg']} (got {first.get('input')!r:.80})"
         ) from None
-    if report.status == "ok":
-        _check_ok_document(doc, report, source)
-    elif not report.error:
+    if agent.status == "ok":
+        _check_ok_document(doc, agent, source)
+    elif not agent.error:
         raise AgentOutputError(f"{source}: key 'error' must give a message when status is error")
-    return report
+    return agent
 
 
-def load_agent_json(path: str | Path) -> AgentReport:
+def load_agent_json(path: str | Path) -> AgentDocument:
     """The agent document at `path`; AgentOutputError if missing, unreadable or invalid."""
     path = Path(path)
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import agentjson, iperf3, layout, perfstat, results
-from .agentjson import AgentReport
+from .agentjson import AgentDocument
 from ..experiment.config import Experiment
 from ..errors import OrchestrateError
 from .layout import DEFAULT_PAIR
@@ -79,15 +79,15 @@ def read_cell(folder: Path, cell: Cell, settings: RowSettings, run_error: str | 
         "perf_scope": settings.perf_scope,
         "warmup_s": settings.warmup,
     }
-    reports: dict[str, AgentReport | None] = {}
+    agents: dict[str, AgentDocument | None] = {}
     perf: dict[str, dict[str, perfstat.Counter] | None] = {}
     counts: dict[str, str | None] = {}
     problems: list[str] = []
     for role in ROLES:
         path = folder / layout.agent_json(role)
-        reports[role] = None
+        agents[role] = None
         try:
-            reports[role] = agentjson.load_agent_json(path)
+            agents[role] = agentjson.load_agent_json(path)
         except OrchestrateError as exc:
             if path.exists() and not run_error:  # a missing file is reported by the row itself
                 problems.append(str(exc))
@@ -101,20 +101,20 @@ def read_cell(folder: Path, cell: Cell, settings: RowSettings, run_error: str | 
                     perfstat.load_perf_file(perf_path), settings.perf_events)
         except OrchestrateError as exc:
             problems.append(str(exc))
-    error = explain(run_error, folder, reports) if run_error else ("; ".join(problems) or None)
+    error = explain(run_error, folder, agents) if run_error else ("; ".join(problems) or None)
     if cell.mode == IPERF3:  # an iperf3 reference cell: iperf3's -J output, not our agents' JSON
         return CellRow(iperf3.cell_row(identity, folder, error, perf, counts, settings.checks))
-    return CellRow(results.cell_row(identity, reports["server"], reports["client"], perf["server"], perf["client"],
+    return CellRow(results.cell_row(identity, agents["server"], agents["client"], perf["server"], perf["client"],
                                   error, settings.checks, perf_counts=counts))
 
 
-def explain(error: str, folder: Path, reports: dict[str, AgentReport | None]) -> str:
+def explain(error: str, folder: Path, agents: dict[str, AgentDocument | None]) -> str:
     """A run's failure with the agents' own words added: their JSON error, or else the last
     line of their stderr (an agent that died before it wrote its document)."""
     details = []
     for role in ROLES:
-        report = reports.get(role)
-        message = report.error if report is not None else None
+        agent = agents.get(role)
+        message = agent.error if agent is not None else None
         if not message:
             try:
                 lines = [line for line in (folder / layout.agent_stderr(role)).read_text().splitlines() if line.strip()]

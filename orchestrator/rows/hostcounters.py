@@ -16,7 +16,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..roles import ROLES
 
 # /proc/stat's per-CPU columns, in the kernel's order (Documentation/filesystems/proc.rst).
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
@@ -216,9 +215,9 @@ def with_role(role: str, columns: Mapping[str, float | int | str]) -> dict[str, 
     return {f"{role}_host_{k}": v for k, v in columns.items()}
 
 
-def report_columns(role: str, report: object) -> dict[str, float | int | str]:
+def columns(role: str, agent: object) -> dict[str, float | int | str]:
     """results.csv's `<role>_host_*` columns from one agent document's host_counters; {} if none."""
-    counters = getattr(report, "host_counters", None)
+    counters = getattr(agent, "host_counters", None)
     if counters is None or counters.start is None or counters.end is None:
         return {}
     start, end = counters.start, counters.end
@@ -242,55 +241,10 @@ def same_kernel(server: object, client: object) -> bool:
     """Whether both agents read one kernel's counters (loopback, the namespace lab): /proc/stat's
     boot time and CPU lines agree at the window's start to within the time between the reads."""
     stats = []
-    for report in (server, client):
-        counters = getattr(report, "host_counters", None)
+    for agent in (server, client):
+        counters = getattr(agent, "host_counters", None)
         if counters is None or counters.start is None or counters.start.stat is None:
             return False
         stats.append(counters.start.stat)
     boot = [next((line for line in text.splitlines() if line.startswith("btime")), None) for text in stats]
     return boot[0] is not None and boot[0] == boot[1] and len(parse_stat(stats[0])) == len(parse_stat(stats[1]))
-
-
-def cpu_bars(results: "pd.DataFrame") -> "pd.DataFrame":
-    """Per cell (over its ok repetitions, median) and host: CPU seconds per GB by kind. With one
-    kernel under both roles, one bar per cell labelled so, not two that would count it twice."""
-    import pandas as pd
-
-    if "server_host_cpu_user_s" not in results and "client_host_cpu_user_s" not in results:
-        return pd.DataFrame()
-    ok = results[(results["status"].astype(str) == "ok") & (results["workload"].astype(str) == "stream")].copy()
-    ok["cell"] = ok["cell_id"].astype(str).str.replace(r"-r\d+(?=-|$)", "", regex=True)
-    shared = "host_shared_kernel" in ok and ok["host_shared_kernel"].fillna(False).astype(bool).all()
-    roles = ("server",) if shared else ROLES
-    # The host counters span the window, so the window's bytes, not the agent's whole life.
-    gigabytes = pd.to_numeric(ok["window_bytes"], errors="coerce") / 1e9
-    rows = []
-    for cell, group in ok.groupby("cell", sort=True):
-        for role in roles:
-            if f"{role}_host_cpu_user_s" not in group:
-                continue
-            row = {"label": f"{cell} ({'one kernel, both roles' if shared else role + ' host'})"}
-            for kind in ("user", "system", "softirq", "irq"):
-                name = f"{role}_host_cpu_{kind}_s"
-                per = pd.to_numeric(group[name], errors="coerce") / gigabytes[group.index] if name in group else None
-                row[f"{kind}_s_per_gb"] = float(per.median()) if per is not None and per.notna().any() else float("nan")
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def report_section(results: "pd.DataFrame", plot: str | None) -> str:
-    import pandas as pd  # noqa: F401
-
-    lines = ["## Where the CPU went", ""]
-    bars = cpu_bars(results)
-    if bars.empty:
-        return "\n".join(lines + ["No host counters in this run (an agent from before they were read).", ""])
-    lines += ["Each host's CPU time over the agent's measured window, all CPUs, from `/proc/stat` read by the "
-              "agent at the window's start and end (results.csv `<role>_host_*`), per GB the receiver took in "
-              "that window; the median over ok repetitions. It counts everything the host ran, not only the agents.", ""]
-    if "host_shared_kernel" in results and results["host_shared_kernel"].fillna(False).astype(bool).all():
-        lines += ["**Both roles ran on one kernel** (loopback or the namespace lab): each side's counters are the "
-                  "whole machine, so one bar per cell is shown; adding the two would count it twice.", ""]
-    if plot:
-        lines += [f"![Where the CPU went]({plot}.png)", "", f"[SVG]({plot}.svg)", ""]
-    return "\n".join(lines)

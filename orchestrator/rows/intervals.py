@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import layout
 from ..experiment.iperf3 import MODE as IPERF3
-from .agentjson import AgentReport, load_agent_json
+from .agentjson import AgentDocument, load_agent_json
 from ..experiment.dimensions import BASIC, PAIR, REPETITION, RUN_AND_CELL, with_pair
 from ..errors import OrchestrateError
 from ..roles import measuring_role
@@ -40,24 +40,24 @@ _IDENTITY_END = COLUMNS.index("status") + 1  # the columns a row takes from its 
 
 
 def frame_rates(cell: pd.DataFrame) -> list[Rate]:
-    """stall.report_rates' figures from one cell repetition's rows of intervals.csv."""
+    """stall.agent_rates' figures from one cell repetition's rows of intervals.csv."""
     nominal = float(cell["interval_s"].max()) if cell["interval_s"].notna().any() else 0.0
     by_interval = cell.groupby("interval", sort=True).agg(end=("t_end_s", "max"), moved=("bytes", "sum"))
     return summed_rates(by_interval["end"].tolist(), by_interval["moved"].tolist(), nominal)
 
 
-def report_rows(identity: Mapping[str, object], role: str, report: AgentReport) -> list[dict[str, object]]:
+def agent_rows(identity: Mapping[str, object], role: str, agent: AgentDocument) -> list[dict[str, object]]:
     """intervals.csv rows of one agent document; none if it measured nothing (an error document)."""
-    if report.status != "ok" or not report.threads_detail:
+    if agent.status != "ok" or not agent.threads_detail:
         return []
     rows = []
-    for thread in report.threads_detail:
+    for thread in agent.threads_detail:
         start = 0.0
         for index, sample in enumerate(thread.intervals):
             length = sample.t - start
             rows.append({
                 **{key: identity.get(key) for key in COLUMNS[:_IDENTITY_END]},
-                "role": role, "connection": thread.index, "interval": index, "interval_s": report.interval_s,
+                "role": role, "connection": thread.index, "interval": index, "interval_s": agent.interval_s,
                 "t_start_s": round(start, 6), "t_end_s": sample.t, "length_s": round(length, 6),
                 "bytes": sample.bytes,
                 "throughput_gbps": sample.bytes * 8 / length / 1e9 if length > 0 else None,
@@ -71,10 +71,10 @@ def cell_rows(row: Mapping[str, object], cell_dir: Path) -> list[dict[str, objec
     none when that file is missing or unreadable (results.csv already says why)."""
     role = measuring_role(row.get("workload"), row.get("sender"))
     try:
-        report = load_agent_json(cell_dir / layout.agent_json(role))
+        agent = load_agent_json(cell_dir / layout.agent_json(role))
     except OrchestrateError:
         return []
-    return report_rows(row, role, report)
+    return agent_rows(row, role, agent)
 
 
 def _text(value: object) -> str:
@@ -222,26 +222,3 @@ def stalls(frame: pd.DataFrame, fraction: float) -> list[Stall]:
         if low:
             found.append(Stall(str(cell_id), tuple(low), median, len(rates)))
     return found
-
-
-def report_section(found: Sequence[Stall], fraction: float, plot: str | None, have_series: bool) -> str:
-    """The report's "Throughput over time" section: the figure and the cells with a stall."""
-    lines = ["## Throughput over time", ""]
-    if not have_series:
-        return "\n".join(lines + ["No per-interval samples: this run folder has neither `intervals.csv` nor "
-                                   "the cells' raw agent files.", ""])
-    lines += [f"Per-interval samples of every cell are in `{FILE_NAME}` (one row per cell, repetition, connection "
-              "and interval; docs/results-schema.md).", ""]
-    if plot:
-        lines += [f"![Throughput over time]({plot}.png)", "", f"[SVG]({plot}.svg)", ""]
-    if not found:
-        lines += [f"No stall: no interval of any cell fell below {fraction:.0%} of its cell's median rate.", ""]
-        return "\n".join(lines)
-    lines += [f"Cells with a stall (an interval below {fraction:.0%} of the cell's median rate, all connections "
-              "summed; the rule that makes a row `degraded`):", ""]
-    for s in found:
-        w = s.lowest
-        lines.append(f"- `{s.cell_id}`: {len(s.low)} of {s.judged} intervals; lowest {w.rate / s.median:.0%} of the "
-                     f"median ({w.rate * 8 / 1e9:.3g} against {s.median * 8 / 1e9:.3g} Gbit/s) at "
-                     f"{w.start:.2f}-{w.end:.2f} s.")
-    return "\n".join(lines + [""])

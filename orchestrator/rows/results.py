@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..experiment import dimensions
 from . import hostcounters, stall, tcpinfo
-from .agentjson import AgentReport
+from .agentjson import AgentDocument
 from ..errors import FormatVersionError, OrchestrateError
 from .durable import append_whole, disk_error, write_atomic
 from .perfstat import Counter, column_name
@@ -91,8 +91,8 @@ def perf_columns(role: str, counters: Mapping[str, Counter]) -> Row:
     return row
 
 
-def _rusage_columns(role: str, report: AgentReport | None) -> Row:
-    usage = report.rusage if report is not None else None
+def _rusage_columns(role: str, agent: AgentDocument | None) -> Row:
+    usage = agent.rusage if agent is not None else None
     if usage is None:
         return {}
     return {
@@ -104,39 +104,39 @@ def _rusage_columns(role: str, report: AgentReport | None) -> Row:
     }
 
 
-def _agent_problems(role: str, report: AgentReport | None, cell: Mapping[str, object]) -> list[str]:
-    if report is None:
+def _agent_problems(role: str, agent: AgentDocument | None, cell: Mapping[str, object]) -> list[str]:
+    if agent is None:
         return [f"no {role} agent output"]
-    if report.status == "error":
-        return [f"{role} agent: {report.error}"]
+    if agent.status == "error":
+        return [f"{role} agent: {agent.error}"]
     expected = dict(cell)
     if isinstance(cell.get("fields"), int) and isinstance(cell.get("message_size"), int):
         # The agent splits a message into at most one field per byte (agents/README.md).
         expected["fields"] = min(cell["fields"], cell["message_size"])
     problems = []
     for key in (*dimensions.BASIC, "fields", "sender"):  # what the agent echoes back of its cell
-        if key in expected and getattr(report, key) != expected[key]:
+        if key in expected and getattr(agent, key) != expected[key]:
             problems.append(
-                f"{role} agent ran {key}={getattr(report, key)!r}, the cell has {expected[key]!r}"
+                f"{role} agent ran {key}={getattr(agent, key)!r}, the cell has {expected[key]!r}"
             )
     return problems
 
 
-def _usable(report: AgentReport | None) -> AgentReport | None:
+def _usable(agent: AgentDocument | None) -> AgentDocument | None:
     """The report if its measured sections are there (ok documents always have them)."""
-    if report is None or report.window is None or report.total is None:
+    if agent is None or agent.window is None or agent.total is None:
         return None
-    return report
+    return agent
 
 
-def _sent_columns(sender: AgentReport) -> Row:
+def _sent_columns(sender: AgentDocument) -> Row:
     """What the side that sends the data that counts put on the wire: all its life's bytes, and
     the send calls of its measured window."""
     assert sender.total is not None and sender.window is not None
     return {"bytes_sent": sender.total.bytes_sent, "send_calls": sender.window.send_calls}
 
 
-def _stream_columns(sender: AgentReport | None, receiver: AgentReport | None) -> Row:
+def _stream_columns(sender: AgentDocument | None, receiver: AgentDocument | None) -> Row:
     row: Row = _sent_columns(sender) if sender is not None else {}
     if receiver is not None:
         assert receiver.total is not None
@@ -145,7 +145,7 @@ def _stream_columns(sender: AgentReport | None, receiver: AgentReport | None) ->
     return row
 
 
-def _window_columns(measurer: AgentReport) -> Row:
+def _window_columns(measurer: AgentDocument) -> Row:
     """The measured window of the side that receives the data that counts: its length, its
     bytes, and the rates over its own measured seconds (never the nominal duration)."""
     assert measurer.window is not None
@@ -157,7 +157,7 @@ def _window_columns(measurer: AgentReport) -> Row:
     return row
 
 
-def _rr_columns(server: AgentReport | None, client: AgentReport | None) -> Row:
+def _rr_columns(server: AgentDocument | None, client: AgentDocument | None) -> Row:
     row: Row = {}
     if client is not None:
         row.update(_sent_columns(client))
@@ -178,8 +178,8 @@ def _rr_columns(server: AgentReport | None, client: AgentReport | None) -> Row:
     return row
 
 
-def _zerocopy_columns(report: AgentReport | None) -> Row:
-    zc = report.zerocopy if report is not None else None
+def _zerocopy_columns(agent: AgentDocument | None) -> Row:
+    zc = agent.zerocopy if agent is not None else None
     if zc is None:
         return {}
     return {
@@ -196,7 +196,7 @@ def _zerocopy_columns(report: AgentReport | None) -> Row:
 
 
 def _byte_count_problems(
-    first: AgentReport | None, second: AgentReport | None, first_role: str, second_role: str
+    first: AgentDocument | None, second: AgentDocument | None, first_role: str, second_role: str
 ) -> list[str]:
     """first's total bytes_sent must equal second's total bytes_received, to the byte."""
     if first is None or second is None:
@@ -218,7 +218,7 @@ class MeasurementChecks:
     window_slack: float = 0.1  # seconds; the allowed difference is the larger of this and the tolerance
 
 
-def measurement_doubts(measurer: AgentReport | None, checks: MeasurementChecks) -> list[str]:
+def measurement_doubts(measurer: AgentDocument | None, checks: MeasurementChecks) -> list[str]:
     """Why a measurement that completed cannot be trusted as it is: a window that is not the
     configured duration (a stall that delayed the last byte, an early end), or an interval
     whose rate fell far below the cell's median (a link outage, a stall). `measurer` is the side
@@ -230,7 +230,7 @@ def measurement_doubts(measurer: AgentReport | None, checks: MeasurementChecks) 
     allowed = max(checks.window_tolerance * checks.duration, checks.window_slack)
     if abs(seconds - checks.duration) > allowed:
         doubts.append(f"measured window {seconds:.3f}s, expected {checks.duration:g}s ± {allowed:.3g}s")
-    rates = stall.report_rates(measurer)
+    rates = stall.agent_rates(measurer)
     low, median = stall.low_intervals(rates, checks.min_interval_fraction)
     if low:
         judged = len(rates)
@@ -242,8 +242,8 @@ def measurement_doubts(measurer: AgentReport | None, checks: MeasurementChecks) 
 
 def cell_row(
     cell: Mapping[str, object],
-    server: AgentReport | None,
-    client: AgentReport | None,
+    server: AgentDocument | None,
+    client: AgentDocument | None,
     server_perf: Mapping[str, Counter] | None,
     client_perf: Mapping[str, Counter] | None,
     error: str | None,
@@ -284,8 +284,8 @@ def cell_row(
         row.update(_zerocopy_columns(zerocopy_side))
     row.update(_rusage_columns("server", server))
     row.update(_rusage_columns("client", client))
-    row.update(hostcounters.report_columns("server", server_ok))
-    row.update(hostcounters.report_columns("client", client_ok))
+    row.update(hostcounters.columns("server", server_ok))
+    row.update(hostcounters.columns("client", client_ok))
     if server_ok is not None and client_ok is not None:
         # One kernel under both roles (loopback, the namespace lab): each side's host columns are
         # the whole machine, so adding them would count it twice.

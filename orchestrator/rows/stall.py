@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .agentjson import AgentReport
+from .agentjson import AgentDocument
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def low_intervals(rates: Sequence[Rate], fraction: float) -> tuple[list[Rate], f
     return [r for r in rates if r.rate < fraction * median], median
 
 
-def report_rates(measurer: AgentReport) -> list[Rate]:
+def agent_rates(measurer: AgentDocument) -> list[Rate]:
     """The summed per-interval rates of one agent document (its connections summed: one slow
     connection beside fast ones is sharing, not a stall; all of them slow at once is)."""
     threads = measurer.threads_detail or []

@@ -1,6 +1,6 @@
 """Per-cell TCP_INFO columns of results.csv, from the agents' per-connection samples
-(docs/agent-protocol.md `tcp_info`, docs/results-schema.md), and the report's reading of them:
-which cells retransmitted, and which limit bounded each cell.
+(docs/agent-protocol.md `tcp_info`, docs/results-schema.md), and which limit bounded a cell
+(`bound`; report/evidence.py words it for report.md).
 
 The samples come from the side that sends the data that counts (the stream sender, the rr
 client): retransmits, cwnd, delivery rate and the limited-time counters are the sender's.
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from .agentjson import AgentReport, TcpInfo
+from .agentjson import AgentDocument, TcpInfo
 
 COLUMNS = (
     "tcp_retrans", "tcp_rtt_us", "tcp_rttvar_us", "tcp_snd_cwnd", "tcp_delivery_rate_gbps",
@@ -31,10 +31,10 @@ INT_COLUMNS = frozenset({"tcp_retrans", "tcp_snd_cwnd", "tcp_pmtu"})
 LIMIT_FRACTION = 0.5
 
 
-def _ends(report: AgentReport) -> list[tuple[TcpInfo, TcpInfo]] | None:
+def _ends(agent: AgentDocument) -> list[tuple[TcpInfo, TcpInfo]] | None:
     """(first, last) sample per connection; None if any connection lacks either."""
     pairs = []
-    for thread in report.threads_detail or []:
+    for thread in agent.threads_detail or []:
         samples = thread.tcp_info
         if not samples or samples[0] is None or samples[-1] is None or len(samples) < 2:
             return None
@@ -59,11 +59,11 @@ def _over_last(pairs: Sequence[tuple[TcpInfo, TcpInfo]], field: str, how: Callab
     return how(values)
 
 
-def columns(report: AgentReport | None) -> dict[str, object]:
+def columns(agent: AgentDocument | None) -> dict[str, object]:
     """The tcp_* columns of one results row from the sampling side's document; {} if it has no samples."""
-    if report is None:
+    if agent is None:
         return {}
-    pairs = _ends(report)
+    pairs = _ends(agent)
     if pairs is None:
         return {}
     row: dict[str, object] = {
@@ -93,34 +93,3 @@ def bound(rwnd_fraction: float, sndbuf_fraction: float) -> str:
     if max(rwnd, sndbuf) < LIMIT_FRACTION:
         return "neither"
     return "receive window" if rwnd >= sndbuf else "send buffer"
-
-
-def report_section(results: pd.DataFrame) -> str:
-    """The report's "TCP: retransmits and limits" section, over ok and degraded rows."""
-    lines = ["## TCP: retransmits and limits", ""]
-    if "tcp_retrans" not in results or results["tcp_retrans"].isna().all():
-        return "\n".join(lines + ["No TCP_INFO samples in this run (an agent from before they were taken, "
-                                  "or sampling off).", ""])
-    rows = results[results["status"].astype(str).isin(["ok", "degraded"])].copy()
-    rows["cell"] = rows["cell_id"].astype(str).str.replace(r"-r\d+(?=-|$)", "", regex=True)
-    lines += ["From the sending side's `getsockopt(TCP_INFO)` at the window's start and end, per connection "
-              f"(results.csv `tcp_*`). A cell is bounded by a limit that held it for at least {LIMIT_FRACTION:.0%} "
-              "of its busy time, connections summed.", ""]
-    table = ["| cell | retransmits (window, all repetitions) | receive-window limited | send-buffer limited | bounded by |",
-             "|---|---|---|---|---|"]
-    flagged = []
-    for cell, group in rows.groupby("cell", sort=True):
-        retrans = pd.to_numeric(group["tcp_retrans"], errors="coerce")
-        rwnd = pd.to_numeric(group["tcp_rwnd_limited_fraction"], errors="coerce").median()
-        sndbuf = pd.to_numeric(group["tcp_sndbuf_limited_fraction"], errors="coerce").median()
-        total = "" if retrans.isna().all() else str(int(retrans.sum()))
-        if total and int(total) > 0:
-            flagged.append(f"`{cell}` ({total})")
-        frac = (lambda v: "" if pd.isna(v) else f"{v:.0%}")  # noqa: E731
-        table.append(f"| `{cell}` | {total} | {frac(rwnd)} | {frac(sndbuf)} | {bound(rwnd, sndbuf)} |")
-    if flagged:
-        lines += [f"**Retransmits** in {len(flagged)} cell(s): {', '.join(flagged)}. Losses can swamp the "
-                  "differences between copy modes: read those cells' figures with that in mind.", ""]
-    else:
-        lines += ["No cell retransmitted inside its window.", ""]
-    return "\n".join(lines + table + [""])

@@ -30,7 +30,7 @@ class Finding:
 
 
 @dataclass
-class HostReport:
+class HostChecks:
     role: str
     host: str
     findings: list[Finding] = field(default_factory=list)
@@ -46,36 +46,36 @@ class HostReport:
 
 @dataclass
 class Preflight:
-    reports: list[HostReport]
+    per_host: list[HostChecks]
     # role -> where its agent can be built, in order (deploy.plan_builds)
     builds: dict[str, list[Builder]] = field(default_factory=dict)
 
     @property
     def findings(self) -> list[Finding]:
-        return [f for r in self.reports for f in r.findings]
+        return [f for r in self.per_host for f in r.findings]
 
     @property
     def problems(self) -> list[Finding]:
         return [f for f in self.findings if not f.ok]
 
     def perf_events(self, role: str) -> dict[str, bool]:
-        return next((r.perf_events for r in self.reports if r.role == role), {})
+        return next((r.perf_events for r in self.per_host if r.role == role), {})
 
     def perf_check(self, role: str) -> PerfCheck | None:
-        return next((r.perf for r in self.reports if r.role == role), None)
+        return next((r.perf for r in self.per_host if r.role == role), None)
 
 
-def _check_host(host: Host, experiment: Experiment, inventory: Inventory, run_dirs: list[str]) -> HostReport:
-    report = HostReport(host.role, host.name)
+def _check_host(host: Host, experiment: Experiment, inventory: Inventory, run_dirs: list[str]) -> HostChecks:
+    checks = HostChecks(host.role, host.name)
     try:
-        _run_checks(host, experiment, inventory, report, run_dirs)
+        _run_checks(host, experiment, inventory, checks, run_dirs)
     except HostError as exc:  # a host that stops answering is one finding, not the end of preflight
-        report.add("reachable", False, str(exc))
-    return report
+        checks.add("reachable", False, str(exc))
+    return checks
 
 
-def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport,
-                run_dirs: list[str]) -> HostReport:
+def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks: HostChecks,
+                run_dirs: list[str]) -> HostChecks:
     timeout = experiment.timeouts.command
     basics = (
         'echo "@kernel $(uname -r)"; ' + deploy.TOOLCHAIN_PROBE + "; "
@@ -90,37 +90,37 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, report
         then=f'[ -f "agents/{deploy.source_hash()}-$(uname -m)/bin/manifest" ] && echo @cached; true',
     )
     lines = stdout.splitlines()
-    report.kernel = next((line[len("@kernel "):] for line in lines if line.startswith("@kernel ")), "")
-    report.add("reachable", True, f"kernel {report.kernel}")
+    checks.kernel = next((line[len("@kernel "):] for line in lines if line.startswith("@kernel ")), "")
+    checks.add("reachable", True, f"kernel {checks.kernel}")
     if found.ok:
         workdir.adopt(host, found)
-        report.add("workdir", True, found.workdir)
+        checks.add("workdir", True, found.workdir)
     else:
-        report.add("workdir", False, found.describe())
-    report.toolchain = deploy.parse_toolchain(stdout)
-    report.cached_agent = "@cached" in found.output.splitlines()
+        checks.add("workdir", False, found.describe())
+    checks.toolchain = deploy.parse_toolchain(stdout)
+    checks.cached_agent = "@cached" in found.output.splitlines()
     if "@notar" in lines:
-        report.add("tar", False, "no `tar`, needed to push the agent")
+        checks.add("tar", False, "no `tar`, needed to push the agent")
     for ok, detail in iperf3.preflight_findings(experiment, lines):
-        report.add("iperf3", ok, detail)
+        checks.add("iperf3", ok, detail)
     perf_present = "@noperf" not in lines
     if experiment.perf.enabled:
         if not perf_present:
-            report.add("perf", False, "no `perf`: install linux-perf, or set perf.enabled: false")
+            checks.add("perf", False, "no `perf`: install linux-perf, or set perf.enabled: false")
         else:
-            report.perf = check = probe_perf(host, experiment, timeout)
-            report.perf_events = {event: reach != perfstat.NOTHING for event, reach in check.counts.items()}
+            checks.perf = check = probe_perf(host, experiment, timeout)
+            checks.perf_events = {event: reach != perfstat.NOTHING for event, reach in check.counts.items()}
             for ok, detail in check.findings(experiment.perf.scope):
-                report.add("perf", ok, detail)
-    return _network_checks(host, experiment, inventory, report)
+                checks.add("perf", ok, detail)
+    return _network_checks(host, experiment, inventory, checks)
 
 
-def _network_checks(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> HostReport:
+def _network_checks(host: Host, experiment: Experiment, inventory: Inventory, checks: HostChecks) -> HostChecks:
     if host.role == "server":
-        _check_server_network(host, experiment, inventory, report)
+        _check_server_network(host, experiment, inventory, checks)
     else:
-        _check_client_network(host, experiment, inventory, report)
-    return report
+        _check_client_network(host, experiment, inventory, checks)
+    return checks
 
 
 # The highest kernel.perf_event_paranoid at which an account without CAP_PERFMON may still
@@ -304,49 +304,49 @@ def classify_probe(stdout: str, stderr: str, access: str, events: list[str]) -> 
     return check
 
 
-def _check_server_network(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> None:
+def _check_server_network(host: Host, experiment: Experiment, inventory: Inventory, checks: HostChecks) -> None:
     address, port = inventory.server.data_address, experiment.port
     result = host.run(
         f"ip -o addr show to {shell_quote(address)} | head -n1; echo @@; ss -Htln 'sport = :{port}' 2>/dev/null",
         experiment.timeouts.command,
     )
     local, _, listeners = result.stdout.partition("@@")
-    report.add("data address", bool(local.strip()), address if local.strip() else f"{address} is not an address of this host")
-    report.add("port", not listeners.strip(), f"{port} free" if not listeners.strip() else f"port {port} is already in use: {listeners.strip()}")
+    checks.add("data address", bool(local.strip()), address if local.strip() else f"{address} is not an address of this host")
+    checks.add("port", not listeners.strip(), f"{port} free" if not listeners.strip() else f"port {port} is already in use: {listeners.strip()}")
 
 
-def _check_client_network(host: Host, experiment: Experiment, inventory: Inventory, report: HostReport) -> None:
+def _check_client_network(host: Host, experiment: Experiment, inventory: Inventory, checks: HostChecks) -> None:
     address = inventory.server.data_address
     result = host.run(f"ip -o route get {shell_quote(address)}", experiment.timeouts.command)
     route = " ".join(result.stdout.split())
-    report.add("route to server", result.ok, route or result.stderr.strip() or f"no route to {address}")
+    checks.add("route to server", result.ok, route or result.stderr.strip() or f"no route to {address}")
     source = re.search(r"\bsrc (\S+)", route)
     if result.ok and source and source.group(1) != inventory.client.data_address:
-        report.add("data address", False, f"traffic to {address} would leave from {source.group(1)}, "
+        checks.add("data address", False, f"traffic to {address} would leave from {source.group(1)}, "
                                           f"not the inventory's client data_address {inventory.client.data_address}")
 
 
-def _check_compilers(reports: list[HostReport], controller: Callable[[str], Toolchain | None]) -> dict[str, list[Builder]]:
+def _check_compilers(per_host: list[HostChecks], controller: Callable[[str], Toolchain | None]) -> dict[str, list[Builder]]:
     """Where each host's agent will come from: its own cc, else a static build elsewhere for its
     architecture; a host with neither (and no cached agent) stops the run here."""
-    toolchains = {r.role: r.toolchain for r in reports if r.toolchain is not None}
+    toolchains = {r.role: r.toolchain for r in per_host if r.toolchain is not None}
     plans = deploy.plan_builds(toolchains, controller)
-    for report in reports:
-        tc = report.toolchain
+    for checks in per_host:
+        tc = checks.toolchain
         if tc is None:
             continue
-        plan = plans.get(report.role, [])
-        if plan and plan[0].where == report.role:
-            report.add("compiler", True, tc.version or tc.cc or "cc")
+        plan = plans.get(checks.role, [])
+        if plan and plan[0].where == checks.role:
+            checks.add("compiler", True, tc.version or tc.cc or "cc")
         elif plan:
             first = plan[0]
-            report.add("compiler", True, f"no `cc` here: the agent is built as a static {tc.arch} binary on the "
+            checks.add("compiler", True, f"no `cc` here: the agent is built as a static {tc.arch} binary on the "
                                          f"{first.where} ({first.version or first.compiler}), pushed and checked")
-        elif report.cached_agent:
-            report.add("compiler", True, f"no compiler for {tc.arch or 'this host'} anywhere, but an agent for these "
+        elif checks.cached_agent:
+            checks.add("compiler", True, f"no compiler for {tc.arch or 'this host'} anywhere, but an agent for these "
                                          "sources is cached here (checked before use)")
         else:
-            report.add("compiler", False, deploy.no_builder_advice(tc.arch))
+            checks.add("compiler", False, deploy.no_builder_advice(tc.arch))
     return plans
 
 
@@ -358,8 +358,8 @@ def run_preflight(hosts: dict[str, Host], experiment: Experiment, inventory: Inv
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
         # copy_context: the checks log for the pair that runs them (run.log's pair tag).
         futures = [pool.submit(contextvars.copy_context().run, _check_host, host, experiment, inventory, run_dirs) for host in hosts.values()]
-        reports = [f.result() for f in futures]
-    return Preflight(reports, _check_compilers(reports, controller or deploy.controller_toolchain))
+        per_host = [f.result() for f in futures]
+    return Preflight(per_host, _check_compilers(per_host, controller or deploy.controller_toolchain))
 
 
 # ---------------------------------------------------------------------------- reaching the hosts
@@ -387,7 +387,7 @@ def connect_hosts(inventory: Inventory, timeout: float) -> dict[str, Host]:
 
 
 def preflight_pairs(inventory: Inventory, experiment: Experiment) -> dict[str, Preflight | OrchestrateError]:
-    """`check`: each pair's preflight report, or the error that kept it from one (a host out of
+    """`check`: each pair's preflight checks, or the error that kept it from one (a host out of
     reach, a bad ssh_config entry), every pair at once (one after another on `concurrent: false`).
     Nothing is started and no run folder is used."""
 

@@ -325,18 +325,18 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
         progress.stage("preflight")
         # The run's folders under runs/ are made and checked with the workdir; from here on
         # each host carries its workdir resolved on it (`~/` expanded).
-        report = run_preflight(hosts, experiment, inventory, run_ids=(pair.remote_run_id, pair.probe_run_id))
-        on_preflight(report)
-        if report.problems:
+        preflight = run_preflight(hosts, experiment, inventory, run_ids=(pair.remote_run_id, pair.probe_run_id))
+        on_preflight(preflight)
+        if preflight.problems:
             raise PreflightError(
-                "preflight found problems:\n" + "\n".join(f"  {p.host}: {p.check}: {p.detail}" for p in report.problems)
+                "preflight found problems:\n" + "\n".join(f"  {p.host}: {p.check}: {p.detail}" for p in preflight.problems)
             )
         progress.stage("deploying agents")
-        agents = _deploy(hosts, experiment.timeouts.command, report.builds)
+        agents = _deploy(hosts, experiment.timeouts.command, preflight.builds)
         progress.stage("checking the data path")
         _probe_data_path(pair, hosts, agents, record)
         progress.stage("gathering host facts")
-        _save_facts(pair, hosts, agents, report)
+        _save_facts(pair, hosts, agents, preflight)
         ctx = CellContext(
             run_id=pair.remote_run_id,
             experiment=experiment,
@@ -344,7 +344,7 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
             agents=agents,
             # Every requested event, supported or not: perf then writes `<not supported>` into the
             # raw file, and the column exists, empty, instead of silently vanishing.
-            perf_events={role: list(report.perf_events(role)) for role in hosts},
+            perf_events={role: list(preflight.perf_events(role)) for role in hosts},
             record=record,
         )
         _run_cells(pair, ctx, progress, shared, outcome)
@@ -393,7 +393,7 @@ def _deploy(hosts: dict[str, Host], timeout: float, builds: dict[str, list[deplo
         return {role: built[(h.spec.label, h.spec.workdir)].result() for role, h in hosts.items()}
 
 
-def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deploy.Agent], report: Preflight) -> None:
+def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deploy.Agent], preflight: Preflight) -> None:
     state = pair.run
     folder = layout.hosts_dir(state.run_dir, pair.name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -406,10 +406,10 @@ def _save_facts(pair: PairState, hosts: dict[str, Host], agents: dict[str, deplo
         data["agent_path"] = agents[role].path
         if agents[role].build is not None:
             data["agent_build"] = agents[role].build.to_json()
-        data["perf_events_supported"] = report.perf_events(role)
+        data["perf_events_supported"] = preflight.perf_events(role)
         # How perf was allowed to count here, and what it counted per event (preflight's check).
         data["perf_access"] = hosts[role].spec.perf_access
-        check = report.perf_check(role)
+        check = preflight.perf_check(role)
         if check is not None:
             data["perf_check"] = check.to_json()
         path = folder / layout.host_facts(role)

@@ -19,7 +19,7 @@ from orchestrator.remote.deploy import Builder, Toolchain
 from orchestrator.errors import HostError, PreflightError, UnsafeWorkdir
 from orchestrator.remote.hosts import CommandResult
 from orchestrator.experiment.inventory import HostSpec
-from orchestrator.run.preflight import HostReport, _check_compilers
+from orchestrator.run.preflight import HostChecks, _check_compilers
 
 DIGEST = deploy.source_hash()
 HOME = "/home/bench"
@@ -215,7 +215,7 @@ def test_plan_prefers_the_hosts_own_cc_then_the_controller_then_the_other_host()
 
 
 def test_preflight_names_the_options_when_nothing_can_build():
-    server, client = HostReport("server", "server (a)"), HostReport("client", "client (b)")
+    server, client = HostChecks("server", "server (a)"), HostChecks("client", "client (b)")
     server.toolchain, client.toolchain = Toolchain("aarch64"), Toolchain("x86_64", "/usr/bin/cc", "gcc 12", True)
     plans = _check_compilers([server, client], lambda arch: None)
     (finding,) = [f for f in server.findings if f.check == "compiler"]

@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.rows.agentjson import (
     AgentOutputError,
-    AgentReport,
+    AgentDocument,
     load_agent_json,
     parse_agent_json,
 )
@@ -28,7 +28,7 @@ def _write(tmp_path: Path, doc: object) -> Path:
 
 def test_stream_receiver_document():
     report = load_agent_json(AGENT / "stream_one_copy_client_receive.json")
-    assert dataclasses.is_dataclass(report) and isinstance(report, AgentReport)
+    assert dataclasses.is_dataclass(report) and isinstance(report, AgentDocument)
     assert (report.role, report.mode, report.workload, report.sender) == (
         "client", "one_copy", "stream", "server",
     )  # fmt: skip

@@ -119,7 +119,7 @@ def _doc(name: str):
 def test_columns_from_the_agents_snapshots_on_one_kernel():
     server = _doc("stream_one_copy_hostcounters_server_send.json")
     client = _doc("stream_one_copy_hostcounters_client_receive.json")
-    cols = hc.report_columns("server", server)
+    cols = hc.columns("server", server)
     assert cols["server_host_span_s"] == pytest.approx(1.0, abs=0.05)
     # 2 CPUs over about 1 s: the kinds add up to about 2 CPU-seconds (USER_HZ ticks, so ±0.05).
     total = sum(cols[f"server_host_cpu_{k}_s"] for k in ("user", "system", "softirq", "irq", "idle"))
@@ -136,10 +136,10 @@ def test_without_the_tick_length_cpu_columns_are_blank(tmp_path: Path):
 
     doc = json.loads((AGENT / "stream_one_copy_hostcounters_server_send.json").read_text())
     doc["host_counters"]["clk_tck"] = None
-    cols = hc.report_columns("server", parse_agent_json(json.dumps(doc)))
+    cols = hc.columns("server", parse_agent_json(json.dumps(doc)))
     assert not any("_cpu_" in k for k in cols) and cols["server_host_softirq_net_rx"] > 0
     doc["host_counters"]["end"] = None
-    assert hc.report_columns("server", parse_agent_json(json.dumps(doc))) == {}
+    assert hc.columns("server", parse_agent_json(json.dumps(doc))) == {}
 
 
 def test_nic_columns_from_an_agent_document():
@@ -154,39 +154,17 @@ def test_nic_columns_from_an_agent_document():
         doc["host_counters"][key]["interrupts"] = hw[name].interrupts
         doc["host_counters"][key]["ethtool"] = hw[name].ethtool
     doc["host_counters"].update(nic="ens2f0np0", nic_bus="0000:b4:00.0")
-    cols = hc.report_columns("client", parse_agent_json(json.dumps(doc)))
+    cols = hc.columns("client", parse_agent_json(json.dumps(doc)))
     assert cols["client_host_nic"] == "ens2f0np0"
     assert cols["client_host_nic_interrupts"] == 40000 and cols["client_host_nic_rx_out_of_buffer"] == 37
     # Loopback: the agent names lo, which has no IRQs and no statistics: blank, never 0.
     lo = json.loads((AGENT / "stream_one_copy_hostcounters_server_send.json").read_text())
     lo["host_counters"].update(nic="lo", nic_bus=None)
-    cols = hc.report_columns("server", parse_agent_json(json.dumps(lo)))
+    cols = hc.columns("server", parse_agent_json(json.dumps(lo)))
     assert cols["server_host_nic"] == "lo" and cols["server_host_softirq_net_rx"] > 0
     assert not any(k.startswith("server_host_nic_") for k in cols)
 
 
 def test_an_agent_without_snapshots_gives_no_columns():
     old = _doc("stream_one_copy_server_send.json")
-    assert old.host_counters is None and hc.report_columns("server", old) == {}
-
-
-def test_cpu_bars_two_hosts_and_one_kernel():
-    import pandas as pd
-
-    frame = pd.DataFrame({
-        "cell_id": ["stream-one_copy-65536B-1t-r1", "stream-one_copy-65536B-1t-r2"], "status": ["ok", "ok"],
-        "workload": ["stream", "stream"], "window_bytes": [2e9, 4e9],
-        "server_host_cpu_user_s": [1.0, 2.0], "server_host_cpu_system_s": [2.0, 4.0],
-        "server_host_cpu_softirq_s": [0.5, 1.0], "server_host_cpu_irq_s": [0.1, 0.2],
-        "client_host_cpu_user_s": [0.2, 0.4], "client_host_cpu_system_s": [3.0, 6.0],
-        "client_host_cpu_softirq_s": [1.0, 2.0], "client_host_cpu_irq_s": [0.0, 0.0],
-        "host_shared_kernel": [False, False],
-    })  # fmt: skip
-    bars = hc.cpu_bars(frame)
-    assert bars["label"].tolist() == ["stream-one_copy-65536B-1t (server host)", "stream-one_copy-65536B-1t (client host)"]
-    assert bars["system_s_per_gb"].tolist() == pytest.approx([1.0, 1.5])
-    assert bars["softirq_s_per_gb"].tolist() == pytest.approx([0.25, 0.5])
-    shared = hc.cpu_bars(frame.assign(host_shared_kernel=True))
-    assert len(shared) == 1 and "one kernel" in shared["label"][0]
-    assert "one kernel" in hc.report_section(frame.assign(host_shared_kernel=True), None)
-    assert "No host counters" in hc.report_section(frame[["cell_id", "status", "workload"]], None)
+    assert old.host_counters is None and hc.columns("server", old) == {}

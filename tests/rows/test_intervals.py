@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.rows import intervals, layout, stall
-from orchestrator.report import write as report, runfolder
+from orchestrator.report import write as report
 from orchestrator.rows.results import read_results
 from orchestrator.rows.agentjson import load_agent_json
 
@@ -69,11 +69,11 @@ def test_stall_rule_from_the_file_equals_the_rule_from_the_agent_json():
     # One rule: the rates from intervals.csv rows and from the agent document are the same.
     for cell_dir in sorted((FIXTURE / "cells").iterdir()):
         doc = load_agent_json(cell_dir / "client.json")
-        rows = pd.DataFrame(intervals.report_rows({"cell_id": cell_dir.name}, "client", doc))
+        rows = pd.DataFrame(intervals.agent_rows({"cell_id": cell_dir.name}, "client", doc))
         assert [(r.index, r.start, r.end) for r in intervals.frame_rates(rows)] == \
-            [(r.index, r.start, r.end) for r in stall.report_rates(doc)]
+            [(r.index, r.start, r.end) for r in stall.agent_rates(doc)]
         by_file = [r.rate for r in intervals.frame_rates(rows)]
-        by_doc = [r.rate for r in stall.report_rates(doc)]
+        by_doc = [r.rate for r in stall.agent_rates(doc)]
         assert by_file == pytest.approx(by_doc, rel=1e-9)
         assert len(by_doc) == 20
 
@@ -113,20 +113,13 @@ def test_report_on_an_older_run_folder_builds_intervals_lists_the_stalls_and_dra
     assert (run_dir / "intervals.csv").stat().st_mtime_ns == before
 
 
-def test_report_without_raw_files_says_so():
-    run_dir = Path(__file__).parents[1] / "fixtures" / "runs" / "20261125T222925Z-vmcheck-598f"
-    run = runfolder.load_run(run_dir)
-    assert intervals.ensure(run_dir, run.results).empty
-    text = intervals.report_section([], 0.1, None, have_series=False)
-    assert "No per-interval samples" in text
-
 
 def test_appended_cells_are_whole_lines_and_keep_only_drops_the_rest(tmp_path: Path):
     doc = load_agent_json(FIXTURE / "cells" / "stream-zero_copy-1024B-2t-r2" / "client.json")
     series = intervals.IntervalsFile(tmp_path)
-    rows_a = intervals.report_rows({"cell_id": "a", "pair": "default", "workload": "stream"}, "client", doc)
-    rows_b = intervals.report_rows({"cell_id": "b", "pair": "default", "workload": "stream"}, "client", doc)
-    rows_b_p2 = intervals.report_rows({"cell_id": "b", "pair": "p2", "workload": "stream"}, "client", doc)
+    rows_a = intervals.agent_rows({"cell_id": "a", "pair": "default", "workload": "stream"}, "client", doc)
+    rows_b = intervals.agent_rows({"cell_id": "b", "pair": "default", "workload": "stream"}, "client", doc)
+    rows_b_p2 = intervals.agent_rows({"cell_id": "b", "pair": "p2", "workload": "stream"}, "client", doc)
     series.append(rows_a)
     series.append(rows_b)
     series.append(rows_b_p2)
@@ -141,7 +134,7 @@ def test_appended_cells_are_whole_lines_and_keep_only_drops_the_rest(tmp_path: P
 
 def test_a_torn_last_line_is_set_aside_when_the_file_is_opened(tmp_path: Path):
     doc = load_agent_json(FIXTURE / "cells" / "stream-one_copy-1024B-1t-r1" / "client.json")
-    intervals.IntervalsFile(tmp_path).append(intervals.report_rows({"cell_id": "a"}, "client", doc))
+    intervals.IntervalsFile(tmp_path).append(intervals.agent_rows({"cell_id": "a"}, "client", doc))
     path = tmp_path / "intervals.csv"
     whole = path.read_bytes()
     with path.open("ab") as fh:
@@ -153,7 +146,7 @@ def test_a_torn_last_line_is_set_aside_when_the_file_is_opened(tmp_path: Path):
 
 def test_an_error_document_gives_no_rows():
     doc = load_agent_json(Path(__file__).parents[1] / "fixtures" / "agent" / "error_client_receive.json")
-    assert intervals.report_rows({"cell_id": "x"}, "client", doc) == []
+    assert intervals.agent_rows({"cell_id": "x"}, "client", doc) == []
     assert intervals.cell_rows({"cell_id": "x", "workload": "stream", "sender": "server"},
                                Path(os.devnull).parent / "no-such-cell") == []
 
@@ -206,13 +199,13 @@ def test_rebuild_and_ensure_read_each_pairs_cells_from_its_own_folder(tmp_path: 
 def test_keep_only_rewrites_a_file_from_before_the_pair_column_before_append(tmp_path: Path):
     doc = load_agent_json(FIXTURE / "cells" / "stream-zero_copy-1024B-2t-r2" / "client.json")
     old_columns = [c for c in intervals.COLUMNS if c != "pair"]
-    old_rows = [intervals.report_rows({"cell_id": c, "workload": "stream"}, "client", doc) for c in ("a", "b")]
+    old_rows = [intervals.agent_rows({"cell_id": c, "workload": "stream"}, "client", doc) for c in ("a", "b")]
     path = tmp_path / "intervals.csv"
     pd.DataFrame([*old_rows[0], *old_rows[1]])[old_columns].to_csv(path, index=False)
     series = intervals.IntervalsFile(tmp_path)
     series.keep_only({("default", "a"), ("default", "b")})  # nothing to drop, but the header is old
     series.keep_only({("default", "a")})
-    series.append(intervals.report_rows({"cell_id": "c", "pair": "p2", "workload": "stream"}, "client", doc))
+    series.append(intervals.agent_rows({"cell_id": "c", "pair": "p2", "workload": "stream"}, "client", doc))
     lines = list(csv.reader(path.open(newline="")))
     assert lines[0] == list(intervals.COLUMNS)
     assert len(lines) == 1 + 40 + 40 and {len(line) for line in lines} == {len(intervals.COLUMNS)}

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.rows.agentjson import AgentOutputError, AgentReport, load_agent_json
+from orchestrator.rows.agentjson import AgentOutputError, AgentDocument, load_agent_json
 from orchestrator.rows.perfstat import load_perf_file
 from orchestrator.rows.results import (
     SCHEMA_COLUMNS,
@@ -54,7 +54,7 @@ def _row(cell_id: str, error: str | None = None, **overrides) -> dict:
     return cell_row(cell, error="; ".join(problems) or None, **pieces)
 
 
-def _report(cell_id: str, role: str) -> AgentReport:
+def _report(cell_id: str, role: str) -> AgentDocument:
     return load_agent_json(CELLS / cell_id / f"{role}.json")
 
 

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from orchestrator.rows import tcpinfo
@@ -85,17 +84,3 @@ def test_a_sample_count_the_contract_refuses():
 ])  # fmt: skip
 def test_bound(rwnd: float, sndbuf: float, expected: str):
     assert tcpinfo.bound(rwnd, sndbuf) == expected
-
-
-def test_report_section_flags_retransmits_and_names_the_bound():
-    frame = pd.DataFrame({
-        "cell_id": ["a-r1", "a-r2", "b-r1", "c-r1"], "status": ["ok", "ok", "ok", "failed"],
-        "tcp_retrans": [0, 3, 0, 9], "tcp_rwnd_limited_fraction": [0.8, 0.9, 0.1, 0.0],
-        "tcp_sndbuf_limited_fraction": [0.0, 0.0, 0.2, 0.0],
-    })  # fmt: skip
-    text = tcpinfo.report_section(frame)
-    assert "**Retransmits** in 1 cell(s): `a` (3)" in text
-    assert "| `a` | 3 | 85% | 0% | receive window |" in text
-    assert "| `b` | 0 | 10% | 20% | neither |" in text
-    assert "`c`" not in text  # failed rows are not read
-    assert "No TCP_INFO samples" in tcpinfo.report_section(frame.assign(tcp_retrans=pd.NA))

@@ -207,7 +207,7 @@ def preflight(server: PreflightHost, client: PreflightHost, perf: bool = True, c
         {"name": "t", "matrix": {"mode": ["one_copy"]}, "perf": {"enabled": perf, "events": EVENTS}})
     inventory = Inventory(server=server.spec, client=client.spec)
     result = run_preflight({"server": server, "client": client}, experiment, inventory, ["r1"], controller)
-    return {r.role: r for r in result.reports}, result
+    return {r.role: r for r in result.per_host}, result
 
 
 def by_check(report) -> dict[str, list[tuple[bool, str]]]:

@@ -1,0 +1,55 @@
+"""report.md's evidence sections (report/evidence.py) on recorded rows and a recorded run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from orchestrator.report import evidence, runfolder
+from orchestrator.rows import intervals
+
+RUNS = Path(__file__).parents[1] / "fixtures" / "runs"
+
+
+def test_report_without_raw_files_says_so():
+    run_dir = RUNS / "20261125T222925Z-vmcheck-598f"
+    run = runfolder.load_run(run_dir)
+    assert intervals.ensure(run_dir, run.results).empty
+    text = evidence.over_time_section([], 0.1, None, have_series=False)
+    assert "No per-interval samples" in text
+
+
+def test_tcp_section_flags_retransmits_and_names_the_bound():
+    frame = pd.DataFrame({
+        "cell_id": ["a-r1", "a-r2", "b-r1", "c-r1"], "status": ["ok", "ok", "ok", "failed"],
+        "tcp_retrans": [0, 3, 0, 9], "tcp_rwnd_limited_fraction": [0.8, 0.9, 0.1, 0.0],
+        "tcp_sndbuf_limited_fraction": [0.0, 0.0, 0.2, 0.0],
+    })  # fmt: skip
+    text = evidence.tcp_section(frame)
+    assert "**Retransmits** in 1 cell(s): `a` (3)" in text
+    assert "| `a` | 3 | 85% | 0% | receive window |" in text
+    assert "| `b` | 0 | 10% | 20% | neither |" in text
+    assert "`c`" not in text  # failed rows are not read
+    assert "No TCP_INFO samples" in evidence.tcp_section(frame.assign(tcp_retrans=pd.NA))
+
+
+def test_cpu_bars_two_hosts_and_one_kernel():
+    frame = pd.DataFrame({
+        "cell_id": ["stream-one_copy-65536B-1t-r1", "stream-one_copy-65536B-1t-r2"], "status": ["ok", "ok"],
+        "workload": ["stream", "stream"], "window_bytes": [2e9, 4e9],
+        "server_host_cpu_user_s": [1.0, 2.0], "server_host_cpu_system_s": [2.0, 4.0],
+        "server_host_cpu_softirq_s": [0.5, 1.0], "server_host_cpu_irq_s": [0.1, 0.2],
+        "client_host_cpu_user_s": [0.2, 0.4], "client_host_cpu_system_s": [3.0, 6.0],
+        "client_host_cpu_softirq_s": [1.0, 2.0], "client_host_cpu_irq_s": [0.0, 0.0],
+        "host_shared_kernel": [False, False],
+    })  # fmt: skip
+    bars = evidence.cpu_bars(frame)
+    assert bars["label"].tolist() == ["stream-one_copy-65536B-1t (server host)", "stream-one_copy-65536B-1t (client host)"]
+    assert bars["system_s_per_gb"].tolist() == pytest.approx([1.0, 1.5])
+    assert bars["softirq_s_per_gb"].tolist() == pytest.approx([0.25, 0.5])
+    shared = evidence.cpu_bars(frame.assign(host_shared_kernel=True))
+    assert len(shared) == 1 and "one kernel" in shared["label"][0]
+    assert "one kernel" in evidence.cpu_section(frame.assign(host_shared_kernel=True), None)
+    assert "No host counters" in evidence.cpu_section(frame[["cell_id", "status", "workload"]], None)
