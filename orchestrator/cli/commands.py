@@ -317,10 +317,3 @@ def cmd_init(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         term.console.print(f"wrote {path}")
     term.console.print(f"next: fill in {Path(args.directory) / 'inventory.yml'}, then: orchestrate check configs/smoke.yml")
     return ExitStatus.OK
-
-
-def cmd_completion(args: argparse.Namespace, term: Terminal) -> ExitStatus:
-    from .parser import completion_script  # imported here: parser.py imports this module for its handlers
-
-    term.stdout.write(completion_script(args.shell))
-    return ExitStatus.OK

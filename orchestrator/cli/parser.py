@@ -9,7 +9,8 @@ import argparse
 from ..version import __version__
 from ..errors import EXIT_MEANINGS, ExitStatus
 from ..roles import ROLES
-from .commands import cmd_check, cmd_compare, cmd_completion, cmd_init, cmd_lab, cmd_report, cmd_run
+from .commands import cmd_check, cmd_compare, cmd_init, cmd_lab, cmd_report, cmd_run
+from .terminal import Terminal
 
 
 def _seed(text: str) -> int:
@@ -164,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
     p.set_defaults(handler=cmd_completion)
     return parser
+
+
+def cmd_completion(args: argparse.Namespace, term: Terminal) -> ExitStatus:
+    """`orchestrate completion SHELL`: here, beside the parser it is generated from."""
+    term.stdout.write(completion_script(args.shell))
+    return ExitStatus.OK
 
 
 def completion_script(shell: str) -> str:
