@@ -25,6 +25,13 @@ log = logging.getLogger("orchestrator.remote")
 KILL_GRACE = 1.0
 
 
+# What every command of ours runs under, on any host: files it makes are the user's alone, whatever
+# umask the account's start-up files set; tools print in one locale, whatever locale they set; and
+# the admin tools (sysctl, ethtool, ip) are found although sshd gives a non-root account a PATH
+# without the sbin directories.
+COMMAND_PREAMBLE = 'umask 077; LC_ALL=C; export LC_ALL; PATH="$PATH:/usr/sbin:/sbin"; export PATH'
+
+
 def shell_quote(value: object) -> str:
     """Every value that reaches a remote or local shell goes through here, after it was validated."""
     return shlex.quote(str(value))

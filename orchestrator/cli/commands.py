@@ -291,7 +291,7 @@ def cmd_lab(args: argparse.Namespace, term: Terminal) -> ExitStatus:
              "rate_mbit": rates[0] if len(rates) == 1 else None, "rates_mbit": rates if len(rates) > 1 else None}
     options = lab.LabOptions(
         prefix=args.prefix, inventory_path=Path(args.inventory_out), bastion=args.bastion, user=args.user,
-        sudo_perf=args.sudo_perf, no_compiler=tuple(args.no_compiler), pairs=args.pairs,
+        sudo_perf=args.sudo_perf, shell=args.shell, chatty=args.chatty, no_compiler=tuple(args.no_compiler), pairs=args.pairs,
         **{k: v for k, v in given.items() if v is not None},
     )
     if args.action == "up":

@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bastion", action="store_true", help="a bastion namespace; the hosts' sshds are reachable only through it")
     p.add_argument("--user", metavar="NAME", default=None, help="create an unprivileged account NAME and log in as it")
     p.add_argument("--sudo-perf", action="store_true", help="with --user: a sudoers rule that lets NAME run perf, and only perf")
+    p.add_argument("--shell", choices=["bash", "sh"], default="bash", help="with --user: the account's login shell (default bash)")
+    p.add_argument("--chatty", action="store_true",
+                   help="with --user: start-up files that print on stdout and stderr, set umask 000 and a missing locale, as at real sites")
     p.add_argument("--no-compiler", metavar="ROLE", action="append", default=[], choices=ROLES,
                    help="hide the C compilers from that host's sshd and its sessions (repeatable)")
     p.set_defaults(handler=cmd_lab)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabError
-from .options import LabOptions
+from .options import SHELLS, LabOptions
 from .pids import stop_all, uid_pids
 from .state import write_state
 from .tools import run, tool
@@ -62,10 +62,13 @@ def create_user(opts: LabOptions, state: dict[str, Any]) -> pwd.struct_passwd:
         state["user"] = {"name": opts.user, "uid": None}
         write_state(opts, state)
         run([tool("useradd"), "--create-home", "--home-dir", str(_home(opts.user)), "--user-group",
-              "--shell", "/bin/sh", "--comment", _ACCOUNT_MARK.format(prefix=opts.prefix),
+              "--shell", SHELLS[opts.shell], "--comment", _ACCOUNT_MARK.format(prefix=opts.prefix),
               # `*`: no password can log in, yet the account is not locked (`!`), which sshd
               # without PAM would refuse.
               "--password", "*", opts.user])
+        account = pwd.getpwnam(opts.user)
+    if account.pw_shell != SHELLS[opts.shell]:
+        run([tool("usermod"), "--shell", SHELLS[opts.shell], opts.user])
         account = pwd.getpwnam(opts.user)
     state["user"] = {"name": opts.user, "uid": account.pw_uid, "home": account.pw_dir}
     write_state(opts, state)
@@ -88,29 +91,74 @@ def key_file_name(opts: LabOptions) -> str:
     return "authorized_keys" if opts.parent is None else f"authorized_keys-{opts.prefix}"
 
 
+# --chatty: what real sites' start-up files do to every SSH command. bash reads .bashrc for the
+# commands sshd runs, and .profile for a login; both print on stdout and on stderr, one line with a
+# byte that is not UTF-8, set umask 000 and a locale this machine has not generated.
+CHATTY_MARK = "# orchestrate lab --chatty"
+CHATTY_BANNER = "*** SITE BANNER"
+CHATTY_RC = f"""{CHATTY_MARK}: a real site's noisy start-up file
+echo "{CHATTY_BANNER}: $(hostname) is a shared machine; jobs over 1 hour are killed ***"
+printf 'caf\\351 \\342\\230\\225 site notice\\n'
+echo "*** site notice on stderr: modules loaded" >&2
+umask 000
+export LANG=de_DE.ISO-8859-1 LC_ALL=de_DE.ISO-8859-1
+"""
+CHATTY_FILES = (".bashrc", ".profile")
+
+
+def write_start_up_files(account: pwd.struct_passwd, chatty: bool) -> None:
+    """--chatty writes the account's .bashrc and .profile; without it, the ones it wrote go (the
+    account's skeleton files, which print nothing, are left as they are)."""
+    for name in CHATTY_FILES:
+        path = Path(account.pw_dir) / name
+        ours = path.is_file() and not path.is_symlink() and path.read_text(errors="replace").startswith(CHATTY_MARK)
+        if chatty:
+            _write_own_file(account, ".", name, CHATTY_RC)
+        elif ours:
+            path.unlink()
+
+
+def _own_home(account: pwd.struct_passwd) -> int:
+    """The account's home, opened without following a link, and refused unless the user owns it."""
+    home = os.open(account.pw_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    if os.fstat(home).st_uid != account.pw_uid:
+        os.close(home)
+        raise LabError(f"{account.pw_dir} is not owned by {account.pw_name}; run `orchestrate lab down`")
+    return home
+
+
+def _write_own_file(account: pwd.struct_passwd, folder: str, name: str, text: str) -> None:
+    """~/<folder>/<name> as the user's own file, never following a link the user made."""
+    home = _own_home(account)
+    try:
+        directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=home)
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=directory)
+            with os.fdopen(fd, "w") as f:
+                os.fchown(f.fileno(), account.pw_uid, account.pw_gid)
+                os.fchmod(f.fileno(), 0o600)
+                f.write(text)
+        finally:
+            os.close(directory)
+    finally:
+        os.close(home)
+
+
 def install_user_key(account: pwd.struct_passwd, line: str, name: str = "authorized_keys") -> Path:
     """Write ~/.ssh/<name> as the user's own file, never following a link the user made."""
-    uid, gid = account.pw_uid, account.pw_gid
-    home = os.open(account.pw_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    home = _own_home(account)
     try:
-        if os.fstat(home).st_uid != uid:
-            raise LabError(f"{account.pw_dir} is not owned by {account.pw_name}; run `orchestrate lab down`")
         with contextlib.suppress(FileExistsError):
             os.mkdir(".ssh", 0o700, dir_fd=home)
         ssh_dir = os.open(".ssh", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=home)
         try:
-            os.fchown(ssh_dir, uid, gid)
+            os.fchown(ssh_dir, account.pw_uid, account.pw_gid)
             os.fchmod(ssh_dir, 0o700)
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600,
-                         dir_fd=ssh_dir)
-            with os.fdopen(fd, "w") as f:
-                os.fchown(f.fileno(), uid, gid)
-                os.fchmod(f.fileno(), 0o600)
-                f.write(line)
         finally:
             os.close(ssh_dir)
     finally:
         os.close(home)
+    _write_own_file(account, ".ssh", name, line)
     return Path(account.pw_dir) / ".ssh" / name
 
 

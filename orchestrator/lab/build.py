@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import LabError
 from ..roles import ROLES
-from .accounts import check_user, create_user, install_user_key, key_file_name, pair_account, remove_user
+from .accounts import check_user, create_user, install_user_key, key_file_name, pair_account, remove_user, write_start_up_files
 from .inventory import (check_inventory_path, inventory_text, is_our_inventory, pairs_inventory_text,
                         pairs_ssh_config_text, ssh_config_text, write_inventory)
 from .links import (choose_index, ensure_data_link, ensure_jump_link, ensure_mgmt_link, ensure_netns, ensure_route,
@@ -155,6 +155,7 @@ def build_lab(opts: LabOptions, state: dict[str, Any] | None) -> None:
     if opts.user is not None:
         if owns_account:
             account = create_user(opts, state)
+            write_start_up_files(account, opts.chatty)
         else:
             account = pair_account(opts)
             state["user"] = {"name": opts.user, "owner": opts.parent}
@@ -218,7 +219,7 @@ def build_pairs(opts: LabOptions) -> None:
         state["user"] = None
         write_state(opts, state)
     if opts.user is not None:
-        create_user(opts, state)  # recorded before it is made, like every part
+        write_start_up_files(create_user(opts, state), opts.chatty)  # recorded before it is made, like every part
     for sub in subs:
         build_lab(sub, read_state(sub))
     if opts.sudo_perf:

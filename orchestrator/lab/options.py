@@ -21,6 +21,7 @@ DEFAULT_INVENTORY = "lab-inventory.yml"
 MAX_PAIRS = 32
 # Each lab takes a pair of management /30s by index (topology.py); 0..MAX_MGMT_INDEX fit the range.
 MAX_MGMT_INDEX = 126
+SHELLS = {"bash": "/bin/bash", "sh": "/bin/sh"}  # --shell: the lab account's login shell
 IFNAMSIZ = 15  # the kernel's limit on interface names, without the NUL
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 # Stricter than the inventory's UserName: it goes into useradd, sshd_config and sudoers.
@@ -46,6 +47,12 @@ class LabOptions:
     user: str | None = None
     # A sudoers drop-in that lets `user` run perf, and only perf, without a password.
     sudo_perf: bool = False
+    # The account's login shell, as most sites give: bash, which reads ~/.bashrc even for the
+    # commands sshd runs. "sh" gives dash, which reads nothing.
+    shell: str = "bash"
+    # The account's start-up files are a real site's: .bashrc and .profile print on stdout and
+    # stderr (a banner, a non-UTF-8 byte), set umask 000 and a locale the machine lacks.
+    chatty: bool = False
     # Roles whose sshd (and so every session) sees no C compiler.
     no_compiler: tuple[str, ...] = ()
     # More than one: that many independent pairs p1..pN, each a lab of its own named
@@ -86,6 +93,10 @@ class LabOptions:
             )
         if self.sudo_perf and self.user is None:
             raise LabOptionsError("--sudo-perf needs --user: root runs perf without sudo")
+        if self.shell not in SHELLS:
+            raise LabOptionsError(f"--shell takes {' or '.join(SHELLS)}, not {self.shell!r}")
+        if self.chatty and self.user is None:
+            raise LabOptionsError("--chatty needs --user: the lab never writes root's start-up files")
         roles = tuple(self.no_compiler)
         unknown = sorted(set(roles) - set(ROLES))
         if unknown:
@@ -124,6 +135,8 @@ class LabOptions:
             bastion=self.bastion,
             user=self.user,
             sudo_perf=self.sudo_perf,
+            shell=self.shell,
+            chatty=self.chatty,
             no_compiler=self.no_compiler,
             address_block=i,
             parent=self.prefix,

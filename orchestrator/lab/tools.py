@@ -27,6 +27,7 @@ _TOOLS = {
 _OPTION_TOOLS = {
     "useradd": "passwd",
     "userdel": "passwd",
+    "usermod": "passwd",
     "visudo": "sudo",
     "sudo": "sudo",
     "perf": "linux-perf",

@@ -22,23 +22,36 @@ SYSCTLS = (
 )
 
 _MARK = "@@@ "
+UNKNOWN = "unknown"  # the section, and the facts key, that says which facts could not be read and why
+
+# fact NAME COMMAND...: the command's output; if it cannot run or fails, a line of the `unknown`
+# section saying why (then the section that was open is opened again, so its lines keep coming).
+_FACT = (f"fact() {{ name=$1; section=$2; shift 2; "
+         f"if ! command -v \"$1\" >/dev/null 2>&1; then printf '{_MARK}{UNKNOWN}\\n%s: %s not found\\n{_MARK}%s\\n' \"$name\" \"$1\" \"$section\"; return; fi; "
+         f"if out=$(\"$@\" 2>&1); then printf '%s\\n' \"$out\"; "
+         f"else printf '{_MARK}{UNKNOWN}\\n%s: %s\\n{_MARK}%s\\n' \"$name\" \"$(printf '%s' \"$out\" | head -n 1)\" \"$section\"; fi; }}")
 
 
 def _script(data_iface_command: str) -> str:
     sysctls = " ".join(shell_quote(s) for s in SYSCTLS)
+    # Sysctls straight from /proc/sys: no `sysctl` binary, which a non-root PATH may not reach.
+    read_sysctls = (f"for k in {sysctls}; do f=/proc/sys/$(printf '%s' \"$k\" | tr . /); "
+                    f"if v=$(cat \"$f\" 2>/dev/null); then printf '%s=%s\\n' \"$k\" \"$v\"; "
+                    f"else printf '{_MARK}{UNKNOWN}\\nsysctls.%s: %s is not readable\\n{_MARK}sysctl\\n' \"$k\" \"$f\"; fi; done")
     return "; ".join(
         [
+            _FACT,
             f"echo '{_MARK}hostname'; hostname",
             f"echo '{_MARK}kernel'; uname -srvm",
-            f"echo '{_MARK}lscpu'; lscpu -J 2>/dev/null",
+            f"echo '{_MARK}lscpu'; fact cpu lscpu lscpu -J",
             f"echo '{_MARK}meminfo'; grep -E '^MemTotal' /proc/meminfo",
-            f"echo '{_MARK}sysctl'; for k in {sysctls}; do printf '%s=%s\\n' \"$k\" \"$(sysctl -n \"$k\" 2>/dev/null)\"; done",
+            f"echo '{_MARK}sysctl'; {read_sysctls}",
             f"iface=$({data_iface_command})",
             f"echo '{_MARK}iface'; echo \"$iface\"",
-            f"echo '{_MARK}link'; ip -d -j addr show dev \"$iface\" 2>/dev/null",
-            f"echo '{_MARK}ethtool_i'; ethtool -i \"$iface\" 2>/dev/null",
-            f"echo '{_MARK}ethtool'; ethtool \"$iface\" 2>/dev/null",
-            f"echo '{_MARK}ethtool_k'; ethtool -k \"$iface\" 2>/dev/null",
+            f"echo '{_MARK}link'; fact nic link ip -d -j addr show dev \"$iface\"",
+            f"echo '{_MARK}ethtool_i'; fact nic.driver ethtool_i ethtool -i \"$iface\"",
+            f"echo '{_MARK}ethtool'; fact nic.speed ethtool ethtool \"$iface\"",
+            f"echo '{_MARK}ethtool_k'; fact nic.offloads ethtool_k ethtool -k \"$iface\"",
             f"echo '{_MARK}perf'; perf --version 2>/dev/null",
             f"echo '{_MARK}cc'; cc --version 2>/dev/null | head -n 1",
         ]
@@ -54,12 +67,13 @@ def data_interface_command(role: str, server_data_address: str) -> str:
 
 
 def _sections(text: str) -> dict[str, str]:
+    """Each section's lines; a section opened again (as `unknown` is) goes on where it was."""
     sections: dict[str, list[str]] = {}
     current = None
     for line in text.splitlines():
         if line.startswith(_MARK):
             current = line[len(_MARK):].strip()
-            sections[current] = []
+            sections.setdefault(current, [])
         elif current is not None:
             sections[current].append(line)
     return {k: "\n".join(v).strip() for k, v in sections.items()}
@@ -96,6 +110,11 @@ def parse_facts(text: str) -> dict[str, Any]:
     driver = _colon_pairs(s.get("ethtool_i", ""))
     settings = _colon_pairs(s.get("ethtool", ""))
     offloads = {k: v.split()[0] for k, v in _colon_pairs(s.get("ethtool_k", "")).items() if not k.startswith("Features")}
+    unknown = {}
+    for line in s.get(UNKNOWN, "").splitlines():
+        name, sep, why = line.partition(": ")
+        if sep:
+            unknown[name.strip()] = why.strip() or "no output"
     return {
         "hostname": s.get("hostname", ""),
         "kernel": s.get("kernel", ""),
@@ -124,6 +143,9 @@ def parse_facts(text: str) -> dict[str, Any]:
         "perf_version": s.get("perf") or None,
         "compiler": s.get("cc") or None,
         "orchestrate_version": __version__,
+        # Facts that could not be read, and why ("nic.driver": "ethtool not found"): they are
+        # unknown, never blank, and compare never counts them as a change.
+        UNKNOWN: unknown,
     }
 
 

@@ -25,7 +25,7 @@ import paramiko
 from . import sshconnect
 from ..errors import HostError
 from ..experiment.inventory import HostSpec
-from ..processes import KILL_GRACE, GroupProcess, LocalProcess, kill_group_script, log_command, run_local, run_to_end, shell_quote
+from ..processes import COMMAND_PREAMBLE, KILL_GRACE, GroupProcess, LocalProcess, kill_group_script, log, log_command, run_local, run_to_end, shell_quote
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class Process(Protocol):
 class Host(Protocol):
     role: str
     spec: HostSpec
+    shell_output: dict[str, bytes]  # what the login shell printed before our commands, per stream
 
     @property
     def name(self) -> str: ...
@@ -77,15 +78,27 @@ def _tar_of(local: Path) -> bytes:
 
 # ---------------------------------------------------------------------------- SSH command lines
 
-# The first thing an SSH command says on stderr: its shell's pid, which is its process group's id
-# too (sshd setsid()s the shell it starts for a session). Stderr, so stdout stays byte for byte
-# what the command wrote (cells read a tar stream from it).
+# An SSH command runs under the account's login shell, whose start-up files (.bashrc, conda,
+# modules) may print anything on stdout and stderr before our command starts. So our sh first
+# writes a marker on each: on stderr its pid, which is its process group's id too (sshd setsid()s
+# the shell it starts for a session); on stdout a plain marker line. Whatever comes before a
+# marker is the login shell's, never the command's, and is set aside (SshHost.shell_output);
+# what follows is byte for byte what the command wrote (cells read a tar stream from it).
 PGID_MARKER = "@@orchestrate-pgid"
 _PGID_LINE = re.compile(r"^@@orchestrate-pgid (\d+)$")
+STDOUT_MARKER = b"@@orchestrate-stdout\n"
+# What the login shell may print before the marker; more than this, and it is no start-up banner.
+SHELL_OUTPUT_LIMIT = 1 << 20
+SHELL_OUTPUT_KEPT = 4096  # of it, kept to tell the user
 # Bytes that stay as they are inside the login shell's single quotes (sh, bash, fish, csh all
 # agree on these) and inside sh's double quotes and printf's format; every other byte is sent
 # as a printf octal escape.
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _./,:=+-@#&|;<>(){}[]*?^~")
+
+
+def framed(command: str) -> str:
+    """`command` behind our markers (see PGID_MARKER), under COMMAND_PREAMBLE."""
+    return f"echo {PGID_MARKER} $$ >&2; printf '%s\\n' {STDOUT_MARKER.decode().strip()}; {COMMAND_PREAMBLE}; {command}"
 
 
 def login_shell_command(script: str) -> str:
@@ -107,19 +120,20 @@ def _timed_out(host: str, command: str, timeout: float, note: str | None) -> NoR
 class LocalHost:
     def __init__(self, role: str, spec: HostSpec) -> None:
         self.role, self.spec = role, spec
+        self.shell_output: dict[str, bytes] = {}  # no login shell runs here
 
     @property
     def name(self) -> str:
         return f"{self.role} (local)"
 
     def run(self, command: str, timeout: float, stdin: bytes | None = None) -> CommandResult:
-        done = run_local(["sh", "-c", command], timeout, stdin, host=self.name, command=command)
+        done = run_local(["sh", "-c", f"{COMMAND_PREAMBLE}; {command}"], timeout, stdin, host=self.name, command=command)
         if done.exit_code is None:
             _timed_out(self.name, command, timeout, done.note)
         return CommandResult(command, done.exit_code, done.stdout.decode(errors="replace"), done.stderr)
 
     def start(self, command: str) -> LocalProcess:
-        return LocalProcess(["sh", "-c", command], self.name, command=command)
+        return LocalProcess(["sh", "-c", f"{COMMAND_PREAMBLE}; {command}"], self.name, command=command)
 
     def push_dir(self, local: Path, remote: str, timeout: float) -> None:
         try:
@@ -149,9 +163,11 @@ class SshProcess(GroupProcess):
         super().__init__(host.name, command, keep_stderr)
         self.ssh_host, self.own_group = host, own_group
         self.pgid = None
+        self.before = {"stdout": bytearray(), "stderr": bytearray()}  # the login shell's, until each marker
+        self.framed = {"stdout": False, "stderr": False}
         self.channel = host._channel()
         try:
-            self.channel.exec_command(login_shell_command(f"echo {PGID_MARKER} $$ >&2; {command}" if own_group else command))
+            self.channel.exec_command(login_shell_command(framed(command)))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.channel.close()
             raise HostError(self.host, f"connection lost: {exc}") from None
@@ -162,25 +178,52 @@ class SshProcess(GroupProcess):
         while self.channel.recv_stderr_ready():
             self._feed_stderr(self.channel.recv_stderr(1 << 16))
 
+    def _shell_said(self, stream: str, chunk: bytes) -> bytes | None:
+        """`chunk` of `stream` while its marker has not come: the login shell's bytes are kept
+        aside, and what follows the marker is returned (None while it has not come)."""
+        before = self.before[stream]
+        before += chunk
+        marker = STDOUT_MARKER if stream == "stdout" else PGID_MARKER.encode() + b" "
+        start = before.find(marker)
+        if start == -1:
+            if len(before) > SHELL_OUTPUT_LIMIT:
+                self.ended = True  # our command never started: nothing of ours to kill
+                raise HostError(self.host, f"the login shell printed over {SHELL_OUTPUT_LIMIT} bytes on {stream} "
+                                           f"before our command started: {bytes(before[:120])!r}")
+            return None
+        self.framed[stream] = True
+        self.ssh_host.heard_shell(stream, bytes(before[:start]))
+        rest = bytes(before[start:])
+        before.clear()
+        if stream == "stdout":
+            return rest[len(STDOUT_MARKER):]
+        end = rest.find(b"\n")
+        if end == -1:  # the pgid line is not whole yet: wait for the rest of it
+            self.framed[stream] = False
+            before += rest
+            return None
+        line = rest[:end].decode(errors="replace")
+        found = _PGID_LINE.match(line)
+        if not found:
+            self.ended = True  # nothing we could name to kill
+            raise HostError(self.host, f"the remote shell did not report its process group as expected "
+                                       f"(it said {line[:120]!r}); is /bin/sh a POSIX shell there?")
+        if self.own_group:
+            self.pgid = int(found.group(1))
+        return rest[end + 1:]
+
+    def _got_stdout(self, chunk: bytes) -> None:
+        if chunk and not self.framed["stdout"]:
+            chunk = self._shell_said("stdout", chunk) or b""
+            if not chunk:
+                return
+        super()._got_stdout(chunk)
+
     def _feed_stderr(self, chunk: bytes) -> None:
-        if self.pgid is None and self.own_group:
+        if not self.framed["stderr"]:
+            chunk = self._shell_said("stderr", chunk) or b""
+        if self.keep_stderr:
             self.errors += chunk
-            marker = PGID_MARKER.encode() + b" "
-            start = self.errors.find(marker)
-            end = self.errors.find(b"\n", start) if start != -1 else -1
-            if end != -1:
-                line = self.errors[start:end].decode(errors="replace")
-                found = _PGID_LINE.match(line)
-                if not found:
-                    self.ended = True  # nothing we could name to kill
-                    raise HostError(self.host, f"the remote shell did not report its process group as expected "
-                                               f"(it said {line[:120]!r}); is /bin/sh a POSIX shell there?")
-                self.pgid = int(found.group(1))
-                del self.errors[start:end + 1]  # the marker line is ours, not the command's
-        elif self.keep_stderr:
-            self.errors += chunk
-        if not self.keep_stderr and self.pgid is not None:
-            self.errors.clear()
 
     def _wait_output(self, timeout: float) -> None:
         self.channel.settimeout(min(timeout, 0.5))
@@ -265,6 +308,14 @@ class SshHost:
         self.ssh_config = ssh_config
         self._route: sshconnect.Route | None = None
         self._lock = threading.Lock()  # a kill may reconnect while another thread uses the host
+        # What the account's login shell printed before our commands, per stream (the first time).
+        self.shell_output: dict[str, bytes] = {}
+
+    def heard_shell(self, stream: str, data: bytes) -> None:
+        if data and stream not in self.shell_output:
+            self.shell_output[stream] = data[:SHELL_OUTPUT_KEPT]
+            # Its size only: the run folder holds what we measured, never the site's banner.
+            log.info("%s: the login shell printed %d bytes on %s before our command; set aside", self.name, len(data), stream)
 
     @property
     def name(self) -> str:

@@ -41,6 +41,7 @@ class Comparison:
     table: pd.DataFrame
     config_differences: list[str]
     host_differences: list[str] = field(default_factory=list)
+    unknown_facts: list[str] = field(default_factory=list)  # host facts one side could not read: not compared
     only_in_a: list[str] = field(default_factory=list)
     only_in_b: list[str] = field(default_factory=list)
     plot_paths: list[Path] = field(default_factory=list)
@@ -69,6 +70,7 @@ class Comparison:
 
     def difference_sections(self) -> list[tuple[str, list[str]]]:
         return [("Config differences", self.config_differences), ("Host differences", self.host_differences),
+                ("Host facts unknown on one side (not compared)", self.unknown_facts),
                 ("Cells only in A", self.only_in_a), ("Cells only in B", self.only_in_b)]
 
     def markdown(self) -> str:
@@ -150,6 +152,31 @@ def _differences(a: dict, b: dict, what: str) -> list[str]:
         else:
             lines.append(f"{what}{key}: A {va}, B {vb}")
     return lines
+
+
+_BLANK = ("", "—")  # what flatten makes of a fact a run recorded as empty or null
+UNKNOWN = "unknown"  # the host facts' key for the facts a host could not read (remote/facts.py writes it)
+
+
+def _host_differences(a: dict, b: dict, what: str) -> tuple[list[str], list[str]]:
+    """Host facts that differ, and facts one side could not read. A fact that side's host facts
+    list as unknown (with why), or left blank (runs before they said why), is
+    unknown there: never a change."""
+    why = {side: {k: str(v) for k, v in (facts.get(UNKNOWN) or {}).items()} if isinstance(facts.get(UNKNOWN), dict) else {}
+           for side, facts in (("A", a), ("B", b))}
+    flat = {"A": {k: v for k, v in flatten(a).items() if not k.startswith(f"{UNKNOWN}.")},
+            "B": {k: v for k, v in flatten(b).items() if not k.startswith(f"{UNKNOWN}.")}}
+    changed, unknown = [], []
+    for key in dict.fromkeys([*flat["A"], *flat["B"], *why["A"], *why["B"]]):
+        va, vb = flat["A"].get(key), flat["B"].get(key)
+        blind = [side for side, value in (("A", va), ("B", vb))
+                 if key in why[side] or any(key.startswith(f"{w}.") for w in why[side]) or value in _BLANK]
+        if blind:
+            reasons = ", ".join(f"{side}: {why[side].get(key, 'not recorded')}" for side in blind)
+            unknown.append(f"{what}{key}: unknown ({reasons})")
+        elif va != vb:
+            changed += _differences({key: va} if va is not None else {}, {key: vb} if vb is not None else {}, what)
+    return changed, unknown
 
 
 def compare_cells(a: pd.DataFrame, b: pd.DataFrame, label_a: str = "A", label_b: str = "B") -> pd.DataFrame:
@@ -284,14 +311,16 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None, pair: st
                             f"{min(cells_a or cells_b or {'?'})})")
     rows_a, rows_b = ok_rows(a), ok_rows(b)
     table = compare_cells(rows_a, rows_b)
-    host_differences = []
+    host_differences, unknown_facts = [], []
     for role in ROLES:
-        host_differences += _differences(a.hosts.get(role, {}), b.hosts.get(role, {}), f"{role}.")
+        changed, unknown = _host_differences(a.hosts.get(role, {}), b.hosts.get(role, {}), f"{role}.")
+        host_differences += changed
+        unknown_facts += unknown
     out = Path(out_dir) if out_dir is not None else default_out_dir(a.path, b.path, pair_a, pair_b)
     comparison = Comparison(
         run_a=a.run_id, run_b=b.run_id, table=table,
         config_differences=_differences(a.config, b.config, ""),
-        host_differences=host_differences,
+        host_differences=host_differences, unknown_facts=unknown_facts,
         only_in_a=sorted(cells_a - cells_b), only_in_b=sorted(cells_b - cells_a),
         out_dir=out, pair_a=pair_a, pair_b=pair_b,
     )

@@ -65,6 +65,23 @@ class Preflight:
         return next((r.perf for r in self.per_host if r.role == role), None)
 
 
+def _first_words(data: bytes, limit: int = 60) -> str:
+    """The first line with anything printable in it, as one short line of text."""
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        text = "".join(c if c.isprintable() else " " for c in line).strip()
+        if text:
+            return text if len(text) <= limit else text[:limit - 1] + "…"
+    return ""
+
+
+def chatty_shell(printed: dict[str, bytes]) -> str:
+    """One line for a login shell whose start-up files print: where, and the first words."""
+    streams = [stream for stream in ("stdout", "stderr") if printed.get(stream)]
+    first = next(_first_words(printed[stream]) for stream in streams)
+    return (f"the account's start-up files print on {' and '.join(streams)} ({first!r}); "
+            "set aside, never read as output")
+
+
 def _check_host(host: Host, experiment: Experiment, inventory: Inventory, run_dirs: list[str]) -> HostChecks:
     checks = HostChecks(host.role, host.name)
     try:
@@ -92,6 +109,8 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
     lines = stdout.splitlines()
     checks.kernel = next((line[len("@kernel "):] for line in lines if line.startswith("@kernel ")), "")
     checks.add("reachable", True, f"kernel {checks.kernel}")
+    if host.shell_output:
+        checks.add("login shell", True, chatty_shell(host.shell_output))
     if found.ok:
         workdir.adopt(host, found)
         checks.add("workdir", True, found.workdir)

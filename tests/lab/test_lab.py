@@ -413,6 +413,8 @@ def test_a_lab_command_gives_its_status_and_output():
         ({"user": "Bad User"}, "lab user"),
         ({"user": "-x"}, "lab user"),
         ({"no_compiler": ("bastion",)}, "--no-compiler takes server or client"),
+        ({"chatty": True}, "--chatty needs --user"),
+        ({"user": "bench", "shell": "zsh; id"}, "--shell takes bash or sh"),
     ],
 )
 def test_site_options_are_checked_before_anything_is_built(kwargs, message):

@@ -36,3 +36,26 @@ def test_physical_nic_facts():
 def test_interface_lookup_quotes_the_address():
     assert "to 198.18.0.1 |" in data_interface_command("server", "198.18.0.1")
     assert "route get '1; touch x' |" in data_interface_command("client", "1; touch x")
+
+
+def test_a_non_root_account_without_ethtool_gets_every_sysctl_and_says_why_the_nic_is_unknown():
+    """Recorded: the facts script run as `nobody` with sshd's non-root PATH (no sbin), where
+    `sysctl` and `ethtool` are out of reach. Sysctls come from /proc/sys all the same; the NIC
+    facts that need ethtool are unknown, with why, never blank."""
+    facts = parse_facts((FIXTURES / "server-nonroot-no-ethtool.txt").read_text())
+    assert facts["sysctls"]["kernel.perf_event_paranoid"] == "2"
+    assert all(value != "" for value in facts["sysctls"].values()) and len(facts["sysctls"]) == 7
+    assert facts["unknown"] == {"nic.driver": "ethtool not found", "nic.speed": "ethtool not found",
+                                "nic.offloads": "ethtool not found"}
+    assert facts["nic"]["mtu"] == 65536  # ip still answered
+
+
+def test_the_facts_script_reads_sysctls_without_the_sysctl_tool(tmp_path):
+    """The script itself, run here with a PATH that has no sysctl and no ethtool."""
+    import subprocess
+    from orchestrator.remote.facts import SYSCTLS, _script
+    done = subprocess.run(["sh", "-c", _script("echo lo")], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    facts = parse_facts(done.stdout)
+    assert set(facts["sysctls"]) == set(SYSCTLS) and "" not in facts["sysctls"].values()
+    assert facts["unknown"]["nic.driver"] == "ethtool not found"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import HostError
+from orchestrator.processes import Output
 from orchestrator.remote.hosts import KILL_GRACE, LocalHost, SshHost, connect
 from orchestrator.experiment.inventory import HostSpec
 
@@ -324,16 +325,55 @@ def test_kill_agents_ends_exactly_the_given_commands(host):
     assert not _by_token(token)
 
 
-def test_a_garbled_pgid_marker_is_a_clear_error_not_a_traceback():
+class _HeardShell:
+    def __init__(self):
+        self.shell_output = {}
+
+    def heard_shell(self, stream, data):
+        self.shell_output.setdefault(stream, data)
+
+
+def _bare_process(keep_stderr=True):
+    """An SshProcess with only its output parsing, no channel."""
     from orchestrator.remote.hosts import SshProcess
-    process = SshProcess.__new__(SshProcess)  # only the stderr parsing, no channel
+    process = SshProcess.__new__(SshProcess)
     process.host, process.errors, process.pgid, process.own_group, process.keep_stderr, process.ended = \
-        "server (x)", bytearray(), None, True, True, False
+        "server (x)", bytearray(), None, True, keep_stderr, False
+    process.before, process.framed = {"stdout": bytearray(), "stderr": bytearray()}, {"stdout": False, "stderr": False}
+    process.ssh_host = _HeardShell()
+    process.output, process.eof = Output(), False
+    return process
+
+
+def test_a_garbled_pgid_marker_is_a_clear_error_not_a_traceback():
+    process = _bare_process()
     with pytest.raises(HostError, match="did not report its process group"):
         process._feed_stderr(b"@@orchestrate-pgid $$ fish: $$ is not supported\n")
-    process.errors.clear()
+    process = _bare_process()
     process._feed_stderr(b"@@orchestrate-pgid 4242\nhello\n")
     assert process.pgid == 4242 and bytes(process.errors) == b"hello\n"
+
+
+def test_what_the_login_shell_prints_is_set_aside_on_both_streams():
+    """A chatty .bashrc's lines, arriving in pieces and split anywhere, never reach the command's
+    stdout (a tar stream) or its stderr (an error message); the host keeps them to tell the user."""
+    process = _bare_process()
+    for piece in (b"*** SITE BAN", b"NER\ncaf\xe9\n@@orchestrate-st", b"dout\nREADY 1\n", b"\x00tar"):
+        process._got_stdout(piece)
+    for piece in (b"bash: warning: setlocale\n@@orchestrate-pg", b"id 77", b"\nagent says\n"):
+        process._feed_stderr(piece)
+    assert process.output.take("READY") == "READY 1"
+    assert process.output.rest() == b"\x00tar"
+    assert process.pgid == 77 and bytes(process.errors) == b"agent says\n"
+    assert process.ssh_host.shell_output == {"stdout": b"*** SITE BANNER\ncaf\xe9\n",
+                                             "stderr": b"bash: warning: setlocale\n"}
+
+
+def test_a_login_shell_that_never_lets_our_command_start_is_named():
+    from orchestrator.remote.hosts import SHELL_OUTPUT_LIMIT
+    process = _bare_process()
+    with pytest.raises(HostError, match="login shell printed over"):
+        process._got_stdout(b"y\n" * (SHELL_OUTPUT_LIMIT // 2 + 1))
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash", "fish", "csh", "tcsh"])

@@ -151,3 +151,17 @@ def test_a_pair_of_each_run_by_name_and_a_one_pair_run_against_a_pair(tmp_path):
     throughput = against.table[against.table["metric"] == "throughput_gbps"]
     assert len(throughput) > 10 and throughput["ratio"].tolist() == pytest.approx([0.6] * len(throughput), rel=1e-3)
     assert f"vs A = {against.run_a}\n" in against.markdown()
+
+
+def test_a_fact_one_side_could_not_read_is_unknown_never_a_change():
+    from orchestrator.report.compare import _host_differences
+    a = {"sysctls": {"kernel.perf_event_paranoid": "", "net.core.optmem_max": "20480"},
+         "nic": {"driver": None, "mtu": 1500, "speed": "10000Mb/s"}}
+    b = {"sysctls": {"kernel.perf_event_paranoid": "2", "net.core.optmem_max": "131072"},
+         "nic": {"driver": "veth", "mtu": 9000, "speed": None},
+         "unknown": {"nic.speed": "ethtool not found"}}
+    changed, unknown = _host_differences(a, b, "server.")
+    assert changed == ["server.sysctls.net.core.optmem_max: A 20480, B 131072", "server.nic.mtu: A 1500, B 9000"]
+    assert unknown == ["server.sysctls.kernel.perf_event_paranoid: unknown (A: not recorded)",
+                       "server.nic.driver: unknown (A: not recorded)",
+                       "server.nic.speed: unknown (B: ethtool not found)"]

@@ -177,6 +177,7 @@ class PreflightHost:
                  access: str = "direct", network: str = "", workdir_out: str | None = None,
                  fail: str | None = None) -> None:
         self.role, self.name = role, f"{role} (fake)"
+        self.shell_output: dict[str, bytes] = {}  # a quiet login shell
         self.spec = HostSpec(host=f"lab-{role}", user="bench", perf_access=access,
                              data_address=SERVER_IP if role == "server" else CLIENT_IP)
         self.workdir_out = workdir_out if workdir_out is not None else workdir_output(basics, list(then))
@@ -316,3 +317,23 @@ def test_a_failed_probe_without_words_gives_its_exit_status():
                            "direct", EVENTS)
     (problem,) = problems(check.findings("process"))
     assert "perf stat refused the events (kernel.perf_event_paranoid=1, uid 1000, perf_access: direct): exit status 129" == problem
+
+
+def test_a_chatty_login_shell_is_named_in_one_line_with_its_first_words():
+    from orchestrator.run.preflight import chatty_shell
+    line = chatty_shell({"stdout": b"\n\x1b[1m*** SITE BANNER: caf\xe9 " + b"x" * 100 + b"\nmore\n",
+                         "stderr": b"bash: warning: setlocale\n"})
+    assert "\n" not in line and "\x1b" not in line
+    assert line.startswith("the account's start-up files print on stdout and stderr ('[1m*** SITE BANNER: caf\ufffd x")
+    assert line.endswith("…'); set aside, never read as output")
+    assert "print on stderr ('bash: warning: setlocale')" in chatty_shell({"stderr": b"bash: warning: setlocale\n"})
+
+
+def test_a_chatty_login_shell_passes_preflight_with_one_line_on_that_host():
+    server = PreflightHost("server", network=SERVER_NET)
+    client = PreflightHost("client", network=CLIENT_NET)
+    server.shell_output = {"stdout": b"*** SITE BANNER\n"}
+    reports, result = preflight(server, client, perf=False)
+    assert by_check(reports["server"])["login shell"] == [
+        (True, "the account's start-up files print on stdout ('*** SITE BANNER'); set aside, never read as output")]
+    assert "login shell" not in by_check(reports["client"]) and result.problems == []
