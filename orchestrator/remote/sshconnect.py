@@ -73,6 +73,7 @@ class _ProxyCommand(paramiko.ProxyCommand):
     def __init__(self, command_line: str):
         super().__init__(command_line)
         self.command = command_line
+        self.stopped = False  # ended by close(), not on its own
         self._stderr = bytearray()
         self._lock = threading.Lock()
         # Hand-written: paramiko pipes the child's stderr but never reads it, so a chatty child would block on a full pipe.
@@ -133,6 +134,7 @@ class _ProxyCommand(paramiko.ProxyCommand):
         would be printed by the thread (paramiko's own kills a pid that may be reaped already)."""
         try:
             if self.process.poll() is None:
+                self.stopped = True
                 self.process.terminate()
                 try:
                     self.process.wait(PROXY_EXIT_WAIT)
@@ -344,9 +346,10 @@ def _open_hop(hop: Hop, who: str) -> None:
         proxy = hop.connection.proxy
         if proxy is None:
             raise
-        if proxy.ended(wait=PROXY_ENDED_WAIT) is not None:
-            # The ProxyCommand is the hop that failed: what it said is the cause, not paramiko's
-            # "Error reading SSH protocol banner" or "No existing session".
+        # `stopped` read after the wait: paramiko's thread may be closing it (ending it) meanwhile.
+        if proxy.ended(wait=PROXY_ENDED_WAIT) is not None and not proxy.stopped:
+            # It ended on its own: the ProxyCommand is the hop that failed, and what it said is
+            # the cause, not paramiko's "Error reading SSH protocol banner" or "No existing session".
             raise HostError(who, f"cannot connect through its ProxyCommand: {proxy.failure()}") from None
         if said := _one_line(proxy.stderr):
             raise HostError(who, f'{exc.detail}; the ProxyCommand said: "{said}"') from None
@@ -373,6 +376,9 @@ def _open_connection(hop: Hop, who: str, where: str) -> None:
         if "not found in known_hosts" in str(exc):
             raise HostError(who, f"unknown host key (not in {where}); verify the host and add its key, "
                                  "e.g. ssh-keyscan") from None
+        if str(exc) == "No existing session":  # paramiko's word for a handshake the connect timeout cut short
+            raise HostError(who, f"SSH failed{through}: no SSH handshake within {hop.connection.connect_timeout:g}s "
+                                 f"({exc})") from None
         raise HostError(who, f"SSH failed{through}: {exc}") from None
     except TimeoutError:
         raise HostError(who, f"cannot connect{through}: timed out after {hop.connection.connect_timeout:g}s") from None
