@@ -79,6 +79,7 @@ class HostError(OrchestrateError):
     def __init__(self, host: str, message: str):
         super().__init__(f"{host}: {message}")
         self.host = host
+        self.detail = message
 
 
 class PreflightError(OrchestrateError):

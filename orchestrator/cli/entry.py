@@ -59,6 +59,16 @@ def _unexpected(term: Terminal, exc: Exception, run_dir: str | None) -> str:
     return message
 
 
+def _library_logs_off_the_terminal() -> None:
+    """paramiko logs from its transport threads ("Exception (client): ..." and a traceback, line by
+    line); a logger with no handler anywhere up its tree goes to logging's last resort, stderr. A
+    run's run.log handler takes them while it is attached (run/runner.py); otherwise, as in
+    `check`, or from a thread that ends after the run, they are dropped."""
+    logger = logging.getLogger("paramiko")
+    if not any(type(handler) is logging.NullHandler for handler in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
 def _drop_dead_terminal(*streams: TextIO) -> None:
     """With the terminal gone, Python's own last flush would fail and turn our exit status into 120."""
     for stream in streams:
@@ -82,6 +92,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     as_json = getattr(args, "json", False)
     term = Terminal.over(stdout, stderr, as_json=as_json, quiet=getattr(args, "quiet", False))
     args.doc = {"command": args.command}
+    _library_logs_off_the_terminal()
     with signals_interrupt():
         try:
             status = ExitStatus(args.handler(args, term))

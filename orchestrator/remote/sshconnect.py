@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
+import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from select import select
 
 import fabric
 import paramiko
@@ -25,17 +29,139 @@ KEEPALIVE_SECONDS = 5  # a dead hop becomes an error instead of a hang
 USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
 MAX_HOPS = 8  # a ProxyJump loop in an ssh_config ends here instead of recursing forever
 _JUMP_ENTRY = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:\s]+)(?::(?P<port>\d+))?$")
+STDERR_KEPT = 4096  # bytes of a ProxyCommand's stderr kept (the last ones): a chatty `ssh -v` costs no more
+STDERR_QUOTED = 600  # characters of it that an error message quotes (the last ones: where ssh says why)
+PROXY_EXIT_WAIT = 2.0  # seconds a ProxyCommand whose output ended is given to exit and finish its stderr
+PROXY_ENDED_WAIT = 0.5  # seconds, after a failed connect, for its ProxyCommand to exit if it is the cause
+
+
+def proxy_failure(command: str, status: int | None, stderr: str) -> str:
+    """What a ProxyCommand that failed did, for the error of the hop behind it: its exit status and
+    the end of what it printed on stderr (where OpenSSH says why it gave up), on one line."""
+    return f"`{command}` {_outcome(status, stderr)}"
+
+
+def _outcome(status: int | None, stderr: str) -> str:
+    said = _one_line(stderr)
+    if status is None:
+        how = "is still running"
+    elif status < 0:
+        how = f"was killed by {_signal_name(-status)}"
+    else:
+        how = f"exited with status {status}"
+    return how + (f' and said: "{said}"' if said else ", saying nothing on stderr")
+
+
+def _one_line(stderr: str) -> str:
+    """The end of a child's stderr as one line of printable text, at most STDERR_QUOTED characters."""
+    said = " ".join(line.strip() for line in stderr.splitlines() if line.strip())
+    said = "".join(c if c.isprintable() else "?" for c in said)  # no terminal escapes from a remote banner
+    return "…" + said[-(STDERR_QUOTED - 1):] if len(said) > STDERR_QUOTED else said
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class _ProxyCommand(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand, keeping the end of the child's stderr for the error message, and
+    ending when the child's output ends (paramiko's recv spins until the banner timeout instead)."""
+
+    def __init__(self, command_line: str):
+        super().__init__(command_line)
+        self.command = command_line
+        self.stopped = False  # ended by close(), not on its own
+        self._stderr = bytearray()
+        self._lock = threading.Lock()
+        # Hand-written: paramiko pipes the child's stderr but never reads it, so a chatty child would block on a full pipe.
+        self._reader = threading.Thread(target=self._drain, name="proxycommand-stderr", daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        stream = self.process.stderr
+        try:
+            while chunk := os.read(stream.fileno(), 4096):
+                with self._lock:
+                    self._stderr += chunk
+                    del self._stderr[:-STDERR_KEPT]
+        except (OSError, ValueError):
+            pass
+        finally:
+            stream.close()
+
+    @property
+    def stderr(self) -> str:
+        with self._lock:
+            return self._stderr.decode("utf-8", "replace")
+
+    def ended(self, wait: float = 0) -> int | None:
+        """The child's exit status once it has exited (its stderr then read to the end), else None;
+        `wait`: seconds it may take to exit first."""
+        try:
+            status = self.process.wait(wait) if wait else self.process.poll()
+        except subprocess.TimeoutExpired:
+            status = None
+        if status is not None:
+            self._reader.join(PROXY_EXIT_WAIT)
+        return status
+
+    def failure(self) -> str:
+        return proxy_failure(self.command, self.ended(), self.stderr)
+
+    def recv(self, size: int) -> bytes:
+        try:
+            ready, _, _ = select([self.process.stdout], [], [], self.timeout)
+            if not ready:
+                raise socket.timeout()
+            data = os.read(self.process.stdout.fileno(), size)
+        except socket.timeout:
+            raise
+        except (OSError, ValueError) as exc:
+            raise paramiko.ProxyCommandFailure(self.command, str(exc)) from None
+        if not data:
+            try:
+                self.process.wait(PROXY_EXIT_WAIT)
+            except subprocess.TimeoutExpired:
+                pass
+            raise paramiko.ProxyCommandFailure(self.command, f"its output ended: it {_outcome(self.ended(), self.stderr)}")
+        return data
+
+    def close(self) -> None:
+        """Never raises: paramiko's transport thread closes its socket last, and an error there
+        would be printed by the thread (paramiko's own kills a pid that may be reaped already)."""
+        try:
+            if self.process.poll() is None:
+                self.stopped = True
+                self.process.terminate()
+                try:
+                    self.process.wait(PROXY_EXIT_WAIT)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(PROXY_EXIT_WAIT)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 class _Connection(fabric.Connection):
     """A Fabric connection whose gateway channel honours our connect timeout (Fabric's waits up to 1 h)."""
+
+    proxy: _ProxyCommand | None = None  # a class attribute, so Fabric keeps it off its config
 
     def open_gateway(self):
         if isinstance(self.gateway, fabric.Connection):
             return self.gateway.transport.open_channel(
                 "direct-tcpip", (self.host, int(self.port)), ("", 0), timeout=self.connect_timeout
             )
-        return paramiko.ProxyCommand(self.gateway)
+        self.proxy = _ProxyCommand(self.gateway)
+        return self.proxy
 
 
 @dataclass
@@ -62,6 +188,8 @@ class Route:
                 hop.connection.close()
             except Exception:  # closing is best effort; a dead hop has nothing left to close
                 pass
+            if hop.connection.proxy is not None:  # a hop that never got its SSH session still has its child
+                hop.connection.proxy.close()
 
 
 def fabric_config(ssh_config: str | None) -> fabric.Config:
@@ -212,6 +340,26 @@ def _open_hop(hop: Hop, who: str) -> None:
             raise HostError(who, f"known_hosts file {path} does not exist") from None
         except OSError as exc:
             raise HostError(who, f"cannot read known_hosts file {path}: {exc}") from None
+    try:
+        _open_connection(hop, who, where)
+    except HostError as exc:
+        proxy = hop.connection.proxy
+        if proxy is None:
+            raise
+        # `stopped` read after the wait: paramiko's thread may be closing it (ending it) meanwhile.
+        if proxy.ended(wait=PROXY_ENDED_WAIT) is not None and not proxy.stopped:
+            # It ended on its own: the ProxyCommand is the hop that failed, and what it said is
+            # the cause, not paramiko's "Error reading SSH protocol banner" or "No existing session".
+            raise HostError(who, f"cannot connect through its ProxyCommand: {proxy.failure()}") from None
+        if said := _one_line(proxy.stderr):
+            raise HostError(who, f'{exc.detail}; the ProxyCommand said: "{said}"') from None
+        raise
+    transport = hop.connection.client.get_transport()
+    assert transport is not None
+    transport.set_keepalive(KEEPALIVE_SECONDS)
+
+
+def _open_connection(hop: Hop, who: str, where: str) -> None:
     through = f" through {hop.via}" if hop.via else ""
     try:
         hop.connection.open()
@@ -228,14 +376,14 @@ def _open_hop(hop: Hop, who: str) -> None:
         if "not found in known_hosts" in str(exc):
             raise HostError(who, f"unknown host key (not in {where}); verify the host and add its key, "
                                  "e.g. ssh-keyscan") from None
+        if str(exc) == "No existing session":  # paramiko's word for a handshake the connect timeout cut short
+            raise HostError(who, f"SSH failed{through}: no SSH handshake within {hop.connection.connect_timeout:g}s "
+                                 f"({exc})") from None
         raise HostError(who, f"SSH failed{through}: {exc}") from None
     except TimeoutError:
         raise HostError(who, f"cannot connect{through}: timed out after {hop.connection.connect_timeout:g}s") from None
     except (OSError, EOFError) as exc:
         raise HostError(who, f"cannot connect{through}: {exc or type(exc).__name__}") from None
-    transport = hop.connection.client.get_transport()
-    assert transport is not None
-    transport.set_keepalive(KEEPALIVE_SECONDS)
 
 
 def connect(spec: HostSpec, ssh_config: str | None, timeout: float, name: str) -> Route:
