@@ -114,13 +114,14 @@ def _collapsed(summary_text: str, body: str, open_: bool = False) -> str:
 
 def _inline_plots(page: str, run_path: Path) -> str:
     """Sections written in markdown name their figures as files under plots/; the page carries
-    them instead, so it still works when mailed on its own."""
+    them instead, so it still works when mailed on its own. Markdown writes `alt` before `src`,
+    so the `src` is found wherever it stands in the tag."""
 
     def inline(match: re.Match) -> str:
-        data = base64.b64encode((run_path / f"{match.group(1)}.svg").read_bytes()).decode("ascii")
-        return f'<img src="data:image/svg+xml;base64,{data}"'
+        data = base64.b64encode((run_path / f"{match.group(2)}.svg").read_bytes()).decode("ascii")
+        return f'{match.group(1)}src="data:image/svg+xml;base64,{data}"'
 
-    page = re.sub(r'<img src="(plots/[^"]+?)\.(?:png|svg)"', inline, page)
+    page = re.sub(r'(<img\b[^>]*?\s)src="(plots/[^"]+?)\.(?:png|svg)"', inline, page)
     return re.sub(r'<a href="plots/[^"]*">[^<]*</a>', "", page)
 
 

@@ -262,6 +262,27 @@ def test_user_space_only_counts_are_never_passed_off_as_whole(tmp_path):
     assert "*User space only:*" not in text.split("/throughput_vs_size.svg)")[1].split("###")[0]
 
 
+def test_every_section_and_every_figure_of_a_real_lab_run(tmp_path):
+    """The recorded lab run has every section report.md can have, and report.html carries every
+    figure itself, the evidence sections' too (markdown writes their `alt` before `src`)."""
+    run_dir = run_copy(tmp_path, "20261206T023809Z-labfull-87e3")
+    text = report.write_report(run_dir).read_text()
+    for section in SECTIONS + ["## What this run shows", "### Caveats for this run", "## Throughput over time",
+                               "## TCP: retransmits and limits", "## Where the CPU went", "## Against iperf3",
+                               "### Stream: throughput and CPU", "### Stream: hardware and software counters",
+                               "### Request/response"]:
+        assert section in text, section
+    assert "![Throughput over time](plots/throughput_over_time.png)" in text  # report.md keeps its files
+    assert "![Where the CPU went](plots/where_cpu_went.png)" in text
+    page = (run_dir / "report.html").read_text()
+    tags = re.findall(r"<img\b[^>]*>", page)
+    assert len(tags) == 1 + len(reportmd.PLOT_TITLES) + 2  # headline, every plot, over time, CPU
+    assert all(re.search(r'\ssrc="data:image/svg\+xml;base64,', tag) for tag in tags), [t[:80] for t in tags]
+    for title in ("Throughput over time", "Where the CPU went"):
+        assert re.search(rf'<img alt="{title}" src="data:image/svg\+xml;base64,', page), title
+    assert "plots/" not in page
+
+
 def test_html_report_stands_alone_and_opens_with_the_answer(tmp_path):
     run_dir = run_copy(tmp_path, "20261120T101500Z-lab-hw-a1b2")
     report.write_report(run_dir)

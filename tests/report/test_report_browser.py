@@ -58,13 +58,42 @@ def _mailed_page(tmp_path: Path, fixture: str):
             browser.close()
 
 
+LAB_RUN = "20261206T023809Z-labfull-87e3"  # a real lab run with every section (fixtures/runs/README.md)
+EVIDENCE_FIGURES = ("Throughput over time", "Where the CPU went")
+SECTIONS = ("What this run shows", "Failed, degraded and unstable cells", "Throughput over time",
+            "TCP: retransmits and limits", "Where the CPU went", "Against iperf3", "The study's questions")
+
+# Each h2 of the page with the images up to the next h1 or h2: a section's own figures.
+SECTION_IMAGES = """() => Array.from(document.querySelectorAll("h2")).map(h => {
+    const images = [];
+    for (let e = h.nextElementSibling; e && !/^H[12]$/.test(e.tagName); e = e.nextElementSibling) {
+        images.push(...(e.tagName === "IMG" ? [e] : e.querySelectorAll("img")));
+    }
+    return {title: h.textContent.trim(),
+            images: images.map(i => ({src: i.getAttribute("src").slice(0, 30), w: i.naturalWidth, done: i.complete}))};
+})"""
+
+
 def test_report_in_a_real_browser(tmp_path):
-    with _mailed_page(tmp_path, "20261125T222925Z-vmcheck-598f") as (page, errors, requests):
+    """A real lab run's page, away from its folder: every image, the time series and CPU figures
+    included, is a data URI that loads; nothing but the page itself is fetched from disk."""
+    with _mailed_page(tmp_path, LAB_RUN) as (page, errors, requests):
+        page_url = page.url
         images = page.eval_on_selector_all(
-            "img", "els => els.map(e => ({src: e.src.slice(0, 30), w: e.naturalWidth, done: e.complete}))")
-        assert len(images) == 1 + len(reportmd.PLOT_TITLES)
+            "img", "els => els.map(e => ({src: e.getAttribute('src').slice(0, 30), w: e.naturalWidth, done: e.complete}))")
+        # the headline figure, every plot, then the evidence sections' figures
+        assert len(images) == 1 + len(reportmd.PLOT_TITLES) + len(EVIDENCE_FIGURES), images
         assert all(i["done"] and i["w"] > 0 for i in images), images
+        assert all(i["src"].startswith("data:image/svg+xml;base64,") for i in images), images
+        sections = {s["title"]: s["images"] for s in page.evaluate(SECTION_IMAGES)}
+        for title in EVIDENCE_FIGURES:
+            assert title in sections, (title, list(sections))
+            assert len(sections[title]) == 1, (title, sections[title])
+            figure = sections[title][0]
+            assert figure["src"].startswith("data:image/svg+xml;base64,") and figure["done"] and figure["w"] > 0, figure
         text = page.inner_text("body")
+        for section in SECTIONS:
+            assert section in text, section
         for question in QUESTIONS:
             assert question in text, question
         assert text.index("What this run shows") < text.index("Failed, degraded and unstable cells")
@@ -92,6 +121,8 @@ def test_report_in_a_real_browser(tmp_path):
         page.screenshot(path=str(tmp_path / "report-print.png"), full_page=False)
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    # The one file the page reads is itself: a figure left as a relative path would be a second.
+    assert [url for url in requests if url.startswith("file:")] == [page_url], requests
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
@@ -99,6 +130,7 @@ def test_report_of_several_pairs_in_a_real_browser(tmp_path):
     """The pairs3 fixture's page: it loads without errors, carries every figure, and shows
     the pairs compared (the ratio table with Welch's p, the host facts with their differing MTU) first."""
     with _mailed_page(tmp_path, "pairs3") as (page, errors, requests):
+        page_url = page.url
         images = page.eval_on_selector_all("img", "els => els.map(e => ({w: e.naturalWidth, done: e.complete}))")
         assert len(images) == len(reportmd.PLOT_TITLES)
         assert all(i["done"] and i["w"] > 0 for i in images), images
@@ -120,4 +152,5 @@ def test_report_of_several_pairs_in_a_real_browser(tmp_path):
         page.screenshot(path=str(tmp_path / "pairs.png"), full_page=False)
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    assert [url for url in requests if url.startswith("file:")] == [page_url], requests
     assert (tmp_path / "pairs.png").stat().st_size > 10_000
