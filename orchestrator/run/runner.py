@@ -46,12 +46,14 @@ class RunState:
     experiment: Experiment
     inventory: Inventory
     plan: Plan
-    # Every pair of the run, as its folder's inventory has them: `inventory` may be narrowed to
-    # the pairs this session runs (--pairs), and status.json counts the whole run.
-    pairs: list[str] = field(init=False)
+    # Every pair of the run, as its folder's inventory has them (by default, `inventory`'s):
+    # `inventory` may be narrowed to the pairs this session runs (--pairs), and status.json
+    # counts the whole run.
+    pairs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.pairs = list(self.inventory.pairs)
+        if not self.pairs and self.inventory is not None:
+            self.pairs = list(self.inventory.pairs)
 
     @property
     def run_id(self) -> str:
