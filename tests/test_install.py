@@ -31,7 +31,7 @@ def test_init_writes_an_inventory_that_loads_and_the_shipped_configs(tmp_path):
     assert {p.name for p in written} == {"inventory.yml", "full.yml", "quick.yml", "smoke.yml"}
     inventory = load_inventory(tmp_path / "lab" / "inventory.yml")
     assert inventory.server.jump is not None and inventory.server.jump.host == "bastion.example.org"
-    assert (inventory.server.user, inventory.server.perf_access, inventory.client.perf_access) == ("bench", "sudo", "user-only")
+    assert (inventory.server.user, inventory.server.perf_access, inventory.client.perf_access) == ("bench", "sudo", "sudo")
     assert inventory.server.workdir == "~/.cache/orchestrate"
     for name in ("full.yml", "quick.yml", "smoke.yml"):
         assert (tmp_path / "lab" / "configs" / name).read_bytes() == (ROOT / "configs" / name).read_bytes()

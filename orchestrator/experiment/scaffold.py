@@ -39,7 +39,9 @@ server:
   # workdir: ~/.cache/orchestrate     # the default: absolute, or ~/ for the SSH user's home there.
                                       # Created 0700; refused if it is a symlink, someone else's,
                                       # or writable by group or others
-  perf_access: sudo                   # how perf gets its counters:
+  perf_access: sudo                   # how perf gets its counters; give both hosts the same, or
+                                      # their counts do not compare (kernel and user on one side,
+                                      # user space only on the other):
                                       #   direct     perf as the SSH user; kernel counts need
                                       #              kernel.perf_event_paranoid low enough (default)
                                       #   sudo       perf, and only perf, through `sudo -n`
@@ -52,7 +54,7 @@ client:
     host: bastion.example.org
     user: bench
   data_address: 198.18.0.2            # where the client's traffic to the server leaves from
-  perf_access: user-only
+  perf_access: sudo                   # the same as the server's (direct, sudo or user-only, above)
 
 # Several pairs of hosts (one per hardware generation, say), measured in one run: instead of the
 # server and client above, name each pair under `pairs`. Keys beside a pair's server and client

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..rows import layout
+from ..rows import layout, runstatus
 from ..experiment.dimensions import DEFAULT_PAIR
 from ..errors import ConfigError, OrchestrateError
 from ..roles import ROLES
@@ -71,7 +71,7 @@ def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run folder")  # a bad argument (exit 2), not a bad run
-    results = read_results(run_dir / layout.RESULTS)
+    results = _rows_or_why_none(run_dir)
     notes: list[str] = []
     config = _read_yaml(run_dir / layout.CONFIG, notes)
     inventory = _read_yaml(run_dir / layout.INVENTORY, notes)
@@ -85,6 +85,23 @@ def load_run(run_dir: Path) -> RunData:
     run_ids = results["run_id"].dropna().unique() if "run_id" in results.columns else []
     run_id = str(run_ids[0]) if len(run_ids) else run_dir.name
     return RunData(run_dir, run_id, results, config, inventory, hosts, notes, pairs, pair_hosts, order)
+
+
+def _rows_or_why_none(run_dir: Path) -> pd.DataFrame:
+    """results.csv's rows; a run that measured nothing is said to be one, with what its
+    status.json says stopped it: a folder with nothing to report (exit 2), not a broken one.
+    Only a run without rows consults status.json, checked as the untrusted file it is: rows are
+    reported whatever it says."""
+    path = run_dir / layout.RESULTS
+    results = read_results(path) if path.is_file() else None
+    if results is not None and not results.empty:
+        return results
+    said = runstatus.read(run_dir)
+    if said is not None and not said.measured:
+        then = f"\nto measure it: orchestrate run --resume {run_dir}" if said.state in ("stopped", "interrupted") else ""
+        raise ConfigError(f"{run_dir}: this run measured nothing, so there is nothing to report: {said.why_nothing()}{then}")
+    # No status to explain it (a run from before status.json): read_results says what is missing.
+    return read_results(path) if results is None else results
 
 
 def _pairs(run_dir: Path, results: pd.DataFrame, inventory: dict[str, Any]) -> tuple[list[str], str]:

@@ -53,6 +53,9 @@ class PairOutcome:
     skipped: int = 0
     planned: int = 0
     error: OrchestrateError | None = None
+    # Where the pair is (runstatus.STAGES: connect, preflight, ... cells), or "done": where it
+    # stopped, when it did.
+    stage: str = "setup"
 
     @property
     def failed(self) -> list[CellOutcome]:

@@ -20,7 +20,7 @@ import yaml
 from ..rows import cellrow, intervals, layout, results
 from .cell import CellContext, CellOutcome, CellRunner
 from ..remote import deploy, facts, hostlock, sshconnect
-from . import leftovers, remaining
+from . import leftovers, remaining, status
 from ..experiment.config import Experiment, Perf, experiment_from_resolved
 from ..errors import ConfigError, DiskError, FormatVersionError, HostError, PairsFailed, PreflightError, RunFailed
 from ..rows.durable import DISK_ERRNOS, disk_error, write_atomic
@@ -46,10 +46,22 @@ class RunState:
     experiment: Experiment
     inventory: Inventory
     plan: Plan
+    # Every pair of the run, as its folder's inventory has them (by default, `inventory`'s):
+    # `inventory` may be narrowed to the pairs this session runs (--pairs), and status.json
+    # counts the whole run.
+    pairs: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.pairs and self.inventory is not None:
+            self.pairs = list(self.inventory.pairs)
 
     @property
     def run_id(self) -> str:
         return self.run_dir.name
+
+    @property
+    def shape(self) -> status.RunShape:
+        return status.RunShape(self.run_dir, [c.cell_id for c in self.plan.cells], self.pairs)
 
 
 @dataclass(frozen=True)
@@ -273,12 +285,47 @@ def execute(
     """Every pair of the run's inventory runs the plan's cells it has not finished: the one pair
     here, several each in a thread of its own (one after another when the inventory says
     `concurrent: false`, which select_pairs sets for --serial). A pair that fails is reported
-    and the others go on."""
+    and the others go on.
+
+    status.json says `running` once the run's files are open, and what the run came to when it
+    ends, however it ends (runstatus.py); what stopped it is in run.log too."""
     handler = _attach_log(state.run_dir)
+    seen: dict[str, PairOutcome] = {}  # each pair's outcome as it goes: where it was when the run stopped
+    try:
+        try:
+            outcome = _execute_pairs(state, progress, on_preflight, seen)
+        except BaseException as exc:
+            _record_stop(state, seen, exc)
+            raise
+        status.write(state.run_dir, status.ended(state.shape, outcome.pairs), state.run_dir)
+        return outcome
+    finally:
+        try:
+            progress.stop()
+        finally:
+            _detach_log(handler)
+
+
+def _record_stop(state: RunState, seen: dict[str, PairOutcome], exc: BaseException) -> None:
+    """What stopped the run, in run.log and status.json. A status that cannot be worked out or
+    written (a full disk, a torn results.csv) is logged: the error that stopped the run goes up."""
+    try:
+        ended = status.ended(state.shape, seen, stopped=exc)
+        where = "interrupted" if ended.state == "interrupted" else f"stopped at {ended.stopped_at}"
+        log.error("run %s%s: %s", where, "" if ended.measured else ", nothing measured", ended.reason)
+        status.write(state.run_dir, ended, state.run_dir)
+    except Exception as failed:  # noqa: BLE001 - never hides the error that stopped the run
+        log.error("run stopped (%s); its status.json could not be written: %s", status.reason_of(exc), failed)
+
+
+def _execute_pairs(state: RunState, progress: Progress, on_preflight: Callable[[Preflight], None],
+                   seen: dict[str, PairOutcome]) -> RunOutcome:
     try:
         shared = _SharedFiles(state.run_dir, progress)
+        status.write(state.run_dir, status.running(state.shape), state.run_dir)
 
         def run_pair(outcome: PairOutcome, pair_progress: Progress) -> None:
+            seen[outcome.pair] = outcome
             _execute_pair(PairState(state, outcome.pair), pair_progress, on_preflight, shared, outcome)
 
         outcomes = run_pairs(list(state.inventory.pairs), run_pair, progress,
@@ -296,11 +343,6 @@ def execute(
         if exc.filename is None:
             raise
         raise disk_error(Path(exc.filename), exc, state.run_dir) from None
-    finally:
-        try:
-            progress.stop()
-        finally:
-            _detach_log(handler)
 
 
 def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[Preflight], None],
@@ -312,16 +354,20 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
     hosts: dict[str, Host] = {}
     locks = hostlock.HostLocks([])
     try:
+        outcome.stage = "connect"
         progress.stage("connecting to hosts")
         hosts = connect_hosts(inventory, experiment.timeouts.connect)
         # Before anything is measured or killed: a host another run holds stops this one here.
+        outcome.stage = "lock"
         locks = hostlock.acquire(hosts, pair.remote_run_id, experiment.timeouts.command)
         pair.root.mkdir(parents=True, exist_ok=True)
         record = leftovers.GroupRecord(pair.root)
         if record.path.exists():  # a resumed run: nothing of it may still run when it measures again
+            outcome.stage = "leftovers"
             progress.stage("ending whatever this run left running")
             for note in leftovers.end_leftovers(hosts, record, experiment.timeouts.command):
                 progress.stage(note)
+        outcome.stage = "preflight"
         progress.stage("preflight")
         # The run's folders under runs/ are made and checked with the workdir; from here on
         # each host carries its workdir resolved on it (`~/` expanded).
@@ -331,10 +377,13 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
             raise PreflightError(
                 "preflight found problems:\n" + "\n".join(f"  {p.host}: {p.check}: {p.detail}" for p in preflight.problems)
             )
+        outcome.stage = "deploy"
         progress.stage("deploying agents")
         agents = _deploy(hosts, experiment.timeouts.command, preflight.builds)
+        outcome.stage = "data_path"
         progress.stage("checking the data path")
         _probe_data_path(pair, hosts, agents, record)
+        outcome.stage = "facts"
         progress.stage("gathering host facts")
         _save_facts(pair, hosts, agents, preflight)
         ctx = CellContext(
@@ -347,7 +396,9 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
             perf_events={role: list(preflight.perf_events(role)) for role in hosts},
             record=record,
         )
+        outcome.stage = "cells"
         _run_cells(pair, ctx, progress, shared, outcome)
+        outcome.stage = "done"
     except OSError as exc:
         if exc.filename is None:
             raise

@@ -176,3 +176,30 @@ def test_run_json_prints_one_document_and_quiet_nothing_else(tmp_path, capsys):
     assert all(r["throughput_gbps_mean"] > 0 for r in doc["summary"])
     assert Path(doc["report"]["html"]).exists()
     assert captured.err == ""
+
+
+def test_a_real_run_on_loopback_records_that_it_measured_and_its_counts(tmp_path):
+    """status.json of a run that measured: finished, its rows counted by status, as results.csv has them."""
+    require_tool("cc")
+    config = tmp_path / "two.yml"
+    config.write_text(yaml.safe_dump({
+        "name": "status", "matrix": {"mode": ["one_copy", "two_copy"]}, "message_size": "16KiB", "port": free_port(),
+        "duration": "0.3s", "warmup": "0.1s", "interval": "0.1s", "perf": {"enabled": False},
+    }))
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({
+        "server": {"host": "local", "workdir": str(tmp_path / "work")},
+        "client": {"host": "local", "workdir": str(tmp_path / "work")},
+    }))
+    code = main(["run", str(config), "--inventory", str(inventory), "--results", str(tmp_path / "results"),
+                 "--no-report", "-q"])
+    (run_dir,) = (tmp_path / "results").iterdir()
+    assert code == 0
+    said = json.loads((run_dir / "status.json").read_text())
+    frame = read_results(run_dir / "results.csv")
+    assert said["state"] == "finished" and said["measured"] is True and said["stopped_at"] is None, said
+    assert said["cells"] == {"planned": 2, "ok": int((frame["status"] == "ok").sum()),
+                             "failed": int((frame["status"] == "failed").sum()),
+                             "degraded": int((frame["status"] == "degraded").sum())}
+    assert said["cells"]["ok"] + said["cells"]["failed"] + said["cells"]["degraded"] == 2
+    assert "pairs" not in said  # one pair: the run's own figures are the pair's

@@ -443,7 +443,7 @@ def test_the_run_folder_names_are_layouts_and_readme_lists_each(tmp_path):
     from orchestrator.rows import layout
 
     listing = (ROOT / "README.md").read_text().split("### Results", 1)[1].split("```")[1]
-    names = [layout.CONFIG, layout.INVENTORY, layout.PLAN, layout.RESULTS, layout.RUN_LOG, layout.PROCESSES,
+    names = [layout.CONFIG, layout.INVENTORY, layout.PLAN, layout.RESULTS, layout.RUN_LOG, layout.STATUS, layout.PROCESSES,
              layout.PREFLIGHT + "/", layout.INTERVALS]
     assert [n for n in names if n not in listing] == []
     state = runner.create_run(_experiment(seed=1), _one_pair_inventory(), tmp_path)
