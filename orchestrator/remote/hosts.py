@@ -53,6 +53,7 @@ class Host(Protocol):
     role: str
     spec: HostSpec
     shell_output: dict[str, bytes]  # what the login shell printed before our commands, per stream
+    shell_startup: float  # seconds from asking for a command's session to our command running (the slowest seen)
 
     @property
     def name(self) -> str: ...
@@ -121,6 +122,7 @@ class LocalHost:
     def __init__(self, role: str, spec: HostSpec) -> None:
         self.role, self.spec = role, spec
         self.shell_output: dict[str, bytes] = {}  # no login shell runs here
+        self.shell_startup = 0.0
 
     @property
     def name(self) -> str:
@@ -210,6 +212,7 @@ class SshProcess(GroupProcess):
                                        f"(it said {line[:120]!r}); is /bin/sh a POSIX shell there?")
         if self.own_group:
             self.pgid = int(found.group(1))
+        self.ssh_host.shell_started(time.monotonic() - self.started)
         return rest[end + 1:]
 
     def _got_stdout(self, chunk: bytes) -> None:
@@ -310,6 +313,10 @@ class SshHost:
         self._lock = threading.Lock()  # a kill may reconnect while another thread uses the host
         # What the account's login shell printed before our commands, per stream (the first time).
         self.shell_output: dict[str, bytes] = {}
+        self.shell_startup = 0.0  # the slowest start of a command's session seen: sshd, the login shell, its files
+
+    def shell_started(self, seconds: float) -> None:
+        self.shell_startup = max(self.shell_startup, seconds)
 
     def heard_shell(self, stream: str, data: bytes) -> None:
         if data and stream not in self.shell_output:

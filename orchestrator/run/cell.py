@@ -20,6 +20,7 @@ from ..rows import layout
 from ..rows.durable import disk_error
 from ..remote.hosts import Host, Process, extract_tar
 from ..processes import shell_quote
+from .arming import warmup_to_arm
 from .leftovers import GroupRecord, Started
 from ..experiment.plan import Cell
 from .preflight import DROP_TO_USER, perf_prefix
@@ -28,7 +29,6 @@ from ..roles import ROLES
 READY_TIMEOUT = 15.0
 FINISH_SLICE = 0.05  # how often each side is looked at while both run
 KILLED_FINISH = 15.0  # for a killed side's command to send its raw files and end
-ARM_MIN_WARMUP = 0.5
 FILES_MARKER = "@@orchestrate-files@@"
 GO = "go"
 
@@ -169,9 +169,9 @@ class CellRunner:
         return self._start_gated(cell)
 
     def _arm(self, cell: Cell | None) -> None:
-        # Only inside a warm-up long enough to hold sshd's session start-up (about 0.1 s here):
-        # starting sessions must never disturb a measured window.
-        if cell is None or self.ctx.experiment.warmup < ARM_MIN_WARMUP:
+        # Only where the warm-up holds the hosts' session start-up, as measured so far (arming.py).
+        startup = max(host.shell_startup for host in self.ctx.hosts.values())
+        if cell is None or self.ctx.experiment.warmup < warmup_to_arm(startup):
             return
         try:
             self.armed = (cell, self._start_gated(cell))

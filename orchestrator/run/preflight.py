@@ -18,6 +18,7 @@ from ..errors import ConfigError, HostError, OrchestrateError, PreflightError
 from ..remote.hosts import Host, connect
 from ..roles import ROLES
 from ..processes import shell_quote
+from .arming import warmup_to_arm
 from ..experiment.inventory import Inventory
 
 
@@ -74,12 +75,24 @@ def _first_words(data: bytes, limit: int = 60) -> str:
     return ""
 
 
-def chatty_shell(printed: dict[str, bytes]) -> str:
-    """One line for a login shell whose start-up files print: where, and the first words."""
+SLOW_STARTUP = 0.2  # seconds for a command's session to start: from here on, preflight says so
+
+
+def login_shell(printed: dict[str, bytes], startup: float, warmup: float) -> str:
+    """One line for a login shell whose start-up files print (where, and the first words), or
+    are slow (how slow, and what that costs the cells)."""
+    parts = []
     streams = [stream for stream in ("stdout", "stderr") if printed.get(stream)]
-    first = next(_first_words(printed[stream]) for stream in streams)
-    return (f"the account's start-up files print on {' and '.join(streams)} ({first!r}); "
-            "set aside, never read as output")
+    if streams:
+        first = next(_first_words(printed[stream]) for stream in streams)
+        parts.append(f"the account's start-up files print on {' and '.join(streams)} ({first!r}); "
+                     "set aside, never read as output")
+    if startup >= SLOW_STARTUP:
+        needed = warmup_to_arm(startup)
+        parts.append(f"a command's session takes {startup:.2f} s to start (the start-up files run for each); "
+                     + ("each cell's commands start during the previous cell's warm-up" if warmup >= needed else
+                        f"with warm-up {warmup:g} s each cell waits for its own (a warm-up of {needed:.1f} s would hide it)"))
+    return "; ".join(parts)
 
 
 def _check_host(host: Host, experiment: Experiment, inventory: Inventory, run_dirs: list[str]) -> HostChecks:
@@ -109,8 +122,8 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
     lines = stdout.splitlines()
     checks.kernel = next((line[len("@kernel "):] for line in lines if line.startswith("@kernel ")), "")
     checks.add("reachable", True, f"kernel {checks.kernel}")
-    if host.shell_output:
-        checks.add("login shell", True, chatty_shell(host.shell_output))
+    if host.shell_output or host.shell_startup >= SLOW_STARTUP:
+        checks.add("login shell", True, login_shell(host.shell_output, host.shell_startup, experiment.warmup))
     if found.ok:
         workdir.adopt(host, found)
         checks.add("workdir", True, found.workdir)

@@ -332,6 +332,9 @@ class _HeardShell:
     def heard_shell(self, stream, data):
         self.shell_output.setdefault(stream, data)
 
+    def shell_started(self, seconds):
+        self.shell_startup = seconds
+
 
 def _bare_process(keep_stderr=True):
     """An SshProcess with only its output parsing, no channel."""
@@ -341,7 +344,7 @@ def _bare_process(keep_stderr=True):
         "server (x)", bytearray(), None, True, keep_stderr, False
     process.before, process.framed = {"stdout": bytearray(), "stderr": bytearray()}, {"stdout": False, "stderr": False}
     process.ssh_host = _HeardShell()
-    process.output, process.eof = Output(), False
+    process.output, process.eof, process.started = Output(), False, time.monotonic() - 1.5
     return process
 
 
@@ -365,6 +368,7 @@ def test_what_the_login_shell_prints_is_set_aside_on_both_streams():
     assert process.output.take("READY") == "READY 1"
     assert process.output.rest() == b"\x00tar"
     assert process.pgid == 77 and bytes(process.errors) == b"agent says\n"
+    assert 1.5 <= process.ssh_host.shell_startup < 60  # from asking for the session to our command running
     assert process.ssh_host.shell_output == {"stdout": b"*** SITE BANNER\ncaf\xe9\n",
                                              "stderr": b"bash: warning: setlocale\n"}
 

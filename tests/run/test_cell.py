@@ -195,6 +195,7 @@ class FakeHost:
     process: FakeProcess
     spec: HostSpec = field(default_factory=lambda: HostSpec(host="lab-a", user="bench", workdir="/w"))
     started: list[str] = field(default_factory=list)
+    shell_startup: float = 0.0  # a quick login shell (what the Host protocol reports)
     fetched: list[str] = field(default_factory=list)
     fetch_files: dict[str, bytes] | None = None  # what fetch_dir brings, None: it fails
 
@@ -334,3 +335,16 @@ def test_files_that_cannot_be_fetched_fail_the_cell(tmp_path):
     client = FakeProcess("client", events, output=returned("client"))
     outcome, _ = run_cell(tmp_path, server, client)  # fetch_dir fails
     assert outcome.error == f"server (fake): could not fetch /w/runs/run-1/{CELL.cell_id}: gone"
+
+
+@pytest.mark.parametrize("startup, warmup, armed", [(0.1, 0.5, True), (0.0, 0.4, False), (0.3, 0.5, False), (0.3, 0.6, True),
+                                                    (2.0, 3.0, False), (2.0, 4.0, True)])
+def test_the_next_cell_starts_early_only_where_the_warm_up_holds_the_hosts_session_start_up(startup, warmup, armed):
+    """A login shell whose start-up files take seconds (conda) must not start the next cell's
+    commands during this cell's measured window."""
+    hosts = {"server": FakeHost("server", None, shell_startup=startup), "client": FakeHost("client", None)}  # type: ignore[arg-type]
+    ctx = cells.CellContext("run-1", experiment(warmup=f"{warmup}s"), hosts, {}, {})  # type: ignore[arg-type]
+    runner = cells.CellRunner(ctx)
+    runner._start_gated = lambda cell: {"server": cell}  # type: ignore[method-assign]
+    runner._arm(CELL)
+    assert (runner.armed is not None) is armed

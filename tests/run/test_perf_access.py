@@ -36,6 +36,7 @@ CELL = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fi
 @dataclass
 class SpecHost:
     spec: HostSpec
+    shell_startup: float = 0.0
 
 
 def context(access: str, workdir: str, agent: str, scope: str = "process") -> cells.CellContext:

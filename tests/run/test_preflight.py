@@ -178,6 +178,7 @@ class PreflightHost:
                  fail: str | None = None) -> None:
         self.role, self.name = role, f"{role} (fake)"
         self.shell_output: dict[str, bytes] = {}  # a quiet login shell
+        self.shell_startup = 0.0
         self.spec = HostSpec(host=f"lab-{role}", user="bench", perf_access=access,
                              data_address=SERVER_IP if role == "server" else CLIENT_IP)
         self.workdir_out = workdir_out if workdir_out is not None else workdir_output(basics, list(then))
@@ -320,13 +321,20 @@ def test_a_failed_probe_without_words_gives_its_exit_status():
 
 
 def test_a_chatty_login_shell_is_named_in_one_line_with_its_first_words():
-    from orchestrator.run.preflight import chatty_shell
-    line = chatty_shell({"stdout": b"\n\x1b[1m*** SITE BANNER: caf\xe9 " + b"x" * 100 + b"\nmore\n",
-                         "stderr": b"bash: warning: setlocale\n"})
+    from orchestrator.run.preflight import login_shell
+    line = login_shell({"stdout": b"\n\x1b[1m*** SITE BANNER: caf\xe9 " + b"x" * 100 + b"\nmore\n",
+                        "stderr": b"bash: warning: setlocale\n"}, 0.1, 0.5)
     assert "\n" not in line and "\x1b" not in line
     assert line.startswith("the account's start-up files print on stdout and stderr ('[1m*** SITE BANNER: caf\ufffd x")
     assert line.endswith("…'); set aside, never read as output")
-    assert "print on stderr ('bash: warning: setlocale')" in chatty_shell({"stderr": b"bash: warning: setlocale\n"})
+    assert "print on stderr ('bash: warning: setlocale')" in login_shell({"stderr": b"bash: warning: setlocale\n"}, 0.0, 0.5)
+
+
+def test_a_slow_login_shell_says_what_it_costs_the_cells():
+    from orchestrator.run.preflight import login_shell
+    assert login_shell({}, 1.9, 0.5) == ("a command's session takes 1.90 s to start (the start-up files run for each); "
+                                         "with warm-up 0.5 s each cell waits for its own (a warm-up of 3.8 s would hide it)")
+    assert login_shell({}, 0.3, 1.0).endswith("each cell's commands start during the previous cell's warm-up")
 
 
 def test_a_chatty_login_shell_passes_preflight_with_one_line_on_that_host():

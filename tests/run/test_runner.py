@@ -68,6 +68,8 @@ class FakeHost:
 
     def __init__(self, role: str, files: dict[str, bytes], exit_code: int = 0) -> None:
         self.role, self.files, self.exit_code = role, files, exit_code
+        self.shell_output: dict[str, bytes] = {}
+        self.shell_startup = 0.0
         self.ready, self.sends_files, self.reachable = True, True, True
         self.started: list[FakeProcess] = []
         self.fetched: list[str] = []
