@@ -26,20 +26,22 @@ def _records(frame) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records"))
 
 
+DEFAULT_INVENTORY = "inventory.yml"  # --inventory's default, in the folder `orchestrate` runs in
+
+
 def _load_inputs(args: argparse.Namespace):
     # Imported here: pydantic's models cost `--help` and `lab` a tenth of a second they never use.
     from ..experiment.config import load_experiment
     from ..experiment.inventory import load_inventory
 
     experiment = load_experiment(Path(args.config))
-    inventory = load_inventory(Path(args.inventory))
+    inventory = load_inventory(Path(args.inventory or DEFAULT_INVENTORY))
     if getattr(args, "seed", None) is not None:  # run --seed: replay the order a dry run showed
         experiment = experiment.model_copy(update={"seed": args.seed})
     return experiment, inventory
 
 
 def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
-    from ..experiment import estimate
     from ..run import runner
 
     if args.retry_failed and not args.resume:
@@ -48,10 +50,38 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         raise ConfigError("orchestrate run: --resume keeps the run's own seed; --seed is for a new run")
     if args.check and not args.dry_run:
         raise ConfigError("orchestrate run: --check goes with --dry-run (a real run always runs preflight)")
+    if args.resume and args.inventory is not None:
+        # Refused rather than used: the run's hosts are those it was measured on, saved with it.
+        raise ConfigError(f"orchestrate run: --resume runs on the hosts saved with the run ({layout.INVENTORY} in its "
+                          "folder); --inventory is for a new run")
     if args.dry_run:
         return dry_run(args, term)
     if args.resume:
         state = runner.reopen_run(Path(args.resume))
+        # Before anything in the folder changes: another orchestrate working in it refuses this one here.
+        runner.take_lock(state)
+    else:
+        if not args.config:
+            raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
+        experiment, inventory = _load_inputs(args)
+        inventory = runner.select_pairs(inventory, args.pairs, args.serial)  # the run folder keeps only these
+        _check_baseline(args.baseline, list(inventory.pairs))
+        size = _checked_size(experiment, args.yes, inventory, report=not args.no_report)
+        state = runner.create_run(experiment, inventory, Path(args.results))  # it holds the new folder's lock
+        term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
+    try:
+        return _run_locked(args, term, state)
+    finally:
+        if state.lock is not None:
+            state.lock.release()
+
+
+def _run_locked(args: argparse.Namespace, term: Terminal, state) -> ExitStatus:
+    """cmd_run from where the run holds its folder's lock to its report."""
+    from ..experiment import estimate
+    from ..run import runner
+
+    if args.resume:
         _check_baseline(args.baseline, list(state.inventory.pairs))  # the report compares all the run's pairs
         state.inventory = runner.select_pairs(state.inventory, args.pairs, args.serial)
         term.console.print(f"resuming {state.run_dir}")
@@ -60,15 +90,6 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
             term.console.print(f"measuring {len(redo)} failed or degraded cells again; their raw files are kept in "
                                f"{layout.cells_dir(state.run_dir, '<pair>' if len(state.inventory.pairs) > 1 else layout.DEFAULT_PAIR)}"
                                "/<cell_id>.failed-<n>/")
-    else:
-        if not args.config:
-            raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
-        experiment, inventory = _load_inputs(args)
-        inventory = runner.select_pairs(inventory, args.pairs, args.serial)  # the run folder keeps only these
-        _check_baseline(args.baseline, list(inventory.pairs))
-        size = _checked_size(experiment, args.yes, inventory, report=not args.no_report)
-        state = runner.create_run(experiment, inventory, Path(args.results))
-        term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     args.doc.update(run_dir=str(state.run_dir), run_id=state.run_id, seed=state.plan.seed)
     try:
         progress = TerminalProgress(term.console, estimate.per_cell_seconds(state.experiment), state.experiment.repetitions)
@@ -148,8 +169,6 @@ def dry_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         finished = remaining.finished(state.run_dir)
         seed_note = "saved with the run"
     else:
-        if not args.config:
-            raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)
         _checked_size(experiment, args.yes, inventory, report=not args.no_report)

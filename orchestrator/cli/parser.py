@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_inventory(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--inventory", default="inventory.yml", help="hosts file (default: ./inventory.yml)")
+        p.add_argument("--inventory", default=None, help="hosts file (default: ./inventory.yml)")
 
     def with_output(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true",

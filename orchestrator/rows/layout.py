@@ -3,7 +3,7 @@ readers that load it (resume, report, compare) never disagree.
 
 It imports only the pair's default name (experiment.dimensions), so every stage may use it.
 
-    RUN/config.yml, inventory.yml, plan.json, results.csv, intervals.csv, run.log, status.json
+    RUN/config.yml, inventory.yml, plan.json, results.csv, intervals.csv, run.log, status.json, run.lock
                                             the whole run, every pair
     RUN/cells/CELL/cell.json, RUN/hosts/ROLE.json, RUN/preflight/, RUN/processes.jsonl
                                             the pair named "default"
@@ -30,6 +30,9 @@ RESULTS = "results.csv"
 INTERVALS = "intervals.csv"
 RUN_LOG = "run.log"
 STATUS = "status.json"  # runstatus.py: what the run came to (measured or not, where it stopped, its counts)
+# flock'ed by the one orchestrate that works in the folder (runner.RunLock), its pid inside; the
+# kernel lets it go when that process ends, however it ends.
+RUN_LOCK = "run.lock"
 # Each pair's own, in its pair_root.
 PROCESSES = "processes.jsonl"  # leftovers.py: every remote process group this pair started
 PREFLIGHT = "preflight"  # the data-path probe's cell folder goes here

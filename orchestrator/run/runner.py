@@ -3,17 +3,25 @@ the plan, appending each cell's row as soon as it is known."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import datetime as dt
+import errno
+import fcntl
+import io
 import json
 import logging
+import os
+import re
 import secrets
 import shutil
+import socket
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import yaml
 
@@ -22,7 +30,8 @@ from .cell import CellContext, CellOutcome, CellRunner
 from ..remote import deploy, facts, hostlock, sshconnect
 from . import leftovers, remaining, status
 from ..experiment.config import Experiment, Perf, experiment_from_resolved
-from ..errors import ConfigError, DiskError, FormatVersionError, HostError, PairsFailed, PreflightError, RunFailed
+from ..errors import (ConfigError, DiskError, ExitStatus, FormatVersionError, HostError, OrchestrateError, PairsFailed,
+                      PreflightError, RunFailed)
 from ..rows.durable import DISK_ERRNOS, disk_error, write_atomic
 from ..remote.hosts import Host
 from ..processes import KILL_GRACE
@@ -40,6 +49,81 @@ log = logging.getLogger(__name__)
 PROBE_SUFFIX = ".preflight"
 
 
+class RunBusy(OrchestrateError):
+    """Another orchestrate works in this run folder: this one changed nothing in it and reached no host."""
+
+    exit_code = ExitStatus.BAD_ARGUMENT
+
+
+class RunLock:
+    """The run folder's own lock: `flock` on RUN/run.lock (layout.RUN_LOCK), held by the one
+    orchestrate that may change the folder, from before its first change to its end. The kernel
+    lets it go when that process dies, however it dies (no stale lock to clear). It lives inside the
+    folder, so it moves with the folder; a copy of the folder is a copy of an unheld file."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / layout.RUN_LOCK
+        self._file: io.FileIO | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
+    def take(self) -> "RunLock":
+        """Take it now or raise RunBusy naming the holder; a refusal writes nothing in the folder."""
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(self.path, flags)  # no O_CREAT first: a refusal must not even create the file
+            except FileNotFoundError:
+                fd = os.open(self.path, flags | os.O_CREAT, 0o600)  # a new folder, or one older than the lock
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(f"{self.path}: refused: it is a symlink; this run folder is not as orchestrate left it") from None
+            if exc.errno in DISK_ERRNOS:
+                raise disk_error(self.path, exc) from None
+            raise ConfigError(f"{self.path}: cannot open the run folder's lock: {exc.strerror or exc}") from None
+        file = io.FileIO(fd, "r+", closefd=True)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{self.path}: refused: not a regular file; this run folder is not as orchestrate left it")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 512, 0).decode("utf-8", errors="replace")
+                raise RunBusy(f"{self.path.parent} is in use by {_holder_phrase(holder)}. Nothing in the folder was "
+                              f"changed and no host was contacted; run this again once that one has ended") from None
+            # Who holds it, for the next one refused: written only once it is ours.
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _holder_text().encode(), 0)
+        except OSError as exc:
+            file.close()
+            raise disk_error(self.path, exc) from None
+        except BaseException:
+            file.close()
+            raise
+        self._file = file
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the one descriptor lets the flock go
+            self._file = None
+
+
+def _holder_text() -> str:
+    controller = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "unknown"
+    return f"pid={os.getpid()} controller={controller} since={dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n"
+
+
+def _holder_phrase(text: str) -> str:
+    fields = dict(re.findall(r"(\w+)=([A-Za-z0-9_.:-]{1,64})", text))
+    if "pid" not in fields:
+        return "another orchestrate (its run.lock is held; it did not say which)"
+    return (f"another orchestrate (pid {fields['pid']} on {fields.get('controller', '?')}, "
+            f"since {fields.get('since', '?')})")
+
+
 @dataclass
 class RunState:
     run_dir: Path
@@ -50,6 +134,8 @@ class RunState:
     # `inventory` may be narrowed to the pairs this session runs (--pairs), and status.json
     # counts the whole run.
     pairs: list[str] = field(default_factory=list)
+    # The folder's lock, once this session holds it (create_run takes it; a resume, take_lock).
+    lock: RunLock | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.pairs and self.inventory is not None:
@@ -153,13 +239,37 @@ def create_run(experiment: Experiment, inventory: Inventory, results_root: Path)
             raise disk_error(results_root, exc) from None
         raise ConfigError(f"{results_root}: cannot create the run folder: {exc.strerror or exc}") from None
     try:
+        lock = RunLock(run_dir).take()  # before the folder's first file: the folder is the lock's
         write_atomic(run_dir / layout.CONFIG, yaml.safe_dump(experiment.resolved(seed), sort_keys=False))
         write_atomic(run_dir / layout.INVENTORY, yaml.safe_dump(_saved_inventory(inventory), sort_keys=False))
         write_atomic(run_dir / layout.PLAN, json.dumps(plan.to_json(), indent=1) + "\n")
     except DiskError:
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing ran: no half run folder to resume
         raise
-    return RunState(run_dir, experiment.model_copy(update={"seed": seed}), inventory, plan)
+    return RunState(run_dir, experiment.model_copy(update={"seed": seed}), inventory, plan, lock=lock)
+
+
+def take_lock(state: RunState) -> RunState:
+    """A resumed run takes its folder's lock before it changes anything in it (RunBusy, at once,
+    if another orchestrate holds it)."""
+    if state.lock is None or not state.lock.held:
+        state.lock = RunLock(state.run_dir).take()
+    return state
+
+
+@contextlib.contextmanager
+def _locked(state: RunState) -> Iterator[None]:
+    """The folder's lock for what follows: the session's own if it holds it, else taken here and
+    let go after (a library caller that did not take it)."""
+    if state.lock is not None and state.lock.held:
+        yield
+        return
+    take_lock(state)
+    try:
+        yield
+    finally:
+        if state.lock is not None:
+            state.lock.release()
 
 
 def _saved_inventory(inventory: Inventory) -> dict:
@@ -288,7 +398,13 @@ def execute(
     and the others go on.
 
     status.json says `running` once the run's files are open, and what the run came to when it
-    ends, however it ends (runstatus.py); what stopped it is in run.log too."""
+    ends, however it ends (runstatus.py); what stopped it is in run.log too. The folder's lock is
+    held throughout (taken here if the caller did not)."""
+    with _locked(state):
+        return _execute_locked(state, progress, on_preflight)
+
+
+def _execute_locked(state: RunState, progress: Progress, on_preflight: Callable[[Preflight], None]) -> RunOutcome:
     handler = _attach_log(state.run_dir)
     seen: dict[str, PairOutcome] = {}  # each pair's outcome as it goes: where it was when the run stopped
     try:
@@ -365,7 +481,8 @@ def _execute_pair(pair: PairState, progress: Progress, on_preflight: Callable[[P
         if record.path.exists():  # a resumed run: nothing of it may still run when it measures again
             outcome.stage = "leftovers"
             progress.stage("ending whatever this run left running")
-            for note in leftovers.end_leftovers(hosts, record, experiment.timeouts.command):
+            for note in leftovers.end_leftovers(hosts, record, experiment.timeouts.command,
+                                                (pair.remote_run_id, pair.probe_run_id)):
                 progress.stage(note)
         outcome.stage = "preflight"
         progress.stage("preflight")
@@ -516,7 +633,13 @@ def finish_cell(ran: CellOutcome, settings: cellrow.RowSettings,
 def set_aside_unfinished(state: RunState) -> list[str]:
     """For --retry-failed: the cells whose rows are not `ok` (failed or degraded) are measured
     again. Their raw files move to <pair's cells>/<cell_id>.failed-<n>/ (layout.py) and their
-    rows leave results.csv (rewritten whole, atomically), so each cell ends with one row, its new one."""
+    rows leave results.csv (rewritten whole, atomically), so each cell ends with one row, its new one.
+    Only under the folder's lock: never while another orchestrate is appending to results.csv."""
+    with _locked(state):
+        return _set_aside_locked(state)
+
+
+def _set_aside_locked(state: RunState) -> list[str]:
     path = state.run_dir / layout.RESULTS
     if not path.exists() or path.stat().st_size == 0:
         return []

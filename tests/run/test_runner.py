@@ -446,10 +446,14 @@ def test_the_run_folder_names_are_layouts_and_readme_lists_each(tmp_path):
 
     listing = (ROOT / "README.md").read_text().split("### Results", 1)[1].split("```")[1]
     names = [layout.CONFIG, layout.INVENTORY, layout.PLAN, layout.RESULTS, layout.RUN_LOG, layout.STATUS, layout.PROCESSES,
-             layout.PREFLIGHT + "/", layout.INTERVALS]
+             layout.PREFLIGHT + "/", layout.INTERVALS, layout.RUN_LOCK]
     assert [n for n in names if n not in listing] == []
     state = runner.create_run(_experiment(seed=1), _one_pair_inventory(), tmp_path)
-    assert sorted(p.name for p in state.run_dir.iterdir()) == sorted([layout.CONFIG, layout.INVENTORY, layout.PLAN])
+    # The lock is taken before the folder's first file is written, and held by the session that made it.
+    assert sorted(p.name for p in state.run_dir.iterdir()) == sorted([layout.CONFIG, layout.INVENTORY, layout.PLAN,
+                                                                      layout.RUN_LOCK])
+    assert state.lock is not None and state.lock.held
+    state.lock.release()
     cells_dir = layout.cells_dir(state.run_dir)
     assert layout.aside_dir(cells_dir, "c1", layout.FAILED) == cells_dir / "c1.failed-1"
     (cells_dir / "c1.failed-1").mkdir(parents=True)
