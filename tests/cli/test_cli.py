@@ -641,3 +641,15 @@ def test_a_baseline_the_run_cannot_have_is_refused_before_any_cell(tmp_path):
     status = cli.main(["run", str(ROOT / "configs" / "smoke.yml"), "--inventory", str(inventory), "--pairs", "p1",
                        "--baseline", "p2", "--results", str(tmp_path / "results")], stdout=stdout, stderr=stderr)
     assert status == 2 and not (tmp_path / "results").exists()
+
+
+def test_resume_refuses_inventory_and_changes_nothing(tmp_path):
+    """--resume runs on the hosts saved with the run; an --inventory beside it is refused, not ignored."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "other.yml").write_text("server: {host: local}\nclient: {host: local}\n")
+    for extra in ([], ["--retry-failed"], ["--dry-run"]):
+        done = orchestrate("run", "--resume", str(tmp_path / "run"), "--inventory", "other.yml", *extra, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "--resume runs on the hosts saved with the run (inventory.yml in its folder); --inventory is for a new run" \
+            in " ".join(done.stderr.split())
+    assert list((tmp_path / "run").iterdir()) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -484,3 +485,68 @@ def test_serial_is_said_once_by_the_inventory():
     free = Inventory.model_validate({"pairs": {"a": apart, "b": other}})
     assert runner.select_pairs(free, None).concurrent is True
     assert runner.select_pairs(free, None, serial=True).concurrent is False
+
+
+# ---------------------------------------------------------------- the run folder's lock
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_holder_of_a_run_folder_is_refused_at_once_and_writes_nothing(tmp_path):
+    from orchestrator.rows import layout
+
+    state = runner.create_run(_experiment(seed=1), _one_pair_inventory(), tmp_path)
+    try:
+        (state.run_dir / layout.RESULTS).write_text("run_id,cell_id,status\nr,c1,failed\n")
+        before = _files(state.run_dir)
+        again = runner.reopen_run(state.run_dir)
+        with pytest.raises(runner.RunBusy, match=rf"in use by another orchestrate \(pid {os.getpid()} on ") as caught:
+            runner.take_lock(again)
+        assert caught.value.exit_code == ExitStatus.BAD_ARGUMENT
+        # --retry-failed and execute take it too, when their caller did not: refused before any change.
+        with pytest.raises(runner.RunBusy):
+            runner.set_aside_unfinished(again)
+        with pytest.raises(runner.RunBusy):
+            runner.execute(again, NoProgress())
+        assert _files(state.run_dir) == before and again.lock is None
+    finally:
+        state.lock.release()
+    assert runner.take_lock(again).lock.held  # let go: the next one takes it
+    again.lock.release()
+
+
+def test_the_lock_goes_with_its_process_however_it_ends(tmp_path):
+    """flock on an open descriptor: the kernel lets it go when the holder dies (SIGKILL here), so
+    no stale lock is ever left to clear by hand."""
+    from orchestrator.rows import layout
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from orchestrator.run.runner import RunLock; lock = RunLock(sys.argv[1]).take(); "
+                               "print('held', flush=True); sys.stdin.read()", str(run_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(runner.RunBusy, match=f"pid {holder.pid} on"):
+            runner.RunLock(run_dir).take()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = runner.RunLock(run_dir).take()
+    assert f"pid={os.getpid()} " in (run_dir / layout.RUN_LOCK).read_text()
+    lock.release()
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused(tmp_path):
+    from orchestrator.errors import ConfigError
+    from orchestrator.rows import layout
+
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / layout.RUN_LOCK).symlink_to(target)
+    with pytest.raises(ConfigError, match="is a symlink"):
+        runner.RunLock(tmp_path / "run").take()
+    assert target.read_text() == "keep"
