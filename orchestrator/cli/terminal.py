@@ -121,7 +121,7 @@ class TerminalProgress(Progress):
         return f"[cyan]{escape(self.pair)}[/] " if self.pair else ""
 
     def stage(self, message: str) -> None:
-        self.console.print(f"[bold]·[/] {self._lead()}{message}")
+        self.console.print(f"[bold]·[/] {self._lead()}{escape(message)}")  # a message may quote a file's text
 
     def pair_failed(self, error: str) -> None:
         # Its error is said once, with the others', when the run ends (PairsFailed), and in run.log.

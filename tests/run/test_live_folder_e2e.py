@@ -143,6 +143,7 @@ def test_resume_leaves_a_foreign_process_group_named_in_processes_jsonl_running_
         with open(record, "a") as file:
             file.write(json.dumps({"role": "server", "host": "local", "pgid": foreign.pid, "cwd": "/tmp", "cell": cell}) + "\n")
             file.write(json.dumps({"role": "client", "host": "local", "pgid": 1, "cwd": "/tmp", "cell": cell}) + "\n")
+            file.write(json.dumps({"role": "[/x]", "host": "local", "pgid": 7, "cwd": "/tmp", "cell": cell}) + "\n")
         resumed = orchestrate("run", "--resume", str(run_dir), "--no-report", timeout=PATIENCE)
         assert resumed.returncode == 0, resumed.stderr
         assert foreign.poll() is None  # still running
@@ -150,6 +151,7 @@ def test_resume_leaves_a_foreign_process_group_named_in_processes_jsonl_running_
         assert (f"process group {foreign.pid} named in {record} left running: its recorded folder /tmp is not "
                 f"inside this run's own folder there (pid {foreign.pid})") in said, said
         assert "pgid 1 is not a process group id" in said and "skipped, nothing is ended on its word" in said
+        assert "role '[/x]' is neither server nor client" in said  # quoted as it is, never read as markup
     finally:
         foreign.kill()
         foreign.wait()
