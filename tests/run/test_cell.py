@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.remote import workdir
 from orchestrator.run import cell as cells
 from orchestrator.run import leftovers
 from orchestrator.experiment.config import Experiment
@@ -100,7 +101,9 @@ def test_go_runs_the_agent_in_its_cell_folder_and_sends_its_files_behind_the_mar
     folder = ctx.remote_dir("server", CELL)
     assert (tmp_path / "bin" / "ran-server").read_text().strip() == folder == f"{tmp_path}/work/runs/run-1/{CELL.cell_id}"
     before, marker, archive = output.partition(MARKER)
-    assert marker and before.strip() == b""  # READY was read above; nothing else on stdout
+    # READY was read above; before the marker, only the free room of the cell folder's disk.
+    (room,) = before.decode().strip().splitlines()
+    assert marker and room.startswith(workdir.ROOM_MARK) and workdir.parse_room(room) is not None
     sent = members(archive)
     # The role's files only, with the agent's stderr beside them.
     assert set(sent) == {"server.args", "server.json", "server.stderr"}
