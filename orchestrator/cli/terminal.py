@@ -19,7 +19,7 @@ from rich.text import Text
 from typing import TYPE_CHECKING
 
 from ..rows import layout
-from ..run.progress import Progress
+from ..run.progress import CellTally, Progress
 
 if TYPE_CHECKING:
     from ..run.cell import CellOutcome
@@ -109,7 +109,8 @@ class TerminalProgress(Progress):
         # Until cells have run here, the measured figure (orchestrator/estimate.py); then this run's own.
         self.per_cell_s = per_cell_s
         self.repetitions = repetitions
-        self.total = self.done = self.failed = self.ran = 0
+        self.total = self.done = self.ran = 0
+        self.tally = CellTally()
         self.loop_started: float | None = None
         self.pair, self.parent = pair, parent
         self.lock = threading.Lock()  # pairs start their bars from their own threads
@@ -155,19 +156,23 @@ class TerminalProgress(Progress):
             self.bar.update(self.task, description=(f"{self.pair}: " if self.pair else "") + describe_cell(cell, self.repetitions),
                             after_current=max(0, self.total - self.done - 1), current_started=time.monotonic())
 
+    def _counts_text(self) -> str:
+        parts = ([f"[red]{self.tally.failed} failed[/]"] if self.tally.failed else []) + \
+            ([f"[yellow]{self.tally.degraded} degraded[/]"] if self.tally.degraded else [])
+        return ", ".join(parts)
+
     def cell_finished(self, outcome: CellOutcome) -> None:
         self.done += 1
         self.ran += 1
-        if outcome.error:
-            self.failed += 1
+        status = self.tally.add(outcome)
         if self.loop_started is not None:
             self.per_cell_s = (time.monotonic() - self.loop_started) / self.ran
         if self.bar is not None:
             if outcome.error:
-                self.bar.console.print(f"[red]✗[/] {self._lead()}{outcome.cell.cell_id}: {escape(outcome.error)}", highlight=False)
+                mark = "[yellow]~ degraded[/]" if status == "degraded" else "[red]✗[/]"
+                self.bar.console.print(f"{mark} {self._lead()}{outcome.cell.cell_id}: {escape(outcome.error)}", highlight=False)
             self.bar.update(self.task, advance=1, per_cell_s=self.per_cell_s, after_current=max(0, self.total - self.done),
-                            current_started=None,
-                            failed_text=f"[red]{self.failed} failed[/]" if self.failed else "")
+                            current_started=None, failed_text=self._counts_text())
 
     def stop(self) -> None:
         if self.parent is not None:

@@ -12,11 +12,13 @@ Callers append their own commands, which the script runs only when every check p
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..errors import UnsafeWorkdir
+from ..experiment.config import Experiment
 from .hosts import Host
 from ..processes import shell_quote
 
@@ -171,7 +173,6 @@ def check(host: Host, timeout: float, dirs: Iterable[str] = (), files: Iterable[
     requested = host.spec.workdir
     result = host.run(before + "\n" + script(requested, dirs, files, then, existing_dirs), timeout, stdin)
     return parse(requested, result.stdout), result.stdout
-    return parse(requested, result.stdout)
 
 
 def adopt(host: Host, found: WorkdirCheck) -> None:
@@ -179,3 +180,58 @@ def adopt(host: Host, found: WorkdirCheck) -> None:
     user wrote)."""
     if found.ok and host.spec.workdir != found.workdir:
         host.spec = host.spec.model_copy(update={"workdir": found.workdir})
+
+
+# ---------------------------------------------------------------------------- room on its disk
+
+ROOM_MARK = "@@orchestrate-room "
+# `df -Pk`'s figures: 1024-blocks, used, available, capacity%. Matched as a group, so a
+# filesystem or mount point name with spaces in it cannot shift the columns.
+_DF_FIGURES = re.compile(r"\s(\d+)\s+(\d+)\s+(\d+)\s+(\d+)%\s")
+
+# One cell's raw files on a host, per role (the agent's JSON, perf's counters, its stderr),
+# from recorded cells (tests/fixtures/runs/*-labfull-*: 24 KB a side, 19.5 KB of it the
+# host counters): the host counters are this host's /proc/{stat,softirqs,interrupts,net/snmp,
+# net/netstat} twice, 10 KB on a 2-CPU machine, and /proc/interrupts grows with CPUs × IRQ
+# lines, so 256 KiB covers a large server; each connection adds one interval record and one
+# tcp_info sample (about 420 bytes) per interval, plus one.
+HOST_COUNTERS_BYTES = 256 * 1024
+SAMPLE_BYTES = 512
+SMALL_FILES_BYTES = 8 * 1024
+# A cell's raw files stay in the workdir for the whole run (runs/<run>/<cell>/), and the agent
+# is built there: a workdir with room for fewer than this many cells fails within the first few.
+MARGIN_CELLS = 4
+
+
+def room_probe(path: str = ".") -> str:
+    """A shell line printing the free room of the filesystem holding `path` (already quoted, or
+    a shell expression), one marked `df -Pk` line; nothing if df cannot tell."""
+    return f"df -Pk {path} 2>/dev/null | sed -n {shell_quote('2s/^/' + ROOM_MARK + '/p')}"
+
+
+def parse_room(text: str) -> int | None:
+    """KiB available from the last line room_probe printed in `text`; None if there is none."""
+    free = None
+    for line in text.splitlines():
+        if line.startswith(ROOM_MARK):
+            figures = _DF_FIGURES.search(line[len(ROOM_MARK):] + " ")
+            if figures:
+                free = int(figures.group(3))
+    return free
+
+
+def cell_files_kib(experiment: Experiment) -> int:
+    """About how much one cell's raw files take in a workdir that holds both roles' (as on a
+    single host); the cell with the most connections, at the experiment's duration and interval."""
+    samples = max(experiment.dimension("threads")) * (math.ceil(experiment.duration / experiment.interval) + 1)
+    per_role = HOST_COUNTERS_BYTES + SAMPLE_BYTES * samples + SMALL_FILES_BYTES
+    return math.ceil(2 * per_role / 1024)
+
+
+def room_needed_kib(experiment: Experiment) -> int:
+    """The free room a workdir must have before a run starts (preflight)."""
+    return MARGIN_CELLS * cell_files_kib(experiment)
+
+
+def no_room(host: str, workdir: str, free_kib: int) -> str:
+    return f"no room left on {host} in {workdir} ({free_kib} KiB free)"

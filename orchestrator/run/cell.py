@@ -14,9 +14,10 @@ from typing import Any, Iterable
 
 from . import iperf3
 from ..experiment.config import Experiment
+from ..remote import workdir
 from ..remote.deploy import Agent
-from ..errors import HostError
-from ..rows import layout
+from ..errors import HostError, OrchestrateError
+from ..rows import agentjson, layout, perfstat
 from ..rows.durable import disk_error
 from ..remote.hosts import Host, Process, extract_tar
 from ..processes import shell_quote
@@ -128,9 +129,13 @@ def agent_command(ctx: CellContext, cell: Cell, role: str, gated: bool = True) -
     # A gated command is started early and waits for a `go` line on its stdin, so the SSH
     # session's own start-up is not on the critical path after the server is ready.
     gate = f"IFS= read -r go && [ \"$go\" = {GO} ] && " if gated else ""
+    # The free room of the cell folder's filesystem goes before the marker (one `df`, after the
+    # measurement): a command that fails on a full disk is named as such (CellRunner._room_problem).
+    where = shell_quote(ctx.hosts[role].spec.workdir)
     return (
-        f"{gate}mkdir -p {shell_quote(directory)} && cd {shell_quote(directory)} && {{ {command} 2>{shell_quote(layout.agent_stderr(role))}; "
-        f"rc=$?; printf '\\n%s\\n' {shell_quote(FILES_MARKER)}; tar -cf - {shell_quote(role)}.*; exit $rc; }}"
+        f"{gate}{{ mkdir -p {shell_quote(directory)} && cd {shell_quote(directory)} || {{ rc=$?; {workdir.room_probe(where)}; exit $rc; }}; "
+        f"{{ {command} 2>{shell_quote(layout.agent_stderr(role))}; "
+        f"rc=$?; {workdir.room_probe()}; printf '\\n%s\\n' {shell_quote(FILES_MARKER)}; tar -cf - {shell_quote(role)}.*; exit $rc; }}; }}"
     )
 
 
@@ -209,6 +214,7 @@ class CellRunner:
         error: str | None = None
         processes: dict[str, Process] = {}
         returned: set[str] = set()
+        rooms: dict[str, int | None] = {}
         try:
             processes = self._processes_for(cell)
             self._record(cell, processes)
@@ -223,9 +229,10 @@ class CellRunner:
             limit = cell_time_limit(ctx.experiment)
             for role, (code, output) in self._finish_both(processes, limit).items():
                 exit_codes[role] = code
+                rooms[role] = workdir.parse_room(_before_marker(output))
                 if _unpack(output, local_dir):
                     returned.add(role)
-                error = error or exit_problem(role, code, limit)
+                error = error or exit_problem(role, code, limit, local_dir if self._under_perf(role) else None)
         except HostError as exc:
             error = str(exc)
         except BaseException:
@@ -239,7 +246,31 @@ class CellRunner:
         if error:
             self.disarm()  # the armed next cell's commands are killed as they are released
         fetch_error = _fetch_missing(ctx, cell, local_dir, set(ROLES) - returned)
-        return CellOutcome(cell, local_dir, error or fetch_error, time.monotonic() - started, commands, exit_codes)
+        error = error or fetch_error
+        full = self._room_problem(cell, local_dir, exit_codes, rooms)
+        if full:
+            error = f"{full}: {error}" if error else full
+        return CellOutcome(cell, local_dir, error, time.monotonic() - started, commands, exit_codes)
+
+    def _under_perf(self, role: str) -> bool:
+        return bool(self.ctx.experiment.perf.enabled and self.ctx.perf_events.get(role))
+
+    def _room_problem(self, cell: Cell, local_dir: Path, exit_codes: dict[str, int | None],
+                      rooms: dict[str, int | None]) -> str | None:
+        """A host whose command failed, or whose raw files are not whole, with less room left
+        than a cell's raw files take: named, with its workdir and the free KiB."""
+        named: list[str] = []
+        for role in ROLES:
+            free = rooms.get(role)
+            if free is None or free >= workdir.cell_files_kib(self.ctx.experiment):
+                continue
+            if exit_codes.get(role) == 0 and _files_whole(local_dir, role, cell, self._under_perf(role)):
+                continue
+            host = self.ctx.hosts[role]
+            message = workdir.no_room(host.name, host.spec.workdir, free)
+            if message not in named:
+                named.append(message)
+        return "; ".join(named) or None
 
     def _finish_both(self, processes: dict[str, Process], limit: float) -> dict[str, tuple[int | None, bytes]]:
         """Both commands' exit codes and output, waiting on both at once: as soon as one side
@@ -292,14 +323,62 @@ _AGENT_EXITS = {
 }
 
 
-def exit_problem(role: str, code: int | None, limit: float) -> str | None:
+def exit_problem(role: str, code: int | None, limit: float, perf_folder: Path | None = None) -> str | None:
     """What an agent command's exit code says went wrong, None if nothing (code 0). None as the
-    code: it did not end by itself within the cell's time limit and was killed."""
+    code: it did not end by itself within the cell's time limit and was killed. `perf_folder`:
+    the command ran the agent under perf, whose raw files are there."""
     if code is None:
         return f"{role} agent did not finish within {limit:g}s"
     if code != 0:
+        if perf_folder is not None and _killed(code) and not _perf_counted(perf_folder, role):
+            return perf_killed(role, code, perf_folder)
         return f"{role} agent {_exit_meaning(code)}"
     return None
+
+
+def _killed(code: int) -> bool:
+    return code < 0 or code > 128
+
+
+def perf_killed(role: str, code: int, folder: Path) -> str:
+    """perf stat itself died of a signal. perf stat ends with status 0 when the program it counts
+    is killed (perf 6.1 prints the signal's name and exits 0), and it writes its counters only
+    as it ends: a signal status with no counters written is perf's own death, not the agent's.
+    The agent, perf's child, outlives it only until its command is ended."""
+    agent = layout.agent_json(role)
+    try:
+        agentjson.load_agent_json(folder / agent)
+        fate = f"the {role} agent's figures survived ({agent}), without perf's counters"
+    except OrchestrateError:
+        fate = f"the {role} agent's figures were lost with it (no complete {agent})"
+    return f"{role} perf {_exit_meaning(code)}; {fate}"
+
+
+def _perf_counted(folder: Path, role: str) -> bool:
+    try:
+        return bool(perfstat.load_perf_file(folder / layout.perf_csv(role)))
+    except (OrchestrateError, OSError):
+        return False
+
+
+def _files_whole(folder: Path, role: str, cell: Cell, under_perf: bool) -> bool:
+    """The role's raw files all came back, readable: its JSON (the agent's, or iperf3's in a
+    reference cell) and, under perf, perf's counters."""
+    if cell.mode == iperf3.MODE:
+        path = folder / layout.iperf3_json(role)
+        whole = path.is_file() and path.stat().st_size > 0
+    else:
+        try:
+            agentjson.load_agent_json(folder / layout.agent_json(role))
+            whole = True
+        except OrchestrateError:
+            whole = False
+    return whole and (not under_perf or _perf_counted(folder, role))
+
+
+def _before_marker(output: bytes) -> str:
+    position = output.find(f"\n{FILES_MARKER}\n".encode())
+    return (output if position == -1 else output[:position]).decode("utf-8", errors="replace")
 
 
 def _exit_meaning(code: int) -> str:

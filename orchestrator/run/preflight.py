@@ -117,7 +117,8 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
     # One round trip: the read-only probes, then the workdir made and checked (workdir.py).
     found, stdout = workdir.check(
         host, timeout, dirs=["agents", "runs", *run_dirs], before=basics,
-        then=f'[ -f "agents/{deploy.source_hash()}-$(uname -m)/bin/manifest" ] && echo @cached; true',
+        then=f'[ -f "agents/{deploy.source_hash()}-$(uname -m)/bin/manifest" ] && echo @cached; '
+             + workdir.room_probe() + "; true",
     )
     lines = stdout.splitlines()
     checks.kernel = next((line[len("@kernel "):] for line in lines if line.startswith("@kernel ")), "")
@@ -126,7 +127,9 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
         checks.add("login shell", True, login_shell(host.shell_output, host.shell_startup, experiment.warmup))
     if found.ok:
         workdir.adopt(host, found)
-        checks.add("workdir", True, found.workdir)
+        free_kib = workdir.parse_room(found.output)
+        checks.add("workdir", True, found.workdir + ("" if free_kib is None else f" ({free_kib} KiB free)"))
+        _check_room(host, experiment, checks, free_kib)
     else:
         checks.add("workdir", False, found.describe())
     checks.toolchain = deploy.parse_toolchain(stdout)
@@ -145,6 +148,17 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
             for ok, detail in check.findings(experiment.perf.scope):
                 checks.add("perf", ok, detail)
     return _network_checks(host, experiment, inventory, checks)
+
+
+def _check_room(host: Host, experiment: Experiment, checks: HostChecks, free_kib: int | None) -> None:
+    """The workdir's free room against what a few cells' raw files need (workdir.room_needed_kib)."""
+    if free_kib is None:
+        return  # df could not tell (no df, an odd filesystem): the cells will say if it fills
+    cell, needed = workdir.cell_files_kib(experiment), workdir.room_needed_kib(experiment)
+    if free_kib < needed:
+        checks.add("room", False, f"{workdir.no_room(host.name, host.spec.workdir, free_kib)}: a cell's raw files "
+                                  f"take about {cell} KiB and stay there for the run; at least {needed} KiB are needed. "
+                                  "Free some room there, or choose another `workdir:` in the inventory")
 
 
 def _network_checks(host: Host, experiment: Experiment, inventory: Inventory, checks: HostChecks) -> HostChecks:

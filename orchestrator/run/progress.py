@@ -3,6 +3,7 @@ The CLI's TerminalProgress implements it with a bar per pair."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -38,3 +39,22 @@ class NoProgress:
 
     def for_pair(self, name: str) -> NoProgress:
         return self
+
+
+@dataclass
+class CellTally:
+    """The finished cells by their row's status: a degraded cell was measured (its checks doubt
+    it), so it is counted as degraded, never as failed."""
+
+    ok: int = 0
+    failed: int = 0
+    degraded: int = 0
+
+    def add(self, outcome: CellOutcome) -> str:
+        """Count the cell; its status, as counted. An outcome not judged yet (no status) is
+        failed if the run saw an error."""
+        status = outcome.status or ("failed" if outcome.error else "ok")
+        if status not in ("ok", "failed", "degraded"):
+            status = "failed"
+        setattr(self, status, getattr(self, status) + 1)
+        return status

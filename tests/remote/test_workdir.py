@@ -173,3 +173,22 @@ def test_a_run_on_a_planted_workdir_exits_3_and_runs_nothing(tmp_path):
     assert "Traceback" not in done.stderr
     assert not marker.exists()
     assert not (work / "runs").exists()  # nothing made inside it either
+
+
+# ---------------------------------------------------------------- room
+
+def test_room_is_read_from_dfs_figures_whatever_the_names_around_them():
+    from orchestrator.experiment.config import Experiment
+
+    # Recorded `df -Pk` lines (a filled 64 KiB tmpfs; this machine's root), and one whose
+    # filesystem and mount point hold spaces.
+    assert workdir.parse_room("READY 1.2.3.4 5\n@@orchestrate-room tmpfs                   64    64         0     100% /tmp/hf_t\n") == 0
+    assert workdir.parse_room("@@orchestrate-room /dev/vda         264212084 26297088  80093824      25% /") == 80093824
+    assert workdir.parse_room("@@orchestrate-room my disk 1000 400 600 40% /mnt/a b 7") == 600
+    assert workdir.parse_room("no df here\n") is None
+    small = Experiment.model_validate({"name": "t", "matrix": {"mode": ["one_copy"]}, "duration": "1s"})
+    large = Experiment.model_validate({"name": "t", "matrix": {"threads": [1, 64]}, "duration": "60s", "interval": "0.1s"})
+    # Both roles' host counters (256 KiB each) and 512 bytes per connection and interval (plus one).
+    assert workdir.cell_files_kib(small) == 2 * (256 + 8) + 2  # 2 intervals + 1 sample each
+    assert workdir.cell_files_kib(large) == 2 * (256 + 8) + 64 * 601
+    assert workdir.room_needed_kib(large) == 4 * workdir.cell_files_kib(large)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.remote import workdir
 from orchestrator.run import cell as cells
 from orchestrator.run import leftovers
 from orchestrator.experiment.config import Experiment
@@ -100,7 +102,9 @@ def test_go_runs_the_agent_in_its_cell_folder_and_sends_its_files_behind_the_mar
     folder = ctx.remote_dir("server", CELL)
     assert (tmp_path / "bin" / "ran-server").read_text().strip() == folder == f"{tmp_path}/work/runs/run-1/{CELL.cell_id}"
     before, marker, archive = output.partition(MARKER)
-    assert marker and before.strip() == b""  # READY was read above; nothing else on stdout
+    # READY was read above; before the marker, only the free room of the cell folder's disk.
+    (room,) = before.decode().strip().splitlines()
+    assert marker and room.startswith(workdir.ROOM_MARK) and workdir.parse_room(room) is not None
     sent = members(archive)
     # The role's files only, with the agent's stderr beside them.
     assert set(sent) == {"server.args", "server.json", "server.stderr"}
@@ -348,3 +352,27 @@ def test_the_next_cell_starts_early_only_where_the_warm_up_holds_the_hosts_sessi
     runner._start_gated = lambda cell: {"server": cell}  # type: ignore[method-assign]
     runner._arm(CELL)
     assert (runner.armed is not None) is armed
+
+
+# ---------------------------------------------------------------- perf's death, from the files that came back
+
+LABFULL = Path(__file__).parents[1] / "fixtures" / "runs" / "20261206T023809Z-labfull-87e3" / "cells" / "rr-zero_copy-65536B-2t-r1"
+
+
+def test_a_signal_status_with_no_counters_written_is_perfs_own_death(tmp_path):
+    # Files as a cell whose server perf was SIGKILLed sends them: perf's file made, never written.
+    (tmp_path / "server.perf.csv").write_bytes(b"")
+    (tmp_path / "server.stderr").write_bytes(b"")
+    assert cells.exit_problem("server", 137, 10, tmp_path) == \
+        "server perf was killed by signal 9; the server agent's figures were lost with it (no complete server.json)"
+    # The agent's JSON, whole (a recorded one): its figures survived.
+    shutil.copy(LABFULL / "server.json", tmp_path / "server.json")
+    assert cells.exit_problem("server", 137, 10, tmp_path) == \
+        "server perf was killed by signal 9; the server agent's figures survived (server.json), without perf's counters"
+    # perf wrote its counters (recorded): the signal was the agent's, passed on.
+    shutil.copy(LABFULL / "server.perf.csv", tmp_path / "server.perf.csv")
+    assert cells.exit_problem("server", 137, 10, tmp_path) == "server agent was killed by signal 9"
+    # Not under perf, or not a signal: the agent's, as before.
+    assert cells.exit_problem("server", 137, 10) == "server agent was killed by signal 9"
+    (tmp_path / "server.perf.csv").write_bytes(b"")
+    assert cells.exit_problem("server", 1, 10, tmp_path) == "server agent exited with status 1"

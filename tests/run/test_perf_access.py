@@ -59,12 +59,12 @@ def test_direct_and_user_only_run_perf_as_the_user():
 
 def test_sudo_runs_perf_alone_as_root_and_keeps_the_command_shape():
     command = cells.agent_command(context("sudo", "/w", "/w/bin/agent", scope="system"), CELL, "server")
-    gate, rest = command.split(" && mkdir -p ", 1)
+    gate, rest = command.split(" && { mkdir -p ", 1)
     assert gate == 'IFS= read -r go && [ "$go" = go ]'
     assert (": >server.perf.csv && sudo -n perf stat -x, -o server.perf.csv -e context-switches,task-clock -a -- "
             'setpriv --reuid="$(id -u)" --regid="$(id -g)" --init-groups --reset-env -- /w/bin/agent server ') in rest
-    assert "</dev/null 2>server.stderr; rc=$?; printf" in rest
-    assert rest.endswith(f"{cells.FILES_MARKER}; tar -cf - server.*; exit $rc; }}")
+    assert "</dev/null 2>server.stderr; rc=$?; df -Pk . " in rest  # the free room, then the files
+    assert rest.endswith(f"{cells.FILES_MARKER}; tar -cf - server.*; exit $rc; }}; }}")
     # perf is off for the client: no sudo at all there
     assert "sudo" not in cells.agent_command(context("sudo", "/w", "/w/bin/agent"), CELL, "client")
 

@@ -345,3 +345,31 @@ def test_a_chatty_login_shell_passes_preflight_with_one_line_on_that_host():
     assert by_check(reports["server"])["login shell"] == [
         (True, "the account's start-up files print on stdout ('*** SITE BANNER'); set aside, never read as output")]
     assert "login shell" not in by_check(reports["client"]) and result.problems == []
+
+
+# `df -Pk` in the workdir, as recorded on this machine: a 64 KiB tmpfs empty, then filled.
+DF_EMPTY = "@@orchestrate-room tmpfs                   64     0        64       0% /tmp/hf_t"
+DF_FULL = "@@orchestrate-room tmpfs                   64    64         0     100% /tmp/hf_t"
+DF_ROOMY = "@@orchestrate-room /dev/vda         264212084 26297088  80093824      25% /"
+
+
+def test_a_full_workdir_is_a_problem_naming_the_host_the_workdir_and_its_free_room():
+    server = PreflightHost("server", then=[DF_FULL], network=SERVER_NET)
+    client = PreflightHost("client", then=[DF_ROOMY], network=CLIENT_NET)
+    reports, result = preflight(server, client, perf=False)
+    assert any(workdir.ROOM_MARK.strip() in c and "df -Pk ." in c for c in server.commands)  # the same round trip
+    (problem,) = result.problems
+    assert problem.check == "room" and problem.host == "server (fake)"
+    assert problem.detail.startswith(f"no room left on server (fake) in {HOME}/.cache/orchestrate (0 KiB free): ")
+    assert by_check(reports["client"])["workdir"] == [(True, f"{HOME}/.cache/orchestrate (80093824 KiB free)")]
+
+
+def test_a_workdir_with_less_than_four_cells_of_room_fails_and_df_silence_is_no_finding():
+    experiment = Experiment.model_validate({"name": "t", "matrix": {"mode": ["one_copy"]}})
+    assert workdir.room_needed_kib(experiment) > 64  # a 64 KiB disk holds less than one cell's raw files
+    server = PreflightHost("server", then=[DF_EMPTY], network=SERVER_NET)
+    client = PreflightHost("client", then=[], network=CLIENT_NET)  # no df line: nothing said
+    reports, result = preflight(server, client, perf=False)
+    assert [(p.host, p.check) for p in result.problems] == [("server (fake)", "room")]
+    assert "(64 KiB free)" in result.problems[0].detail
+    assert by_check(reports["client"])["workdir"] == [(True, f"{HOME}/.cache/orchestrate")]
