@@ -2,10 +2,11 @@
 
 A results row (results.measurement_doubts, through `doubts`) is judged on the agent's progress
 samples, taken every 0.1 s whatever the interval (docs/agent-protocol.md): a run of samples
-below the fraction of the usual sample rate (the upper quartile, so that a stall of up to three
-quarters of the window cannot pull the yardstick down with it) lasting at least MIN_GAP_S makes
-the row `degraded`, with the gap's length and place. A 0.1 s sample is whole inside any gap of
-0.4 s or more, wherever the gap falls, so such a gap always shows at least MIN_GAP_S of low samples.
+below the fraction of the usual sample rate lasting at least MIN_GAP_S makes the row `degraded`,
+with the gap's length and place. The usual rate is the samples' median, or their mean when that
+is higher: a stall of over half the window pulls the median down, but cannot pull the mean below
+the rest's share. A 0.1 s sample is whole inside any gap of 0.4 s or more, wherever the gap falls,
+so such a gap always shows at least MIN_GAP_S of low samples.
 
 An agent document from before the samples were recorded is judged by the interval rule, as it
 always was: an interval whose rate is below the fraction of the median interval's rate. That
@@ -74,10 +75,11 @@ def agent_rates(measurer: AgentDocument) -> list[Rate]:
 # The shortest gap that makes a row degraded: three whole samples at the finest step, so one
 # late wake-up of a busy host's scheduler (a single low sample) does not.
 MIN_GAP_S = 0.3
+# A sample ends when the timekeeper wakes, a few milliseconds either side of its time: three
+# whole samples can span 0.297 s.
+WAKE_JITTER_S = 0.02
 # Fewer judged samples than this, and the yardstick is too noisy to judge a gap against.
 MIN_SAMPLES = 5
-# The usual sample rate: this quantile of the judged samples' rates.
-USUAL_QUANTILE = 0.75
 
 
 def sample_rates(measurer: AgentDocument) -> list[Rate] | None:
@@ -130,16 +132,15 @@ def gaps(rates: Sequence[Rate], fraction: float, min_gap: float = MIN_GAP_S) -> 
     No bytes in any sample is one gap over the whole window."""
     if len(rates) < MIN_SAMPLES:
         return FineVerdict(len(rates), too_short=True)
-    usual = float(np.quantile([r.rate for r in rates], USUAL_QUANTILE))
-    if usual <= 0:
-        usual = float(sum(r.rate * (r.end - r.start) for r in rates) / (rates[-1].end - rates[0].start))
+    mean = sum(r.rate * (r.end - r.start) for r in rates) / sum(r.end - r.start for r in rates)
+    usual = max(float(np.median([r.rate for r in rates])), mean)
     found: list[Gap] = []
     run: list[Rate] = []
     for r in [*rates, None]:
         if r is not None and (r.rate < fraction * usual or usual <= 0):
             run.append(r)
             continue
-        if run and run[-1].end - run[0].start >= min_gap:
+        if run and run[-1].end - run[0].start >= min_gap - WAKE_JITTER_S:
             found.append(Gap(run[0].start, run[-1].end, sum(x.rate * (x.end - x.start) for x in run), usual))
         run = []
     return FineVerdict(len(rates), usual, found)
