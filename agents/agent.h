@@ -12,6 +12,11 @@
 #define AGENT_MAX_FIELDS 64
 /* Per-thread interval arrays are allocated up front; this bounds their memory. */
 #define AGENT_MAX_INTERVALS 100000
+/* Progress samples (the "progress" key): one every AGENT_SAMPLE_STEP_S of the window, whatever
+ * --interval says; a longer window samples more coarsely so that there are never more than
+ * AGENT_MAX_SAMPLES (409.6 s at the finest step). */
+#define AGENT_SAMPLE_STEP_S 0.1
+#define AGENT_MAX_SAMPLES 4096
 
 enum mode { MODE_TWO_COPY, MODE_ONE_COPY, MODE_ZERO_COPY, MODE_SENDFILE };
 enum workload { WL_STREAM, WL_RR };
@@ -56,6 +61,9 @@ struct thread_state {
     char local[80], peer[80];
     struct counts total, window;
     uint64_t *intervals;       /* n_intervals entries, bytes moved in this side's direction */
+    /* The window's bytes in this side's direction so far: written by this thread only (relaxed
+     * stores), read by the timekeeper at each progress sample. */
+    _Atomic uint64_t progress;
     int end_phase;             /* the published phase when its data ended */
     double data_end_mono;      /* when its data phase ended (EOF or deadline) */
     uint64_t tx, tx_total;     /* rr transactions in the window / overall */
@@ -83,6 +91,12 @@ struct run {
     double win_start_mono;
     double win_end_mono;       /* deadline as the timekeeper saw it */
     double *interval_end;      /* n entries, seconds after window start */
+    /* Progress samples, taken by the timekeeper: when (seconds after window start) and the
+     * window's bytes so far, connections summed; n_samples taken of max_samples. */
+    double sample_step;
+    uint32_t max_samples, n_samples;
+    double *sample_t;
+    uint64_t *sample_bytes;
     double end_mono, end_real;
     double expected_end_mono;  /* t0 + warmup + duration */
     struct thread_state th[AGENT_MAX_THREADS];

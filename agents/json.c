@@ -114,6 +114,33 @@ static void intervals(FILE *f, const struct thread_state *ts)
     fputc(']', f);
 }
 
+/* The progress samples (docs/agent-protocol.md): each one's bytes since the one before, the last
+ * one closing the window at `end` with whatever the connections moved after the last sample. */
+static void progress(FILE *f, double end)
+{
+    const struct config *c = &g_run.cfg;
+    if (g_run.win_start_mono == 0) {
+        fputs("\"progress\": null", f);
+        return;
+    }
+    uint64_t moved = 0;
+    for (uint32_t i = 0; i < c->threads; i++)
+        moved += atomic_load_explicit(&g_run.th[i].progress, memory_order_relaxed);
+    fprintf(f, "\"progress\": {\"step_s\": %.6f, \"samples\": [", g_run.sample_step);
+    double t_prev = 0;
+    uint64_t prev = 0;
+    for (uint32_t j = 0; j < g_run.n_samples; j++) {
+        fprintf(f, "%s{\"t\": %.6f, \"bytes\": %" PRIu64 "}", j ? ", " : "", g_run.sample_t[j],
+                g_run.sample_bytes[j] - prev);
+        t_prev = g_run.sample_t[j];
+        prev = g_run.sample_bytes[j];
+    }
+    if (end > t_prev || moved > prev)
+        fprintf(f, "%s{\"t\": %.6f, \"bytes\": %" PRIu64 "}", g_run.n_samples ? ", " : "",
+                end > t_prev ? end : t_prev, moved - prev);
+    fputs("]}", f);
+}
+
 void json_write(FILE *f)
 {
     const struct config *c = &g_run.cfg;
@@ -223,6 +250,8 @@ void json_write(FILE *f)
     zerocopy(f, has_zc ? &zsum : NULL);
     fputs(",\n \"rr\": ", f);
     rr(f, tx, tx_total, win_s, hsum);
+    fputs(",\n ", f);
+    progress(f, win_s);
     fputs(",\n ", f);
     hostsnap_json(f);
     fputs("}\n", f);

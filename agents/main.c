@@ -163,6 +163,15 @@ int main(int argc, char **argv)
     g_run.interval_end = calloc(c->n_intervals, sizeof *g_run.interval_end);
     if (!g_run.interval_end)
         system_error("out of memory");
+    g_run.sample_step = c->duration / AGENT_MAX_SAMPLES > AGENT_SAMPLE_STEP_S
+                            ? c->duration / AGENT_MAX_SAMPLES : AGENT_SAMPLE_STEP_S;
+    /* Samples before the window's end; the one that closes it is made when the JSON is written. */
+    double steps = ceil(c->duration / g_run.sample_step - 1e-9);
+    g_run.max_samples = steps > AGENT_MAX_SAMPLES ? AGENT_MAX_SAMPLES : (uint32_t)steps;
+    g_run.sample_t = calloc(g_run.max_samples + 1, sizeof *g_run.sample_t);
+    g_run.sample_bytes = calloc(g_run.max_samples + 1, sizeof *g_run.sample_bytes);
+    if (!g_run.sample_t || !g_run.sample_bytes)
+        system_error("out of memory");
     for (uint32_t i = 0; i < c->threads; i++) {
         g_run.th[i].index = (int)i;
         g_run.th[i].fd = -1;

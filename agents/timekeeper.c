@@ -85,6 +85,20 @@ static void publish(int phase)
     atomic_store_explicit(&g_run.phase, phase, memory_order_release);
 }
 
+/* One progress sample: the window's bytes so far, connections summed, at `t` after its start.
+ * Only this thread writes the samples; the JSON writer reads them after joining it. */
+static void progress_sample(double t)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < g_run.cfg.threads; i++)
+        sum += atomic_load_explicit(&g_run.th[i].progress, memory_order_relaxed);
+    if (g_run.n_samples < g_run.max_samples) {
+        g_run.sample_t[g_run.n_samples] = t;
+        g_run.sample_bytes[g_run.n_samples] = sum;
+        g_run.n_samples++;
+    }
+}
+
 static void *timekeeper_main(void *arg)
 {
     (void)arg;
@@ -110,16 +124,34 @@ static void *timekeeper_main(void *arg)
         hostsnap_take(HOSTSNAP_START, mono_now() - g_run.win_start_mono);
     }
     double w = g_run.win_start_mono;
-    for (uint32_t k = 1; k < n; k++) {
-        if (wait_until(w + k * cfg->interval) != 0)
+    /* Two clocks in one loop: interval boundaries k (the phase) and progress samples j, every
+     * sample_step; a sample due with a boundary (within 1 µs) is taken right after it. */
+    uint32_t k = 1, j = 1;
+    for (;;) {
+        double boundary = k < n ? k * cfg->interval : cfg->duration;
+        /* The last sample is at least half a step before the end: the window's end closes it. */
+        double sample = j < g_run.max_samples && j * g_run.sample_step < cfg->duration - 0.5 * g_run.sample_step
+                            ? j * g_run.sample_step : INFINITY;
+        double due = sample < boundary - 1e-6 ? sample : boundary;
+        if (wait_until(w + due) != 0)
             goto stopped;
-        g_run.interval_end[k - 1] = mono_now() - w;
-        publish((int)k);
-        /* After the publish, so the send loops move on at once; microseconds after the boundary. */
-        tcpinfo_boundary(k, mono_now() - w);
+        if (boundary <= due) {
+            if (k >= n)
+                break;
+            g_run.interval_end[k - 1] = mono_now() - w;
+            publish((int)k);
+            /* After the publish, so the send loops move on at once; microseconds after the boundary. */
+            tcpinfo_boundary(k, mono_now() - w);
+            k++;
+        }
+        if (sample <= due + 1e-6) {
+            double now = mono_now() - w;
+            progress_sample(now);
+            /* Woken late (this process was stopped): the samples already due are one long sample. */
+            for (j++; j * g_run.sample_step <= now; j++)
+                ;
+        }
     }
-    if (wait_until(w + cfg->duration) != 0)
-        goto stopped;
     g_run.win_end_mono = mono_now();
     g_run.interval_end[n - 1] = g_run.win_end_mono - w;
     if (g_run.phase_done_published)

@@ -111,6 +111,16 @@ class Interval:
 
 
 @dataclass(frozen=True, config=_CONTRACT)
+class Progress:
+    """The window's bytes in this side's direction, connections summed, sampled every `step_s`
+    whatever the interval (each sample counts the bytes since the one before; the last one
+    closes the window)."""
+
+    step_s: float
+    samples: list[Interval]
+
+
+@dataclass(frozen=True, config=_CONTRACT)
 class TcpInfo:
     """One getsockopt(TCP_INFO) sample of a connection; a field the kernel did not return is None."""
 
@@ -189,6 +199,7 @@ class AgentDocument:
     zerocopy: ZeroCopy | None = None
     rr: RequestResponse | None = None
     host_counters: HostCounters | None = None
+    progress: Progress | None = None  # None: an agent from before it was recorded, or no window
 
 
 # Present in every document with "status": "ok"; an error document may lack them.
@@ -208,6 +219,24 @@ _ADAPTER = TypeAdapter(AgentDocument)
 def _location(loc: tuple[int | str, ...]) -> str:
     """A key path as a reader finds it in the file: `threads_detail[1].window.seconds`."""
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _check_progress(agent: AgentDocument, source: str) -> None:
+    """The progress samples sum to the window's bytes in this side's direction, in time order."""
+    assert agent.progress is not None and agent.threads_detail is not None
+    samples = agent.progress.samples
+    if not agent.progress.step_s > 0:
+        raise AgentOutputError(f"{source}: key 'progress.step_s' must be positive, got {agent.progress.step_s!r}")
+    for i in range(1, len(samples)):
+        if samples[i].t < samples[i - 1].t:
+            raise AgentOutputError(f"{source}: key 'progress.samples[{i}].t' goes back in time "
+                                   f"({samples[i].t} after {samples[i - 1].t})")
+    key = "bytes_sent" if agent.direction == "send" else "bytes_received"
+    moved = sum(getattr(t.window, key) for t in agent.threads_detail)
+    sampled = sum(s.bytes for s in samples)
+    if sampled != moved:
+        raise AgentOutputError(f"{source}: key 'progress.samples' sums to {sampled} bytes but the "
+                               f"connections' window.{key} sum to {moved}")
 
 
 def _check_ok_document(doc: dict[str, Any], agent: AgentDocument, source: str) -> None:
@@ -236,6 +265,8 @@ def _check_ok_document(doc: dict[str, Any], agent: AgentDocument, source: str) -
                 f"{source}: key 'threads_detail[{thread.index}].intervals' sums to {sampled} "
                 f"bytes but its window.{key} is {moved}"
             )
+    if agent.progress is not None:
+        _check_progress(agent, source)
     for section in ("window", "total"):
         whole = getattr(agent, section)
         for key in _SUMMED:

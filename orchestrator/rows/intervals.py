@@ -6,8 +6,9 @@ throughput column come from the same bytes. Rows are appended as each cell finis
 whole fsynced write per cell (as results.csv), and written whole by `orchestrate report` for a
 run folder that predates the file (docs/results-schema.md).
 
-The stall rule is stall.py's, the one that also makes a row `degraded` (results.py), with the
-same `checks.min_interval_fraction`.
+The stall list here is stall.py's interval rule, with the `checks.min_interval_fraction` that
+also judges a row (results.py); a row is judged on the agent's finer progress samples when it has
+them (stall.doubts), so a row can be `degraded` by a gap no whole interval shows.
 """
 
 from __future__ import annotations

@@ -220,8 +220,9 @@ class MeasurementChecks:
 
 def measurement_doubts(measurer: AgentDocument | None, checks: MeasurementChecks) -> list[str]:
     """Why a measurement that completed cannot be trusted as it is: a window that is not the
-    configured duration (a stall that delayed the last byte, an early end), or an interval
-    whose rate fell far below the cell's median (a link outage, a stall). `measurer` is the side
+    configured duration (a stall that delayed the last byte, an early end), a stall (a link
+    outage, a stopped sender) by stall.py's rules, or a window too short for them to judge: never
+    a silent ok. `measurer` is the side
     whose window gives the row's figures: the stream receiver, the rr client."""
     if measurer is None or measurer.window is None or not measurer.threads_detail:
         return []
@@ -230,13 +231,7 @@ def measurement_doubts(measurer: AgentDocument | None, checks: MeasurementChecks
     allowed = max(checks.window_tolerance * checks.duration, checks.window_slack)
     if abs(seconds - checks.duration) > allowed:
         doubts.append(f"measured window {seconds:.3f}s, expected {checks.duration:g}s ± {allowed:.3g}s")
-    rates = stall.agent_rates(measurer)
-    low, median = stall.low_intervals(rates, checks.min_interval_fraction)
-    if low:
-        judged = len(rates)
-        worst = min(low, key=lambda r: r.rate)
-        doubts.append(f"{len(low)} of {judged} intervals below {checks.min_interval_fraction:.0%} of the "
-                      f"median rate (lowest {worst.rate / median:.0%}, {worst.start:.2f}-{worst.end:.2f}s)")
+    doubts += stall.doubts(measurer, checks.min_interval_fraction)
     return doubts
 
 
