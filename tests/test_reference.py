@@ -102,7 +102,7 @@ def test_cell_command_runs_iperf3_under_the_same_perf_stat_as_an_agent():
     ctx = context(experiment())
     client = cells.agent_command(ctx, cell(), "client")
     assert "perf stat -x, -o client.perf.csv -e task-clock -- iperf3 -c 198.18.0.1 " in client
-    assert "/w/bin/agent" not in client and client.endswith("tar -cf - client.*; exit $rc; }")
+    assert "/w/bin/agent" not in client and client.endswith("tar -cf - client.*; exit $rc; }; }")
     server = cells.agent_command(ctx, cell(), "server")
     assert "perf stat -x, -o server.perf.csv -e task-clock -- iperf3 -s -1 -J -B 198.18.0.1 -p 5301" in server
     assert f"--idle-timeout {math.ceil(cells.cell_time_limit(ctx.experiment))} >server.iperf3.json" in server
