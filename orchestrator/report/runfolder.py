@@ -19,7 +19,7 @@ from ..rows import layout, runstatus
 from ..experiment.dimensions import DEFAULT_PAIR
 from ..errors import ConfigError, OrchestrateError
 from ..roles import ROLES
-from ..rows.results import ResultsError, read_results
+from ..rows.results import ANALYSIS_COLUMNS, ResultsError, read_results
 from ..experiment.yamlfile import load_yaml
 
 
@@ -95,7 +95,7 @@ def _rows_or_why_none(run_dir: Path) -> pd.DataFrame:
     Only a run without rows consults status.json, checked as the untrusted file it is: rows are
     reported whatever it says."""
     path = run_dir / layout.RESULTS
-    results = read_results(path) if path.is_file() and path.stat().st_size else None
+    results = read_results(path, ANALYSIS_COLUMNS) if path.is_file() and path.stat().st_size else None
     if results is not None and not results.empty:
         return results
     said = runstatus.read(run_dir)
@@ -104,7 +104,7 @@ def _rows_or_why_none(run_dir: Path) -> pd.DataFrame:
         raise ConfigError(f"{run_dir}: this run measured nothing, so there is nothing to report: {said.why_nothing()}{then}")
     # No status to explain it (a run from before status.json): read_results says what is missing.
     if results is None:
-        return read_results(path)
+        return read_results(path, ANALYSIS_COLUMNS)
     raise ResultsError(f"{path}: holds no rows, only its header: nothing to report")
 
 

@@ -52,9 +52,10 @@ SCHEMA_COLUMNS = IDENTITY_COLUMNS + MEASURED_COLUMNS
 # changes. A row without it (written before versions were) is version 1.
 FORMAT_VERSION = 1
 FORMAT_COLUMN = "format_version"
-# What every reader of results.csv needs: a file without them is not one. Without its throughput
-# every figure of a report would be blank.
-REQUIRED_COLUMNS = (*dimensions.REQUIRED_COLUMNS, "throughput_gbps")
+# What every reader of results.csv needs: a file without them is not one.
+REQUIRED_COLUMNS = dimensions.REQUIRED_COLUMNS
+# What analysis (the report, compare) needs besides: without its throughput every figure is blank.
+ANALYSIS_COLUMNS = (*REQUIRED_COLUMNS, "throughput_gbps")
 
 # How read_results types the schema's columns; perf columns are inferred from their text.
 _INT_COLUMNS = dimensions.identity_columns_of(int) | frozenset({
@@ -452,7 +453,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "workload": typing.get_args(config.Workload),
     "mode": (*typing.get_args(config.Mode), iperf3.MODE),
     "sender": ROLES,
-    "perf_scope": typing.get_args(config.Perf.model_fields["scope"].annotation),
+    # cellrow.py records "off" when perf did not run.
+    "perf_scope": (*typing.get_args(config.Perf.model_fields["scope"].annotation), "off"),
     "server_perf_counts": PERF_COUNTS,
     "client_perf_counts": PERF_COUNTS,
 }
@@ -539,8 +541,9 @@ def _value_problem(name: str, value: str, numeric: bool) -> str | None:
     return None
 
 
-def _problems(records: _Records) -> list[tuple[int, str | None, str]]:
-    """(line, column, why) for each thing in results.csv that no orchestrate writes."""
+def _problems(records: _Records, required: tuple[str, ...]) -> list[tuple[int, str | None, str]]:
+    """(line, column, why) for each thing in results.csv that no orchestrate writes, or that lacks
+    a column of `required`."""
     header = records.header
     found: list[tuple[int, str | None, str]] = []
     seen_names: set[str] = set()
@@ -550,7 +553,7 @@ def _problems(records: _Records) -> list[tuple[int, str | None, str]]:
         elif name in seen_names:
             found.append((1, name, "a second column of this name"))
         seen_names.add(name)
-    missing = [name for name in REQUIRED_COLUMNS if name not in seen_names]
+    missing = [name for name in required if name not in seen_names]
     if missing:
         found.append((1, None, f"missing column(s) {', '.join(missing)}; every results.csv has them"))
     width = len(header)
@@ -589,10 +592,10 @@ def _problems(records: _Records) -> list[tuple[int, str | None, str]]:
     return sorted(found, key=lambda p: p[0])
 
 
-def _check(path: Path, records: _Records) -> None:
+def _check(path: Path, records: _Records, required: tuple[str, ...] = REQUIRED_COLUMNS) -> None:
     """ResultsError naming the file, and each problem's line and column, unless every row is one
     that orchestrate writes (docs/results-schema.md, "Reading it back")."""
-    found = _problems(records)
+    found = _problems(records, required)
     if not found:
         return
     named = [f"{path}, line {line}" + (f", column {name!r}" if name else "") + f": {why}"
@@ -656,15 +659,16 @@ def _typed(name: str, values: list[str], numeric: bool) -> pd.Series:
     return pd.Series([float(v) if v else np.nan for v in values], dtype="float64")
 
 
-def read_results(path: str | Path) -> pd.DataFrame:
+def read_results(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
     """results.csv as a DataFrame: empty cells are missing (NaN/<NA>), never 0; counts are
     nullable Int64, so they print as 2100000000 and not 2.1e+09. The one reader of the file:
     the run, the CLI, the analysis and the report all read it here.
 
     Every read checks it against the schema (docs/results-schema.md, "Reading it back"): a row
     orchestrate would not write is a ResultsError naming the file, the line and the column, as is a
-    missing, empty or unreadable file; FormatVersionError if another format version wrote it. A
-    file with a header and no row (every row dropped for --retry-failed) reads as no rows."""
+    missing, empty or unreadable file, or one without a column of `required` (analysis asks for
+    ANALYSIS_COLUMNS); FormatVersionError if another format version wrote it. A file with a
+    header and no row (every row dropped for --retry-failed) reads as no rows."""
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"{path}: no results.csv; is this a run folder?")
@@ -673,7 +677,7 @@ def read_results(path: str | Path) -> pd.DataFrame:
     except OSError as exc:
         raise ResultsError(f"{path}: cannot read results: {exc.strerror or exc}") from None
     records = _version_checked(path, _parse(path, data))
-    _check(path, records)
+    _check(path, records, required)
     columns = {}
     for at, name in enumerate(records.header):
         values = [row[at] for row in records.rows]

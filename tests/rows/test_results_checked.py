@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.errors import ExitStatus
-from orchestrator.rows.results import ResultsError, ResultsTable, check_format, read_results
+from orchestrator.rows.results import ANALYSIS_COLUMNS, ResultsError, ResultsTable, check_format, read_results
 
 from ..conftest import ROOT
 
@@ -105,7 +105,12 @@ def test_a_deleted_throughput_column(tmp_path):
         at = _at(rows, "throughput_gbps")
         for row in rows:
             del row[at]
-    _refused(_edited(tmp_path, delete), 1, None, "missing column(s) throughput_gbps")
+    path = _edited(tmp_path, delete)
+    # The run's own bookkeeping (which cells are done) needs no figures; analysis does.
+    assert len(read_results(path)) == 40
+    with pytest.raises(ResultsError) as refused:
+        read_results(path, ANALYSIS_COLUMNS)
+    assert f"{path}, line 1: missing column(s) throughput_gbps" in str(refused.value)
 
 
 def test_text_in_a_number_column(tmp_path):
@@ -190,3 +195,9 @@ def test_not_utf8_names_the_line(tmp_path):
     path.write_bytes(b"\r\n".join(data))
     with pytest.raises(ResultsError, match=rf"{path}, line 4: not UTF-8"):
         read_results(path)
+
+
+def test_perf_off_is_a_scope_the_run_writes(tmp_path):
+    frame = read_results(_edited(tmp_path, _set(1, "perf_scope", "off")))
+    assert frame.loc[0, "perf_scope"] == "off"
+    _refused(_edited(tmp_path, _set(1, "perf_scope", "everything")), 2, "perf_scope", "'everything' is not one of")
