@@ -9,10 +9,10 @@ class ExitStatus(IntEnum):
 
     OK = 0
     CELLS_FAILED = 1  # the run finished, but some cells failed
-    BAD_ARGUMENT = 2  # a bad experiment or inventory file, option or folder: nothing ran
+    BAD_ARGUMENT = 2  # a bad experiment or inventory file, option or folder, or a run folder's file that does not read: nothing ran
     HOST_FAILED = 3  # a host could not be reached, or preflight found problems
     LAB_FAILED = 4  # the namespace lab could not be built, inspected or removed
-    DISK_FULL = 5  # a run file could not be written on this machine (full disk, quota, I/O error)
+    DISK_FULL = 5  # a file could not be written on this machine (full disk, quota, I/O error, not a folder): run, report or compare
     NO_COMMON_CELLS = 6  # compare: the two runs share no cell
     SOME_PAIRS_FAILED = 7  # several pairs: at least one failed (preflight, a lost host), at least one finished
     # A bug in orchestrate, not in the user's files or hosts; sysexits.h's EX_SOFTWARE, so scripts
@@ -31,10 +31,10 @@ class ExitStatus(IntEnum):
 EXIT_MEANINGS = {
     ExitStatus.OK: "success",
     ExitStatus.CELLS_FAILED: "the run finished, but some cells failed or were degraded",
-    ExitStatus.BAD_ARGUMENT: "a bad experiment or inventory file, option or folder; nothing ran",
+    ExitStatus.BAD_ARGUMENT: "a bad experiment or inventory file, option or folder, or a run folder's file that does not read; nothing ran",
     ExitStatus.HOST_FAILED: "a host could not be reached, or preflight found problems",
     ExitStatus.LAB_FAILED: "the namespace lab failed",
-    ExitStatus.DISK_FULL: "a run file could not be written on this machine (full disk, I/O error)",
+    ExitStatus.DISK_FULL: "a file could not be written on this machine (full disk, I/O error, a folder that is not one)",
     ExitStatus.NO_COMMON_CELLS: "compare: the two runs share no cell",
     ExitStatus.SOME_PAIRS_FAILED: "some pairs failed (preflight or a lost host) while the others finished; --resume finishes them",
     ExitStatus.INTERNAL_ERROR: "a bug in orchestrate: one line names the file with its traceback",
@@ -127,8 +127,9 @@ class LabOptionsError(LabError, ConfigError):
 
 
 class DiskError(OrchestrateError):
-    """A run file could not be written or read back on this machine: a full disk, a quota, an
-    I/O error. Nothing half-written is left behind; the run can be finished once there is room."""
+    """A file of a run, a report or a comparison could not be written or read back on this
+    machine: a full disk, a quota, an I/O error, a folder that cannot be made. Nothing
+    half-written is left behind; the run can be finished once there is room."""
 
     exit_code = ExitStatus.DISK_FULL
 

@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import traceback
+import warnings
 from pathlib import Path
 from typing import TextIO
 
@@ -59,14 +60,27 @@ def _unexpected(term: Terminal, exc: Exception, run_dir: str | None) -> str:
     return message
 
 
+# Where the libraries' warnings (numpy's "Mean of empty slice", matplotlib's, pandas') are logged:
+# under "orchestrator", so a run's run.log handler (run/runner.py) takes them.
+WARNINGS_LOGGER = "orchestrator.warnings"
+
+
 def _library_logs_off_the_terminal() -> None:
     """paramiko logs from its transport threads ("Exception (client): ..." and a traceback, line by
-    line); a logger with no handler anywhere up its tree goes to logging's last resort, stderr. A
-    run's run.log handler takes them while it is attached (run/runner.py); otherwise, as in
-    `check`, or from a thread that ends after the run, they are dropped."""
-    logger = logging.getLogger("paramiko")
-    if not any(type(handler) is logging.NullHandler for handler in logger.handlers):
-        logger.addHandler(logging.NullHandler())
+    line), matplotlib logs a missing font; a logger with no handler anywhere up its tree goes to
+    logging's last resort, stderr. A run's run.log handler takes paramiko's and the warnings while
+    it is attached (run/runner.py); otherwise, as in `check`, `report` or `compare`, or from a
+    thread that ends after the run, they are dropped."""
+    for name in ("paramiko", "matplotlib", WARNINGS_LOGGER):
+        logger = logging.getLogger(name)
+        if not any(type(handler) is logging.NullHandler for handler in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+
+
+def _warning_to_log(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: TextIO | None = None, line: str | None = None) -> None:
+    """warnings.showwarning's stand-in while a command runs: a library's warning is logged, never printed."""
+    logging.getLogger(WARNINGS_LOGGER).warning("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
 
 
 def _drop_dead_terminal(*streams: TextIO) -> None:
@@ -93,7 +107,9 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     term = Terminal.over(stdout, stderr, as_json=as_json, quiet=getattr(args, "quiet", False))
     args.doc = {"command": args.command}
     _library_logs_off_the_terminal()
-    with signals_interrupt():
+    # catch_warnings puts showwarning back when the command ends (main may run again in one process).
+    with signals_interrupt(), warnings.catch_warnings():
+        warnings.showwarning = _warning_to_log
         try:
             status = ExitStatus(args.handler(args, term))
         except OrchestrateError as exc:

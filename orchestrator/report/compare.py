@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from . import derive, plots, stats
 from ..rows import layout, zerocopy
+from ..rows.durable import write_atomic
 from ..errors import ConfigError, NoCommonCells
 from ..experiment.plan import load_plan
 from ..roles import ROLES
@@ -324,7 +325,8 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None, pair: st
         only_in_a=sorted(cells_a - cells_b), only_in_b=sorted(cells_b - cells_a),
         out_dir=out, pair_a=pair_a, pair_b=pair_b,
     )
-    comparison.plot_paths = plots.save(_ratio_plot(table, a.run_id, b.run_id), out, "compare_throughput")
-    (out / layout.COMPARE_CSV).write_text(table.to_csv(index=False))
-    (out / layout.COMPARE_MD).write_text(comparison.markdown())
+    redo = f"orchestrate compare {a.path} {b.path} --out {out}" + (f" --pair {pair}" if pair else "")
+    comparison.plot_paths = plots.save(_ratio_plot(table, a.run_id, b.run_id), out, "compare_throughput", redo)
+    write_atomic(out / layout.COMPARE_CSV, table.to_csv(index=False), redo=redo)
+    write_atomic(out / layout.COMPARE_MD, comparison.markdown(), redo=redo)
     return comparison

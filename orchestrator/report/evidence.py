@@ -146,7 +146,8 @@ def cpu_bars(results: pd.DataFrame) -> pd.DataFrame:
     shared = "host_shared_kernel" in ok and ok["host_shared_kernel"].fillna(False).astype(bool).all()
     roles = ("server",) if shared else ROLES
     # The host counters span the window, so the window's bytes, not the agent's whole life.
-    gigabytes = pd.to_numeric(ok["window_bytes"], errors="coerce") / 1e9
+    # A window that moved nothing has no CPU per byte: NaN (no bar), never inf (as derive._per).
+    gigabytes = (pd.to_numeric(ok["window_bytes"], errors="coerce") / 1e9).where(lambda g: g > 0)
     rows = []
     for cell, group in ok.groupby("cell", sort=True):
         for role in roles:

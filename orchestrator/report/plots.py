@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
 from . import derive
-from ..rows.durable import write_atomic
+from ..rows.durable import disk_error, write_atomic
 from ..experiment.units import format_size
 
 NOT_SUPPORTED = "not supported on these hosts"
@@ -310,16 +310,20 @@ PLOTS: dict[str, Callable[[pd.DataFrame], Figure]] = {
 }
 
 
-def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """Write `name.png` and `name.svg`; returns both paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def save(fig: Figure, out_dir: Path, name: str, redo: str | None = None) -> list[Path]:
+    """Write `name.png` and `name.svg`; returns both paths. A folder that cannot be made or a
+    file that cannot be written is a DiskError (`redo`: the command to run again)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(out_dir, exc, redo=redo) from None
     paths = []
     with matplotlib.rc_context(STYLE):
         for suffix, options in ((".png", {"dpi": 150}), (".svg", {})):
             path = out_dir / f"{name}{suffix}"
             buffer = io.BytesIO()  # rendered in memory, then written whole: no half a plot on a full disk
             fig.savefig(buffer, format=suffix[1:], **options)
-            write_atomic(path, buffer.getvalue())
+            write_atomic(path, buffer.getvalue(), redo=redo)
             paths.append(path)
     return paths
 

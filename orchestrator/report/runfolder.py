@@ -19,7 +19,7 @@ from ..rows import layout, runstatus
 from ..experiment.dimensions import DEFAULT_PAIR
 from ..errors import ConfigError, OrchestrateError
 from ..roles import ROLES
-from ..rows.results import ResultsError, read_results
+from ..rows.results import ANALYSIS_COLUMNS, ResultsError, read_results
 from ..experiment.yamlfile import load_yaml
 
 
@@ -51,6 +51,8 @@ def _read_json(path: Path, notes: list[str], where: str = "") -> dict[str, Any]:
         return {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultsError(f"{path}: not valid JSON: {exc}") from None
+    except OSError as exc:  # a folder in its place, an I/O error: a file there that does not read
+        raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise ResultsError(f"{path}: expected a JSON object of host facts")
     return data
@@ -93,7 +95,7 @@ def _rows_or_why_none(run_dir: Path) -> pd.DataFrame:
     Only a run without rows consults status.json, checked as the untrusted file it is: rows are
     reported whatever it says."""
     path = run_dir / layout.RESULTS
-    results = read_results(path) if path.is_file() else None
+    results = read_results(path, ANALYSIS_COLUMNS) if path.is_file() and path.stat().st_size else None
     if results is not None and not results.empty:
         return results
     said = runstatus.read(run_dir)
@@ -101,7 +103,9 @@ def _rows_or_why_none(run_dir: Path) -> pd.DataFrame:
         then = f"\nto measure it: orchestrate run --resume {run_dir}" if said.state in ("stopped", "interrupted") else ""
         raise ConfigError(f"{run_dir}: this run measured nothing, so there is nothing to report: {said.why_nothing()}{then}")
     # No status to explain it (a run from before status.json): read_results says what is missing.
-    return read_results(path) if results is None else results
+    if results is None:
+        return read_results(path, ANALYSIS_COLUMNS)
+    raise ResultsError(f"{path}: holds no rows, only its header: nothing to report")
 
 
 def _pairs(run_dir: Path, results: pd.DataFrame, inventory: dict[str, Any]) -> tuple[list[str], str]:

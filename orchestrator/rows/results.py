@@ -16,16 +16,17 @@ import dataclasses
 import io
 import os
 import re
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..experiment import dimensions
+from ..experiment import config, dimensions, iperf3
 from . import hostcounters, stall, tcpinfo
 from .agentjson import AgentDocument
-from ..errors import FormatVersionError, OrchestrateError
+from ..errors import ExitStatus, FormatVersionError, OrchestrateError
 from .durable import append_whole, disk_error, write_atomic
 from .perfstat import Counter, column_name
 from ..roles import ROLES, measuring_role, stream_roles
@@ -53,6 +54,8 @@ FORMAT_VERSION = 1
 FORMAT_COLUMN = "format_version"
 # What every reader of results.csv needs: a file without them is not one.
 REQUIRED_COLUMNS = dimensions.REQUIRED_COLUMNS
+# What analysis (the report, compare) needs besides: without its throughput every figure is blank.
+ANALYSIS_COLUMNS = (*REQUIRED_COLUMNS, "throughput_gbps")
 
 # How read_results types the schema's columns; perf columns are inferred from their text.
 _INT_COLUMNS = dimensions.identity_columns_of(int) | frozenset({
@@ -77,7 +80,11 @@ Row = dict[str, object]
 
 
 class ResultsError(OrchestrateError):
-    """A results.csv that cannot be read or extended."""
+    """A run folder's file that cannot be read as orchestrate writes it: a results.csv that is
+    missing, empty or hand-edited into rows no run writes, a config.yml or host facts that do
+    not parse. Bad input, like a bad experiment file: exit status 2."""
+
+    exit_code = ExitStatus.BAD_ARGUMENT
 
 
 def perf_columns(role: str, counters: Mapping[str, Counter]) -> Row:
@@ -395,9 +402,8 @@ class ResultsTable:
         self.resume = resume
         self.columns: list[str] = []
         self.torn = repair_torn_tail(self.path)
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with self.path.open(newline="", encoding="utf-8") as fh:
-                self.columns = next(csv.reader(fh), [])
+        records = _read_whole_records(self.path)  # a row no orchestrate writes is refused before one is added
+        self.columns = records.header if records is not None else []
 
     def append(self, row: Mapping[str, object]) -> None:
         columns = order_columns([*self.columns, *row, FORMAT_COLUMN])
@@ -433,25 +439,165 @@ class ResultsTable:
             raise disk_error(self.path, exc, self.resume) from None
 
 
-def _typed(name: str, text: pd.Series) -> pd.Series:
-    if name in _TEXT_COLUMNS:
-        return text.astype("string")
-    if name in _BOOL_COLUMNS:
-        return text.str.lower().map({"true": True, "false": False}).astype("boolean")
-    present = text.dropna()
-    is_int_column = name in _INT_COLUMNS or (
-        name not in SCHEMA_COLUMNS
-        and not name.endswith("_run_pct")
-        and present.str.fullmatch(_INTEGER_TEXT.pattern).all()
-    )
+# ---------------------------------------------------------------- reading: every read is checked
+
+# What a reader may meet in a text column that names a choice; anything else is a hand edit.
+STATUSES = ("ok", "failed", "degraded")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "status": STATUSES,
+    "workload": typing.get_args(config.Workload),
+    "mode": (*typing.get_args(config.Mode), iperf3.MODE),
+    "sender": ROLES,
+    # cellrow.py records "off" when perf did not run.
+    "perf_scope": (*typing.get_args(config.Perf.model_fields["scope"].annotation), "off"),
+    "server_perf_counts": PERF_COUNTS,
+    "client_perf_counts": PERF_COUNTS,
+}
+# What an ok row always holds: its throughput is what every table, plot and comparison is made of
+# (a failed row may lack it: its agent never measured).
+_OK_NEEDS = ("throughput_gbps",)
+# A decimal number as _text writes it (and a hand may: 1e9); float() alone would also take
+# "1_000", " 5" and the words for NaN and infinity.
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_NOT_FINITE = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+_MAX_PROBLEMS = 10  # named one per line; the rest are counted
+
+
+@dataclasses.dataclass(frozen=True)
+class _Records:
+    """results.csv parsed: its header, and each row's fields with the line it starts on."""
+
+    header: list[str]
+    lines: list[int]  # 1-based, as an editor numbers them (a quoted field may span lines)
+    rows: list[list[str]]
+
+
+def _parse(path: Path, data: bytes) -> _Records:
+    """results.csv's records, each with the line it starts on: pandas' reader gives neither
+    lines nor refuses what this does, so the csv module parses and pandas types."""
     try:
-        if is_int_column:
-            return text.astype("Int64")
-        return pd.to_numeric(text).astype("float64")
-    except (ValueError, TypeError):
-        if name in SCHEMA_COLUMNS:
-            raise ResultsError(f"column {name!r} holds a value that is not a number") from None
-        return text.astype("string")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ResultsError(f"{path}, line {line}: not UTF-8 text ({exc.reason}); results.csv is UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    lines: list[int] = []
+    rows: list[list[str]] = []
+    start = 1
+    try:
+        for record in reader:
+            if record:  # a blank line is no row, as in pandas
+                if header is None:
+                    header = record
+                else:
+                    lines.append(start)
+                    rows.append(record)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise ResultsError(f"{path}, line {start}: not CSV: {exc}") from None
+    if header is None:
+        raise ResultsError(f"{path}: empty (no header line, no rows); a run writes it with its first cell's row")
+    return _Records(header, lines, rows)
+
+
+def _is_numeric_column(name: str, values: Iterable[str]) -> bool:
+    """Whether results.csv holds `name` as numbers: the schema's numeric columns, the perf and host
+    counter columns (`<role>_*`, but for the NIC's name), and another column whose values all are."""
+    if name in SCHEMA_COLUMNS:
+        return name not in _TEXT_COLUMNS and name not in _BOOL_COLUMNS
+    if name in _BOOL_COLUMNS:
+        return False
+    if _PERF_COLUMN.match(name) and not name.endswith("_host_nic"):
+        return True
+    return all(_NUMBER_TEXT.fullmatch(v) or v.lower() in _NOT_FINITE for v in values if v)
+
+
+def _value_problem(name: str, value: str, numeric: bool) -> str | None:
+    """Why `value` cannot stand in column `name`, or None. A blank is "not measured": always allowed here."""
+    if not value:
+        return None
+    if name in _BOOL_COLUMNS:
+        return None if value.lower() in ("true", "false") else f"{value!r} is not true or false"
+    if name in _CHOICES:
+        return None if value in _CHOICES[name] else f"{value!r} is not one of {', '.join(_CHOICES[name])}"
+    if not numeric:
+        return None
+    if value.lower() in _NOT_FINITE:
+        return f"{value!r} is not a finite number"
+    if not _NUMBER_TEXT.fullmatch(value):
+        return f"{value!r} is not a number"
+    if name in _INT_COLUMNS and not _INTEGER_TEXT.match(value):
+        return f"{value!r} is not a whole number"
+    # Host counters are deltas of counters a driver may reset; every other figure is a count,
+    # a time, a rate or a fraction.
+    if value.startswith("-") and float(value) != 0 and "_host_" not in name:
+        return f"{value!r} is negative"
+    return None
+
+
+def _problems(records: _Records, required: tuple[str, ...]) -> list[tuple[int, str | None, str]]:
+    """(line, column, why) for each thing in results.csv that no orchestrate writes, or that lacks
+    a column of `required`."""
+    header = records.header
+    found: list[tuple[int, str | None, str]] = []
+    seen_names: set[str] = set()
+    for at, name in enumerate(header):
+        if not name:
+            found.append((1, f"#{at + 1}", "a column without a name"))
+        elif name in seen_names:
+            found.append((1, name, "a second column of this name"))
+        seen_names.add(name)
+    missing = [name for name in required if name not in seen_names]
+    if missing:
+        found.append((1, None, f"missing column(s) {', '.join(missing)}; every results.csv has them"))
+    width = len(header)
+    for line, row in zip(records.lines, records.rows):
+        if len(row) != width:
+            where = header[len(row)] if len(row) < width else f"#{len(row)}"
+            found.append((line, where, f"the row has {len(row)} fields, the header {width}"))
+    whole = [(line, row) for line, row in zip(records.lines, records.rows) if len(row) == width]
+    for at, name in enumerate(header):
+        numeric = _is_numeric_column(name, (row[at] for _, row in whole))
+        for line, row in whole:
+            why = _value_problem(name, row[at], numeric)
+            if why:
+                found.append((line, name, why))
+    position = {name: header.index(name) for name in seen_names if name}
+    for name in REQUIRED_COLUMNS:
+        if name in position and name not in _OK_NEEDS:
+            for line, row in whole:
+                if not row[position[name]]:
+                    found.append((line, name, "empty; every row names its cell and its status"))
+    if "status" in position:
+        for name in _OK_NEEDS:
+            if name in position:
+                for line, row in whole:
+                    if row[position["status"]] == "ok" and not row[position[name]]:
+                        found.append((line, name, "empty on an ok row; an ok row has measured it"))
+    if "cell_id" in position:
+        first: dict[tuple[str, str], int] = {}
+        for line, row in whole:
+            pair = row[position["pair"]] if "pair" in position else ""
+            key = (pair or dimensions.DEFAULT_PAIR, row[position["cell_id"]])
+            if key[1] and key in first:
+                found.append((line, "cell_id", f"a second row of cell {key[1]} (pair {key[0]}); "
+                                               f"the first is on line {first[key]}"))
+            first.setdefault(key, line)
+    return sorted(found, key=lambda p: p[0])
+
+
+def _check(path: Path, records: _Records, required: tuple[str, ...] = REQUIRED_COLUMNS) -> None:
+    """ResultsError naming the file, and each problem's line and column, unless every row is one
+    that orchestrate writes (docs/results-schema.md, "Reading it back")."""
+    found = _problems(records, required)
+    if not found:
+        return
+    named = [f"{path}, line {line}" + (f", column {name!r}" if name else "") + f": {why}"
+             for line, name, why in found[:_MAX_PROBLEMS]]
+    if len(found) > _MAX_PROBLEMS:
+        named.append(f"... and {len(found) - _MAX_PROBLEMS} more")
+    raise ResultsError("\n".join(named))
 
 
 def _check_versions(versions: Iterable[str | None], path: Path) -> None:
@@ -464,48 +610,74 @@ def _check_versions(versions: Iterable[str | None], path: Path) -> None:
             raise FormatVersionError(path, found, FORMAT_VERSION)
 
 
-def check_format(path: str | Path) -> None:
-    """FormatVersionError if results.csv (when there is one) holds rows of another format
-    version. Only whole records are read: a torn last row is left for repair_torn_tail."""
-    path = Path(path)
+def _version_checked(path: Path, records: _Records) -> _Records:
+    if FORMAT_COLUMN in records.header:
+        at = records.header.index(FORMAT_COLUMN)
+        _check_versions((r[at] if at < len(r) else None for r in records.rows), path)
+    return records
+
+
+def _read_whole_records(path: Path) -> _Records | None:
+    """The file's whole records, checked; None when there is no file or it is empty. A torn last
+    row (no line break yet) is left out, for repair_torn_tail."""
     try:
         data = path.read_bytes() if path.exists() else b""
     except OSError as exc:
         raise ResultsError(f"{path}: cannot read results: {exc.strerror or exc}") from None
-    records = csv.reader(io.StringIO(data[:_record_end(data)].decode("utf-8", errors="replace"), newline=""))
-    header = next(records, [])
-    if FORMAT_COLUMN in header:
-        at = header.index(FORMAT_COLUMN)
-        _check_versions((r[at] if at < len(r) else None for r in records), path)
+    whole = data[:_record_end(data)]
+    if not whole:
+        return None
+    records = _version_checked(path, _parse(path, whole))
+    _check(path, records)
+    return records
 
 
-def read_results(path: str | Path) -> pd.DataFrame:
+def check_format(path: str | Path) -> None:
+    """FormatVersionError if results.csv (when there is one) holds rows of another format
+    version, ResultsError if a row is not one orchestrate writes (`read_results`). Only whole
+    records are read: a torn last row is left for repair_torn_tail."""
+    _read_whole_records(Path(path))
+
+
+def _typed(name: str, values: list[str], numeric: bool) -> pd.Series:
+    """A checked column typed as results.csv holds it; a blank is missing (<NA>/NaN), never 0."""
+    present = [v for v in values if v]
+    if name in _BOOL_COLUMNS:
+        return pd.Series([v.lower() == "true" if v else None for v in values], dtype="boolean")
+    if not numeric:
+        return pd.Series([v or None for v in values], dtype="string")
+    is_int_column = name in _INT_COLUMNS or (
+        name not in SCHEMA_COLUMNS and not name.endswith("_run_pct") and all(_INTEGER_TEXT.match(v) for v in present)
+    )
+    if is_int_column:
+        return pd.Series([int(v) if v else None for v in values], dtype="Int64")
+    return pd.Series([float(v) if v else np.nan for v in values], dtype="float64")
+
+
+def read_results(path: str | Path, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
     """results.csv as a DataFrame: empty cells are missing (NaN/<NA>), never 0; counts are
     nullable Int64, so they print as 2100000000 and not 2.1e+09. The one reader of the file:
     the run, the CLI, the analysis and the report all read it here.
 
-    ResultsError if it is missing, unreadable, or lacks the columns every reader needs
-    (REQUIRED_COLUMNS, each row naming its cell); FormatVersionError if another format version
-    wrote it."""
+    Every read checks it against the schema (docs/results-schema.md, "Reading it back"): a row
+    orchestrate would not write is a ResultsError naming the file, the line and the column, as is a
+    missing, empty or unreadable file, or one without a column of `required` (analysis asks for
+    ANALYSIS_COLUMNS); FormatVersionError if another format version wrote it. A file with a
+    header and no row (every row dropped for --retry-failed) reads as no rows."""
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"{path}: no results.csv; is this a run folder?")
     try:
-        # Everything as text first, and only an empty field as missing: "NA" or "null" in an
-        # error message stays text, and each column is then typed on purpose.
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ResultsError(f"{path}: cannot read results: {exc}") from exc
-    if FORMAT_COLUMN in raw.columns:
-        _check_versions((None if pd.isna(v) else str(v) for v in raw[FORMAT_COLUMN]), path)
-    frame = pd.DataFrame({name: _typed(name, raw[name]) for name in raw.columns})
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
-    for name in ("message_size", "threads", "repetition"):
-        empty = frame[name].isna()
-        if empty.any():
-            raise ResultsError(f"{path}: column {name!r} is empty on row {int(empty.idxmax()) + 2}; every row names its cell")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read results: {exc.strerror or exc}") from None
+    records = _version_checked(path, _parse(path, data))
+    _check(path, records, required)
+    columns = {}
+    for at, name in enumerate(records.header):
+        values = [row[at] for row in records.rows]
+        columns[name] = _typed(name, values, _is_numeric_column(name, values))
+    frame = pd.DataFrame(columns, columns=records.header, index=pd.RangeIndex(len(records.rows)))
     # A file from before pairs existed ran on the one pair: its rows read as pair "default".
     return dimensions.with_pair(frame)
 

@@ -66,7 +66,7 @@ def test_miss_and_rusage_rates_from_known_inputs(tmp_path):
              "server_voluntary_cs,server_involuntary_cs,client_voluntary_cs,client_involuntary_cs")
     path = write(
         tmp_path,
-        "r,stream-one_copy-4096B-1t-r1,stream,one_copy,4096,1,1,server,ok,,1,4,1048576,1000000,1,1,,,,,,,,,"
+        "r,stream-one_copy-4096B-1t-r1,stream,one_copy,4096,1,1,server,ok,,1,4,1048576,1000000,1,1,,,,,,,0.002,,"
         "2048,6144,512,,30,10,50,10",
         "r,stream-two_copy-4096B-1t-r1,stream,two_copy,4096,1,1,client,ok,,1,4,1048576,1000000,1,1,,,7,9,,,0.5,0.25,"
         "2048,6144,512,1024,,,,",

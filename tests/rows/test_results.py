@@ -363,7 +363,7 @@ def test_user_only_counts_fill_the_plain_columns_and_the_row_says_user(tmp_path)
     path = tmp_path / "results.csv"
     table = ResultsTable(path)
     table.append(row)
-    table.append(_row(ONE_COPY, perf_counts={"server": "user+kernel", "client": None}))
+    table.append(_row(ZERO_COPY, perf_counts={"server": "user+kernel", "client": None}))
     columns = next(csv.reader(path.open()))
     assert columns.index("server_perf_counts") < columns.index("server_cycles")
     df = read_results(path)

@@ -209,9 +209,9 @@ def test_some_pairs_failing_exits_7_unless_one_is_the_users_file():
     lost = HostError("b", "connection lost")
     assert PairsFailed("m", [lost], every=False).exit_code == ExitStatus.SOME_PAIRS_FAILED == 7
     assert PairsFailed("m", [lost, ConfigError("ssh_config entry for c: bad")], every=False).exit_code == 2
-    # Every pair failed the same way: that way's own status (a bad results.csv: 1), not always 3.
+    # Every pair failed the same way: that way's own status (a bad results.csv: 2), not always 3.
     unreadable = [ResultsError("results.csv: cannot read results"), ResultsError("results.csv: cannot read results")]
-    assert PairsFailed("m", unreadable, every=True).exit_code == ExitStatus.CELLS_FAILED
+    assert PairsFailed("m", unreadable, every=True).exit_code == ExitStatus.BAD_ARGUMENT
 
 
 def test_run_log_names_the_pair_of_each_line_pool_threads_included(tmp_path):
