@@ -54,6 +54,8 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         # Refused rather than used: the run's hosts are those it was measured on, saved with it.
         raise ConfigError(f"orchestrate run: --resume runs on the hosts saved with the run ({layout.INVENTORY} in its "
                           "folder); --inventory is for a new run")
+    if not args.resume and not args.config:
+        raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
     if args.dry_run:
         return dry_run(args, term)
     if args.resume:
@@ -61,8 +63,6 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         # Before anything in the folder changes: another orchestrate working in it refuses this one here.
         runner.take_lock(state)
     else:
-        if not args.config:
-            raise ConfigError("orchestrate run: give an experiment file, or --resume RUN_DIR")
         experiment, inventory = _load_inputs(args)
         inventory = runner.select_pairs(inventory, args.pairs, args.serial)  # the run folder keeps only these
         _check_baseline(args.baseline, list(inventory.pairs))

@@ -24,12 +24,22 @@ SYSCTLS = (
 _MARK = "@@@ "
 UNKNOWN = "unknown"  # the section, and the facts key, that says which facts could not be read and why
 
-# fact NAME COMMAND...: the command's output; if it cannot run or fails, a line of the `unknown`
-# section saying why (then the section that was open is opened again, so its lines keep coming).
-_FACT = (f"fact() {{ name=$1; section=$2; shift 2; "
-         f"if ! command -v \"$1\" >/dev/null 2>&1; then printf '{_MARK}{UNKNOWN}\\n%s: %s not found\\n{_MARK}%s\\n' \"$name\" \"$1\" \"$section\"; return; fi; "
-         f"if out=$(\"$@\" 2>&1); then printf '%s\\n' \"$out\"; "
-         f"else printf '{_MARK}{UNKNOWN}\\n%s: %s\\n{_MARK}%s\\n' \"$name\" \"$(printf '%s' \"$out\" | head -n 1)\" \"$section\"; fi; }}")
+# fact SECTION COMMAND...: the command's stdout in its section. If it cannot run or fails, a line of
+# the `unknown` section says why: its first line on stderr (then SECTION is opened again, so that
+# its lines keep coming). Stderr is read apart, so a warning never lands inside the facts.
+_FACT = (f"fact() {{ section=$1; shift; "
+         f"if ! command -v \"$1\" >/dev/null 2>&1; then printf '{_MARK}{UNKNOWN}\\n%s: %s not found\\n{_MARK}%s\\n' \"$section\" \"$1\" \"$section\"; return; fi; "
+         f"{{ err=$(\"$@\" 2>&1 >&3 3>&-); rc=$?; }} 3>&1; "
+         f"if [ $rc -ne 0 ]; then printf '{_MARK}{UNKNOWN}\\n%s: %s\\n{_MARK}%s\\n' \"$section\" "
+         f"\"$(printf '%s' \"${{err:-exit status $rc}}\" | head -n 1)\" \"$section\"; fi; }}")
+# The facts each section gives: one of them unknown is all of them unknown, each with the reason.
+_COVERS = {
+    "lscpu": ("cpu_model", "architecture", "cores", "threads_per_core", "numa_nodes", "numa", "caches"),
+    "link": ("nic.addresses", "nic.mtu", "nic.kind"),
+    "ethtool_i": ("nic.driver", "nic.driver_version", "nic.firmware", "nic.bus"),
+    "ethtool": ("nic.speed", "nic.duplex"),
+    "ethtool_k": ("nic.offloads",),
+}
 
 
 def _script(data_iface_command: str) -> str:
@@ -43,15 +53,15 @@ def _script(data_iface_command: str) -> str:
             _FACT,
             f"echo '{_MARK}hostname'; hostname",
             f"echo '{_MARK}kernel'; uname -srvm",
-            f"echo '{_MARK}lscpu'; fact cpu lscpu lscpu -J",
+            f"echo '{_MARK}lscpu'; fact lscpu lscpu -J",
             f"echo '{_MARK}meminfo'; grep -E '^MemTotal' /proc/meminfo",
             f"echo '{_MARK}sysctl'; {read_sysctls}",
             f"iface=$({data_iface_command})",
             f"echo '{_MARK}iface'; echo \"$iface\"",
-            f"echo '{_MARK}link'; fact nic link ip -d -j addr show dev \"$iface\"",
-            f"echo '{_MARK}ethtool_i'; fact nic.driver ethtool_i ethtool -i \"$iface\"",
-            f"echo '{_MARK}ethtool'; fact nic.speed ethtool ethtool \"$iface\"",
-            f"echo '{_MARK}ethtool_k'; fact nic.offloads ethtool_k ethtool -k \"$iface\"",
+            f"echo '{_MARK}link'; fact link ip -d -j addr show dev \"$iface\"",
+            f"echo '{_MARK}ethtool_i'; fact ethtool_i ethtool -i \"$iface\"",
+            f"echo '{_MARK}ethtool'; fact ethtool ethtool \"$iface\"",
+            f"echo '{_MARK}ethtool_k'; fact ethtool_k ethtool -k \"$iface\"",
             f"echo '{_MARK}perf'; perf --version 2>/dev/null",
             f"echo '{_MARK}cc'; cc --version 2>/dev/null | head -n 1",
         ]
@@ -114,7 +124,8 @@ def parse_facts(text: str) -> dict[str, Any]:
     for line in s.get(UNKNOWN, "").splitlines():
         name, sep, why = line.partition(": ")
         if sep:
-            unknown[name.strip()] = why.strip() or "no output"
+            for key in _COVERS.get(name.strip(), (name.strip(),)):
+                unknown[key] = why.strip() or "no output"
     return {
         "hostname": s.get("hostname", ""),
         "kernel": s.get("kernel", ""),

@@ -97,9 +97,17 @@ SHELL_OUTPUT_KEPT = 4096  # of it, kept to tell the user
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _./,:=+-@#&|;<>(){}[]*?^~")
 
 
+def _escaped(text: str) -> str:
+    """`text` for printf's format with its last letter as an octal escape: a login shell that
+    echoes the command line it runs (`set -x` or `set -v` in a .bashrc, csh's `echo`) then never
+    prints the marker itself, only our command does."""
+    return text[:-1] + f"\\{ord(text[-1]):03o}"
+
+
 def framed(command: str) -> str:
     """`command` behind our markers (see PGID_MARKER), under COMMAND_PREAMBLE."""
-    return f"echo {PGID_MARKER} $$ >&2; printf '%s\\n' {STDOUT_MARKER.decode().strip()}; {COMMAND_PREAMBLE}; {command}"
+    return (f"printf '{_escaped(PGID_MARKER)} %s\\n' $$ >&2; printf '{_escaped(STDOUT_MARKER.decode().strip())}\\n'; "
+            f"{COMMAND_PREAMBLE}; {command}")
 
 
 def login_shell_command(script: str) -> str:
@@ -161,9 +169,12 @@ class SshProcess(GroupProcess):
     """A command on an SSH channel of the host's one connection. `own_group=False` is for our
     own short helpers (the kill script): they report no process group and are never killed."""
 
-    def __init__(self, host: "SshHost", command: str, keep_stderr: bool = False, own_group: bool = True) -> None:
+    def __init__(self, host: "SshHost", command: str, keep_stderr: bool = False, own_group: bool = True,
+                 timed: bool = False) -> None:
         super().__init__(host.name, command, keep_stderr)
-        self.ssh_host, self.own_group = host, own_group
+        # timed: read from its start (a short command), so the marker's arrival times the session's start-up;
+        # a gated command's stderr waits unread until its cell comes.
+        self.ssh_host, self.own_group, self.timed = host, own_group, timed
         self.pgid = None
         self.before = {"stdout": bytearray(), "stderr": bytearray()}  # the login shell's, until each marker
         self.framed = {"stdout": False, "stderr": False}
@@ -212,7 +223,8 @@ class SshProcess(GroupProcess):
                                        f"(it said {line[:120]!r}); is /bin/sh a POSIX shell there?")
         if self.own_group:
             self.pgid = int(found.group(1))
-        self.ssh_host.shell_started(time.monotonic() - self.started)
+        if self.timed:
+            self.ssh_host.shell_started(time.monotonic() - self.started)
         return rest[end + 1:]
 
     def _got_stdout(self, chunk: bytes) -> None:
@@ -350,7 +362,7 @@ class SshHost:
         return CommandResult(command, result.exit_code, stdout.decode(errors="replace"), result.stderr)
 
     def _run_binary(self, command: str, timeout: float, stdin: bytes | None) -> tuple[CommandResult, bytes]:
-        process = SshProcess(self, command, keep_stderr=True)
+        process = SshProcess(self, command, keep_stderr=True, timed=True)
         code, stdout, note = run_to_end(process, timeout, stdin)
         if code is None:
             _timed_out(self.name, command, timeout, note)

@@ -60,6 +60,15 @@ class Counts:
         return {"planned": self.planned, "ok": self.ok, "failed": self.failed, "degraded": self.degraded}
 
 
+def written_reason(reason: str | None) -> str | None:
+    """A reason as the file holds it, within what the reader accepts: control characters (a remote
+    tool's escape codes) become spaces, and a reason longer than MAX_REASON keeps its start."""
+    if reason is None:
+        return None
+    text = _CONTROL.sub(" ", reason)
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 1] + "…"
+
+
 @dataclass(frozen=True)
 class PairStatus:
     state: str
@@ -73,7 +82,7 @@ class PairStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {"state": self.state, "measured": self.measured, "stopped_at": self.stopped_at,
-                "reason": self.reason, "cells": self.counts.to_json()}
+                "reason": written_reason(self.reason), "cells": self.counts.to_json()}
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,7 @@ class RunStatus:
 
     def to_json(self) -> dict[str, Any]:
         doc = {"format": FORMAT, "state": self.state, "measured": self.measured, "stopped_at": self.stopped_at,
-               "reason": self.reason, "cells": self.counts.to_json(),
+               "reason": written_reason(self.reason), "cells": self.counts.to_json(),
                "updated": self.updated or f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}"}
         if self.pairs:
             doc["pairs"] = {name: pair.to_json() for name, pair in self.pairs.items()}

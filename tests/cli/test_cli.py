@@ -653,3 +653,10 @@ def test_resume_refuses_inventory_and_changes_nothing(tmp_path):
         assert "--resume runs on the hosts saved with the run (inventory.yml in its folder); --inventory is for a new run" \
             in " ".join(done.stderr.split())
     assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_run_without_an_experiment_file_is_a_bad_argument_with_or_without_dry_run():
+    for args in (["run"], ["run", "--dry-run"], ["run", "--dry-run", "--check"]):
+        done = orchestrate(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "give an experiment file, or --resume RUN_DIR" in done.stderr and "Traceback" not in done.stderr

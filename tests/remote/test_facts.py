@@ -45,8 +45,8 @@ def test_a_non_root_account_without_ethtool_gets_every_sysctl_and_says_why_the_n
     facts = parse_facts((FIXTURES / "server-nonroot-no-ethtool.txt").read_text())
     assert facts["sysctls"]["kernel.perf_event_paranoid"] == "2"
     assert all(value != "" for value in facts["sysctls"].values()) and len(facts["sysctls"]) == 7
-    assert facts["unknown"] == {"nic.driver": "ethtool not found", "nic.speed": "ethtool not found",
-                                "nic.offloads": "ethtool not found"}
+    assert facts["unknown"] == {key: "ethtool not found" for key in (
+        "nic.driver", "nic.driver_version", "nic.firmware", "nic.bus", "nic.speed", "nic.duplex", "nic.offloads")}
     assert facts["nic"]["mtu"] == 65536  # ip still answered
 
 
@@ -59,3 +59,17 @@ def test_the_facts_script_reads_sysctls_without_the_sysctl_tool(tmp_path):
     facts = parse_facts(done.stdout)
     assert set(facts["sysctls"]) == set(SYSCTLS) and "" not in facts["sysctls"].values()
     assert facts["unknown"]["nic.driver"] == "ethtool not found"
+
+
+def test_a_facts_command_s_stderr_never_lands_in_its_facts_and_a_failure_names_why():
+    """ethtool as non-root exits 0 yet warns on stderr ("Cannot get wake-on-lan settings"); a
+    failing command's first stderr line is the reason its facts are unknown."""
+    import subprocess
+    from orchestrator.remote.facts import _FACT, _sections
+    script = (f"{_FACT}; echo '@@@ ethtool'; fact ethtool sh -c 'echo Speed: 1000Mb/s; echo warn >&2'; "
+              f"echo '@@@ link'; fact link sh -c 'echo first >&2; echo second >&2; exit 3'")
+    sections = _sections(subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30).stdout)
+    assert sections["ethtool"] == "Speed: 1000Mb/s"
+    assert sections["unknown"] == "link: first"
+    facts = parse_facts("@@@ unknown\nlink: first\n")
+    assert {k: v for k, v in facts["unknown"].items()} == {"nic.addresses": "first", "nic.mtu": "first", "nic.kind": "first"}

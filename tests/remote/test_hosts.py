@@ -344,7 +344,7 @@ def _bare_process(keep_stderr=True):
         "server (x)", bytearray(), None, True, keep_stderr, False
     process.before, process.framed = {"stdout": bytearray(), "stderr": bytearray()}, {"stdout": False, "stderr": False}
     process.ssh_host = _HeardShell()
-    process.output, process.eof, process.started = Output(), False, time.monotonic() - 1.5
+    process.output, process.eof, process.started, process.timed = Output(), False, time.monotonic() - 1.5, True
     return process
 
 
@@ -391,3 +391,29 @@ def test_a_command_means_the_same_under_any_login_shell(shell):
     want = subprocess.run(["sh", "-c", script], capture_output=True)
     got = subprocess.run([path, "-c", login_shell_command(script)], capture_output=True)
     assert want.stdout and (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
+
+
+def test_a_login_shell_that_echoes_our_command_line_does_not_fool_the_markers(tmp_path):
+    """`set -x` in the start-up files (here through BASH_ENV) makes bash print the command line
+    it runs, our markers' printf included, on stderr before the command runs."""
+    import subprocess
+    from orchestrator.remote.hosts import framed, login_shell_command
+    rc = tmp_path / "rc"
+    rc.write_text("set -x\n")
+    done = subprocess.run(["bash", "-c", login_shell_command(framed("echo hi; echo oops >&2"))], capture_output=True,
+                          env={**os.environ, "BASH_ENV": str(rc)}, timeout=30)
+    assert done.stderr.startswith(b"+ exec /bin/sh")  # the echo of our command line came first
+    process = _bare_process()
+    process._got_stdout(done.stdout)
+    process._feed_stderr(done.stderr)
+    assert process.output.rest() == b"hi\n" and bytes(process.errors) == b"oops\n"
+    assert process.pgid is not None and process.ssh_host.shell_output["stderr"].startswith(b"+ exec /bin/sh")
+
+
+def test_a_gated_command_read_late_does_not_count_as_a_slow_login_shell():
+    """An armed cell's command is read only when its cell comes, seconds after its marker arrived:
+    that wait is not the shell's start-up, and must not stop later cells from being armed."""
+    process = _bare_process()
+    process.timed = False
+    process._feed_stderr(b"@@orchestrate-pgid 99\n")
+    assert process.pgid == 99 and not hasattr(process.ssh_host, "shell_startup")

@@ -147,3 +147,15 @@ def test_several_pairs_stopped_at_different_stages_name_each(tmp_path):
     ended = status.ended(_shape(tmp_path, ("a", "b")), {"a": a, "b": PairOutcome("b", stage="done")})
     assert (ended.state, ended.stopped_at, ended.reason) == ("stopped", "connect", "a: server: timed out")
     assert ended.pairs["b"].state == "partial"
+
+
+def test_a_long_reason_with_escape_codes_is_written_so_that_it_reads_back(tmp_path):
+    """A timed-out command's whole script in the error, three pairs of them, and a remote tool's
+    escape codes: the file still reads, and says why the run stopped."""
+    from orchestrator.rows.runstatus import MAX_REASON, Counts, RunStatus
+    reason = "preflight: \x1b[31mcommand timed out\x1b[0m\r " + "x" * (3 * MAX_REASON)
+    status = RunStatus("stopped", Counts(4), stopped_at="preflight", reason=reason)
+    (tmp_path / layout.STATUS).write_text(json.dumps(status.to_json()))
+    back = runstatus.read(tmp_path)
+    assert back.stopped_at == "preflight" and back.reason.startswith("preflight:  [31mcommand timed out")
+    assert len(back.reason) == MAX_REASON and back.reason.endswith("…")
