@@ -129,7 +129,7 @@ def test_a_resume_of_a_live_run_is_refused_and_changes_nothing_and_the_live_run_
 
 
 def test_resume_leaves_a_foreign_process_group_named_in_processes_jsonl_running_and_says_so(tmp_path):
-    config, inventory = loopback_files(tmp_path, (1,), duration="0.3s")
+    config, inventory = loopback_files(tmp_path, (1,), duration="0.6s")
     results = tmp_path / "results"
     done = orchestrate("run", str(config), "--inventory", str(inventory), "--results", str(results), "--no-report",
                        timeout=PATIENCE)

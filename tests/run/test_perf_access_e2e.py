@@ -75,7 +75,7 @@ def experiment(tmp_path: Path) -> Path:
     path = tmp_path / "experiment.yml"
     path.write_text(yaml.safe_dump({
         "name": "perf-access", "matrix": {"mode": ["two_copy", "one_copy"]}, "message_size": "16KiB",
-        "duration": "0.4s", "warmup": "0.1s", "repetitions": 1, "order": "listed", "perf": {"events": EVENTS}}))
+        "duration": "0.6s", "warmup": "0.1s", "repetitions": 1, "order": "listed", "perf": {"events": EVENTS}}))
     return path
 
 

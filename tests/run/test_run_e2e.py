@@ -158,7 +158,7 @@ def test_run_json_prints_one_document_and_quiet_nothing_else(tmp_path, capsys):
     config = tmp_path / "two.yml"
     config.write_text(yaml.safe_dump({
         "name": "json", "matrix": {"mode": ["one_copy", "two_copy"]}, "message_size": "16KiB", "port": free_port(),
-        "duration": "0.3s", "warmup": "0.1s", "interval": "0.1s", "perf": {"enabled": False},
+        "duration": "0.6s", "warmup": "0.1s", "interval": "0.1s", "perf": {"enabled": False},
     }))
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump({
@@ -184,7 +184,7 @@ def test_a_real_run_on_loopback_records_that_it_measured_and_its_counts(tmp_path
     config = tmp_path / "two.yml"
     config.write_text(yaml.safe_dump({
         "name": "status", "matrix": {"mode": ["one_copy", "two_copy"]}, "message_size": "16KiB", "port": free_port(),
-        "duration": "0.3s", "warmup": "0.1s", "interval": "0.1s", "perf": {"enabled": False},
+        "duration": "0.6s", "warmup": "0.1s", "interval": "0.1s", "perf": {"enabled": False},
     }))
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump({

@@ -498,7 +498,8 @@ def test_a_second_holder_of_a_run_folder_is_refused_at_once_and_writes_nothing(t
 
     state = runner.create_run(_experiment(seed=1), _one_pair_inventory(), tmp_path)
     try:
-        (state.run_dir / layout.RESULTS).write_text("run_id,cell_id,status\nr,c1,failed\n")
+        (state.run_dir / layout.RESULTS).write_text("run_id,cell_id,workload,mode,message_size,threads,repetition,status\n"
+                                                      "r,c1,stream,one_copy,1024,1,1,failed\n")
         before = _files(state.run_dir)
         again = runner.reopen_run(state.run_dir)
         with pytest.raises(runner.RunBusy, match=rf"in use by another orchestrate \(pid {os.getpid()} on ") as caught:
