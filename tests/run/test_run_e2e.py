@@ -153,11 +153,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_run_json_prints_one_document_and_quiet_nothing_else(tmp_path, capsys):
-    require_tool("cc")
+def _two_cells_on_loopback(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """An experiment of two short cells (windows the stall rule can judge) and a local inventory."""
     config = tmp_path / "two.yml"
     config.write_text(yaml.safe_dump({
-        "name": "json", "matrix": {"mode": ["one_copy", "two_copy"]}, "message_size": "16KiB", "port": free_port(),
+        "name": name, "matrix": {"mode": ["one_copy", "two_copy"]}, "message_size": "16KiB", "port": free_port(),
         "duration": "0.6s", "warmup": "0.1s", "interval": "0.1s", "perf": {"enabled": False},
     }))
     inventory = tmp_path / "inventory.yml"
@@ -165,6 +165,12 @@ def test_run_json_prints_one_document_and_quiet_nothing_else(tmp_path, capsys):
         "server": {"host": "local", "workdir": str(tmp_path / "work")},
         "client": {"host": "local", "workdir": str(tmp_path / "work")},
     }))
+    return config, inventory
+
+
+def test_run_json_prints_one_document_and_quiet_nothing_else(tmp_path, capsys):
+    require_tool("cc")
+    config, inventory = _two_cells_on_loopback(tmp_path, "json")
     code = main(["run", str(config), "--inventory", str(inventory), "--results", str(tmp_path / "results"), "--json", "-q"])
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
@@ -181,16 +187,7 @@ def test_run_json_prints_one_document_and_quiet_nothing_else(tmp_path, capsys):
 def test_a_real_run_on_loopback_records_that_it_measured_and_its_counts(tmp_path):
     """status.json of a run that measured: finished, its rows counted by status, as results.csv has them."""
     require_tool("cc")
-    config = tmp_path / "two.yml"
-    config.write_text(yaml.safe_dump({
-        "name": "status", "matrix": {"mode": ["one_copy", "two_copy"]}, "message_size": "16KiB", "port": free_port(),
-        "duration": "0.6s", "warmup": "0.1s", "interval": "0.1s", "perf": {"enabled": False},
-    }))
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(yaml.safe_dump({
-        "server": {"host": "local", "workdir": str(tmp_path / "work")},
-        "client": {"host": "local", "workdir": str(tmp_path / "work")},
-    }))
+    config, inventory = _two_cells_on_loopback(tmp_path, "status")
     code = main(["run", str(config), "--inventory", str(inventory), "--results", str(tmp_path / "results"),
                  "--no-report", "-q"])
     (run_dir,) = (tmp_path / "results").iterdir()
