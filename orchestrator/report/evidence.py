@@ -4,12 +4,13 @@ gets them once; a run on several pairs once per pair, from that pair's rows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from . import iperf3, plots
+from . import ceiling, conditions, iperf3, plots
+from .ceiling import Ceiling
 from .runfolder import RunData, pair_view
 from .variants import variant_folder
 from ..experiment.dimensions import with_pair
@@ -19,10 +20,13 @@ from ..rows.durable import disk_error
 from ..rows.intervals import Stall
 from ..rows.results import MeasurementChecks
 
+# results.csv's host counters of segments the TCP stack dropped or found bad.
+DROP_COUNTERS = ("_host_tcp_inerrs", "_host_tcpext_tcpbacklogdrop", "_host_tcpext_tcprcvqdrop")
+
 
 def sections(run: RunData, redo: str) -> str:
     """The evidence sections of a one-pair run, in report.md's order."""
-    return (_over_time(run, redo) + "\n" + tcp_section(run.results) + "\n" + _cpu_went(run, redo)
+    return (_over_time(run, redo) + "\n" + tcp_section(run.results, _bounded(run)) + "\n" + _cpu_went(run, redo)
             + "\n" + iperf3.section(run.results))
 
 
@@ -36,9 +40,13 @@ def per_pair(run: RunData, redo: str) -> dict[str, str]:
         folder = f"plots/pairs/{variant_folder(pair)}"
         own = series[series["pair"].astype(str) == pair]
         evidence[pair] = (_over_time(view, redo, own.reset_index(drop=True), folder) + "\n"
-                          + tcp_section(view.results) + "\n" + _cpu_went(view, redo, folder)
+                          + tcp_section(view.results, _bounded(view)) + "\n" + _cpu_went(view, redo, folder)
                           + "\n" + iperf3.section(view.results))
     return evidence
+
+
+def _bounded(run: RunData) -> dict[str, Ceiling]:
+    return ceiling.bounded_cells(run, ceiling.cell_means(run.results))
 
 
 # ---------------------------------------------------------------------------- throughput over time
@@ -90,34 +98,49 @@ def over_time_section(found: Sequence[Stall], fraction: float, plot: str | None,
 # ---------------------------------------------------------------------------- TCP
 
 
-def tcp_section(results: pd.DataFrame) -> str:
-    """The report's "TCP: retransmits and limits" section, over ok and degraded rows."""
+def tcp_section(results: pd.DataFrame, bounded: Mapping[str, Ceiling] | None = None) -> str:
+    """The report's "TCP: retransmits and limits" section, over ok and degraded rows. `bounded`:
+    the cells bounded by the link (ceiling.py), named in the "bounded by" column."""
     lines = ["## TCP: retransmits and limits", ""]
     if "tcp_retrans" not in results or results["tcp_retrans"].isna().all():
         return "\n".join(lines + ["No TCP_INFO samples in this run (an agent from before they were taken, "
                                   "or sampling off).", ""])
-    rows = results[results["status"].astype(str).isin(["ok", "degraded"])].copy()
-    rows["cell"] = rows["cell_id"].astype(str).str.replace(r"-r\d+(?=-|$)", "", regex=True)
+    bounded = bounded or {}
+    cells = conditions.per_cell(results, ("ok", "degraded"), stream_only=False)
     lines += ["From the sending side's `getsockopt(TCP_INFO)` at the window's start and end, per connection "
               f"(results.csv `tcp_*`). A cell is bounded by a limit that held it for at least {tcpinfo.LIMIT_FRACTION:.0%} "
-              "of its busy time, connections summed.", ""]
-    table = ["| cell | retransmits (window, all repetitions) | receive-window limited | send-buffer limited | bounded by |",
-             "|---|---|---|---|---|"]
-    flagged = []
-    for cell, group in rows.groupby("cell", sort=True):
-        retrans = pd.to_numeric(group["tcp_retrans"], errors="coerce")
-        rwnd = pd.to_numeric(group["tcp_rwnd_limited_fraction"], errors="coerce").median()
-        sndbuf = pd.to_numeric(group["tcp_sndbuf_limited_fraction"], errors="coerce").median()
-        total = "" if retrans.isna().all() else str(int(retrans.sum()))
-        if total and int(total) > 0:
-            flagged.append(f"`{cell}` ({total})")
-        frac = (lambda v: "" if pd.isna(v) else f"{v:.0%}")  # noqa: E731
-        table.append(f"| `{cell}` | {total} | {frac(rwnd)} | {frac(sndbuf)} | {tcpinfo.bound(rwnd, sndbuf)} |")
-    if flagged:
-        lines += [f"**Retransmits** in {len(flagged)} cell(s): {', '.join(flagged)}. Losses can swamp the "
-                  "differences between copy modes: read those cells' figures with that in mind.", ""]
-    else:
+              "of its busy time, connections summed, or by the link when its throughput sat within "
+              f"{ceiling.TOLERANCE:.0%} of the link's ceiling. Retransmitted bytes are at most the segments times "
+              "the path MTU's payload, given as a share of the window's bytes.", ""]
+    table = ["| cell | retransmits (window, all repetitions) | retransmitted share of bytes, at most | "
+             "receive-window limited | send-buffer limited | bounded by |", "|---|---|---|---|---|---|"]
+    retransmitted = cells[cells["retransmits"].fillna(0) > 0]
+    matter = retransmitted[retransmitted["retransmit_share"] >= conditions.RETRANSMIT_SHARE_THAT_MATTERS]
+    if not len(retransmitted):
         lines += ["No cell retransmitted inside its window.", ""]
+    elif len(matter):
+        named = ", ".join(f"`{c}` ({conditions.share_text(r['retransmit_share'])})" for c, r in matter.iterrows())
+        lines += [f"**Retransmits that could matter** (at least {conditions.RETRANSMIT_SHARE_THAT_MATTERS:.0%} of the "
+                  f"window's bytes) in {len(matter)} cell(s): {named}. Losses of that size can swamp the differences "
+                  f"between copy modes there. {len(retransmitted) - len(matter)} other cell(s) retransmitted less.", ""]
+    else:
+        worst = retransmitted["retransmit_share"].max()
+        lines += [f"{len(retransmitted)} cell(s) retransmitted, at most {conditions.share_text(worst)} of a cell's "
+                  "window bytes: too few to move the figures.", ""]
+    drops = [c for c in results.columns if c.endswith(DROP_COUNTERS)]
+    if drops:
+        total = pd.concat([pd.to_numeric(results[c], errors="coerce") for c in drops]).sum(min_count=1)
+        if not pd.isna(total):
+            lines += [f"The hosts' TCP drop counters ({', '.join(sorted({c.split('_host_')[1] for c in drops}))}) "
+                      f"summed to {int(total)} over the run's windows.", ""]
+    for cell, r in cells.iterrows():
+        frac = (lambda v: "" if pd.isna(v) else f"{v:.0%}")  # noqa: E731
+        total = "" if pd.isna(r["retransmits"]) else str(int(r["retransmits"]))
+        bound = r["tcp_bound"]
+        if cell in bounded:
+            bound = f"the link: {bounded[cell].text()}" if bound in ("neither", "not measured") else f"{bound}; the link"
+        table.append(f"| `{cell}` | {total} | {conditions.share_text(r['retransmit_share']) if total else ''} | "
+                     f"{frac(r['rwnd_limited_fraction'])} | {frac(r['sndbuf_limited_fraction'])} | {bound} |")
     return "\n".join(lines + table + [""])
 
 

@@ -12,8 +12,8 @@ import markdown
 import pandas as pd
 
 from .answers import questions_section, summary_section
-from .markdown import (COUNTER_PLOTS, METHOD, PLOT_TITLES, PairsSection, caveats_section, pair_body, problems_section,
-                       rr_table, setup_section, stream_tables)
+from .markdown import (COUNTER_PLOTS, METHOD, PLOT_TITLES, PairsSection, caveats_section, condition_flags, pair_body,
+                       problems_section, rr_table, setup_section, stream_tables)
 from .runfolder import RunData, pair_view, user_space_only
 from .variants import variants
 
@@ -147,7 +147,7 @@ def render_html(run: RunData, summary: pd.DataFrame, plot_paths: dict[str, dict[
         parts.append("<h2>Plots</h2>")
         parts += _plot_figures(run, plot_paths.get(label, {}))
         parts.append(_html(questions_section(group, run)))
-        tables = (stream_tables(group, user_space_only(run.results)) + "\n" + rr_table(group)) if not group.empty else "No cells.\n"
+        tables = (stream_tables(group, user_space_only(run.results), condition_flags(run, group)) + "\n" + rr_table(group)) if not group.empty else "No cells.\n"
         parts.append(_collapsed("Tables: every cell (click a column to sort)", _html(tables)))
     if evidence.strip():
         parts.append(_inline_plots(_html(evidence), run.path))

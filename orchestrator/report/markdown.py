@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 import yaml
 
-from . import compare, derive, pairs
+from . import ceiling, compare, conditions, derive, pairs
 from ..rows import layout
 from .answers import questions_section, summary_section
 from .formatting import cell_value, md_table, num, size_text, with_ci
@@ -105,13 +105,32 @@ def caveats_section(run: RunData, summary: pd.DataFrame) -> str:
     return "### Caveats for this run\n\n" + "\n".join(lines) + "\n"
 
 
-def stream_tables(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly()) -> str:
+def condition_flags(run: RunData, summary: pd.DataFrame) -> dict[str, list[str]]:
+    """Per stream cell, the flags its conditions earn: bounded by the link (ceiling.py), by the
+    receive window or the send buffer (TCP_INFO), ENOBUFS with its share of the zero-copy sends."""
+    cells = conditions.per_cell(run.results)
+    flags: dict[str, list[str]] = {}
+    for cell, limit in ceiling.bounded_cells(run, summary).items():
+        flags.setdefault(cell, []).append(f"at the link ({limit.source}, {limit.gbps:.3g} Gbit/s)")
+    for cell, r in cells.iterrows():
+        if r["tcp_bound"] == "receive window":
+            flags.setdefault(str(cell), []).append(f"receiver-bound ({r['rwnd_limited_fraction']:.0%} rwnd-limited)")
+        elif r["tcp_bound"] == "send buffer":
+            flags.setdefault(str(cell), []).append(f"send-buffer-bound ({r['sndbuf_limited_fraction']:.0%})")
+        if not pd.isna(r["enobufs_share"]) and r["enobufs_share"] > 0:
+            flags.setdefault(str(cell), []).append(f"ENOBUFS on {conditions.share_text(r['enobufs_share'])} of sends")
+    return flags
+
+
+def stream_tables(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly(),
+                  conditions_flags: dict[str, list[str]] | None = None) -> str:
+    """The stream tables; `conditions_flags` (condition_flags) adds each cell's conditions to its flags."""
     stream = summary[summary["workload"] == "stream"] if not summary.empty else summary
     if stream.empty:
         return "No stream cells in this run.\n"
     rows = []
     for _, r in stream.iterrows():
-        flags = []
+        flags = list((conditions_flags or {}).get(str(r["cell"]), []))
         if r["unstable"]:
             flags.append(f"unstable (CV {num(r['throughput_gbps_cv'] * 100, 2)}%)")
         if r["failed"]:
@@ -214,7 +233,7 @@ def render_markdown(run: RunData, summary: pd.DataFrame, plot_names: dict[str, l
     for label, group in variants(summary):
         heading = f"# With {label}\n" if label else ""
         folder = f"plots/{variant_folder(label)}/" if label else "plots/"
-        parts += [heading, "## Tables", "", stream_tables(group, user_space_only(run.results)) if not group.empty else "No cells.\n",
+        parts += [heading, "## Tables", "", stream_tables(group, user_space_only(run.results), condition_flags(run, group)) if not group.empty else "No cells.\n",
                   rr_table(group) if not group.empty else "", "## Plots", ""]
         user = user_space_only(run.results)
         for name in plot_names.get(label, []):
@@ -244,7 +263,7 @@ def pair_body(view: RunData, summary: pd.DataFrame, evidence: str) -> list[str]:
              problems_section(summary), evidence]
     for label, group in variants(summary):
         parts += [f"## Tables{f' with {label}' if label else ''}", "",
-                  stream_tables(group, user_space_only(view.results)) if not group.empty else "No cells.\n",
+                  stream_tables(group, user_space_only(view.results), condition_flags(view, group)) if not group.empty else "No cells.\n",
                   rr_table(group) if not group.empty else "", questions_section(group, view)]
     return parts
 
@@ -296,7 +315,7 @@ def pairs_compared(run: RunData, baseline: str, table: pd.DataFrame, requested: 
                                "no clear difference", "undecided"], rows), ""]
     headers, rows = pairs.host_facts(run)
     facts = ["### Host facts per pair", "",
-             "What facts.py recorded on each pair's hosts, side by side: the main facts, and every other fact "
+             "What the host facts recorded on each pair's hosts, side by side: the main facts, and every other fact "
              "of the hardware, software or settings on which the pairs differ.", "",
              md_table(headers, rows) if rows else "No host facts were recorded.", ""]
     headers, rows = pairs.where_facts(run)

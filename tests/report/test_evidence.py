@@ -21,18 +21,39 @@ def test_report_without_raw_files_says_so():
     assert "No per-interval samples" in text
 
 
-def test_tcp_section_flags_retransmits_and_names_the_bound():
-    frame = pd.DataFrame({
-        "cell_id": ["a-r1", "a-r2", "b-r1", "c-r1"], "status": ["ok", "ok", "ok", "failed"],
-        "tcp_retrans": [0, 3, 0, 9], "tcp_rwnd_limited_fraction": [0.8, 0.9, 0.1, 0.0],
-        "tcp_sndbuf_limited_fraction": [0.0, 0.0, 0.2, 0.0],
-    })  # fmt: skip
-    text = evidence.tcp_section(frame)
-    assert "**Retransmits** in 1 cell(s): `a` (3)" in text
-    assert "| `a` | 3 | 85% | 0% | receive window |" in text
-    assert "| `b` | 0 | 10% | 20% | neither |" in text
-    assert "`c`" not in text  # failed rows are not read
-    assert "No TCP_INFO samples" in evidence.tcp_section(frame.assign(tcp_retrans=pd.NA))
+LAB = RUNS / "20261206T023809Z-labfull-87e3"
+
+
+def _retransmitted_shares(results: pd.DataFrame) -> pd.Series:
+    """Per cell, retransmitted segments × the path MTU's payload over the window's bytes (this test's own sums)."""
+    rows = results[results["status"].isin(["ok", "degraded"])].copy()
+    rows["cell"] = rows["cell_id"].str.replace(r"-r\d+$", "", regex=True)
+    rows["bytes"] = rows["tcp_retrans"] * (rows["tcp_pmtu"] - 40)
+    sums = rows.groupby("cell")[["bytes", "window_bytes", "tcp_retrans"]].sum(min_count=1)
+    return (sums["bytes"] / sums["window_bytes"])[sums["tcp_retrans"] > 0].dropna()
+
+
+def test_tcp_section_gives_retransmits_their_share_of_the_bytes():
+    results = pd.read_csv(LAB / "results.csv")
+    text = evidence.tcp_section(results)
+    shares = _retransmitted_shares(results)
+    retransmitted = results[results["tcp_retrans"] > 0]["cell_id"].str.replace(r"-r\d+$", "", regex=True).nunique()
+    # The lab run's retransmits are a small share of its bytes: named with that share, not as a threat.
+    assert shares.max() < 0.01
+    assert f"{retransmitted} cell(s) retransmitted, at most {shares.max() * 100:.2g}% of a cell's window bytes" in text
+    assert "could matter" not in text and "Losses" not in text
+    drops = [c for c in results if c.endswith(("_tcp_inerrs", "_tcpbacklogdrop", "_tcprcvqdrop"))]
+    assert f"summed to {int(results[drops].sum().sum())} over the run's windows" in text
+    assert "| `stream-zero_copy-65536B-2t` | 2013 | 0.093% | 24% | 0% | neither |" in text
+    assert "`rr-zero_copy-4096B-1t`" in text  # rr cells keep their TCP limits
+    # Ten times the retransmits of one cell make it a share that could matter, and it is named.
+    hit = results["cell_id"].str.startswith("stream-zero_copy-65536B-1t-")
+    more = results.assign(tcp_retrans=results["tcp_retrans"].where(~hit, results["tcp_retrans"] * 10))
+    share = _retransmitted_shares(more)["stream-zero_copy-65536B-1t"]
+    assert share >= 0.01
+    assert (f"**Retransmits that could matter** (at least 1% of the window's bytes) in 1 cell(s): "
+            f"`stream-zero_copy-65536B-1t` ({share * 100:.0f}%)") in evidence.tcp_section(more)
+    assert "No TCP_INFO samples" in evidence.tcp_section(results.assign(tcp_retrans=pd.NA))
 
 
 def test_cpu_bars_two_hosts_and_one_kernel():

@@ -40,9 +40,9 @@ def test_hardware_run_report(tmp_path):
         assert f"plots/{name}.png" in text
         assert (run / "plots" / f"{name}.png").stat().st_size > 0
         assert (run / "plots" / f"{name}.svg").stat().st_size > 0
-    assert "Xeon" in text and "mlx5_core" in text and "of a 25.0 Gbit/s link" in text
-    assert "The largest fall is in **L1** misses with zero_copy" in text
-    assert "18 real zero-copy" in text
+    assert "Xeon" in text and "mlx5_core" in text and "sat at the rate the cells saturate at (23.4 Gbit/s)" in text
+    assert "**L1** misses fall most, with zero_copy" in text
+    assert "18 real zero-copy" in text and "Real zero-copy in every cell" in text
     assert "stream-one_copy-4096B-2t`: 1 of 3 repetitions failed" in text
     assert "`stream-two_copy-4096B-2t`: unstable" in text
     assert answers.NOT_ANSWERABLE not in text
@@ -67,9 +67,12 @@ def test_crossover_on_fixture():
     run = runfolder.load_run(RUNS / "20261120T101500Z-lab-hw-a1b2")
     from orchestrator.report import stats
 
+    from orchestrator.report.answers import modes
+    from orchestrator.report.answers.context import Context
+
     summary = stats.summarize(run.results)
-    found = answers.crossover(summary, "zero_copy", "one_copy", "cycles_per_byte")
-    assert found == {1: "from 16KiB", 2: "from 16KiB", 4: "from 16KiB"}
+    found = modes.pairs(Context.of(run, summary), "zero_copy", "one_copy", ("cycles_per_byte",))
+    assert modes.starts(found) == {1: 16384, 2: 16384, 4: 16384}
 
 
 def test_missing_run_folder_is_a_user_error(tmp_path):
@@ -94,7 +97,7 @@ def test_single_repetition_and_multiplexed_counters_are_said(tmp_path):
     assert "perf multiplexed `server_llc_load_misses` (ran 62% of the time at worst)" in text
     assert "54 cells have a single successful repetition" in text
     assert "(n=1)" in text
-    assert "compared by mean alone" in text
+    assert "one repetition per cell: no interval to judge by" in text
     summary = pd.read_csv(run / "summary.csv")
     assert summary["throughput_gbps_ci_low"].isna().all()
     assert not summary["unstable"].any()
@@ -251,7 +254,7 @@ def test_user_space_only_counts_are_never_passed_off_as_whole(tmp_path):
     assert "cycles were counted in user space only" in vs_two and "Cycles per byte" not in vs_two
     # the cache-miss questions keep their answers, with the caveat
     cache = text.split("### Which cache level's misses fall most, per byte?")[1].split("###")[0]
-    assert "The largest fall is in" in cache and "Caveat: perf counted user space only on the server" in cache
+    assert "misses fall most" in cache and "perf counted user space only on the server" in cache
     threads = text.split("### How does thread count interact with cache misses and context switches?")[1]
     assert "the miss ratios cover user space only" in threads
     assert "Caveats for this run" in text and "Per-byte CPU cost is read from CPU time" in text
@@ -298,7 +301,7 @@ def test_html_report_stands_alone_and_opens_with_the_answer(tmp_path):
         "<summary>Setup", "<summary>How the numbers are made")]
     assert order == sorted(order)
     summary = page[page.index("What this run shows"):page.index('class="headline"')]
-    assert summary.count("<li>") == 6 and "The largest fall is in <strong>L1</strong> misses" in summary
+    assert summary.count("<li>") == 6 and "<strong>L1</strong> misses fall most" in summary
     assert "@media print" in page and "addEventListener(\"click\"" in page
     # The markdown report keeps its sections and its relative plots.
     assert "## What this run shows" in (run_dir / "report.md").read_text()
