@@ -27,8 +27,11 @@ COLUMNS = ("enobufs_share", "zerocopy_sends", "zerocopy_enobufs", "rwnd_limited_
 
 def _roles(rows: pd.DataFrame) -> tuple[str, ...]:
     """The roles whose host counters count distinct machines: one when both share a kernel."""
-    shared = "host_shared_kernel" in rows and rows["host_shared_kernel"].astype(str).str.lower().eq("true").all()
-    return ("server",) if shared else ("server", "client")
+    if "host_shared_kernel" not in rows:
+        return ("server", "client")
+    # Rows without host counters (a reference program's) say nothing either way.
+    said = rows["host_shared_kernel"].dropna().astype(str).str.lower()
+    return ("server",) if len(said) and said.eq("true").all() else ("server", "client")
 
 
 def _receiver(rows: pd.DataFrame) -> pd.Series:

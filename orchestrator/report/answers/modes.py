@@ -193,7 +193,8 @@ def _unresolved(group: list[CellPair], total: int, a_mode: str, b_mode: str, lea
         tell = f"{int(low)}" if low == high else f"{int(low)}–{int(high)}"
         tell = f"{tell} repetitions per cell would tell"
         if len(known) < len(group):
-            tell += f" ({len(group) - len(known)} would need more than {MOST_REPETITIONS}, or have no spread to judge)"
+            tell += (f" for {len(known)}; the other {len(group) - len(known)} would need more than "
+                     f"{MOST_REPETITIONS} or have no spread to judge")
     elif all(pd.isna(r[f"{o.metric}_ci_low"]) for p in group for o in p.outcomes for r in (p.a, p.b)):
         tell = "one repetition per cell: no interval to judge by, and no spread to say how many would tell"
     else:
@@ -215,7 +216,9 @@ def _unresolved(group: list[CellPair], total: int, a_mode: str, b_mode: str, lea
     if alone:
         text = f"{lead}can't tell at any size: every difference is within noise ({ahead}{tell})"
     else:
-        text = f"can't tell in {len(group)} of {total} cells ({cells_text([p.cell for p in group])}: {ahead}{tell})"
+        named = cells_text([p.cell for p in group])
+        named = "" if named.endswith(" cells") else f"{named}: "
+        text = f"can't tell in {len(group)} of {total} cells ({named}{ahead}{tell})"
     return Finding("unresolved", text, tuple(p.cell for p in group), numbers, subject)
 
 

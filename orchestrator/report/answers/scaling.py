@@ -89,7 +89,7 @@ def _step_findings(ctx: Context, low: int, high: int, moves: list[dict], held: l
         speedups = span(m["speedup"] for m in moves)
         busy = [m["busy_after"] for m in moves if not pd.isna(m["busy_after"])]
         numbers = {"speedup": speedups}
-        text = f"from {low} to {high} threads throughput changed {times(*speedups)} (threads ×{num(linear)})"
+        text = f"from {low} to {high} threads throughput changed {times(*speedups)} (threads ×{linear:g})"
         if busy:
             numbers["busy_after"] = span(busy)
             text += f" with the host {percents(*numbers['busy_after'])} busy"
