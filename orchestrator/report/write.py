@@ -52,10 +52,11 @@ def write_report(run_dir: Path, baseline: str | None = None) -> Path:
 
 def _summary_and_plots(run: RunData, redo: str) -> tuple[pd.DataFrame, dict[str, dict[str, list[Path]]]]:
     """summary.csv written whole (iperf3 cells included), then the study's plots per variant from
-    our cells only: iperf3's reference cells get a section of their own."""
+    the matrix's cells only: iperf3's reference cells, and the one_copy cells at one field the run
+    added beside them, get a section of their own."""
     summary = stats.summarize(run.results)
     write_atomic(run.path / layout.SUMMARY, summary.to_csv(index=False), redo=redo)
-    summary = iperf3.without_reference(summary)
+    summary = iperf3.without_reference(summary, run.config)
     try:
         written = {
             label: plots.write_plots(group, run.path / layout.PLOTS / variant_folder(label) if label else run.path / layout.PLOTS)
