@@ -8,7 +8,9 @@ a note saying so, never as a line at zero.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 from . import derive
 from ..rows.durable import disk_error, write_atomic
 from ..experiment.units import format_size
+from ..version import __version__
 
 NOT_SUPPORTED = "not supported on these hosts"
 
@@ -310,6 +313,86 @@ PLOTS: dict[str, Callable[[pd.DataFrame], Figure]] = {
 }
 
 
+# Drawing is most of a report's time, and `orchestrate report` on a run whose report exists draws
+# the same figures again. A figure is drawn again only when what it is drawn from changed: the
+# data, the drawing code (this package's sources), matplotlib, or the files themselves (an edit or
+# a removal). plots/.drawn.json keeps, per figure, the key of its inputs and the digest of each file.
+DRAWN = ".drawn.json"
+SUFFIXES = (".png", ".svg")
+_SOURCES = Path(__file__).resolve().parent
+
+
+def _code_digest() -> bytes:
+    digest = hashlib.sha256(f"{__version__} {matplotlib.__version__}".encode())
+    for path in sorted(_SOURCES.glob("*.py")) + [Path(format_size.__code__.co_filename)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.digest()
+
+
+def input_key(name: str, *inputs: object) -> str:
+    """What a figure is drawn from, as one digest: its name, the drawing code, and its inputs
+    (DataFrames by their values, index, columns and types; anything else by its repr)."""
+    digest = hashlib.sha256(_code_digest() + name.encode())
+    for item in inputs:
+        if isinstance(item, pd.DataFrame):
+            digest.update(repr((list(item.columns), [str(t) for t in item.dtypes], len(item))).encode())
+            try:
+                digest.update(pd.util.hash_pandas_object(item, index=True).to_numpy().tobytes())
+            except TypeError:  # a column of lists or dicts: hashed by its text
+                digest.update(item.to_csv().encode())
+        else:
+            digest.update(repr(item).encode())
+    return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _drawn(out_dir: Path) -> dict[str, dict[str, str]]:
+    """plots/.drawn.json, or nothing when it is missing or not what this module writes."""
+    try:
+        data = json.loads((out_dir / DRAWN).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict) and all(isinstance(x, str) for x in v.values())}
+
+
+def already_drawn(out_dir: Path, name: str, key: str) -> list[Path] | None:
+    """`name`'s PNG and SVG when the files in `out_dir` were drawn from `key` and are as drawn."""
+    entry = _drawn(Path(out_dir)).get(name)
+    if not entry or entry.get("key") != key:
+        return None
+    paths = [Path(out_dir) / f"{name}{suffix}" for suffix in SUFFIXES]
+    if any(_file_digest(path) != entry.get(path.suffix) for path in paths):
+        return None
+    return paths
+
+
+def _remember(out_dir: Path, name: str, key: str, paths: list[Path], redo: str | None) -> None:
+    drawn = _drawn(out_dir)
+    drawn[name] = {"key": key, **{path.suffix: _file_digest(path) or "" for path in paths}}
+    write_atomic(out_dir / DRAWN, json.dumps(drawn, indent=1, sort_keys=True), redo=redo)
+
+
+def save_drawn(make: Callable[[], Figure], out_dir: Path, name: str, key: str, redo: str | None = None) -> list[Path]:
+    """`name`'s PNG and SVG drawn by `make`, unless they are already drawn from `key` (input_key)."""
+    out_dir = Path(out_dir)
+    found = already_drawn(out_dir, name, key)
+    if found is not None:
+        return found
+    with matplotlib.rc_context(STYLE):
+        fig = make()
+    paths = save(fig, out_dir, name, redo)
+    _remember(out_dir, name, key, paths, redo)
+    return paths
+
+
 def save(fig: Figure, out_dir: Path, name: str, redo: str | None = None) -> list[Path]:
     """Write `name.png` and `name.svg`; returns both paths. A folder that cannot be made or a
     file that cannot be written is a DiskError (`redo`: the command to run again)."""
@@ -319,7 +402,7 @@ def save(fig: Figure, out_dir: Path, name: str, redo: str | None = None) -> list
         raise disk_error(out_dir, exc, redo=redo) from None
     paths = []
     with matplotlib.rc_context(STYLE):
-        for suffix, options in ((".png", {"dpi": 150}), (".svg", {})):
+        for suffix, options in zip(SUFFIXES, ({"dpi": 150}, {})):
             path = out_dir / f"{name}{suffix}"
             buffer = io.BytesIO()  # rendered in memory, then written whole: no half a plot on a full disk
             fig.savefig(buffer, format=suffix[1:], **options)
@@ -335,9 +418,7 @@ def write_plots(summary: pd.DataFrame, out_dir: Path) -> dict[str, list[Path]]:
     """Every plot of the study, from summary rows, as `out_dir/<name>.png` and `.svg`."""
     written: dict[str, list[Path]] = {}
     for name, make in PLOTS.items():
-        with matplotlib.rc_context(STYLE):
-            fig = make(summary)
-        written[name] = save(fig, Path(out_dir), name)
+        written[name] = save_drawn(lambda: make(summary), Path(out_dir), name, input_key(name, summary))
     return written
 
 
@@ -395,9 +476,9 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
 
 def write_throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[int]], out_dir: Path) -> list[Path]:
     """`throughput_over_time.png` and `.svg` in `out_dir`."""
-    with matplotlib.rc_context(STYLE):
-        fig = throughput_over_time(series, stalled)
-    return save(fig, Path(out_dir), "throughput_over_time")
+    stalled = {str(k): sorted(v) for k, v in sorted(stalled.items())}
+    return save_drawn(lambda: throughput_over_time(series, stalled), Path(out_dir), "throughput_over_time",
+                      input_key("throughput_over_time", series, stalled))
 
 
 # "Where the CPU went": the host's CPU time in the window by kind, per GB moved.
@@ -431,6 +512,4 @@ def where_cpu_went(bars: pd.DataFrame) -> Figure:
 
 
 def write_where_cpu_went(bars: pd.DataFrame, out_dir: Path) -> list[Path]:
-    with matplotlib.rc_context(STYLE):
-        fig = where_cpu_went(bars)
-    return save(fig, Path(out_dir), "where_cpu_went")
+    return save_drawn(lambda: where_cpu_went(bars), Path(out_dir), "where_cpu_went", input_key("where_cpu_went", bars))
