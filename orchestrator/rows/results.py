@@ -701,9 +701,9 @@ def _typed(name: str, values: Sequence[str], numeric: bool) -> pd.Series:
     # numpy parses the checked texts in C; a blank is masked (Int64) or NaN (float).
     blank = np.array([not v for v in values], dtype=bool)
     if is_int_column:
-        numbers = np.array([v or "0" for v in values]).astype(np.int64) if values else np.zeros(0, np.int64)
+        numbers = np.array([v or "0" for v in values], dtype=np.int64)
         return pd.Series(pd.arrays.IntegerArray(numbers, blank))
-    numbers = np.array([v or "nan" for v in values]).astype(np.float64) if values else np.zeros(0)
+    numbers = np.array([v or "nan" for v in values], dtype=np.float64)
     return pd.Series(numbers, dtype="float64")
 
 
