@@ -374,23 +374,32 @@ def already_drawn(out_dir: Path, name: str, key: str) -> list[Path] | None:
     return paths
 
 
-def _remember(out_dir: Path, name: str, key: str, paths: list[Path], redo: str | None) -> None:
+def _remember(out_dir: Path, found: Mapping[str, tuple[str, list[Path]]], redo: str | None) -> None:
+    """Adds each drawn figure's (key, paths) to plots/.drawn.json, written once for them all."""
     drawn = _drawn(out_dir)
-    drawn[name] = {"key": key, **{path.suffix: _file_digest(path) or "" for path in paths}}
+    for name, (key, paths) in found.items():
+        drawn[name] = {"key": key, **{path.suffix: _file_digest(path) or "" for path in paths}}
     write_atomic(out_dir / DRAWN, json.dumps(drawn, indent=1, sort_keys=True), redo=redo)
 
 
-def save_drawn(make: Callable[[], Figure], out_dir: Path, name: str, key: str, redo: str | None = None) -> list[Path]:
-    """`name`'s PNG and SVG drawn by `make`, unless they are already drawn from `key` (input_key)."""
+def save_drawn(figures: Mapping[str, tuple[Callable[[], Figure], str]], out_dir: Path,
+               redo: str | None = None) -> dict[str, list[Path]]:
+    """Each figure's PNG and SVG by name, from (the function that draws it, the key of its inputs:
+    input_key); one already drawn from that key is left as it is."""
     out_dir = Path(out_dir)
-    found = already_drawn(out_dir, name, key)
-    if found is not None:
-        return found
-    with matplotlib.rc_context(STYLE):
-        fig = make()
-    paths = save(fig, out_dir, name, redo)
-    _remember(out_dir, name, key, paths, redo)
-    return paths
+    written: dict[str, list[Path]] = {}
+    drawn: dict[str, tuple[str, list[Path]]] = {}
+    for name, (make, key) in figures.items():
+        found = already_drawn(out_dir, name, key)
+        if found is None:
+            with matplotlib.rc_context(STYLE):
+                fig = make()
+            found = save(fig, out_dir, name, redo)
+            drawn[name] = (key, found)
+        written[name] = found
+    if drawn:
+        _remember(out_dir, drawn, redo)
+    return written
 
 
 def save(fig: Figure, out_dir: Path, name: str, redo: str | None = None) -> list[Path]:
@@ -416,10 +425,9 @@ def save(fig: Figure, out_dir: Path, name: str, redo: str | None = None) -> list
 
 def write_plots(summary: pd.DataFrame, out_dir: Path) -> dict[str, list[Path]]:
     """Every plot of the study, from summary rows, as `out_dir/<name>.png` and `.svg`."""
-    written: dict[str, list[Path]] = {}
-    for name, make in PLOTS.items():
-        written[name] = save_drawn(lambda: make(summary), Path(out_dir), name, input_key(name, summary))
-    return written
+    # (make=make: each lambda keeps its own plot function)
+    return save_drawn({name: (lambda make=make: make(summary), input_key(name, summary))
+                       for name, make in PLOTS.items()}, Path(out_dir))
 
 
 def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[int]] | None = None) -> Figure:
@@ -477,8 +485,9 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
 def write_throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[int]], out_dir: Path) -> list[Path]:
     """`throughput_over_time.png` and `.svg` in `out_dir`."""
     stalled = {str(k): sorted(v) for k, v in sorted(stalled.items())}
-    return save_drawn(lambda: throughput_over_time(series, stalled), Path(out_dir), "throughput_over_time",
-                      input_key("throughput_over_time", series, stalled))
+    name = "throughput_over_time"
+    return save_drawn({name: (lambda: throughput_over_time(series, stalled), input_key(name, series, stalled))},
+                      Path(out_dir))[name]
 
 
 # "Where the CPU went": the host's CPU time in the window by kind, per GB moved.
@@ -512,4 +521,5 @@ def where_cpu_went(bars: pd.DataFrame) -> Figure:
 
 
 def write_where_cpu_went(bars: pd.DataFrame, out_dir: Path) -> list[Path]:
-    return save_drawn(lambda: where_cpu_went(bars), Path(out_dir), "where_cpu_went", input_key("where_cpu_went", bars))
+    name = "where_cpu_went"
+    return save_drawn({name: (lambda: where_cpu_went(bars), input_key(name, bars))}, Path(out_dir))[name]
