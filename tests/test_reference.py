@@ -355,3 +355,33 @@ def test_against_iperf3_of_a_real_lab_run_without_one_copy_at_one_field():
     assert all("| 1 | 8 |" in line for line in one.splitlines() if line.startswith("| one_copy"))
     assert len([line for line in several.splitlines() if line.startswith("| one_copy | ")]) == 2
     assert "iperf3 before 3.16" in several
+
+
+REFERENCE_RUN = Path(__file__).parent / "fixtures" / "runs" / "20261206T052839Z-reference-1d2e"
+
+
+def test_a_real_run_pairs_iperf3_with_the_one_copy_cells_it_added(tmp_path):
+    """A recorded run (fixtures/runs/README.md): one_copy and two_copy at fields 8, iperf3, and the
+    one_copy cells at one field the run added. The headline is recomputed here from results.csv."""
+    from orchestrator.report import write
+    from orchestrator.rows.results import read_results
+
+    frame = read_results(REFERENCE_RUN / "results.csv")
+    ok = frame[frame["status"] == "ok"]
+    mean = lambda mode, fields, size, threads: ok[(ok["mode"] == mode) & (ok["fields"] == fields) & (  # noqa: E731
+        ok["message_size"] == size) & (ok["threads"] == threads)]["throughput_gbps"].mean()
+    added = ok[(ok["mode"] == "one_copy") & (ok["fields"] == 1)]
+    assert sorted(added["cell_id"]) == sorted(f"stream-one_copy-{s}B-{t}t-fields=1-r1" for s in (1024, 65536) for t in (1, 2))
+    want = ", ".join(f"{mean('one_copy', 1, s, 1) / mean('iperf3', 1, s, 1):.3g} at {label}"
+                     for s, label in ((1024, "1KiB"), (65536, "64KiB")))
+    text = referencetable.section(frame)
+    assert f"**At equal settings, one stream: ours ÷ iperf3 is {want}**" in text
+    several = text.split("### Several streams")[1]
+    assert f"| one_copy | 1KiB | 2 | 1 | {mean('one_copy', 1, 1024, 2):.3g} | {mean('iperf3', 1, 1024, 2):.3g} |" in several
+    assert "This run's iperf3 (iperf 3.12) drives every `-P` stream from one thread" in several
+    # the report's tables and plots are the matrix's: no set for fields=1, no added cell among them
+    run = shutil.copytree(REFERENCE_RUN, tmp_path / "run")
+    report = write.write_report(run).read_text()
+    assert "## Tables with fields" not in report and not [p for p in (run / "plots").iterdir() if p.is_dir()]
+    tables = report.split("## Tables", 1)[1].split("## Against iperf3")[0]
+    assert "fields=1" not in tables
