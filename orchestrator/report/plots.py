@@ -13,19 +13,21 @@ import io
 import json
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
 from . import derive
 from ..rows.durable import disk_error, write_atomic
 from ..experiment.units import format_size
 from ..version import __version__
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (_figure), not with this module
+    from matplotlib.figure import Figure
 
 NOT_SUPPORTED = "not supported on these hosts"
 
@@ -53,6 +55,24 @@ STYLE = {
     "grid.alpha": 0.35,
     "svg.fonttype": "none",
 }
+
+
+def _figure(**options) -> Figure:
+    """A Figure on the Agg canvas. matplotlib is imported here, at the first figure drawn: a report
+    whose figures are all drawn already (save_drawn) never loads it, half a second saved."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**options)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def style() -> AbstractContextManager:
+    """matplotlib's settings for these figures (STYLE), for a `with` block."""
+    import matplotlib
+
+    return matplotlib.rc_context(STYLE)
 
 
 def _has(data: pd.DataFrame, metric: str) -> bool:
@@ -105,6 +125,8 @@ def note(ax, text: str) -> None:
 
 
 def _log2_axis(ax, values: Sequence[float], formatter: Callable[[float], str]) -> None:
+    from matplotlib.ticker import FixedLocator, NullLocator
+
     ax.set_xscale("log", base=2)
     ticks = sorted(set(values))
     ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -139,9 +161,10 @@ def _grid_figure(
     """Rows of panels: one row per (metric, y label), one panel per value of `panel`; when the rows
     come from several host pairs (summary `pair`), those rows once per pair, the pair named in each
     panel's title, and each metric's y axis shared across pairs so that their heights compare."""
+    from matplotlib.ticker import StrMethodFormatter
+
     if data.empty:
-        fig = Figure(figsize=(8, 2.6), layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = _figure(figsize=(8, 2.6), layout="constrained")
         fig.suptitle(title, fontsize=13)
         note(fig.subplots(), empty_note)
         return fig
@@ -152,8 +175,7 @@ def _grid_figure(
     grid = [(pair, m, y) for pair in pairs for m, y in rows] if len(pairs) > 1 else [(None, m, y) for m, y in rows]
     nrows = len(grid)
     # Wide enough for the title even with one panel; at most 14 in, to fit a page in landscape.
-    fig = Figure(figsize=(max(7.0, min(3.4 * ncols, 14) + 0.6), 3.1 * nrows + 1.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(figsize=(max(7.0, min(3.4 * ncols, 14) + 0.6), 3.1 * nrows + 1.2), layout="constrained")
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharex=True))
     fig.suptitle(title, fontsize=13)
     xlabel, formatter = X_AXES[x]
@@ -323,7 +345,7 @@ _SOURCES = Path(__file__).resolve().parent
 
 
 def _code_digest() -> bytes:
-    digest = hashlib.sha256(f"{__version__} {matplotlib.__version__}".encode())
+    digest = hashlib.sha256(f"{__version__} {metadata.version('matplotlib')}".encode())
     for path in sorted(_SOURCES.glob("*.py")) + [Path(format_size.__code__.co_filename)]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.digest()
@@ -392,7 +414,7 @@ def save_drawn(figures: Mapping[str, tuple[Callable[[], Figure], str]], out_dir:
     for name, (make, key) in figures.items():
         found = already_drawn(out_dir, name, key)
         if found is None:
-            with matplotlib.rc_context(STYLE):
+            with style():
                 fig = make()
             found = save(fig, out_dir, name, redo)
             drawn[name] = (key, found)
@@ -410,7 +432,7 @@ def save(fig: Figure, out_dir: Path, name: str, redo: str | None = None) -> list
     except OSError as exc:
         raise disk_error(out_dir, exc, redo=redo) from None
     paths = []
-    with matplotlib.rc_context(STYLE):
+    with style():
         for suffix, options in zip(SUFFIXES, ({"dpi": 150}, {})):
             path = out_dir / f"{name}{suffix}"
             buffer = io.BytesIO()  # rendered in memory, then written whole: no half a plot on a full disk
@@ -437,8 +459,7 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
     not here): each is drawn as a red dot, and the panel's title turns red."""
     stalled = stalled or {}
     if series.empty:
-        fig = Figure(figsize=(8, 2.6), layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = _figure(figsize=(8, 2.6), layout="constrained")
         fig.suptitle("Throughput over time", fontsize=13)
         note(fig.subplots(), "no per-interval samples in this run")
         return fig
@@ -452,8 +473,7 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
     cells = sorted(summed["cell"].unique())
     ncols = min(4, len(cells))
     nrows = -(-len(cells) // ncols)
-    fig = Figure(figsize=(max(7.0, 3.4 * ncols), 2.4 * nrows + 1.0), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(figsize=(max(7.0, 3.4 * ncols), 2.4 * nrows + 1.0), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     fig.suptitle("Throughput over time, per cell (connections summed; line: median of repetitions, "
                  "band: min-max; red: a stall)", fontsize=11)
@@ -498,13 +518,11 @@ def where_cpu_went(bars: pd.DataFrame) -> Figure:
     """Stacked horizontal bars, one per (cell, host): CPU seconds per GB split into user, system,
     softirq and irq. `bars` has `label` and `<kind>_s_per_gb` columns (evidence.cpu_bars)."""
     if bars.empty:
-        fig = Figure(figsize=(8, 2.6), layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = _figure(figsize=(8, 2.6), layout="constrained")
         fig.suptitle("Where the CPU went", fontsize=13)
         note(fig.subplots(), "no host counters in this run")
         return fig
-    fig = Figure(figsize=(9, 1.2 + 0.32 * len(bars)), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(figsize=(9, 1.2 + 0.32 * len(bars)), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(bars))[::-1]
     left = np.zeros(len(bars))
