@@ -1,10 +1,13 @@
-"""The iperf3 benchmark compares equal settings: both tools get TCP_NODELAY, or neither."""
+"""The benchmarks' own logic: the iperf3 benchmark compares equal settings (both tools get TCP_NODELAY,
+or neither); the report benchmark's large run is the recorded one, repeated."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "agents_vs_iperf3.py"
 
@@ -82,3 +85,23 @@ def test_importing_the_overhead_benchmark_changes_no_host_class():
     _overhead()
     assert (hosts.SshProcess.__init__, hosts.SshProcess.group, processes.GroupProcess.read_line,
             processes.GroupProcess.finish) == before
+
+
+REPORT_SPEED = BENCH.parent / "report_speed.py"
+
+
+def test_report_speed_synthesizes_a_large_run_that_reads_as_the_recorded_one(tmp_path):
+    """benchmarks/report_speed.py's 10,000-row run: the recorded rows repeated as more repetitions
+    of the same cells, which results.csv's reader accepts, every value but the ids kept."""
+    spec = importlib.util.spec_from_file_location("report_speed", REPORT_SPEED)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from orchestrator.rows.results import read_results
+
+    big = read_results(bench.synthesize(bench.RUN, tmp_path / "big", 1000) / "results.csv")
+    recorded = read_results(bench.RUN / "results.csv")
+    assert len(big) == 1000 // len(recorded) * len(recorded) and big["cell_id"].is_unique
+    assert set(big["cell_id"].str.replace(r"-r\d+$", "", regex=True)) == set(recorded["cell_id"].str.replace(r"-r\d+$", "", regex=True))
+    assert big["throughput_gbps"].sum() == pytest.approx(len(big) // len(recorded) * recorded["throughput_gbps"].sum())
+    assert not (tmp_path / "big" / "cells").exists()

@@ -19,6 +19,7 @@ from orchestrator.rows import iperf3 as referencereport
 from orchestrator.rows import layout
 from orchestrator.report import iperf3 as referencetable
 from orchestrator.report import stats
+from orchestrator.experiment import iperf3
 from orchestrator.experiment.config import Experiment
 from orchestrator.remote.deploy import Agent
 from orchestrator.errors import ConfigError
@@ -150,6 +151,9 @@ def test_parse_takes_the_receivers_sums_and_the_senders_retransmits():
     assert row["window_bytes"] == 148154368 and row["duration_s"] == pytest.approx(1.007033)
     assert row["throughput_gbps"] == pytest.approx(148154368 * 8 / 1.007033 / 1e9)
     assert row["tcp_retrans"] == 19
+    assert row["iperf3_version"] == "iperf 3.12"  # which threading its -P had
+    text = (FIXTURES / "forward-1024B-2t.client.json").read_text().replace('"iperf 3.12"', '"3.12; <b>x</b>"')
+    assert "iperf3_version" not in referencereport.parse(text)[0]  # a remote file's text: only a version
 
 
 def test_parse_reverse_mode_client_is_the_receiver():
@@ -224,9 +228,30 @@ def test_plan_adds_one_iperf3_cell_per_size_threads_and_repetition():
     assert sorted((c.message_size, c.threads, c.repetition) for c in refs) == sorted(
         (s, t, r) for s in (1024, 65536) for t in (1, 2) for r in (1, 2))
     assert {(c.fields, c.workload, c.nodelay, c.sender) for c in refs} == {(1, "stream", True, "server")}
-    assert len(plan.cells) == 2 * 2 * 2 * 2 + 8 == plan_size(exp).cells
+    # and the one_copy cells at one field they pair with, which the matrix (fields 8) lacks
+    assert len(plan.cells) == 2 * 2 * 2 * 2 + 8 + 8 == plan_size(exp).cells
     assert len({c.cell_id for c in plan.cells}) == len(plan.cells)
     assert not [c for c in expand(experiment(reference=None), seed=1).cells if c.mode == "iperf3"]
+
+
+def test_the_run_adds_the_one_copy_cells_at_one_field_that_iperf3_pairs_with():
+    exp = experiment(repetitions=2)
+    cells = expand(exp, seed=1).cells
+    added = sorted(c.cell_id for c in cells if c.mode == "one_copy" and c.fields == 1)
+    assert added == sorted(f"stream-one_copy-{s}B-{t}t-fields=1-r{r}" for s in (1024, 65536) for t in (1, 2) for r in (1, 2))
+    assert len([c for c in cells if c.mode == "one_copy" and c.fields == 8]) == 8  # the matrix's own, unchanged
+    assert iperf3.is_added_pair(exp.dimension, exp.reference, "one_copy", 1)
+    assert not iperf3.is_added_pair(exp.dimension, exp.reference, "one_copy", 8)
+    # a matrix that has one_copy at one field gets nothing added, and its cells are its own
+    own = experiment(repetitions=2, matrix={"mode": ["one_copy", "two_copy"], "fields": [1, 8],
+                                            "message_size": [1024], "threads": [1]})
+    assert len(expand(own, seed=1).cells) == 2 * 2 * 2 + 2 == plan_size(own).cells
+    assert not iperf3.is_added_pair(own.dimension, own.reference, "one_copy", 1)
+    # without one_copy in the matrix, it is added; without the reference, nothing is
+    other = experiment(matrix={"mode": ["two_copy"], "message_size": [1024], "threads": [1, 2]})
+    assert sorted(c.cell_id for c in expand(other, seed=1).cells if c.mode == "one_copy") == [
+        "stream-one_copy-1024B-1t-fields=1-r1", "stream-one_copy-1024B-2t-fields=1-r1"]
+    assert not [c for c in expand(experiment(reference=None), seed=1).cells if c.fields == 1]
 
 
 def test_a_nodelay_dimension_gets_a_reference_each_and_rr_gets_none():
@@ -279,7 +304,7 @@ def test_a_copied_zero_copy_cell_is_named_so_in_the_ratio_table():
 
 def test_report_section_flags_and_names_the_fair_comparison():
     text = referencetable.section(results({"one_copy": [13.0, 13.5], "two_copy": [10.0, 10.1]}, [10.0, 10.2]))
-    assert "one_copy is the fair comparison" in text
+    assert "one_copy at `fields: 1` is the comparison at equal settings" in text
     one = next(line for line in text.splitlines() if line.startswith("| one_copy"))
     two = next(line for line in text.splitlines() if line.startswith("| two_copy"))
     assert "**for a look**" in one and "for a look" not in two
@@ -290,3 +315,73 @@ def test_report_section_flags_and_names_the_fair_comparison():
 def test_without_reference_keeps_our_modes():
     summary = pd.DataFrame({"mode": ["one_copy", "iperf3"], "x": [1, 2]})
     assert list(referencetable.without_reference(summary)["mode"]) == ["one_copy"]
+    # and leaves out the one_copy cells at one field the run added for iperf3, not the matrix's own
+    summary = pd.DataFrame({"mode": ["one_copy", "one_copy", "two_copy", "iperf3"], "fields": [8, 1, 8, 1]})
+    config = experiment().resolved(seed=1)
+    assert referencetable.without_reference(summary, config)[["mode", "fields"]].values.tolist() == [
+        ["one_copy", 8], ["two_copy", 8]]
+    own = experiment(matrix={"mode": ["one_copy"], "fields": [1, 8], "message_size": [1024], "threads": [1]})
+    assert referencetable.without_reference(summary, own.resolved(seed=1))["fields"].tolist() == [8, 1, 8]
+
+
+def test_the_headline_is_the_one_stream_ratio_at_equal_settings_and_several_streams_are_apart():
+    one = results({"one_copy": [9.0, 9.2]}, [10.0, 10.1]).assign(fields=lambda f: f["mode"].map({"one_copy": 1, "iperf3": 1}))
+    two = one.assign(threads=2, cell_id=one["cell_id"].str.replace("-1t-", "-2t-"), throughput_gbps=one["throughput_gbps"] * 
+                     one["mode"].map({"one_copy": 2.0, "iperf3": 1.0}), iperf3_version="iperf 3.12")
+    eight = results({"one_copy": [12.0, 12.4]}, [10.0, 10.1])  # fields 8: unequal settings
+    text = referencetable.section(pd.concat([one, two, eight], ignore_index=True))
+    head, several = text.split("### One stream")[0], text.split("### Several streams")[1]
+    assert "**At equal settings, one stream: ours ÷ iperf3 is 0.905 at 1KiB**" in head and "1 cell(s), 0 flagged" in head
+    assert "This run's iperf3 (iperf 3.12) drives every `-P` stream from one thread" in several
+    assert "| one_copy | 1KiB | 2 | 1 |" in several and "| one_copy | 1KiB | 1 |" not in several
+    assert "| one_copy | 1KiB | 2 |" not in text.split("### Several streams")[0]
+    # an older run without one_copy at one field: no headline ratio, the settings were unequal
+    old = referencetable.section(eight)
+    assert "**No headline ratio: the settings were unequal.**" in old and "its one_copy sent 8 buffers" in old
+    assert "ours ÷ iperf3 is" not in old
+    # iperf3 3.16 and later runs a thread per stream: said so
+    threaded = referencetable.section(pd.concat([one, two.assign(iperf3_version="iperf 3.17.1")]))
+    assert "runs one thread per `-P` stream" in threaded
+
+
+def test_against_iperf3_of_a_real_lab_run_without_one_copy_at_one_field():
+    """The recorded lab run (one_copy at fields 8 only, iperf3 3.12 not yet recorded in its rows)."""
+    from orchestrator.rows.results import read_results
+
+    frame = read_results(Path(__file__).parent / "fixtures" / "runs" / "20261206T023809Z-labfull-87e3" / "results.csv")
+    text = referencetable.section(frame)
+    assert "**No headline ratio: the settings were unequal.**" in text and "ours ÷ iperf3 is" not in text
+    one, several = text.split("### One stream")[1].split("### Several streams")
+    assert all("| 1 | 8 |" in line for line in one.splitlines() if line.startswith("| one_copy"))
+    assert len([line for line in several.splitlines() if line.startswith("| one_copy | ")]) == 2
+    assert "iperf3 before 3.16" in several
+
+
+REFERENCE_RUN = Path(__file__).parent / "fixtures" / "runs" / "20261206T052839Z-reference-1d2e"
+
+
+def test_a_real_run_pairs_iperf3_with_the_one_copy_cells_it_added(tmp_path):
+    """A recorded run (fixtures/runs/README.md): one_copy and two_copy at fields 8, iperf3, and the
+    one_copy cells at one field the run added. The headline is recomputed here from results.csv."""
+    from orchestrator.report import write
+    from orchestrator.rows.results import read_results
+
+    frame = read_results(REFERENCE_RUN / "results.csv")
+    ok = frame[frame["status"] == "ok"]
+    mean = lambda mode, fields, size, threads: ok[(ok["mode"] == mode) & (ok["fields"] == fields) & (  # noqa: E731
+        ok["message_size"] == size) & (ok["threads"] == threads)]["throughput_gbps"].mean()
+    added = ok[(ok["mode"] == "one_copy") & (ok["fields"] == 1)]
+    assert sorted(added["cell_id"]) == sorted(f"stream-one_copy-{s}B-{t}t-fields=1-r1" for s in (1024, 65536) for t in (1, 2))
+    want = ", ".join(f"{mean('one_copy', 1, s, 1) / mean('iperf3', 1, s, 1):.3g} at {label}"
+                     for s, label in ((1024, "1KiB"), (65536, "64KiB")))
+    text = referencetable.section(frame)
+    assert f"**At equal settings, one stream: ours ÷ iperf3 is {want}**" in text
+    several = text.split("### Several streams")[1]
+    assert f"| one_copy | 1KiB | 2 | 1 | {mean('one_copy', 1, 1024, 2):.3g} | {mean('iperf3', 1, 1024, 2):.3g} |" in several
+    assert "This run's iperf3 (iperf 3.12) drives every `-P` stream from one thread" in several
+    # the report's tables and plots are the matrix's: no set for fields=1, no added cell among them
+    run = shutil.copytree(REFERENCE_RUN, tmp_path / "run")
+    report = write.write_report(run).read_text()
+    assert "## Tables with fields" not in report and not [p for p in (run / "plots").iterdir() if p.is_dir()]
+    tables = report.split("## Tables", 1)[1].split("## Against iperf3")[0]
+    assert "fields=1" not in tables

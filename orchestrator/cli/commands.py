@@ -267,12 +267,11 @@ def cmd_check(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 
 
 def cmd_report(args: argparse.Namespace, term: Terminal) -> ExitStatus:
-    from ..report.write import write_report
+    from ..report.write import write_report_with_summary
 
     run_dir = Path(args.run_dir)
     args.doc["run_dir"] = str(run_dir)  # where an unexpected error's traceback goes: the run's run.log
-    report = write_report(run_dir, baseline=args.baseline)
-    summary = _summary(run_dir)
+    report, summary = write_report_with_summary(run_dir, baseline=args.baseline)
     failed = summary[summary["failed"] > 0] if not summary.empty else summary
     args.doc.update(
         run_dir=str(run_dir), report={"markdown": str(report), "html": str(report.with_suffix(".html"))},

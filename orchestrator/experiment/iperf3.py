@@ -6,7 +6,8 @@ setting they vary), the plan gets an iperf3 cell with mode `iperf3`. It runs on 
 hosts, through the same SSH sessions, gate, perf stat, warm-up and window as our agents (the
 commands are run/iperf3.py's); its `-J` output becomes a row of the same results.csv schema
 (rows/iperf3.py), and the report gives ours ÷ iperf3 per cell with a 95% interval
-(report/iperf3.py).
+(report/iperf3.py). Each reference cell pairs with a one_copy cell at `fields: 1`, added to the
+plan when the matrix lacks it; the report's headline ratio is that pair's at one stream.
 
 This module takes the experiment's values, not the experiment: config.py's validator calls it.
 """
@@ -18,6 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 MODE = "iperf3"
+# What iperf3 pairs with at equal settings: one_copy makes one sendmsg per message, and at one
+# field that is one buffer per call, as iperf3's one write of `-l` bytes. The run adds these cells
+# when the matrix lacks them (paired_parameters), named with their fields (`...-fields=1-r1`).
+PAIR_MODE, PAIR_FIELDS = "one_copy", 1
 # The cell keys an iperf3 cell takes over from the stream cells it is the reference for; it
 # always sends one buffer per write (fields 1).
 KEYS = ("message_size", "threads", "sender", "nodelay", "sndbuf", "rcvbuf")
@@ -54,3 +59,22 @@ def cell_parameters(dimension: Dimension, reference: str | None) -> list[dict[st
         return []
     return [{"workload": "stream", "mode": MODE, "fields": 1, **dict(zip(KEYS, combo))}
             for combo in itertools.product(*(dimension(k) for k in KEYS))]
+
+
+def matrix_has_pair(dimension: Dimension) -> bool:
+    """Whether the matrix itself has the one_copy cells at one field that iperf3 pairs with."""
+    return PAIR_MODE in dimension("mode") and PAIR_FIELDS in dimension("fields")
+
+
+def paired_parameters(dimension: Dimension, reference: str | None) -> list[dict[str, Any]]:
+    """The one_copy cells at `fields: 1` the run adds beside the reference cells, one per
+    reference cell, when the matrix lacks them (plan.expand adds repetitions); else none."""
+    if matrix_has_pair(dimension):
+        return []
+    return [{**params, "mode": PAIR_MODE, "fields": PAIR_FIELDS} for params in cell_parameters(dimension, reference)]
+
+
+def is_added_pair(dimension: Dimension, reference: str | None, mode: object, fields: object) -> bool:
+    """Whether a cell of a run is one the run added for iperf3 (not one of the matrix's cells)."""
+    return (reference == MODE and mode == PAIR_MODE and fields == PAIR_FIELDS
+            and bool(paired_parameters(dimension, reference)))

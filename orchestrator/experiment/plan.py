@@ -121,6 +121,7 @@ def plan_size(experiment: Experiment, pairs: int = 1, serial: bool = False, repo
     for key in CELL_KEYS:
         cells *= len(experiment.dimension(key))
     cells += len(iperf3.cell_parameters(experiment.dimension, experiment.reference)) * experiment.repetitions
+    cells += len(iperf3.paired_parameters(experiment.dimension, experiment.reference)) * experiment.repetitions
     guess = estimate.estimate(experiment, cells, report=report, plot_sets=estimate.plot_sets(experiment),
                               pairs=pairs, serial=serial)
     return PlanSize(cells, guess.total_s, pairs, guess.serial)
@@ -147,6 +148,11 @@ def expand(experiment: Experiment, seed: int) -> Plan:
     # The iperf3 reference cells, shuffled in with ours like any other cell.
     cells += [Cell(**params, repetition=rep, varied=varied) for rep in range(1, experiment.repetitions + 1)
               for params in iperf3.cell_parameters(experiment.dimension, experiment.reference)]
+    # The one_copy cells at one field they pair with, when the matrix lacks them; their ids name
+    # their fields, so that they never share an id with the matrix's one_copy cells.
+    named = varied if "fields" in varied else (*varied, "fields")
+    cells += [Cell(**params, repetition=rep, varied=named) for rep in range(1, experiment.repetitions + 1)
+              for params in iperf3.paired_parameters(experiment.dimension, experiment.reference)]
     if experiment.order == "shuffled":
         random.Random(seed).shuffle(cells)
     return Plan(seed=seed, cells=tuple(cells))

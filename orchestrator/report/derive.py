@@ -143,8 +143,11 @@ def derive_metrics(results: pd.DataFrame) -> pd.DataFrame:
              "sender": server_counts.where(sender_is_server, client_counts),
              "receiver": client_counts.where(sender_is_server, server_counts)}
     for metric, parts in COUNTER_METRICS.items():
-        columns = pd.concat([sides[p] for p in parts], axis=1)
-        out[f"{metric}_perf_counts"] = columns.apply(lambda row: combine_counts(row.tolist()), axis=1) if len(out) else ""
+        # Few distinct combinations, many rows: each combination is combined once.
+        combined: dict[tuple, str] = {}
+        keys = zip(*(sides[p].tolist() for p in parts))
+        out[f"{metric}_perf_counts"] = [combined[k] if k in combined else combined.setdefault(k, combine_counts(k))
+                                        for k in keys] if len(out) else ""
 
     zero_copy = ok & out["mode"].astype(str).eq("zero_copy")
     out["zerocopy_copied_fraction"] = column(out, "zerocopy_copied_fraction").where(zero_copy)

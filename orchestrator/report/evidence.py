@@ -15,7 +15,7 @@ from .runfolder import RunData, pair_view
 from .variants import variant_folder
 from ..experiment.dimensions import with_pair
 from ..roles import ROLES
-from ..rows import intervals, layout, tcpinfo
+from ..rows import hostcounters, intervals, layout, tcpinfo
 from ..rows.durable import disk_error
 from ..rows.intervals import Stall
 from ..rows.results import MeasurementChecks
@@ -164,9 +164,9 @@ def cpu_bars(results: pd.DataFrame) -> pd.DataFrame:
     kernel under both roles, one bar per cell labelled so, not two that would count it twice."""
     if "server_host_cpu_user_s" not in results and "client_host_cpu_user_s" not in results:
         return pd.DataFrame()
+    shared = hostcounters.one_kernel(results)
     ok = results[(results["status"].astype(str) == "ok") & (results["workload"].astype(str) == "stream")].copy()
     ok["cell"] = ok["cell_id"].astype(str).str.replace(r"-r\d+(?=-|$)", "", regex=True)
-    shared = "host_shared_kernel" in ok and ok["host_shared_kernel"].fillna(False).astype(bool).all()
     roles = ("server",) if shared else ROLES
     # The host counters span the window, so the window's bytes, not the agent's whole life.
     # A window that moved nothing has no CPU per byte: NaN (no bar), never inf (as derive._per).
@@ -181,7 +181,8 @@ def cpu_bars(results: pd.DataFrame) -> pd.DataFrame:
                 name = f"{role}_host_cpu_{kind}_s"
                 per = pd.to_numeric(group[name], errors="coerce") / gigabytes[group.index] if name in group else None
                 row[f"{kind}_s_per_gb"] = float(per.median()) if per is not None and per.notna().any() else float("nan")
-            rows.append(row)
+            if any(pd.notna(row[f"{kind}_s_per_gb"]) for kind in ("user", "system", "softirq", "irq")):
+                rows.append(row)  # a cell without host counters (iperf3's) has no bar, not an empty one
     return pd.DataFrame(rows)
 
 
@@ -194,9 +195,11 @@ def cpu_section(results: pd.DataFrame, plot: str | None) -> str:
     lines += ["Each host's CPU time over the agent's measured window, all CPUs, from `/proc/stat` read by the "
               "agent at the window's start and end (results.csv `<role>_host_*`), per GB the receiver took in "
               "that window; the median over ok repetitions. It counts everything the host ran, not only the agents.", ""]
-    if "host_shared_kernel" in results and results["host_shared_kernel"].fillna(False).astype(bool).all():
+    if hostcounters.one_kernel(results):
         lines += ["**Both roles ran on one kernel** (loopback or the namespace lab): each side's counters are the "
                   "whole machine, so one bar per cell is shown; adding the two would count it twice.", ""]
+    if "mode" in results and (results["mode"].astype(str) == "iperf3").any():
+        lines += ["The iperf3 reference cells have no bars: iperf3 reads no host counters.", ""]
     if plot:
         lines += [f"![Where the CPU went]({plot}.png)", "", f"[SVG]({plot}.svg)", ""]
     return "\n".join(lines)

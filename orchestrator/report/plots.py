@@ -8,21 +8,26 @@ a note saying so, never as a line at zero.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, NullLocator, StrMethodFormatter
 
 from . import derive
 from ..rows.durable import disk_error, write_atomic
 from ..experiment.units import format_size
+from ..version import __version__
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (_figure), not with this module
+    from matplotlib.figure import Figure
 
 NOT_SUPPORTED = "not supported on these hosts"
 
@@ -50,6 +55,24 @@ STYLE = {
     "grid.alpha": 0.35,
     "svg.fonttype": "none",
 }
+
+
+def _figure(**options) -> Figure:
+    """A Figure on the Agg canvas. matplotlib is imported here, at the first figure drawn: a report
+    whose figures are all drawn already (save_drawn) never loads it, half a second saved."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**options)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def style() -> AbstractContextManager:
+    """matplotlib's settings for these figures (STYLE), for a `with` block."""
+    import matplotlib
+
+    return matplotlib.rc_context(STYLE)
 
 
 def _has(data: pd.DataFrame, metric: str) -> bool:
@@ -102,6 +125,8 @@ def note(ax, text: str) -> None:
 
 
 def _log2_axis(ax, values: Sequence[float], formatter: Callable[[float], str]) -> None:
+    from matplotlib.ticker import FixedLocator, NullLocator
+
     ax.set_xscale("log", base=2)
     ticks = sorted(set(values))
     ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -136,9 +161,10 @@ def _grid_figure(
     """Rows of panels: one row per (metric, y label), one panel per value of `panel`; when the rows
     come from several host pairs (summary `pair`), those rows once per pair, the pair named in each
     panel's title, and each metric's y axis shared across pairs so that their heights compare."""
+    from matplotlib.ticker import StrMethodFormatter
+
     if data.empty:
-        fig = Figure(figsize=(8, 2.6), layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = _figure(figsize=(8, 2.6), layout="constrained")
         fig.suptitle(title, fontsize=13)
         note(fig.subplots(), empty_note)
         return fig
@@ -149,8 +175,7 @@ def _grid_figure(
     grid = [(pair, m, y) for pair in pairs for m, y in rows] if len(pairs) > 1 else [(None, m, y) for m, y in rows]
     nrows = len(grid)
     # Wide enough for the title even with one panel; at most 14 in, to fit a page in landscape.
-    fig = Figure(figsize=(max(7.0, min(3.4 * ncols, 14) + 0.6), 3.1 * nrows + 1.2), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(figsize=(max(7.0, min(3.4 * ncols, 14) + 0.6), 3.1 * nrows + 1.2), layout="constrained")
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharex=True))
     fig.suptitle(title, fontsize=13)
     xlabel, formatter = X_AXES[x]
@@ -310,6 +335,95 @@ PLOTS: dict[str, Callable[[pd.DataFrame], Figure]] = {
 }
 
 
+# Drawing is most of a report's time, and `orchestrate report` on a run whose report exists draws
+# the same figures again. A figure is drawn again only when what it is drawn from changed: the
+# data, the drawing code (this package's sources), matplotlib, or the files themselves (an edit or
+# a removal). plots/.drawn.json keeps, per figure, the key of its inputs and the digest of each file.
+DRAWN = ".drawn.json"
+SUFFIXES = (".png", ".svg")
+_SOURCES = Path(__file__).resolve().parent
+
+
+def _code_digest() -> bytes:
+    digest = hashlib.sha256(f"{__version__} {metadata.version('matplotlib')}".encode())
+    for path in sorted(_SOURCES.glob("*.py")) + [Path(format_size.__code__.co_filename)]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.digest()
+
+
+def input_key(name: str, *inputs: object) -> str:
+    """What a figure is drawn from, as one digest: its name, the drawing code, and its inputs
+    (DataFrames by their values, index, columns and types; anything else by its repr)."""
+    digest = hashlib.sha256(_code_digest() + name.encode())
+    for item in inputs:
+        if isinstance(item, pd.DataFrame):
+            digest.update(repr((list(item.columns), [str(t) for t in item.dtypes], len(item))).encode())
+            try:
+                digest.update(pd.util.hash_pandas_object(item, index=True).to_numpy().tobytes())
+            except TypeError:  # a column of lists or dicts: hashed by its text
+                digest.update(item.to_csv().encode())
+        else:
+            digest.update(repr(item).encode())
+    return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _drawn(out_dir: Path) -> dict[str, dict[str, str]]:
+    """plots/.drawn.json, or nothing when it is missing or not what this module writes."""
+    try:
+        data = json.loads((out_dir / DRAWN).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict) and all(isinstance(x, str) for x in v.values())}
+
+
+def already_drawn(out_dir: Path, name: str, key: str) -> list[Path] | None:
+    """`name`'s PNG and SVG when the files in `out_dir` were drawn from `key` and are as drawn."""
+    entry = _drawn(Path(out_dir)).get(name)
+    if not entry or entry.get("key") != key:
+        return None
+    paths = [Path(out_dir) / f"{name}{suffix}" for suffix in SUFFIXES]
+    if any(_file_digest(path) != entry.get(path.suffix) for path in paths):
+        return None
+    return paths
+
+
+def _remember(out_dir: Path, found: Mapping[str, tuple[str, list[Path]]], redo: str | None) -> None:
+    """Adds each drawn figure's (key, paths) to plots/.drawn.json, written once for them all."""
+    drawn = _drawn(out_dir)
+    for name, (key, paths) in found.items():
+        drawn[name] = {"key": key, **{path.suffix: _file_digest(path) or "" for path in paths}}
+    write_atomic(out_dir / DRAWN, json.dumps(drawn, indent=1, sort_keys=True), redo=redo)
+
+
+def save_drawn(figures: Mapping[str, tuple[Callable[[], Figure], str]], out_dir: Path,
+               redo: str | None = None) -> dict[str, list[Path]]:
+    """Each figure's PNG and SVG by name, from (the function that draws it, the key of its inputs:
+    input_key); one already drawn from that key is left as it is."""
+    out_dir = Path(out_dir)
+    written: dict[str, list[Path]] = {}
+    drawn: dict[str, tuple[str, list[Path]]] = {}
+    for name, (make, key) in figures.items():
+        found = already_drawn(out_dir, name, key)
+        if found is None:
+            with style():
+                fig = make()
+            found = save(fig, out_dir, name, redo)
+            drawn[name] = (key, found)
+        written[name] = found
+    if drawn:
+        _remember(out_dir, drawn, redo)
+    return written
+
+
 def save(fig: Figure, out_dir: Path, name: str, redo: str | None = None) -> list[Path]:
     """Write `name.png` and `name.svg`; returns both paths. A folder that cannot be made or a
     file that cannot be written is a DiskError (`redo`: the command to run again)."""
@@ -318,24 +432,24 @@ def save(fig: Figure, out_dir: Path, name: str, redo: str | None = None) -> list
     except OSError as exc:
         raise disk_error(out_dir, exc, redo=redo) from None
     paths = []
-    with matplotlib.rc_context(STYLE):
-        for suffix, options in ((".png", {"dpi": 150}), (".svg", {})):
+    with style():
+        for suffix, options in zip(SUFFIXES, ({"dpi": 150}, {})):
             path = out_dir / f"{name}{suffix}"
             buffer = io.BytesIO()  # rendered in memory, then written whole: no half a plot on a full disk
             fig.savefig(buffer, format=suffix[1:], **options)
             write_atomic(path, buffer.getvalue(), redo=redo)
             paths.append(path)
+            # The layout the first format was drawn with is kept (in inches, so at any dpi): the
+            # constrained layout, most of a figure's drawing time, is not worked out twice.
+            fig.set_layout_engine("none")
     return paths
 
 
 def write_plots(summary: pd.DataFrame, out_dir: Path) -> dict[str, list[Path]]:
     """Every plot of the study, from summary rows, as `out_dir/<name>.png` and `.svg`."""
-    written: dict[str, list[Path]] = {}
-    for name, make in PLOTS.items():
-        with matplotlib.rc_context(STYLE):
-            fig = make(summary)
-        written[name] = save(fig, Path(out_dir), name)
-    return written
+    # (make=make: each lambda keeps its own plot function)
+    return save_drawn({name: (lambda make=make: make(summary), input_key(name, summary))
+                       for name, make in PLOTS.items()}, Path(out_dir))
 
 
 def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[int]] | None = None) -> Figure:
@@ -345,8 +459,7 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
     not here): each is drawn as a red dot, and the panel's title turns red."""
     stalled = stalled or {}
     if series.empty:
-        fig = Figure(figsize=(8, 2.6), layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = _figure(figsize=(8, 2.6), layout="constrained")
         fig.suptitle("Throughput over time", fontsize=13)
         note(fig.subplots(), "no per-interval samples in this run")
         return fig
@@ -360,8 +473,7 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
     cells = sorted(summed["cell"].unique())
     ncols = min(4, len(cells))
     nrows = -(-len(cells) // ncols)
-    fig = Figure(figsize=(max(7.0, 3.4 * ncols), 2.4 * nrows + 1.0), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(figsize=(max(7.0, 3.4 * ncols), 2.4 * nrows + 1.0), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     fig.suptitle("Throughput over time, per cell (connections summed; line: median of repetitions, "
                  "band: min-max; red: a stall)", fontsize=11)
@@ -392,9 +504,10 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
 
 def write_throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[int]], out_dir: Path) -> list[Path]:
     """`throughput_over_time.png` and `.svg` in `out_dir`."""
-    with matplotlib.rc_context(STYLE):
-        fig = throughput_over_time(series, stalled)
-    return save(fig, Path(out_dir), "throughput_over_time")
+    stalled = {str(k): sorted(v) for k, v in sorted(stalled.items())}
+    name = "throughput_over_time"
+    return save_drawn({name: (lambda: throughput_over_time(series, stalled), input_key(name, series, stalled))},
+                      Path(out_dir))[name]
 
 
 # "Where the CPU went": the host's CPU time in the window by kind, per GB moved.
@@ -405,13 +518,11 @@ def where_cpu_went(bars: pd.DataFrame) -> Figure:
     """Stacked horizontal bars, one per (cell, host): CPU seconds per GB split into user, system,
     softirq and irq. `bars` has `label` and `<kind>_s_per_gb` columns (evidence.cpu_bars)."""
     if bars.empty:
-        fig = Figure(figsize=(8, 2.6), layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = _figure(figsize=(8, 2.6), layout="constrained")
         fig.suptitle("Where the CPU went", fontsize=13)
         note(fig.subplots(), "no host counters in this run")
         return fig
-    fig = Figure(figsize=(9, 1.2 + 0.32 * len(bars)), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure(figsize=(9, 1.2 + 0.32 * len(bars)), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(bars))[::-1]
     left = np.zeros(len(bars))
@@ -428,6 +539,5 @@ def where_cpu_went(bars: pd.DataFrame) -> Figure:
 
 
 def write_where_cpu_went(bars: pd.DataFrame, out_dir: Path) -> list[Path]:
-    with matplotlib.rc_context(STYLE):
-        fig = where_cpu_went(bars)
-    return save(fig, Path(out_dir), "where_cpu_went")
+    name = "where_cpu_went"
+    return save_drawn({name: (lambda: where_cpu_went(bars), input_key(name, bars))}, Path(out_dir))[name]

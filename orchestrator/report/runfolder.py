@@ -159,11 +159,14 @@ def user_space_only(results: pd.DataFrame) -> UserSpaceOnly:
                   if f"{r}_perf_counts" in ok and ok[f"{r}_perf_counts"].astype(str).eq("user").any())
     sides = set()
     stream = ok[ok["workload"].astype(str) == "stream"] if "workload" in ok else ok.iloc[0:0]
-    for _, row in stream.iterrows():
-        sender = "client" if str(row.get("sender", "server")) == "client" else "server"
-        for role in roles:
-            if str(row.get(f"{role}_perf_counts")) == "user":
-                sides.add("sender" if role == sender else "receiver")
+    sender = (stream["sender"].astype(str) == "client").map({True: "client", False: "server"}) if "sender" in stream \
+        else pd.Series("server", index=stream.index)
+    for role in roles:
+        user = stream[f"{role}_perf_counts"].astype(str) == "user"
+        if (user & (sender == role)).any():
+            sides.add("sender")
+        if (user & (sender != role)).any():
+            sides.add("receiver")
     return UserSpaceOnly(roles, frozenset(sides))
 
 

@@ -23,7 +23,15 @@ from ..rows.results import check_format, repair_torn_tail
 
 
 def write_report(run_dir: Path, baseline: str | None = None) -> Path:
-    """summary.csv, plots/*.png and *.svg, report.md and report.html in the run folder; returns report.md.
+    """write_report_with_summary's report.md."""
+    return write_report_with_summary(run_dir, baseline)[0]
+
+
+def write_report_with_summary(run_dir: Path, baseline: str | None = None) -> tuple[Path, pd.DataFrame]:
+    """(report.md, every cell's summary row as summary.csv has it), so that the CLI need not read
+    and summarize results.csv again.
+
+    summary.csv, plots/*.png and *.svg, report.md and report.html in the run folder; returns report.md.
 
     A run on several host pairs also gets pairs.csv and the "Pairs compared" section: each pair
     against `baseline` (default: the run's first pair; a name the run lacks is a ConfigError,
@@ -41,21 +49,22 @@ def write_report(run_dir: Path, baseline: str | None = None) -> Path:
     redo = f"orchestrate report {run.path}" + (f" --baseline {baseline}" if baseline else "")
     if pairs.is_multi_pair(run):
         return _write_pairs_report(run, base, baseline is not None, redo)
-    summary, written = _summary_and_plots(run, redo)
+    whole, summary, written = _summary_and_plots(run, redo)
     evidence = sections(run, redo)
     text = render_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, evidence)
     report = run.path / layout.REPORT_MD
     write_atomic(report, text, redo=redo)
     write_atomic(run.path / layout.REPORT_HTML, render_html(run, summary, written, evidence), redo=redo)
-    return report
+    return report, whole
 
 
-def _summary_and_plots(run: RunData, redo: str) -> tuple[pd.DataFrame, dict[str, dict[str, list[Path]]]]:
+def _summary_and_plots(run: RunData, redo: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict[str, list[Path]]]]:
     """summary.csv written whole (iperf3 cells included), then the study's plots per variant from
-    our cells only: iperf3's reference cells get a section of their own."""
-    summary = stats.summarize(run.results)
-    write_atomic(run.path / layout.SUMMARY, summary.to_csv(index=False), redo=redo)
-    summary = iperf3.without_reference(summary)
+    the matrix's cells only: iperf3's reference cells, and the one_copy cells at one field the run
+    added beside them, get a section of their own. Returns (the whole summary, the study's, plots)."""
+    whole = stats.summarize(run.results)
+    write_atomic(run.path / layout.SUMMARY, whole.to_csv(index=False), redo=redo)
+    summary = iperf3.without_reference(whole, run.config)
     try:
         written = {
             label: plots.write_plots(group, run.path / layout.PLOTS / variant_folder(label) if label else run.path / layout.PLOTS)
@@ -63,15 +72,15 @@ def _summary_and_plots(run: RunData, redo: str) -> tuple[pd.DataFrame, dict[str,
         }
     except OSError as exc:
         raise disk_error(Path(exc.filename or run.path / layout.PLOTS), exc, redo=redo) from None
-    return summary, written
+    return whole, summary, written
 
 
-def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str) -> Path:
+def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str) -> tuple[Path, pd.DataFrame]:
     """The report of a run on several pairs: the pairs compared first, the study's plots with one row
     of panels per pair, then each pair's own findings as a one-pair report gives them."""
     table = pairs.ratio_table(run, baseline)
     write_atomic(run.path / layout.PAIRS, table.to_csv(index=False), redo=redo)
-    summary, written = _summary_and_plots(run, redo)
+    whole, summary, written = _summary_and_plots(run, redo)
     evidence = per_pair(run, redo)
     section = pairs_compared(run, baseline, table, requested)
     text = render_pairs_markdown(run, summary, {label: list(paths) for label, paths in written.items()}, section.markdown(),
@@ -79,4 +88,4 @@ def _write_pairs_report(run: RunData, baseline: str, requested: bool, redo: str)
     report = run.path / layout.REPORT_MD
     write_atomic(report, text, redo=redo)
     write_atomic(run.path / layout.REPORT_HTML, render_pairs_html(run, summary, written, section, evidence), redo=redo)
-    return report
+    return report, whole

@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 
 # /proc/stat's per-CPU columns, in the kernel's order (Documentation/filesystems/proc.rst).
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
@@ -248,3 +250,14 @@ def same_kernel(server: object, client: object) -> bool:
         stats.append(counters.start.stat)
     boot = [next((line for line in text.splitlines() if line.startswith("btime")), None) for text in stats]
     return boot[0] is not None and boot[0] == boot[1] and len(parse_stat(stats[0])) == len(parse_stat(stats[1]))
+
+
+def one_kernel(results: pd.DataFrame) -> bool:
+    """Whether the run's host counters read one kernel under both roles: every row that says
+    (`host_shared_kernel` set, a row with both agents) says so. A row that cannot say, such as an
+    iperf3 reference cell (iperf3 reads no /proc, so it has no host columns), has no vote; a run
+    where no row says is not called one kernel."""
+    if "host_shared_kernel" not in results:
+        return False
+    known = results["host_shared_kernel"].dropna()
+    return not known.empty and bool(known.astype(bool).all())

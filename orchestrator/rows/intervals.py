@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,8 +191,14 @@ def ensure(run_dir: Path, results: pd.DataFrame) -> pd.DataFrame:
             frame = pd.DataFrame(columns=list(COLUMNS))  # unreadable or another layout: built again below
         # A cell is (pair, cell_id): the same cell id on two pairs is two cells.
         have = {(_pair(p), str(c)) for p, c in zip(frame["pair"], frame["cell_id"])}
+        folders: dict[str, set[str]] = {}  # each pair's cells/ listed once, not a stat per row
+        for pair in {_pair(p) for p in results["pair"]}:
+            try:
+                folders[pair] = {e.name for e in os.scandir(layout.cells_dir(run_dir, pair)) if e.is_dir()}
+            except OSError:
+                folders[pair] = set()
         wanted = {(_pair(p), str(c)) for p, c, mode in zip(results["pair"], results["cell_id"], results["mode"])
-                  if layout.cell_dir(run_dir, str(c), _pair(p)).is_dir()
+                  if str(c) in folders[_pair(p)]
                   and mode != IPERF3}  # iperf3 reference cells have no rows here
         if wanted <= have and not frame.empty:
             return frame

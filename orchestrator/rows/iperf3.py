@@ -4,6 +4,7 @@ columns as our agents' rows (the commands are run/iperf3.py's; the report's tabl
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,10 @@ from typing import Any
 from . import layout
 from .results import MeasurementChecks, Row, order_columns, perf_columns
 from ..roles import ROLES
+
+# `start.version` as iperf3 writes it, kept whole ("iperf 3.12": as text, 3.10 never reads as 3.1).
+VERSION = re.compile(r"iperf \d{1,3}\.\d{1,3}(\.\d{1,3})?[a-z0-9+-]{0,16}")
+
 
 def parse(text: str) -> tuple[Row, dict[str, Any], list[str]]:
     """iperf3 -J output of the client: (measured columns, the test's settings, problems).
@@ -37,6 +42,9 @@ def parse(text: str) -> tuple[Row, dict[str, Any], list[str]]:
                 "throughput_gbps": moved * 8 / seconds / 1e9 if seconds > 0 else None}
     if isinstance(sent.get("retransmits"), int):
         row["tcp_retrans"] = sent["retransmits"]
+    version = (data.get("start") or {}).get("version")
+    if isinstance(version, str) and VERSION.fullmatch(version):  # a remote file's text: only a version
+        row["iperf3_version"] = version
     return row, settings, []
 
 

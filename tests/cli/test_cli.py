@@ -279,10 +279,12 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "name: lab-study" in done.stdout and "repetitions: 3" in done.stdout  # the resolved config
     assert "server: 198.18.255.253, data address 198.18.0.1" in done.stdout
-    assert "plan: 192 cells, order shuffled, seed " in done.stdout  # 144 of ours and 48 of iperf3
-    assert "   192  stream-" in done.stdout and "  stream-iperf3-1024B-1t-r1" in done.stdout
-    # 192 cells × (2 s warm-up + 10 s + overhead), plus setup and report: about 40 minutes.
-    assert "estimate: 38 min " in done.stdout
+    # 144 of ours, 48 of iperf3 and the 48 one_copy cells at one field that iperf3 pairs with
+    assert "plan: 240 cells, order shuffled, seed " in done.stdout
+    assert "   240  stream-" in done.stdout and "  stream-iperf3-1024B-1t-r1" in done.stdout
+    assert "  stream-one_copy-1024B-1t-fields=1-r1" in done.stdout
+    # 240 cells × (2 s warm-up + 10 s + overhead), plus setup and report: about 48 minutes.
+    assert "estimate: 48 min " in done.stdout
     assert "no host was contacted" in done.stderr
     assert not (tmp_path / "results").exists()
     assert orchestrate("run", "--check", str(ROOT / "configs" / "full.yml")).returncode == 2
@@ -291,7 +293,7 @@ def test_dry_run_prints_the_plan_and_touches_nothing(tmp_path):
     again = orchestrate("run", "--dry-run", str(ROOT / "configs" / "full.yml"), "--inventory", str(inventory), "--seed", seed)
     assert f"seed {seed} (from --seed)" in again.stdout
     order = [line for line in done.stdout.splitlines() if re.match(r"^ +\d+  stream-", line)]
-    assert len(order) == 192 and order == [line for line in again.stdout.splitlines() if re.match(r"^ +\d+  stream-", line)]
+    assert len(order) == 240 and order == [line for line in again.stdout.splitlines() if re.match(r"^ +\d+  stream-", line)]
     assert orchestrate("run", "--dry-run", "x.yml", "--seed", "-1").returncode == 2
 
 

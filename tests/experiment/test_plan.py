@@ -12,9 +12,10 @@ def full():
 
 def test_full_matrix_has_48_cells_times_repetitions():
     plan = expand(full(), seed=7)
-    assert len(plan.cells) == 48 * 3 + 16 * 3  # and an iperf3 reference per size and thread count
-    assert len({c.cell_id for c in plan.cells}) == 192
-    per_cell = Counter((c.mode, c.message_size, c.threads) for c in plan.cells)
+    # and an iperf3 reference per size and thread count, with the one_copy cell at one field it pairs with
+    assert len(plan.cells) == 48 * 3 + 16 * 3 + 16 * 3
+    assert len({c.cell_id for c in plan.cells}) == 240
+    per_cell = Counter((c.mode, c.fields, c.message_size, c.threads) for c in plan.cells)
     assert set(per_cell.values()) == {3}
     assert len([key for key in per_cell if key[0] == "iperf3"]) == 16
 

@@ -74,3 +74,22 @@ def test_cpu_bars_two_hosts_and_one_kernel():
     assert len(shared) == 1 and "one kernel" in shared["label"][0]
     assert "one kernel" in evidence.cpu_section(frame.assign(host_shared_kernel=True), None)
     assert "No host counters" in evidence.cpu_section(frame[["cell_id", "status", "workload"]], None)
+
+
+def test_cpu_went_of_a_real_lab_run_with_iperf3_cells_counts_the_machine_once():
+    """The recorded lab run (two namespaces, one kernel) has iperf3 reference cells, whose rows have
+    no host counters and a blank host_shared_kernel: one bar per agent cell, none for iperf3."""
+    run = runfolder.load_run(RUNS / "20261206T023809Z-labfull-87e3")
+    results = run.results
+    assert (results["mode"] == "iperf3").any() and results.loc[results["mode"] == "iperf3", "host_shared_kernel"].isna().all()
+    bars = evidence.cpu_bars(results).set_index("label")
+    ok = results[(results["status"] == "ok") & (results["workload"] == "stream") & (results["mode"] != "iperf3")]
+    cells = sorted(set(ok["cell_id"].str.replace(r"-r\d+$", "", regex=True)))
+    assert bars.index.tolist() == [f"{cell} (one kernel, both roles)" for cell in cells]
+    # each bar is the server's whole-machine seconds per GB, not server + client
+    for cell in cells:
+        reps = ok[ok["cell_id"].str.startswith(cell + "-r")]
+        want = (reps["server_host_cpu_system_s"] / (reps["window_bytes"] / 1e9)).median()
+        assert bars.loc[f"{cell} (one kernel, both roles)", "system_s_per_gb"] == pytest.approx(want)
+    text = evidence.cpu_section(results, "plots/where_cpu_went")
+    assert "**Both roles ran on one kernel**" in text and "iperf3 reads no host counters" in text

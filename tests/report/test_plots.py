@@ -52,3 +52,33 @@ def test_counted_metrics_are_drawn(tmp_path):
     assert "zero_copy" in cache and "copied" not in cache
     assert "Cycles per byte" in svg_text(written["cpu_per_byte_vs_size"][1])
     assert "p99 latency" in svg_text(written["latency_vs_size"][1])
+
+
+def test_a_figure_is_drawn_again_only_when_its_data_or_its_files_changed(tmp_path):
+    """A real run's plots, written twice: the second time nothing is drawn (the files keep their
+    bytes and times); an edited or removed file, a changed row, or a .drawn.json that is not ours
+    is drawn again."""
+    summary = summary_of("20261206T023809Z-labfull-87e3")
+    first = plots.write_plots(summary, tmp_path)
+    times = {p: p.stat().st_mtime_ns for paths in first.values() for p in paths}
+    assert plots.write_plots(summary, tmp_path) == first
+    assert {p: p.stat().st_mtime_ns for p in times} == times  # nothing written again
+
+    svg = first["throughput_vs_size"][1]
+    svg.write_text(svg.read_text().replace("Throughput", "Edited"))  # a hand edit
+    first["latency_vs_size"][0].unlink()  # a removal
+    again = plots.write_plots(summary, tmp_path)
+    assert "Edited" not in svg.read_text() and again["latency_vs_size"][0].is_file()
+    redrawn = {p for p in times if p.stat().st_mtime_ns != times[p]}
+    assert redrawn == {*first["throughput_vs_size"], *first["latency_vs_size"]}
+
+    times = {p: p.stat().st_mtime_ns for p in times}
+    changed = summary.copy()
+    changed.loc[0, "throughput_gbps_mean"] = changed.loc[0, "throughput_gbps_mean"] * 2
+    plots.write_plots(changed, tmp_path)
+    assert all(p.stat().st_mtime_ns != times[p] for p in times)  # the key is the whole summary's
+
+    (tmp_path / plots.DRAWN).write_text("[not what plots.py writes")
+    times = {p: p.stat().st_mtime_ns for p in times}
+    plots.write_plots(changed, tmp_path)
+    assert all(p.stat().st_mtime_ns != times[p] for p in times)

@@ -81,3 +81,19 @@ def test_summarize_labels_copied_zero_copy_cells():
     assert len(zero) > 0 and zero["copied"].all()
     assert (zero["mode_label"] == "zero_copy: copied (not zero-copy)").all()
     assert summary["cycles_per_byte_mean"].isna().all()
+
+
+def test_welch_p_is_scipy_stats_welch_test_on_recorded_throughputs():
+    """stats.ratio's p-value (scipy.special's t distribution, not scipy.stats, which costs a second
+    to import) is Welch's test as scipy.stats.ttest_ind gives it, on every pair of a real run's cells."""
+    from scipy import stats as scistats
+
+    frame = read_results(RUNS / "20261124T180000Z-lab-hw2-c3d4" / "results.csv")
+    ok = frame[frame["status"] == "ok"]
+    cells = [g["throughput_gbps"].astype(float).tolist() for _, g in ok.groupby(ok["cell_id"].map(stats.cell_key))]
+    compared = 0
+    for a, b in zip(cells, cells[1:]):
+        want = scistats.ttest_ind(a, b, equal_var=False).pvalue
+        assert stats.ratio(a, b).p_value == pytest.approx(want, rel=1e-9, abs=1e-15)
+        compared += 1
+    assert compared > 20

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.rows import hostcounters as hc
+from orchestrator.rows.results import read_results
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "hostcounters"
 
@@ -168,3 +169,15 @@ def test_nic_columns_from_an_agent_document():
 def test_an_agent_without_snapshots_gives_no_columns():
     old = _doc("stream_one_copy_server_send.json")
     assert old.host_counters is None and hc.columns("server", old) == {}
+
+
+def test_one_kernel_leaves_out_rows_that_cannot_say():
+    """A real lab run: every agent row read one kernel; its iperf3 rows (no agents) say nothing."""
+    results = read_results(Path(__file__).parents[1] / "fixtures" / "runs" / "20261206T023809Z-labfull-87e3" / "results.csv")
+    assert results["host_shared_kernel"].isna().sum() == (results["mode"] == "iperf3").sum() > 0
+    assert hc.one_kernel(results)
+    assert not hc.one_kernel(results[results["mode"] == "iperf3"])  # no row says: not one kernel
+    two_hosts = results.copy()
+    two_hosts.loc[two_hosts.index[0], "host_shared_kernel"] = False
+    assert not hc.one_kernel(two_hosts)
+    assert not hc.one_kernel(results.drop(columns="host_shared_kernel"))

@@ -201,3 +201,40 @@ def test_perf_off_is_a_scope_the_run_writes(tmp_path):
     frame = read_results(_edited(tmp_path, _set(1, "perf_scope", "off")))
     assert frame.loc[0, "perf_scope"] == "off"
     _refused(_edited(tmp_path, _set(1, "perf_scope", "everything")), 2, "perf_scope", "'everything' is not one of")
+
+
+def test_a_file_read_again_after_an_edit_is_checked_again(tmp_path):
+    """The same bytes are checked once per process; an edit between two reads is still refused,
+    and so is a later reader's column the first read did not require."""
+    path = _edited(tmp_path, lambda rows: None)
+    assert len(read_results(path)) == len(_real_rows()) - 1
+    rows = _real_rows()
+    rows[3][rows[0].index("throughput_gbps")] = "-1"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    with pytest.raises(ResultsError, match=r"line 4, column 'throughput_gbps': '-1' is negative"):
+        read_results(path)
+    no_throughput = _edited(tmp_path, lambda rows: [row.pop(rows[0].index("throughput_gbps")) for row in rows[::-1]])
+    check_format(no_throughput)  # the run's own reads do not need it
+    with pytest.raises(ResultsError, match="missing column"):
+        read_results(no_throughput, ANALYSIS_COLUMNS)
+
+
+def test_ten_thousand_rows_are_typed_as_the_recorded_ones(tmp_path):
+    """A large file (the recorded rows repeated as more repetitions) reads with the same types and
+    values as the recorded file, row for row: the column-at-once checks and typing change nothing."""
+    rows = _real_rows()
+    at_id, at_rep = rows[0].index("cell_id"), rows[0].index("repetition")
+    big = [rows[0]]
+    for k in range(250):
+        for row in rows[1:]:
+            rep = int(row[at_rep]) + 2 * k
+            big.append([*row[:at_id], f"{row[at_id].rsplit('-r', 1)[0]}-r{rep}", *row[at_id + 1:]])
+            big[-1][at_rep] = str(rep)
+    path = tmp_path / "results.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(big)
+    small, large = read_results(REAL), read_results(path)
+    assert len(large) == 250 * len(small) and list(large.dtypes) == list(small.dtypes)
+    same = large.iloc[:len(small)].drop(columns=["cell_id", "repetition"])
+    pd.testing.assert_frame_equal(same, small.drop(columns=["cell_id", "repetition"]))

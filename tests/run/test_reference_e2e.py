@@ -49,7 +49,12 @@ def check_reference_run(run_dir: Path) -> None:
             assert (folder / name).stat().st_size > 0, f"{cell_id}/{name}"
         assert "iperf3 -c" in (folder / "cell.json").read_text() and "-N -R" in (folder / "cell.json").read_text()
     ours = frame[frame["mode"] != "iperf3"]
-    assert len(ours) == 2 * len(SIZES) * len(THREADS) and (ours["status"] == "ok").all(), ours[["cell_id", "error"]]
+    # the matrix's cells (fields 8), and the one_copy cells at one field the run added for iperf3
+    assert len(ours) == 3 * len(SIZES) * len(THREADS) and (ours["status"] == "ok").all(), ours[["cell_id", "error"]]
+    added = ours[ours["fields"] == 1]
+    assert (added["mode"] == "one_copy").all() and added["cell_id"].str.contains("-fields=1-r").all()
+    assert sorted(zip(added["message_size"], added["threads"])) == sorted((s, t) for s in SIZES for t in THREADS)
+    assert (refs["iperf3_version"].str.startswith("iperf 3.")).all()
     report = (run_dir / "report.md").read_text()
     section = report.split("## Against iperf3", 1)[1]
     for mode in ("one_copy", "two_copy"):
@@ -57,7 +62,11 @@ def check_reference_run(run_dir: Path) -> None:
             for threads in THREADS:
                 assert any(line.startswith(f"| {mode} | {size} | {threads} |") for line in section.splitlines()), \
                     (mode, size, threads)
-    assert "one_copy is the fair comparison" in section
+    assert "**At equal settings, one stream: ours ÷ iperf3 is " in section
+    assert "### Several streams (`-P 2` and up): kept apart" in section
+    # the added cells are not the study's: no set of plots of their own, no fields=1 row in the tables
+    assert not [p for p in (run_dir / "plots").iterdir() if p.is_dir()]
+    assert "## Tables with fields" not in report and "## Tables" in report
     assert "Against iperf3" in (run_dir / "report.html").read_text()
 
 
