@@ -40,7 +40,9 @@ _COVERS = {
     "ethtool": ("nic.speed", "nic.speed_mbit", "nic.duplex"),
     "ethtool_k": ("nic.offloads",),
     "qdisc": ("nic.qdisc", "nic.qdisc_rate_mbit"),
+    "cpufreq": ("cpu_freq_driver", "cpu_governor"),
 }
+_CPUFREQ = "/sys/devices/system/cpu/cpu0/cpufreq"
 # What a data interface's name may hold (Linux allows at most 15 bytes, no slash or space); any other
 # name the host gives is not passed to a command, and its NIC facts are unknown.
 _IFACE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
@@ -63,6 +65,12 @@ def _script(data_iface_command: str) -> str:
             f"echo '{_MARK}lscpu'; fact lscpu lscpu -J",
             f"echo '{_MARK}meminfo'; grep -E '^MemTotal' /proc/meminfo",
             f"echo '{_MARK}sysctl'; {read_sysctls}",
+            # The frequency driver and governor (intel_pstate, acpi-cpufreq; performance, powersave):
+            # a VM or a fixed clock has none, which is said, not left blank.
+            f"echo '{_MARK}cpufreq'; if [ -r {_CPUFREQ}/scaling_driver ]; then "
+            f"printf 'driver=%s\\ngovernor=%s\\n' \"$(cat {_CPUFREQ}/scaling_driver)\" "
+            f"\"$(cat {_CPUFREQ}/scaling_governor 2>/dev/null)\"; "
+            f"else printf '{_MARK}{UNKNOWN}\\ncpufreq: no {_CPUFREQ} (no frequency driver: a VM or a fixed clock)\\n'; fi",
             f"iface=$({data_iface_command})",
             f"echo '{_MARK}iface'; echo \"$iface\"",
             # The name is checked before any command sees it; a bad one leaves every NIC fact unknown.
@@ -148,6 +156,7 @@ def parse_facts(text: str) -> dict[str, Any]:
     cpu = _lscpu(s.get("lscpu", ""))
     mem = re.search(r"(\d+)\s*kB", s.get("meminfo", ""))
     sysctls = dict(line.split("=", 1) for line in s.get("sysctl", "").splitlines() if "=" in line)
+    cpufreq = dict(line.split("=", 1) for line in s.get("cpufreq", "").splitlines() if "=" in line)
     link: dict[str, Any] = {}
     try:
         parsed = json.loads(s.get("link") or "[]")
@@ -176,6 +185,8 @@ def parse_facts(text: str) -> dict[str, Any]:
         "architecture": cpu.get("Architecture"),
         "cores": int(cpu["CPU(s)"]) if cpu.get("CPU(s)", "").isdigit() else None,
         "threads_per_core": cpu.get("Thread(s) per core"),
+        "cpu_freq_driver": cpufreq.get("driver") or None,
+        "cpu_governor": cpufreq.get("governor") or None,
         "numa_nodes": cpu.get("NUMA node(s)"),
         "numa": {k: v for k, v in cpu.items() if k.startswith("NUMA node") and "CPU" in k},
         "caches": {k: v for k, v in cpu.items() if k.endswith("cache")},

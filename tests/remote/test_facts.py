@@ -135,3 +135,17 @@ def test_an_interface_name_no_host_can_have_never_reaches_a_command(name, tmp_pa
     assert facts["nic"]["interface"] is None and facts["nic"]["mtu"] is None
     assert facts["unknown"]["nic.qdisc"] == facts["unknown"]["nic.mtu"] == "no valid data interface name"
     assert not list(tmp_path.iterdir()) and not Path("/tmp/orchestrate-facts-pwned").exists()
+
+
+def test_the_cpu_frequency_driver_or_why_there_is_none():
+    """The script here: a host with cpufreq gives its driver and governor; one without (this VM)
+    says why they are unknown, so that compare never counts them as a change."""
+    import subprocess
+    from orchestrator.remote.facts import _script
+    facts = parse_facts(subprocess.run(["sh", "-c", _script("echo lo")], capture_output=True, text=True, timeout=60).stdout)
+    driver = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_driver")
+    if driver.exists():
+        assert facts["cpu_freq_driver"] == driver.read_text().strip() and "cpu_freq_driver" not in facts["unknown"]
+    else:
+        assert facts["cpu_freq_driver"] is None and facts["cpu_governor"] is None
+        assert facts["unknown"]["cpu_freq_driver"].startswith("no /sys/devices/system/cpu/cpu0/cpufreq")
