@@ -264,9 +264,9 @@ def moved_counts(table: pd.DataFrame, label_b: str = "B") -> pd.DataFrame:
 
 def short_label(row: pd.Series, workloads: int = 1) -> str:
     """`two_copy 64KiB ×1` (with the workload when the table has several, and the options the cell
-    varies beyond these, as its id spells them)."""
+    varies beyond these as its id spells them: `sender=client nodelay=false`)."""
     basic = f"{row['mode']} {format_size(int(row['message_size']))} ×{int(row['threads'])}"
-    options = str(row["cell_id"]).split(f"-{int(row['threads'])}t", 1)[-1].lstrip("-")
+    options = str(row["cell_id"]).split(f"-{int(row['threads'])}t", 1)[-1].lstrip("-").replace("-", " ")
     return " ".join(p for p in ((str(row["workload"]) if workloads > 1 else ""), basic, options) if p)
 
 

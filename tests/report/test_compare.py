@@ -33,6 +33,7 @@ def test_compare_two_hardware_runs(tmp_path):
     assert not result.only_in_a and not result.only_in_b
     assert [p.suffix for p in result.plot_paths] == [".png", ".svg"]
     assert all(p.stat().st_size > 0 for p in result.plot_paths)
+    _check_every_verdict_follows_its_interval(tmp_path / "compare.csv")
 
 
 def test_compare_different_matrices_says_where(tmp_path):
@@ -295,3 +296,13 @@ def test_the_ratio_plot_is_log_scale_with_short_labels_and_marks_intervals_off_i
     for artist in (ax.xaxis.label, ax.title, *ax.get_yticklabels()):
         box = artist.get_window_extent()
         assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, artist
+
+
+def test_short_labels_name_the_options_a_cell_varies_and_the_workload_where_there_are_several(tmp_path):
+    variants = compare.compare_runs(RUNS / "20261125T231027Z-variants-85df", RUNS / "20261125T231027Z-variants-85df",
+                                    tmp_path / "v").table
+    labels = [compare.short_label(row) for _, row in variants[variants["metric"] == "throughput_gbps"].iterrows()]
+    assert labels[0] == "one_copy 16KiB ×1 sender=client nodelay=false" and len(set(labels)) == len(labels) == 8
+    lab = RUNS / "20261206T023809Z-labfull-87e3"
+    both = compare.compare_runs(lab, lab, tmp_path / "l").table
+    assert compare.short_label(both.iloc[0], both["workload"].nunique()) == "rr one_copy 4KiB ×1"
