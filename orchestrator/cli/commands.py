@@ -294,6 +294,8 @@ def cmd_compare(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         files=[str(p) for p in comparison.files()], rows=_records(comparison.table),
         only_in_a=comparison.only_in_a, only_in_b=comparison.only_in_b,
         config_differences=comparison.config_differences, host_differences=comparison.host_differences,
+        changes=[{"group": c.group, "fact": c.fact, "roles": list(c.roles), "a": c.a, "b": c.b} for c in comparison.changes],
+        identity=comparison.identity, unknown_facts=comparison.unknown_facts,
     )
     show_comparison(term, comparison)
     return ExitStatus.OK

@@ -253,12 +253,40 @@ def show_preflight_problems(term: Terminal, preflight: Preflight) -> None:
 
 
 def show_comparison(term: Terminal, comparison) -> None:
-    from ..report.compare import TEXT_COLUMNS
+    """What changed (ranked; the identity noise counted, listed in compare.md), what moved, then the
+    cells; the files written last, on stderr."""
+    from ..report.changes import grouped
+    from ..report.compare import TEXT_COLUMNS, largest_changes, moved_counts
 
-    grid = Table(title=f"B = {comparison.label_b}  vs  A = {comparison.label_a}")
+    def plain(line: str) -> None:
+        term.out.print(line, markup=False, highlight=False)
+
+    term.out.print(f"[bold]B = {escape(comparison.label_b)}  vs  A = {escape(comparison.label_a)}[/bold]")
+    term.out.print("[bold]What changed[/bold]")
+    if not comparison.changes:
+        plain("  no host fact and no setting differs")
+    for group, changes in grouped(comparison.changes):
+        plain(f"  {group}")
+        for change in changes:
+            plain(f"    {change.text()}")
+    for count, what in ((len(comparison.identity), "host names, addresses, paths and hashes differ"),
+                        (len(comparison.unknown_facts), "host facts are unknown on one side")):
+        if count:
+            plain(f"  (and {count} {what}: listed in {comparison.out_dir / 'compare.md'})")
+    counts = moved_counts(comparison.table)
+    if not counts.empty:
+        moved = Table(title="What moved (cells per verdict)")
+        for name in ("metric", "cells", "B better", "B worse", "no clear difference", "cannot tell"):
+            moved.add_column(name, justify="left" if name == "metric" else "right")
+        for row in counts.itertuples():
+            moved.add_row(escape(row.metric), *(str(v) for v in (row.cells, row.better, row.worse, row.same, row.undecided)))
+        term.out.print(moved)
+        for sentence in largest_changes(comparison.table):
+            plain(f"  {sentence}")
+    grid = Table(title="Cell by cell")
     for name in TEXT_COLUMNS:
         grid.add_column(name, justify="right" if name in ("A", "B", "B/A [95% CI]") else "left",
-                        no_wrap=name == "cell")
+                        no_wrap=name in ("cell", "note"))
     for row in comparison.text_rows():
         grid.add_row(*(escape(str(c)) for c in row))
     term.out.print(grid)
@@ -266,9 +294,7 @@ def show_comparison(term: Terminal, comparison) -> None:
         if lines:
             term.out.print(f"[bold]{title}[/bold]")
             for line in lines:
-                term.out.print(f"  {line}", markup=False, highlight=False)
-    if not comparison.config_differences:
-        term.out.print("The two runs' configs are the same.")
+                plain(f"  {line}")
     for path in comparison.files():
         term.console.print(f"wrote {path}", markup=False, highlight=False)
 

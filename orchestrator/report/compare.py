@@ -1,8 +1,9 @@
 """`orchestrate compare RUN_A RUN_B`: the same cells of two runs side by side.
 
-Meant for reproducing a lab run on new hardware: per cell and metric, both means with
-their intervals, the ratio B/A with its 95% interval, and Welch's test of whether the two
-differ; plus where the two runs' configs and hosts differ.
+Meant for reproducing a lab run on new hardware: first what changed between the two runs' hosts
+(ranked by how much it matters to the study, changes.py) and what moved; then per cell and metric,
+both means with their intervals and the ratio B/A with its 95% interval from Welch's t on the log
+values, whose interval alone decides the verdict.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from . import derive, plots, stats
+from . import changes, derive, plots, stats
+from ..experiment.units import format_size
 from ..rows import layout, zerocopy
 from ..rows.durable import write_atomic
 from ..errors import ConfigError, NoCommonCells
 from ..experiment.plan import load_plan
-from ..roles import ROLES
-from .runfolder import RunData, flatten, load_run, pair_view
+from .runfolder import RunData, load_run, pair_view
 
 COMPARED_METRICS = (
     "throughput_gbps",
@@ -38,10 +40,10 @@ COMPARED_METRICS = (
 class Comparison:
     run_a: str
     run_b: str
-    # One row per cell and metric that both runs measured.
+    # One row per cell and metric that both runs measured, in the experiment's order.
     table: pd.DataFrame
     config_differences: list[str]
-    host_differences: list[str] = field(default_factory=list)
+    host_differences: list[str] = field(default_factory=list)  # the ranked changes, as text
     unknown_facts: list[str] = field(default_factory=list)  # host facts one side could not read: not compared
     only_in_a: list[str] = field(default_factory=list)
     only_in_b: list[str] = field(default_factory=list)
@@ -50,6 +52,8 @@ class Comparison:
     # The host pair of each run compared, when that run ran on several (else None: its only pair).
     pair_a: str | None = None
     pair_b: str | None = None
+    changes: list[changes.Change] = field(default_factory=list)  # host facts then config, ranked
+    identity: list[str] = field(default_factory=list)  # facts that name where each ran: noise
 
     @property
     def label_a(self) -> str:
@@ -65,32 +69,71 @@ class Comparison:
         return [self.out_dir / layout.COMPARE_MD, self.out_dir / layout.COMPARE_CSV, *self.plot_paths]
 
     def text_rows(self) -> list[list[str]]:
-        """The table as people read it: cell, metric, A, B, B/A with its interval, verdict."""
-        return [[row["cell"], row["metric"], mean_ci_text(row, "a"), mean_ci_text(row, "b"), ratio_text(row), row["verdict"]]
+        """The table as people read it: cell, note, metric, A, B, B/A with its interval, verdict."""
+        return [[row["cell_id"], row["note"], row["metric"], mean_ci_text(row, "a"), mean_ci_text(row, "b"),
+                 ratio_text(row), row["verdict"]]
                 for _, row in self.table.iterrows()]
 
     def difference_sections(self) -> list[tuple[str, list[str]]]:
-        return [("Config differences", self.config_differences), ("Host differences", self.host_differences),
-                ("Host facts unknown on one side (not compared)", self.unknown_facts),
-                ("Cells only in A", self.only_in_a), ("Cells only in B", self.only_in_b)]
+        return [("Cells only in A", self.only_in_a), ("Cells only in B", self.only_in_b)]
+
+    def what_changed(self) -> list[str]:
+        lines = ["## What changed", ""]
+        if not self.changes:
+            lines += ["Nothing that describes the hosts or the experiment: no host fact and no setting differs.", ""]
+        else:
+            lines += ["Ranked by how much each matters to a study of data copies: the link first, then the CPU, "
+                      "the kernel and its settings, how perf counted, the account, the versions, other offloads; "
+                      "then the experiment's own settings.", ""]
+            for group, entries in changes.grouped(self.changes):
+                lines += [f"**{group}**", "", *(f"- {entry.text()}" for entry in entries), ""]
+        for title, entries in ((f"Where each ran ({len(self.identity)} host names, addresses, paths and hashes: "
+                                "they name the hosts, not what they are)", self.identity),
+                               (f"Host facts unknown on one side, so not compared ({len(self.unknown_facts)})",
+                                self.unknown_facts)):
+            if entries:
+                lines += ["<details>", f"<summary>{title}</summary>", "", *(f"- {e}" for e in entries), "",
+                          "</details>", ""]
+        return lines
+
+    def what_moved(self) -> list[str]:
+        lines = ["## What moved", ""]
+        counts = moved_counts(self.table)
+        if counts.empty:
+            return lines + ["No metric was measured in both runs.", ""]
+        lines += ["Per metric, the cells whose 95% interval of B/A lies wholly above or below 1 (better or worse "
+                  "for B), the cells whose interval holds 1 (no clear difference), and those with no interval.", ""]
+        lines += [_markdown_table(["metric", "cells", "B better", "B worse", "no clear difference", "cannot tell"],
+                                  [[derive.METRICS[r.metric].label if r.metric in derive.METRICS else r.metric,
+                                    r.cells, r.better, r.worse, r.same, r.undecided] for r in counts.itertuples()]), ""]
+        largest = largest_changes(self.table)
+        if largest:
+            lines += ["The largest changes:", "", *(f"- {sentence}" for sentence in largest), ""]
+        else:
+            lines += ["No cell changed beyond its noise.", ""]
+        return lines
 
     def markdown(self) -> str:
-        lines = [f"# B = {self.label_b} vs A = {self.label_a}", "",
-                 "Per cell and metric: both means ± the half-width of their 95% intervals, the ratio B/A with its "
-                 "95% interval, and the verdict of Welch's test. compare.csv has the same rows as plain numbers.", ""]
+        lines = [f"# B = {self.label_b} vs A = {self.label_a}", ""]
+        lines += self.what_changed()
+        lines += self.what_moved()
+        lines += ["## Cell by cell", "",
+                  "Per cell (in the experiment's order) and metric: both means ± the half-width of their 95% "
+                  "intervals, and B/A with its 95% interval from Welch's t on the log values (the ratio of the "
+                  "geometric means). The verdict is that interval's: better or worse when it excludes 1. "
+                  "compare.csv has the same rows as plain numbers, with `cell_id` as in results.csv (without "
+                  "the repetition).", ""]
         lines.append(_markdown_table(TEXT_COLUMNS, self.text_rows()))
         lines.append("")
         for title, entries in self.difference_sections():
             if entries:
                 lines += [f"## {title}", "", *(f"- {entry}" for entry in entries), ""]
-        if not self.config_differences:
-            lines += ["The two runs' configs are the same.", ""]
         if self.plot_paths:
             lines += ["## Plot", "", f"![Throughput ratio B/A]({self.plot_paths[0].name})", ""]
         return "\n".join(lines)
 
 
-TEXT_COLUMNS = ["cell", "metric", "A", "B", "B/A [95% CI]", "verdict"]
+TEXT_COLUMNS = ["cell", "note", "metric", "A", "B", "B/A [95% CI]", "verdict"]
 
 
 def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -119,10 +162,12 @@ def ratio_text(row: pd.Series) -> str:
 
 
 NO_CLEAR_DIFFERENCE = "no clear difference"
+TOO_FEW = "too few repetitions to tell"
+NO_INTERVAL = "cannot tell: a value is zero or negative"
 
 
 def better_verdict(label_b: str = "B") -> str:
-    """The verdict of a cell where side B measured better (Welch's test: p < 0.05)."""
+    """The verdict of a cell where side B measured better: B/A's interval excludes 1 on B's good side."""
     return f"{label_b} better"
 
 
@@ -131,60 +176,30 @@ def worse_verdict(label_b: str = "B") -> str:
 
 
 def _verdict(metric: str, result: stats.Ratio, a_n: int, b_n: int, label_b: str) -> str:
+    """The interval's verdict, and nothing else's: better or worse exactly when it excludes 1."""
     if a_n < 2 or b_n < 2:
-        return "too few repetitions to tell"
+        return TOO_FEW
+    if np.isnan(result.ci_low):
+        return NO_INTERVAL
     if not result.differs():
         return NO_CLEAR_DIFFERENCE
     better = (result.ratio > 1) == derive.METRICS[metric].higher_is_better
     return better_verdict(label_b) if better else worse_verdict(label_b)
 
 
-def _differences(a: dict, b: dict, what: str) -> list[str]:
-    flat_a, flat_b = flatten(a), flatten(b)
-    lines = []
-    for key in dict.fromkeys([*flat_a, *flat_b]):
-        va, vb = flat_a.get(key), flat_b.get(key)
-        if va == vb:
-            continue
-        if va is None:
-            lines.append(f"{what}{key}: only in B ({vb})")
-        elif vb is None:
-            lines.append(f"{what}{key}: only in A ({va})")
-        else:
-            lines.append(f"{what}{key}: A {va}, B {vb}")
-    return lines
-
-
-_BLANK = ("", "—")  # what flatten makes of a fact a run recorded as empty or null
-UNKNOWN = "unknown"  # the host facts' key for the facts a host could not read (remote/facts.py writes it)
-
-
-def _host_differences(a: dict, b: dict, what: str) -> tuple[list[str], list[str]]:
-    """Host facts that differ, and facts one side could not read. A fact that side's host facts
-    list as unknown (with why), or left blank (runs before they said why), is
-    unknown there: never a change."""
-    why = {side: {k: str(v) for k, v in (facts.get(UNKNOWN) or {}).items()} if isinstance(facts.get(UNKNOWN), dict) else {}
-           for side, facts in (("A", a), ("B", b))}
-    flat = {"A": {k: v for k, v in flatten(a).items() if not k.startswith(f"{UNKNOWN}.")},
-            "B": {k: v for k, v in flatten(b).items() if not k.startswith(f"{UNKNOWN}.")}}
-    changed, unknown = [], []
-    for key in dict.fromkeys([*flat["A"], *flat["B"], *why["A"], *why["B"]]):
-        va, vb = flat["A"].get(key), flat["B"].get(key)
-        blind = [side for side, value in (("A", va), ("B", vb))
-                 if key in why[side] or any(key.startswith(f"{w}.") for w in why[side]) or value in _BLANK]
-        if blind:
-            reasons = ", ".join(f"{side}: {why[side].get(key, 'not recorded')}" for side in blind)
-            unknown.append(f"{what}{key}: unknown ({reasons})")
-        elif va != vb:
-            changed += _differences({key: va} if va is not None else {}, {key: vb} if vb is not None else {}, what)
-    return changed, unknown
+CELL_DIMENSIONS = ("workload", "mode", "message_size", "threads")
+TABLE_COLUMNS = ["cell_id", "note", *CELL_DIMENSIONS, "metric",
+                 "a_n", "a_mean", "a_ci_low", "a_ci_high", "b_n", "b_mean", "b_ci_low", "b_ci_high",
+                 "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "verdict"]
 
 
 def compare_cells(a: pd.DataFrame, b: pd.DataFrame, label_a: str = "A", label_b: str = "B") -> pd.DataFrame:
     """Per cell both sides measured, per COMPARED_METRICS: both means with their intervals, B/A with
-    its interval and Welch's p (stats.ratio), and a verdict. `a` and `b` are `ok_rows`; used for two
-    runs here, and for each pair against the baseline pair of one run (pairs.py). The verdicts and
-    the cell notes name the sides `label_a` and `label_b` (a pair's name, say)."""
+    its interval and the p-value of the same test (stats.ratio), and the interval's verdict. `a` and
+    `b` are `ok_rows`; used for two runs here, and for each pair against the baseline pair of one run
+    (pairs.py). Rows come in the experiment's order (workload, mode, size, threads); `cell_id` is
+    results.csv's without the repetition, and `note` says what sets the cell apart on one side (a
+    zero_copy cell one kernel copied). The verdicts and notes name the sides `label_a` and `label_b`."""
     rows = []
     a_cells, b_cells = a.groupby("cell", sort=False), dict(tuple(b.groupby("cell", sort=False)))
     for cell, group_a in a_cells:
@@ -193,7 +208,11 @@ def compare_cells(a: pd.DataFrame, b: pd.DataFrame, label_a: str = "A", label_b:
             continue
         # A zero_copy cell that one run's kernel copied is not the same technique as one it did not.
         mode_a, mode_b = _mode_label(group_a), _mode_label(group_b)
-        shown = cell if mode_a == mode_b == group_a["mode"].iloc[0] else f"{cell} ({label_a}: {mode_a}; {label_b}: {mode_b})"
+        if mode_a != mode_b:
+            note = f"{label_a}: {mode_a}; {label_b}: {mode_b}"
+        else:
+            note = "" if mode_a == group_a["mode"].iloc[0] else f"both: {mode_a}"
+        first = group_a.iloc[0]
         for metric in COMPARED_METRICS:
             values_a = group_a[metric].dropna().tolist()
             values_b = group_b[metric].dropna().tolist()
@@ -211,15 +230,64 @@ def compare_cells(a: pd.DataFrame, b: pd.DataFrame, label_a: str = "A", label_b:
                 elif counts_a == derive.USER_ONLY:
                     verdict += " (both counted user space only)"
             rows.append({
-                "cell": shown, "metric": metric,
+                "cell_id": cell, "note": note, **{k: first[k] for k in CELL_DIMENSIONS}, "metric": metric,
                 "a_n": est_a.n, "a_mean": est_a.mean, "a_ci_low": est_a.ci_low, "a_ci_high": est_a.ci_high,
                 "b_n": est_b.n, "b_mean": est_b.mean, "b_ci_low": est_b.ci_low, "b_ci_high": est_b.ci_high,
                 "ratio": result.ratio, "ratio_ci_low": result.ci_low, "ratio_ci_high": result.ci_high,
                 "p_value": result.p_value, "verdict": verdict,
             })
-    return pd.DataFrame(rows, columns=[
-        "cell", "metric", "a_n", "a_mean", "a_ci_low", "a_ci_high", "b_n", "b_mean", "b_ci_low", "b_ci_high",
-        "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "verdict"])
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    if table.empty:
+        return table
+    order = {metric: i for i, metric in enumerate(COMPARED_METRICS)}
+    keys = {"mode": derive.mode_rank, "metric": order.get}
+    return table.sort_values(["workload", "mode", "message_size", "threads", "cell_id", "metric"], kind="stable",
+                             key=lambda col: col.map(keys[col.name]) if col.name in keys else col
+                             ).reset_index(drop=True)
+
+
+def moved_counts(table: pd.DataFrame, label_b: str = "B") -> pd.DataFrame:
+    """Per metric (COMPARED_METRICS' order): how many cells B/A's interval calls better, worse or no
+    clear difference, and how many it cannot tell (too few repetitions, counts not comparable)."""
+    rows = []
+    for metric in COMPARED_METRICS:
+        verdicts = table.loc[table["metric"] == metric, "verdict"].astype(str)
+        if verdicts.empty:
+            continue
+        better = int(verdicts.str.startswith(better_verdict(label_b)).sum())
+        worse = int(verdicts.str.startswith(worse_verdict(label_b)).sum())
+        same = int(verdicts.str.startswith(NO_CLEAR_DIFFERENCE).sum())
+        rows.append({"metric": metric, "cells": len(verdicts), "better": better, "worse": worse, "same": same,
+                     "undecided": len(verdicts) - better - worse - same})
+    return pd.DataFrame(rows, columns=["metric", "cells", "better", "worse", "same", "undecided"])
+
+
+def short_label(row: pd.Series, workloads: int = 1) -> str:
+    """`two_copy 64KiB ×1` (with the workload when the table has several, and the options the cell
+    varies beyond these as its id spells them: `sender=client nodelay=false`)."""
+    basic = f"{row['mode']} {format_size(int(row['message_size']))} ×{int(row['threads'])}"
+    options = str(row["cell_id"]).split(f"-{int(row['threads'])}t", 1)[-1].lstrip("-").replace("-", " ")
+    return " ".join(p for p in ((str(row["workload"]) if workloads > 1 else ""), basic, options) if p)
+
+
+def largest_changes(table: pd.DataFrame, count: int = 5, label_b: str = "B") -> list[str]:
+    """One sentence each for the `count` cells and metrics that changed most (by |log B/A|) among those
+    whose interval excludes 1."""
+    verdicts = table["verdict"].astype(str)
+    moved = table[(verdicts.str.startswith(better_verdict(label_b)) | verdicts.str.startswith(worse_verdict(label_b)))
+                  & (table["ratio"] > 0)]
+    if moved.empty:
+        return []
+    moved = moved.assign(size=np.abs(np.log(moved["ratio"].astype(float)))).nlargest(count, "size")
+    workloads = table["workload"].nunique()
+    sentences = []
+    for _, row in moved.iterrows():
+        label = derive.METRICS[row["metric"]].label if row["metric"] in derive.METRICS else row["metric"]
+        way = "rose" if row["ratio"] > 1 else "fell"
+        factor = row["ratio"] if row["ratio"] > 1 else 1 / row["ratio"]
+        sentences.append(f"{short_label(row, workloads)}: {label} {way} {factor:.3g}-fold, from {_fmt(row['a_mean'])} "
+                         f"to {_fmt(row['b_mean'])} (B/A {ratio_text(row)}; {row['verdict']}).")
+    return sentences
 
 
 def _counts(rows: pd.DataFrame, metric: str) -> str:
@@ -242,26 +310,60 @@ def ok_rows(run: RunData) -> pd.DataFrame:
     return derived.assign(cell=derived["cell_id"].astype(str).map(stats.cell_key))
 
 
+# The ratio axis never reaches past these, so one wild interval cannot squash the rest: intervals that
+# run off it end in an arrow at the edge.
+_AXIS_FLOOR, _AXIS_CEILING = 1 / 1000, 1000
+_VERDICT_COLORS = {"better": "#009E73", "worse": "#D55E00"}
+
+
+def _axis_range(ratios: np.ndarray) -> tuple[float, float]:
+    """A log axis around 1 and every point, padded by half a decade, never past the floor and ceiling:
+    set by the points, not the intervals."""
+    points = ratios[np.isfinite(ratios) & (ratios > 0)]
+    low = min(1.0, float(points.min()) if points.size else 1.0) / 3
+    high = max(1.0, float(points.max()) if points.size else 1.0) * 3
+    return max(low, _AXIS_FLOOR), min(high, _AXIS_CEILING)
+
+
 def _ratio_plot(table: pd.DataFrame, run_a: str, run_b: str) -> Figure:
     data = table[table["metric"] == "throughput_gbps"]
-    height = max(3.0, 0.28 * len(data) + 1.6)
+    height = max(3.0, 0.26 * len(data) + 1.8)
     with matplotlib.rc_context(plots.STYLE):
-        fig = Figure(figsize=(8.5, height), layout="constrained")
+        fig = Figure(figsize=(7.5, height), layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.subplots()
-        fig.suptitle(f"Throughput ratio B/A per cell (95% CI)\nA = {run_a}\nB = {run_b}", fontsize=11)
+        ax.set_title(f"Throughput B/A per cell, 95% interval\nA = {run_a}\nB = {run_b}", fontsize=9, loc="left")
         if data.empty:
             plots.note(ax, "no cell with throughput in both runs")
             return fig
+        workloads = data["workload"].nunique()
         y = np.arange(len(data))
         ratio = data["ratio"].to_numpy(float)
-        low = np.nan_to_num(ratio - data["ratio_ci_low"].to_numpy(float), nan=0.0).clip(min=0)
-        high = np.nan_to_num(data["ratio_ci_high"].to_numpy(float) - ratio, nan=0.0).clip(min=0)
-        ax.errorbar(ratio, y, xerr=[low, high], fmt="o", color="black", capsize=3)
+        ratio_low, ratio_high = data["ratio_ci_low"].to_numpy(float), data["ratio_ci_high"].to_numpy(float)
+        left, right = _axis_range(ratio)
+        ax.set_xscale("log")
+        ax.set_xlim(left, right)
+        # Ticks read as plain ratios (0.2, 0.5, 1, 2), not powers of ten.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.axvline(1.0, color="#777777", linestyle="--", linewidth=1)
-        ax.set_yticks(y, data["cell"].tolist(), fontsize=8.5)
-        ax.invert_yaxis()
-        ax.set_xlabel("B / A throughput (1 = same)")
+        for i, (point, low, high, verdict) in enumerate(zip(ratio, ratio_low, ratio_high, data["verdict"].astype(str))):
+            if not np.isfinite(point) or point <= 0:
+                continue
+            color = next((c for word, c in _VERDICT_COLORS.items() if verdict.startswith(f"B {word}")), "#444444")
+            if np.isfinite(low) and np.isfinite(high):
+                ax.plot([max(low, left), min(high, right)], [i, i], color=color, linewidth=1.6)
+                # An interval that runs off the axis ends in an arrow at the edge.
+                if low < left:
+                    ax.plot([left], [i], marker="<", color=color, markersize=6, clip_on=False)
+                if high > right:
+                    ax.plot([right], [i], marker=">", color=color, markersize=6, clip_on=False)
+            ax.plot([min(max(point, left), right)], [i], marker="o", color=color, markersize=5)
+        ax.set_yticks(y, [short_label(row, workloads) for _, row in data.iterrows()], fontsize=8)
+        ax.set_ylim(len(data) - 0.5, -0.5)
+        ax.set_xlabel("B / A throughput, log scale (1 = same; arrow: interval runs off the axis)", fontsize=8.5)
+        ax.grid(True, axis="x", which="major", color="#dddddd", linewidth=0.6)
     return fig
 
 
@@ -312,18 +414,15 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None, pair: st
                             f"{min(cells_a or cells_b or {'?'})})")
     rows_a, rows_b = ok_rows(a), ok_rows(b)
     table = compare_cells(rows_a, rows_b)
-    host_differences, unknown_facts = [], []
-    for role in ROLES:
-        changed, unknown = _host_differences(a.hosts.get(role, {}), b.hosts.get(role, {}), f"{role}.")
-        host_differences += changed
-        unknown_facts += unknown
+    hosts = changes.host_changes(a.hosts, b.hosts)
+    config = changes.config_changes(a.config, b.config)
     out = Path(out_dir) if out_dir is not None else default_out_dir(a.path, b.path, pair_a, pair_b)
     comparison = Comparison(
         run_a=a.run_id, run_b=b.run_id, table=table,
-        config_differences=_differences(a.config, b.config, ""),
-        host_differences=host_differences, unknown_facts=unknown_facts,
+        config_differences=[change.text() for change in config],
+        host_differences=[change.text() for change in hosts.changes], unknown_facts=hosts.unknown,
         only_in_a=sorted(cells_a - cells_b), only_in_b=sorted(cells_b - cells_a),
-        out_dir=out, pair_a=pair_a, pair_b=pair_b,
+        out_dir=out, pair_a=pair_a, pair_b=pair_b, changes=[*hosts.changes, *config], identity=hosts.identity,
     )
     redo = f"orchestrate compare {a.path} {b.path} --out {out}" + (f" --pair {pair}" if pair else "")
     comparison.plot_paths = plots.save(_ratio_plot(table, a.run_id, b.run_id), out, "compare_throughput", redo)

@@ -330,7 +330,7 @@ def pairs_compared(run: RunData, baseline: str, table: pd.DataFrame, requested: 
     if table.empty:
         detail += [f"No cell was measured on both {baseline} and another pair.", ""]
     else:
-        rows = [[r["pair"], r["cell"], _metric_label(r["metric"]), compare.mean_ci_text(r, "a"),
+        rows = [[r["pair"], f"{r['cell_id']} ({r['note']})" if r["note"] else r["cell_id"], _metric_label(r["metric"]), compare.mean_ci_text(r, "a"),
                  compare.mean_ci_text(r, "b"), compare.ratio_text(r),
                  "—" if pd.isna(r["p_value"]) else f"{r['p_value']:.3g}", r["verdict"]]
                 for _, r in table.iterrows()]

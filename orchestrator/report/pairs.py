@@ -2,7 +2,7 @@
 the host facts that set the pairs apart. The analysis only: markdown.py words it for report.md.
 
 The per-cell comparison is `compare`'s own (compare.compare_cells: means with 95% intervals, the
-ratio with its interval, Welch's test), applied to the baseline pair as A and each other pair as B.
+ratio with its interval from Welch's t on the log values, which decides the verdict), applied to the baseline pair as A and each other pair as B.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ def ratio_table(run: RunData, baseline: str) -> pd.DataFrame:
             continue
         # The baseline is side A, the pair on the row side B: compare words its verdicts and notes with their names.
         table = compare.compare_cells(base, compare.ok_rows(pair_view(run, pair)), baseline, pair)
-        table = table.sort_values("cell", kind="stable").reset_index(drop=True)  # metrics stay in compare's order
         table.insert(0, "baseline", baseline)
         table.insert(0, "pair", pair)
         frames.append(table)

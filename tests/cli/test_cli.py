@@ -161,6 +161,10 @@ def test_compare_writes_its_files_and_says_where(tmp_path):
         assert f"wrote {tmp_path / 'cmp' / name}" in done.stderr
         assert (tmp_path / "cmp" / name).stat().st_size > 0
     assert "stream-one_copy-65536B-4t" in done.stdout and "B better" in done.stdout
+    # What changed comes first, the link at its head; then what moved; then the cells.
+    changed, moved, cells = (done.stdout.index(t) for t in ("What changed", "What moved", "Cell by cell"))
+    assert changed < done.stdout.index("    nic.speed (server and client): A 25000Mb/s, B 100000Mb/s") < moved < cells
+    assert "  Link\n    nic.speed" in done.stdout
 
 
 def test_compare_of_runs_with_no_cell_in_common_exits_6(tmp_path):
@@ -210,9 +214,8 @@ def test_piped_output_is_not_wrapped_even_in_a_narrow_terminal(tmp_path):
                           capture_output=True, text=True, env={**ENV, "COLUMNS": "40"}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert f"wrote {tmp_path / 'c' / 'compare.md'}\n" in done.stderr  # the whole path on one line
-    # The longest cell name, whole on its line, where a 40-column terminal would cut it.
-    assert "│ stream-zero_copy-65536B-1t (A: zero_copy: copied (not zero-copy); B: zero_copy: copied (not zero-copy)) │" \
-        in done.stdout
+    # The longest cell name and its note, whole on their line, where a 40-column terminal would cut them.
+    assert "│ stream-zero_copy-65536B-1t │ both: zero_copy: copied (not zero-copy) │" in done.stdout
     assert "…" not in done.stdout
     assert "\x1b[" not in done.stdout + done.stderr  # no colour
 

@@ -634,6 +634,10 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
             assert row[f"{role}_host_nic_rx_queues_drops"] >= 0 and row[f"{role}_host_tcp_retranssegs"] >= 0
         assert row["client_host_tcp_retranssegs"] + row["server_host_tcp_retranssegs"] >= row["tcp_retrans"]
     assert "server_host_nic_interrupts" not in frame or frame["server_host_nic_interrupts"].isna().all()
+    # The host facts name the ceiling: the data link's tbf root qdisc and its rate, gathered over SSH.
+    for role in ("server", "client"):
+        nic = json.loads((run_dir / "hosts" / f"{role}.json").read_text())["nic"]
+        assert (nic["qdisc"], nic["qdisc_rate_mbit"], nic["mtu"]) == ("tbf", 200.0, 1280), nic
     text = (run_dir / "report.md").read_text()
     section = text[text.index("## TCP: retransmits and limits"):]
     assert "| `stream-one_copy-16384B-1t` |" in section and "| `stream-one_copy-16384B-2t` |" in section

@@ -1,6 +1,7 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from orchestrator.report import stats
@@ -85,7 +86,7 @@ def test_summarize_labels_copied_zero_copy_cells():
 
 def test_welch_p_is_scipy_stats_welch_test_on_recorded_throughputs():
     """stats.ratio's p-value (scipy.special's t distribution, not scipy.stats, which costs a second
-    to import) is Welch's test as scipy.stats.ttest_ind gives it, on every pair of a real run's cells."""
+    to import) is Welch's test on the log values as scipy.stats.ttest_ind gives it, on every pair of a real run's cells."""
     from scipy import stats as scistats
 
     frame = read_results(RUNS / "20261124T180000Z-lab-hw2-c3d4" / "results.csv")
@@ -93,7 +94,27 @@ def test_welch_p_is_scipy_stats_welch_test_on_recorded_throughputs():
     cells = [g["throughput_gbps"].astype(float).tolist() for _, g in ok.groupby(ok["cell_id"].map(stats.cell_key))]
     compared = 0
     for a, b in zip(cells, cells[1:]):
-        want = scistats.ttest_ind(a, b, equal_var=False).pvalue
+        want = scistats.ttest_ind(np.log(b), np.log(a), equal_var=False).pvalue
         assert stats.ratio(a, b).p_value == pytest.approx(want, rel=1e-9, abs=1e-15)
         compared += 1
     assert compared > 20
+
+
+def test_the_ratio_s_interval_and_its_p_value_are_one_test_s():
+    """Welch's t on the log values: p < 0.05 exactly when the interval excludes 1, for ratios on both
+    sides of 1 and spreads from tight to wild (the delta-method interval beside a Welch test on raw
+    values disagreed on a 13x drop)."""
+    a = [26.1, 27.5]
+    for b in ([1.98, 2.0], [1.0, 9.0], [25.0, 29.0], [30.0, 31.0], [0.2, 40.0], [27.0, 27.2, 26.5]):
+        result = stats.ratio(a, b)
+        excludes = result.ci_low > 1 or result.ci_high < 1
+        assert result.differs() == excludes == (result.p_value < 0.05), b
+        assert result.ci_low < result.ratio < result.ci_high
+        # The centre is the ratio of the geometric means.
+        assert result.ratio == pytest.approx(math.exp(np.mean(np.log(b)) - np.mean(np.log(a))))
+    assert stats.ratio(a, [1.98, 2.0]).differs()
+
+
+def test_a_ratio_of_values_that_are_not_all_positive_has_no_interval():
+    result = stats.ratio([0.0, 1.0], [2.0, 3.0])
+    assert math.isnan(result.ci_low) and math.isnan(result.p_value) and not result.differs()
