@@ -24,7 +24,9 @@ from .results import ResultsError
 
 FORMAT = 1
 MAX_BYTES = 64 * 1024
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+# A run id is its folder's name, which a user may have renamed: any name but . and .., without
+# a slash or a control character.
+_RUN_ID = re.compile(r"(?!\.\.?\Z)[^/\x00-\x1f\x7f-\x9f]{1,255}")
 _PAIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _HASH = re.compile(r"[0-9a-f]{8,64}")
@@ -45,8 +47,13 @@ class Origin:
                 "orchestrate_version": self.orchestrate_version, "agent_hash": self.agent_hash}
 
 
+def check(origin: Origin) -> None:
+    """ValueError naming the key when the reader would refuse this record."""
+    _check(origin.to_json())
+
+
 def write(run_dir: Path, origin: Origin) -> None:
-    _check(origin.to_json())  # what is written is what the reader accepts
+    check(origin)  # what is written is what the reader accepts
     write_atomic(Path(run_dir) / layout.ORIGIN, json.dumps(origin.to_json(), indent=2) + "\n", Path(run_dir))
 
 

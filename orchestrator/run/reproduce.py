@@ -176,7 +176,12 @@ def plan(original: Original, inventory: Inventory, only: tuple[str, ...] | None 
                 f"reproduce some of its pairs with --pairs")
         mapping = {name: name for name in chosen}
     selected = runner.select_pairs(inventory, list(mapping.values()), serial)
-    return Reproduction(original, selected, mapping)
+    reproduction = Reproduction(original, selected, mapping)
+    try:
+        origin.check(reproduction.origin())  # before the new folder exists: it will name the original
+    except ValueError as exc:
+        raise ConfigError(f"{original.run_dir}: cannot be named in the new run's {layout.ORIGIN}: {exc}") from None
+    return reproduction
 
 
 def start(reproduction: Reproduction, results_root: Path) -> runner.RunState:
