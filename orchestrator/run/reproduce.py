@@ -171,7 +171,8 @@ def plan(original: Original, inventory: Inventory, only: tuple[str, ...] | None 
         lacking = [name for name in chosen if name not in inventory.pairs]
         if lacking:
             raise ConfigError(
-                f"{inventory_path}: lacks pair {', '.join(lacking)}, which run {original.run_id} used; it has "
+                f"{inventory_path}: lacks pair{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}, which run "
+                f"{original.run_id} used; it has "
                 f"{', '.join(inventory.pairs)}. Name the new hosts of each pair as the run did (pairs:), or "
                 f"reproduce some of its pairs with --pairs")
         mapping = {name: name for name in chosen}
