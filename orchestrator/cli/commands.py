@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         state = runner.create_run(experiment, inventory, Path(args.results))  # it holds the new folder's lock
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     try:
-        return _run_locked(args, term, state)
+        return _run_locked(args, term, state, after=_compare_with_original(args, term, state.run_dir) if args.resume else None)
     finally:
         if state.lock is not None:
             state.lock.release()
@@ -323,27 +323,44 @@ def cmd_reproduce(args: argparse.Namespace, term: Terminal) -> ExitStatus:
     term.console.print(f"reproducing {original.run_id} ({original.run_dir}) as run {state.run_id}: {size.describe()}, "
                        f"seed {state.plan.seed} and the original's order, folder {state.run_dir}", highlight=False)
 
-    def compare(outcome) -> None:
-        from ..report.compare import compare_runs
-
-        written = []
-        for old, new in plan.pairs.items():
-            pair = outcome.pairs.get(new)
-            if pair is not None and pair.error is not None and not pair.finished:
-                term.console.print(f"no comparison for pair {escape(old)}: it measured nothing ({escape(str(pair.error))})")
-                continue
-            comparison = compare_runs(original.run_dir, state.run_dir, plan.compare_dir(state.run_dir, old),
-                                      plan.compare_pair(old))
-            written.append({"pair": old, "new_pair": new, "compare_md": str(comparison.out_dir / layout.COMPARE_MD),
-                            "verdicts": _verdict_counts(comparison.table)})
-            show_reproduced(term, comparison, old if len(plan.pairs) > 1 else None)
-        args.doc["comparisons"] = written
-
+    compare = _compare_with_original(args, term, state.run_dir)
     try:
         return _run_locked(args, term, state, after=compare)
     finally:
         if state.lock is not None:
             state.lock.release()
+
+
+def _compare_with_original(args: argparse.Namespace, term: Terminal, run_dir: Path) -> Callable[[Any], None] | None:
+    """For a reproduced run (its reproduces.json): what writes its comparison with the original
+    once it has measured, pair by pair (a pair that measured nothing is said and skipped). None
+    for any other run."""
+    from ..rows import origin
+    from ..run.reproduce import comparisons
+
+    found = origin.read(run_dir)
+    if found is None:
+        return None
+
+    def compare(outcome) -> None:
+        from ..report.compare import compare_runs
+
+        written = []
+        for one in comparisons(found, run_dir):
+            pair = outcome.pairs.get(one.new)
+            if pair is not None and pair.error is not None and not pair.finished:
+                term.console.print(f"no comparison for pair {escape(one.old)}: it measured nothing ({escape(str(pair.error))})")
+                continue
+            if not Path(found.path).is_dir():
+                term.console.print(f"no comparison: the original run is no longer in {escape(found.path)}")
+                return
+            comparison = compare_runs(Path(found.path), run_dir, one.out_dir, one.pair)
+            written.append({"pair": one.old, "new_pair": one.new, "compare_md": str(one.out_dir / layout.COMPARE_MD),
+                            "verdicts": _verdict_counts(comparison.table)})
+            show_reproduced(term, comparison, one.old if len(found.pairs) > 1 else None)
+        args.doc["comparisons"] = written
+
+    return compare
 
 
 def _verdict_counts(table) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """`orchestrate reproduce RUN_DIR --inventory NEW.yml`: a finished run's own saved config and plan
 (same seed, same order) run again on other hosts, into a new run folder that names the original
 (rows/origin.py). The CLI then compares it with the original pair by pair (report/compare.py,
-into the folders `Reproduction.compare_dir` names).
+into the folders `comparisons` names), and again after a `run --resume` of it.
 
 Everything that can be wrong with the input is found before a host is contacted: a folder that
 is not a run, a run whose plan.json or results.csv this orchestrate cannot replay, a run another
@@ -78,6 +78,9 @@ def open_original(run_dir: Path) -> Original:
         raise ConfigError(f"{run_dir}: cannot be replayed: {exc}") from None
     except results.ResultsError as exc:
         raise ConfigError(f"{run_dir}: not a run that can be reproduced: {exc}") from None
+    if not results.row_counts(run_dir / layout.RESULTS):
+        raise ConfigError(f"{run_dir}: this run measured nothing, so there is nothing to compare a reproduction "
+                          f"with; finish it first: orchestrate run --resume {run_dir}")
     try:
         config = run_dir / layout.CONFIG
         experiment = experiment_from_resolved(yaml.safe_load(config.read_text()), config)
@@ -123,15 +126,6 @@ class Reproduction:
     agent_hash: str = field(default_factory=source_hash)
     version: str = __version__
 
-    def compare_pair(self, old: str) -> str | None:
-        """compare's --pair for one original pair: None when each run has just that one pair."""
-        if len(self.original.pairs) == 1 and len(self.pairs) == 1:
-            return None
-        return f"{old}:{self.pairs[old]}"
-
-    def compare_dir(self, run_dir: Path, old: str) -> Path:
-        return layout.reproduced_compare_dir(run_dir, None if len(self.pairs) == 1 else old)
-
     def host_changes(self) -> list[tuple[str, str, str, str]]:
         """(pair, role, original's hosts, new hosts), one per role of each pair reproduced."""
         rows = []
@@ -144,6 +138,25 @@ class Reproduction:
     def origin(self) -> origin.Origin:
         return origin.Origin(self.original.run_id, str(self.original.run_dir.resolve()), dict(self.pairs),
                              self.original.fact("orchestrate_version"), _one_hash(self.original.fact("agent_hash")))
+
+
+@dataclass(frozen=True)
+class Comparing:
+    """One comparison of a reproduced run with its original: an original pair, the new run's pair
+    that reproduced it, compare's --pair for the two (A_NAME:B_NAME, which also picks the one pair
+    of a run on one) and the folder it goes to, inside the new run."""
+
+    old: str
+    new: str
+    pair: str
+    out_dir: Path
+
+
+def comparisons(found: origin.Origin, run_dir: Path) -> list[Comparing]:
+    """What to compare once a reproduced run (or a --resume of one) has measured."""
+    several = len(found.pairs) > 1
+    return [Comparing(old, new, f"{old}:{new}", layout.reproduced_compare_dir(run_dir, old if several else None))
+            for old, new in found.pairs.items()]
 
 
 def _host_text(spec) -> str:

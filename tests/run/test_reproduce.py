@@ -93,6 +93,14 @@ def test_a_run_whose_results_are_of_an_older_format_cannot_be_replayed(tmp_path)
     assert "cannot be replayed:" in message and "results.csv: format version 0" in message
 
 
+def test_a_run_that_measured_nothing_has_nothing_to_compare_with(tmp_path):
+    run_dir = copy_run(tmp_path, LAB_RUN)
+    header = (run_dir / "results.csv").read_text().splitlines()[0]
+    (run_dir / "results.csv").write_text(header + "\n")  # every row dropped, as --retry-failed leaves it before it measures
+    message = refused(tmp_path, run_dir)
+    assert f"{run_dir}: this run measured nothing" in message and f"orchestrate run --resume {run_dir}" in message
+
+
 def test_an_inventory_lacking_a_pair_the_run_used(tmp_path):
     run_dir = copy_run(tmp_path, PAIRS_RUN)
     inventory = local_inventory(tmp_path, ("gen1", "gen2"))
@@ -161,7 +169,9 @@ def test_one_pair_goes_to_the_one_pair_of_the_new_inventory_whatever_its_name(tm
     from orchestrator.experiment.inventory import load_inventory
 
     plan = reproduce.plan(original, load_inventory(local_inventory(tmp_path, ("gen9",))))
-    assert plan.pairs == {"default": "gen9"} and plan.compare_pair("default") is None
+    assert plan.pairs == {"default": "gen9"}
+    (one,) = reproduce.comparisons(plan.origin(), tmp_path / "new")
+    assert (one.pair, one.out_dir) == ("default:gen9", tmp_path / "new" / "compare")
     assert plan.origin().run_id == LAB_RUN and plan.origin().pairs == {"default": "gen9"}
 
 
@@ -193,6 +203,11 @@ def test_a_reproduced_run_names_its_original_and_is_compared(tmp_path):
     (compared,) = doc["comparisons"]
     assert compared["compare_md"] == str(new / "compare" / "compare.md") and Path(compared["compare_md"]).is_file()
     assert sum(compared["verdicts"].values()) == 2  # both cells' throughput
+    # A --resume of the reproduced run (nothing left to measure here) writes its comparison again.
+    shutil.rmtree(new / "compare")
+    code, out, err = cli("run", "--resume", str(new), "--no-report", "--json")
+    assert code == 0, err
+    assert (new / "compare" / "compare.md").is_file() and json.loads(out)["comparisons"][0]["pair"] == "default"
     code, out, _ = cli("runs", str(results), "--json")
     assert {r["run_id"]: r["reproduces"] for r in json.loads(out)["runs"]} == {original.name: None, new.name: original.name}
 
