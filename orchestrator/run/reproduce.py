@@ -189,7 +189,9 @@ def plan(original: Original, inventory: Inventory, only: tuple[str, ...] | None 
                 f"{', '.join(inventory.pairs)}. Name the new hosts of each pair as the run did (pairs:), or "
                 f"reproduce some of its pairs with --pairs")
         mapping = {name: name for name in chosen}
-    selected = runner.select_pairs(inventory, list(mapping.values()), serial)
+    # The new run's pairs in the original's order: its report's baseline pair is then the original's.
+    ordered = inventory.model_copy(update={"pairs": {new: inventory.pairs[new] for new in mapping.values()}})
+    selected = runner.select_pairs(ordered, None, serial)
     reproduction = Reproduction(original, selected, mapping)
     try:
         origin.check(reproduction.origin())  # before the new folder exists: it will name the original

@@ -175,6 +175,22 @@ def test_one_pair_goes_to_the_one_pair_of_the_new_inventory_whatever_its_name(tm
     assert plan.origin().run_id == LAB_RUN and plan.origin().pairs == {"default": "gen9"}
 
 
+def test_a_run_on_several_pairs_is_reproduced_and_compared_pair_by_pair(tmp_path):
+    from orchestrator.experiment.inventory import load_inventory
+
+    original = reproduce.open_original(RUNS / PAIRS_RUN)
+    plan = reproduce.plan(original, load_inventory(local_inventory(tmp_path, ("gen3", "gen1", "gen2"))))
+    assert plan.pairs == {"gen1": "gen1", "gen2": "gen2", "gen3": "gen3"}  # the run's order
+    assert list(plan.inventory.pairs) == ["gen1", "gen2", "gen3"]
+    new = tmp_path / "new"
+    assert [(c.pair, c.out_dir) for c in reproduce.comparisons(plan.origin(), new)] == \
+        [(f"{n}:{n}", new / "compare" / n) for n in ("gen1", "gen2", "gen3")]
+    # One of its pairs, on an inventory of one pair: compared as that pair of the original.
+    one = reproduce.plan(original, load_inventory(local_inventory(tmp_path)), only=("gen2",))
+    assert one.pairs == {"gen2": "default"}
+    assert [(c.pair, c.out_dir) for c in reproduce.comparisons(one.origin(), new)] == [("gen2:default", new / "compare")]
+
+
 @pytest.mark.integration
 def test_a_reproduced_run_names_its_original_and_is_compared(tmp_path):
     """On loopback: a real (tiny) run reproduced in one command, its folder naming the original,
