@@ -81,11 +81,16 @@ def test_the_new_run_names_its_original_and_replays_its_plan(reproduced):
 @NEEDS_COMPARE_AND_CEILING
 def test_what_changed_starts_with_the_mtu_and_the_qdisc_rate(reproduced):
     text = (reproduced["new"] / "compare" / "compare.md").read_text()
-    section = text[text.index("## What changed"):]
-    entries = [line for line in section.splitlines()[1:] if line.startswith(("- ", "| ")) and "---" not in line]
+    section = text[text.index("## What changed"):].splitlines()[1:]
+    section = section[:next((i for i, line in enumerate(section) if line.startswith("## ")), len(section))]
+    # Its entries, as a list or a table (a table's header, the line above its |---| line, is not one).
+    entries = [line for at, line in enumerate(section)
+               if line.startswith(("- ", "| ")) and not line.startswith("|-") and "---|" not in line
+               and not (at + 1 < len(section) and section[at + 1].replace(" ", "").startswith(("|--", "|:-")))]
     assert "mtu" in entries[0].lower(), entries[:3]
-    assert "qdisc" in " ".join(entries[:2]).lower() and str(SHAPED_RATE_MBIT) in " ".join(entries[:2]).replace(",", ""), \
-        entries[:3]
+    first_two = " ".join(entries[:2]).replace(",", "")
+    rate = (f"{SHAPED_RATE_MBIT}", f"{SHAPED_RATE_MBIT / 1000:g} Gbit", f"{SHAPED_RATE_MBIT / 1000:.1f} Gbit")
+    assert "qdisc" in first_two.lower() and any(r in first_two for r in rate), entries[:3]
 
 
 @NEEDS_COMPARE_AND_CEILING
