@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.markup import escape
 
@@ -15,7 +15,7 @@ from ..errors import ConfigError, ExitStatus, OrchestrateError, PreflightError
 from ..run.interrupts import exit_status, signal_name
 from ..roles import ROLES
 from .terminal import (Terminal, TerminalProgress, _summary, show_comparison, show_lab, show_preflight,
-                       show_preflight_problems, show_summary)
+                       show_preflight_problems, show_reproduced, show_runs, show_summary)
 
 # The run, report and analysis modules (pandas, scipy, matplotlib, paramiko) are imported where
 # they are used: a bad file is then refused in well under a second, before any of them loads.
@@ -70,14 +70,15 @@ def cmd_run(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         state = runner.create_run(experiment, inventory, Path(args.results))  # it holds the new folder's lock
         term.console.print(f"run {state.run_id}: {size.describe()}, seed {state.plan.seed}, folder {state.run_dir}")
     try:
-        return _run_locked(args, term, state)
+        return _run_locked(args, term, state, after=_compare_with_original(args, term, state.run_dir) if args.resume else None)
     finally:
         if state.lock is not None:
             state.lock.release()
 
 
-def _run_locked(args: argparse.Namespace, term: Terminal, state) -> ExitStatus:
-    """cmd_run from where the run holds its folder's lock to its report."""
+def _run_locked(args: argparse.Namespace, term: Terminal, state, after: Callable[[Any], None] | None = None) -> ExitStatus:
+    """cmd_run from where the run holds its folder's lock to its report; `after` is given the
+    run's outcome once its report is written, before a failed cell or pair decides the status."""
     from ..experiment import estimate
     from ..run import runner
 
@@ -119,6 +120,8 @@ def _run_locked(args: argparse.Namespace, term: Terminal, state) -> ExitStatus:
         report = write_report(state.run_dir, baseline=args.baseline)
         args.doc["report"] = {"markdown": str(report), "html": str(report.with_suffix(".html"))}
         term.console.print(f"report: {report.with_suffix('.html')}")
+    if after is not None:
+        after(outcome)
     failure = outcome.verdict()
     if failure is not None:
         raise failure
@@ -298,6 +301,128 @@ def cmd_compare(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         identity=comparison.identity, unknown_facts=comparison.unknown_facts,
     )
     show_comparison(term, comparison)
+    return ExitStatus.OK
+
+
+def cmd_reproduce(args: argparse.Namespace, term: Terminal) -> ExitStatus:
+    """`orchestrate reproduce RUN_DIR --inventory NEW.yml`: every input checked before any host is
+    contacted, then a new run of the original's plan, its report, and its comparison with the original."""
+    from ..experiment.inventory import load_inventory
+    from ..run import reproduce
+
+    original = reproduce.open_original(Path(args.run_dir))
+    inventory_path = Path(args.inventory or DEFAULT_INVENTORY)
+    plan = reproduce.plan(original, load_inventory(inventory_path), args.pairs, args.serial, inventory_path)
+    size = _checked_size(original.experiment, args.yes, plan.inventory, report=not args.no_report)
+    args.doc.update(original={"run_id": original.run_id, "path": str(original.run_dir)}, pairs=plan.pairs,
+                    seed=original.plan.seed)
+    if args.dry_run:
+        return _reproduce_dry_run(args, term, plan, size)
+    for note in original.notes:
+        term.console.print(f"note: {escape(note)}", highlight=False)
+    state = reproduce.start(plan, Path(args.results))  # it holds the new folder's lock
+    term.console.print(f"reproducing {original.run_id} ({original.run_dir}) as run {state.run_id}: {size.describe()}, "
+                       f"seed {state.plan.seed} and the original's order, folder {state.run_dir}", highlight=False)
+
+    compare = _compare_with_original(args, term, state.run_dir)
+    try:
+        return _run_locked(args, term, state, after=compare)
+    finally:
+        if state.lock is not None:
+            state.lock.release()
+
+
+def _compare_with_original(args: argparse.Namespace, term: Terminal, run_dir: Path) -> Callable[[Any], None] | None:
+    """For a reproduced run (its reproduces.json): what writes its comparison with the original
+    once it has measured, pair by pair (a pair that measured nothing is said and skipped). None
+    for any other run."""
+    from ..rows import origin
+    from ..run.reproduce import comparisons
+
+    found = origin.read(run_dir)
+    if found is None:
+        return None
+
+    def compare(outcome) -> None:
+        from ..report.compare import compare_runs
+
+        written = []
+        for one in comparisons(found, run_dir):
+            pair = outcome.pairs.get(one.new)
+            if pair is not None and pair.error is not None and not pair.finished:
+                term.console.print(f"no comparison for pair {escape(one.old)}: it measured nothing ({escape(str(pair.error))})")
+                continue
+            if not Path(found.path).is_dir():
+                term.console.print(f"no comparison: the original run is no longer in {escape(found.path)}")
+                return
+            comparison = compare_runs(Path(found.path), run_dir, one.out_dir, one.pair)
+            written.append({"pair": one.old, "new_pair": one.new, "compare_md": str(one.out_dir / layout.COMPARE_MD),
+                            "verdicts": _verdict_counts(comparison.table)})
+            show_reproduced(term, comparison, one.old if len(found.pairs) > 1 else None)
+        args.doc["comparisons"] = written
+
+    return compare
+
+
+def _verdict_counts(table) -> dict[str, int]:
+    """How many cells each throughput verdict has (a run with no throughput: every metric's)."""
+    rows = table[table["metric"] == "throughput_gbps"] if (table["metric"] == "throughput_gbps").any() else table
+    return {str(k): int(v) for k, v in rows["verdict"].value_counts().items()}
+
+
+def _reproduce_dry_run(args: argparse.Namespace, term: Terminal, plan, size) -> ExitStatus:
+    """What `reproduce` will run and what differs from the original, before anything starts."""
+    original = plan.original
+    changes = plan.host_changes()
+    versions = [("orchestrate version", original.fact("orchestrate_version"), plan.version),
+                ("agent source hash", original.fact("agent_hash"), plan.agent_hash)]
+    args.doc.update(
+        dry_run=True, hosts=[{"pair": pair, "role": role, "original": was, "new": now, "same": was == now}
+                             for pair, role, was, now in changes],
+        versions={what: {"original": was, "now": now, "same": was == now} for what, was, now in versions},
+        cells={"planned": len(original.plan.cells) * len(plan.pairs)}, plan=[c.cell_id for c in original.plan.cells],
+        notes=list(original.notes))
+    term.out.print(f"[bold]reproduce[/] {escape(original.run_id)} ({escape(str(original.run_dir))}): experiment "
+                   f"{escape(original.experiment.name)}, its own config and plan.json", highlight=False)
+    term.out.print("[bold]what differs from the original[/]")
+    for pair, role, was, now in changes:
+        lead = f"{escape(pair)} " if len(plan.pairs) > 1 or pair != layout.DEFAULT_PAIR else ""
+        text = f"{escape(now)} (the same)" if was == now else f"{escape(was)}  ->  {escape(now)}"
+        term.out.print(f"  {lead}{role}: {text}", highlight=False)
+    for what, was, now in versions:
+        text = f"{now} (the same)" if was == now else f"{was or 'not recorded'}  ->  {now}"
+        term.out.print(f"  {what}: {escape(text)}", highlight=False)
+    term.out.print("  kernel, CPU, NIC, MTU and qdisc: in the comparison, from the facts the new hosts give when the run "
+                   "starts", highlight=False)
+    for note in original.notes:
+        term.out.print(f"  note: {escape(note)}", highlight=False)
+    on_pairs = f" on each of {len(plan.pairs)} pairs" if len(plan.pairs) > 1 else ""
+    term.out.print(f"[bold]plan[/]: {len(original.plan.cells)} cells{on_pairs}, order {original.experiment.order}, "
+                   f"seed {original.plan.seed} (the original's, in its order)", highlight=False)
+    for index, cell in enumerate(original.plan.cells, 1):
+        term.out.print(f"  {index:>4}  {cell.cell_id}", highlight=False)
+    term.out.print(f"[bold]estimate[/]: {size.describe()}", highlight=False)
+    where = layout.reproduced_compare_dir(Path(args.results) / "<new-run>")
+    term.out.print(f"then: the new run's report, and its comparison with the original in {where}/", highlight=False)
+    term.console.print("dry run: nothing was started, and no host was contacted")
+    return ExitStatus.OK
+
+
+def cmd_runs(args: argparse.Namespace, term: Terminal) -> ExitStatus:
+    from ..report import runindex
+
+    try:
+        filters = runindex.Filters(
+            name=args.name, host=args.host, kernel=args.kernel, reproduces=args.reproduces,
+            since=runindex.parse_when(args.since) if args.since else None,
+            until=runindex.parse_when(args.until, end=True) if args.until else None)
+    except ValueError as exc:
+        raise ConfigError(f"orchestrate runs: --since/--until: {exc}") from None
+    found = runindex.index(Path(args.directory))
+    shown = [run for run in found.runs if filters.keep(run)]
+    args.doc.update(folder=str(found.folder), runs=[r.to_json() for r in shown], skipped=found.skipped,
+                    filtered_out=len(found.runs) - len(shown))
+    show_runs(term, shown, found, len(found.runs) - len(shown))
     return ExitStatus.OK
 
 

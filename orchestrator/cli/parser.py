@@ -9,7 +9,7 @@ import argparse
 from ..version import __version__
 from ..errors import EXIT_MEANINGS, ExitStatus
 from ..roles import ROLES
-from .commands import cmd_check, cmd_compare, cmd_init, cmd_lab, cmd_report, cmd_run
+from .commands import cmd_check, cmd_compare, cmd_init, cmd_lab, cmd_report, cmd_reproduce, cmd_run, cmd_runs
 from .terminal import Terminal
 
 
@@ -49,6 +49,8 @@ examples:
   orchestrate check configs/full.yml --inventory lab.yml   reach the hosts, check what a run needs
   orchestrate report results/<run-id> --json    (re)write the report; print a JSON summary
   orchestrate compare results/<A> results/<B>   the same cells of two runs side by side
+  orchestrate reproduce results/<run-id> --inventory new.yml   the same run on other hosts, then compared
+  orchestrate runs --host lab-a --json          the run folders under results/, with their hosts
   orchestrate lab up --prefix orch              two hosts made of network namespaces (root)
   orchestrate completion bash > ~/.local/share/bash-completion/completions/orchestrate
 """
@@ -136,6 +138,37 @@ def build_parser() -> argparse.ArgumentParser:
                    "compare (A_NAME:B_NAME when their names differ; a run on one pair gives its own)")
     with_output(p)
     p.set_defaults(handler=cmd_compare)
+
+    p = commands.add_parser("reproduce", help="run a finished run again on other hosts (its config, seed and order), "
+                            "then compare the two")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run to reproduce, such as results/<run-id>").complete = DIRECTORY
+    p.add_argument("--inventory", default=None,
+                   help="the new hosts (default: ./inventory.yml): one pair, or a pair of each name the run used")
+    p.add_argument("--results", default="results", help="where the new run folder goes (default: ./results)")
+    p.add_argument("--pairs", type=_names, default=None, metavar="A,B",
+                   help="of a run on several pairs: reproduce only these (default: every pair it used)")
+    p.add_argument("--serial", action="store_true", help="run the pairs one after another, not at the same time")
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="say what will run and what differs from the original (hosts, orchestrate version, "
+                        "agent source hash); contact no host")
+    p.add_argument("--yes", action="store_true", help="run a plan over the size limit (24 h or 100,000 cells)")
+    p.add_argument("--no-report", action="store_true", help="skip the new run's own report (the comparison is written)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the full preflight table")
+    with_output(p)
+    p.set_defaults(handler=cmd_reproduce, resume=None, retry_failed=False, baseline=None, seed=None, check=False)
+
+    p = commands.add_parser("runs", help="list the run folders under a folder, with their hosts and cells")
+    p.add_argument("directory", nargs="?", default="results", help="where the run folders are (default: ./results)"
+                   ).complete = DIRECTORY
+    p.add_argument("--name", default=None, help="only runs whose experiment name holds this")
+    p.add_argument("--host", default=None, help="only runs with a host whose SSH target, data address or name holds this")
+    p.add_argument("--kernel", default=None, help="only runs with a host whose kernel release holds this")
+    p.add_argument("--since", default=None, metavar="WHEN", help="only runs started at or after this (2026-12-06, 2026-12-06T05:30; UTC)")
+    p.add_argument("--until", default=None, metavar="WHEN", help="only runs started at or before this (a date: to its end)")
+    p.add_argument("--reproduces", nargs="?", const="", default=None, metavar="RUN_ID",
+                   help="only runs that reproduce one whose id holds RUN_ID (alone: that reproduce any)")
+    with_output(p)
+    p.set_defaults(handler=cmd_runs)
 
     p = commands.add_parser("lab", help="a two-host lab of network namespaces on this machine (root)")
     p.add_argument("action", choices=["up", "down", "status"],

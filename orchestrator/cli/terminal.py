@@ -306,3 +306,43 @@ def show_lab(term: Terminal, status) -> None:
     for row in status.rows:
         grid.add_row(row.name, row.kind, row.state, row.detail)
     term.out.print(grid)
+
+
+def show_reproduced(term: Terminal, comparison, pair: str | None) -> None:
+    """Where a reproduction's comparison is, and its throughput verdicts in one line."""
+    table = comparison.table
+    rows = table[table["metric"] == "throughput_gbps"]
+    counts = rows["verdict"].value_counts()
+    said = ", ".join(f"{int(n)} {escape(str(verdict))}" for verdict, n in counts.items()) or "no throughput in common"
+    lead = f"pair {escape(pair)}: " if pair else ""
+    term.console.print(f"{lead}throughput B/A per cell: {said}", highlight=False)
+    term.console.print(f"comparison: {escape(str(comparison.out_dir / layout.COMPARE_MD))}", highlight=False)
+
+
+def show_runs(term: Terminal, runs: Sequence, found, hidden: int) -> None:
+    """`orchestrate runs`: one line per run folder, then what was skipped or left out."""
+    grid = Table(title=f"runs in {escape(str(found.folder))}")
+    for name in ("id", "date", "name", "pairs", "hosts", "kernel", "NIC, MTU", "ok/failed/degr", "reproduces"):
+        grid.add_column(name, no_wrap=name in ("id", "date"), justify="right" if name == "ok/failed/degr" else "left")
+    for run in runs:
+        several = len(run.hosts) > 1
+        hosts = "\n".join(f"{f'{pair}: ' if several else ''}{' / '.join(roles.values())}" for pair, roles in run.hosts.items())
+        nic = ", ".join([*run.nics, *([f"MTU {'/'.join(map(str, run.mtus))}"] if run.mtus else [])])
+        cells = "/".join(str(run.cells.get(k, 0)) for k in ("ok", "failed", "degraded")) if run.cells else "?"
+        if run.state and run.state != "finished":
+            cells += f" ({run.state})"
+        name = (run.name or "?") + (" [!]" if run.problems else "")
+        grid.add_row(escape(run.run_id), run.date.strftime("%Y-%m-%d %H:%M") if run.date else "?", escape(name),
+                     escape(", ".join(run.pairs)), escape(hosts), escape(", ".join(run.kernels)), escape(nic), cells,
+                     escape(run.reproduces or ""))
+    term.out.print(grid)
+    for run in runs:
+        for problem in run.problems:
+            term.out.print(f"[!] {run.run_id}: {problem}", markup=False, highlight=False)
+    said = [f"{len(runs)} runs"]
+    if hidden:
+        said.append(f"{hidden} left out by the filters")
+    if found.skipped:
+        said.append(f"{len(found.skipped)} folders that are not runs skipped ({', '.join(found.skipped[:5])}"
+                    f"{', …' if len(found.skipped) > 5 else ''})")
+    term.console.print("; ".join(said), markup=False, highlight=False)

@@ -5,6 +5,8 @@ It imports only the pair's default name (experiment.dimensions), so every stage 
 
     RUN/config.yml, inventory.yml, plan.json, results.csv, intervals.csv, run.log, status.json, run.lock
                                             the whole run, every pair
+    RUN/reproduces.json, RUN/compare/[PAIR/]compare.md, ...
+                                            a reproduced run: its original, and the comparison with it
     RUN/cells/CELL/cell.json, RUN/hosts/ROLE.json, RUN/preflight/, RUN/processes.jsonl
                                             the pair named "default"
     RUN/pairs/PAIR/cells/CELL/, RUN/pairs/PAIR/hosts/, ...
@@ -30,6 +32,7 @@ RESULTS = "results.csv"
 INTERVALS = "intervals.csv"
 RUN_LOG = "run.log"
 STATUS = "status.json"  # runstatus.py: what the run came to (measured or not, where it stopped, its counts)
+ORIGIN = "reproduces.json"  # origin.py: a reproduced run's original (its id and folder), for `runs` and people
 # flock'ed by the one orchestrate that works in the folder (runner.RunLock), its pid inside; the
 # kernel lets it go when that process ends, however it ends.
 RUN_LOCK = "run.lock"
@@ -69,6 +72,8 @@ PAIRS = "pairs.csv"  # a run on several pairs: each pair against the baseline, c
 # What `orchestrate compare` writes in its folder.
 COMPARE_MD = "compare.md"
 COMPARE_CSV = "compare.csv"
+# Where `orchestrate reproduce` writes the comparison with the original: inside the new run.
+REPRODUCED_COMPARE = "compare"
 
 # Why an earlier attempt of a cell was kept aside: --retry-failed, or a run cut off mid-cell.
 FAILED = "failed"
@@ -111,3 +116,10 @@ def pairs_in(run_dir: Path) -> list[str]:
     if others.is_dir():
         found += sorted(p.name for p in others.iterdir() if p.is_dir() and not p.is_symlink())
     return found
+
+
+def reproduced_compare_dir(run_dir: Path, pair: str | None = None) -> Path:
+    """Where a reproduced run's comparison with its original goes: RUN/compare/, or RUN/compare/PAIR/
+    for each pair of a run reproduced on several."""
+    folder = Path(run_dir) / REPRODUCED_COMPARE
+    return folder if pair is None else folder / pair

@@ -105,6 +105,29 @@ class RunLock:
         self._file = file
         return self
 
+    def held_by(self) -> str | None:
+        """Who holds the lock now (as RunBusy names them), None when no orchestrate does; it is
+        only looked at: nothing is taken, created or written (a reader of another's folder)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(f"{self.path}: refused: it is a symlink; this run folder is not as orchestrate left it") from None
+            raise ConfigError(f"{self.path}: cannot open the run folder's lock: {exc.strerror or exc}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{self.path}: refused: not a regular file; this run folder is not as orchestrate left it")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # conflicts with the holder's LOCK_EX only
+            except BlockingIOError:
+                return _holder_phrase(os.pread(fd, 512, 0).decode("utf-8", errors="replace"))
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         if self._file is not None:
             self._file.close()  # closing the one descriptor lets the flock go
@@ -222,9 +245,13 @@ def new_run_id(name: str, now: dt.datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{name}-{secrets.token_hex(2)}"
 
 
-def create_run(experiment: Experiment, inventory: Inventory, results_root: Path) -> RunState:
+def create_run(experiment: Experiment, inventory: Inventory, results_root: Path, plan: Plan | None = None) -> RunState:
+    """A new run folder holding the run's config, inventory and plan, its lock taken. `plan`: a
+    saved plan to run as it is (a reproduced run: its cells in its order, its seed)."""
+    if plan is not None:
+        experiment = experiment.model_copy(update={"seed": plan.seed})
     seed = experiment.seed if experiment.seed is not None else new_seed()
-    plan = expand(experiment, seed)
+    plan = plan if plan is not None else expand(experiment, seed)
     try:
         results_root.mkdir(parents=True, exist_ok=True)
         while True:

@@ -70,7 +70,8 @@ def test_run_needs_a_config_or_resume(tmp_path):
 
 def test_every_command_is_wired():
     parser = build_parser()
-    for argv in (["run", "c.yml"], ["check", "c.yml"], ["report", "r"], ["compare", "a", "b"], ["lab", "status"]):
+    for argv in (["run", "c.yml"], ["check", "c.yml"], ["report", "r"], ["compare", "a", "b"], ["lab", "status"],
+                 ["reproduce", "r", "--inventory", "new.yml"], ["runs"]):
         assert callable(parser.parse_args(argv).handler)
 
 
