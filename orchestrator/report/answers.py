@@ -11,7 +11,7 @@ from collections import Counter
 
 import pandas as pd
 
-from . import derive
+from . import derive, receive
 from ..rows import zerocopy
 from .formatting import NOT_COUNTED, is_counted, md_table, num, size_text, sizes_text
 from .runfolder import RunData, UserSpaceOnly, is_local_link, link_speed_gbps, user_space_only
@@ -295,7 +295,8 @@ def _questions(summary: pd.DataFrame, run: RunData) -> list[list[str]]:
     """Each question's lines, its `### ` heading first."""
     user = user_space_only(run.results)
     return [_q_zero_vs_one(summary, user), _q_thread_scaling(summary, run), _q_zero_copy_real(summary, run),
-            _q_vs_two_copy(summary, user), _q_cache_level(summary, user), _q_threads_and_contention(summary, user)]
+            _q_vs_two_copy(summary, user), _q_cache_level(summary, user), _q_threads_and_contention(summary, user),
+            *receive.questions(summary, run)]
 
 
 def questions_section(summary: pd.DataFrame, run: RunData) -> str:
