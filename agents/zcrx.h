@@ -17,8 +17,10 @@ struct zcrx_stats {
 };
 
 struct zcrx {
-    uint8_t *area;       /* the mapped region of the socket, NULL when closed */
+    uint8_t *area;       /* where pages are mapped: a whole number of pages from a 2 MiB boundary */
     size_t len;          /* its length: a whole number of pages */
+    void *base;          /* the mapping itself (area plus alignment room), NULL when closed */
+    size_t base_len;
     const char *failed;  /* the call that failed last, for the error text */
     struct zcrx_stats st;
 };
