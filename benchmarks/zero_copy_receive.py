@@ -31,9 +31,20 @@ Measured on the development VM (2 vCPUs shared with other work, load average 2 t
     ours ÷ tcp_mmap: copy throughput 1.01, CPU per MB 0.97; zerocopy throughput 0.98, CPU per MB 1.72
     zerocopy ÷ copy receiver CPU per MB: ours 0.43, tcp_mmap 0.24
 
-Ours maps the same share at the same throughput; its CPU per MB when mapping is 1.7x tcp_mmap's,
-not yet explained: the process-wide rusage (timekeeper samples every 0.1 s, TCP_INFO at each
-interval) is one candidate; the 2 MiB alignment of the area is already matched.
+A second session, same command, load average about 2.5:
+
+    ours      copy         11.30    278.2    0.0%
+    ours      zerocopy     15.56     76.6  100.0%
+    tcp_mmap  copy         11.58    421.8    0.0%
+    tcp_mmap  zerocopy     16.50     56.7  100.0%
+    ours ÷ tcp_mmap: copy throughput 0.98, CPU per MB 0.66; zerocopy throughput 0.94, CPU per MB 1.35
+    zerocopy ÷ copy receiver CPU per MB: ours 0.28, tcp_mmap 0.13
+
+Throughput is within 0.94-1.01 of tcp_mmap in both receive modes. CPU per MB when mapping is
+1.35-1.72x tcp_mmap's, not yet explained: the process-wide rusage against tcp_mmap's one thread is
+one candidate (turning TCP_INFO sampling off, ORCH_AGENT_NO_TCPINFO=1, changed nothing beyond
+noise in 3 alternated pairs); the 2 MiB alignment of the area is already matched. The copy
+receive's CPU per MB moves with the machine's load far more than the ratio between tools does.
 """
 
 from __future__ import annotations
