@@ -21,6 +21,7 @@
 enum mode { MODE_TWO_COPY, MODE_ONE_COPY, MODE_ZERO_COPY, MODE_SENDFILE };
 enum workload { WL_STREAM, WL_RR };
 enum role { ROLE_SERVER, ROLE_CLIENT };
+enum receive_mode { RX_COPY, RX_ZEROCOPY };
 
 struct config {
     enum role role;
@@ -28,6 +29,7 @@ struct config {
     char port_str[8];
     enum mode mode;
     enum workload workload;
+    enum receive_mode receive; /* how a stream receiver takes its data */
     uint32_t size;
     uint32_t fields;          /* after clamping to size */
     uint32_t threads;
@@ -51,6 +53,7 @@ struct counts {
 /* Each module's own types, which the per-thread state points to (hist.h, zc.h, msg.h, tcpinfo.h). */
 struct hist;
 struct zc;
+struct zcrx;
 struct msgbuf;
 struct tcpi_sample;
 
@@ -69,6 +72,7 @@ struct thread_state {
     uint64_t tx, tx_total;     /* rr transactions in the window / overall */
     struct hist *hist;         /* rr client only */
     struct zc *zc;             /* zero_copy only */
+    struct zcrx *zcrx;         /* a --receive zerocopy stream receiver only (recvmap.h) */
     struct msgbuf *ring;       /* send buffers: 1, or the zero_copy ring */
     uint32_t ring_slots;
     uint8_t *rbuf;             /* receive buffer, message size */

@@ -15,10 +15,12 @@
 static const char *const mode_names[] = {"two_copy", "one_copy", "zero_copy", "sendfile"};
 static const char *const workload_names[] = {"stream", "rr"};
 static const char *const role_names[] = {"server", "client"};
+static const char *const receive_names[] = {"copy", "zerocopy"};
 
 const char *mode_name(enum mode m) { return mode_names[m]; }
 const char *workload_name(enum workload w) { return workload_names[w]; }
 const char *role_name(enum role r) { return role_names[r]; }
+const char *receive_name(enum receive_mode r) { return receive_names[r]; }
 
 static void say(const char *fmt, va_list ap)
 {
@@ -123,7 +125,7 @@ static void parse_cpus(const char *s, struct config *cfg)
 enum {
     OPT_BIND = 1000, OPT_CONNECT, OPT_PORT, OPT_MODE, OPT_WORKLOAD, OPT_SIZE, OPT_FIELDS,
     OPT_THREADS, OPT_DURATION, OPT_WARMUP, OPT_INTERVAL, OPT_SENDER, OPT_NODELAY, OPT_SNDBUF,
-    OPT_RCVBUF, OPT_CPUS, OPT_VERIFY, OPT_OUTPUT, OPT_LIFETIME,
+    OPT_RCVBUF, OPT_CPUS, OPT_VERIFY, OPT_OUTPUT, OPT_LIFETIME, OPT_RECEIVE,
 };
 
 static const struct option long_opts[] = {
@@ -146,6 +148,7 @@ static const struct option long_opts[] = {
     {"verify", no_argument, 0, OPT_VERIFY},
     {"output", required_argument, 0, OPT_OUTPUT},
     {"lifetime", required_argument, 0, OPT_LIFETIME},
+    {"receive", required_argument, 0, OPT_RECEIVE},
     {0, 0, 0, 0},
 };
 
@@ -200,6 +203,9 @@ void parse_args(int argc, char **argv, struct config *cfg)
         case OPT_VERIFY: cfg->verify = 1; break;
         case OPT_OUTPUT: cfg->output = optarg; break;
         case OPT_LIFETIME: cfg->lifetime = parse_seconds(optarg, "--lifetime", 0); break;
+        case OPT_RECEIVE:
+            cfg->receive = (enum receive_mode)lookup(receive_names, 2, optarg, "--receive");
+            break;
         case ':':
             usage_error("option %s needs a value", argv[optind - 1]);
         default:
@@ -228,6 +234,10 @@ void parse_args(int argc, char **argv, struct config *cfg)
         usage_error("--port is required");
     uint64_t p = parse_uint(port, "--port", cfg->role == ROLE_SERVER ? 0 : 1, 65535);
     snprintf(cfg->port_str, sizeof cfg->port_str, "%llu", (unsigned long long)p);
+
+    /* Mapped pages suit a stream's receiver; an rr side reads one message at a time. */
+    if (cfg->receive == RX_ZEROCOPY && cfg->workload != WL_STREAM)
+        usage_error("--receive zerocopy needs --workload stream");
 
     /* A field holds at least one byte, so a message cannot have more fields than bytes. */
     if (cfg->fields > cfg->size)

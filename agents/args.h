@@ -14,5 +14,6 @@ void system_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), nor
 const char *mode_name(enum mode m);
 const char *workload_name(enum workload w);
 const char *role_name(enum role r);
+const char *receive_name(enum receive_mode r);
 
 #endif

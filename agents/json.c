@@ -6,6 +6,7 @@
 #include "hist.h"
 #include "hostsnap.h"
 #include "jsonstr.h"
+#include "recvmap.h"
 #include "run.h"
 #include "tcpinfo.h"
 #include "zc.h"
@@ -248,6 +249,8 @@ void json_write(FILE *f)
             ru.ru_nivcsw);
     fputs(" \"zerocopy\": ", f);
     zerocopy(f, has_zc ? &zsum : NULL);
+    fputs(",\n ", f);
+    recvmap_json(f);
     fputs(",\n \"rr\": ", f);
     rr(f, tx, tx_total, win_s, hsum);
     fputs(",\n ", f);

@@ -6,6 +6,7 @@
 #include "modes.h"
 #include "msg.h"
 #include "net.h"
+#include "recvmap.h"
 #include "run.h"
 #include "tcpinfo.h"
 #include "timekeeper.h"
@@ -75,6 +76,7 @@ void worker_release(struct thread_state *ts)
     free(ts->intervals);
     free(ts->hist);
     free(ts->zc);
+    recvmap_release(ts);
     tcpinfo_release(ts);
     ts->ring = NULL;
     ts->rbuf = NULL;
@@ -212,7 +214,10 @@ static int verify_failed(struct thread_state *ts)
 static void stream_receive(struct thread_state *ts)
 {
     const uint32_t size = g_run.cfg.size;
-    for (;;) {
+    if (g_run.cfg.receive == RX_ZEROCOPY) {
+        if (recvmap_stream(ts) != 0)
+            return;
+    } else for (;;) {
         ssize_t r = recv(ts->fd, ts->rbuf, size, 0);
         if (r < 0) {
             if (errno == EINTR)

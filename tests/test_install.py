@@ -28,12 +28,12 @@ COMMENTED_KEY = re.compile(r"^(\s*)# ([a-z_]+: \S+)")
 
 def test_init_writes_an_inventory_that_loads_and_the_shipped_configs(tmp_path):
     written = init(tmp_path / "lab")
-    assert {p.name for p in written} == {"inventory.yml", "full.yml", "quick.yml", "smoke.yml"}
+    assert {p.name for p in written} == {"inventory.yml", "full.yml", "quick.yml", "smoke.yml", "zero-copy.yml"}
     inventory = load_inventory(tmp_path / "lab" / "inventory.yml")
     assert inventory.server.jump is not None and inventory.server.jump.host == "bastion.example.org"
     assert (inventory.server.user, inventory.server.perf_access, inventory.client.perf_access) == ("bench", "sudo", "sudo")
     assert inventory.server.workdir == "~/.cache/orchestrate"
-    for name in ("full.yml", "quick.yml", "smoke.yml"):
+    for name in ("full.yml", "quick.yml", "smoke.yml", "zero-copy.yml"):
         assert (tmp_path / "lab" / "configs" / name).read_bytes() == (ROOT / "configs" / name).read_bytes()
         load_experiment(tmp_path / "lab" / "configs" / name)
 

@@ -235,7 +235,7 @@ def show_summary(term: Terminal, run_dir: Path, summary=None, pairs: Sequence[st
 
         grid.add_row(
             *([str(cell["pair"])] if with_pair else []), *([str(cell["workload"])] if with_workload else []), mode, format_size(int(cell["message_size"])),
-            str(cell["threads"]), *(str(cell[k]) for k in extra), f"{cell['ok']}/{cell['repetitions']}",
+            str(cell["threads"]), *(_extra_value(cell, k) for k in extra), f"{cell['ok']}/{cell['repetitions']}",
             figure("throughput_gbps_mean", ".3g"), figure("throughput_gbps_std", ".2g"),
             *([figure("latency_p99_us_mean", ".0f")] if with_latency else []), figure("cpu_s_per_gb_mean", ".3g"),
         )
@@ -245,6 +245,16 @@ def show_summary(term: Terminal, run_dir: Path, summary=None, pairs: Sequence[st
                        "not zero-copy, as on loopback and veth; the fraction is in results.csv")
     if "?" in marks:
         term.out.print("? no zero-copy completion was counted for these cells: unverified")
+
+
+def _extra_value(cell, key: str) -> str:
+    """A varied parameter's value; the receive mode by the receive rule (rows/zerocopy.py), so a
+    cell that did not map its pages is never shown as a zero-copy receive."""
+    if key == "receive":
+        from ..rows import zerocopy
+
+        return zerocopy.receive_label(str(cell[key]), cell.get("receive_mapped_fraction_min"))
+    return str(cell[key])
 
 
 def show_preflight_problems(term: Terminal, preflight: Preflight) -> None:

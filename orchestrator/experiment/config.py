@@ -32,6 +32,8 @@ MAX_FIELDS = 64
 
 Mode = Literal["two_copy", "one_copy", "zero_copy", "sendfile"]
 Workload = Literal["stream", "rr"]
+# How a stream receiver takes its data: read() (copy), or pages mapped by TCP_ZEROCOPY_RECEIVE.
+Receive = Literal["copy", "zerocopy"]
 
 
 def _size(value: object) -> int:
@@ -99,6 +101,7 @@ class Matrix(_Strict):
     nodelay: _dimension(StrictBool) | None = None
     sndbuf: _dimension(BufferSize) | None = None
     rcvbuf: _dimension(BufferSize) | None = None
+    receive: _dimension(Receive) | None = None
 
 
 class Perf(_Strict):
@@ -164,6 +167,7 @@ class Experiment(_Strict):
     nodelay: StrictBool = True
     sndbuf: BufferSize = 0
     rcvbuf: BufferSize = 0
+    receive: Receive = "copy"
     affinity: Affinity = Affinity()
     perf: Perf = Perf()
     timeouts: Timeouts = Timeouts()
@@ -184,6 +188,14 @@ class Experiment(_Strict):
     def _matrix_not_empty(self) -> "Experiment":
         if not any(getattr(self.matrix, key) for key in CELL_KEYS):
             raise ValueError("matrix is empty; give at least one dimension, such as mode: [one_copy]")
+        return self
+
+    @model_validator(mode="after")
+    def _receive_applies(self) -> "Experiment":
+        if "zerocopy" in self.dimension("receive") and "rr" in self.dimension("workload"):
+            raise ValueError("receive: zerocopy maps a stream's pages at its receiver and does not apply to the rr "
+                             "workload (each side reads one message at a time); run rr with receive: copy only, "
+                             "in an experiment of its own")
         return self
 
     @model_validator(mode="after")

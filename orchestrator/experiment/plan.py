@@ -33,6 +33,7 @@ class Cell:
     nodelay: bool
     sndbuf: int
     rcvbuf: int
+    receive: str
     repetition: int
     # Which keys were matrix dimensions; they, and only they, name the cell beyond the basics.
     varied: tuple[str, ...] = ()
@@ -57,6 +58,7 @@ class Cell:
     def from_json(cls, data: dict[str, Any]) -> "Cell":
         fields = {k: v for k, v in data.items() if k != "cell_id"}
         fields["varied"] = tuple(fields.get("varied", ()))
+        fields.setdefault("receive", "copy")  # a plan.json from before receive modes: read() throughout
         return cls(**fields)
 
 

@@ -173,6 +173,10 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         # The worst repetition decides: one copied repetition is enough to doubt the cell.
         copied = ok["zerocopy_copied_fraction"].max() if len(ok) else math.nan
         row["zerocopy_copied_fraction_max"] = copied
+        # The receive side's worst repetition, likewise: one unmapped repetition doubts the cell.
+        has = "receive_mapped_fraction" in ok.columns and len(ok)
+        row["receive_mapped_fraction_min"] = ok["receive_mapped_fraction"].min() if has else math.nan
+        row["tcp_pmtu_min"] = ok["tcp_pmtu"].min() if "tcp_pmtu" in ok.columns and len(ok) else math.nan
         row["mode_label"] = zerocopy.label(str(first["mode"]), copied)
         row["copied"] = zerocopy.copying(str(first["mode"]), copied) is zerocopy.Copying.COPIED
         row["unstable"] = any(m in derive.PRIMARY_METRICS for m in unstable)

@@ -55,6 +55,23 @@ class Rusage:
 
 
 @dataclass(frozen=True, config=_CONTRACT)
+class Mapped:
+    """A --receive zerocopy receiver's TCP_ZEROCOPY_RECEIVE counts (agents/recvmap.c)."""
+
+    calls: int
+    mapped_calls: int
+    bytes_mapped: int
+    bytes_read: int
+    reads: int
+
+
+@dataclass(frozen=True, config=_CONTRACT)
+class Receive:
+    mode: Literal["copy", "zerocopy"]
+    mapped: Mapped | None = None  # None: a copy receiver, or a side that sends
+
+
+@dataclass(frozen=True, config=_CONTRACT)
 class ZeroCopy:
     sends: int
     notifications: int
@@ -200,6 +217,7 @@ class AgentDocument:
     rr: RequestResponse | None = None
     host_counters: HostCounters | None = None
     progress: Progress | None = None  # None: an agent from before it was recorded, or no window
+    receive: Receive | None = None  # None: an agent from before --receive
 
 
 # Present in every document with "status": "ok"; an error document may lack them.

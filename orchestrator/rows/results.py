@@ -41,7 +41,7 @@ MEASURED_COLUMNS = (
     "client_involuntary_cs",
     "zerocopy_sends", "zerocopy_notifications", "zerocopy_completed_sends",
     "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding",
-    "zerocopy_copied_fraction",
+    "zerocopy_copied_fraction", "receive_bytes_mapped", "receive_mapped_fraction",
     "transactions", "transactions_per_s", "latency_mean_us", "latency_p50_us",
     "latency_p90_us", "latency_p99_us", "latency_max_us",
     "server_perf_counts", "client_perf_counts",
@@ -64,7 +64,7 @@ _INT_COLUMNS = dimensions.identity_columns_of(int) | frozenset({
     "server_involuntary_cs", "client_voluntary_cs", "client_involuntary_cs",
     "zerocopy_sends", "zerocopy_notifications", "zerocopy_completed_sends",
     "zerocopy_copied_sends", "zerocopy_enobufs", "zerocopy_outstanding", "transactions",
-    *tcpinfo.INT_COLUMNS, FORMAT_COLUMN,
+    "receive_bytes_mapped", *tcpinfo.INT_COLUMNS, FORMAT_COLUMN,
 })  # fmt: skip
 _BOOL_COLUMNS = dimensions.identity_columns_of(bool) | frozenset({"host_shared_kernel"})
 _TEXT_COLUMNS = dimensions.identity_columns_of(str) | frozenset({
@@ -203,6 +203,17 @@ def _zerocopy_columns(agent: AgentDocument | None) -> Row:
     }
 
 
+def _receive_columns(receiver: AgentDocument | None) -> Row:
+    """A zerocopy receiver's mapped bytes and their share of what it received (rows/zerocopy.py's
+    receive rule reads the share)."""
+    mapped = receiver.receive.mapped if receiver is not None and receiver.receive is not None else None
+    if mapped is None:
+        return {}
+    received = mapped.bytes_mapped + mapped.bytes_read
+    return {"receive_bytes_mapped": mapped.bytes_mapped,
+            "receive_mapped_fraction": mapped.bytes_mapped / received if received else None}
+
+
 def _byte_count_problems(
     first: AgentDocument | None, second: AgentDocument | None, first_role: str, second_role: str
 ) -> list[str]:
@@ -283,6 +294,8 @@ def cell_row(
         problems += _byte_count_problems(sender, receiver, sender_role, receiver_role)
         zerocopy_side = sender
         row.update(tcpinfo.columns(sender))
+        if cell.get("receive") == "zerocopy":
+            row.update(_receive_columns(receiver))
     if cell.get("mode") == "zero_copy":
         row.update(_zerocopy_columns(zerocopy_side))
     row.update(_rusage_columns("server", server))

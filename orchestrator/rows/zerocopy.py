@@ -68,3 +68,88 @@ def mark(mode: str, copied_fraction: object) -> str:
     `?` unverified, empty otherwise."""
     verdict = copying(mode, copied_fraction)
     return "*" if verdict.kernel_copied else "?" if verdict is Copying.UNVERIFIED else ""
+
+
+# The receive side's rule, beside the send side's: a `receive: zerocopy` cell maps pages only
+# where every segment carries whole, page-aligned pages (TCP_ZEROCOPY_RECEIVE); what it could not
+# map it read with read(), a copy. results.csv keeps the mapped fraction of the bytes received.
+# From this fraction up a cell is shown as zero-copy receive; below it, never.
+MAPPED_THRESHOLD = 0.99
+# Below this the receive was a copy outright; between the two, partly mapped.
+MAPPED_NONE = 0.01
+
+
+class Mapping(enum.Enum):
+    OTHER_RECEIVE = "receive: copy"  # the rule does not apply
+    MAPPED = "mapped"
+    PARTLY_MAPPED = "partly mapped"
+    NOT_MAPPED = "not mapped"
+    UNVERIFIED = "unverified"  # the receiver counted nothing
+
+    @property
+    def zero_copy(self) -> bool:
+        return self is Mapping.MAPPED
+
+
+def mapping(receive: str, mapped_fraction: object) -> Mapping:
+    """The rule: what a cell with this receive mode and mapped fraction (NaN, None or <NA> when
+    nothing was counted) is, as far as zero-copy receive goes."""
+    if receive != "zerocopy":
+        return Mapping.OTHER_RECEIVE
+    try:
+        fraction = float(mapped_fraction)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return Mapping.UNVERIFIED
+    if math.isnan(fraction):
+        return Mapping.UNVERIFIED
+    if fraction >= MAPPED_THRESHOLD:
+        return Mapping.MAPPED
+    if fraction >= MAPPED_NONE:
+        return Mapping.PARTLY_MAPPED
+    return Mapping.NOT_MAPPED
+
+
+def receive_label(receive: str, mapped_fraction: object) -> str:
+    """The receive mode as tables and answers show it: never "zerocopy" for bytes it read."""
+    verdict = mapping(receive, mapped_fraction)
+    if verdict is Mapping.OTHER_RECEIVE:
+        return receive
+    if verdict is Mapping.UNVERIFIED:
+        return "zerocopy (unverified: nothing counted)"
+    if verdict is Mapping.MAPPED:
+        return "zerocopy"
+    share = f"{float(mapped_fraction):.0%}"  # type: ignore[arg-type]
+    if verdict is Mapping.NOT_MAPPED:
+        return "zerocopy: not mapped (read)"
+    return f"zerocopy ({share} mapped, the rest read)"
+
+
+# TCP_ZEROCOPY_RECEIVE maps a segment's payload only in whole pages of this size.
+PAGE = 4096
+# The IP and TCP headers (timestamps on) a segment carries: IPv4 20 + 32, IPv6 40 + 32. An MTU
+# carries whole pages when MTU - headers is a multiple of PAGE (61492 carries 15 pages over IPv4).
+HEADERS = (52, 72)
+
+
+def whole_pages(pmtu: object) -> bool | None:
+    """Whether segments at this path MTU (results.csv tcp_pmtu, from TCP_INFO) carry whole pages;
+    None when unknown."""
+    try:
+        value = int(pmtu)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value > 0 and any((value - h) % PAGE == 0 for h in HEADERS)
+
+
+def why_not_mapped(pmtu: object, sender_mode: str) -> str:
+    """Why a receive: zerocopy cell mapped little or nothing, from what the run knows: the path
+    MTU the connection used and the sender's mode."""
+    if whole_pages(pmtu) is False:
+        return (f"the segments do not carry whole pages: the path MTU is {int(pmtu)} bytes, so a segment's payload "  # type: ignore[arg-type]
+                f"is not a multiple of {PAGE} (an MTU of 61492 = 15 × {PAGE} + 52 is; `orchestrate lab up --mtu 61492`). "
+                "On loopback and veth the kernel still hands over bursts of segments (GSO/GRO) whose whole pages it "
+                "maps; the part page that ends each burst is read")
+    if sender_mode != "zero_copy":
+        return (f"the sender's pages were not page-aligned: a {sender_mode} sender's bytes sit in the socket's "
+                "pages at any offset (a zero_copy sender's arrive in whole pages)")
+    return "the segments did not carry whole, page-aligned pages (the path MTU is unknown)"

@@ -85,6 +85,7 @@ def agent_arguments(cell: Cell, experiment: Experiment, role: str, server_addres
         "--nodelay", "1" if cell.nodelay else "0",
         "--sndbuf", str(cell.sndbuf),
         "--rcvbuf", str(cell.rcvbuf),
+        "--receive", cell.receive,
         "--output", layout.agent_json(role),
         "--lifetime", f"{cell_time_limit(experiment):g}",
     ]

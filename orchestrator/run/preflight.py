@@ -123,6 +123,9 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
     lines = stdout.splitlines()
     checks.kernel = next((line[len("@kernel "):] for line in lines if line.startswith("@kernel ")), "")
     checks.add("reachable", True, f"kernel {checks.kernel}")
+    if stream_receiver_role(experiment) in (None, host.role) and "zerocopy" in experiment.dimension("receive"):
+        problem = zerocopy_receive_problem(checks.kernel)
+        checks.add("zero-copy receive", problem is None, problem or f"TCP_ZEROCOPY_RECEIVE (kernel {checks.kernel})")
     if host.shell_output or host.shell_startup >= SLOW_STARTUP:
         checks.add("login shell", True, login_shell(host.shell_output, host.shell_startup, experiment.warmup))
     if found.ok:
@@ -148,6 +151,27 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
             for ok, detail in check.findings(experiment.perf.scope):
                 checks.add("perf", ok, detail)
     return _network_checks(host, experiment, inventory, checks)
+
+
+# TCP_ZEROCOPY_RECEIVE came in Linux 4.18; the recv_skip_hint the agent reads came with it.
+ZEROCOPY_RECEIVE_KERNEL = (4, 18)
+
+
+def stream_receiver_role(experiment: Experiment) -> str | None:
+    """The role that receives the stream cells, or None when the sender varies (both do)."""
+    senders = set(experiment.dimension("sender"))
+    return None if len(senders) > 1 else ("client" if senders == {"server"} else "server")
+
+
+def zerocopy_receive_problem(kernel: str) -> str | None:
+    """Why a host with this `uname -r` cannot receive with TCP_ZEROCOPY_RECEIVE, or None."""
+    match = re.match(r"(\d+)\.(\d+)", kernel)
+    if not match:
+        return f"cannot tell the kernel version from `uname -r` ({kernel!r}); TCP_ZEROCOPY_RECEIVE needs Linux 4.18"
+    if (int(match[1]), int(match[2])) < ZEROCOPY_RECEIVE_KERNEL:
+        return (f"kernel {kernel} has no TCP_ZEROCOPY_RECEIVE (Linux 4.18 and later): receive: zerocopy cannot run "
+                "here; use receive: copy, or another host")
+    return None
 
 
 def _check_room(host: Host, experiment: Experiment, checks: HostChecks, free_kib: int | None) -> None:

@@ -29,6 +29,8 @@ BAD_ARGS = [
     ["server", "--bind", LOOPBACK, "--port", "0", "--fields", "65"],
     ["server", "--bind", LOOPBACK, "--port", "0", "--mode", "three_copy"],
     ["server", "--bind", LOOPBACK, "--port", "0", "--workload", "bulk"],
+    ["server", "--bind", LOOPBACK, "--port", "0", "--receive", "mmap"],
+    ["server", "--bind", LOOPBACK, "--port", "0", "--workload", "rr", "--receive", "zerocopy"],
     ["server", "--bind", LOOPBACK, "--port", "0", "--duration", "abc"],
     ["server", "--bind", LOOPBACK, "--port", "0", "--duration", "0"],
     ["server", "--bind", LOOPBACK, "--port", "0", "--warmup", "-1"],

@@ -37,3 +37,20 @@ def test_the_bar_counts_degraded_cells_apart_from_failed_ones():
         assert f"~ degraded {outcome.cell.cell_id}: " in shown
         assert f"✗ {outcome.cell.cell_id}" not in shown
     assert f"✗ {last.cell.cell_id}: server perf was killed by signal 9" in shown
+
+
+def test_the_summary_shows_a_partly_mapped_receive_by_the_receive_rule(tmp_path):
+    """A real lab run at MTU 1500 (tests/fixtures/receive/): its zerocopy cells mapped about 94%,
+    so the terminal never shows them as plain `zerocopy`."""
+    from pathlib import Path
+
+    from orchestrator.report import stats
+    from orchestrator.rows.results import read_results
+
+    fixture = Path(__file__).resolve().parent.parent / "fixtures" / "receive" / "results-mtu1500.csv"
+    out = io.StringIO()
+    term = cli.Terminal.over(out, io.StringIO())
+    cli.show_summary(term, tmp_path, stats.summarize(read_results(fixture)))
+    text = out.getvalue()
+    assert "zerocopy (94% mapped, the rest read)" in text
+    assert " copy " in text

@@ -94,3 +94,12 @@ def test_resolved_config_loads_back_as_the_same_experiment():
     again = experiment_from_resolved(experiment.resolved(seed=5), ROOT / "x")
     assert again.model_copy(update={"seed": None}) == experiment
     assert again.seed == 5
+
+
+def test_receive_zerocopy_with_rr_is_refused_before_any_cell():
+    from orchestrator.experiment.config import Experiment
+
+    with pytest.raises(ValueError, match="does not apply to the rr"):
+        Experiment.model_validate({"name": "x", "matrix": {"workload": ["stream", "rr"], "receive": ["copy", "zerocopy"]}})
+    ok = Experiment.model_validate({"name": "x", "matrix": {"receive": ["copy", "zerocopy"]}})
+    assert ok.dimension("receive") == ["copy", "zerocopy"]

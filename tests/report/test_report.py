@@ -128,7 +128,8 @@ def recorded_cell(folder: Path):
     identity = json.loads((folder / "identity.json").read_text())
     varied = ("sender",) if identity["sender"] != "server" else ()
     return Cell(**{k: identity[k] for k in ("workload", "mode", "message_size", "threads", "fields", "sender",
-                                            "nodelay", "sndbuf", "rcvbuf", "repetition")}, varied=varied)
+                                            "nodelay", "sndbuf", "rcvbuf", "repetition")},
+                receive=identity.get("receive", "copy"), varied=varied)
 
 
 def recorded_cells_run(tmp_path: Path) -> Path:

@@ -373,3 +373,12 @@ def test_a_workdir_with_less_than_four_cells_of_room_fails_and_df_silence_is_no_
     assert [(p.host, p.check) for p in result.problems] == [("server (fake)", "room")]
     assert "(64 KiB free)" in result.problems[0].detail
     assert by_check(reports["client"])["workdir"] == [(True, f"{HOME}/.cache/orchestrate")]
+
+
+def test_a_kernel_before_4_18_cannot_receive_with_tcp_zerocopy_receive():
+    from orchestrator.run.preflight import zerocopy_receive_problem
+
+    assert zerocopy_receive_problem("6.18.44-fc-v1252") is None
+    assert zerocopy_receive_problem("4.18.0-553.el8") is None
+    assert "no TCP_ZEROCOPY_RECEIVE" in zerocopy_receive_problem("4.14.336")
+    assert "cannot tell" in zerocopy_receive_problem("")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .. import receive
 from ..runfolder import RunData
 from ..variants import variants
 from .caches import cache_level, threads_and_contention
@@ -34,6 +35,8 @@ def questions_section(summary: pd.DataFrame, run: RunData) -> str:
     lines = ["## The study's questions", ""]
     for answer in answers(summary, run):
         lines += answer.markdown()
+    for question in receive.questions(summary, run):  # asked only by runs that receive with zerocopy
+        lines += question
     return "\n".join(lines)
 
 
@@ -48,4 +51,7 @@ def summary_section(run: RunData, summary: pd.DataFrame) -> str:
         for answer in answers(group, run):
             lines.append(f"- *{answer.question}* {answer.sentence}")
         lines.append("")
+    received = receive.sentence(summary, run)
+    if received:
+        lines += [f"- *{received[0]}* {received[1]}", ""]
     return "\n".join(lines)
