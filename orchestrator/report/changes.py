@@ -26,7 +26,7 @@ SEGMENTATION_OFFLOADS = ("tcp-segmentation-offload", "tx-tcp-segmentation", "tx-
 # The groups, most important first, and each group's facts in the order a reader wants them.
 # A pattern ends in "." to take every fact under it.
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Link", ("nic.speed", "nic.speed_mbit", "nic.mtu", "nic.qdisc", "nic.qdisc_rate_mbit", "nic.kind",
+    ("Link", ("nic.speed", "nic.speed_mbit", "nic.mtu", "nic.qdisc_rate_mbit", "nic.qdisc", "nic.kind",
               "nic.driver", "nic.driver_version", "nic.firmware", "nic.duplex",
               *(f"nic.offloads.{name}" for name in SEGMENTATION_OFFLOADS))),
     ("CPU", ("cpu_model", "architecture", "cores", "threads_per_core", "cpu_freq_driver", "cpu_governor",

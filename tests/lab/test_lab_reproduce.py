@@ -19,15 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.lab]
 # Two labs of their own (ORCH_TEST_LAB_PREFIX=rp: rpa and rpb).
 PREFIXES = tuple(os.environ.get("ORCH_TEST_LAB_PREFIX", "orcht-rp") + side for side in "ab")
 SHAPED_MTU, SHAPED_RATE_MBIT = 9000, 1000
-# Until the branches that write compare's "What changed" section, the qdisc facts, the report's
-# "bounded by the link" marks and compare's one statistic for interval and verdict are merged,
-# the assertions on them fail: strict where they always fail before, so that once they pass the
-# marks are seen, and all three removed.
-NEEDS_COMPARE_AND_CEILING = pytest.mark.xfail(
-    strict=True, reason="compare's 'What changed', the qdisc facts and 'bounded by the link' come from other branches")
-# Welch's p on the raw values beside a delta-method interval disagree in some cells, not in every run.
-NEEDS_ONE_STATISTIC = pytest.mark.xfail(
-    strict=False, reason="compare's verdict from the interval it shows comes from another branch")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +69,6 @@ def test_the_new_run_names_its_original_and_replays_its_plan(reproduced):
     assert row["run_id"] == new.name and row["reproduces"] == original.name and row["mtus"] == [SHAPED_MTU]
 
 
-@NEEDS_COMPARE_AND_CEILING
 def test_what_changed_starts_with_the_mtu_and_the_qdisc_rate(reproduced):
     text = (reproduced["new"] / "compare" / "compare.md").read_text()
     section = text[text.index("## What changed"):].splitlines()[1:]
@@ -93,16 +83,15 @@ def test_what_changed_starts_with_the_mtu_and_the_qdisc_rate(reproduced):
     assert "qdisc" in first_two.lower() and any(r in first_two for r in rate), entries[:3]
 
 
-@NEEDS_COMPARE_AND_CEILING
 def test_the_shaped_cells_are_marked_bounded_by_the_link(reproduced):
     text = (reproduced["new"] / "report.md").read_text()
-    marked = [line for line in text.splitlines() if "bounded by the link" in line.lower()]
+    # The TCP section's "bounded by" column says "the link: ...", the stream table's flags "at the link (...)".
+    marked = [line for line in text.splitlines() if "the link" in line.lower()]
     for cell in ("stream-two_copy-65536B-1t", "stream-one_copy-65536B-1t"):
         words = f"{cell.split('-')[1]} 64KiB"
         assert any(cell in line or words in line for line in marked), (cell, marked)
 
 
-@NEEDS_ONE_STATISTIC
 def test_no_verdict_disagrees_with_its_interval(reproduced):
     table = pd.read_csv(reproduced["new"] / "compare" / "compare.csv")
     assert not table.empty

@@ -223,8 +223,8 @@ def test_what_changed_starts_with_the_mtu_and_the_qdisc_rate_and_keeps_identity_
     result = compare.compare_runs(LAB_A1, SHAPED, tmp_path)
     assert [change.text() for change in result.changes[:3]] == [
         "nic.mtu (server and client): A 1500, B 9000",
-        "nic.qdisc (server and client): A noqueue, B tbf",
-        "nic.qdisc_rate_mbit (server and client): A none, B 1000.0"]
+        "nic.qdisc_rate_mbit (server and client): A none, B 1000.0",
+        "nic.qdisc (server and client): A noqueue, B tbf"]
     assert {change.group for change in result.changes[:3]} == {"Link"}
     text = (tmp_path / "compare.md").read_text()
     # What changed comes first, then what moved, then the cells; the noise is folded away.
