@@ -42,6 +42,10 @@ def setup_section(run: RunData) -> str:
     parts.append(f"- Data addresses: {', '.join(addresses)}")
     speed = link_speed_gbps(run)
     parts.append(f"- Link speed (slower NIC): {num(speed)} Gbit/s" if not math.isnan(speed) else "- Link speed: not reported")
+    rate, kind = ceiling.qdisc_rate_gbps(run)
+    if not math.isnan(rate):
+        slower = " (slower than the NIC: the qdisc is the link's ceiling)" if math.isnan(speed) or rate < speed else ""
+        parts.append(f"- Shaped by the data interface's {kind} qdisc: {num(rate)} Gbit/s{slower}")
     if is_local_link(run):
         parts.append("- **Local link (loopback or veth)**: no NIC is involved, and the kernel copies every MSG_ZEROCOPY send.")
     parts.append("")

@@ -73,3 +73,6 @@ def test_a_shaped_link_bounds_the_cells_at_its_rate(tmp_path):
     assert tables.count("at the link (the tbf qdisc rate, 9 Gbit/s)") == len(held)
     shows = answers.summary_section(run, summary)
     assert "the tbf qdisc rate (9 Gbit/s): the link was the limit there, not the copies" in shows
+    # The setup's link facts name the shaping beside the NIC's nominal speed.
+    assert "- Shaped by the data interface's tbf qdisc: 9.00 Gbit/s (slower than the NIC: the qdisc is the link's ceiling)" \
+        in markdown.setup_section(run)
