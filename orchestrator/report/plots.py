@@ -474,13 +474,18 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
     ncols = min(4, len(cells))
     nrows = -(-len(cells) // ncols)
     fig = _figure(figsize=(max(7.0, 3.4 * ncols), 2.4 * nrows + 1.0), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    # One time axis for every panel (the cells share the run's window length), labelled once under
+    # the grid: half of the figure's text, and so of its drawing time, was repeated x labels.
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
     fig.suptitle("Throughput over time, per cell (connections summed; line: median of repetitions, "
                  "band: min-max; red: a stall)", fontsize=11)
+    fig.supxlabel("Seconds into the window", fontsize=9)
     for k, ax in enumerate(axes.flat):
         if k >= len(cells):
             ax.set_visible(False)
             continue
+        if k + ncols >= len(cells):  # the lowest panel drawn in its column shows the time ticks
+            ax.xaxis.set_tick_params(labelbottom=True)
         cell = cells[k]
         data = summed[summed["cell"] == cell]
         per = data.groupby("interval").agg(mid=("mid", "median"), med=("gbps", "median"),
@@ -495,7 +500,6 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
             ax.plot(flagged["mid"], flagged["gbps"], "o", color="#CC0000", markersize=7, linestyle="none", clip_on=False)
         ax.set_title(cell, fontsize=8.5, color="#CC0000" if not flagged.empty else "black")
         ax.set_ylim(bottom=0)
-        ax.set_xlabel("Seconds into the window", fontsize=8.5)
         if k % ncols == 0:
             ax.set_ylabel("Gbit/s")
     return fig

@@ -11,7 +11,6 @@ import pandas as pd
 
 from ..experiment.dimensions import VARIANT_COLUMNS
 from ..rows import zerocopy
-from . import stats
 from .formatting import md_table, num, size_text
 from .runfolder import RunData
 
@@ -56,7 +55,7 @@ def questions(summary: pd.DataFrame, run: RunData) -> list[list[str]]:
     """The question's lines as a list of one question, or none when the run never received with
     zerocopy (it did not ask). Answered from the whole run: the report's variant groups split
     the cells by receive mode, and the answer needs both modes side by side."""
-    everything = stats.summarize(run.results) if not run.results.empty else summary
+    everything = run.summary if not run.results.empty else summary
     if everything.empty or "receive" not in everything or not everything["receive"].eq("zerocopy").any():
         return []
     return [question(everything)]
@@ -68,7 +67,7 @@ def sentence(summary: pd.DataFrame, run: RunData) -> tuple[str, str] | None:
     asked = questions(summary, run)
     if not asked:
         return None
-    everything = stats.summarize(run.results) if not run.results.empty else summary
+    everything = run.summary if not run.results.empty else summary
     stream = everything[everything["workload"] == "stream"]
     parts = []
     for key, group in _pairs(stream):

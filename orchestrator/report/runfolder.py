@@ -10,6 +10,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..errors import ConfigError, OrchestrateError
 from ..roles import ROLES
 from ..rows.results import ANALYSIS_COLUMNS, ResultsError, read_results
 from ..experiment.yamlfile import load_yaml
+from .stats import summarize
 
 
 @dataclass
@@ -41,6 +43,12 @@ class RunData:
     pair_hosts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     # Where `pairs` comes from, for the report to say: "the inventory's order" or "alphabetical order".
     pair_order: str = "the inventory's order"
+
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        """Every cell over its repetitions (stats.summarize of `results`, iperf3's cells included),
+        worked out once for each read of the run: the report's sections all start from it."""
+        return summarize(self.results)
 
 
 def _read_json(path: Path, notes: list[str], where: str = "") -> dict[str, Any]:

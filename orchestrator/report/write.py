@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import iperf3, pairs, plots, stats
+from . import iperf3, pairs, plots
 from .evidence import per_pair, sections
 from .html import render_html, render_pairs_html
 from .markdown import pairs_compared, render_markdown, render_pairs_markdown
@@ -62,7 +62,7 @@ def _summary_and_plots(run: RunData, redo: str) -> tuple[pd.DataFrame, pd.DataFr
     """summary.csv written whole (iperf3 cells included), then the study's plots per variant from
     the matrix's cells only: iperf3's reference cells, and the one_copy cells at one field the run
     added beside them, get a section of their own. Returns (the whole summary, the study's, plots)."""
-    whole = stats.summarize(run.results)
+    whole = run.summary
     write_atomic(run.path / layout.SUMMARY, whole.to_csv(index=False), redo=redo)
     summary = iperf3.without_reference(whole, run.config)
     try:

@@ -39,5 +39,6 @@ def test_a_run_without_zerocopy_receives_does_not_ask():
 
     class Run:
         results = read_results(FIXTURES / "results-mtu1500.csv").query("receive == 'copy'")
+        summary = stats.summarize(results)
 
     assert receive.questions(copy_only, Run()) == []

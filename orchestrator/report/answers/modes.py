@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
-from scipy import stats as scistats
+from scipy import special  # Student's t quantile: scipy.stats costs a second more to import
 
 from .. import derive
 
@@ -55,7 +55,7 @@ def repetitions_to_tell(a: float, b: float, cv_a: float, cv_b: float, confidence
         return None
     need = pooled * (abs(a) + abs(b)) / abs(a - b)
     for n in range(2, MOST_REPETITIONS + 1):
-        if math.sqrt(n) / float(scistats.t.ppf((1 + confidence) / 2, n - 1)) > need:
+        if math.sqrt(n) / float(special.stdtrit(n - 1, (1 + confidence) / 2)) > need:
             return n
     return None
 
