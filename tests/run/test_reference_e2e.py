@@ -28,7 +28,7 @@ def experiment_file(tmp_path: Path) -> Path:
     config.write_text(yaml.safe_dump({
         "name": "reference", "matrix": {"mode": ["one_copy", "two_copy"], "message_size": list(SIZES),
                                         "threads": list(THREADS)},
-        "duration": "1s", "warmup": "1s", "interval": "0.5s", "port": free_port(), "reference": "iperf3",
+        "duration": "1s", "warmup": "0s", "interval": "0.5s", "port": free_port(), "reference": "iperf3",
         "perf": {"events": ["task-clock", "context-switches"]},
     }))
     return config
