@@ -147,8 +147,8 @@ def section(results: pd.DataFrame) -> str:
              "Each row: our receiver's throughput over iperf3's at the same message size (`-l`), connections "
              "(`-P`), sender (`-R` when the server sends), TCP_NODELAY (`-N` exactly when nodelay is on) and socket "
              "buffers (`-w`), on the same hosts, with the same warm-up (`-O`) and window (`-t`), under the same "
-             "perf stat. Ours ÷ iperf3 is the ratio of mean throughputs with its 95% interval (log-scale delta "
-             "method, as `orchestrate compare`).", "",
+             "perf stat. Ours ÷ iperf3 is the ratio of the geometric mean throughputs with its 95% interval "
+             "(Welch's t on the log values, as `orchestrate compare`).", "",
              "**one_copy at `fields: 1` is the comparison at equal settings**: iperf3 makes one write of the "
              "message size per call, and one_copy at one field one sendmsg of one buffer per message; the run adds "
              "those cells when its matrix lacks them. one_copy at more fields also gathers several iovecs per "

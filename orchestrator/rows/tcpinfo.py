@@ -29,6 +29,9 @@ INT_COLUMNS = frozenset({"tcp_retrans", "tcp_snd_cwnd", "tcp_pmtu"})
 # A cell is bounded by the receive window or the send buffer when that limit held it for at
 # least this fraction of its busy (sending) time, summed over connections.
 LIMIT_FRACTION = 0.5
+# Below that, a limit that held a cell for at least this fraction is named as a partial bound in
+# the answers it affects: a fifth of the busy time is enough to narrow a difference between modes.
+PARTLY_FRACTION = 0.2
 
 
 def _ends(agent: AgentDocument) -> list[tuple[TcpInfo, TcpInfo]] | None:

@@ -144,10 +144,15 @@ def check_modes(r: Recomputed, finding, a: str, b: str) -> None:
             else:
                 assert key not in finding.numbers
         if finding.kind == "worse" and not by_kind["better"]:
-            assert "never" in finding.text
+            # "never" only where every cell resolved against A; cells within noise are not a "never".
+            word = no_win([r.verdict(a, b, *c) for c in common])
+            assert f"{word}: worse in" in finding.text.lower() and (word == "never") == (by_kind["worse"] == common)
     if finding.kind == "better":
         for threads in sorted({t for _, t in common}):
             sizes = sorted(s for s, t in common if t == threads)
+            if not any(r.verdict(a, b, z, threads) == "better" for z in sizes):
+                word = no_win([r.verdict(a, b, z, threads) for z in sizes])
+                assert re.search(rf"{word} at [0-9, ]*\b{threads}\b[0-9, ]* threads?", finding.text), (word, finding.text)
             start = next((s for i, s in enumerate(sizes) if all(r.verdict(a, b, z, threads) == "better" for z in sizes[i:])), None)
             assert finding.numbers.get(f"start@{threads}") == ((start, start) if start else None)
             if start and start > sizes[0]:
@@ -163,6 +168,12 @@ def check_modes(r: Recomputed, finding, a: str, b: str) -> None:
             assert "can't tell at any size: every difference is within noise" in finding.text.lower()
         else:
             assert f"can't tell in {len(cells)} of {len(common)} cells" in finding.text
+
+
+def no_win(verdicts: list[str]) -> str:
+    """The word for a thread count (or a comparison) where A won no cell."""
+    kinds = set(verdicts)
+    return "never" if kinds == {"worse"} else "can't tell" if kinds == {"unresolved"} else "no win shown"
 
 
 def check_zero_copy(r: Recomputed, finding, stream_only: bool = True) -> None:
@@ -193,14 +204,23 @@ def check_bound(r: Recomputed, finding, a: str, b: str) -> None:
     column = "rwnd_limited_fraction" if "rwnd" in next(iter(finding.numbers)) else "sndbuf_limited_fraction"
     side = "rwnd" if column.startswith("rwnd") else "sndbuf"
     other = "sndbuf" if side == "rwnd" else "rwnd"
-    held, fractions = [], []
+    held, fractions, partly, shares = [], [], [], []
     for size, threads in r.common(a, b):
-        here = [r.cells[(m, size, threads)] for m in (a, b)
-                if r.cells[(m, size, threads)][side] >= 0.5 and r.cells[(m, size, threads)][side] >= r.cells[(m, size, threads)][other]]
+        cells = [r.cells[(m, size, threads)] for m in (a, b)]
+        here = [c for c in cells if c[side] >= 0.5 and c[side] >= c[other]]
         if here:
             held.append((size, threads))
             fractions += [c[side] for c in here]
-    assert sorted(finding.cells) == held and close(finding.numbers[column], fractions)
+            continue
+        # held for a fifth to a half of the busy time: named apart, as a partial bound
+        some = [c[side] for c in cells if 0.2 <= c[side] < 0.5]
+        if some:
+            partly.append((size, threads))
+            shares += some
+    if finding.kind == "bound":
+        assert sorted(finding.cells) == held and close(finding.numbers[column], fractions)
+    else:
+        assert finding.text.startswith("partly ") and sorted(finding.cells) == partly and close(finding.numbers[column], shares)
 
 
 def check_link(r: Recomputed, finding) -> None:
@@ -222,12 +242,27 @@ def check_scaling(r: Recomputed, finding) -> None:
         if t == high and (mode, size, low) in r.cells:
             before = r.cells[(mode, size, low)]
             moves[(mode, size)] = (c["throughput_gbps"][0] / before["throughput_gbps"][0], before, c)
+    # A step resolves where the two thread counts' throughput intervals do not overlap.
+    resolved = {k: m for k, m in moves.items()
+                if m[2]["throughput_gbps"][1] > m[1]["throughput_gbps"][2] or m[2]["throughput_gbps"][2] < m[1]["throughput_gbps"][1]}
     if finding.kind == "step":
-        assert close(finding.numbers["speedup"], [m[0] for m in moves.values()])
+        rose = [m[0] for m in resolved.values() if m[0] > 1]
+        fell = [m[0] for m in resolved.values() if m[0] < 1]
+        for word, ratios in (("rose", rose), ("fell", fell)):
+            if ratios:
+                assert close(finding.numbers[word], ratios) and f"{word} ×{said(min(ratios))}" in finding.text
+                assert f"{word} {times_text(ratios)} in {len(ratios)}" in finding.text
+            else:
+                assert word not in finding.numbers and f" {word} " not in finding.text
+        if not resolved:
+            assert "moved within noise in" in finding.text
+        elif len(resolved) < len(moves):
+            assert f"(within noise in {len(moves) - len(resolved)})" in finding.text
         assert close(finding.numbers["busy_after"], [m[2]["busy"] for m in moves.values()])
-        assert f"from {low} to {high} threads throughput changed" in finding.text
+        assert f"from {low} to {high} threads (×{high // low}) throughput" in finding.text
     elif finding.kind == "superlinear":
-        sup = {k: m for k, m in moves.items() if m[0] > high / low}
+        # super-linear only where the least speed-up both intervals allow beats the thread ratio
+        sup = {k: m for k, m in resolved.items() if m[2]["throughput_gbps"][1] / m[1]["throughput_gbps"][2] > high / low}
         assert sorted(finding.cells) == sorted((s, high) for _, s in sup)
         assert f"super-linear in {len(sup)} of {len(moves)} cells" in finding.text
         assert close(finding.numbers["speedup"], [m[0] for m in sup.values()])
@@ -241,6 +276,11 @@ def check_scaling(r: Recomputed, finding) -> None:
         check_link(r, finding)
     else:
         raise AssertionError(f"unchecked claim: {finding}")
+
+
+def times_text(ratios) -> str:
+    low, high = min(ratios), max(ratios)
+    return f"×{said(low)}" if said(low) == said(high) else f"×{said(low)}–×{said(high)}"
 
 
 def check_contention(r: Recomputed, finding) -> None:
@@ -278,7 +318,7 @@ def test_every_answer_sentence_follows_the_data(name):
                     continue
                 a, b = finding.subject.split(" vs ")
                 assert (a, b) in MODES_QUESTIONS[answer.question]
-                if finding.kind == "bound":
+                if finding.kind in ("bound", "partly"):
                     check_bound(r, finding, a, b)
                 elif finding.kind == "link":
                     check_link(r, finding)
@@ -314,10 +354,15 @@ def test_quick_run_says_what_its_numbers_show():
     _, _, found = answer_set(QUICK)
     text = {a.question: a.sentence for a in found}
     zero = text["From which message size does zero_copy beat one_copy?"]
-    assert zero.startswith("From 64KiB at 1 thread, never at 2 threads")
+    # at 2 threads 64 KiB resolved worse and 1 KiB within noise: no win shown there, not "never"
+    assert zero.startswith("From 64KiB at 1 thread, no win shown at 2 threads")
     assert "worse in 2 of 4 cells" in zero and "every zero_copy cell was copied by the kernel" in zero
+    # the 2-thread cells' receive window held them 23-44% of busy time: named where it narrows the difference
+    assert "partly receiver-bound (receive window) in 1KiB × 2t, 64KiB × 2t, limited 23–44% of busy time" in zero
     assert text["Was the zero-copy real, or copied?"].startswith("Copied in every cell")
-    assert "super-linear in 3 of 6 cells" in text["How does throughput scale with threads?"]
+    scaling = text["How does throughput scale with threads?"]
+    # a third cell's mean rose more than ×2, but its intervals overlap: within noise, not super-linear
+    assert "rose ×2.7–×4.1 in 2 of 6 cells (within noise in 4)" in scaling and "super-linear in 2 of 6 cells" in scaling
     two = text["From which size does one_copy beat two_copy, and zero_copy beat two_copy?"]
     assert two.startswith("one_copy: only at 1KiB, at every thread count") and "never" not in two.split("; zero_copy")[0]
 

@@ -27,6 +27,7 @@ from .. import derive
 
 from ..formatting import md_table, num, size_text
 from ..runfolder import is_local_link
+from ...rows import tcpinfo
 from ..stats import CONFIDENCE
 from .context import Context
 from .model import Answer, Cell, Finding, cells_text, percents, refused, span, times
@@ -101,7 +102,9 @@ def pairs(ctx: Context, a_mode: str, b_mode: str, metrics: tuple[str, ...]) -> l
     found = []
     for key in sorted(set(a.index) & set(b.index)):
         ra, rb = a.loc[key], b.loc[key]
-        at_link = str(ra["cell"]) in ctx.bounded or str(rb["cell"]) in ctx.bounded
+        # Both at the link: their throughput says nothing of the copies. One side below it is a
+        # finding like any other (its interval decides), as that side never reached the link.
+        at_link = str(ra["cell"]) in ctx.bounded and str(rb["cell"]) in ctx.bounded
         outcomes = [outcome(ra, rb, m, at_link) for m in metrics]
         if all(o.kind == "missing" for o in outcomes):
             continue
@@ -141,13 +144,20 @@ def _start_text(found: list[CellPair], begin: dict[int, int | None]) -> str:
             word = "at every size" if size == here[0].cell[0] else f"from {size_text(size)}"
         else:
             better = [p.cell[0] for p in here if p.verdict == "better"]
-            word = f"only at {', '.join(size_text(s) for s in better)}" if better else "never"
+            word = f"only at {', '.join(size_text(s) for s in better)}" if better else _no_win(here)
         words.setdefault(word, []).append(threads)
     if len(words) == 1:
         word = next(iter(words))
         return f"{word}{' measured' if word == 'at every size' else ''}, at every thread count"
     return ", ".join(f"{word} at {', '.join(map(str, threads))} thread{'s' if threads != [1] else ''}"
                      for word, threads in words.items())
+
+
+def _no_win(cells: list[CellPair]) -> str:
+    """Where A won no cell: "never" only when every cell there resolved against A; "can't tell"
+    when none resolved; else "no win shown" (some worse, the rest within noise)."""
+    verdicts = {p.verdict for p in cells}
+    return "never" if verdicts == {"worse"} else "can't tell" if verdicts == {"unresolved"} else "no win shown"
 
 
 def comparison(ctx: Context, a_mode: str, b_mode: str, label: str = "") -> tuple[list[Finding], list[CellPair]]:
@@ -169,7 +179,7 @@ def comparison(ctx: Context, a_mode: str, b_mode: str, label: str = "") -> tuple
                                 f"{total} cells; {ranges})", tuple(p.cell for p in groups["better"]), numbers, subject))
     if groups["worse"]:
         ranges, numbers = _ranges(groups["worse"], "worse", a_mode, b_mode)
-        never = f"{lead}never: " if not groups["better"] else ""
+        never = "" if groups["better"] else f"{lead}{_no_win(found)}: "
         findings.append(Finding("worse", f"{never}worse in {len(groups['worse'])} of {total} cells ({ranges})",
                                 tuple(p.cell for p in groups["worse"]), numbers, subject))
     if groups["mixed"]:
@@ -233,20 +243,33 @@ def _link(ctx: Context, found: list[CellPair], subject: str) -> list[Finding]:
 
 
 def _bound(ctx: Context, found: list[CellPair], subject: str) -> list[Finding]:
-    """The cells that a TCP limit held for at least half their busy time, on either side of the comparison."""
+    """The cells that a TCP limit held for at least half their busy time (tcpinfo.LIMIT_FRACTION), on
+    either side of the comparison; then, apart, those it held for a smaller share that can still
+    narrow a difference (tcpinfo.PARTLY_FRACTION)."""
     findings = []
-    for bound, column, words in (("receive window", "rwnd_limited_fraction", "receiver-bound (receive window)"),
-                                 ("send buffer", "sndbuf_limited_fraction", "send-buffer-bound")):
-        held, fractions = [], []
+    for bound, column, words, who in (("receive window", "rwnd_limited_fraction", "receiver-bound (receive window)",
+                                       "the receiver"),
+                                      ("send buffer", "sndbuf_limited_fraction", "send-buffer-bound", "the send buffer")):
+        held, fractions, partly, shares = [], [], [], []
         for p in found:
             cells = [str(r["cell"]) for r in (p.a, p.b) if ctx.condition(str(r["cell"]), "tcp_bound") == bound]
             if cells:
                 held.append(p.cell)
                 fractions += [float(ctx.condition(c, column)) for c in cells]
+                continue
+            some = [float(ctx.condition(str(r["cell"]), column)) for r in (p.a, p.b)]
+            some = [f for f in some if not pd.isna(f) and tcpinfo.PARTLY_FRACTION <= f < tcpinfo.LIMIT_FRACTION]
+            if some:
+                partly.append(p.cell)
+                shares += some
         if held:
             findings.append(Finding("bound", f"{words} in {cells_text(held)}, limited {percents(*span(fractions))} of "
-                                    "busy time: the receiver, not the copies, set the pace there", tuple(held),
+                                    f"busy time: {who}, not the copies, set the pace there", tuple(held),
                                     {column: span(fractions)}, subject))
+        if partly:
+            findings.append(Finding("partly", f"partly {words} in {cells_text(partly)}, limited "
+                                    f"{percents(*span(shares))} of busy time, which narrows the difference there",
+                                    tuple(partly), {column: span(shares)}, subject))
     return findings
 
 

@@ -3,7 +3,10 @@
 Rules, each stated where it acts:
 - No median across opposite moves: the first step (fewest threads to the next count) and the rest
   (from there to the most) are told apart, each as a range over the (mode, size) cells.
-- A step that more than multiplies throughput by the thread ratio is super-linear, and is
+- A step is a finding only where the two thread counts' 95% throughput intervals do not overlap;
+  the others are counted as within noise. Rises and falls are given apart, each as a range.
+- A step is super-linear only where even the least speed-up both intervals allow (low end after
+  over high end before) beats the thread ratio. It is
   explained from the run's own host counters: how busy the CPUs already were before the step, how
   much host CPU each GB took before and after, and how many bytes each NET_RX softirq carried
   (coalescing). Where the counters are missing or do not show bytes getting cheaper, it is said to
@@ -59,7 +62,12 @@ def scaling(ctx: Context) -> Answer:
                 continue
             cell = (int(size), high)
             lo_id, hi_id = str(g.at[low, "cell"]), str(g.at[high, "cell"])
+            lo_low, lo_high = g.at[low, "throughput_gbps_ci_low"], g.at[low, "throughput_gbps_ci_high"]
+            hi_low, hi_high = g.at[high, "throughput_gbps_ci_low"], g.at[high, "throughput_gbps_ci_high"]
+            judged = not any(pd.isna(v) for v in (lo_low, lo_high, hi_low, hi_high))
             move = {"cell": cell, "mode": mode, "speedup": float(top / base), "low_id": lo_id, "high_id": hi_id,
+                    "resolved": judged and (hi_low > lo_high or hi_high < lo_low),
+                    "least": float(hi_low / lo_high) if judged and lo_high > 0 else float("nan"),
                     "busy_before": ctx.condition(lo_id, "host_busy_share"),
                     "busy_after": ctx.condition(hi_id, "host_busy_share"),
                     "cpu_per_gb": _ratio(ctx, lo_id, hi_id, "host_cpu_s_per_gb"),
@@ -68,16 +76,19 @@ def scaling(ctx: Context) -> Answer:
                          f"{move['speedup'] / (high / low):.0%}", percents(move["busy_before"], move["busy_before"]),
                          percents(move["busy_after"], move["busy_after"]),
                          f"×{num(move['cpu_per_gb'])}", f"×{num(move['net_rx'])}",
-                         "link" if hi_id in ctx.bounded else ""])
+                         "link" if hi_id in ctx.bounded else "",
+                         "resolved" if move["resolved"] else "within noise"])
             (held if hi_id in ctx.bounded else moves).append(move)
         findings += _step_findings(ctx, low, high, moves, held)
     if not rows:
         return refused(QUESTION, f"no cell has throughput at both {threads[0]} and {threads[1]} threads.")
     detail = ("Per mode and size, each step: throughput at both ends, the speed-up and its share of linear, the "
               "host's busy share before and after, and how host CPU per GB and bytes per NET_RX softirq changed "
-              "(after / before; from the hosts' /proc counters, results.csv `<role>_host_*`):", "",
+              "(after / before; from the hosts' /proc counters, results.csv `<role>_host_*`), and whether the two "
+              "throughput intervals are apart (resolved) or overlap (within noise):", "",
               md_table(["mode", "size", "threads", "Gbit/s before", "Gbit/s after", "speed-up", "of linear",
-                        "host busy before", "host busy after", "host CPU per GB", "bytes per NET_RX", "bounded by"],
+                        "host busy before", "host busy after", "host CPU per GB", "bytes per NET_RX", "bounded by",
+                        "95% intervals"],
                        rows))
     return Answer(QUESTION, tuple(findings), detail)
 
@@ -86,22 +97,33 @@ def _step_findings(ctx: Context, low: int, high: int, moves: list[dict], held: l
     findings = []
     linear = high / low
     if moves:
-        speedups = span(m["speedup"] for m in moves)
+        rose = [m for m in moves if m["resolved"] and m["speedup"] > 1]
+        fell = [m for m in moves if m["resolved"] and m["speedup"] < 1]
+        noise = len(moves) - len(rose) - len(fell)
         busy = [m["busy_after"] for m in moves if not pd.isna(m["busy_after"])]
-        numbers = {"speedup": speedups}
-        text = f"from {low} to {high} threads throughput changed {times(*speedups)} (threads ×{linear:g})"
+        numbers: dict[str, tuple[float, float]] = {}
+        parts = []
+        for word, group in (("rose", rose), ("fell", fell)):
+            if group:
+                numbers[word] = span(m["speedup"] for m in group)
+                parts.append(f"{word} {times(*numbers[word])} in {len(group)}")
+        text = f"from {low} to {high} threads (×{linear:g}) throughput "
+        text += " and ".join(parts) + f" of {len(moves)} cells" if parts else ("moved within noise in both cells" if len(moves) == 2 else f"moved within noise in all {len(moves)} cells")
+        if parts and noise:
+            text += f" (within noise in {noise})"
         if busy:
             numbers["busy_after"] = span(busy)
-            text += f" with the host {percents(*numbers['busy_after'])} busy"
+            text += f", with the host {percents(*numbers['busy_after'])} busy"
         findings.append(Finding("step", text, tuple(m["cell"] for m in moves), numbers, f"{low}->{high}"))
-        superlinear = [m for m in moves if m["speedup"] > linear]
+        superlinear = [m for m in moves if m["resolved"] and m["least"] > linear]
         if superlinear:
             findings.append(_superlinear(low, high, superlinear, len(moves)))
     if held:
         limit = ctx.bounded[held[0]["high_id"]]
-        findings.append(Finding("link", f"at {high} threads {cells_text([m['cell'] for m in held])} sat at "
+        cells = sorted({m["cell"] for m in held})  # one (size, threads) cell per mode: named once
+        findings.append(Finding("link", f"at {high} threads {cells_text(cells)} sat at "
                                 f"{limit.text()}: the link was the limit there, not threads or copies",
-                                tuple(m["cell"] for m in held), {"ceiling_gbps": (limit.gbps, limit.gbps)},
+                                tuple(cells), {"ceiling_gbps": (limit.gbps, limit.gbps)},
                                 f"{low}->{high}"))
     return findings
 
