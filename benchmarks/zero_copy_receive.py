@@ -49,8 +49,9 @@ What explains each difference:
   here, 0.34-2.13). Measured like with like, the two zero-copy receivers are the same: 0.99 at an
   equal carried share, 0.97 on the pair's CPU (sender + receiver, which the split does not move),
   the same three calls per 512 KiB (poll, TCP_ZEROCOPY_RECEIVE, madvise: 6.01 per MiB in all) with
-  the same shares of the profile; only the softirq share differs, as carried does. RUSAGE_SELF against RUSAGE_THREAD is not a cause: our other threads took 0.2%
-  of the samples, and each tool's own figure is within about 10% of perf's.
+  the same shares of the profile; only the softirq share differs, as carried does. RUSAGE_SELF
+  against RUSAGE_THREAD is not a cause: our other threads took 0.2% of the samples, and each
+  tool's own figure is within about 10% of perf's.
 - Our loop made 7.7 calls per MiB before this comparison: it mapped again straight after a full
   area and so found nothing about once per area. It now waits first, as tcp_mmap does (6.01); in 6
   alternated pairs its own CPU per MiB moved from a median 121.7 to 114.2 µs, within the noise.
