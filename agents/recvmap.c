@@ -93,22 +93,25 @@ static int receive_mapped(struct thread_state *ts, struct zcrx *z)
     int e = zcrx_open(z, ts->fd, area, lowat);
     if (e != 0)
         return failed(ts, z, e);
+    /* A call is made after a wait, as the kernel's reference program does: the wait ends as
+     * soon as a whole area is queued (SO_RCVLOWAT), so a call rarely finds nothing, and one that
+     * times out still maps what is there. The exception is a call that stopped at bytes to be
+     * read: more is queued behind them, so the next call follows their read at once. */
+    int wait = 1;
     for (;;) {
         if (agent_aborted())
             return -1;
+        if (wait && wait_readable(ts) != 0)
+            return -1;
         uint32_t skip;
         long n = zcrx_map(z, ts->fd, &skip);
-        if (n == -EINTR)
+        wait = n == -EINTR ? wait : skip == 0;
+        if (n == -EINTR || n == -EAGAIN)
             continue;
         if (n == -EIO) { /* nothing queued and the peer has closed: read() says so for sure */
             long r = read_some(ts, z, c->size);
             if (r <= 0)
                 return (int)r;
-            continue;
-        }
-        if (n == -EAGAIN) {
-            if (wait_readable(ts) != 0)
-                return -1;
             continue;
         }
         if (n < 0)
@@ -126,8 +129,6 @@ static int receive_mapped(struct thread_state *ts, struct zcrx *z)
                 return (int)r;
             skip -= (uint32_t)r;
         }
-        if (n == 0 && skip == 0 && wait_readable(ts) != 0)
-            return -1;
     }
 }
 

@@ -147,8 +147,9 @@ def why_not_mapped(pmtu: object, sender_mode: str) -> str:
     if whole_pages(pmtu) is False:
         return (f"the segments do not carry whole pages: the path MTU is {int(pmtu)} bytes, so a segment's payload "  # type: ignore[arg-type]
                 f"is not a multiple of {PAGE} (an MTU of 61492 = 15 × {PAGE} + 52 is; `orchestrate lab up --mtu 61492`). "
-                "On loopback and veth the kernel still hands over bursts of segments (GSO/GRO) whose whole pages it "
-                "maps; the part page that ends each burst is read")
+                "On loopback and veth the sender's TSO packets (up to 64 KiB) are never cut into segments, and a "
+                "zero_copy sender's arrive in whole pages: all are mapped but the part page that ends each packet, "
+                "which is read")
     if sender_mode != "zero_copy":
         return (f"the sender's pages were not page-aligned: a {sender_mode} sender's bytes sit in the socket's "
                 "pages at any offset (a zero_copy sender's arrive in whole pages)")
