@@ -291,10 +291,21 @@ def check_contention(r: Recomputed, finding) -> None:
     threads = sorted({t for _, _, t in r.cells})
     low, high = threads[0], threads[-1]
     for size in sorted({s for _, s, _ in r.cells}):
-        ratios = [r.cells[(m, size, high)]["switches"][0] / r.cells[(m, size, low)]["switches"][0]
-                  for m, s, t in r.cells if s == size and t == low and (m, size, high) in r.cells]
-        assert close(finding.numbers[f"context_switches_per_s@{size}"], ratios)
-        assert f"×{said(min(ratios))}" in finding.text
+        moves = {"rose": [], "fell": [], "noise": []}
+        for m, s, t in r.cells:
+            if s == size and t == low and (m, size, high) in r.cells:
+                (b, bl, bh, _), (a, al, ah, _) = r.cells[(m, size, low)]["switches"], r.cells[(m, size, high)]["switches"]
+                # rose or fell only where the two thread counts' intervals are apart; opposite moves kept apart
+                moves["rose" if al > bh else "fell" if ah < bl else "noise"].append(a / b)
+        assert close(finding.numbers[f"context_switches_per_s@{size}"], sum(moves.values(), []))
+        for word in ("rose", "fell"):
+            if moves[word]:
+                assert close(finding.numbers[f"context_switches_per_s@{size}:{word}"], moves[word])
+                assert f"{word} {times_text(moves[word])} in {len(moves[word])}" in finding.text
+            else:
+                assert f"context_switches_per_s@{size}:{word}" not in finding.numbers
+        if moves["noise"]:
+            assert re.search(rf"at {size // 1024}KiB [^;]*within noise in (all |both|{len(moves['noise'])})", finding.text)
 
 
 @pytest.mark.parametrize("name", RECORDED)

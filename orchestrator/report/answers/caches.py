@@ -58,6 +58,27 @@ def cache_level(ctx: Context) -> Answer:
     return Answer(CACHE_QUESTION, tuple(findings), tuple(detail))
 
 
+def _moves(here: pd.DataFrame, metric: str, low: int, high: int) -> list[tuple[str, float, str]]:
+    """Per mode of one size: (mode label, after / before, "rose", "fell" or "within noise"), rose or
+    fell only where the two thread counts' 95% intervals do not overlap: modes that move opposite
+    ways are told apart, never merged into one range."""
+    moves = []
+    for mode, g in here.groupby("mode_label", sort=False):
+        g = g.set_index("threads")
+        if g.index.duplicated().any():  # one row per mode and thread count in a group of cells; never two
+            raise ValueError(f"two summary rows for {mode} at one thread count")
+        if low not in g.index or high not in g.index:
+            continue
+        before, after = g.at[low, f"{metric}_mean"], g.at[high, f"{metric}_mean"]
+        if pd.isna(before) or pd.isna(after) or before <= 0 or not math.isfinite(after / before):
+            continue
+        bl, bh, al, ah = (g.at[t, f"{metric}_ci_{end}"] for t in (low, high) for end in ("low", "high"))
+        apart = not any(pd.isna(v) for v in (bl, bh, al, ah)) and (al > bh or ah < bl)
+        word = ("rose" if after > before else "fell") if apart else "within noise"
+        moves.append((str(mode), float(after / before), word))
+    return sorted(moves, key=lambda m: m[1])
+
+
 def threads_and_contention(ctx: Context) -> Answer:
     stream = ctx.stream[ctx.stream["mode"] != "iperf3"] if not ctx.stream.empty else ctx.stream
     threads = sorted(int(t) for t in stream["threads"].unique()) if not stream.empty else []
@@ -71,31 +92,38 @@ def threads_and_contention(ctx: Context) -> Answer:
     counted = [(m, label) for m, label in metrics if is_counted(stream, m)]
     findings, rows = [], []
     for metric, label in counted:
-        by_size = []
+        by_size, numbers = [], {}
         for size, here in stream.groupby("message_size"):
-            table = here.pivot_table(index="mode_label", columns="threads", values=f"{metric}_mean")
-            if low not in table or high not in table:
+            moves = _moves(here, metric, low, high)
+            for mode, value, word in moves:
+                rows.append([label, size_text(size), mode, f"×{num(value)}", word])
+            if not moves:
                 continue
-            ratios = (table[high] / table[low]).dropna()
-            ratios = ratios[ratios.map(math.isfinite)]
-            for mode, value in ratios.items():
-                rows.append([label, size_text(size), mode, f"×{num(value)}"])
-            if len(ratios):
-                by_size.append((int(size), span(ratios)))
+            numbers[f"{metric}@{int(size)}"] = span(v for _, v, _ in moves)
+            parts = []
+            for word in ("rose", "fell"):
+                ratios = [v for _, v, w in moves if w == word]
+                if ratios:
+                    numbers[f"{metric}@{int(size)}:{word}"] = span(ratios)
+                    parts.append(f"{word} {times(*span(ratios))} in {len(ratios)}")
+            noise = sum(w == "within noise" for _, _, w in moves)
+            if noise:
+                parts.append(f"within noise in {noise}" if parts else
+                             "within noise in both" if noise == 2 else f"within noise in all {noise}")
+            by_size.append(f"at {size_text(size)} {', '.join(parts)}")
         if by_size:
-            parts = [f"{times(*r)} at {size_text(s)}" for s, r in by_size]
             lead = "" if findings else f"from {low} to {high} threads, "
-            findings.append(Finding("change", f"{lead}{label} moved {', '.join(parts)} "
-                                    "(over modes)", tuple((s, high) for s, _ in by_size),
-                                    {f"{metric}@{s}": r for s, r in by_size}, metric))
+            findings.append(Finding("change", f"{lead}{label} per mode: {'; '.join(by_size)}",
+                                    (), numbers, metric))
     if not findings:
         return refused(THREADS_QUESTION, "neither cache misses nor context switches were counted.")
     if not all(is_counted(stream, m) for m, _ in metrics[:2]):
         findings.append(Finding("caveat", f"cache misses were {NOT_COUNTED} on these hosts"))
     elif ctx.user:
         findings.append(Finding("caveat", f"{ctx.user.caveat}: the miss ratios cover user space only"))
-    detail = [f"Change from {low} to {high} threads (after / before), per size and mode:", "",
-              md_table(["metric", "size", "mode", "change"], rows), "",
+    detail = [f"Change from {low} to {high} threads (after / before), per size and mode; it rose or fell where the "
+              "two thread counts' 95% intervals do not overlap:", "",
+              md_table(["metric", "size", "mode", "change", "moved"], rows), "",
               "Reading: misses per KiB that rise with threads point at contention for a shared cache (LLC); per-byte "
               "counts that stay flat mean each connection keeps to its own working set."]
     return Answer(THREADS_QUESTION, tuple(findings), tuple(detail))
