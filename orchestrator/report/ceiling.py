@@ -92,7 +92,9 @@ def ceiling(run: RunData, summary: pd.DataFrame) -> Ceiling | None:
         candidates.append(Ceiling(rate, f"the {kind} qdisc rate"))
     plateau = plateau_gbps(summary)
     if not math.isnan(plateau):
-        candidates.append(Ceiling(plateau, "the rate the cells saturate at"))
+        # A plateau just under a known ceiling is that ceiling (a tbf at 1 Gbit/s delivers 0.99): named by its cause.
+        named = [c for c in candidates if (1 - TOLERANCE) * c.gbps <= plateau <= c.gbps * (1 + TOLERANCE)]
+        candidates.append(min(named, key=lambda c: c.gbps) if named else Ceiling(plateau, "the rate the cells saturate at"))
     return min(candidates, key=lambda c: c.gbps) if candidates else None
 
 

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from . import changes, derive, plots, stats
+from . import ceiling, changes, derive, plots, stats
 from ..experiment.units import format_size
 from ..rows import layout, zerocopy
 from ..rows.durable import write_atomic
@@ -246,6 +246,21 @@ def compare_cells(a: pd.DataFrame, b: pd.DataFrame, label_a: str = "A", label_b:
                              ).reset_index(drop=True)
 
 
+def _at_the_link(table: pd.DataFrame, a: RunData, b: RunData) -> pd.DataFrame:
+    """Each cell's note names a side whose throughput sat at its link's ceiling (ceiling.py): a change
+    there says how fast the link was, not what the copies cost."""
+    if table.empty:
+        return table
+    held = {side: ceiling.bounded_cells(run, run.summary) for side, run in (("A", a), ("B", b))}
+    notes = []
+    for _, row in table.iterrows():
+        parts = [str(row["note"])] if row["note"] else []
+        parts += [f"{side} at its link's ceiling, {held[side][row['cell_id']].text()}"
+                  for side in ("A", "B") if row["cell_id"] in held[side]]
+        notes.append("; ".join(parts))
+    return table.assign(note=notes)
+
+
 def moved_counts(table: pd.DataFrame, label_b: str = "B") -> pd.DataFrame:
     """Per metric (COMPARED_METRICS' order): how many cells B/A's interval calls better, worse or no
     clear difference, and how many it cannot tell (too few repetitions, counts not comparable)."""
@@ -285,8 +300,9 @@ def largest_changes(table: pd.DataFrame, count: int = 5, label_b: str = "B") -> 
         label = derive.METRICS[row["metric"]].label if row["metric"] in derive.METRICS else row["metric"]
         way = "rose" if row["ratio"] > 1 else "fell"
         factor = row["ratio"] if row["ratio"] > 1 else 1 / row["ratio"]
+        note = f"; {row['note']}" if row["note"] else ""
         sentences.append(f"{short_label(row, workloads)}: {label} {way} {factor:.3g}-fold, from {_fmt(row['a_mean'])} "
-                         f"to {_fmt(row['b_mean'])} (B/A {ratio_text(row)}; {row['verdict']}).")
+                         f"to {_fmt(row['b_mean'])} (B/A {ratio_text(row)}; {row['verdict']}{note}).")
     return sentences
 
 
@@ -413,7 +429,7 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None, pair: st
                             f"(A has {len(cells_a)} cells, B has {len(cells_b)}; cells are named like "
                             f"{min(cells_a or cells_b or {'?'})})")
     rows_a, rows_b = ok_rows(a), ok_rows(b)
-    table = compare_cells(rows_a, rows_b)
+    table = _at_the_link(compare_cells(rows_a, rows_b), a, b)
     hosts = changes.host_changes(a.hosts, b.hosts)
     config = changes.config_changes(a.config, b.config)
     out = Path(out_dir) if out_dir is not None else default_out_dir(a.path, b.path, pair_a, pair_b)

@@ -76,3 +76,16 @@ def test_a_shaped_link_bounds_the_cells_at_its_rate(tmp_path):
     # The setup's link facts name the shaping beside the NIC's nominal speed.
     assert "- Shaped by the data interface's tbf qdisc: 9.00 Gbit/s (slower than the NIC: the qdisc is the link's ceiling)" \
         in markdown.setup_section(run)
+
+
+def test_a_plateau_just_under_a_qdisc_rate_is_named_by_the_qdisc():
+    """A real run over a lab shaped to 1000 Mbit/s by tbf: the cells saturate at 0.99 Gbit/s, just
+    under the qdisc's rate, so the ceiling is named by its cause, the qdisc, not as a bare plateau."""
+    run_dir = RUNS / "20261206T052758Z-quick-7003"
+    facts = json.loads((run_dir / "hosts" / "server.json").read_text())
+    assert facts["nic"]["qdisc"] == "tbf" and facts["nic"]["qdisc_rate_mbit"] == 1000
+    means = _means(run_dir)
+    assert 0.95 <= means.max() < 1.0
+    bounded = _bounded(run_dir)
+    assert sorted(bounded) == sorted(means[means >= 0.95].index)
+    assert {c.text() for c in bounded.values()} == {"the tbf qdisc rate (1 Gbit/s)"}
