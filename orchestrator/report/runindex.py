@@ -183,7 +183,7 @@ def _add_facts(entry: RunEntry, path: Path) -> None:
     if isinstance(facts.get("hostname"), str):
         _once(entry.facts_hosts, facts["hostname"])
     nic = facts.get("nic") if isinstance(facts.get("nic"), dict) else {}
-    words = [str(w) for w in (nic.get("interface"), nic.get("driver") or nic.get("kind"), _speed(nic)) if w]
+    words = [str(w) for w in (nic.get("interface"), nic.get("driver") or nic.get("kind"), _speed(nic), _shaped(nic)) if w]
     _once(entry.nics, " ".join(dict.fromkeys(words)))
     if isinstance(nic.get("mtu"), int) and nic["mtu"] not in entry.mtus:
         entry.mtus.append(nic["mtu"])
@@ -195,6 +195,14 @@ def _speed(nic: dict[str, Any]) -> str | None:
         return None
     mbps = int(match.group(1))
     return f"{mbps / 1000:g}G" if mbps >= 1000 else f"{mbps}M"
+
+
+def _shaped(nic: dict[str, Any]) -> str | None:
+    """`tbf 1G` for a data link a root qdisc limits (host facts nic.qdisc, nic.qdisc_rate_mbit), else None."""
+    rate = nic.get("qdisc_rate_mbit")
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0:
+        return None
+    return f"{nic.get('qdisc') or 'qdisc'} {rate / 1000:g}G" if rate >= 1000 else f"{nic.get('qdisc') or 'qdisc'} {rate:g}M"
 
 
 def _once(values: list[str], value: str) -> None:

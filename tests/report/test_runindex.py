@@ -108,3 +108,10 @@ def test_bad_arguments_exit_2(tmp_path):
     assert code == 2 and "no such folder of runs" in err
     code, _, err = cli("runs", str(tmp_path), "--since", "yesterday")
     assert code == 2 and "--since/--until" in err and "'yesterday'" in err
+
+
+def test_a_shaped_link_shows_its_qdisc_and_rate_beside_the_nic(tmp_path):
+    """The recorded run over a lab shaped by tbf to 1000 Mbit/s: its NIC column says so."""
+    shutil.copytree(RUNS / "20261206T052758Z-quick-7003", tmp_path / "20261206T052758Z-quick-7003")
+    (shaped,) = runindex.index(tmp_path).runs
+    assert shaped.nics == ["data0 veth 10G tbf 1G"] and shaped.mtus == [9000]
