@@ -12,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const mode_names[] = {"two_copy", "one_copy", "zero_copy", "sendfile"};
+static const char *const mode_names[] = {"two_copy", "one_copy", "zero_copy", "sendfile",
+                                         "io_uring", "io_uring_zc"};
 static const char *const workload_names[] = {"stream", "rr"};
 static const char *const role_names[] = {"server", "client"};
 static const char *const receive_names[] = {"copy", "zerocopy"};
@@ -181,7 +182,7 @@ void parse_args(int argc, char **argv, struct config *cfg)
         case OPT_BIND: bind = optarg; break;
         case OPT_CONNECT: connect = optarg; break;
         case OPT_PORT: port = optarg; break;
-        case OPT_MODE: cfg->mode = (enum mode)lookup(mode_names, 4, optarg, "--mode"); break;
+        case OPT_MODE: cfg->mode = (enum mode)lookup(mode_names, 6, optarg, "--mode"); break;
         case OPT_WORKLOAD:
             cfg->workload = (enum workload)lookup(workload_names, 2, optarg, "--workload");
             break;

@@ -30,7 +30,7 @@ MAX_MESSAGE_SIZE = 4 << 20
 MAX_THREADS = 64
 MAX_FIELDS = 64
 
-Mode = Literal["two_copy", "one_copy", "zero_copy", "sendfile"]
+Mode = Literal["two_copy", "one_copy", "zero_copy", "sendfile", "io_uring", "io_uring_zc"]
 Workload = Literal["stream", "rr"]
 # How a stream receiver takes its data: read() (copy), or pages mapped by TCP_ZEROCOPY_RECEIVE.
 Receive = Literal["copy", "zerocopy"]
