@@ -15,7 +15,11 @@ import math
 
 # The send modes whose sends the kernel reports back as zero-copy or copied: the rule below
 # applies to them, and only to them. Everything that asks "is this a zero-copy mode?" asks here.
-ZERO_COPY_MODES = ("zero_copy", "io_uring_zc")
+# Each with the kernel interface it sends through and the flag by which the kernel says it copied.
+ZERO_COPY_MODES = {
+    "zero_copy": ("MSG_ZEROCOPY", "SO_EE_CODE_ZEROCOPY_COPIED"),
+    "io_uring_zc": ("IORING_OP_SEND_ZC", "IORING_NOTIF_USAGE_ZC_COPIED"),
+}
 
 # From this fraction of copied sends up, a cell is a copy outright; below it, it is shown with
 # the copied percentage.
