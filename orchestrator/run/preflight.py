@@ -114,6 +114,9 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
     )
     if experiment.reference:  # iperf3 (and what runs it) on both hosts
         basics += "; " + iperf3.preflight_probe(experiment, host.role)
+    uring_modes = planned_uring_modes(experiment, host.role)
+    if uring_modes:
+        basics += "; " + URING_PROBE
     # One round trip: the read-only probes, then the workdir made and checked (workdir.py).
     found, stdout = workdir.check(
         host, timeout, dirs=["agents", "runs", *run_dirs], before=basics,
@@ -126,6 +129,9 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
     if stream_receiver_role(experiment) in (None, host.role) and "zerocopy" in experiment.dimension("receive"):
         problem = zerocopy_receive_problem(checks.kernel)
         checks.add("zero-copy receive", problem is None, problem or f"TCP_ZEROCOPY_RECEIVE (kernel {checks.kernel})")
+    for mode in uring_modes:
+        problem = uring_problem(mode, checks.kernel, next((line for line in lines if line.startswith("@uring ")), ""))
+        checks.add(mode, problem is None, problem or f"{URING_NEEDS[mode][1]} (kernel {checks.kernel}), io_uring enabled")
     if host.shell_output or host.shell_startup >= SLOW_STARTUP:
         checks.add("login shell", True, login_shell(host.shell_output, host.shell_startup, experiment.warmup))
     if found.ok:
@@ -161,6 +167,52 @@ def stream_receiver_role(experiment: Experiment) -> str | None:
     """The role that receives the stream cells, or None when the sender varies (both do)."""
     senders = set(experiment.dimension("sender"))
     return None if len(senders) > 1 else ("client" if senders == {"server"} else "server")
+
+
+# What each io_uring send mode needs of the sending host's kernel: the agent waits with
+# IORING_ENTER_EXT_ARG (5.11); io_uring_zc sends with IORING_OP_SEND_ZC (6.0) and asks for the
+# copied flag with IORING_SEND_ZC_REPORT_USAGE (6.2), without which a copy would pass as zero-copy.
+URING_NEEDS = {
+    "io_uring": ((5, 11), "io_uring with IORING_FEAT_EXT_ARG (Linux 5.11)"),
+    "io_uring_zc": ((6, 2), "IORING_OP_SEND_ZC (Linux 6.0) with IORING_SEND_ZC_REPORT_USAGE (Linux 6.2)"),
+}
+# kernel.io_uring_disabled (Linux 6.6; absent before: enabled), kernel.io_uring_group, the
+# account's uid and groups: whether this account may create a ring.
+URING_PROBE = ('echo "@uring $(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo -) '
+               '$(cat /proc/sys/kernel/io_uring_group 2>/dev/null || echo -) $(id -u) $(id -G)"')
+
+
+def planned_uring_modes(experiment: Experiment, role: str) -> list[str]:
+    """The io_uring modes whose cells make this role send: both roles in rr, the sender in stream."""
+    modes = [m for m in experiment.dimension("mode") if m in URING_NEEDS]
+    workloads = set(experiment.dimension("workload"))
+    sends = "rr" in workloads or ("stream" in workloads and role in experiment.dimension("sender"))
+    return modes if sends else []
+
+
+def uring_problem(mode: str, kernel: str, probe: str) -> str | None:
+    """Why a host with this `uname -r` and URING_PROBE line cannot send in `mode`, or None."""
+    (need, what) = URING_NEEDS[mode]
+    match = re.match(r"(\d+)\.(\d+)", kernel)
+    if not match:
+        return f"cannot tell the kernel version from `uname -r` ({kernel!r}); {mode} needs {what}"
+    if (int(match[1]), int(match[2])) < need:
+        return f"kernel {kernel} is too old for {mode}: it needs {what}; leave {mode} out of the modes, or use another host"
+    words = probe.split()[1:]
+    if len(words) < 3:
+        return f"could not read kernel.io_uring_disabled and the account's ids ({probe!r})"
+    disabled, group, uid, groups = words[0], words[1], words[2], set(words[3:])
+    if disabled in ("-", "0"):
+        return None
+    fix = "`sysctl -w kernel.io_uring_disabled=0`, or another host"
+    if disabled == "1":
+        if uid == "0" or (group not in ("-", "-1") and group in groups):
+            return None
+        allowed = f"members of group {group} and " if group not in ("-", "-1") else ""
+        return (f"io_uring is limited to {allowed}privileged processes here (kernel.io_uring_disabled=1) and this "
+                f"account (uid {uid}) is not one: {mode} cannot run; "
+                + (f"add the account to group {group}, or " if allowed else "") + fix)
+    return f"io_uring is disabled on this host (kernel.io_uring_disabled={disabled}): {mode} cannot run; {fix}"
 
 
 def zerocopy_receive_problem(kernel: str) -> str | None:
