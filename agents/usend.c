@@ -7,6 +7,7 @@
 #include "run.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ int usend_prepare(struct thread_state *ts)
         return -1;
     }
     ts->usend->ring.fd = -1;
+    ts->usend->restore_flags = -1;
     ts->usend->zc = g_run.cfg.mode == MODE_IO_URING_ZC;
     return 0;
 }
@@ -50,7 +52,25 @@ int usend_open(struct thread_state *ts)
         agent_fail("connection %d: %s failed: %s", ts->index, s->ring.failed, strerror(-e));
     else if (!(s->ring.features & IORING_FEAT_EXT_ARG))
         agent_fail("this kernel's io_uring is too old (no IORING_FEAT_EXT_ARG, Linux 5.11)");
+    /* For the tests only: a stream sender's socket made non-blocking while the data flows, and
+     * its sends without MSG_WAITALL, make the kernel answer a send it cannot finish now with what
+     * it took (a short send) rather than waiting for room. usend_data_end makes it blocking again. */
+    const char *nonblock = getenv("ORCH_AGENT_URING_NONBLOCK");
+    if (!agent_aborted() && nonblock && *nonblock == '1' && g_run.cfg.workload == WL_STREAM) {
+        int fl = fcntl(ts->fd, F_GETFL);
+        if (fl < 0 || fcntl(ts->fd, F_SETFL, fl | O_NONBLOCK) != 0)
+            fail_io(ts, "fcntl(O_NONBLOCK)", errno);
+        s->restore_flags = fl;
+    }
     return agent_aborted() ? -1 : 0;
+}
+
+void usend_data_end(struct thread_state *ts)
+{
+    struct usend *s = ts->usend;
+    if (s->restore_flags >= 0 && fcntl(ts->fd, F_SETFL, s->restore_flags) != 0)
+        fail_io(ts, "fcntl(F_SETFL)", errno);
+    s->restore_flags = -1;
 }
 
 /* One completion: a send's result, or (IORING_CQE_F_NOTIF) the notification that the kernel
@@ -153,7 +173,7 @@ int usend_message(struct thread_state *ts, struct msgbuf *m)
         q->fd = ts->fd;
         q->addr = (uint64_t)(uintptr_t)p;
         q->len = (uint32_t)left;
-        q->msg_flags = MSG_NOSIGNAL | MSG_WAITALL;
+        q->msg_flags = MSG_NOSIGNAL | (s->restore_flags >= 0 ? 0 : MSG_WAITALL);
         if (s->zc)
             q->ioprio = IORING_SEND_ZC_REPORT_USAGE;
         q->user_data = slot;

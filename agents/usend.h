@@ -23,6 +23,7 @@ struct usend {
     int64_t pending;         /* notifications owed: requests answered with F_MORE, minus notifications */
     int have_result;         /* the request in flight has its result */
     int result;
+    int restore_flags;       /* the socket's flags to restore at the end of data, or -1 */
     /* The same counts as MSG_ZEROCOPY (zc.h): sends are requests owed a notification, each
      * notification completes one, copied ones carry IORING_NOTIF_USAGE_ZC_COPIED. */
     struct zc_stats st;
@@ -36,6 +37,8 @@ int usend_open(struct thread_state *ts);
 /* Sends the whole message m (its one contiguous buffer): resubmits the rest after a short send,
  * retries -EINTR and -EAGAIN, waits for notifications on -ENOBUFS. 0, or -1 when the run failed. */
 int usend_message(struct thread_state *ts, struct msgbuf *m);
+/* The data phase is over: the socket is as it was before usend_open (see ORCH_AGENT_URING_NONBLOCK). */
+void usend_data_end(struct thread_state *ts);
 /* Waits until every notification for m's earlier sends has come, so m may be rewritten. */
 int usend_reclaim(struct thread_state *ts, struct msgbuf *m);
 /* After the last send: waits up to `seconds` for the notifications still owed. */

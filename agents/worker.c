@@ -211,6 +211,8 @@ static void stream_send(struct thread_state *ts)
         seq++;
     }
     data_end(ts);
+    if (ts->usend)
+        usend_data_end(ts);
     uint8_t b[8];
     end_as_sender(ts, b, sizeof b);
     if (agent_aborted() || finish_zerocopy(ts) != 0)

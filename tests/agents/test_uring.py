@@ -4,6 +4,7 @@ kernel copies every io_uring_zc send and says so in each notification."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -14,7 +15,7 @@ import pytest
 from orchestrator.rows import zerocopy
 from tests.conftest import ROOT, require
 
-from .conftest import assert_ok, finish, kill_quietly, run_pair, start_server
+from .conftest import Pair, assert_ok, finish, kill_quietly, run_pair, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +88,25 @@ def test_killed_receiver_fails_the_send_request(built_agent: Path) -> None:
         kill_quietly(server)
     assert side.rc == 1 and side.doc is not None
     assert "went away during io_uring send_zc" in side.doc["error"]
+
+
+@pytest.mark.parametrize("mode", ["io_uring", "io_uring_zc"])
+def test_short_sends_are_resubmitted(built_agent: Path, mode: str) -> None:
+    """On a non-blocking socket without MSG_WAITALL (a switch for the tests only) the kernel
+    answers a send it cannot finish with the bytes it took: the rest goes again, and every byte
+    arrives, verified, in order."""
+    args = ["--mode", mode, "--size", "1048576", "--duration", "0.4", "--verify", "--sender", "client"]
+    server, port = start_server(built_agent, args)
+    client = subprocess.Popen([str(built_agent), "client", "--connect", "127.0.0.1", "--port", str(port), *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "ORCH_AGENT_URING_NONBLOCK": "1"})  # fmt: skip
+    sender, receiver = finish(client, 30), finish(server, 30)
+    assert_ok(Pair(receiver, sender))
+    total = sender.doc["total"]
+    assert total["bytes_sent"] == receiver.doc["total"]["bytes_received"] > 0
+    assert total["send_calls"] > total["messages_sent"]  # short sends happened, and were completed
+    if mode == "io_uring_zc":
+        zc = sender.doc["zerocopy"]
+        # Every request, short or not, owes exactly one notification.
+        assert zc["notifications"] == zc["sends"] >= total["send_calls"]
+        assert zc["outstanding_at_end"] == 0
