@@ -28,10 +28,57 @@ in the sender's throughput. Theirs registers the socket and the ring descriptor
 (IORING_REGISTER_FILES, register_ring_fd); ours does not.
 
 Measured on the development VM (2 vCPUs shared with other sessions, Debian 12, kernel
-6.18.44-fc-v1300), liburing at 27255f4c, `--repeats 5 --duration 2`, medians of 5 alternated
-runs per case:
+6.18.44-fc-v1300), liburing at 27255f4c built with its own configure and make, the agent of the
+uring branch, `--repeats 5 --duration 2 --sizes 65536,1048576`, medians of 5 alternated runs:
 
-RESULTS_PLACEHOLDER
+    mode             size tool               Gbit/s    µs/MB
+    io_uring        65536 ours                24.79     72.9
+    io_uring        65536 liburing            36.48     99.3
+    io_uring        65536 liburing+copy rx    26.13     75.3
+    io_uring      1048576 ours                36.20    144.2
+    io_uring      1048576 liburing            44.01    135.7
+    io_uring      1048576 liburing+copy rx    40.89    186.9
+    io_uring_zc     65536 ours                24.16    342.1
+    io_uring_zc     65536 liburing            28.61    283.7
+    io_uring_zc     65536 liburing+copy rx    21.19    324.9
+    io_uring_zc   1048576 ours                26.04    255.1
+    io_uring_zc   1048576 liburing            27.50    257.8
+    io_uring_zc   1048576 liburing+copy rx    26.85    263.4
+    ours ÷ liburing's send-zerocopy (with its own receiver, and with the copying one):
+      io_uring        65536 vs liburing        : throughput 0.68, sender CPU per MB 0.73
+      io_uring        65536 vs liburing+copy rx: throughput 0.95, sender CPU per MB 0.97
+      io_uring      1048576 vs liburing        : throughput 0.82, sender CPU per MB 1.06
+      io_uring      1048576 vs liburing+copy rx: throughput 0.89, sender CPU per MB 0.77
+      io_uring_zc     65536 vs liburing        : throughput 0.84, sender CPU per MB 1.21
+      io_uring_zc     65536 vs liburing+copy rx: throughput 1.14, sender CPU per MB 1.05
+      io_uring_zc   1048576 vs liburing        : throughput 0.95, sender CPU per MB 0.99
+      io_uring_zc   1048576 vs liburing+copy rx: throughput 0.97, sender CPU per MB 0.97
+
+An earlier session of the same command without the copying receiver (busier machine) gave ours ÷
+liburing: io_uring 64 KiB throughput 0.79, CPU per MB 1.29; 1 MiB 0.90, 1.03; io_uring_zc 64 KiB
+0.76, 1.07; 1 MiB 0.66, 1.26.
+
+Each difference outside 0.9-1.1, explained:
+
+- Throughput against liburing with its own receiver (0.66-0.84): that receiver never copies
+  (recv with MSG_TRUNC discards the data in the kernel). The same liburing sender against a
+  receiver that copies, as ours does, falls to our figures: ours ÷ it is 0.89-1.14.
+- io_uring_zc at 64 KiB against the copying receiver (1.14): that receiver is Python, one
+  interpreted call per recv_into; at 64 KiB it makes 16 times the calls it makes at 1 MiB, where
+  the ratio is 0.97. It handicaps liburing's side at small messages.
+- io_uring at 1 MiB against the copying receiver (throughput 0.89, CPU per MB 0.77): within what
+  this shared VM moves between sessions: the same tool and case differ by 20-40% from one session
+  to the next (ours io_uring_zc 64 KiB: 16.85 Gbit/s in the earlier session, 24.16 here).
+- Sender CPU per MB (0.73-1.29 across sessions): over loopback the receive path (the softirq, the
+  receiver's wake-up) runs in part in the sender's own system calls, so the sender's CPU per MB
+  follows the receiver and the scheduling; one tool's figure ranges 37-342 µs/MB across single
+  runs. It says little about the send loops here; a real NIC would.
+- io_uring_zc's buffers: ours sends from a ring of 4 MiB of message buffers (as zero_copy does:
+  a buffer is rewritten only after its notification, and on a real NIC several MiB stay in
+  flight); liburing's sends one 64 KiB buffer again and again. On loopback the kernel copies
+  every byte, so the ring's footprint (above the 2 MiB L2) costs: an agent built with a 128 KiB
+  ring gave 22.2 and 24.1 Gbit/s against 17.6 and 15.2 for the 4 MiB ring (64 KiB messages, 2
+  alternated pairs, 1 s). Kept as it is: zero_copy and io_uring_zc compare at equal settings.
 """
 
 from __future__ import annotations
