@@ -31,6 +31,7 @@ struct config {
     enum mode mode;
     enum workload workload;
     enum receive_mode receive; /* how a stream receiver takes its data */
+    int uring_registered;      /* io_uring_zc sends from buffers registered with the ring */
     uint32_t size;
     uint32_t fields;          /* after clamping to size */
     uint32_t threads;

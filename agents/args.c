@@ -17,11 +17,13 @@ static const char *const mode_names[] = {"two_copy", "one_copy", "zero_copy", "s
 static const char *const workload_names[] = {"stream", "rr"};
 static const char *const role_names[] = {"server", "client"};
 static const char *const receive_names[] = {"copy", "zerocopy"};
+static const char *const uring_buffer_names[] = {"plain", "registered"};
 
 const char *mode_name(enum mode m) { return mode_names[m]; }
 const char *workload_name(enum workload w) { return workload_names[w]; }
 const char *role_name(enum role r) { return role_names[r]; }
 const char *receive_name(enum receive_mode r) { return receive_names[r]; }
+const char *uring_buffers_name(int registered) { return uring_buffer_names[registered ? 1 : 0]; }
 
 static void say(const char *fmt, va_list ap)
 {
@@ -126,7 +128,7 @@ static void parse_cpus(const char *s, struct config *cfg)
 enum {
     OPT_BIND = 1000, OPT_CONNECT, OPT_PORT, OPT_MODE, OPT_WORKLOAD, OPT_SIZE, OPT_FIELDS,
     OPT_THREADS, OPT_DURATION, OPT_WARMUP, OPT_INTERVAL, OPT_SENDER, OPT_NODELAY, OPT_SNDBUF,
-    OPT_RCVBUF, OPT_CPUS, OPT_VERIFY, OPT_OUTPUT, OPT_LIFETIME, OPT_RECEIVE,
+    OPT_RCVBUF, OPT_CPUS, OPT_VERIFY, OPT_OUTPUT, OPT_LIFETIME, OPT_RECEIVE, OPT_URING_BUFFERS,
 };
 
 static const struct option long_opts[] = {
@@ -150,6 +152,7 @@ static const struct option long_opts[] = {
     {"output", required_argument, 0, OPT_OUTPUT},
     {"lifetime", required_argument, 0, OPT_LIFETIME},
     {"receive", required_argument, 0, OPT_RECEIVE},
+    {"uring-buffers", required_argument, 0, OPT_URING_BUFFERS},
     {0, 0, 0, 0},
 };
 
@@ -207,6 +210,9 @@ void parse_args(int argc, char **argv, struct config *cfg)
         case OPT_RECEIVE:
             cfg->receive = (enum receive_mode)lookup(receive_names, 2, optarg, "--receive");
             break;
+        case OPT_URING_BUFFERS:
+            cfg->uring_registered = lookup(uring_buffer_names, 2, optarg, "--uring-buffers");
+            break;
         case ':':
             usage_error("option %s needs a value", argv[optind - 1]);
         default:
@@ -239,6 +245,11 @@ void parse_args(int argc, char **argv, struct config *cfg)
     /* Mapped pages suit a stream's receiver; an rr side reads one message at a time. */
     if (cfg->receive == RX_ZEROCOPY && cfg->workload != WL_STREAM)
         usage_error("--receive zerocopy needs --workload stream");
+
+    /* The kernel takes registered buffers for zero-copy sends only (IORING_RECVSEND_FIXED_BUF). */
+    if (cfg->uring_registered && cfg->mode != MODE_IO_URING_ZC)
+        usage_error("--uring-buffers registered needs --mode io_uring_zc (the kernel registers "
+                    "buffers for IORING_OP_SEND_ZC only)");
 
     /* A field holds at least one byte, so a message cannot have more fields than bytes. */
     if (cfg->fields > cfg->size)

@@ -178,8 +178,8 @@ void json_write(FILE *f)
             g_run.rcvbuf_eff);
     for (int i = 0; i < c->ncpus; i++)
         fprintf(f, "%s%d", i ? ", " : "", c->cpus[i]);
-    fprintf(f, "], \"verify\": %s, \"lifetime_s\": %.6f},\n", c->verify ? "true" : "false",
-            c->lifetime);
+    fprintf(f, "], \"verify\": %s, \"lifetime_s\": %.6f, \"uring_buffers\": \"%s\"},\n",
+            c->verify ? "true" : "false", c->lifetime, uring_buffers_name(c->uring_registered));
     fprintf(f, " \"time\": {\"start_monotonic\": %.6f, \"end_monotonic\": %.6f, "
                "\"start_realtime\": %.6f, \"end_realtime\": %.6f},\n",
             g_run.t0_mono, g_run.end_mono, g_run.t0_real, g_run.end_real);

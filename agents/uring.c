@@ -13,6 +13,9 @@
 #ifndef __NR_io_uring_enter
 #define __NR_io_uring_enter 426
 #endif
+#ifndef __NR_io_uring_register
+#define __NR_io_uring_register 427
+#endif
 #ifndef IORING_SETUP_COOP_TASKRUN
 #define IORING_SETUP_COOP_TASKRUN (1U << 8)
 #endif
@@ -139,6 +142,16 @@ int uring_enter(struct uring *u, unsigned wait_nr, int timeout_ms)
     if (r < 0 && r != -EINTR && r != -ETIME)
         u->failed = "io_uring_enter";
     return r;
+}
+
+int uring_register_buffers(struct uring *u, const struct iovec *iov, unsigned n)
+{
+    long r = syscall(__NR_io_uring_register, u->fd, IORING_REGISTER_BUFFERS, iov, n);
+    if (r < 0) {
+        u->failed = "io_uring_register(IORING_REGISTER_BUFFERS)";
+        return -errno;
+    }
+    return 0;
 }
 
 struct io_uring_cqe *uring_cqe(struct uring *u)

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <linux/io_uring.h>
 
 struct uring {
@@ -35,6 +36,10 @@ struct io_uring_sqe *uring_sqe(struct uring *u);
  * -ETIME (the time ran out), or a failure with u->failed set. Calling again after -EINTR
  * submits what the kernel has not taken yet. */
 int uring_enter(struct uring *u, unsigned wait_nr, int timeout_ms);
+/* Registers n buffers with the ring (IORING_REGISTER_BUFFERS): a request then names one by its
+ * index and IORING_RECVSEND_FIXED_BUF, and the kernel pins its pages once, not per send. Counts
+ * against RLIMIT_MEMLOCK without CAP_IPC_LOCK. 0, or -errno with u->failed set. */
+int uring_register_buffers(struct uring *u, const struct iovec *iov, unsigned n);
 /* The oldest queued completion, or NULL; uring_cqe_seen hands its slot back. */
 struct io_uring_cqe *uring_cqe(struct uring *u);
 void uring_cqe_seen(struct uring *u);

@@ -19,6 +19,9 @@
 #ifndef IORING_NOTIF_USAGE_ZC_COPIED
 #define IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
 #endif
+#ifndef IORING_RECVSEND_FIXED_BUF
+#define IORING_RECVSEND_FIXED_BUF (1U << 2)
+#endif
 #ifndef IORING_CQE_F_NOTIF
 #define IORING_CQE_F_NOTIF (1U << 3)
 #endif
@@ -39,6 +42,27 @@ int usend_prepare(struct thread_state *ts)
     return 0;
 }
 
+/* The message buffers registered with the ring, slot i as buffer i. */
+static int register_ring(struct thread_state *ts)
+{
+    struct iovec iov[256]; /* the ring has at most 256 slots (worker.c) */
+    if (ts->ring_slots > sizeof iov / sizeof iov[0]) {
+        agent_fail("connection %d: %u buffers are more than io_uring_register takes here", ts->index,
+                   ts->ring_slots);
+        return -1;
+    }
+    for (uint32_t i = 0; i < ts->ring_slots; i++)
+        iov[i] = ts->ring[i].iov[0];
+    int e = uring_register_buffers(&ts->usend->ring, iov, ts->ring_slots);
+    if (e == -ENOMEM)
+        agent_fail("connection %d: registering %u buffers of %u bytes with io_uring needs that much "
+                   "locked memory; RLIMIT_MEMLOCK (ulimit -l) is too low (%s)", ts->index,
+                   ts->ring_slots, g_run.cfg.size, strerror(-e));
+    else if (e != 0)
+        agent_fail("connection %d: %s failed: %s", ts->index, ts->usend->ring.failed, strerror(-e));
+    return e == 0 ? 0 : -1;
+}
+
 int usend_open(struct thread_state *ts)
 {
     struct usend *s = ts->usend;
@@ -52,6 +76,8 @@ int usend_open(struct thread_state *ts)
         agent_fail("connection %d: %s failed: %s", ts->index, s->ring.failed, strerror(-e));
     else if (!(s->ring.features & IORING_FEAT_EXT_ARG))
         agent_fail("this kernel's io_uring is too old (no IORING_FEAT_EXT_ARG, Linux 5.11)");
+    if (!agent_aborted() && g_run.cfg.uring_registered && register_ring(ts) != 0)
+        return -1;
     /* For the tests only: a stream sender's socket made non-blocking while the data flows, and
      * its sends without MSG_WAITALL, make the kernel answer a send it cannot finish now with what
      * it took (a short send) rather than waiting for room. usend_data_end makes it blocking again. */
@@ -141,10 +167,17 @@ static int retry_or_fail(struct thread_state *ts, struct usend *s, int err)
         return 0;
     if (err == EAGAIN || err == EWOULDBLOCK)
         return wait_writable(ts);
-    if (err == ENOBUFS) {
-        /* Memory for zero-copy state ran short: notifications free it, so wait, do not spin. */
+    if (err == ENOBUFS || (err == ENOMEM && s->zc && s->pending > 0)) {
+        /* Memory for zero-copy state ran short, or the pages pinned so far reached the account's
+         * locked-memory limit (-ENOMEM): notifications free both, so wait, do not spin. */
         s->st.enobufs++;
         return s->pending > 0 ? enter(ts, s, USEND_WAIT_MS) : wait_writable(ts);
+    }
+    if (err == ENOMEM && s->zc) {
+        agent_fail("connection %d: io_uring send_zc could not pin a %u-byte message: the account's "
+                   "locked-memory limit (RLIMIT_MEMLOCK, ulimit -l) is too low (%s)", ts->index,
+                   g_run.cfg.size, strerror(err));
+        return -1;
     }
     if (err == EINVAL && s->zc)
         agent_fail("this kernel refused IORING_OP_SEND_ZC with IORING_SEND_ZC_REPORT_USAGE "
@@ -176,6 +209,10 @@ int usend_message(struct thread_state *ts, struct msgbuf *m)
         q->msg_flags = MSG_NOSIGNAL | (s->restore_flags >= 0 ? 0 : MSG_WAITALL);
         if (s->zc)
             q->ioprio = IORING_SEND_ZC_REPORT_USAGE;
+        if (g_run.cfg.uring_registered) { /* p lies inside buffer `slot`, registered as such */
+            q->ioprio |= IORING_RECVSEND_FIXED_BUF;
+            q->buf_index = (uint16_t)slot;
+        }
         q->user_data = slot;
         s->have_result = 0;
         while (!s->have_result) {

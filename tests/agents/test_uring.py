@@ -60,6 +60,20 @@ def test_stream_verified_and_counted(built_agent: Path, mode: str) -> None:
     assert zerocopy.label(mode, fraction) == "io_uring_zc: copied (not zero-copy)"
 
 
+def test_registered_buffers_send_zero_copy_and_are_refused_elsewhere(built_agent: Path) -> None:
+    args = ["--mode", "io_uring_zc", "--uring-buffers", "registered", "--size", "65536", "--threads", "2",
+            "--duration", "0.3", "--verify"]
+    pair = run_pair(built_agent, args)
+    assert_ok(pair)
+    sender = pair.server.doc
+    assert sender["options"]["uring_buffers"] == "registered"
+    zc = sender["zerocopy"]
+    assert zc["notifications"] == zc["sends"] == sender["total"]["send_calls"] > 0
+    refused = subprocess.run([str(built_agent), "server", "--bind", "127.0.0.1", "--port", "0", "--mode", "io_uring",
+                              "--uring-buffers", "registered"], capture_output=True, text=True, timeout=10)  # fmt: skip
+    assert refused.returncode == 2 and "--uring-buffers registered needs --mode io_uring_zc" in refused.stderr
+
+
 @pytest.mark.parametrize("mode", ["io_uring", "io_uring_zc"])
 def test_rr_both_sides_send_with_io_uring(built_agent: Path, mode: str) -> None:
     args = ["--mode", mode, "--workload", "rr", "--size", "1024", "--duration", "0.3", "--verify"]

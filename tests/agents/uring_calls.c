@@ -17,6 +17,9 @@
 #ifndef IORING_SEND_ZC_REPORT_USAGE
 #define IORING_SEND_ZC_REPORT_USAGE (1U << 3)
 #endif
+#ifndef IORING_RECVSEND_FIXED_BUF
+#define IORING_RECVSEND_FIXED_BUF (1U << 2)
+#endif
 #ifndef IORING_NOTIF_USAGE_ZC_COPIED
 #define IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
 #endif
@@ -115,14 +118,19 @@ int main(void)
     u.failed = NULL;
     expect(uring_enter(&u, 1, 10) == -ETIME && u.failed == NULL, "ETIME after the timeout");
     expect(uring_cqe(&u) == NULL, "no completion");
+    /* io_uring_register(IORING_REGISTER_BUFFERS): an iovec array the kernel cannot read */
+    expect_failed(uring_register_buffers(&u, (const struct iovec *)8, 1), &u,
+                  "io_uring_register(IORING_REGISTER_BUFFERS)", "register from a bad address");
 
     int a, b;
     if (tcp_pair(&a, &b) != 0) {
         perror("setting up sockets");
         return 2;
     }
-    static char buf[65536];
+    static char buf[65536] __attribute__((aligned(4096)));
     memset(buf, 'x', sizeof buf);
+    struct iovec reg = {.iov_base = buf, .iov_len = sizeof buf};
+    expect(uring_register_buffers(&u, &reg, 1) == 0, "register one buffer");
     for (int i = 0; i < 5; i++) /* five requests, one at a time: the sqe queue never fills */ {
         struct io_uring_sqe *q = uring_sqe(&u);
         expect(q != NULL, "a free sqe");
@@ -134,6 +142,10 @@ int main(void)
         q->len = sizeof buf;
         q->msg_flags = MSG_WAITALL;
         q->ioprio = IORING_SEND_ZC_REPORT_USAGE;
+        if (i % 2) { /* every other request from the registered buffer */
+            q->ioprio |= IORING_RECVSEND_FIXED_BUF;
+            q->buf_index = 0;
+        }
         q->user_data = 7;
         expect(uring_enter(&u, 1, 1000) == 1, "one submitted");
         /* Read what arrived so that the socket's pages go back and the notification comes. */

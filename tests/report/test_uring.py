@@ -77,3 +77,14 @@ def test_a_run_without_io_uring_does_not_ask():
     summary = stats.summarize(run.results)
     plain = summary[~summary["mode"].isin(["io_uring", "io_uring_zc"])]
     assert URING not in {a.question for a in answers(plain, run)}
+
+
+def test_registered_buffers_are_a_variant_of_their_own_and_still_labelled_copied():
+    run = load_run(FIXTURE / "registered")
+    assert set(run.results["uring_buffers"]) == {"plain", "registered"}
+    summary = stats.summarize(run.results)
+    assert len(summary) == 4 and set(summary["mode_label"]) == {"io_uring_zc: copied (not zero-copy)"}
+    text = render_markdown(run, summary, {})
+    assert "**With uring_buffers=registered**" in text and "**With uring_buffers=plain**" in text
+    # Only io_uring_zc was measured: nothing to compare it with, and the answer says so.
+    assert "it has stream cells of io_uring_zc but of none of the modes to compare them with" in text
