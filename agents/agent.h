@@ -18,7 +18,8 @@
 #define AGENT_SAMPLE_STEP_S 0.1
 #define AGENT_MAX_SAMPLES 4096
 
-enum mode { MODE_TWO_COPY, MODE_ONE_COPY, MODE_ZERO_COPY, MODE_SENDFILE };
+enum mode { MODE_TWO_COPY, MODE_ONE_COPY, MODE_ZERO_COPY, MODE_SENDFILE, MODE_IO_URING,
+            MODE_IO_URING_ZC };
 enum workload { WL_STREAM, WL_RR };
 enum role { ROLE_SERVER, ROLE_CLIENT };
 enum receive_mode { RX_COPY, RX_ZEROCOPY };
@@ -30,6 +31,7 @@ struct config {
     enum mode mode;
     enum workload workload;
     enum receive_mode receive; /* how a stream receiver takes its data */
+    int uring_registered;      /* io_uring_zc sends from buffers registered with the ring */
     uint32_t size;
     uint32_t fields;          /* after clamping to size */
     uint32_t threads;
@@ -54,6 +56,7 @@ struct counts {
 struct hist;
 struct zc;
 struct zcrx;
+struct usend;
 struct msgbuf;
 struct tcpi_sample;
 
@@ -72,6 +75,7 @@ struct thread_state {
     uint64_t tx, tx_total;     /* rr transactions in the window / overall */
     struct hist *hist;         /* rr client only */
     struct zc *zc;             /* zero_copy only */
+    struct usend *usend;       /* io_uring and io_uring_zc senders only (usend.h) */
     struct zcrx *zcrx;         /* a --receive zerocopy stream receiver only (recvmap.h) */
     struct msgbuf *ring;       /* send buffers: 1, or the zero_copy ring */
     uint32_t ring_slots;

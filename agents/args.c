@@ -12,15 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const mode_names[] = {"two_copy", "one_copy", "zero_copy", "sendfile"};
+static const char *const mode_names[] = {"two_copy", "one_copy", "zero_copy", "sendfile",
+                                         "io_uring", "io_uring_zc"};
 static const char *const workload_names[] = {"stream", "rr"};
 static const char *const role_names[] = {"server", "client"};
 static const char *const receive_names[] = {"copy", "zerocopy"};
+static const char *const uring_buffer_names[] = {"plain", "registered"};
 
 const char *mode_name(enum mode m) { return mode_names[m]; }
 const char *workload_name(enum workload w) { return workload_names[w]; }
 const char *role_name(enum role r) { return role_names[r]; }
 const char *receive_name(enum receive_mode r) { return receive_names[r]; }
+const char *uring_buffers_name(int registered) { return uring_buffer_names[registered ? 1 : 0]; }
 
 static void say(const char *fmt, va_list ap)
 {
@@ -125,7 +128,7 @@ static void parse_cpus(const char *s, struct config *cfg)
 enum {
     OPT_BIND = 1000, OPT_CONNECT, OPT_PORT, OPT_MODE, OPT_WORKLOAD, OPT_SIZE, OPT_FIELDS,
     OPT_THREADS, OPT_DURATION, OPT_WARMUP, OPT_INTERVAL, OPT_SENDER, OPT_NODELAY, OPT_SNDBUF,
-    OPT_RCVBUF, OPT_CPUS, OPT_VERIFY, OPT_OUTPUT, OPT_LIFETIME, OPT_RECEIVE,
+    OPT_RCVBUF, OPT_CPUS, OPT_VERIFY, OPT_OUTPUT, OPT_LIFETIME, OPT_RECEIVE, OPT_URING_BUFFERS,
 };
 
 static const struct option long_opts[] = {
@@ -149,6 +152,7 @@ static const struct option long_opts[] = {
     {"output", required_argument, 0, OPT_OUTPUT},
     {"lifetime", required_argument, 0, OPT_LIFETIME},
     {"receive", required_argument, 0, OPT_RECEIVE},
+    {"uring-buffers", required_argument, 0, OPT_URING_BUFFERS},
     {0, 0, 0, 0},
 };
 
@@ -181,7 +185,7 @@ void parse_args(int argc, char **argv, struct config *cfg)
         case OPT_BIND: bind = optarg; break;
         case OPT_CONNECT: connect = optarg; break;
         case OPT_PORT: port = optarg; break;
-        case OPT_MODE: cfg->mode = (enum mode)lookup(mode_names, 4, optarg, "--mode"); break;
+        case OPT_MODE: cfg->mode = (enum mode)lookup(mode_names, 6, optarg, "--mode"); break;
         case OPT_WORKLOAD:
             cfg->workload = (enum workload)lookup(workload_names, 2, optarg, "--workload");
             break;
@@ -205,6 +209,9 @@ void parse_args(int argc, char **argv, struct config *cfg)
         case OPT_LIFETIME: cfg->lifetime = parse_seconds(optarg, "--lifetime", 0); break;
         case OPT_RECEIVE:
             cfg->receive = (enum receive_mode)lookup(receive_names, 2, optarg, "--receive");
+            break;
+        case OPT_URING_BUFFERS:
+            cfg->uring_registered = lookup(uring_buffer_names, 2, optarg, "--uring-buffers");
             break;
         case ':':
             usage_error("option %s needs a value", argv[optind - 1]);
@@ -238,6 +245,11 @@ void parse_args(int argc, char **argv, struct config *cfg)
     /* Mapped pages suit a stream's receiver; an rr side reads one message at a time. */
     if (cfg->receive == RX_ZEROCOPY && cfg->workload != WL_STREAM)
         usage_error("--receive zerocopy needs --workload stream");
+
+    /* The kernel takes registered buffers for zero-copy sends only (IORING_RECVSEND_FIXED_BUF). */
+    if (cfg->uring_registered && cfg->mode != MODE_IO_URING_ZC)
+        usage_error("--uring-buffers registered needs --mode io_uring_zc (the kernel registers "
+                    "buffers for IORING_OP_SEND_ZC only)");
 
     /* A field holds at least one byte, so a message cannot have more fields than bytes. */
     if (cfg->fields > cfg->size)

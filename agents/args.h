@@ -15,5 +15,6 @@ const char *mode_name(enum mode m);
 const char *workload_name(enum workload w);
 const char *role_name(enum role r);
 const char *receive_name(enum receive_mode r);
+const char *uring_buffers_name(int registered);
 
 #endif

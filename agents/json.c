@@ -9,6 +9,7 @@
 #include "recvmap.h"
 #include "run.h"
 #include "tcpinfo.h"
+#include "usend.h"
 #include "zc.h"
 
 #include <inttypes.h>
@@ -25,6 +26,16 @@ static void str(FILE *f, const char *s)
 static int is_stream_receiver(void)
 {
     return !side_sends();
+}
+
+/* A sender's zero-copy counts: MSG_ZEROCOPY's (zc.h) or io_uring_zc's (usend.h), or NULL. */
+static const struct zc_stats *thread_zc(const struct thread_state *ts)
+{
+    if (ts->zc)
+        return &ts->zc->st;
+    if (ts->usend && ts->usend->zc)
+        return &ts->usend->st;
+    return NULL;
 }
 
 static double thread_end(const struct thread_state *ts)
@@ -147,7 +158,7 @@ void json_write(FILE *f)
     const struct config *c = &g_run.cfg;
     const char *err = agent_error();
     const char *direction = c->workload == WL_RR ? "rr" : side_sends() ? "send" : "receive";
-    int has_zc = c->mode == MODE_ZERO_COPY && side_sends();
+    int has_zc = mode_reports_zerocopy(c->mode) && side_sends();
 
     fprintf(f, "{\"agent\": \"orchestrate-agent\", \"schema\": 1, \"status\": \"%s\", \"error\": ",
             err ? "error" : "ok");
@@ -167,8 +178,8 @@ void json_write(FILE *f)
             g_run.rcvbuf_eff);
     for (int i = 0; i < c->ncpus; i++)
         fprintf(f, "%s%d", i ? ", " : "", c->cpus[i]);
-    fprintf(f, "], \"verify\": %s, \"lifetime_s\": %.6f},\n", c->verify ? "true" : "false",
-            c->lifetime);
+    fprintf(f, "], \"verify\": %s, \"lifetime_s\": %.6f, \"uring_buffers\": \"%s\"},\n",
+            c->verify ? "true" : "false", c->lifetime, uring_buffers_name(c->uring_registered));
     fprintf(f, " \"time\": {\"start_monotonic\": %.6f, \"end_monotonic\": %.6f, "
                "\"start_realtime\": %.6f, \"end_realtime\": %.6f},\n",
             g_run.t0_mono, g_run.end_mono, g_run.t0_real, g_run.end_real);
@@ -192,8 +203,8 @@ void json_write(FILE *f)
         tx_total += ts->tx_total;
         if (hsum && ts->hist)
             hist_merge(hsum, ts->hist);
-        if (ts->zc) {
-            const struct zc_stats *z = &ts->zc->st;
+        const struct zc_stats *z = thread_zc(ts);
+        if (z) {
             zsum.sends += z->sends;
             zsum.notifications += z->notifications;
             zsum.completed_sends += z->completed_sends;
@@ -231,7 +242,7 @@ void json_write(FILE *f)
         fputs(",\n   ", f);
         tcpinfo_json(f, ts);
         fputs(",\n   \"zerocopy\": ", f);
-        zerocopy(f, has_zc && ts->zc ? &ts->zc->st : NULL);
+        zerocopy(f, has_zc ? thread_zc(ts) : NULL);
         fputs(", \"rr\": ", f);
         rr(f, ts->tx, ts->tx_total, ws, ts->hist);
         fputc('}', f);

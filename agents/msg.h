@@ -15,6 +15,7 @@ struct msgbuf {
     struct iovec *iov;     /* nfields entries */
     uint32_t zc_last_id;   /* zero_copy: id of the last sendmsg that used this buffer */
     int zc_pending;
+    int64_t uring_notifs;  /* io_uring_zc: notifications still owed for sends from it */
 };
 
 uint8_t pattern_byte(uint64_t offset);

@@ -109,7 +109,7 @@ static void hello_diff(const struct hello *mine, const struct hello *theirs, cha
                  name, (unsigned long long)theirs->field, (unsigned long long)mine->field); \
         return;                                                                           \
     }
-    DIFF(mode, "--mode (0 two_copy, 1 one_copy, 2 zero_copy, 3 sendfile)")
+    DIFF(mode, "--mode (0 two_copy, 1 one_copy, 2 zero_copy, 3 sendfile, 4 io_uring, 5 io_uring_zc)")
     DIFF(workload, "--workload (0 stream, 1 rr)")
     DIFF(size, "--size")
     DIFF(fields, "--fields")

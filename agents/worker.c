@@ -10,6 +10,7 @@
 #include "run.h"
 #include "tcpinfo.h"
 #include "timekeeper.h"
+#include "usend.h"
 #include "zc.h"
 
 #include <errno.h>
@@ -35,20 +36,27 @@ int worker_prepare(struct thread_state *ts)
         return -1;
     if (side_sends() && c->mode != MODE_SENDFILE) {
         uint32_t slots = 1;
-        if (c->mode == MODE_ZERO_COPY) {
+        if (mode_reports_zerocopy(c->mode)) {
             /* Enough buffers to keep a few MiB in flight while earlier ones await completion. */
             slots = (4u << 20) / c->size;
             slots = slots < 2 ? 2 : slots > 256 ? 256 : slots;
+        }
+        if (c->mode == MODE_ZERO_COPY) {
             ts->zc = calloc(1, sizeof *ts->zc);
             if (!ts->zc)
                 goto oom;
         }
+        if (mode_uses_uring(c->mode) && usend_prepare(ts) != 0)
+            return -1;
+        /* An io_uring send takes one buffer: the message is one field (like sendfile, the
+         * io_uring modes ignore --fields). */
+        uint32_t fields = mode_uses_uring(c->mode) ? 1 : c->fields;
         ts->ring = calloc(slots, sizeof *ts->ring);
         if (!ts->ring)
             goto oom;
         ts->ring_slots = slots;
         for (uint32_t i = 0; i < slots; i++)
-            if (msgbuf_init(&ts->ring[i], c->size, c->fields) != 0)
+            if (msgbuf_init(&ts->ring[i], c->size, fields) != 0)
                 goto oom;
     }
     if (side_receives()) {
@@ -77,6 +85,7 @@ void worker_release(struct thread_state *ts)
     free(ts->hist);
     free(ts->zc);
     recvmap_release(ts);
+    usend_release(ts);
     tcpinfo_release(ts);
     ts->ring = NULL;
     ts->rbuf = NULL;
@@ -109,6 +118,8 @@ static struct msgbuf *next_buffer(struct thread_state *ts, uint64_t seq, int *fa
         }
         m->zc_pending = 0;
     }
+    if (ts->usend && m->uring_notifs > 0 && usend_reclaim(ts, m) != 0)
+        goto fail;
     if (g_run.cfg.mode != MODE_SENDFILE)
         msg_stamp(m, seq);
     return m;
@@ -147,6 +158,8 @@ static int finish_zerocopy(struct thread_state *ts)
 {
     if (ts->zc)
         zc_finish(ts->zc, ts->fd, ZC_FINAL_WAIT_S);
+    if (ts->usend)
+        usend_finish(ts, ZC_FINAL_WAIT_S);
     return agent_aborted() ? -1 : 0;
 }
 
@@ -180,6 +193,12 @@ static void end_as_sender(struct thread_state *ts, uint8_t *report, size_t len)
                    "(%s)", ts->index, r == 0 ? "it closed the connection" : strerror(errno));
 }
 
+/* One whole message in the run's mode. */
+static int send_one(struct thread_state *ts, struct msgbuf *m)
+{
+    return ts->usend ? usend_message(ts, m) : send_message(ts, m);
+}
+
 static void stream_send(struct thread_state *ts)
 {
     const int done_phase = (int)g_run.cfg.n_intervals;
@@ -187,11 +206,13 @@ static void stream_send(struct thread_state *ts)
     int failed;
     while (phase_now() < done_phase && !agent_aborted()) {
         struct msgbuf *m = next_buffer(ts, seq, &failed);
-        if (failed || send_message(ts, m) != 0)
+        if (failed || send_one(ts, m) != 0)
             return;
         seq++;
     }
     data_end(ts);
+    if (ts->usend)
+        usend_data_end(ts);
     uint8_t b[8];
     end_as_sender(ts, b, sizeof b);
     if (agent_aborted() || finish_zerocopy(ts) != 0)
@@ -286,7 +307,7 @@ static void rr_client(struct thread_state *ts)
         if (failed)
             return;
         uint64_t t0 = now_ns();
-        if (send_message(ts, m) != 0)
+        if (send_one(ts, m) != 0)
             return;
         int r = recv_message(ts);
         if (r == 0 && !agent_aborted())
@@ -325,7 +346,7 @@ static void rr_server(struct thread_state *ts)
         if (r == 0)
             break;
         struct msgbuf *m = next_buffer(ts, seq, &failed);
-        if (failed || send_message(ts, m) != 0)
+        if (failed || send_one(ts, m) != 0)
             return;
         ts->tx_total++;
         if (in_window(phase_now()))
@@ -357,6 +378,9 @@ void *worker_main(void *arg)
             agent_fail("connection %d: cannot pin to CPU %d: %s", ts->index, ts->cpu,
                        strerror(e));
     }
+    /* The ring is this thread's: it is its one submitter. */
+    if (ts->usend && usend_open(ts) != 0)
+        return NULL;
     timekeeper_gate_wait();
     if (agent_aborted())
         return NULL;

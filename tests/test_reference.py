@@ -42,7 +42,7 @@ def experiment(**changes) -> Experiment:
 
 def cell(**changes) -> Cell:
     values = dict(workload="stream", mode="iperf3", message_size=1024, threads=2, fields=1, sender="server",
-                  nodelay=True, sndbuf=0, rcvbuf=0, receive="copy", repetition=1)
+                  nodelay=True, sndbuf=0, rcvbuf=0, receive="copy", uring_buffers="plain", repetition=1)
     values.update(changes)
     return Cell(**values)
 

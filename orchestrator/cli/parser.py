@@ -38,8 +38,8 @@ def _per_pair(cast):
 
 
 DESCRIPTION = """\
-Measure what data copies cost on the socket send path (two_copy, one_copy, zero_copy, sendfile)
-between two hosts, with perf counters, and turn the raw files into results.csv and a report."""
+Measure what data copies cost on the socket send path (two_copy, one_copy, zero_copy, sendfile,
+io_uring, io_uring_zc) between two hosts, with perf counters, and turn the raw files into results.csv and a report."""
 
 EXAMPLES = """\
 examples:

@@ -241,7 +241,7 @@ def show_summary(term: Terminal, run_dir: Path, summary=None, pairs: Sequence[st
         )
     term.out.print(grid)
     if "*" in marks:
-        term.out.print("* the kernel copied some or all of these zero_copy sends (SO_EE_CODE_ZEROCOPY_COPIED): "
+        term.out.print("* the kernel copied some or all of these zero-copy sends (SO_EE_CODE_ZEROCOPY_COPIED, IORING_NOTIF_USAGE_ZC_COPIED): "
                        "not zero-copy, as on loopback and veth; the fraction is in results.csv")
     if "?" in marks:
         term.out.print("? no zero-copy completion was counted for these cells: unverified")

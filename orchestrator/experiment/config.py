@@ -30,10 +30,14 @@ MAX_MESSAGE_SIZE = 4 << 20
 MAX_THREADS = 64
 MAX_FIELDS = 64
 
-Mode = Literal["two_copy", "one_copy", "zero_copy", "sendfile"]
+Mode = Literal["two_copy", "one_copy", "zero_copy", "sendfile", "io_uring", "io_uring_zc"]
 Workload = Literal["stream", "rr"]
 # How a stream receiver takes its data: read() (copy), or pages mapped by TCP_ZEROCOPY_RECEIVE.
 Receive = Literal["copy", "zerocopy"]
+# Where an io_uring_zc sender's buffers come from: plain memory, pinned per send, or buffers
+# registered with the ring once (IORING_RECVSEND_FIXED_BUF). The kernel has registered buffers for
+# zero-copy sends only.
+UringBuffers = Literal["plain", "registered"]
 
 
 def _size(value: object) -> int:
@@ -102,6 +106,7 @@ class Matrix(_Strict):
     sndbuf: _dimension(BufferSize) | None = None
     rcvbuf: _dimension(BufferSize) | None = None
     receive: _dimension(Receive) | None = None
+    uring_buffers: _dimension(UringBuffers) | None = None
 
 
 class Perf(_Strict):
@@ -168,6 +173,7 @@ class Experiment(_Strict):
     sndbuf: BufferSize = 0
     rcvbuf: BufferSize = 0
     receive: Receive = "copy"
+    uring_buffers: UringBuffers = "plain"
     affinity: Affinity = Affinity()
     perf: Perf = Perf()
     timeouts: Timeouts = Timeouts()
@@ -196,6 +202,15 @@ class Experiment(_Strict):
             raise ValueError("receive: zerocopy maps a stream's pages at its receiver and does not apply to the rr "
                              "workload (each side reads one message at a time); run rr with receive: copy only, "
                              "in an experiment of its own")
+        return self
+
+    @model_validator(mode="after")
+    def _registered_buffers_apply(self) -> "Experiment":
+        others = [m for m in self.dimension("mode") if m != "io_uring_zc"]
+        if "registered" in self.dimension("uring_buffers") and others:
+            raise ValueError("uring_buffers: registered applies to mode io_uring_zc only (the kernel registers buffers "
+                             f"for IORING_OP_SEND_ZC, not for {', '.join(others)}); vary uring_buffers in an experiment "
+                             "whose mode is [io_uring_zc]")
         return self
 
     @model_validator(mode="after")

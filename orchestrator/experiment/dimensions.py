@@ -12,7 +12,7 @@ from __future__ import annotations
 BASIC: dict[str, type] = {"workload": str, "mode": str, "message_size": int, "threads": int}
 # The other per-cell parameters; a cell id names one only when the matrix varies it.
 OPTIONS: dict[str, type] = {"fields": int, "sender": str, "nodelay": bool, "sndbuf": int, "rcvbuf": int,
-                           "receive": str}
+                           "receive": str, "uring_buffers": str}
 # Not a matrix key, but recorded in each row because it changes what the counts mean.
 RECORDED: dict[str, type] = {"perf_scope": str}
 # What tells one results.csv row from another beyond the cell's parameters.

@@ -57,7 +57,7 @@ def cell_parameters(dimension: Dimension, reference: str | None) -> list[dict[st
     KEYS among the stream cells, each sending one buffer per write (fields 1)."""
     if reference != MODE or "stream" not in dimension("workload"):
         return []
-    return [{"workload": "stream", "mode": MODE, "fields": 1, "receive": "copy", **dict(zip(KEYS, combo))}
+    return [{"workload": "stream", "mode": MODE, "fields": 1, "receive": "copy", "uring_buffers": "plain", **dict(zip(KEYS, combo))}
             for combo in itertools.product(*(dimension(k) for k in KEYS))]
 
 

@@ -34,6 +34,7 @@ class Cell:
     sndbuf: int
     rcvbuf: int
     receive: str
+    uring_buffers: str
     repetition: int
     # Which keys were matrix dimensions; they, and only they, name the cell beyond the basics.
     varied: tuple[str, ...] = ()
@@ -59,6 +60,7 @@ class Cell:
         fields = {k: v for k, v in data.items() if k != "cell_id"}
         fields["varied"] = tuple(fields.get("varied", ()))
         fields.setdefault("receive", "copy")  # a plan.json from before receive modes: read() throughout
+        fields.setdefault("uring_buffers", "plain")  # ... and from before registered buffers
         return cls(**fields)
 
 

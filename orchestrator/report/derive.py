@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..roles import ROLES
+from ..rows import zerocopy
 
 
 # perf events and rusage figures that exist once per role and are mapped to sender/receiver.
@@ -22,7 +23,7 @@ BYTES_PER_GB = 1e9
 BYTES_PER_KIB = 1024
 
 # Tables and legends list modes from the most copies to the fewest.
-MODE_ORDER = ("two_copy", "one_copy", "zero_copy", "sendfile")
+MODE_ORDER = ("two_copy", "one_copy", "zero_copy", "sendfile", "io_uring", "io_uring_zc")
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def derive_metrics(results: pd.DataFrame) -> pd.DataFrame:
         out[f"{metric}_perf_counts"] = [combined[k] if k in combined else combined.setdefault(k, combine_counts(k))
                                         for k in keys] if len(out) else ""
 
-    zero_copy = ok & out["mode"].astype(str).eq("zero_copy")
+    zero_copy = ok & out["mode"].astype(str).isin(list(zerocopy.ZERO_COPY_MODES))
     out["zerocopy_copied_fraction"] = column(out, "zerocopy_copied_fraction").where(zero_copy)
     return out
 

@@ -65,7 +65,7 @@ def ratio_table(results: pd.DataFrame) -> pd.DataFrame:
                      result.ratio, result.ci_low, result.ci_high, look])
     table = pd.DataFrame(rows, columns=columns)
     # one_copy first: it is the fair comparison (one call per message, as iperf3).
-    rank = {"one_copy": 0, "two_copy": 1, "zero_copy": 2, "sendfile": 3}
+    rank = {"one_copy": 0, "two_copy": 1, "zero_copy": 2, "sendfile": 3, "io_uring": 4, "io_uring_zc": 5}
     return table.sort_values(["mode", "fields", "message_size", "threads"], kind="stable",
                              key=lambda c: c.map(lambda m: rank.get(m.split(" ")[0].rstrip(":"), 9)) if c.name == "mode" else c).reset_index(drop=True)
 

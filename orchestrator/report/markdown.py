@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 from . import ceiling, compare, conditions, derive, pairs
-from ..rows import layout
+from ..rows import layout, zerocopy
 from .answers import questions_section, summary_section
 from .formatting import cell_value, md_table, num, size_text, with_ci
 from ..roles import ROLES
@@ -68,8 +68,9 @@ METHOD = """## How the numbers are made
 - Each cell is summarised over its successful repetitions: mean ± the half-width of a 95%
   Student-t confidence interval. With one repetition there is no interval ("n=1").
   A cell whose primary metric has a coefficient of variation over 10% is flagged *unstable*.
-- A **zero_copy** cell is labelled by what the kernel did: if it reported at least half of the
-  completed sends as copied (`SO_EE_CODE_ZEROCOPY_COPIED`) the cell is shown as
+- A **zero_copy** or **io_uring_zc** cell is labelled by what the kernel did: if it reported at
+  least half of the completed sends as copied (`SO_EE_CODE_ZEROCOPY_COPIED`, or
+  `IORING_NOTIF_USAGE_ZC_COPIED` in an io_uring notification) the cell is shown as
   "copied (not zero-copy)"; a smaller copied share is shown as a percentage.
 - "not counted" means the hosts did not support the counter; it is never read as zero.
 - Counts marked *user space only* come from a host where perf could not count the kernel
@@ -145,7 +146,7 @@ def stream_tables(summary: pd.DataFrame, user: UserSpaceOnly = UserSpaceOnly(),
             r["mode_label"], size_text(r["message_size"]), int(r["threads"]), f"{int(r['ok'])}/{int(r['repetitions'])}",
             with_ci(r, "throughput_gbps"), with_ci(r, "messages_per_s"),
             with_ci(r, "sender_cpu_s_per_gb"), with_ci(r, "receiver_cpu_s_per_gb"),
-            num(r["zerocopy_copied_fraction_max"]) if r["mode"] == "zero_copy" else "",
+            num(r["zerocopy_copied_fraction_max"]) if r["mode"] in zerocopy.ZERO_COPY_MODES else "",
             ", ".join(flags),
         ])
     main = md_table(["mode", "size", "threads", "ok/reps", "Gbit/s", "msg/s", "sender CPU-s/GB", "receiver CPU-s/GB",

@@ -37,6 +37,8 @@ MODE_STYLES: dict[str, dict[str, str]] = {
     "one_copy": {"color": "#0072B2", "marker": "s", "linestyle": "--"},
     "zero_copy": {"color": "#D55E00", "marker": "^", "linestyle": ":"},
     "sendfile": {"color": "#009E73", "marker": "D", "linestyle": "-."},
+    "io_uring": {"color": "#CC79A7", "marker": "v", "linestyle": "--"},
+    "io_uring_zc": {"color": "#E69F00", "marker": "P", "linestyle": ":"},
 }
 # Sideways offset between modes, in octaves of the x axis.
 DODGE = 0.05

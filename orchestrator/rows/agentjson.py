@@ -111,6 +111,7 @@ class Options:
     cpus: list[int]
     verify: bool
     lifetime_s: float
+    uring_buffers: Literal["plain", "registered"] | None = None  # None: an agent from before --uring-buffers
 
 
 @dataclass(frozen=True, config=_CONTRACT)

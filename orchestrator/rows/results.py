@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..experiment import config, dimensions, iperf3
-from . import hostcounters, stall, tcpinfo
+from . import hostcounters, stall, tcpinfo, zerocopy
 from .agentjson import AgentDocument
 from ..errors import ExitStatus, FormatVersionError, OrchestrateError
 from .durable import append_whole, disk_error, write_atomic
@@ -296,7 +296,7 @@ def cell_row(
         row.update(tcpinfo.columns(sender))
         if cell.get("receive") == "zerocopy":
             row.update(_receive_columns(receiver))
-    if cell.get("mode") == "zero_copy":
+    if cell.get("mode") in zerocopy.ZERO_COPY_MODES:
         row.update(_zerocopy_columns(zerocopy_side))
     row.update(_rusage_columns("server", server))
     row.update(_rusage_columns("client", client))

@@ -1,8 +1,9 @@
-"""Whether a zero_copy result was zero-copy: the one rule the tables, plots, answers, `compare`
-and the terminal summary all follow (README, "copied").
+"""Whether a zero-copy send mode's result was zero-copy: the one rule the tables, plots, answers,
+`compare` and the terminal summary all follow (README, "copied").
 
-Each completion says whether the kernel copied the data after all
-(SO_EE_CODE_ZEROCOPY_COPIED); results.csv keeps the copied fraction of the sends. A result the
+Each completion says whether the kernel copied the data after all (SO_EE_CODE_ZEROCOPY_COPIED for
+`zero_copy`'s MSG_ZEROCOPY, IORING_NOTIF_USAGE_ZC_COPIED for `io_uring_zc`'s notifications);
+results.csv keeps the copied fraction of the sends. A result the
 kernel copied, even in part, is never shown as zero-copy. This module imports nothing from
 the package, so any module may use it.
 """
@@ -12,13 +13,21 @@ from __future__ import annotations
 import enum
 import math
 
+# The send modes whose sends the kernel reports back as zero-copy or copied: the rule below
+# applies to them, and only to them. Everything that asks "is this a zero-copy mode?" asks here.
+# Each with the kernel interface it sends through and the flag by which the kernel says it copied.
+ZERO_COPY_MODES = {
+    "zero_copy": ("MSG_ZEROCOPY", "SO_EE_CODE_ZEROCOPY_COPIED"),
+    "io_uring_zc": ("IORING_OP_SEND_ZC", "IORING_NOTIF_USAGE_ZC_COPIED"),
+}
+
 # From this fraction of copied sends up, a cell is a copy outright; below it, it is shown with
 # the copied percentage.
 COPIED_THRESHOLD = 0.5
 
 
 class Copying(enum.Enum):
-    OTHER_MODE = "not zero_copy"  # the rule does not apply
+    OTHER_MODE = "not a zero-copy mode"  # the rule does not apply
     NONE_COPIED = "zero-copy"
     PARTLY_COPIED = "partly copied"
     COPIED = "copied"
@@ -33,7 +42,7 @@ class Copying(enum.Enum):
 def copying(mode: str, copied_fraction: object) -> Copying:
     """The rule: what a cell of `mode` with this copied fraction (NaN, None or <NA> when no
     completion was counted) is, as far as zero-copy goes."""
-    if mode != "zero_copy":
+    if mode not in ZERO_COPY_MODES:
         return Copying.OTHER_MODE
     try:
         fraction = float(copied_fraction)  # type: ignore[arg-type]
@@ -52,14 +61,14 @@ def label(mode: str, copied_fraction: object) -> str:
     """The name a cell is shown under in tables, legends and comparisons."""
     verdict = copying(mode, copied_fraction)
     if verdict is Copying.UNVERIFIED:
-        return "zero_copy (unverified: no completions counted)"
+        return f"{mode} (unverified: no completions counted)"
     if verdict is Copying.COPIED:
-        return "zero_copy: copied (not zero-copy)"
+        return f"{mode}: copied (not zero-copy)"
     if verdict is Copying.PARTLY_COPIED:
         fraction = float(copied_fraction)  # type: ignore[arg-type]
         # Never "0% copied": that would read as zero-copy.
         share = f"{fraction:.0%}" if fraction >= 0.01 else "<1%"
-        return f"zero_copy ({share} of sends copied)"
+        return f"{mode} ({share} of sends copied)"
     return mode
 
 
@@ -150,7 +159,7 @@ def why_not_mapped(pmtu: object, sender_mode: str) -> str:
                 "On loopback and veth the sender's TSO packets (up to 64 KiB) are never cut into segments, and a "
                 "zero_copy sender's arrive in whole pages: all are mapped but the part page that ends each packet, "
                 "which is read")
-    if sender_mode != "zero_copy":
+    if sender_mode not in ZERO_COPY_MODES:
         return (f"the sender's pages were not page-aligned: a {sender_mode} sender's bytes sit in the socket's "
                 "pages at any offset (a zero_copy sender's arrive in whole pages)")
     return "the segments did not carry whole, page-aligned pages (the path MTU is unknown)"

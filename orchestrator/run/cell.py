@@ -86,6 +86,7 @@ def agent_arguments(cell: Cell, experiment: Experiment, role: str, server_addres
         "--sndbuf", str(cell.sndbuf),
         "--rcvbuf", str(cell.rcvbuf),
         "--receive", cell.receive,
+        "--uring-buffers", cell.uring_buffers,
         "--output", layout.agent_json(role),
         "--lifetime", f"{cell_time_limit(experiment):g}",
     ]

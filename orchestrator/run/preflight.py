@@ -114,6 +114,9 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
     )
     if experiment.reference:  # iperf3 (and what runs it) on both hosts
         basics += "; " + iperf3.preflight_probe(experiment, host.role)
+    uring_modes = planned_uring_modes(experiment, host.role)
+    if uring_modes:
+        basics += "; " + URING_PROBE
     # One round trip: the read-only probes, then the workdir made and checked (workdir.py).
     found, stdout = workdir.check(
         host, timeout, dirs=["agents", "runs", *run_dirs], before=basics,
@@ -126,6 +129,12 @@ def _run_checks(host: Host, experiment: Experiment, inventory: Inventory, checks
     if stream_receiver_role(experiment) in (None, host.role) and "zerocopy" in experiment.dimension("receive"):
         problem = zerocopy_receive_problem(checks.kernel)
         checks.add("zero-copy receive", problem is None, problem or f"TCP_ZEROCOPY_RECEIVE (kernel {checks.kernel})")
+    for mode in uring_modes:
+        registers = mode == "io_uring_zc" and "registered" in experiment.dimension("uring_buffers")
+        pinned = max(pinned_bytes(s) * t for s in experiment.dimension("message_size")
+                     for t in experiment.dimension("threads")) if registers else 0
+        problem = uring_problem(mode, checks.kernel, next((line for line in lines if line.startswith("@uring ")), ""), pinned)
+        checks.add(mode, problem is None, problem or f"{URING_NEEDS[mode][1]} (kernel {checks.kernel}), io_uring enabled")
     if host.shell_output or host.shell_startup >= SLOW_STARTUP:
         checks.add("login shell", True, login_shell(host.shell_output, host.shell_startup, experiment.warmup))
     if found.ok:
@@ -161,6 +170,70 @@ def stream_receiver_role(experiment: Experiment) -> str | None:
     """The role that receives the stream cells, or None when the sender varies (both do)."""
     senders = set(experiment.dimension("sender"))
     return None if len(senders) > 1 else ("client" if senders == {"server"} else "server")
+
+
+# What each io_uring send mode needs of the sending host's kernel: the agent waits with
+# IORING_ENTER_EXT_ARG (5.11); io_uring_zc sends with IORING_OP_SEND_ZC (6.0) and asks for the
+# copied flag with IORING_SEND_ZC_REPORT_USAGE (6.2), without which a copy would pass as zero-copy.
+URING_NEEDS = {
+    "io_uring": ((5, 11), "io_uring with IORING_FEAT_EXT_ARG (Linux 5.11)"),
+    "io_uring_zc": ((6, 2), "IORING_OP_SEND_ZC (Linux 6.0) with IORING_SEND_ZC_REPORT_USAGE (Linux 6.2)"),
+}
+# kernel.io_uring_disabled (Linux 6.6; absent before: enabled), kernel.io_uring_group, the
+# account's uid and groups: whether this account may create a ring.
+URING_PROBE = ('echo "@uring $(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo -) '
+               '$(cat /proc/sys/kernel/io_uring_group 2>/dev/null || echo -) $(ulimit -l) $(id -u) $(id -G)"')
+# The agent's ring of message buffers (agents/worker.c): 4 MiB of them, 2 to 256. With
+# uring_buffers: registered io_uring_zc registers all of it with the ring, which counts against
+# RLIMIT_MEMLOCK for an account without CAP_IPC_LOCK and fails outright past it. (Plain io_uring_zc
+# pins only what is in flight; past the limit its sends wait for notifications, counted as ENOBUFS.)
+RING_BYTES = 4 << 20
+PAGE = 4096
+
+
+def pinned_bytes(size: int) -> int:
+    """The memory one io_uring_zc connection may pin: its buffer ring, each buffer in whole pages."""
+    slots = min(max(RING_BYTES // size, 2), 256)
+    return slots * (-(-size // PAGE) + 1) * PAGE
+
+
+def planned_uring_modes(experiment: Experiment, role: str) -> list[str]:
+    """The io_uring modes whose cells make this role send: both roles in rr, the sender in stream."""
+    modes = [m for m in experiment.dimension("mode") if m in URING_NEEDS]
+    workloads = set(experiment.dimension("workload"))
+    sends = "rr" in workloads or ("stream" in workloads and role in experiment.dimension("sender"))
+    return modes if sends else []
+
+
+def uring_problem(mode: str, kernel: str, probe: str, pinned: int = 0) -> str | None:
+    """Why a host with this `uname -r` and URING_PROBE line cannot send in `mode`, or None;
+    `pinned`: the bytes one run of it pins at most (all connections; pinned_bytes)."""
+    (need, what) = URING_NEEDS[mode]
+    match = re.match(r"(\d+)\.(\d+)", kernel)
+    if not match:
+        return f"cannot tell the kernel version from `uname -r` ({kernel!r}); {mode} needs {what}"
+    if (int(match[1]), int(match[2])) < need:
+        return f"kernel {kernel} is too old for {mode}: it needs {what}; leave {mode} out of the modes, or use another host"
+    words = probe.split()[1:]
+    if len(words) < 4:
+        return f"could not read kernel.io_uring_disabled, the locked-memory limit and the account's ids ({probe!r})"
+    disabled, group, memlock, uid, groups = words[0], words[1], words[2], words[3], set(words[4:])
+    if pinned and uid != "0" and memlock.isdigit() and int(memlock) * 1024 < pinned:
+        return (f"{mode} with uring_buffers: registered registers up to {pinned >> 20} MiB of message buffers here "
+                f"(about 4 MiB per connection), but this "
+                f"account (uid {uid}) may lock {memlock} KiB (ulimit -l): raise its memlock limit "
+                "(limits.conf, or LimitMEMLOCK for a service), or run as root")
+    if disabled in ("-", "0"):
+        return None
+    fix = "`sysctl -w kernel.io_uring_disabled=0`, or another host"
+    if disabled == "1":
+        if uid == "0" or (group not in ("-", "-1") and group in groups):
+            return None
+        allowed = f"members of group {group} and " if group not in ("-", "-1") else ""
+        return (f"io_uring is limited to {allowed}privileged processes here (kernel.io_uring_disabled=1) and this "
+                f"account (uid {uid}) is not one: {mode} cannot run; "
+                + (f"add the account to group {group}, or " if allowed else "") + fix)
+    return f"io_uring is disabled on this host (kernel.io_uring_disabled={disabled}): {mode} cannot run; {fix}"
 
 
 def zerocopy_receive_problem(kernel: str) -> str | None:

@@ -566,7 +566,8 @@ def _probe_data_path(pair: PairState, hosts: dict[str, Host], agents: dict[str, 
     # kernel refuses TCP_ZEROCOPY_RECEIVE (EOPNOTSUPP) says so here, before any cell.
     receive = "zerocopy" if "zerocopy" in experiment.dimension("receive") else "copy"
     probe = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1,
-                 sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, receive=receive, repetition=1)
+                 sender=experiment.dimension("sender")[0], nodelay=True, sndbuf=0, rcvbuf=0, receive=receive,
+                 uring_buffers="plain", repetition=1)
     # Judged as every cell is, from its raw files, without the window checks a 0.2 s probe
     # cannot meet; only a failed transfer stops the run.
     settings = cellrow.RowSettings.of(ctx.run_id, experiment, checked=False, pair=pair.name)

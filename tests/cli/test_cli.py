@@ -312,7 +312,7 @@ def test_progress_bar_names_the_cell_counts_failures_and_estimates_from_the_per_
 
     def cell(mode: str, size: int, threads: int, rep: int, **extra) -> Cell:
         params = dict(workload="stream", mode=mode, message_size=size, threads=threads, fields=8, sender="server",
-                      nodelay=True, sndbuf=0, rcvbuf=0, receive="copy", repetition=rep, varied=("mode", "message_size", "threads"))
+                      nodelay=True, sndbuf=0, rcvbuf=0, receive="copy", uring_buffers="plain", repetition=rep, varied=("mode", "message_size", "threads"))
         params.update(extra)
         return Cell(**params)
 

@@ -103,3 +103,17 @@ def test_receive_zerocopy_with_rr_is_refused_before_any_cell():
         Experiment.model_validate({"name": "x", "matrix": {"workload": ["stream", "rr"], "receive": ["copy", "zerocopy"]}})
     ok = Experiment.model_validate({"name": "x", "matrix": {"receive": ["copy", "zerocopy"]}})
     assert ok.dimension("receive") == ["copy", "zerocopy"]
+
+
+def test_registered_buffers_with_a_mode_other_than_io_uring_zc_exit_2_naming_the_modes(tmp_path):
+    from orchestrator.errors import ConfigError, ExitStatus
+
+    path = tmp_path / "x.yml"
+    path.write_text("name: x\nmatrix:\n  mode: [one_copy, io_uring, io_uring_zc]\n  uring_buffers: [plain, registered]\n")
+    with pytest.raises(ConfigError) as refused:
+        load_experiment(path)
+    assert refused.value.exit_code == ExitStatus.BAD_ARGUMENT == 2
+    assert "uring_buffers: registered applies to mode io_uring_zc only" in str(refused.value)
+    assert "not for one_copy, io_uring" in str(refused.value)
+    path.write_text("name: x\nmatrix:\n  mode: [io_uring_zc]\n  uring_buffers: [plain, registered]\n")
+    assert load_experiment(path).dimension("uring_buffers") == ["plain", "registered"]

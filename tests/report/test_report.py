@@ -129,7 +129,8 @@ def recorded_cell(folder: Path):
     varied = ("sender",) if identity["sender"] != "server" else ()
     return Cell(**{k: identity[k] for k in ("workload", "mode", "message_size", "threads", "fields", "sender",
                                             "nodelay", "sndbuf", "rcvbuf", "repetition")},
-                receive=identity.get("receive", "copy"), varied=varied)
+                receive=identity.get("receive", "copy"), uring_buffers=identity.get("uring_buffers", "plain"),
+                varied=varied)
 
 
 def recorded_cells_run(tmp_path: Path) -> Path:

@@ -93,7 +93,7 @@ def test_infinity_and_nan_alike(tmp_path, value):
 
 def test_an_unknown_mode(tmp_path):
     _refused(_edited(tmp_path, _set(2, "mode", "three_copy")), 3, "mode",
-             "'three_copy' is not one of two_copy, one_copy, zero_copy, sendfile, iperf3")
+             "'three_copy' is not one of two_copy, one_copy, zero_copy, sendfile, io_uring, io_uring_zc, iperf3")
 
 
 def test_an_unknown_status(tmp_path):

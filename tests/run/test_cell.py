@@ -27,7 +27,7 @@ from orchestrator.experiment.plan import Cell
 from ..fakes import FakeGroup
 
 CELL = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1, sender="server",
-            nodelay=True, sndbuf=0, rcvbuf=0, receive="copy", repetition=1)
+            nodelay=True, sndbuf=0, rcvbuf=0, receive="copy", uring_buffers="plain", repetition=1)
 MARKER = f"\n{cells.FILES_MARKER}\n".encode()
 
 # Stands in for the agent: records its arguments and where it ran, writes its JSON (and a file

@@ -30,7 +30,7 @@ PREFIX = os.environ.get("ORCH_TEST_LAB_PREFIX", "orcht")
 USER = f"{PREFIX}pa"[:31]
 SUDOERS = Path("/etc/sudoers.d") / f"orchestrate-test-{PREFIX}"  # no '.': sudo would skip it
 CELL = Cell(workload="stream", mode="one_copy", message_size=1024, threads=1, fields=1, sender="server",
-            nodelay=True, sndbuf=0, rcvbuf=0, receive="copy", repetition=1)
+            nodelay=True, sndbuf=0, rcvbuf=0, receive="copy", uring_buffers="plain", repetition=1)
 
 
 @dataclass

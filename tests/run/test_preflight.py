@@ -382,3 +382,81 @@ def test_a_kernel_before_4_18_cannot_receive_with_tcp_zerocopy_receive():
     assert zerocopy_receive_problem("4.18.0-553.el8") is None
     assert "no TCP_ZEROCOPY_RECEIVE" in zerocopy_receive_problem("4.14.336")
     assert "cannot tell" in zerocopy_receive_problem("")
+
+
+# ---------------------------------------------------------------- io_uring send modes
+
+# URING_PROBE's line as this Debian 12 VM (kernel 6.18, root, io_uring enabled) printed it.
+URING_HERE = "@uring 0 -1 8192 0 0"
+
+
+def uring_preflight(server: PreflightHost, client: PreflightHost, matrix: dict):
+    experiment = Experiment.model_validate({"name": "t", "matrix": matrix, "perf": {"enabled": False}})
+    inventory = Inventory(server=server.spec, client=client.spec)
+    result = run_preflight({"server": server, "client": client}, experiment, inventory, ["r1"], lambda arch: None)
+    return {r.role: r for r in result.per_host}, result
+
+
+def test_io_uring_modes_are_checked_on_the_sending_host_only():
+    server = PreflightHost("server", basics=["@kernel 6.18.44-fc-v1300", *BASICS[1:], URING_HERE],
+                           network=SERVER_NET)
+    client = PreflightHost("client", network=CLIENT_NET)
+    reports, result = uring_preflight(server, client, {"mode": ["one_copy", "io_uring", "io_uring_zc"]})
+    assert result.problems == []
+    # The stream's sender is the server by default: only it is asked, only it is checked.
+    assert any("io_uring_disabled" in c for c in server.commands)
+    assert not any("io_uring_disabled" in c for c in client.commands)
+    assert by_check(reports["server"])["io_uring_zc"][0][0] is True
+    assert "io_uring_zc" not in by_check(reports["client"])
+
+
+def test_a_kernel_before_6_2_fails_io_uring_zc_before_any_cell_and_rr_checks_both_hosts():
+    basics = BASICS + [URING_HERE]  # kernel 6.1: IORING_OP_SEND_ZC, but no usage report
+    server = PreflightHost("server", basics=basics, network=SERVER_NET)
+    client = PreflightHost("client", basics=basics, network=CLIENT_NET)
+    _, result = uring_preflight(server, client, {"mode": ["io_uring", "io_uring_zc"], "workload": ["rr"]})
+    assert sorted((p.host, p.check) for p in result.problems) == [("client (fake)", "io_uring_zc"),
+                                                                 ("server (fake)", "io_uring_zc")]
+    assert "kernel 6.1.0-18-amd64 is too old for io_uring_zc" in result.problems[0].detail
+    assert "IORING_SEND_ZC_REPORT_USAGE (Linux 6.2)" in result.problems[0].detail
+
+
+def test_io_uring_disabled_and_limited_to_a_group_are_named_with_the_fix():
+    from orchestrator.run.preflight import uring_problem
+
+    assert uring_problem("io_uring_zc", "6.18.44-fc-v1300", URING_HERE) is None
+    assert uring_problem("io_uring", "6.1.0-18-amd64", "@uring - - 8192 1000 1000") is None  # before 6.6: no sysctl
+    assert uring_problem("io_uring", "5.10.0", URING_HERE).startswith("kernel 5.10.0 is too old for io_uring")
+    off = uring_problem("io_uring", "6.8.0", "@uring 2 -1 8192 0 0")
+    assert "disabled on this host (kernel.io_uring_disabled=2)" in off and "sysctl -w kernel.io_uring_disabled=0" in off
+    assert uring_problem("io_uring", "6.8.0", "@uring 1 -1 8192 0 0") is None  # root may
+    assert uring_problem("io_uring", "6.8.0", "@uring 1 1500 8192 1000 1000 1500") is None  # a member of the group may
+    limited = uring_problem("io_uring_zc", "6.8.0", "@uring 1 1500 8192 1000 1000 27")
+    assert "members of group 1500" in limited and "uid 1000" in limited and "add the account to group 1500" in limited
+    assert "could not read" in uring_problem("io_uring", "6.8.0", "")
+    assert "cannot tell" in uring_problem("io_uring", "", URING_HERE)
+
+
+def test_registered_buffers_beyond_the_accounts_memlock_limit_fail_preflight():
+    from orchestrator.run.preflight import pinned_bytes, uring_problem
+
+    need = pinned_bytes(65536) * 2  # two connections' rings of 64 slots, each 16 pages and one more
+    assert need == 2 * 64 * 17 * 4096
+    short = uring_problem("io_uring_zc", "6.8.0", "@uring 0 -1 8192 1000 1000", need)
+    assert "registers up to 8 MiB" in short and "may lock 8192 KiB (ulimit -l)" in short
+    assert uring_problem("io_uring_zc", "6.8.0", "@uring 0 -1 8192 0 0", need) is None  # root: not accounted
+    assert uring_problem("io_uring_zc", "6.8.0", "@uring 0 -1 unlimited 1000 1000", need) is None
+    assert uring_problem("io_uring_zc", "6.8.0", "@uring 0 -1 65536 1000 1000", need) is None
+
+
+def test_preflight_asks_for_the_memlock_limit_only_where_registered_buffers_are_planned():
+    basics = ["@kernel 6.18.44-fc-v1300", *BASICS[1:], "@uring 0 -1 8192 1000 1000"]
+    server = PreflightHost("server", basics=basics, network=SERVER_NET)
+    client = PreflightHost("client", network=CLIENT_NET)
+    _, result = uring_preflight(server, client, {"mode": ["io_uring_zc"], "threads": [1, 2],
+                                                 "uring_buffers": ["plain", "registered"]})
+    assert [(p.host, p.check) for p in result.problems] == [("server (fake)", "io_uring_zc")]
+    assert "ulimit -l" in result.problems[0].detail
+    server = PreflightHost("server", basics=basics, network=SERVER_NET)
+    _, result = uring_preflight(server, client, {"mode": ["io_uring_zc"], "threads": [1, 2]})
+    assert result.problems == []  # plain buffers: what is in flight only, and the agent waits past the limit

@@ -117,7 +117,7 @@ def runner_finish(ran, ctx):
 
 def _cell(repetition: int = 1) -> Cell:
     return Cell(workload="stream", mode="one_copy", message_size=65536, threads=2, fields=8, sender="server",
-                nodelay=True, sndbuf=0, rcvbuf=0, receive="copy", repetition=repetition, varied=("mode",))
+                nodelay=True, sndbuf=0, rcvbuf=0, receive="copy", uring_buffers="plain", repetition=repetition, varied=("mode",))
 
 
 def _state(tmp_path: Path, experiment: Experiment, cells_: tuple[Cell, ...]) -> runner.RunState:

@@ -1,6 +1,7 @@
 """The study's answers, from one run's summary and rows: each question answered in one sentence
 built from findings (model.py), with the detail below. Each module holds the rules that shape its
-answers: modes.py (which copy mode beats another, from which size), scaling.py (threads),
+answers: modes.py (which copy mode beats another, from which size, and whether io_uring pays),
+scaling.py (threads),
 zerocopy.py (real or copied), caches.py (cache levels, contention). Where the run holds no data
 for a question, the answer says so rather than guessing.
 """
@@ -15,7 +16,7 @@ from ..variants import variants
 from .caches import cache_level, threads_and_contention
 from .context import Context
 from .model import NOT_ANSWERABLE, Answer, Finding
-from .modes import vs_two_copy, zero_vs_one
+from .modes import uring_pays, vs_two_copy, zero_vs_one
 from .scaling import scaling
 from .zerocopy import zero_copy_real
 
@@ -23,10 +24,13 @@ __all__ = ["NOT_ANSWERABLE", "Answer", "Finding", "answers", "questions_section"
 
 
 def answers(summary: pd.DataFrame, run: RunData) -> list[Answer]:
-    """The six answers, in the study's order, for one group of cells (a variant, or the whole run)."""
+    """The six answers, in the study's order, for one group of cells (a variant, or the whole run),
+    and a seventh where the run sent with io_uring."""
     ctx = Context.of(run, summary)
-    return [zero_vs_one(ctx), scaling(ctx), zero_copy_real(ctx), vs_two_copy(ctx), cache_level(ctx),
-            threads_and_contention(ctx)]
+    found = [zero_vs_one(ctx), scaling(ctx), zero_copy_real(ctx), vs_two_copy(ctx), cache_level(ctx),
+             threads_and_contention(ctx)]
+    uring = uring_pays(ctx)
+    return found + ([uring] if uring is not None else [])
 
 
 def questions_section(summary: pd.DataFrame, run: RunData) -> str:

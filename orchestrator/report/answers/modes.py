@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import special  # Student's t quantile: scipy.stats costs a second more to import
 
 from .. import derive
+from ...rows.zerocopy import ZERO_COPY_MODES
 
 from ..formatting import md_table, num, size_text
 from ..runfolder import is_local_link
@@ -273,27 +274,36 @@ def _bound(ctx: Context, found: list[CellPair], subject: str) -> list[Finding]:
     return findings
 
 
-def zero_copy_caveats(ctx: Context, cells: pd.DataFrame) -> list[Finding]:
-    """Copied by the kernel, and ENOBUFS with its share of the sends, over the given zero_copy cells."""
-    cells = cells[cells["mode"] == "zero_copy"]
+def zero_copy_caveats(ctx: Context, cells: pd.DataFrame, modes: tuple[str, ...] = tuple(ZERO_COPY_MODES)) -> list[Finding]:
+    """Copied by the kernel, and ENOBUFS with its share of the sends, over the given cells of each
+    zero-copy mode in `modes` (rows/zerocopy.py's ZERO_COPY_MODES)."""
+    findings = []
+    for mode in modes:
+        findings += _caveats(ctx, cells[cells["mode"] == mode], mode)
+    return findings
+
+
+def _caveats(ctx: Context, cells: pd.DataFrame, mode: str) -> list[Finding]:
     findings = []
     copied = cells[cells["copied"].astype(bool)]
+    interface = ZERO_COPY_MODES[mode][0]
     if len(copied):
         fractions = span(copied["zerocopy_copied_fraction_max"])
         where = " (a local link)" if is_local_link(ctx.run) else ""
-        text = ("every zero_copy cell was copied by the kernel" if len(copied) == len(cells)
-                else f"{len(copied)} of {len(cells)} zero_copy cells were copied by the kernel")
-        findings.append(Finding("copied", f"{text}{where}, so it measures MSG_ZEROCOPY's bookkeeping plus a copy",
+        text = (f"every {mode} cell was copied by the kernel" if len(copied) == len(cells)
+                else f"{len(copied)} of {len(cells)} {mode} cells were copied by the kernel")
+        findings.append(Finding("copied", f"{text}{where}, so it measures {interface}'s bookkeeping plus a copy",
                                 tuple((int(r["message_size"]), int(r["threads"])) for _, r in copied.iterrows()),
-                                {"copied_fraction": fractions}, "zero_copy"))
+                                {"copied_fraction": fractions}, mode))
     hit = [(r, ctx.condition(str(r["cell"]), "enobufs_share")) for _, r in cells.iterrows()]
     hit = [(r, s) for r, s in hit if not pd.isna(s) and s > 0]
     if hit:
         shares = span(s for _, s in hit)
-        findings.append(Finding("enobufs", f"ENOBUFS (the socket's optmem limit on pending notifications) met "
-                                f"{percents(*shares)} of zero_copy sends in {cells_text([(int(r['message_size']), int(r['threads'])) for r, _ in hit])}",
+        limit = " (the socket's optmem limit on pending notifications)" if mode == "zero_copy" else ""
+        findings.append(Finding("enobufs", f"ENOBUFS{limit} met "
+                                f"{percents(*shares)} of {mode} sends in {cells_text([(int(r['message_size']), int(r['threads'])) for r, _ in hit])}",
                                 tuple((int(r["message_size"]), int(r["threads"])) for r, _ in hit),
-                                {"enobufs_share": shares}, "zero_copy"))
+                                {"enobufs_share": shares}, mode))
     return findings
 
 
@@ -325,7 +335,7 @@ def zero_vs_one(ctx: Context) -> Answer:
     findings, found = comparison(ctx, "zero_copy", "one_copy")
     if not found:
         return refused(ZERO_VS_ONE, "no size and thread count has both zero_copy and one_copy measured.")
-    findings += zero_copy_caveats(ctx, ctx.stream)
+    findings += zero_copy_caveats(ctx, ctx.stream, ("zero_copy",))
     note = ctx.cpu_metric_note()
     return Answer(ZERO_VS_ONE, tuple(findings), tuple(detail_table(found, "zero_copy", "one_copy") + (["", note] if note else [])))
 
@@ -342,9 +352,36 @@ def vs_two_copy(ctx: Context) -> Answer:
     if not findings:
         return refused(VS_TWO, "it needs stream cells of two_copy and of one_copy or zero_copy.")
     if "zero_copy" in ctx.modes and "two_copy" in ctx.modes:
-        findings += zero_copy_caveats(ctx, ctx.stream)
+        findings += zero_copy_caveats(ctx, ctx.stream, ("zero_copy",))
     note = ctx.cpu_metric_note()
     return Answer(VS_TWO, tuple(findings), tuple(details + ([note] if note else [])))
+
+
+URING = "Does sending through io_uring pay, and from which size?"
+URING_MODES = ("io_uring", "io_uring_zc")
+# Each io_uring mode against the socket call it replaces, and io_uring's zero-copy against its copy.
+URING_PAIRS = (("io_uring", "one_copy"), ("io_uring_zc", "zero_copy"), ("io_uring_zc", "io_uring"))
+
+
+def uring_pays(ctx: Context) -> Answer | None:
+    """Asked only by runs with an io_uring mode: each pair of URING_PAIRS measured, with the
+    io_uring_zc cells the kernel copied named."""
+    if not set(URING_MODES) & ctx.modes:
+        return None
+    findings, details = [], []
+    for better, than in URING_PAIRS:
+        if not {better, than} <= ctx.modes:
+            continue
+        found_here, found = comparison(ctx, better, than, label=f"{better} vs {than}")
+        findings += found_here
+        details += [f"**{better} vs {than}**", "", *detail_table(found, better, than), ""]
+    if not findings:
+        measured = ", ".join(sorted(set(URING_MODES) & ctx.modes))
+        return refused(URING, f"it has stream cells of {measured} but of none of the modes to compare them with "
+                       f"({'; '.join(f'{a} with {b}' for a, b in URING_PAIRS)}).")
+    findings += zero_copy_caveats(ctx, ctx.stream, ("io_uring_zc",))
+    note = ctx.cpu_metric_note()
+    return Answer(URING, tuple(findings), tuple(details + ([note] if note else [])))
 
 
 
