@@ -26,9 +26,10 @@ def _pairs(stream: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
             for key, group in stream.groupby(keys, sort=True, dropna=False)]
 
 
-def _one_setting(group: pd.DataFrame) -> tuple[list[list[str]], int | None, list[str]]:
-    """The table rows of one setting (sender mode, threads, options), the smallest size from which
-    every mapped zerocopy cell used less receiver CPU per GB than copy, and why cells did not map."""
+def _one_setting(group: pd.DataFrame) -> tuple[list[list[str]], list[tuple[int, str]], list[str]]:
+    """The table rows of one setting (sender mode, threads, options), each size's state ("pays":
+    mapped, and zerocopy's receiver CPU per GB wholly below copy's 95% interval; "within noise":
+    mapped, intervals overlapping; "no": not mapped, or not less), and why cells did not map."""
     rows, wins, why = [], [], []
     for size, at in group.groupby("message_size", sort=True):
         copy, mapped = at[at["receive"] == "copy"], at[at["receive"] == "zerocopy"]
@@ -40,15 +41,38 @@ def _one_setting(group: pd.DataFrame) -> tuple[list[list[str]], int | None, list
         ratio = z[METRIC] / c[METRIC] if c[METRIC] and not pd.isna(c[METRIC]) else float("nan")
         rows.append([size_text(size), num(c[METRIC]), num(z[METRIC]), num(ratio, 2),
                      "—" if pd.isna(fraction) else f"{float(fraction):.1%}", zerocopy.receive_label("zerocopy", fraction)])
-        wins.append((int(size), verdict.zero_copy and ratio < 1))
+        # Less receiver CPU only where zerocopy's 95% interval lies wholly below copy's: a win the
+        # repetitions cannot tell from the copy is "within noise", never "pays" nor "does not pay".
+        z_high, z_low = z[METRIC.replace("_mean", "_ci_high")], z[METRIC.replace("_mean", "_ci_low")]
+        c_high, c_low = c[METRIC.replace("_mean", "_ci_high")], c[METRIC.replace("_mean", "_ci_low")]
+        judged = not any(pd.isna(v) for v in (z_high, z_low, c_high, c_low))
+        if not verdict.zero_copy:
+            state = "no"
+        elif judged and z_high < c_low:
+            state = "pays"
+        elif judged and z_low > c_high:
+            state = "no"
+        else:
+            state = "within noise"
+        wins.append((int(size), state))
         if verdict in (zerocopy.Mapping.NOT_MAPPED, zerocopy.Mapping.PARTLY_MAPPED):
             why.append(f"{size_text(size)}: {zerocopy.why_not_mapped(z.get('tcp_pmtu_min'), str(z['mode']))}")
-    from_size = None
-    for size, win in reversed(wins):
-        if not win:
-            break
-        from_size = size
-    return rows, from_size, why
+    return rows, wins, why
+
+
+def _outcome(states: list[tuple[int, str]]) -> str:
+    """`pays from 64KiB`, `can't tell at any size: …`, `does not pay at any size`, or per state the sizes."""
+    kinds = {state for _, state in states}
+    if kinds == {"no"}:
+        return "does not pay at any size"
+    if kinds == {"within noise"}:
+        return "can't tell at any size: every difference is within noise"
+    first = next((i for i, (_, state) in enumerate(states) if all(s == "pays" for _, s in states[i:])), None)
+    if first is not None:
+        return f"pays from {size_text(states[first][0])}"
+    words = {"pays": "pays at", "within noise": "can't tell at", "no": "does not pay at"}
+    return ", ".join(f"{words[kind]} {', '.join(size_text(size) for size, state in states if state == kind)}"
+                     for kind in ("pays", "within noise", "no") if kind in kinds)
 
 
 def questions(summary: pd.DataFrame, run: RunData) -> list[list[str]]:
@@ -71,12 +95,12 @@ def sentence(summary: pd.DataFrame, run: RunData) -> tuple[str, str] | None:
     stream = everything[everything["workload"] == "stream"]
     parts = []
     for key, group in _pairs(stream):
-        rows, from_size, why = _one_setting(group)
+        rows, states, why = _one_setting(group)
         if not rows:
             continue
         keys = [c for c in _SAME if c in stream.columns]
         setting = ", ".join(f"{k}={v}" for k, v in zip(keys, key) if k in ("mode", "threads"))
-        outcome = f"pays from {size_text(from_size)}" if from_size is not None else "does not pay at any size"
+        outcome = _outcome(states)
         if why:
             outcome += f" (not mapped at {len(why)} of {len(rows)} sizes)"
         parts.append(f"{setting}: {outcome}")
@@ -97,7 +121,7 @@ def question(summary: pd.DataFrame) -> list[str]:
                         "at equal settings.", ""]
     answered = False
     for key, group in _pairs(stream):
-        rows, from_size, why = _one_setting(group)
+        rows, states, why = _one_setting(group)
         if not rows:
             continue
         answered = True
@@ -105,12 +129,9 @@ def question(summary: pd.DataFrame) -> list[str]:
         setting = ", ".join(f"{k}={v}" for k, v in zip(keys, key)
                             if k in ("mode", "threads") or stream[k].nunique(dropna=False) > 1)
         lines.append(f"- **{setting}** (receiver CPU-s per GB, mean of the ok repetitions; mapped: the worst repetition's fraction)")
-        if from_size is not None:
-            lines.append(f"  - Receiving without a copy pays from {size_text(from_size)} up: at every size from there, "
-                         "zerocopy mapped at least 99% of the bytes and used less receiver CPU per byte.")
-        else:
-            lines.append("  - It does not pay at any size here: at the largest size, zerocopy either did not map "
-                         "(nearly) every byte or used no less receiver CPU per byte than copy.")
+        lines.append(f"  - Receiving without a copy {_outcome(states)}: it pays at a size where zerocopy mapped at least "
+                     "99% of the bytes and its receiver CPU per byte's 95% interval lies wholly below copy's; where "
+                     "the two intervals overlap, the repetitions cannot tell.")
         for reason in why:
             lines.append(f"  - Not a zero-copy receive at {reason}.")
         lines += ["", md_table(["size", "copy", "zerocopy", "zerocopy ÷ copy", "mapped", "zerocopy shown as"], rows), ""]
