@@ -66,7 +66,10 @@ def timed(code: Path, args: list[str]) -> tuple[float, float]:
     env = {**os.environ, "PYTHONPATH": str(code)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=env, capture_output=True, text=True)
+    # Run from `code` itself: `python -m` puts the working folder first on sys.path, ahead of PYTHONPATH,
+    # so run from this checkout every timing would be of this checkout's package.
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=env, capture_output=True, text=True,
+                          cwd=code)
     took = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
