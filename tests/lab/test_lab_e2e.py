@@ -18,6 +18,7 @@ import yaml
 
 from orchestrator import lab
 from orchestrator.run import runner
+from orchestrator.report import ceiling
 from orchestrator.rows import tcpinfo
 from orchestrator.cli import main
 from orchestrator.rows.results import read_results
@@ -592,6 +593,12 @@ def test_a_closed_terminal_stops_the_run_cleanly(lab_inventory, tmp_path):
     assert len(read_results(run_dir / "results.csv")) == 1
 
 
+def at_the_link(gbps: float) -> str:
+    """What bounded a cell of the 200 Mbit/s lab with default buffers: the link where it ran within
+    ceiling.TOLERANCE of the tbf's rate (goodput at MTU 1280 sits right about there), else neither."""
+    return "the link: the tbf qdisc rate (0.2 Gbit/s)" if gbps >= (1 - ceiling.TOLERANCE) * 0.2 else "neither"
+
+
 def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
     """A lab of its own with a 1280-byte MTU and a 200 Mbit/s rate: throughput near the rate, the
     path MTU in tcp_pmtu, the kernel's delivery-rate estimate near the rate, the busy time of the
@@ -641,9 +648,9 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
     text = (run_dir / "report.md").read_text()
     section = text[text.index("## TCP: retransmits and limits"):]
     assert "| `stream-one_copy-16384B-1t` |" in section and "| `stream-one_copy-16384B-2t` |" in section
-    for line in section.splitlines():
-        if line.startswith("| `stream-"):
-            assert line.endswith("| neither |"), line
+    for _, row in frame.iterrows():
+        line = next(line for line in section.splitlines() if line.startswith(f"| `{row['cell_id'].replace('-r1', '')}` |"))
+        assert line.endswith(f"| {at_the_link(row['throughput_gbps'])} |"), line
 
     # Small socket buffers: the limit they set is the one the columns and the report name.
     frame = read_results(only_run(bounded) / "results.csv")
@@ -663,7 +670,7 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
     # The report names the bound by its rule (tcpinfo.LIMIT_FRACTION) on the fraction measured.
     assert bounds[rwnd.cell_id.replace("-r1", "")] == \
         ("receive window" if rwnd.tcp_rwnd_limited_fraction >= tcpinfo.LIMIT_FRACTION else "neither"), bounds
-    assert bounds[default.cell_id.replace("-r1", "")] == "neither", bounds
+    assert bounds[default.cell_id.replace("-r1", "")] == at_the_link(default.throughput_gbps), bounds
     # A cell that retransmitted in its window is flagged by name.
     for row in frame.itertuples():
         assert (f"`{row.cell_id.replace('-r1', '')}` ({row.tcp_retrans})" in section) == (row.tcp_retrans > 0)
