@@ -30,11 +30,10 @@ void fail_io(struct thread_state *ts, const char *what, int err)
         agent_fail("connection %d: %s failed: %s", ts->index, what, strerror(err));
 }
 
-/* EAGAIN on a blocking socket only happens with a send timeout set; wait for room anyway. */
-static int wait_writable(struct thread_state *ts)
+int wait_writable(struct thread_state *ts)
 {
     struct pollfd p = {.fd = ts->fd, .events = POLLOUT};
-    if (poll(&p, 1, 100) < 0 && errno != EINTR) {
+    if (poll(&p, 1, WAIT_WRITABLE_MS) < 0 && errno != EINTR) {
         fail_io(ts, "poll", errno);
         return -1;
     }

@@ -14,5 +14,9 @@ int send_message(struct thread_state *ts, struct msgbuf *m);
 int sendfile_file(uint32_t size);
 /* The error text for a failed socket call, naming a vanished peer plainly. */
 void fail_io(struct thread_state *ts, const char *what, int err);
+/* Waits up to WAIT_WRITABLE_MS for room in ts->fd's send buffer (after EAGAIN: a blocking socket
+ * with a send timeout, or a non-blocking one). 0 to send again, -1 when poll failed (recorded). */
+#define WAIT_WRITABLE_MS 100
+int wait_writable(struct thread_state *ts);
 
 #endif

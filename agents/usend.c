@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -145,16 +144,6 @@ static int enter(struct thread_state *ts, struct usend *s, int timeout_ms)
         return -1;
     }
     reap(ts, s);
-    return 0;
-}
-
-static int wait_writable(struct thread_state *ts)
-{
-    struct pollfd p = {.fd = ts->fd, .events = POLLOUT};
-    if (poll(&p, 1, USEND_WAIT_MS) < 0 && errno != EINTR) {
-        fail_io(ts, "poll", errno);
-        return -1;
-    }
     return 0;
 }
 
