@@ -593,10 +593,12 @@ def test_a_closed_terminal_stops_the_run_cleanly(lab_inventory, tmp_path):
     assert len(read_results(run_dir / "results.csv")) == 1
 
 
-def at_the_link(gbps: float) -> str:
-    """What bounded a cell of the 200 Mbit/s lab with default buffers: the link where it ran within
-    ceiling.TOLERANCE of the tbf's rate (goodput at MTU 1280 sits right about there), else neither."""
-    return "the link: the tbf qdisc rate (0.2 Gbit/s)" if gbps >= (1 - ceiling.TOLERANCE) * 0.2 else "neither"
+def at_the_link(gbps: float, tcp_bound: str = "neither") -> str:
+    """What bounded a cell of the 200 Mbit/s lab: the link where it ran within ceiling.TOLERANCE of
+    the tbf's rate (goodput at MTU 1280 sits right about there), beside its TCP bound if it had one."""
+    if gbps < (1 - ceiling.TOLERANCE) * 0.2:
+        return tcp_bound
+    return "the link: the tbf qdisc rate (0.2 Gbit/s)" if tcp_bound == "neither" else f"{tcp_bound}; the link"
 
 
 def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
@@ -668,9 +670,16 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
     bounds = {line.split("|")[1].strip(" `"): line.split("|")[-2].strip() for line in section.splitlines()
               if line.startswith("| `stream-")}
     # The report names the bound by its rule (tcpinfo.LIMIT_FRACTION) on the fraction measured.
-    assert bounds[rwnd.cell_id.replace("-r1", "")] == \
-        ("receive window" if rwnd.tcp_rwnd_limited_fraction >= tcpinfo.LIMIT_FRACTION else "neither"), bounds
+    assert bounds[rwnd.cell_id.replace("-r1", "")] == at_the_link(
+        rwnd.throughput_gbps, "receive window" if rwnd.tcp_rwnd_limited_fraction >= tcpinfo.LIMIT_FRACTION else "neither"), bounds
     assert bounds[default.cell_id.replace("-r1", "")] == at_the_link(default.throughput_gbps), bounds
-    # A cell that retransmitted in its window is flagged by name.
+    # Each cell's retransmits show in its row. A cell is named as a threat only where the
+    # retransmitted bytes (segments × the path MTU's payload) reach 1% of its window's bytes.
+    table = {line.split("|")[1].strip(" `"): line.split("|")[2].strip() for line in section.splitlines()
+             if line.startswith("| `stream-")}
     for row in frame.itertuples():
-        assert (f"`{row.cell_id.replace('-r1', '')}` ({row.tcp_retrans})" in section) == (row.tcp_retrans > 0)
+        cell = row.cell_id.replace("-r1", "")
+        assert table[cell] == str(row.tcp_retrans), (cell, table)
+        share = row.tcp_retrans * (row.tcp_pmtu - 40) / row.window_bytes
+        named = f"`{cell}` (" in section.split("| cell |")[0]
+        assert named == (share >= 0.01), (cell, share, section)
