@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from . import ceiling, changes, derive, plots, stats
 from ..experiment.units import format_size
@@ -25,6 +23,9 @@ from ..rows.durable import write_atomic
 from ..errors import ConfigError, NoCommonCells
 from ..experiment.plan import load_plan
 from .runfolder import RunData, load_run, pair_view
+
+if TYPE_CHECKING:  # matplotlib is loaded when the plot is drawn: `orchestrate report` imports this module
+    from matplotlib.figure import Figure
 
 COMPARED_METRICS = (
     "throughput_gbps",
@@ -344,9 +345,10 @@ def _axis_range(ratios: np.ndarray) -> tuple[float, float]:
 def _ratio_plot(table: pd.DataFrame, run_a: str, run_b: str) -> Figure:
     data = table[table["metric"] == "throughput_gbps"]
     height = max(3.0, 0.26 * len(data) + 1.8)
-    with matplotlib.rc_context(plots.STYLE):
-        fig = Figure(figsize=(7.5, height), layout="constrained")
-        FigureCanvasAgg(fig)
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    with plots.style():
+        fig = plots.new_figure(figsize=(7.5, height), layout="constrained")
         ax = fig.subplots()
         ax.set_title(f"Throughput B/A per cell, 95% interval\nA = {run_a}\nB = {run_b}", fontsize=9, loc="left")
         if data.empty:

@@ -26,7 +26,7 @@ from ..rows.durable import disk_error, write_atomic
 from ..experiment.units import format_size
 from ..version import __version__
 
-if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (_figure), not with this module
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (new_figure), not with this module
     from matplotlib.figure import Figure
 
 NOT_SUPPORTED = "not supported on these hosts"
@@ -59,7 +59,7 @@ STYLE = {
 }
 
 
-def _figure(**options) -> Figure:
+def new_figure(**options) -> Figure:
     """A Figure on the Agg canvas. matplotlib is imported here, at the first figure drawn: a report
     whose figures are all drawn already (save_drawn) never loads it, half a second saved."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -166,7 +166,7 @@ def _grid_figure(
     from matplotlib.ticker import StrMethodFormatter
 
     if data.empty:
-        fig = _figure(figsize=(8, 2.6), layout="constrained")
+        fig = new_figure(figsize=(8, 2.6), layout="constrained")
         fig.suptitle(title, fontsize=13)
         note(fig.subplots(), empty_note)
         return fig
@@ -177,7 +177,7 @@ def _grid_figure(
     grid = [(pair, m, y) for pair in pairs for m, y in rows] if len(pairs) > 1 else [(None, m, y) for m, y in rows]
     nrows = len(grid)
     # Wide enough for the title even with one panel; at most 14 in, to fit a page in landscape.
-    fig = _figure(figsize=(max(7.0, min(3.4 * ncols, 14) + 0.6), 3.1 * nrows + 1.2), layout="constrained")
+    fig = new_figure(figsize=(max(7.0, min(3.4 * ncols, 14) + 0.6), 3.1 * nrows + 1.2), layout="constrained")
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharex=True))
     fig.suptitle(title, fontsize=13)
     xlabel, formatter = X_AXES[x]
@@ -461,7 +461,7 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
     not here): each is drawn as a red dot, and the panel's title turns red."""
     stalled = stalled or {}
     if series.empty:
-        fig = _figure(figsize=(8, 2.6), layout="constrained")
+        fig = new_figure(figsize=(8, 2.6), layout="constrained")
         fig.suptitle("Throughput over time", fontsize=13)
         note(fig.subplots(), "no per-interval samples in this run")
         return fig
@@ -475,7 +475,7 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
     cells = sorted(summed["cell"].unique())
     ncols = min(4, len(cells))
     nrows = -(-len(cells) // ncols)
-    fig = _figure(figsize=(max(7.0, 3.4 * ncols), 2.4 * nrows + 1.0), layout="constrained")
+    fig = new_figure(figsize=(max(7.0, 3.4 * ncols), 2.4 * nrows + 1.0), layout="constrained")
     # One time axis for every panel (the cells share the run's window length), labelled once under
     # the grid: half of the figure's text, and so of its drawing time, was repeated x labels.
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
@@ -524,11 +524,11 @@ def where_cpu_went(bars: pd.DataFrame) -> Figure:
     """Stacked horizontal bars, one per (cell, host): CPU seconds per GB split into user, system,
     softirq and irq. `bars` has `label` and `<kind>_s_per_gb` columns (evidence.cpu_bars)."""
     if bars.empty:
-        fig = _figure(figsize=(8, 2.6), layout="constrained")
+        fig = new_figure(figsize=(8, 2.6), layout="constrained")
         fig.suptitle("Where the CPU went", fontsize=13)
         note(fig.subplots(), "no host counters in this run")
         return fig
-    fig = _figure(figsize=(9, 1.2 + 0.32 * len(bars)), layout="constrained")
+    fig = new_figure(figsize=(9, 1.2 + 0.32 * len(bars)), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(bars))[::-1]
     left = np.zeros(len(bars))
