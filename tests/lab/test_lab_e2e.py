@@ -593,10 +593,11 @@ def test_a_closed_terminal_stops_the_run_cleanly(lab_inventory, tmp_path):
     assert len(read_results(run_dir / "results.csv")) == 1
 
 
-def at_the_link(gbps: float, tcp_bound: str = "neither") -> str:
-    """What bounded a cell of the 200 Mbit/s lab: the link where it ran within ceiling.TOLERANCE of
-    the tbf's rate (goodput at MTU 1280 sits right about there), beside its TCP bound if it had one."""
-    if gbps < (1 - ceiling.TOLERANCE) * 0.2:
+def at_the_link(row, tcp_bound: str = "neither") -> str:
+    """What bounded a one-repetition cell of the 200 Mbit/s lab: the link where its row was ok and
+    ran within ceiling.TOLERANCE of the tbf's rate (goodput at MTU 1280 sits right about there;
+    the ceiling reads ok rows only), beside its TCP bound if it had one."""
+    if row.status != "ok" or row.throughput_gbps < (1 - ceiling.TOLERANCE) * 0.2:
         return tcp_bound
     return "the link: the tbf qdisc rate (0.2 Gbit/s)" if tcp_bound == "neither" else f"{tcp_bound}; the link"
 
@@ -641,7 +642,9 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
         for role in ("server", "client"):
             assert row[f"{role}_host_nic"] == lab.DATA_IF
             assert row[f"{role}_host_nic_rx_queues_drops"] >= 0 and row[f"{role}_host_tcp_retranssegs"] >= 0
-        assert row["client_host_tcp_retranssegs"] + row["server_host_tcp_retranssegs"] >= row["tcp_retrans"]
+        # The hosts count the window's retransmits too. Their snapshots and the sender's TCP_INFO
+        # samples are taken a few ms (at the end up to one 100 ms send wait) apart: a few segments of slack.
+        assert row["client_host_tcp_retranssegs"] + row["server_host_tcp_retranssegs"] >= row["tcp_retrans"] - 5
     assert "server_host_nic_interrupts" not in frame or frame["server_host_nic_interrupts"].isna().all()
     # The host facts name the ceiling: the data link's tbf root qdisc and its rate, gathered over SSH.
     for role in ("server", "client"):
@@ -652,7 +655,7 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
     assert "| `stream-one_copy-16384B-1t` |" in section and "| `stream-one_copy-16384B-2t` |" in section
     for _, row in frame.iterrows():
         line = next(line for line in section.splitlines() if line.startswith(f"| `{row['cell_id'].replace('-r1', '')}` |"))
-        assert line.endswith(f"| {at_the_link(row['throughput_gbps'])} |"), line
+        assert line.endswith(f"| {at_the_link(row)} |"), line
 
     # Small socket buffers: the limit they set is the one the columns and the report name.
     frame = read_results(only_run(bounded) / "results.csv")
@@ -671,8 +674,8 @@ def test_a_rate_limited_small_mtu_link_shows_in_the_tcp_columns(tmp_path):
               if line.startswith("| `stream-")}
     # The report names the bound by its rule (tcpinfo.LIMIT_FRACTION) on the fraction measured.
     assert bounds[rwnd.cell_id.replace("-r1", "")] == at_the_link(
-        rwnd.throughput_gbps, "receive window" if rwnd.tcp_rwnd_limited_fraction >= tcpinfo.LIMIT_FRACTION else "neither"), bounds
-    assert bounds[default.cell_id.replace("-r1", "")] == at_the_link(default.throughput_gbps), bounds
+        rwnd, "receive window" if rwnd.tcp_rwnd_limited_fraction >= tcpinfo.LIMIT_FRACTION else "neither"), bounds
+    assert bounds[default.cell_id.replace("-r1", "")] == at_the_link(default), bounds
     # Each cell's retransmits show in its row. A cell is named as a threat only where the
     # retransmitted bytes (segments × the path MTU's payload) reach 1% of its window's bytes.
     table = {line.split("|")[1].strip(" `"): line.split("|")[2].strip() for line in section.splitlines()

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from orchestrator.report import ceiling
+
 from ..cli.test_cli import orchestrate
 from ..labs import running_lab
 
@@ -87,7 +89,15 @@ def test_the_shaped_cells_are_marked_bounded_by_the_link(reproduced):
     text = (reproduced["new"] / "report.md").read_text()
     # The TCP section's "bounded by" column says "the link: ...", the stream table's flags "at the link (...)".
     marked = [line for line in text.splitlines() if "the link" in line.lower()]
-    for cell in ("stream-two_copy-65536B-1t", "stream-one_copy-65536B-1t"):
+    # The rule, recomputed here: a cell whose ok repetitions average within ceiling.TOLERANCE of
+    # the tbf rate is bounded by it. At least one sat there; a cell slowed below it (one slow
+    # repetition of two can do that on this VM) is not asserted either way.
+    rows = pd.read_csv(reproduced["new"] / "results.csv")
+    ok = rows[rows["status"] == "ok"].assign(cell=rows["cell_id"].str.replace(r"-r\d+$", "", regex=True))
+    means = ok.groupby("cell")["throughput_gbps"].mean()
+    at_rate = means[means >= (1 - ceiling.TOLERANCE) * SHAPED_RATE_MBIT / 1000]
+    assert len(at_rate) >= 1, means
+    for cell in at_rate.index:
         words = f"{cell.split('-')[1]} 64KiB"
         assert any(cell in line or words in line for line in marked), (cell, marked)
 
