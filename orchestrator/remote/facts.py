@@ -196,7 +196,8 @@ def parse_facts(text: str) -> dict[str, Any]:
             "interface": iface,
             "addresses": [a.get("local") for a in link.get("addr_info", []) if a.get("local")],
             "mtu": link.get("mtu"),
-            "kind": (link.get("linkinfo") or {}).get("info_kind"),
+            # A virtual link's kind (veth, bond, vlan...), or loopback: what the data crossed. A NIC has none.
+            "kind": (link.get("linkinfo") or {}).get("info_kind") or ("loopback" if link.get("link_type") == "loopback" else None),
             "driver": driver.get("driver"),
             "driver_version": driver.get("version"),
             "firmware": driver.get("firmware-version"),

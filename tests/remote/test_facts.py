@@ -20,6 +20,7 @@ def test_loopback_vm_facts():
     assert facts["nic"]["mtu"] == 65536
     assert "127.0.0.1" in facts["nic"]["addresses"]
     assert facts["nic"]["driver"] is None  # loopback has no driver to report
+    assert facts["nic"]["kind"] == "loopback"  # compare names lo -> veth a change of link, not of name
     assert facts["nic"]["offloads"]["scatter-gather"] == "on"
     assert set(facts["sysctls"]) >= {"net.ipv4.tcp_rmem", "net.core.optmem_max", "kernel.perf_event_paranoid"}
 
@@ -28,6 +29,7 @@ def test_physical_nic_facts():
     facts = parse_facts((FIXTURES / "client-mlx5.txt").read_text())
     nic = facts["nic"]
     assert (nic["interface"], nic["driver"], nic["speed"], nic["mtu"]) == ("enp65s0f0np0", "mlx5_core", "100000Mb/s", 9000)
+    assert nic["kind"] is None  # a NIC: no virtual link kind
     assert nic["firmware"].startswith("22.36.1010")
     assert nic["offloads"]["large-receive-offload"] == "off"
     assert facts["numa_nodes"] == "2"

@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.report import compare
+from orchestrator.remote.facts import parse_facts
+from orchestrator.report import changes, compare
 from orchestrator.errors import ExitStatus, NoCommonCells
 
 RUNS = Path(__file__).parents[1] / "fixtures" / "runs"
@@ -313,3 +314,15 @@ def test_short_labels_name_the_options_a_cell_varies_and_the_workload_where_ther
     lab = RUNS / "20261206T023809Z-labfull-87e3"
     both = compare.compare_runs(lab, lab, tmp_path / "l").table
     assert compare.short_label(both.iloc[0], both["workload"].nunique()) == "rr one_copy 4KiB ×1"
+
+
+def test_loopback_to_a_veth_is_a_change_of_link_not_of_name():
+    """A run on loopback reproduced over a veth pair: the link's kind leads "What changed"; the
+    interface's name stays identity noise."""
+    facts = Path(__file__).parents[1] / "fixtures" / "facts"
+    lo, veth = (parse_facts((facts / name).read_text()) for name in ("server-loopback.txt", "server-veth-tbf.txt"))
+    found = changes.host_changes({"server": lo}, {"server": veth})
+    kind = next(c for c in found.changes if c.fact == "nic.kind")
+    assert (kind.group, kind.a, kind.b) == ("Link", "loopback", "veth")
+    assert [c.group for c in found.changes[:found.changes.index(kind)]] == ["Link"] * found.changes.index(kind)
+    assert any(line.startswith("nic.interface (server): A lo, B data0") for line in found.identity), found.identity
