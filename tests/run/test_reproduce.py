@@ -226,6 +226,13 @@ def test_a_reproduced_run_names_its_original_and_is_compared(tmp_path):
     assert (new / "compare" / "compare.md").is_file() and json.loads(out)["comparisons"][0]["pair"] == "default"
     code, out, _ = cli("runs", str(results), "--json")
     assert {r["run_id"]: r["reproduces"] for r in json.loads(out)["runs"]} == {original.name: None, new.name: original.name}
+    # The original moved away: the measured run stands, and the missing comparison is said, not a failure.
+    original.rename(tmp_path / "moved")
+    shutil.rmtree(new / "compare")
+    code, out, err = cli("run", "--resume", str(new), "--no-report", "--json")
+    assert code == 0, err
+    assert f"no comparison: the original run is no longer in {original}" in " ".join(err.split())
+    assert not (new / "compare").exists() and "comparisons" not in json.loads(out)
 
 
 def test_the_new_run_keeps_the_saved_plan_even_where_todays_expansion_differs(tmp_path):
