@@ -420,10 +420,29 @@ def cmd_runs(args: argparse.Namespace, term: Terminal) -> ExitStatus:
         raise ConfigError(f"orchestrate runs: --since/--until: {exc}") from None
     found = runindex.index(Path(args.directory))
     shown = [run for run in found.runs if filters.keep(run)]
+    for run in shown:
+        if run.state == "running":
+            _still_running(run)
     args.doc.update(folder=str(found.folder), runs=[r.to_json() for r in shown], skipped=found.skipped,
                     filtered_out=len(found.runs) - len(shown))
     show_runs(term, shown, found, len(found.runs) - len(shown))
     return ExitStatus.OK
+
+
+def _still_running(run) -> None:
+    """A run whose status.json says running is running only while an orchestrate holds its lock
+    (the kernel lets it go however that process died): else it ended mid-run, and says how to go on."""
+    from ..run.runner import RunLock
+
+    try:
+        holder = RunLock(run.path).held_by()
+    except ConfigError as exc:
+        run.problems.append(str(exc))
+        return
+    if holder is None:
+        run.state = "ended mid-run"
+        run.problems.append(f"{layout.STATUS} says running, but no orchestrate holds its lock: it was killed, or "
+                            f"copied mid-run; to finish it: orchestrate run --resume {run.path}")
 
 
 def cmd_lab(args: argparse.Namespace, term: Terminal) -> ExitStatus:

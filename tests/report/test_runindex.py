@@ -115,3 +115,27 @@ def test_a_shaped_link_shows_its_qdisc_and_rate_beside_the_nic(tmp_path):
     shutil.copytree(RUNS / "20261206T052758Z-quick-7003", tmp_path / "20261206T052758Z-quick-7003")
     (shaped,) = runindex.index(tmp_path).runs
     assert shaped.nics == ["data0 veth 10G tbf 1G"] and shaped.mtus == [9000]
+
+
+def test_a_run_said_running_is_running_only_while_its_lock_is_held(results):
+    """status.json says running: `runs` shows it running while an orchestrate holds the folder's
+    lock, and once none does (killed, or copied mid-run), as ended mid-run with how to finish it."""
+    from orchestrator.rows import runstatus
+    from orchestrator.run.runner import RunLock
+
+    runstatus.write(results / LAB, runstatus.RunStatus("running", runstatus.Counts(planned=40, ok=12)))
+    code, out, err = cli("runs", str(results), "--json")
+    assert code == 0, err
+    (lab,) = [r for r in json.loads(out)["runs"] if r["run_id"] == LAB]
+    assert lab["state"] == "ended mid-run" and lab["cells"]["ok"] == 12
+    assert "no orchestrate holds its lock" in lab["problems"][0]
+    assert f"orchestrate run --resume {results / LAB}" in lab["problems"][0]
+    code, out, _ = cli("runs", str(results))
+    assert "(ended mid-run)" in out and "12/0/0" in out
+    lock = RunLock(results / LAB).take()
+    try:
+        code, out, _ = cli("runs", str(results), "--json")
+        (lab,) = [r for r in json.loads(out)["runs"] if r["run_id"] == LAB]
+        assert lab["state"] == "running" and not lab["problems"]
+    finally:
+        lock.release()
