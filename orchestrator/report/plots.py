@@ -479,10 +479,13 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
     fig = new_figure(figsize=(width, height))
     # One time axis for every panel (the cells share the run's window length), labelled once under
     # the grid: half of the figure's text, and so of its drawing time, was repeated x labels.
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, gridspec_kw=_grid_margins(width, height, nrows, ncols))
-    fig.suptitle("Throughput over time, per cell (connections summed; line: median of repetitions, "
-                 "band: min-max; red: a stall)", fontsize=11, y=1 - 0.15 / height, va="top")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    title = "Throughput over time, per cell (connections summed; line: median of repetitions, band: min-max; red: a stall)"
+    two_lines = width < _TEXT_INCHES * len(title) * 11 / 8.5
+    fig.suptitle(title.replace(" (", "\n(") if two_lines else title, fontsize=11, y=1 - 0.12 / height, va="top")
     fig.supxlabel("Seconds into the window", fontsize=9, y=0.08 / height, va="bottom")
+    panel_inches = (width - 1.0) / ncols - 0.7  # about: the panels' widths once laid out below
+    wrapped = False
     for k, ax in enumerate(axes.flat):
         if k >= len(cells):
             ax.set_visible(False)
@@ -501,20 +504,54 @@ def throughput_over_time(series: pd.DataFrame, stalled: Mapping[str, Iterable[in
         flagged = data[[(c, i) in marks for c, i in zip(data["cell_id"], data["interval"])]]
         if not flagged.empty:
             ax.plot(flagged["mid"], flagged["gbps"], "o", color="#CC0000", markersize=7, linestyle="none", clip_on=False)
-        ax.set_title(cell, fontsize=8.5, color="#CC0000" if not flagged.empty else "black")
+        # A long cell id (a variant's settings in it) goes on two lines, then smaller, rather than
+        # run into its neighbour's.
+        lines = _title_lines(cell, panel_inches)
+        wrapped = wrapped or len(lines) > 1
+        size = max(5.5, min(8.5, 8.5 * panel_inches / (_TEXT_INCHES * max(map(len, lines)))))
+        ax.set_title("\n".join(lines), fontsize=size, color="#CC0000" if not flagged.empty else "black")
         ax.set_ylim(bottom=0)
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # no offset text to collide with the title
         if k % ncols == 0:
             ax.set_ylabel("Gbit/s")
+    labels = max(_tick_label_chars(ax) for ax in axes.flat[:len(cells)])
+    fig.subplots_adjust(**_grid_margins(width, height, nrows, ncols, labels * _DIGIT_INCHES, two_lines, wrapped))
     return fig
 
 
+def _title_lines(cell: str, inches: float) -> list[str]:
+    """A cell id as one line, or as two split at the dash nearest its middle when one line is wider
+    than `inches` at the panel title's size."""
+    if _TEXT_INCHES * len(cell) <= inches or "-" not in cell:
+        return [cell]
+    cut = min((i for i, ch in enumerate(cell) if ch == "-"), key=lambda i: abs(i - len(cell) / 2))
+    return [cell[:cut], cell[cut:]]
 
-def _grid_margins(width: float, height: float, nrows: int, ncols: int) -> dict[str, float]:
-    """Fixed margins, in inches, for the grid of small multiples: room for the title above, the y
-    tick labels and unit at the left, each panel's title and time ticks between rows, the time
-    label below. Laid out by hand because the constrained layout took two thirds of this figure's
-    drawing time (it measures every panel's text), and this grid's text has fixed sizes."""
-    left, right, top, bottom, across, down = 0.8, 0.2, 0.65, 0.65, 0.6, 0.6  # inches
+
+# What a character of this figure's text takes, in inches per point of font size, to lay it out
+# without measuring each text (matplotlib's DejaVu Sans: digits 0.64 em, mixed text about 0.6 em).
+_DIGIT_INCHES = 0.64 * 9.5 / 72  # a y tick label's digit, at its 9.5 pt
+_TEXT_INCHES = 0.6 * 8.5 / 72  # a character of a panel title, at 8.5 pt
+
+
+def _tick_label_chars(ax) -> int:
+    """The longest y tick label of a panel, in characters, as its locator and formatter will make them."""
+    low, high = ax.get_ylim()
+    ticks = [t for t in ax.yaxis.get_major_locator().tick_values(low, high) if low <= t <= high]
+    return max((len(label) for label in ax.yaxis.get_major_formatter().format_ticks(ticks)), default=1)
+
+
+def _grid_margins(width: float, height: float, nrows: int, ncols: int, labels: float, two_lines: bool,
+                  wrapped: bool) -> dict[str, float]:
+    """Margins, in inches, for the grid of small multiples: room for the title above (one line or
+    two), the y tick labels (`labels` inches wide at most) and unit at the left and between
+    panels, each panel's title (`wrapped`: some on two lines) and time ticks between rows, the time
+    label below. Laid out by hand
+    because the constrained layout took two thirds of this figure's drawing time (it measures every
+    panel's text); the widths here come from character counts."""
+    title = 0.15 if wrapped else 0  # a panel title's second line
+    left, right, bottom, down = 0.45 + labels, 0.2, 0.65, 0.6 + title  # inches
+    top, across = 0.65 + (0.2 if two_lines else 0) + title, 0.3 + labels
     panel_w = (width - left - right - (ncols - 1) * across) / ncols
     panel_h = (height - top - bottom - (nrows - 1) * down) / nrows
     return {"left": left / width, "right": 1 - right / width, "top": 1 - top / height, "bottom": bottom / height,

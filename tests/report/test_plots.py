@@ -82,3 +82,54 @@ def test_a_figure_is_drawn_again_only_when_its_data_or_its_files_changed(tmp_pat
     times = {p: p.stat().st_mtime_ns for p in times}
     plots.write_plots(changed, tmp_path)
     assert all(p.stat().st_mtime_ns != times[p] for p in times)
+
+
+FULL_RUN = RUNS / "20261206T051817Z-lab-study-0bb2"  # a real full.yml lab run: 48 stream cells, 10 intervals each
+
+
+def _over_time_cells(count: int, scale: float = 1.0, suffix: str = ""):
+    """The recorded full run's intervals for its first `count` cells; bytes times `scale` (a slow
+    link's tick labels), and `suffix` put into the cell ids before the repetition (a variant's)."""
+    import pandas as pd
+
+    series = pd.read_csv(FULL_RUN / "intervals.csv")
+    cells = sorted(series["cell_id"].str.replace(r"-r\d+$", "", regex=True).unique())[:count]
+    series = series[series["cell_id"].str.replace(r"-r\d+$", "", regex=True).isin(cells)].copy()
+    series["bytes"] = series["bytes"] * scale
+    series["cell_id"] = series["cell_id"].str.replace(r"(-r\d+)$", suffix + r"\1", regex=True)
+    return series
+
+
+@pytest.mark.parametrize("count,scale,suffix", [
+    (1, 1.0, ""), (2, 1e-4, ""), (5, 1.0, ""), (5, 1.0, "-sender=client-nodelay=false"), (48, 1.0, "")])
+def test_throughput_over_time_text_fits_its_hand_laid_grid(count, scale, suffix):
+    """The grid is laid out from character counts, not measured text: drawn, no y tick label or
+    unit runs into another panel or off the page, no panel title into its neighbour's or the
+    figure's title, on the recorded full run's intervals (a few cells, a slow link's small
+    figures, a variant's long cell ids, all 48 cells)."""
+    with plots.style():
+        fig = plots.throughput_over_time(_over_time_cells(count, scale, suffix))
+        fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == count
+    frames = [ax.get_window_extent(renderer) for ax in axes]
+    titles = [ax.title.get_window_extent(renderer) for ax in axes]
+    top = fig._suptitle.get_window_extent(renderer)
+    for k, ax in enumerate(axes):
+        low, high = ax.get_ylim()  # the labels drawn: those of ticks inside the panel's range
+        labels = [t.get_window_extent(renderer) for t, at in zip(ax.get_yticklabels(), ax.get_yticks())
+                  if low <= at <= high and t.get_text()]
+        if ax.get_ylabel():
+            labels.append(ax.yaxis.label.get_window_extent(renderer))
+            unit = labels[-1]
+            assert all(unit.x1 <= box.x0 + 1 for box in labels[:-1]), (k, "the unit runs into the tick labels")
+        for box in labels:
+            assert box.x0 >= 0, (k, "a y label runs off the page")
+            assert not any(box.overlaps(frame) for j, frame in enumerate(frames) if j != k), (k, "into another panel")
+        assert not titles[k].overlaps(top), (k, "a panel title runs into the figure's title")
+        assert titles[k].x0 >= 0 and titles[k].x1 <= fig.bbox.width
+        assert ax.title.get_fontsize() >= 7, (k, "a long cell id is wrapped before it is shrunk unreadable")
+        assert not any(titles[k].overlaps(other) for j, other in enumerate(titles) if j != k), (k, "titles collide")
+        assert not any(titles[k].overlaps(frame) for frame in frames), (k, "a title runs into a panel")
+    assert top.x0 >= 0 and top.x1 <= fig.bbox.width, "the figure's title runs off the page"
