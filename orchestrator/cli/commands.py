@@ -431,18 +431,33 @@ def cmd_runs(args: argparse.Namespace, term: Terminal) -> ExitStatus:
 
 def _still_running(run) -> None:
     """A run whose status.json says running is running only while an orchestrate holds its lock
-    (the kernel lets it go however that process died): else it ended mid-run, and says how to go on."""
-    from ..run.runner import RunLock
+    (the kernel lets it go however that process died): else it ended mid-run, and says how to go
+    on. A lock last taken on another machine may be held there unseen (a network file system that
+    keeps locks local), so that one is said, not decided."""
+    from ..rows import runstatus
+    from ..run.runner import RunLock, controller_name
 
+    lock = RunLock(run.path)
     try:
-        holder = RunLock(run.path).held_by()
-    except ConfigError as exc:
-        run.problems.append(str(exc))
+        if lock.held_by() is not None:
+            return
+        said = runstatus.read(run.path)  # read again: a run that ended since the listing read it
+    except OrchestrateError as exc:
+        run.problems.append(f"cannot tell whether it still runs: {exc}")
         return
-    if holder is None:
-        run.state = "ended mid-run"
-        run.problems.append(f"{layout.STATUS} says running, but no orchestrate holds its lock: it was killed, or "
-                            f"copied mid-run; to finish it: orchestrate run --resume {run.path}")
+    if said is not None and said.state != "running":
+        run.state, run.cells = said.state, {k: getattr(said.counts, k) for k in runstatus.COUNTS}
+        return
+    resume = f"orchestrate run --resume {run.path}"
+    taken_on = lock.last_taken_on()
+    if taken_on is not None and taken_on != controller_name():
+        run.problems.append(f"{layout.STATUS} says running, and no orchestrate on this machine holds its lock; it was "
+                            f"last taken on {taken_on}, whose lock this machine may not see (a network file system): "
+                            f"if that run has ended, finish it with: {resume}")
+        return
+    run.state = "ended mid-run"
+    run.problems.append(f"{layout.STATUS} says running, but no orchestrate holds its lock: it was killed, or copied "
+                        f"mid-run; to finish it: {resume}")
 
 
 def cmd_lab(args: argparse.Namespace, term: Terminal) -> ExitStatus:

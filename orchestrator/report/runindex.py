@@ -32,7 +32,8 @@ class RunEntry:
     path: Path
     date: dt.datetime | None = None  # when the run was created (its id's stamp), UTC
     name: str | None = None  # the experiment's name
-    state: str | None = None  # status.json's state (finished, stopped, ...); None: no status.json
+    state: str | None = None  # status.json's state (finished, stopped, ...); None: no status.json. `runs` turns
+    # "running" into "ended mid-run" when no orchestrate holds the run's lock (cli.commands._still_running)
     pairs: list[str] = field(default_factory=list)
     hosts: dict[str, dict[str, str]] = field(default_factory=dict)  # pair -> role -> "user@host:port"
     kernels: list[str] = field(default_factory=list)  # every host's kernel release, once each

@@ -125,8 +125,26 @@ class RunLock:
                 return _holder_phrase(os.pread(fd, 512, 0).decode("utf-8", errors="replace"))
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
+        except OSError as exc:  # no lock service (ENOLCK on some network file systems), EIO
+            raise ConfigError(f"{self.path}: cannot look at the run folder's lock: {exc.strerror or exc}") from None
         finally:
             os.close(fd)
+
+    def last_taken_on(self) -> str | None:
+        """The controller that took the lock last, as it wrote itself into the file (the text stays
+        after the lock goes), or None when the file has no such line."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            text = os.pread(fd, 512, 0).decode("utf-8", errors="replace")
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        found = re.search(r"controller=([A-Za-z0-9_.-]{1,64})", text)
+        return found.group(1) if found else None
 
     def release(self) -> None:
         if self._file is not None:
@@ -134,9 +152,13 @@ class RunLock:
             self._file = None
 
 
+def controller_name() -> str:
+    """This machine, as a run.lock names the controller that took it."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "unknown"
+
+
 def _holder_text() -> str:
-    controller = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:64] or "unknown"
-    return f"pid={os.getpid()} controller={controller} since={dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n"
+    return f"pid={os.getpid()} controller={controller_name()} since={dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n"
 
 
 def _holder_phrase(text: str) -> str:

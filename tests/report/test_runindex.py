@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.report import runindex
-from orchestrator.rows import origin
+from orchestrator.rows import layout, origin
 
 from ..conftest import ROOT
 
@@ -139,3 +139,15 @@ def test_a_run_said_running_is_running_only_while_its_lock_is_held(results):
         assert lab["state"] == "running" and not lab["problems"]
     finally:
         lock.release()
+    # Last taken on another machine: its lock may be held there, unseen here; said, not decided.
+    (results / LAB / layout.RUN_LOCK).write_text("pid=4242 controller=lab-laptop since=2026-12-06T05:00:00Z\n")
+    code, out, _ = cli("runs", str(results), "--json")
+    (lab,) = [r for r in json.loads(out)["runs"] if r["run_id"] == LAB]
+    assert lab["state"] == "running" and "last taken on lab-laptop" in lab["problems"][0]
+    # A lock that cannot be looked at is that run's problem, not the listing's.
+    (results / LAB / layout.RUN_LOCK).unlink()
+    (results / LAB / layout.RUN_LOCK).mkdir()
+    code, out, err = cli("runs", str(results), "--json")
+    assert code == 0, err
+    (lab,) = [r for r in json.loads(out)["runs"] if r["run_id"] == LAB]
+    assert lab["state"] == "running" and "cannot tell whether it still runs" in lab["problems"][0]
