@@ -125,6 +125,13 @@ def _lscpu(text: str) -> dict[str, str]:
     return {row["field"].rstrip(":"): row["data"] for row in rows if isinstance(row, dict) and "field" in row}
 
 
+def _link_kind(link: dict) -> str | None:
+    kind = (link.get("linkinfo") or {}).get("info_kind")
+    if isinstance(kind, str) and kind:
+        return kind
+    return {"loopback": "loopback", "ether": "device"}.get(str(link.get("link_type")))
+
+
 def _speed_mbit(text: str | None) -> float | None:
     """ethtool's `Speed: 25000Mb/s` in Mbit/s; None where the NIC does not say (`Unknown!`)."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*Mb/s", (text or "").strip())
@@ -196,8 +203,9 @@ def parse_facts(text: str) -> dict[str, Any]:
             "interface": iface,
             "addresses": [a.get("local") for a in link.get("addr_info", []) if a.get("local")],
             "mtu": link.get("mtu"),
-            # A virtual link's kind (veth, bond, vlan...), or loopback: what the data crossed. A NIC has none.
-            "kind": (link.get("linkinfo") or {}).get("info_kind") or ("loopback" if link.get("link_type") == "loopback" else None),
+            # What the data crossed: a software link's kind (veth, bond, vlan...), loopback, or a
+            # device (a NIC, real or a VM's), so that any change of it is a change of link.
+            "kind": _link_kind(link),
             "driver": driver.get("driver"),
             "driver_version": driver.get("version"),
             "firmware": driver.get("firmware-version"),

@@ -29,7 +29,7 @@ def test_physical_nic_facts():
     facts = parse_facts((FIXTURES / "client-mlx5.txt").read_text())
     nic = facts["nic"]
     assert (nic["interface"], nic["driver"], nic["speed"], nic["mtu"]) == ("enp65s0f0np0", "mlx5_core", "100000Mb/s", 9000)
-    assert nic["kind"] is None  # a NIC: no virtual link kind
+    assert nic["kind"] is None  # this hand-written ip output has no link_type (see the next test)
     assert nic["firmware"].startswith("22.36.1010")
     assert nic["offloads"]["large-receive-offload"] == "off"
     assert facts["numa_nodes"] == "2"
@@ -37,6 +37,19 @@ def test_physical_nic_facts():
     assert facts["caches"]["L3 cache"].startswith("48 MiB")
     assert facts["sysctls"]["net.core.optmem_max"] == "20480"
     assert facts["memory_bytes"] == 131622116 * 1024
+
+
+def test_a_nic_is_a_device_a_software_link_its_kind():
+    """A NIC (here the VM's virtio eth0, recorded) is of kind `device`; loopback and veth keep
+    theirs, so that compare sees any change among them as a change of link."""
+    import json
+
+    from orchestrator.remote.facts import _link_kind
+
+    (eth0,) = json.loads((FIXTURES / "ip-link-eth0-virtio.json").read_text())
+    assert _link_kind(eth0) == "device"
+    assert parse_facts((FIXTURES / "server-loopback.txt").read_text())["nic"]["kind"] == "loopback"
+    assert parse_facts((FIXTURES / "server-veth-tbf.txt").read_text())["nic"]["kind"] == "veth"
 
 
 def test_interface_lookup_quotes_the_address():

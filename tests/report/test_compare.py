@@ -317,8 +317,8 @@ def test_short_labels_name_the_options_a_cell_varies_and_the_workload_where_ther
 
 
 def test_loopback_to_a_veth_is_a_change_of_link_not_of_name():
-    """A run on loopback reproduced over a veth pair: the link's kind leads "What changed"; the
-    interface's name stays identity noise."""
+    """A run on loopback reproduced over a veth pair: the link's kind is a change of link in "What
+    changed", ranked with the Link group; the interface's name stays identity noise."""
     facts = Path(__file__).parents[1] / "fixtures" / "facts"
     lo, veth = (parse_facts((facts / name).read_text()) for name in ("server-loopback.txt", "server-veth-tbf.txt"))
     found = changes.host_changes({"server": lo}, {"server": veth})
