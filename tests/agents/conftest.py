@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from orchestrator.rows.agentjson import parse_agent_json
+from tests.conftest import ROOT, require
 
 LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 10.0
@@ -112,3 +114,18 @@ def wait_for(pred, timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def run_c_checks(compiler: str, tmp_path: Path, name: str, unit: str, *flags: str) -> None:
+    """Builds tests/agents/NAME.c against agents/UNIT with `compiler` at -Wall -Wextra -Werror
+    (no warning at all), runs it, and asserts it passed every check it makes, silently."""
+    require(shutil.which(compiler) is not None, f"{compiler} is not installed")
+    agents, program = ROOT / "agents", tmp_path / name
+    build = subprocess.run(
+        [compiler, "-std=gnu11", *flags, "-O2", "-Wall", "-Wextra", "-Werror", f"-I{agents}", "-o", str(program),
+         str(Path(__file__).parent / f"{name}.c"), str(agents / unit)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (build.returncode, build.stderr) == (0, ""), build.stderr
+    run = subprocess.run([str(program)], capture_output=True, text=True, timeout=30)
+    assert (run.returncode, run.stdout, run.stderr) == (0, f"{name}: all checks passed\n", "")

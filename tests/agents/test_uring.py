@@ -5,7 +5,6 @@ kernel copies every io_uring_zc send and says so in each notification."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -13,27 +12,15 @@ from pathlib import Path
 import pytest
 
 from orchestrator.rows import zerocopy
-from tests.conftest import ROOT, require
 
-from .conftest import Pair, assert_ok, finish, kill_quietly, run_pair, start_server
+from .conftest import Pair, assert_ok, finish, kill_quietly, run_c_checks, run_pair, start_server
 
 pytestmark = pytest.mark.integration
-
-AGENTS = ROOT / "agents"
 
 
 @pytest.mark.parametrize("compiler", ["gcc", "clang"])
 def test_every_call_failure_is_returned_and_named(compiler: str, tmp_path: Path) -> None:
-    require(shutil.which(compiler) is not None, f"{compiler} is not installed")
-    program = tmp_path / "uring_calls"
-    build = subprocess.run(
-        [compiler, "-std=gnu11", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{AGENTS}",
-         "-o", str(program), str(Path(__file__).parent / "uring_calls.c"), str(AGENTS / "uring.c")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(program)], capture_output=True, text=True, timeout=30)
-    assert (run.returncode, run.stdout, run.stderr) == (0, "uring_calls: all checks passed\n", "")
+    run_c_checks(compiler, tmp_path, "uring_calls", "uring.c", "-D_GNU_SOURCE")
 
 
 @pytest.mark.parametrize("mode", ["io_uring", "io_uring_zc"])

@@ -12,27 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require
-
-from .conftest import run_pair
+from .conftest import run_c_checks, run_pair
 
 pytestmark = pytest.mark.integration
-
-AGENTS = ROOT / "agents"
 
 
 @pytest.mark.parametrize("compiler", ["gcc", "clang"])
 def test_every_call_failure_is_returned_and_named(compiler: str, tmp_path: Path) -> None:
-    require(shutil.which(compiler) is not None, f"{compiler} is not installed")
-    program = tmp_path / "zcrx_calls"
-    build = subprocess.run(
-        [compiler, "-std=gnu11", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{AGENTS}",
-         "-o", str(program), str(Path(__file__).parent / "zcrx_calls.c"), str(AGENTS / "zcrx.c")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(program)], capture_output=True, text=True, timeout=30)
-    assert (run.returncode, run.stdout, run.stderr) == (0, "zcrx_calls: all checks passed\n", "")
+    run_c_checks(compiler, tmp_path, "zcrx_calls", "zcrx.c", "-D_GNU_SOURCE")
 
 
 def test_receive_zerocopy_is_refused_with_rr(built_agent: Path) -> None:
